@@ -1,0 +1,50 @@
+# bcd — the two set-up commands are `make test` and `make demo` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := mosquitto prometheus monitoring-plugins-basic
+PYTEST_ARGS ?=
+
+.PHONY: install deps test lint unit demo bench clean
+
+# Debian packages the test suite talks to for real (broker, promtool, Nagios plugins).
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# the Debian packages start their own daemons; the tests start their own on free ports
+	@-systemctl disable --now mosquitto prometheus >/dev/null 2>&1 || true
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check bcd tests bench
+	$(BIN)/mypy bcd
+
+test: deps install lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/bcd demo
+
+bench: install
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""bcd: business-continuity failover daemon."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,165 @@
+"""Composition root: builds every part from the config, runs them, reloads on SIGHUP, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bcd import config as config_module
+from bcd.bus import Bus
+from bcd.config import Config, ConfigError
+from bcd.engine import Engine
+from bcd.journal import Journal
+from bcd.model import Observation, ProbeKey
+from bcd.outputs.metrics import Metrics
+from bcd.probes import build_probe
+from bcd.probes.base import Probe, ProbeContext, make_http_session
+from bcd.scheduler import Job, Scheduler
+from bcd.web.server import WebContext, build_app
+
+log = structlog.get_logger("bcd.app")
+
+STOP_TIMEOUT = 4.0
+TICK = 1.0
+
+
+def jobs(config: Config) -> Iterator[Job]:
+    for service, site, probe in config.all_probes():
+        timing = config.timing(service, probe)
+        fingerprint = json.dumps([probe.model_dump(mode="json"), timing.interval, timing.timeout], sort_keys=True)
+        yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
+
+
+class Daemon:
+    """One running bcd. `run()` returns the process exit code."""
+
+    def __init__(self, config_path: str, config: Config, overrides: dict[str, Any] | None = None) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.overrides = overrides or {}
+        self.bus = Bus()
+        self.journal = Journal(Path(config.state_dir) / "bcd.sqlite")
+        self.engine = Engine(config, self.journal, self.bus)
+        self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler)
+        self.metrics.reload.success_timestamp = time.time()
+        self.scheduler: Scheduler | None = None
+        self.context: ProbeContext | None = None
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        log.info("stopping")
+        self._stop.set()
+
+    async def start(self) -> None:
+        """Start probing and serving; returns once the HTTP server is bound."""
+        self.context = ProbeContext(http=make_http_session())
+        self.scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
+        self.scheduler.sync(jobs(self.config), self._build_probe)
+        await self._start_web()
+        self._spawn(self._ticker())
+        log.info("started", instance=self.config.instance, services=len(self.config.services),
+                 probes=len(self.scheduler.keys), listen=self.config.server.listen,
+                 state=str(self.journal.path))
+
+    async def _start_web(self) -> None:
+        context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready)
+        self._runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = self.config.server.host_port
+        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+
+    async def shutdown(self) -> None:
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                for task in list(self._tasks):
+                    task.cancel()
+                if self.scheduler is not None:
+                    await self.scheduler.stop()
+                if self._runner is not None:
+                    await self._runner.cleanup()
+                if self.context is not None:
+                    await self.context.close()
+        except TimeoutError:
+            log.warning("shutdown_timeout", seconds=STOP_TIMEOUT)
+        finally:
+            self.journal.close()
+            log.info("stopped")
+
+    def ready(self) -> tuple[bool, str]:
+        if self.scheduler is None:
+            return False, "starting"
+        if not self.scheduler.all_ran_once():
+            return False, "waiting for every probe to run once"
+        return True, "config loaded, every probe has run"
+
+    # -- the flow ------------------------------------------------------------------------------------
+    def _observe(self, obs: Observation) -> None:
+        self.metrics.probes.record(obs)
+        self.engine.observe(obs)
+
+    def _build_probe(self, job: Job) -> Probe:
+        assert self.context is not None
+        service = self.config.services[job.key.service]
+        probe = next(p for p in service.sites[job.key.site].probes if p.name == job.key.probe)
+        return build_probe(probe, job.timeout, self.context)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.engine.tick()
+            except Exception:
+                log.exception("tick_failed")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- reload --------------------------------------------------------------------------------------
+    def _spawn_reload(self) -> None:
+        self._spawn(self.reload())
+
+    async def reload(self) -> bool:
+        """Load the config file again; keep the running config if the new one is invalid."""
+        log.info("reloading", config=self.config_path)
+        try:
+            new = config_module.load(self.config_path, self.overrides)
+        except ConfigError as exc:
+            self.metrics.reload.successful = False
+            log.error("config_reload_failed", config=self.config_path, errors=[str(i) for i in exc.issues])
+            return False
+        if new.server != self.config.server or new.state_dir != self.config.state_dir:
+            log.warning("reload_ignores", fields="server, state_dir", hint="restart to change them")
+        self.config = new
+        self.engine.apply_config(new)
+        assert self.scheduler is not None
+        self.scheduler.sync(jobs(new), self._build_probe)
+        self.metrics.probes.retain(self.scheduler.keys)
+        self.metrics.reload.successful = True
+        self.metrics.reload.success_timestamp = time.time()
+        log.info("reloaded", services=len(new.services), probes=len(self.scheduler.keys))
+        return True

@@ -1,0 +1,341 @@
+"""The configuration: frozen pydantic models, and `load()` with `FILE:LINE: path: message` errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bcd.durations import Duration
+from bcd.probes.specs import CommandSpec, DnsSpec, HttpSpec, MqttSpec, TcpSpec
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Name = Annotated[str, Field(pattern=NAME, max_length=64)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timing(Model):
+    """Probe timing and thresholds; every field may be left to the level above."""
+
+    interval: Duration | None = Field(None, description="time between two runs of a probe")
+    timeout: Duration | None = Field(None, description="deadline of one probe run (< interval)")
+    rise: int | None = Field(None, ge=1, le=100, description="consecutive successes to become up")
+    fall: int | None = Field(None, ge=1, le=100, description="consecutive failures to become down")
+
+
+class Defaults(Model):
+    interval: Duration = 10.0
+    timeout: Duration = 3.0
+    rise: int = Field(2, ge=1, le=100)
+    fall: int = Field(3, ge=1, le=100)
+
+
+class Flapping(Model):
+    """Nagios-style flap detection: weighted percent state change over the last 21 results."""
+
+    high: float = Field(30.0, gt=0, le=100, description="start flapping above this percentage")
+    low: float = Field(25.0, ge=0, le=100, description="stop flapping below this percentage")
+
+    @model_validator(mode="after")
+    def _order(self) -> Flapping:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
+class Server(Model):
+    listen: str = Field("127.0.0.1:9847", description="host:port of the HTTP server ([::1]:port for IPv6)")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+    @model_validator(mode="after")
+    def _parse(self) -> Server:
+        split_listen(self.listen)
+        return self
+
+
+class Scheduler(Model):
+    max_concurrency: int = Field(1000, ge=1, description="probes in flight at once, all services together")
+
+
+class SiteInfo(Model):
+    description: str = ""
+
+
+KINDS = ("http", "tcp", "dns", "command", "mqtt")
+
+
+class ProbeConfig(Timing):
+    name: Name
+    http: HttpSpec | None = None
+    tcp: TcpSpec | None = None
+    dns: DnsSpec | None = None
+    command: CommandSpec | None = None
+    mqtt: MqttSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProbeConfig:
+        given = [kind for kind in KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a probe needs exactly one of {', '.join(KINDS)}; got {len(given)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in KINDS if getattr(self, kind) is not None)
+
+    @property
+    def spec(self) -> HttpSpec | TcpSpec | DnsSpec | CommandSpec | MqttSpec:
+        spec: HttpSpec | TcpSpec | DnsSpec | CommandSpec | MqttSpec = getattr(self, self.kind)
+        return spec
+
+
+class ServiceSite(Model):
+    probes: Annotated[list[ProbeConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ServiceSite:
+        seen: set[str] = set()
+        for probe in self.probes:
+            if probe.name in seen:
+                raise ValueError(f"probe name {probe.name!r} is used twice")
+            seen.add(probe.name)
+        return self
+
+
+class ServiceConfig(Timing):
+    description: str = ""
+    active: Name = Field(description="the site that serves today; the others are standby")
+    labels: dict[str, str] = Field({}, description="copied onto alerts, MQTT state and API objects")
+    sites: Annotated[dict[Name, ServiceSite], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _active_declared(self) -> ServiceConfig:
+        if self.active not in self.sites:
+            raise ValueError(f"active site {self.active!r} is not one of this service's sites")
+        return self
+
+
+class Config(Model):
+    instance: Name = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "bcd")
+    vantage: Name | None = Field(None, description="the site this daemon runs in")
+    state_dir: str = Field(
+        default_factory=lambda: os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "./var",
+        description="where the SQLite state and journal live",
+    )
+    server: Server = Field(default_factory=Server)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    sites: Annotated[dict[Name, SiteInfo], Field(min_length=1)]
+    defaults: Defaults = Field(default_factory=Defaults)
+    flapping: Flapping = Field(default_factory=Flapping)
+    services: dict[Name, ServiceConfig] = {}
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        errors = [*self._undeclared_sites(), *self._timeouts()]
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def _undeclared_sites(self) -> Iterator[str]:
+        for service_name, service in self.services.items():
+            for site in service.sites:
+                if site not in self.sites:
+                    yield f"services.{service_name}.sites.{site}: site {site!r} is not declared under sites"
+
+    def _timeouts(self) -> Iterator[str]:
+        for service_name, site_name, probe in self.all_probes():
+            timing = self.timing(service_name, probe)
+            if timing.timeout >= timing.interval:
+                yield (
+                    f"services.{service_name}.sites.{site_name}.probes.{probe.name}: "
+                    f"timeout ({timing.timeout:g}s) must be shorter than interval ({timing.interval:g}s)"
+                )
+
+    def all_probes(self) -> Iterator[tuple[str, str, ProbeConfig]]:
+        for service_name, service in self.services.items():
+            for site_name, site in service.sites.items():
+                for probe in site.probes:
+                    yield service_name, site_name, probe
+
+    def timing(self, service_name: str, probe: ProbeConfig) -> Defaults:
+        """Effective interval/timeout/rise/fall of a probe: probe, else service, else defaults."""
+        service = self.services[service_name]
+        values: dict[str, Any] = {}
+        for name in ("interval", "timeout", "rise", "fall"):
+            for level in (probe, service):
+                if getattr(level, name) is not None:
+                    values[name] = getattr(level, name)
+                    break
+            else:
+                values[name] = getattr(self.defaults, name)
+        return Defaults.model_construct(**values)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", listen)
+    if not match:
+        raise ValueError(f"listen must be host:port or [ipv6]:port, got {listen!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading, with errors pointing at file and line
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return f"{self.file}:{self.line}: {where}{self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `issues` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        super().__init__("\n".join(str(issue) for issue in issues))
+        self.issues = issues
+
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Config:
+    """Read, expand `${ENV}` references, validate; raise ConfigError listing every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(name, 0, "", f"cannot read: {exc}")]) from None
+    return parse(text, name, overrides)
+
+
+def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([ConfigIssue(name, line, "", f"YAML syntax error: {problem}")]) from None
+    if data is None:
+        raise ConfigError([ConfigIssue(name, 1, "", "the file is empty")])
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
+    issues: list[ConfigIssue] = []
+    data = _expand_env(data, (), lambda loc, msg: issues.append(_issue(name, root, loc, msg)))
+    data.update(overrides or {})
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(_validation_issues(name, root, exc))
+    if issues:
+        raise ConfigError(sorted(issues, key=lambda issue: issue.line))
+    return config
+
+
+def _expand_env(value: Any, loc: tuple[str | int, ...], report: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand_env(item, (*loc, key), report) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(item, (*loc, index), report) for index, item in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            variable = match.group(1)
+            if variable not in os.environ:
+                report(loc, f"environment variable {variable} is not set")
+                return ""
+            return os.environ[variable]
+
+        return _ENV_REF.sub(replace, value)
+    return value
+
+
+def _validation_issues(name: str, root: yaml.Node | None, exc: ValidationError) -> Iterator[ConfigIssue]:
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        if error["type"] == "value_error" and message.startswith("services."):
+            # cross-field errors raised at the top: one issue per problem, each at its own line
+            for part in message.split("; "):
+                where, _, text = part.partition(": ")
+                yield _issue(name, root, _path_loc(where), text)
+            continue
+        yield _issue(name, root, loc, message)
+
+
+def _path_loc(path: str) -> tuple[str | int, ...]:
+    return tuple(int(part) if part.isdigit() else part for part in path.split("."))
+
+
+def _issue(name: str, root: yaml.Node | None, loc: tuple[str | int, ...], message: str) -> ConfigIssue:
+    path = ".".join(str(part) for part in loc)
+    return ConfigIssue(name, _line_of(root, loc), path, message)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int:
+    """Line of the deepest node along `loc` (1-based); probes are also found by name."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in loc:
+        child = _child(node, part)
+        if child is None:
+            break
+        node, line = child
+    return line
+
+
+def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, int] | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == str(part):
+                return value, key.start_mark.line + 1
+    if isinstance(node, yaml.SequenceNode):
+        if isinstance(part, int) and part < len(node.value):
+            item = node.value[part]
+            return item, item.start_mark.line + 1
+        for item in node.value:  # a probe named in a cross-field message
+            if isinstance(item, yaml.MappingNode) and any(
+                k.value == "name" and v.value == str(part) for k, v in item.value
+            ):
+                return item, item.start_mark.line + 1
+    return None
+
+
+def credential_path(name: str) -> Path:
+    """A `*_file:` value: absolute, else relative to $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    return Path(os.environ.get("CREDENTIALS_DIRECTORY", ".")) / path
+
+
+def read_credential(name: str) -> str:
+    return credential_path(name).read_text(encoding="utf-8").strip()

@@ -1,0 +1,136 @@
+"""`bcd demo`: a simulated two-site estate on loopback, and the real daemon watching it.
+
+The estate is read from the demo config itself: every `http` probe URL and `tcp` probe port in it is
+served here. After `fail_after` seconds the active site of the first service stops answering, so the
+operator sees degraded → down transitions (and, once runbooks are configured, a failover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from bcd import config as config_module
+from bcd import logging as bcd_logging
+from bcd.app import Daemon
+from bcd.config import Config, ConfigError
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+
+
+@dataclass
+class Endpoint:
+    """One simulated listener; `healthy` is what the operator's story changes."""
+
+    service: str
+    site: str
+    healthy: bool = True
+    servers: list[asyncio.AbstractServer | web.AppRunner] = field(default_factory=list)
+
+
+class Estate:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
+
+    async def start(self) -> None:
+        for service, site, probe in self.config.all_probes():
+            endpoint = self.endpoints.setdefault((service, site), Endpoint(service, site))
+            if probe.http is not None:
+                url = urlsplit(probe.http.url)
+                endpoint.servers.append(await self._http(endpoint, url.hostname or "127.0.0.1", url.port or 80))
+            elif probe.tcp is not None:
+                endpoint.servers.append(await self._tcp(endpoint, probe.tcp.host, probe.tcp.port))
+
+    async def _http(self, endpoint: Endpoint, host: str, port: int) -> web.AppRunner:
+        async def health(request: web.Request) -> web.Response:
+            if endpoint.healthy:
+                return web.Response(text=f"UP {endpoint.service}@{endpoint.site}\n")
+            return web.Response(status=503, text="DOWN\n")
+
+        app = web.Application()
+        app.router.add_get("/health", health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        return runner
+
+    async def _tcp(self, endpoint: Endpoint, host: str, port: int) -> asyncio.AbstractServer:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                if endpoint.healthy:
+                    await asyncio.wait_for(reader.readline(), 1.0)
+                    writer.write(b"PONG\n")
+                    await writer.drain()
+            except (TimeoutError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        return await asyncio.start_server(handle, host, port, reuse_address=True)
+
+    async def stop(self) -> None:
+        for endpoint in self.endpoints.values():
+            for server in endpoint.servers:
+                if isinstance(server, web.AppRunner):
+                    await server.cleanup()
+                else:
+                    server.close()
+
+
+def banner(config: Config, state_dir: str, fail_after: float) -> str:
+    listen = f"http://{config.server.listen}"
+    victim = next(iter(config.services))
+    active = config.services[victim].active
+    return "\n".join([
+        "",
+        "bcd demo — a simulated two-site estate on loopback, watched by the real daemon",
+        f"  status API   {listen}/api/v1/services",
+        f"  metrics      {listen}/metrics",
+        f"  readiness    {listen}/readyz",
+        f"  CLI          bcd status --url {listen}",
+        f"  state        {state_dir}",
+        f"In {fail_after:g} s the {active} site of {victim} will stop answering. Ctrl-C stops everything.",
+        "",
+    ])
+
+
+async def run_demo(fail_after: float, path: Path = DEMO_CONFIG) -> int:
+    state_dir = tempfile.mkdtemp(prefix="bcd-demo-")
+    try:
+        config = config_module.load(path, {"state_dir": state_dir})
+    except ConfigError as exc:
+        print(exc)
+        return 2
+    bcd_logging.setup("info")
+    estate = Estate(config)
+    try:
+        await estate.start()
+    except OSError as exc:
+        print(f"bcd demo: cannot start the simulated estate: {exc}")
+        await estate.stop()
+        return 1
+    print(banner(config, state_dir, fail_after), flush=True)
+    victim = next(iter(config.services))
+    daemon = Daemon(str(path), config, {"state_dir": state_dir})
+    breaker = asyncio.get_running_loop().call_later(fail_after, _fail, estate, victim, config.services[victim].active)
+    try:
+        return await daemon.run()
+    finally:
+        breaker.cancel()
+        await estate.stop()
+
+
+def _fail(estate: Estate, service: str, site: str) -> None:
+    """The story's event: HTTP answers 503 and TCP listeners stop accepting."""
+    endpoint = estate.endpoints[(service, site)]
+    endpoint.healthy = False
+    for server in endpoint.servers:
+        if isinstance(server, asyncio.AbstractServer):
+            server.close()
+    print(f"\n*** demo: {service} in {site} stops answering now ***\n", flush=True)

@@ -1,0 +1,122 @@
+"""Value types shared across module boundaries: enums and frozen dataclasses, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Result(StrEnum):
+    """Outcome of one probe run."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+class SiteState(StrEnum):
+    """Health of one service in one site (HAProxy/Nagios semantics)."""
+
+    UNKNOWN = "unknown"
+    UP = "up"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    FLAPPING = "flapping"
+    MAINTENANCE = "maintenance"
+
+
+class ServiceStatus(StrEnum):
+    """Status of a service across its sites."""
+
+    UNKNOWN = "unknown"
+    OK = "ok"
+    AT_RISK = "at_risk"
+    FAILOVER_NEEDED = "failover_needed"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What a probe returns: never raised, always a value."""
+
+    result: Result
+    latency: float
+    reason: str
+    cert_expiry: float | None = None
+    perfdata: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKey:
+    """Identity of one scheduled probe."""
+
+    service: str
+    site: str
+    probe: str
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A probe result stamped with who, where and when."""
+
+    key: ProbeKey
+    result: Result
+    latency: float
+    reason: str
+    at: float
+    vantage: str | None = None
+    cert_expiry: float | None = None
+    perfdata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not Result.FAIL
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of a site's health state, with the evidence."""
+
+    service: str
+    site: str
+    from_state: SiteState
+    to_state: SiteState
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A change of a service's status, with the evidence."""
+
+    service: str
+    from_status: ServiceStatus
+    to_status: ServiceStatus
+    active: str
+    reason: str
+    at: float
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """What goes on the bus and into the journal: a transition, a status change, a decision, a run event."""
+
+    kind: str
+    at: float
+    service: str | None
+    site: str | None
+    reason: str
+    data: dict[str, object] = field(default_factory=dict)
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "at": self.at,
+            "service": self.service,
+            "site": self.site,
+            "reason": self.reason,
+            **self.data,
+        }

@@ -1,0 +1,213 @@
+"""Prometheus metrics, built from the live model at scrape time.
+
+Nothing here is registered per label set, so a service or probe removed by a reload simply stops being
+rendered. The per-probe families (tens of thousands of series for a large estate) are rendered directly
+in the text exposition format from plain counters with pre-escaped label strings: prometheus-client's
+generic sample path costs several microseconds a line, which at 20,000 probes blows the scrape budget.
+Daemon-level families go through prometheus-client's registry and its text encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from bcd import __version__
+from bcd.engine import Engine
+from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
+from bcd.scheduler import Histogram, Scheduler
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+RESULTS = (Result.OK, Result.WARN, Result.FAIL)
+SITE_STATES = tuple(SiteState)
+SERVICE_STATUSES = tuple(ServiceStatus)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def labels(**pairs: str) -> str:
+    return ",".join(f'{name}="{escape(value)}"' for name, value in pairs.items())
+
+
+def _fmt(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(slots=True)
+class ProbeStat:
+    label: str
+    duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
+    results: dict[Result, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    success: int = 0
+    cert_expiry: float | None = None
+
+
+class ProbeMetrics:
+    """Per-probe accumulators, fed with every observation (the hot path: keep it cheap)."""
+
+    def __init__(self) -> None:
+        self.stats: dict[ProbeKey, ProbeStat] = {}
+
+    def record(self, obs: Observation) -> None:
+        stat = self.stats.get(obs.key)
+        if stat is None:
+            key = obs.key
+            stat = self.stats[key] = ProbeStat(labels(service=key.service, site=key.site, probe=key.probe))
+        stat.duration.observe(obs.latency)
+        stat.results[obs.result] += 1
+        stat.success = 0 if obs.result is Result.FAIL else 1
+        if obs.cert_expiry is not None:
+            stat.cert_expiry = obs.cert_expiry
+
+    def retain(self, keys: set[ProbeKey]) -> None:
+        """Forget probes removed by a reload."""
+        for key in set(self.stats) - keys:
+            del self.stats[key]
+
+
+def _family(name: str, kind: str, help_text: str) -> str:
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+
+
+def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
+    stats = list(metrics.stats.values())
+    yield _family("bcd_probe_success", "gauge", "Whether the last run of the probe passed (warn counts as passed).")
+    yield "".join(f"bcd_probe_success{{{s.label}}} {s.success}\n" for s in stats)
+    yield _family("bcd_probe_results_total", "counter", "Probe runs by result.")
+    yield "".join(
+        f'bcd_probe_results_total{{{s.label},result="{result}"}} {count}\n'
+        for s in stats
+        for result, count in s.results.items()
+    )
+    yield _family("bcd_probe_duration_seconds", "histogram", "Duration of probe runs.")
+    bounds = [repr(b) for b in DURATION_BUCKETS]
+    for s in stats:
+        h = s.duration
+        yield "".join(
+            f'bcd_probe_duration_seconds_bucket{{{s.label},le="{bound}"}} {count}\n'
+            for bound, count in zip(bounds, h.cumulative(), strict=True)
+        )
+        yield (
+            f'bcd_probe_duration_seconds_bucket{{{s.label},le="+Inf"}} {h.count}\n'
+            f"bcd_probe_duration_seconds_sum{{{s.label}}} {h.total!r}\n"
+            f"bcd_probe_duration_seconds_count{{{s.label}}} {h.count}\n"
+        )
+    yield _family(
+        "bcd_probe_cert_expiry_timestamp_seconds", "gauge", "Earliest expiry of the certificates a TLS probe saw."
+    )
+    yield "".join(
+        f"bcd_probe_cert_expiry_timestamp_seconds{{{s.label}}} {_fmt(s.cert_expiry)}\n"
+        for s in stats
+        if s.cert_expiry is not None
+    )
+
+
+def render_estate(engine: Engine) -> Iterator[str]:
+    site_labels = {key: labels(service=key[0], site=key[1]) for key in engine.sites}
+    yield _family("bcd_site_health", "gauge", "Health state of a service in a site (1 for the current state).")
+    for key, site in engine.sites.items():
+        state = site.state
+        yield "".join(
+            f'bcd_site_health{{{site_labels[key]},state="{s}"}} {int(s is state)}\n' for s in SITE_STATES
+        )
+    yield _family("bcd_site_up", "gauge", "Whether the service is up in the site.")
+    yield "".join(
+        f"bcd_site_up{{{site_labels[key]}}} {int(site.state is SiteState.UP)}\n"
+        for key, site in engine.sites.items()
+    )
+    yield _family("bcd_health_transitions_total", "counter", "Health state transitions of a service in a site.")
+    yield "".join(
+        f'bcd_health_transitions_total{{{labels(service=k[0], site=k[1])},from="{k[2]}",to="{k[3]}"}} {n}\n'
+        for k, n in engine.transitions.items()
+    )
+    yield _family("bcd_service_status", "gauge", "Status of a service (1 for the current status).")
+    for name, view in engine.services.items():
+        service = labels(service=name)
+        yield "".join(
+            f'bcd_service_status{{{service},status="{s}"}} {int(s is view.status)}\n' for s in SERVICE_STATUSES
+        )
+    yield _family("bcd_service_active_site", "gauge", "Which site is active for a service (1 for the active one).")
+    for name, view in engine.services.items():
+        yield "".join(
+            f"bcd_service_active_site{{{labels(service=name, site=site)}}} {int(site == view.active)}\n"
+            for site in engine.config.services[name].sites
+        )
+
+
+@dataclass(slots=True)
+class ReloadState:
+    successful: bool = True
+    success_timestamp: float = 0.0
+
+
+class DaemonCollector(Collector):
+    """Daemon-level metrics (low cardinality) through prometheus-client."""
+
+    def __init__(self, scheduler: Callable[[], Scheduler | None], reload: ReloadState) -> None:
+        self._scheduler = scheduler
+        self._reload = reload
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        build = GaugeMetricFamily("bcd_build_info", "bcd version.", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        yield GaugeMetricFamily(
+            "bcd_config_last_reload_successful", "Whether the last config (re)load succeeded.",
+            value=int(self._reload.successful),
+        )
+        yield GaugeMetricFamily(
+            "bcd_config_last_reload_success_timestamp_seconds", "When the config was last loaded successfully.",
+            value=self._reload.success_timestamp,
+        )
+        scheduler = self._scheduler()
+        if scheduler is not None:
+            yield from _scheduler_families(scheduler)
+
+
+def _scheduler_families(
+    scheduler: Scheduler,
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+    stats = scheduler.stats
+    lateness = stats.lateness
+    buckets = [(repr(b), c) for b, c in zip(lateness.bounds, lateness.cumulative(), strict=True)]
+    yield HistogramMetricFamily(
+        "bcd_scheduler_lateness_seconds", "How late probe runs started after their due time.",
+        buckets=[*buckets, ("+Inf", lateness.count)], sum_value=lateness.total,
+    )
+    yield GaugeMetricFamily(
+        "bcd_scheduler_probes_in_flight", "Probe runs in progress.", value=scheduler.in_flight
+    )
+    yield GaugeMetricFamily("bcd_scheduler_probes", "Probes scheduled.", value=len(scheduler.keys))
+    yield CounterMetricFamily(
+        "bcd_scheduler_skipped_probes", "Probe runs skipped because the previous run was still going or late.",
+        value=stats.skipped,
+    )
+
+
+class Metrics:
+    """Everything `/metrics` shows."""
+
+    def __init__(self, engine: Callable[[], Engine], scheduler: Callable[[], Scheduler | None]) -> None:
+        self.probes = ProbeMetrics()
+        self.reload = ReloadState()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(DaemonCollector(scheduler, self.reload))
+        self._engine = engine
+
+    def register(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+    def render(self) -> bytes:
+        parts = [generate_latest(self.registry).decode()]
+        parts.extend(render_estate(self._engine()))
+        parts.extend(render_probes(self.probes))
+        return "".join(parts).encode()

@@ -1,0 +1,185 @@
+"""What every probe kind shares: the `Probe` protocol, the context, and the run-under-deadline helper.
+
+A probe is built once per (service, site, probe) and `run()` is called every interval. `run()` never
+raises (except CancelledError), finishes within its timeout, and says in one line what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Protocol, TypeAlias
+
+import aiohttp
+
+from bcd import __version__
+from bcd.model import ProbeResult, Result
+
+REASON_LIMIT = 200
+
+
+class ProbeSetupError(ValueError):
+    """A probe cannot be built from its spec (e.g. a certificate file that cannot be loaded)."""
+
+
+class Probe(Protocol):
+    async def run(self) -> ProbeResult:
+        """Check once; never raises except CancelledError; returns within the probe's timeout."""
+        ...
+
+
+ProbeFactory: TypeAlias = Callable[[Any, float, "ProbeContext"], Probe]
+"""Builds a probe from its spec (the pydantic model of its kind), its timeout and the shared context."""
+
+
+@dataclass
+class ProbeContext:
+    """What the probes of one daemon share. `clock` times latency, `wall_clock` judges cert expiry."""
+
+    http: aiohttp.ClientSession
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The HTTP session
+
+
+class PeerCertResponse(aiohttp.ClientResponse):
+    """A response that remembers the server's certificate (DER) from the connection it arrived on.
+
+    Captured in `start()`, because a response without a body releases (and, with force_close, closes)
+    its connection before the caller ever sees it.
+    """
+
+    peer_cert_der: bytes | None = None
+
+    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if isinstance(ssl_object, ssl.SSLObject):
+            self.peer_cert_der = ssl_object.getpeercert(binary_form=True)
+        return await super().start(connection)
+
+
+PhaseListener = Callable[[str], None]
+"""Passed as `trace_request_ctx`: told "resolving", "connecting", then "connected" as a request proceeds."""
+
+
+def make_http_session() -> aiohttp.ClientSession:
+    """The session every HTTP probe shares (call inside the running loop).
+
+    `force_close` gives each request a new connection, so DNS, TCP and TLS are exercised every time and a
+    dead listener is never hidden by a kept-alive socket; `limit=0` leaves concurrency to the scheduler;
+    no DNS cache, no cookie jar (probes must not influence each other).
+    """
+    connector = aiohttp.TCPConnector(force_close=True, limit=0, use_dns_cache=False)
+    return aiohttp.ClientSession(
+        connector=connector,
+        response_class=PeerCertResponse,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": f"bcd/{__version__}"},
+        trace_configs=[_phase_tracer()],
+    )
+
+
+def _phase_tracer() -> aiohttp.TraceConfig:
+    tracer = aiohttp.TraceConfig()
+
+    def hook(phase: str) -> Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Coroutine[Any, Any, None]]:
+        async def on_event(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: Any) -> None:
+            listener = ctx.trace_request_ctx
+            if callable(listener):
+                listener(phase)
+
+        return on_event
+
+    tracer.on_dns_resolvehost_start.append(hook("resolving"))
+    tracer.on_connection_create_start.append(hook("connecting"))
+    tracer.on_connection_create_end.append(hook("connected"))
+    return tracer
+
+
+async def make_context() -> ProbeContext:
+    """A ProbeContext with a fresh HTTP session; `await ctx.close()` when done."""
+    return ProbeContext(http=make_http_session())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Running one check under its deadline
+
+
+@dataclass
+class Attempt:
+    """One run of a probe: when it started and what it is waiting for now (named if the deadline hits)."""
+
+    timeout: float
+    clock: Callable[[], float]
+    doing: str
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def result(
+        self,
+        result: Result,
+        reason: str,
+        cert_expiry: float | None = None,
+        perfdata: tuple[tuple[str, str], ...] = (),
+    ) -> ProbeResult:
+        return ProbeResult(result, self.elapsed(), one_line(reason), cert_expiry, perfdata)
+
+
+async def guarded(
+    attempt: Attempt,
+    check: Coroutine[Any, Any, ProbeResult],
+    describe: Callable[[Exception], str],
+) -> ProbeResult:
+    """Await `check` under the attempt's deadline; a timeout or an exception becomes a FAIL result."""
+    try:
+        async with asyncio.timeout(attempt.timeout):
+            return await check
+    except TimeoutError:
+        return attempt.result(Result.FAIL, f"timeout after {seconds(attempt.timeout)} {attempt.doing}")
+    except Exception as exc:
+        return attempt.result(Result.FAIL, describe(exc))
+
+
+def describe_os_error(exc: Exception, target: str) -> str:
+    """One line for the network errors every kind meets; falls back to the exception's own text."""
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused to {target}"
+    if isinstance(exc, ConnectionResetError):
+        return f"connection reset by {target}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {target}: {exc.strerror}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed for {target}: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error with {target}: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror.lower()} ({target})"
+    return f"{type(exc).__name__}: {exc} ({target})"
+
+
+def one_line(text: str, limit: int = REASON_LIMIT) -> str:
+    """Whitespace collapsed to single spaces, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def seconds(value: float) -> str:
+    """3 → '3s', 0.25 → '0.25s', 90 → '90s' (millisecond precision)."""
+    return f"{round(value, 3):g}s"

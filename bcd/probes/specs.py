@@ -1,0 +1,96 @@
+"""Config models of every probe kind (parsed once, frozen, unknown keys rejected)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bcd.durations import Duration
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+class HttpSpec(Spec):
+    """`http:` probe: one request on a new connection."""
+
+    url: Annotated[str, Field(pattern=r"^https?://", description="http:// or https:// URL")]
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    headers: dict[str, str] = {}
+    body: str | None = Field(None, description="request body (POST/PUT)")
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        None, description="accepted status codes; default any 2xx"
+    )
+    body_regex: str | None = Field(None, description="regular expression the body must match")
+    max_latency: Duration | None = Field(None, description="slower than this → warn")
+    tls_verify: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = Field(None, description="client certificate (PEM)")
+    key_file: str | None = Field(None, description="client key (PEM)")
+    cert_expiry_warn: Duration | None = Field(None, description="certificate expiring sooner → warn")
+    max_body_bytes: int = Field(65536, ge=0, description="bytes of the body read for body_regex")
+
+    _regex = field_validator("body_regex")(_check_regex)
+
+
+class TcpSpec(Spec):
+    """`tcp:` probe: connect, optionally send and expect."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    send: str | None = Field(None, description="text sent after connecting (\\n escapes allowed)")
+    expect: str | None = Field(None, description="regular expression the reply must match")
+    tls: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
+    server_name: str | None = None
+
+    _regex = field_validator("expect")(_check_regex)
+
+
+class DnsSpec(Spec):
+    """`dns:` probe: resolve a name against a given server."""
+
+    name: str
+    server: str = Field(description="IP address of the DNS server")
+    port: int = Field(53, ge=1, le=65535)
+    type: Literal["A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "PTR", "SOA"] = "A"
+    expect: list[str] = Field([], description="records that must all be present in the answer")
+    transport: Literal["udp", "tcp"] = "udp"
+
+
+class CommandSpec(Spec):
+    """`command:` probe: a Nagios/monitoring-plugins check run without a shell."""
+
+    argv: Annotated[list[str], Field(min_length=1)]
+    env: dict[str, str] = {}
+
+    @field_validator("argv")
+    @classmethod
+    def _absolute(cls, argv: list[str]) -> list[str]:
+        if not argv[0].startswith("/"):
+            raise ValueError(f"argv[0] must be an absolute path, got {argv[0]!r}")
+        return argv
+
+
+class MqttSpec(Spec):
+    """`mqtt:` probe: connect to a broker, optionally round-trip a message."""
+
+    url: Annotated[str, Field(pattern=r"^mqtts?://")]
+    topic: str | None = Field(None, description="publish to and receive from this topic")
+    username: str | None = None
+    password_file: str | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
+    tls_verify: bool = True
+    ca_file: str | None = None

@@ -1,0 +1,223 @@
+"""Periodic probe runs: one timer per probe on the event loop, spread start times, a global cap.
+
+Each probe is due every `interval` seconds on the monotonic clock, at a fixed offset inside the interval
+derived from its key (stable across restarts, so a fleet of probes never fires as a herd). A run that is
+still in flight when the next one is due is skipped and counted, never queued twice. Lateness — how long
+after its due time a run actually started (after waiting for a concurrency slot) — is measured per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from bcd.model import Observation, ProbeKey, ProbeResult, Result
+from bcd.probes.base import Probe
+
+log = structlog.get_logger("bcd.scheduler")
+
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+GRACE = 0.5  # seconds beyond a probe's own timeout before the scheduler cuts it off
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One probe to run periodically; `fingerprint` changes when its config does."""
+
+    key: ProbeKey
+    interval: float
+    timeout: float
+    fingerprint: str
+
+
+@dataclass(slots=True)
+class _Entry:
+    job: Job
+    probe: Probe
+    due: float
+    handle: asyncio.TimerHandle | None = None
+    running: bool = False
+    runs: int = 0
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Cumulative-bucket histogram kept as plain numbers (cheap on the hot path)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        for index, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[index] += 1
+                break
+
+    def cumulative(self) -> list[int]:
+        running, out = 0, []
+        for count in self.counts:
+            running += count
+            out.append(running)
+        return out
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    lateness: Histogram = field(default_factory=lambda: Histogram(LATENESS_BUCKETS))
+    started: int = 0
+    skipped: int = 0
+    max_lateness: float = 0.0
+
+
+def spread_offset(key: ProbeKey, interval: float) -> float:
+    """A stable offset in [0, interval) for this probe."""
+    digest = zlib.crc32(f"{key.service}\0{key.site}\0{key.probe}".encode())
+    return (digest % 100_000) / 100_000 * interval
+
+
+class Scheduler:
+    """Runs every job on its interval and hands each Observation to `sink`."""
+
+    def __init__(
+        self,
+        sink: Callable[[Observation], None],
+        max_concurrency: int,
+        vantage: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sink = sink
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._vantage = vantage
+        self._wall_clock = wall_clock
+        self._entries: dict[ProbeKey, _Entry] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        self.stats = SchedulerStats()
+        self.in_flight = 0
+        self.progress = 0  # bumps on every finished run: the watchdog's sign of life
+
+    @property
+    def keys(self) -> set[ProbeKey]:
+        return set(self._entries)
+
+    def all_ran_once(self) -> bool:
+        return all(entry.runs > 0 for entry in self._entries.values())
+
+    def sync(self, jobs: Iterable[Job], build: Callable[[Job], Probe]) -> None:
+        """Make the running set equal `jobs`: unchanged ones keep their schedule and probe object,
+        new or changed ones get a probe from `build` and a fresh schedule."""
+        wanted = {job.key: job for job in jobs}
+        for key in list(self._entries):
+            if key not in wanted or wanted[key].fingerprint != self._entries[key].job.fingerprint:
+                self._remove(key)
+        now = self._loop.time()
+        for key, job in wanted.items():
+            if key not in self._entries:
+                entry = _Entry(job, build(job), now + spread_offset(key, job.interval))
+                self._entries[key] = entry
+                self._arm(entry)
+
+    def run_now(self, keys: Iterable[ProbeKey]) -> None:
+        """Start these probes at once (e.g. to confirm a suspect site faster)."""
+        for key in keys:
+            entry = self._entries.get(key)
+            if entry is not None and not entry.running:
+                if entry.handle is not None:
+                    entry.handle.cancel()
+                entry.due = self._loop.time()
+                self._fire(entry)
+
+    async def stop(self) -> None:
+        for key in list(self._entries):
+            self._remove(key)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _remove(self, key: ProbeKey) -> None:
+        entry = self._entries.pop(key)
+        if entry.handle is not None:
+            entry.handle.cancel()
+
+    def _arm(self, entry: _Entry) -> None:
+        entry.handle = self._loop.call_at(entry.due, self._fire, entry)
+
+    def _fire(self, entry: _Entry) -> None:
+        entry.handle = None
+        if entry.running:
+            self.stats.skipped += 1
+        else:
+            entry.running = True
+            task = self._loop.create_task(self._run(entry, entry.due))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        interval = entry.job.interval
+        entry.due += interval
+        now = self._loop.time()
+        if entry.due < now:  # fell a whole interval behind: skip ahead, count the missed runs
+            behind = int((now - entry.due) // interval) + 1
+            self.stats.skipped += behind
+            entry.due += behind * interval
+        if self._entries.get(entry.job.key) is entry:
+            self._arm(entry)
+
+    async def _run(self, entry: _Entry, due: float) -> None:
+        job = entry.job
+        try:
+            async with self._slots:
+                started = self._loop.time()
+                self._record_start(started - due)
+                self.in_flight += 1
+                try:
+                    result = await self._probe(job, entry.probe)
+                finally:
+                    self.in_flight -= 1
+            entry.runs += 1
+            self.progress += 1
+            if self._entries.get(job.key) is entry:
+                self._sink(self._observation(job.key, result))
+        except Exception:  # the one catch-all of a probe task: log, keep the daemon alive
+            log.exception("probe_task_failed", service=job.key.service, site=job.key.site, probe=job.key.probe)
+        finally:
+            entry.running = False
+
+    def _record_start(self, lateness: float) -> None:
+        lateness = max(lateness, 0.0)
+        self.stats.started += 1
+        self.stats.lateness.observe(lateness)
+        self.stats.max_lateness = max(self.stats.max_lateness, lateness)
+
+    async def _probe(self, job: Job, probe: Probe) -> ProbeResult:
+        begin = self._loop.time()
+        try:
+            async with asyncio.timeout(job.timeout + GRACE):
+                return await probe.run()
+        except TimeoutError:
+            return ProbeResult(Result.FAIL, self._loop.time() - begin, f"timeout after {job.timeout:g}s")
+        except Exception as exc:  # a probe must not raise; if one does, it is a failed check, not a crash
+            log.exception("probe_raised", service=job.key.service, site=job.key.site, probe=job.key.probe)
+            return ProbeResult(Result.FAIL, self._loop.time() - begin, f"probe error: {exc!r}"[:200])
+
+    def _observation(self, key: ProbeKey, result: ProbeResult) -> Observation:
+        return Observation(
+            key=key,
+            result=result.result,
+            latency=result.latency,
+            reason=result.reason,
+            at=self._wall_clock(),
+            vantage=self._vantage,
+            cert_expiry=result.cert_expiry,
+            perfdata=result.perfdata,
+        )

@@ -1,0 +1,1 @@
+"""The HTTP surface: /metrics, /healthz, /readyz, /api/v1, the status page."""

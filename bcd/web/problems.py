@@ -1,0 +1,33 @@
+"""Errors as RFC 9457 `application/problem+json`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str = "", **extra: object) -> web.Response:
+    body: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn aiohttp's HTTP errors (404, 405, 413, …) into problem+json."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == PROBLEM:
+            raise
+        default_text = f"{exc.status}: {exc.reason}"
+        return problem(exc.status, exc.reason, "" if exc.text in (None, default_text) else str(exc.text))

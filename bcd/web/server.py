@@ -1,0 +1,90 @@
+"""aiohttp application: probes of the daemon itself, metrics, and the read API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bcd import __version__
+from bcd.engine import Engine, ServiceView
+from bcd.outputs.metrics import CONTENT_TYPE, Metrics
+from bcd.web.problems import problem, problem_middleware
+
+MAX_BODY = 64 * 1024
+
+
+@dataclass
+class WebContext:
+    """What the handlers read; the daemon swaps `engine` state in place on reload."""
+
+    engine: Callable[[], Engine]
+    metrics: Metrics
+    ready: Callable[[], tuple[bool, str]]
+
+
+CONTEXT = web.AppKey("context", WebContext)
+
+
+def build_app(context: WebContext) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
+    app[CONTEXT] = context
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/v1/services", list_services)
+    app.router.add_get("/api/v1/services/{service}", get_service)
+    return app
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[CONTEXT].metrics.render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready, why = request.app[CONTEXT].ready()
+    return web.json_response({"ready": ready, "reason": why}, status=200 if ready else 503)
+
+
+def service_json(engine: Engine, view: ServiceView) -> dict[str, Any]:
+    config = engine.config.services[view.name]
+    sites: dict[str, Any] = {}
+    for site_name in config.sites:
+        site = engine.sites[(view.name, site_name)]
+        probes = {
+            key.probe: {"result": str(obs.result), "reason": obs.reason, "latency": obs.latency, "at": obs.at}
+            for key, obs in engine.last.items()
+            if key.service == view.name and key.site == site_name
+        }
+        sites[site_name] = {
+            "state": str(site.state), "since": site.since, "reason": site.reason,
+            "maintenance_until": site.maintenance_until, "probes": probes,
+        }
+    return {
+        "name": view.name, "description": config.description, "labels": config.labels,
+        "status": str(view.status), "active": view.active, "since": view.since, "reason": view.reason,
+        "sites": sites,
+    }
+
+
+async def list_services(request: web.Request) -> web.Response:
+    engine = request.app[CONTEXT].engine()
+    return web.json_response({"services": [service_json(engine, v) for v in engine.services.values()]})
+
+
+async def get_service(request: web.Request) -> web.Response:
+    engine = request.app[CONTEXT].engine()
+    name = request.match_info["service"]
+    view = engine.services.get(name)
+    if view is None:
+        return problem(404, "Not Found", f"no service named {name!r}")
+    return web.json_response(service_json(engine, view))

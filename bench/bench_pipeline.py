@@ -1,0 +1,247 @@
+"""Benchmark of the full probe pipeline: scheduler → HTTP probe → health machine → metrics.
+
+Prints, for several estate sizes of HTTP probes at a 10 s interval against a local target server running
+in another process: achieved probes/s, missed or skipped probes, scheduler lateness p50/p99/max, CPU
+microseconds per probe, resident memory per probe, and the time of a `/metrics` scrape; and the CPU per
+probe of a bare aiohttp loop doing the same GETs with a new connection each. Then it raises the probe
+count until lateness or misses break the targets and reports the highest rate that held.
+
+    python bench/bench_pipeline.py            # full run (about 5 minutes)
+    python bench/bench_pipeline.py --quick    # smaller and shorter, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bcd.app import Daemon
+from bcd.config import Config
+
+INTERVAL = 10.0
+TARGET_P99 = 0.050
+
+
+@dataclass
+class Figures:
+    probes: int
+    rate: float
+    missed: int
+    p50: float
+    p99: float
+    max: float
+    cpu_us: float
+    rss_mb: float
+    rss_per_probe_kb: float
+    scrape_ms: float
+    scrape_bytes: int
+
+    def line(self) -> str:
+        return (
+            f"{self.probes:>6} probes  {self.rate:7.1f}/s  missed {self.missed:>4}  "
+            f"lateness p50 {self.p50 * 1000:6.2f} ms  p99 {self.p99 * 1000:6.2f} ms  max {self.max * 1000:7.2f} ms  "
+            f"CPU {self.cpu_us:6.0f} µs/probe  RSS {self.rss_mb:6.1f} MB ({self.rss_per_probe_kb:4.1f} KB/probe)  "
+            f"/metrics {self.scrape_ms:6.1f} ms ({self.scrape_bytes / 1e6:.1f} MB)"
+        )
+
+    @property
+    def held(self) -> bool:
+        return self.missed == 0 and self.p99 < TARGET_P99
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextlib.contextmanager
+def target_server() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("target_server.py")), str(port_file)])
+        try:
+            deadline = time.monotonic() + 10
+            while not port_file.exists() or not port_file.read_text():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("target server did not start")
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port_file.read_text()}/health"
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+def estate(probes: int, url: str, state_dir: str, port: int) -> Config:
+    services = {
+        f"svc{i:05d}": {
+            "active": "dorset",
+            "sites": {site: {"probes": [{"name": "health", "http": {"url": url}}]} for site in ("dorset", "hampshire")},
+        }
+        for i in range(probes // 2)
+    }
+    return Config.model_validate({
+        "instance": "bench",
+        "state_dir": state_dir,
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "sites": {"dorset": {}, "hampshire": {}},
+        "defaults": {"interval": f"{INTERVAL:g}s", "timeout": "3s", "rise": 2, "fall": 3},
+        "scheduler": {"max_concurrency": 2000},
+        "services": services,
+    })
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: Config) -> AsyncIterator[tuple[Daemon, list[float]]]:
+    daemon = Daemon("<bench>", config)
+    await daemon.start()
+    assert daemon.scheduler is not None
+    samples: list[float] = []
+    record = daemon.scheduler._record_start
+
+    def record_and_keep(lateness: float) -> None:
+        samples.append(lateness)
+        record(lateness)
+
+    daemon.scheduler._record_start = record_and_keep  # type: ignore[method-assign]
+    try:
+        yield daemon, samples
+    finally:
+        await daemon.shutdown()
+
+
+async def scrape(url: str) -> tuple[float, int]:
+    async with aiohttp.ClientSession() as session:
+        began = time.perf_counter()
+        async with session.get(url) as response:
+            body = await response.read()
+        return time.perf_counter() - began, len(body)
+
+
+async def measure_pipeline(probes: int, url: str, warmup: float, window: float) -> Figures:
+    gc.collect()
+    with tempfile.TemporaryDirectory() as state_dir:
+        port = free_port()
+        base_rss = rss_mb()
+        config = estate(probes, url, state_dir, port)
+        async with running_daemon(config) as (daemon, samples):
+            assert daemon.scheduler is not None
+            await asyncio.sleep(warmup)  # one interval: every probe has started once, schedules are steady
+            samples.clear()
+            stats = daemon.scheduler.stats
+            skipped, started = stats.skipped, stats.started
+            cpu, wall = time.process_time(), time.monotonic()
+            await asyncio.sleep(window)
+            cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+            ran = stats.started - started
+            expected = probes * wall / INTERVAL
+            missed = (stats.skipped - skipped) + max(0, round(expected - ran - probes * 0.01))
+            rss = rss_mb()
+            scrape_s, scrape_bytes = await scrape(f"http://127.0.0.1:{port}/metrics")
+    ordered = sorted(samples) or [0.0]
+    return Figures(
+        probes=probes, rate=ran / wall, missed=missed,
+        p50=statistics.median(ordered), p99=ordered[int(len(ordered) * 0.99) - 1 if len(ordered) > 1 else 0],
+        max=ordered[-1], cpu_us=cpu / max(ran, 1) * 1e6, rss_mb=rss,
+        rss_per_probe_kb=(rss - base_rss) * 1024 / probes, scrape_ms=scrape_s * 1000, scrape_bytes=scrape_bytes,
+    )
+
+
+async def measure_bare(probes: int, url: str, window: float) -> float:
+    """CPU µs per GET of a bare aiohttp loop at the same rate, a new connection each."""
+    loop = asyncio.get_running_loop()
+    done = 0
+    tasks: set[asyncio.Task[Any]] = set()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0)) as session:
+
+        async def get() -> None:
+            nonlocal done
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=3)) as response:
+                await response.read()
+            done += 1
+
+        def fire() -> None:
+            task = loop.create_task(get())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        start = loop.time() + 0.1
+        count = int(probes * window / INTERVAL)
+        for index in range(count):
+            loop.call_at(start + index * INTERVAL / probes, fire)
+        cpu = time.process_time()
+        await asyncio.sleep(window + 0.5)
+        cpu = time.process_time() - cpu
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return cpu / max(done, 1) * 1e6
+
+
+async def main(quick: bool) -> None:
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    sizes = (2_000, 10_000) if quick else (2_000, 10_000, 20_000)
+    warmup, window = (INTERVAL, 5.0) if quick else (INTERVAL + 1, 20.0)
+    print(f"bcd pipeline benchmark — event loop {type(asyncio.get_running_loop()).__module__}, "
+          f"interval {INTERVAL:g}s, Python {sys.version.split()[0]}, pid {os.getpid()}")
+    with target_server() as url:
+        results = []
+        for probes in sizes:
+            figures = await measure_pipeline(probes, url, warmup, window)
+            results.append(figures)
+            print("pipeline", figures.line(), flush=True)
+        for figures in results:
+            bare = await measure_bare(figures.probes, url, 5.0 if quick else 10.0)
+            print(f"bare aiohttp loop at {figures.probes / INTERVAL:.0f}/s: {bare:6.0f} µs/probe  → pipeline/bare = "
+                  f"{figures.cpu_us / bare:4.2f}", flush=True)
+        if not quick:
+            await ramp(url, warmup)
+
+
+async def ramp(url: str, warmup: float) -> None:
+    best = None
+    for probes in (25_000, 30_000, 35_000, 40_000):
+        figures = await measure_pipeline(probes, url, warmup, 10.0)
+        print("ramp    ", figures.line(), "held" if figures.held else "BROKE", flush=True)
+        if not figures.held:
+            break
+        best = figures
+    if best is not None:
+        print(f"highest rate holding p99 < {TARGET_P99 * 1000:.0f} ms with no miss: {best.rate:.0f} probes/s "
+              f"({best.probes} probes at {INTERVAL:g} s)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.run(main(args.quick))
+    except ImportError:
+        asyncio.run(main(args.quick))

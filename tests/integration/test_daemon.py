@@ -1,0 +1,209 @@
+"""The daemon as a subprocess: readiness, metrics through promtool, transitions, reload, stop, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sqlite3
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.daemon import DaemonProcess, free_port
+from tests.helpers.targets import HttpTarget
+
+CONFIG = """
+instance: test-bcd
+vantage: dorset
+state_dir: {state_dir}
+server: {{listen: "127.0.0.1:{port}"}}
+sites: {{dorset: {{}}, hampshire: {{}}}}
+defaults: {{interval: 200ms, timeout: 150ms, rise: 2, fall: 2}}
+services:
+  payroll:
+    active: dorset
+    sites:
+      dorset: {{probes: [{{name: health, http: {{url: "{dorset}"}}}}]}}
+      hampshire: {{probes: [{{name: health, http: {{url: "{hampshire}"}}}}]}}
+{extra}
+"""
+
+EXTRA_SERVICE = """
+  library:
+    active: hampshire
+    sites:
+      dorset: {probes: [{name: opac, tcp: {host: 127.0.0.1, port: 9}}]}
+      hampshire: {probes: [{name: opac, http: {url: "%s"}}]}
+"""
+
+
+class Estate:
+    def __init__(self, tmp_path: Path, dorset: HttpTarget, hampshire: HttpTarget) -> None:
+        self.tmp_path = tmp_path
+        self.dorset = dorset
+        self.hampshire = hampshire
+        self.port = free_port()
+        self.config_path = tmp_path / "bcd.yaml"
+        self.state_dir = tmp_path / "state"
+
+    def write_config(self, extra: str = "", raw: str | None = None) -> None:
+        text = raw if raw is not None else CONFIG.format(
+            state_dir=self.state_dir, port=self.port, dorset=self.dorset.url, hampshire=self.hampshire.url,
+            extra=extra,
+        )
+        self.config_path.write_text(text)
+
+    def daemon(self) -> DaemonProcess:
+        return DaemonProcess(self.config_path, self.port)
+
+
+@pytest.fixture
+async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
+    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
+    estate = Estate(tmp_path, dorset, hampshire)
+    estate.write_config()
+    yield estate
+    await dorset.stop()
+    await hampshire.stop()
+
+
+@pytest.fixture
+async def daemon(estate: Estate) -> AsyncIterator[DaemonProcess]:
+    process = estate.daemon()
+    await process.start()
+    await process.wait_ready()
+    yield process
+    if process.proc is not None and process.proc.returncode is None:
+        await process.stop()
+
+
+def metric_value(text: str, sample: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def site_state(daemon: DaemonProcess, service: str, site: str) -> str:
+    data = await daemon.get_json(f"/api/v1/services/{service}")
+    state: str = data["sites"][site]["state"]
+    return state
+
+
+async def test_ready_after_every_probe_ran_and_sites_up(daemon: DaemonProcess) -> None:
+    assert await site_state(daemon, "payroll", "dorset") == "up"
+    data = await daemon.get_json("/api/v1/services/payroll")
+    assert data["status"] == "ok"
+    assert data["active"] == "dorset"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) not installed")
+async def test_metrics_pass_promtool(daemon: DaemonProcess) -> None:
+    text = await daemon.metrics()
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert metric_value(text, 'bcd_site_up{service="payroll",site="dorset"}') == 1
+    assert metric_value(text, 'bcd_service_status{service="payroll",status="ok"}') == 1
+    assert metric_value(text, 'bcd_probe_success{service="payroll",site="dorset",probe="health"}') == 1
+    assert metric_value(text, "bcd_config_last_reload_successful") == 1
+    assert 'bcd_build_info{version="' in text
+
+
+async def test_site_failure_is_a_logged_transition_with_reason(estate: Estate, daemon: DaemonProcess) -> None:
+    estate.dorset.status = 503
+    line = await daemon.wait_log(lambda e: e.get("event") == "site_transition" and e.get("to_state") == "down")
+    assert line["service"] == "payroll" and line["site"] == "dorset"
+    assert line["reason"].startswith("2 consecutive failures of health")
+    assert "503" in line["reason"]
+    status = await daemon.wait_log(lambda e: e.get("event") == "service_status" and e.get("to_status") == "failover_needed")
+    assert "hampshire" in status["reason"]
+    metrics = await daemon.metrics()
+    assert metric_value(metrics, 'bcd_site_health{service="payroll",site="dorset",state="down"}') == 1
+    assert metric_value(metrics, 'bcd_health_transitions_total{service="payroll",site="dorset",from="degraded",to="down"}') == 1
+
+
+async def test_invalid_reload_keeps_old_config(estate: Estate, daemon: DaemonProcess) -> None:
+    estate.write_config(raw="sites: {dorset: {}}\nservices:\n  payroll: {active: nowhere, bogus: 1}\n")
+    daemon.signal(signal.SIGHUP)
+    line = await daemon.wait_log(lambda e: e.get("event") == "config_reload_failed")
+    assert any(f"{estate.config_path}:3: services.payroll.bogus: unknown key" in err for err in line["errors"])
+    assert metric_value(await daemon.metrics(), "bcd_config_last_reload_successful") == 0
+    before = estate.dorset.requests
+    await daemon.wait_until(lambda: _async_true(estate.dorset.requests > before + 2))
+    assert await site_state(daemon, "payroll", "dorset") == "up"
+
+
+async def test_reload_adds_and_removes_services_in_metrics(estate: Estate, daemon: DaemonProcess) -> None:
+    estate.write_config(extra=EXTRA_SERVICE % estate.hampshire.url)
+    daemon.signal(signal.SIGHUP)
+    await daemon.wait_log(lambda e: e.get("event") == "reloaded")
+    await daemon.wait_until(lambda: _metric_present(daemon, 'bcd_probe_success{service="library",site="hampshire",probe="opac"}'))
+    status, _ = await daemon.get("/api/v1/services/library")
+    assert status == 200
+    estate.write_config()
+    daemon.signal(signal.SIGHUP)
+    await daemon.wait_log(lambda e: e.get("event") == "reloaded" and e.get("services") == 1)
+    metrics = await daemon.metrics()
+    assert 'service="library"' not in metrics
+    assert metric_value(metrics, "bcd_config_last_reload_successful") == 1
+
+
+async def test_unchanged_probes_keep_state_across_reload(estate: Estate, daemon: DaemonProcess) -> None:
+    estate.dorset.status = 500
+    await daemon.wait_log(lambda e: e.get("event") == "site_transition" and e.get("to_state") == "down")
+    estate.write_config(extra=EXTRA_SERVICE % estate.hampshire.url)
+    daemon.signal(signal.SIGHUP)
+    await daemon.wait_log(lambda e: e.get("event") == "reloaded")
+    assert await site_state(daemon, "payroll", "dorset") == "down"
+
+
+async def test_sigterm_stops_within_five_seconds_with_exit_zero(daemon: DaemonProcess) -> None:
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    code = await daemon.stop(signal.SIGTERM)
+    assert code == 0
+    assert loop.time() - began < 5.0
+
+
+async def test_restart_remembers_down_site_and_does_not_reannounce(estate: Estate, daemon: DaemonProcess) -> None:
+    estate.dorset.status = 503
+    await daemon.wait_log(lambda e: e.get("event") == "site_transition" and e.get("to_state") == "down")
+    assert await daemon.stop() == 0
+    journal = estate.state_dir / "bcd.sqlite"
+    count_before = _count_events(journal)
+
+    again = estate.daemon()
+    await again.start()
+    try:
+        await again.wait_until(lambda: _api_up(again))
+        assert await site_state(again, "payroll", "dorset") == "down"  # known before any probe ran again
+        await again.wait_ready()
+        requests = estate.dorset.requests
+        await again.wait_until(lambda: _async_true(estate.dorset.requests >= requests + 3))
+        assert await site_state(again, "payroll", "dorset") == "down"
+        assert _count_events(journal) == count_before
+        assert not [e for e in again.log_lines if e.get("event") in ("site_transition", "service_status")]
+    finally:
+        await again.stop()
+
+
+def _count_events(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        count: int = db.execute("SELECT count(*) FROM events").fetchone()[0]
+        return count
+
+
+async def _async_true(value: bool) -> bool:
+    return value
+
+
+async def _api_up(daemon: DaemonProcess) -> bool:
+    status, _ = await daemon.get("/healthz")
+    return status == 200
+
+
+async def _metric_present(daemon: DaemonProcess, sample: str) -> bool:
+    return metric_value(await daemon.metrics(), sample) is not None
