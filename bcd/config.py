@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from bcd.durations import Duration
 from bcd.probes.specs import CommandSpec, DnsSpec, HttpSpec, MqttSpec, TcpSpec
@@ -60,10 +61,11 @@ class Server(Model):
     def host_port(self) -> tuple[str, int]:
         return split_listen(self.listen)
 
-    @model_validator(mode="after")
-    def _parse(self) -> Server:
-        split_listen(self.listen)
-        return self
+    @field_validator("listen")
+    @classmethod
+    def _parse(cls, listen: str) -> str:
+        split_listen(listen)
+        return listen
 
 
 class Scheduler(Model):
@@ -144,25 +146,26 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        errors = [*self._undeclared_sites(), *self._timeouts()]
-        if errors:
-            raise ValueError("; ".join(errors))
+        # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
+        problems = [*self._undeclared_sites(), *self._timeouts()]
+        if problems:
+            summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
+            raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
         return self
 
-    def _undeclared_sites(self) -> Iterator[str]:
+    def _undeclared_sites(self) -> Iterator[tuple[tuple[str, ...], str]]:
         for service_name, service in self.services.items():
             for site in service.sites:
                 if site not in self.sites:
-                    yield f"services.{service_name}.sites.{site}: site {site!r} is not declared under sites"
+                    loc = ("services", service_name, "sites", site)
+                    yield loc, f"site {site!r} is not declared under sites"
 
-    def _timeouts(self) -> Iterator[str]:
+    def _timeouts(self) -> Iterator[tuple[tuple[str, ...], str]]:
         for service_name, site_name, probe in self.all_probes():
             timing = self.timing(service_name, probe)
             if timing.timeout >= timing.interval:
-                yield (
-                    f"services.{service_name}.sites.{site_name}.probes.{probe.name}: "
-                    f"timeout ({timing.timeout:g}s) must be shorter than interval ({timing.interval:g}s)"
-                )
+                loc = ("services", service_name, "sites", site_name, "probes", probe.name)
+                yield loc, f"timeout ({timing.timeout:g}s) must be shorter than interval ({timing.interval:g}s)"
 
     def all_probes(self) -> Iterator[tuple[str, str, ProbeConfig]]:
         for service_name, service in self.services.items():
@@ -283,17 +286,12 @@ def _validation_issues(name: str, root: yaml.Node | None, exc: ValidationError) 
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-        if error["type"] == "value_error" and message.startswith("services."):
+        if error["type"] == "cross_check":
             # cross-field errors raised at the top: one issue per problem, each at its own line
-            for part in message.split("; "):
-                where, _, text = part.partition(": ")
-                yield _issue(name, root, _path_loc(where), text)
+            for problem_loc, text in error["ctx"]["problems"]:
+                yield _issue(name, root, problem_loc, text)
             continue
         yield _issue(name, root, loc, message)
-
-
-def _path_loc(path: str) -> tuple[str | int, ...]:
-    return tuple(int(part) if part.isdigit() else part for part in path.split("."))
 
 
 def _issue(name: str, root: yaml.Node | None, loc: tuple[str | int, ...], message: str) -> ConfigIssue:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -21,6 +22,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError(f"expected a duration such as 500ms, 10s, 2m, 1h; got {value!r}")
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be finite; got {value!r}")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds

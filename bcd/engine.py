@@ -87,16 +87,15 @@ class Engine:
 
     def _restore(self) -> None:
         for saved in self.journal.sites():
-            self.sites[(saved.service, saved.site)] = SiteHealth(
-                service=saved.service,
-                site=saved.site,
+            self.sites[(saved.service, saved.site)] = SiteHealth.restore(
+                saved.service,
+                saved.site,
                 base=SiteState(saved.base),
                 flapping=saved.flapping,
                 maintenance_until=saved.maintenance_until,
                 maintenance_reason=saved.maintenance_reason,
                 since=saved.since,
                 reason=saved.reason,
-                probes={},
             )
         for service in self.journal.services():
             self.services[service.service] = ServiceView(

@@ -183,9 +183,7 @@ class SiteHealth:
         reason: str,
     ) -> SiteHealth:
         """A site as persisted, with empty probe tracks; probes then re-confirm it without re-announcing."""
-        return cls(
-            service, site, SiteState(base), flapping, maintenance_until, maintenance_reason, since, reason
-        )
+        return cls(service, site, SiteState(base), flapping, maintenance_until, maintenance_reason, since, reason)
 
     @property
     def effective(self) -> SiteState:
@@ -208,9 +206,7 @@ def observe(health: SiteHealth, obs: Observation, rules: SiteRules) -> tuple[Sit
     An observation of a probe not in `rules` (e.g. one removed by a reload) is ignored.
     """
     if (obs.key.service, obs.key.site) != (health.service, health.site):
-        raise ValueError(
-            f"observation for {obs.key.service}/{obs.key.site} fed to {health.service}/{health.site}"
-        )
+        raise ValueError(f"observation for {obs.key.service}/{obs.key.site} fed to {health.service}/{health.site}")
     name = obs.key.probe
     if name not in rules.probes:
         return health, None
@@ -260,9 +256,7 @@ def _leave_maintenance(health: SiteHealth, now: float, reason: str) -> tuple[Sit
     return _announce(health, replace(health, maintenance_until=None, maintenance_reason=""), reason, now)
 
 
-def _announce(
-    old: SiteHealth, new: SiteHealth, reason: str, at: float
-) -> tuple[SiteHealth, Transition | None]:
+def _announce(old: SiteHealth, new: SiteHealth, reason: str, at: float) -> tuple[SiteHealth, Transition | None]:
     if new.state is old.state:
         return new, None
     # `since` never goes back, even if an observation arrives stamped before the last transition
@@ -351,9 +345,7 @@ def _pct(value: float) -> str:
 
 def best_standby(active: str, sites: Mapping[str, SiteHealth]) -> str | None:
     """The first site other than `active`, in the mapping's order, that is up (maintenance looked through)."""
-    return next(
-        (name for name, site in sites.items() if name != active and site.effective is SiteState.UP), None
-    )
+    return next((name for name, site in sites.items() if name != active and site.effective is SiteState.UP), None)
 
 
 def evaluate_service(active: str, sites: Mapping[str, SiteHealth]) -> tuple[ServiceStatus, str]:

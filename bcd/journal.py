@@ -122,3 +122,190 @@ class Journal:
             params.append(service)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
         return [Event(r[2], r[1], r[3], r[4], r[5], json.loads(r[6]), r[0]) for r in rows]
+
+
+RUNS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, runbook TEXT NOT NULL, kind TEXT NOT NULL,
+    trigger TEXT NOT NULL, reason TEXT NOT NULL, from_site TEXT NOT NULL, to_site TEXT NOT NULL,
+    dry_run INTEGER NOT NULL, forced INTEGER NOT NULL, evidence TEXT NOT NULL,
+    started REAL NOT NULL, ended REAL, result TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+    acknowledged_by TEXT, detected_at REAL, verified_at REAL
+);
+CREATE INDEX IF NOT EXISTS runs_service ON runs (service, id);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL, seq INTEGER NOT NULL, phase TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+    inputs TEXT NOT NULL, started REAL NOT NULL, ended REAL, attempts INTEGER NOT NULL DEFAULT 0,
+    outcome TEXT NOT NULL, output TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    run_id: int
+    seq: int
+    phase: str
+    name: str
+    kind: str
+    inputs: dict[str, Any]
+    started: float
+    ended: float | None
+    attempts: int
+    outcome: str
+    output: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "phase": self.phase, "name": self.name, "kind": self.kind, "inputs": self.inputs,
+            "started": self.started, "ended": self.ended, "attempts": self.attempts, "outcome": self.outcome,
+            "output": self.output,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: int
+    service: str
+    runbook: str
+    kind: str
+    trigger: str
+    reason: str
+    from_site: str
+    to_site: str
+    dry_run: bool
+    forced: bool
+    evidence: dict[str, Any]
+    started: float
+    ended: float | None
+    result: str
+    detail: str
+    acknowledged_by: str | None
+    detected_at: float | None
+    verified_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "service": self.service, "runbook": self.runbook, "kind": self.kind,
+            "trigger": self.trigger, "reason": self.reason, "from": self.from_site, "to": self.to_site,
+            "dry_run": self.dry_run, "forced": self.forced, "evidence": self.evidence, "started": self.started,
+            "ended": self.ended, "result": self.result, "detail": self.detail,
+            "acknowledged_by": self.acknowledged_by, "detected_at": self.detected_at, "verified_at": self.verified_at,
+        }
+
+
+_RUN_COLUMNS = (
+    "id, service, runbook, kind, trigger, reason, from_site, to_site, dry_run, forced, evidence, started, ended, "
+    "result, detail, acknowledged_by, detected_at, verified_at"
+)
+
+
+def _run(row: tuple[Any, ...]) -> RunRecord:
+    values = list(row)
+    values[8], values[9], values[10] = bool(values[8]), bool(values[9]), json.loads(values[10])
+    return RunRecord(*values)
+
+
+class RunJournal:
+    """Runs and steps, in the same SQLite file. Every write commits (and fsyncs) before it returns:
+    a step is journaled as started before it runs, so kill -9 can never hide a step that ran."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        journal.execute("SELECT 1")
+        for statement in RUNS_SCHEMA.split(";"):
+            if statement.strip():
+                journal.execute(statement)
+
+    def create(self, run: RunRecord) -> int:
+        cursor = self._journal.execute(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run.service, run.runbook, run.kind, run.trigger, run.reason, run.from_site, run.to_site,
+             int(run.dry_run), int(run.forced), json.dumps(run.evidence), run.started, run.ended, run.result,
+             run.detail, run.acknowledged_by, run.detected_at, run.verified_at),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish(self, run_id: int, result: str, ended: float, detail: str, verified_at: float | None = None) -> None:
+        self._journal.execute(
+            "UPDATE runs SET result = ?, ended = ?, detail = ?, verified_at = ? WHERE id = ?",
+            (result, ended, detail, verified_at, run_id),
+        )
+
+    def set_result(self, run_id: int, result: str) -> None:
+        self._journal.execute("UPDATE runs SET result = ? WHERE id = ?", (result, run_id))
+
+    def acknowledge(self, service: str, by: str) -> list[int]:
+        rows = self._journal.execute(
+            "SELECT id FROM runs WHERE service = ? AND acknowledged_by IS NULL AND result IN "
+            "('failed', 'aborted', 'rolled_back', 'interrupted')",
+            (service,),
+        ).fetchall()
+        ids = [row[0] for row in rows]
+        for run_id in ids:
+            self._journal.execute("UPDATE runs SET acknowledged_by = ? WHERE id = ?", (by, run_id))
+        return ids
+
+    def step_started(self, step: StepRecord) -> None:
+        self._journal.execute(
+            "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (step.run_id, step.seq, step.phase, step.name, step.kind, json.dumps(step.inputs), step.started,
+             step.ended, step.attempts, step.outcome, step.output),
+        )
+
+    def step_finished(self, run_id: int, seq: int, *, ended: float, attempts: int, outcome: str, output: str) -> None:
+        self._journal.execute(
+            "UPDATE steps SET ended = ?, attempts = ?, outcome = ?, output = ? WHERE run_id = ? AND seq = ?",
+            (ended, attempts, outcome, output, run_id, seq),
+        )
+
+    def get(self, run_id: int) -> RunRecord | None:
+        row = self._journal.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    def recent(self, service: str | None = None, limit: int = 50) -> list[RunRecord]:
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        params: tuple[Any, ...] = ()
+        if service is not None:
+            sql += " WHERE service = ?"
+            params = (service,)
+        rows = self._journal.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
+        return [_run(row) for row in rows]
+
+    def steps(self, run_id: int) -> list[StepRecord]:
+        rows = self._journal.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        return [StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), *r[6:]) for r in rows]
+
+    def unfinished(self) -> list[RunRecord]:
+        rows = self._journal.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE result IN ('running', 'waiting_approval')"
+        ).fetchall()
+        return [_run(row) for row in rows]
+
+    def mark_interrupted(self, run_id: int, now: float) -> None:
+        self._journal.execute(
+            "UPDATE steps SET outcome = 'interrupted', ended = ? WHERE run_id = ? AND ended IS NULL", (now, run_id)
+        )
+        self.finish(run_id, "interrupted", now, "the daemon stopped during this run; no step was re-run")
+
+    def unacknowledged(self, service: str) -> RunRecord | None:
+        row = self._journal.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE service = ? AND acknowledged_by IS NULL AND result IN "
+            "('failed', 'aborted', 'rolled_back', 'interrupted') ORDER BY id DESC LIMIT 1",
+            (service,),
+        ).fetchone()
+        return _run(row) if row else None
+
+    def last_ended(self, service: str) -> float | None:
+        row = self._journal.execute(
+            "SELECT max(ended) FROM runs WHERE service = ? AND dry_run = 0 AND result = 'succeeded'", (service,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def last_dry_run(self, service: str) -> float | None:
+        row = self._journal.execute(
+            "SELECT max(started) FROM runs WHERE service = ? AND dry_run = 1 AND trigger = 'auto'", (service,)
+        ).fetchone()
+        return row[0] if row else None

@@ -32,7 +32,43 @@ class ServiceStatus(StrEnum):
     OK = "ok"
     AT_RISK = "at_risk"
     FAILOVER_NEEDED = "failover_needed"
+    FAILOVER_PENDING = "failover_pending"
+    FAILING_OVER = "failing_over"
+    BLOCKED = "blocked"
     UNAVAILABLE = "unavailable"
+
+
+class Guard(StrEnum):
+    """Why a needed failover does not happen (each shows as `blocked` with this reason)."""
+
+    STANDBY_NOT_UP = "standby_not_up"
+    FLAPPING = "flapping"
+    MAINTENANCE = "maintenance"
+    COOLDOWN = "cooldown"
+    RUN_IN_PROGRESS = "run_in_progress"
+    RUN_FAILED = "run_failed"
+    RUN_INTERRUPTED = "run_interrupted"
+    NO_RUNBOOK = "no_runbook"
+
+
+class RunKind(StrEnum):
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+
+
+class RunResult(StrEnum):
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    ROLLED_BACK = "rolled_back"
+    INTERRUPTED = "interrupted"
+    DRY_RUN = "dry_run"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunResult.RUNNING, RunResult.WAITING_APPROVAL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,7 @@ class Attempt:
     clock: Callable[[], float]
     doing: str
     started: float = field(init=False)
+    deadline: float | None = field(init=False, default=None)  # event-loop time, set by guarded()
 
     def __post_init__(self) -> None:
         self.started = self.clock()
@@ -149,12 +150,28 @@ async def guarded(
 ) -> ProbeResult:
     """Await `check` under the attempt's deadline; a timeout or an exception becomes a FAIL result."""
     try:
-        async with asyncio.timeout(attempt.timeout):
+        async with asyncio.timeout(attempt.timeout) as deadline:
+            attempt.deadline = deadline.when()
             return await check
     except TimeoutError:
         return attempt.result(Result.FAIL, f"timeout after {seconds(attempt.timeout)} {attempt.doing}")
     except Exception as exc:
         return attempt.result(Result.FAIL, describe(exc))
+
+
+async def close_politely(writer: asyncio.StreamWriter, attempt: Attempt, grace: float = 1.0) -> None:
+    """Close a stream and wait for it (TLS close_notify included) for at most `grace` seconds, and never
+    past the attempt's deadline: a check that succeeded is not turned into a timeout by a slow goodbye."""
+    writer.close()
+    loop = asyncio.get_running_loop()
+    until = loop.time() + grace
+    if attempt.deadline is not None:
+        until = min(until, attempt.deadline - 0.01)
+    try:
+        async with asyncio.timeout_at(until):
+            await writer.wait_closed()
+    except (TimeoutError, OSError):
+        writer.transport.abort()
 
 
 def describe_os_error(exc: Exception, target: str) -> str:

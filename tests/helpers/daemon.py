@@ -98,7 +98,7 @@ class DaemonProcess:
         assert status == 200
         return text
 
-    def signal(self, signum: int) -> None:
+    def send(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
 

@@ -75,6 +75,7 @@ async def daemon(estate: Estate) -> AsyncIterator[DaemonProcess]:
     process = estate.daemon()
     await process.start()
     await process.wait_ready()
+    await process.wait_until(lambda: _status_is(process, "payroll", "ok"))
     yield process
     if process.proc is not None and process.proc.returncode is None:
         await process.stop()
@@ -93,8 +94,11 @@ async def site_state(daemon: DaemonProcess, service: str, site: str) -> str:
     return state
 
 
-async def test_ready_after_every_probe_ran_and_sites_up(daemon: DaemonProcess) -> None:
-    assert await site_state(daemon, "payroll", "dorset") == "up"
+async def test_ready_after_every_probe_ran_then_sites_rise_to_up(daemon: DaemonProcess) -> None:
+    data = await daemon.get_json("/api/v1/services/payroll")
+    assert all(site["probes"] for site in data["sites"].values())  # ready: every probe has an observation
+    await daemon.wait_until(lambda: _site_is(daemon, "payroll", "dorset", "up"))
+    await daemon.wait_until(lambda: _site_is(daemon, "payroll", "hampshire", "up"))
     data = await daemon.get_json("/api/v1/services/payroll")
     assert data["status"] == "ok"
     assert data["active"] == "dorset"
@@ -127,7 +131,7 @@ async def test_site_failure_is_a_logged_transition_with_reason(estate: Estate, d
 
 async def test_invalid_reload_keeps_old_config(estate: Estate, daemon: DaemonProcess) -> None:
     estate.write_config(raw="sites: {dorset: {}}\nservices:\n  payroll: {active: nowhere, bogus: 1}\n")
-    daemon.signal(signal.SIGHUP)
+    daemon.send(signal.SIGHUP)
     line = await daemon.wait_log(lambda e: e.get("event") == "config_reload_failed")
     assert any(f"{estate.config_path}:3: services.payroll.bogus: unknown key" in err for err in line["errors"])
     assert metric_value(await daemon.metrics(), "bcd_config_last_reload_successful") == 0
@@ -138,13 +142,13 @@ async def test_invalid_reload_keeps_old_config(estate: Estate, daemon: DaemonPro
 
 async def test_reload_adds_and_removes_services_in_metrics(estate: Estate, daemon: DaemonProcess) -> None:
     estate.write_config(extra=EXTRA_SERVICE % estate.hampshire.url)
-    daemon.signal(signal.SIGHUP)
+    daemon.send(signal.SIGHUP)
     await daemon.wait_log(lambda e: e.get("event") == "reloaded")
     await daemon.wait_until(lambda: _metric_present(daemon, 'bcd_probe_success{service="library",site="hampshire",probe="opac"}'))
     status, _ = await daemon.get("/api/v1/services/library")
     assert status == 200
     estate.write_config()
-    daemon.signal(signal.SIGHUP)
+    daemon.send(signal.SIGHUP)
     await daemon.wait_log(lambda e: e.get("event") == "reloaded" and e.get("services") == 1)
     metrics = await daemon.metrics()
     assert 'service="library"' not in metrics
@@ -155,7 +159,7 @@ async def test_unchanged_probes_keep_state_across_reload(estate: Estate, daemon:
     estate.dorset.status = 500
     await daemon.wait_log(lambda e: e.get("event") == "site_transition" and e.get("to_state") == "down")
     estate.write_config(extra=EXTRA_SERVICE % estate.hampshire.url)
-    daemon.signal(signal.SIGHUP)
+    daemon.send(signal.SIGHUP)
     await daemon.wait_log(lambda e: e.get("event") == "reloaded")
     assert await site_state(daemon, "payroll", "dorset") == "down"
 
@@ -188,6 +192,15 @@ async def test_restart_remembers_down_site_and_does_not_reannounce(estate: Estat
         assert not [e for e in again.log_lines if e.get("event") in ("site_transition", "service_status")]
     finally:
         await again.stop()
+
+
+async def _status_is(daemon: DaemonProcess, service: str, status: str) -> bool:
+    data = await daemon.get_json(f"/api/v1/services/{service}")
+    return bool(data["status"] == status)
+
+
+async def _site_is(daemon: DaemonProcess, service: str, site: str, state: str) -> bool:
+    return await site_state(daemon, service, site) == state
 
 
 def _count_events(path: Path) -> int:

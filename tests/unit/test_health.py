@@ -36,9 +36,7 @@ TWITCHY = SiteRules({"health": Thresholds(rise=1, fall=1)})
 REASONS = {OK: "HTTP 200", WARN: "certificate expires in 5 days", FAIL: "HTTP 503"}
 
 
-def obs(
-    probe: str, result: Result, at: float, reason: str | None = None, site: str = "dorset"
-) -> Observation:
+def obs(probe: str, result: Result, at: float, reason: str | None = None, site: str = "dorset") -> Observation:
     return Observation(ProbeKey("payroll", site, probe), result, 0.01, reason or REASONS[result], at)
 
 
@@ -390,8 +388,7 @@ def test_flapping_ends_into_a_base_changing_at_the_same_time() -> None:
     assert transition is not None
     assert (transition.from_state, transition.to_state) == (FLAPPING, UP)
     assert transition.reason == (
-        "no longer flapping: health changed state 0% of the last 1 checks (below 25%); "
-        "1 success of every probe"
+        "no longer flapping: health changed state 0% of the last 1 checks (below 25%); 1 success of every probe"
     )
 
 
@@ -436,9 +433,7 @@ def test_maintenance_overlays_then_expires() -> None:
 
     assert tick(health, 99.9) == (health, None)
     health, transition = tick(health, 100.0)
-    assert transition == Transition(
-        "payroll", "dorset", MAINTENANCE, DOWN, "maintenance ended (expired)", 100.0
-    )
+    assert transition == Transition("payroll", "dorset", MAINTENANCE, DOWN, "maintenance ended (expired)", 100.0)
     assert (health.state, health.since, health.maintenance_until, health.maintenance_reason) == (
         DOWN,
         100.0,
@@ -639,9 +634,7 @@ class HealthMachine(RuleBasedStateMachine):
         limits=st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=2, max_size=2),
     )
     def setup(self, base: SiteState, flapping: bool, limits: list[tuple[int, int]]) -> None:
-        self.rules = SiteRules(
-            {name: Thresholds(*pair) for name, pair in zip(("a", "b"), limits, strict=True)}
-        )
+        self.rules = SiteRules({name: Thresholds(*pair) for name, pair in zip(("a", "b"), limits, strict=True)})
         self.health = restored(base, flapping=flapping)
         self.last_since = self.health.since
 

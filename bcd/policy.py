@@ -1,0 +1,252 @@
+"""PURE failover decisions: from a snapshot of one service and `now`, what status it shows and what to do.
+
+No I/O and no clock reads: `decide()` is a function of (snapshot, now), and so is `check_request()`
+for an operator's failover or failback. The runner carries decisions out; the engine builds snapshots.
+
+The rules, in order:
+1. A run in progress: `failing_over` (or `failover_pending` while a step waits for approval). Nothing else
+   starts — the one-run-per-service lock holds even against `--force`.
+2. An earlier run failed or was interrupted and nobody acknowledged it: `blocked` (`run_failed` /
+   `run_interrupted`) — automation never retries silently.
+3. The active site is down:
+   - every other site down too → `unavailable` (nothing to fail over to);
+   - no other site `up` (degraded, unknown, flapping) → `blocked` (`standby_not_up` or `flapping`);
+   - a standby `up`: `blocked` by maintenance (service, active or target site) or cooldown; else by mode:
+     `manual` → `failover_pending`; `dry-run` → one dry run per episode, then `failover_pending`;
+     `auto` → start the failover runbook (`failing_over`). No failover runbook → `blocked` (`no_runbook`).
+4. Otherwise the health status stands (`ok`, `at_risk`, `unknown`); with an automatic failback
+   configured, a service away from its home site moves back once home is `up` and no guard holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bcd.health import SiteHealth, evaluate_service, evidence
+from bcd.model import Guard, RunKind, ServiceStatus, SiteState
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRule:
+    """A service's failover or failback settings, as the policy needs them."""
+
+    runbook: str
+    mode: str  # auto | manual | dry-run
+    cooldown: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: str
+    kind: RunKind
+    to_site: str
+    waiting_approval: bool = False
+    step: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the policy may look at for one service."""
+
+    service: str
+    active: str
+    home: str
+    sites: Mapping[str, SiteHealth]
+    failover: TransferRule | None = None
+    failback: TransferRule | None = None
+    running: RunInfo | None = None
+    unacknowledged: tuple[str, Guard] | None = None  # (run id, RUN_FAILED | RUN_INTERRUPTED)
+    last_run_ended: float | None = None
+    maintenance_until: float | None = None  # the whole service
+    dry_run_since: float | None = None  # when the last automatic dry run of this episode started
+    down_since: float | None = None  # when the active site went down (start of the episode)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    kind: RunKind
+    to_site: str
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: ServiceStatus
+    reason: str
+    guard: Guard | None = None
+    action: Action | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """An operator's failover or failback."""
+
+    kind: RunKind
+    to_site: str | None = None
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer to a Request: a target site, or a refusal with the guard and a sentence."""
+
+    to_site: str | None
+    reason: str
+    guard: Guard | None = None
+    conflict: bool = False  # a run is in progress: HTTP 409
+
+
+def decide(snap: Snapshot, now: float) -> Decision:
+    if snap.running is not None:
+        return _running(snap)
+    if snap.unacknowledged is not None:
+        run_id, guard = snap.unacknowledged
+        word = "failed" if guard is Guard.RUN_FAILED else "was interrupted"
+        return Decision(ServiceStatus.BLOCKED, f"{snap.service}: run {run_id} {word}; acknowledge to re-arm", guard)
+    active = snap.sites[snap.active]
+    if active.effective is SiteState.DOWN:
+        return _active_down(snap, now)
+    return _healthy(snap, now)
+
+
+def _running(snap: Snapshot) -> Decision:
+    run = snap.running
+    assert run is not None
+    if run.waiting_approval:
+        return Decision(
+            ServiceStatus.FAILOVER_PENDING,
+            f"{snap.service}: run {run.id} ({run.kind} to {run.to_site}) waits for approval of step {run.step!r}",
+            Guard.RUN_IN_PROGRESS,
+        )
+    return Decision(
+        ServiceStatus.FAILING_OVER, f"{snap.service}: run {run.id} ({run.kind} to {run.to_site}) in progress",
+        Guard.RUN_IN_PROGRESS,
+    )
+
+
+def up_standbys(snap: Snapshot) -> list[str]:
+    return [name for name, site in snap.sites.items() if name != snap.active and site.effective is SiteState.UP]
+
+
+def _active_down(snap: Snapshot, now: float) -> Decision:
+    active_reason = evidence(snap.sites[snap.active])
+    others = {name: site for name, site in snap.sites.items() if name != snap.active}
+    if all(site.effective is SiteState.DOWN for site in others.values()):
+        states = ", ".join(f"{name} down" for name in snap.sites)
+        return Decision(ServiceStatus.UNAVAILABLE, f"{snap.service}: no site up: {states}")
+    candidates = up_standbys(snap)
+    if not candidates:
+        flapping = [name for name, site in others.items() if site.effective is SiteState.FLAPPING]
+        guard = Guard.FLAPPING if flapping else Guard.STANDBY_NOT_UP
+        states = ", ".join(f"{name} {site.effective}" for name, site in others.items())
+        return Decision(
+            ServiceStatus.BLOCKED,
+            f"{snap.service}: failover blocked: active {snap.active} down ({active_reason}); no standby up ({states})",
+            guard,
+        )
+    target = candidates[0]
+    base = f"active {snap.active} down ({active_reason}); standby {target} up"
+    held = _guard(snap, target, snap.failover, now)
+    if held is not None:
+        return Decision(ServiceStatus.BLOCKED, f"{snap.service}: failover blocked ({held[1]}): {base}", held[0])
+    return _by_mode(snap, target, base)
+
+
+def _guard(snap: Snapshot, target: str, rule: TransferRule | None, now: float) -> tuple[Guard, str] | None:
+    if rule is None:
+        return Guard.NO_RUNBOOK, "no runbook configured"
+    if snap.maintenance_until is not None and snap.maintenance_until > now:
+        return Guard.MAINTENANCE, "service in maintenance"
+    for name in (snap.active, target):
+        if snap.sites[name].state is SiteState.MAINTENANCE:
+            return Guard.MAINTENANCE, f"site {name} in maintenance"
+    if rule.mode != "manual" and snap.last_run_ended is not None and now - snap.last_run_ended < rule.cooldown:
+        left = rule.cooldown - (now - snap.last_run_ended)
+        return Guard.COOLDOWN, f"cooldown, {left:.0f}s left"
+    return None
+
+
+def _by_mode(snap: Snapshot, target: str, base: str) -> Decision:
+    rule = snap.failover
+    assert rule is not None
+    if rule.mode == "auto":
+        return Decision(
+            ServiceStatus.FAILING_OVER, f"{snap.service}: starting failover to {target}: {base}",
+            action=Action(RunKind.FAILOVER, target),
+        )
+    if rule.mode == "dry-run" and not _dry_run_done(snap):
+        return Decision(
+            ServiceStatus.FAILOVER_PENDING, f"{snap.service}: dry run of failover to {target}: {base}",
+            action=Action(RunKind.FAILOVER, target, dry_run=True),
+        )
+    reason = f"{snap.service}: failover to {target} waits for an operator: {base}"
+    return Decision(ServiceStatus.FAILOVER_PENDING, reason)
+
+
+def _dry_run_done(snap: Snapshot) -> bool:
+    return snap.dry_run_since is not None and (snap.down_since is None or snap.dry_run_since >= snap.down_since)
+
+
+def _healthy(snap: Snapshot, now: float) -> Decision:
+    status, reason = evaluate_service(snap.active, snap.sites)
+    rule = snap.failback
+    if (
+        status is ServiceStatus.OK
+        and rule is not None
+        and rule.mode == "auto"
+        and snap.active != snap.home
+        and snap.sites[snap.home].effective is SiteState.UP
+        and _guard(snap, snap.home, rule, now) is None
+    ):
+        return Decision(
+            ServiceStatus.FAILING_OVER, f"{snap.service}: starting failback to home site {snap.home} (up again)",
+            action=Action(RunKind.FAILBACK, snap.home),
+        )
+    if status is ServiceStatus.FAILOVER_NEEDED or status is ServiceStatus.UNAVAILABLE:
+        status = ServiceStatus.AT_RISK  # the active site is not down: nothing to fail over from
+    return Decision(status, reason)
+
+
+def check_request(snap: Snapshot, request: Request, now: float) -> Verdict:
+    """May an operator's failover/failback go ahead, and to which site?"""
+    if snap.running is not None:
+        return Verdict(None, f"run {snap.running.id} of {snap.service} is in progress", Guard.RUN_IN_PROGRESS, True)
+    if snap.unacknowledged is not None:
+        run_id, guard = snap.unacknowledged
+        return Verdict(None, f"run {run_id} of {snap.service} needs acknowledging first (bcd ack)", guard)
+    target, why = _target(snap, request)
+    if target is None:
+        return Verdict(None, why, Guard.STANDBY_NOT_UP)
+    rule = snap.failover if request.kind is RunKind.FAILOVER else snap.failback
+    if rule is None:
+        return Verdict(None, f"{snap.service} has no {request.kind} runbook", Guard.NO_RUNBOOK)
+    if request.force:
+        return Verdict(target, f"forced {request.kind} to {target}")
+    if snap.sites[target].effective is not SiteState.UP:
+        state = snap.sites[target].effective
+        return Verdict(None, f"target {target} is {state}, not up (use force)", Guard.STANDBY_NOT_UP)
+    if snap.last_run_ended is not None and now - snap.last_run_ended < rule.cooldown:
+        left = rule.cooldown - (now - snap.last_run_ended)
+        return Verdict(None, f"cooldown: {left:.0f}s left (use force)", Guard.COOLDOWN)
+    return Verdict(target, f"{request.kind} to {target}")
+
+
+def _target(snap: Snapshot, request: Request) -> tuple[str | None, str]:
+    if request.to_site is not None:
+        if request.to_site not in snap.sites:
+            return None, f"{snap.service} has no site {request.to_site!r}"
+        if request.to_site == snap.active:
+            return None, f"{request.to_site} is already the active site of {snap.service}"
+        return request.to_site, ""
+    if request.kind is RunKind.FAILBACK:
+        if snap.active == snap.home:
+            return None, f"{snap.service} is already on its home site {snap.home}"
+        return snap.home, ""
+    candidates = up_standbys(snap)
+    if candidates:
+        return candidates[0], ""
+    if request.force:
+        return next(name for name in snap.sites if name != snap.active), ""
+    return None, f"no standby of {snap.service} is up"

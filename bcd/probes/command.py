@@ -1,0 +1,155 @@
+"""`command:` probe: run a Nagios/monitoring-plugins check (no shell) and read its verdict.
+
+Nagios plugin protocol: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. Output is `TEXT | perfdata` on the
+first line; more lines may follow, and after a `|` on a later line the rest of the output is perfdata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+from bcd.model import ProbeResult, Result
+from bcd.probes.base import Attempt, ProbeContext, guarded
+from bcd.probes.specs import CommandSpec
+
+MAX_OUTPUT = 65536
+REAP_GRACE = 1.0
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+_RESULTS = {0: Result.OK, 1: Result.WARN, 2: Result.FAIL}
+
+Perfdata = tuple[tuple[str, str], ...]
+
+
+def parse_output(text: str) -> tuple[str, Perfdata]:
+    """(summary, perfdata) of a plugin's output: the summary is the first line before any `|`, trimmed;
+    perfdata comes from after the `|` of the first line and from a `|` on a later line onwards."""
+    lines = text.splitlines() or [""]
+    summary, _, perf = lines[0].partition("|")
+    chunks = [perf]
+    for index, line in enumerate(lines[1:], start=1):
+        if "|" in line:
+            chunks.append(line.partition("|")[2])
+            chunks.extend(lines[index + 1 :])
+            break
+    return summary.strip(), parse_perfdata(" ".join(chunks))
+
+
+def parse_perfdata(text: str) -> Perfdata:
+    """`'label'=value[UOM];[warn];[crit];[min];[max]` items, space separated, as (label, everything after
+    `=`). Labels may be quoted with `'` (spaces allowed, `''` is a quote); malformed items are skipped."""
+    items: list[tuple[str, str]] = []
+    pos, end = 0, len(text)
+    while pos < end:
+        if text[pos].isspace():
+            pos += 1
+            continue
+        label, pos = _label(text, pos)
+        value_end = pos
+        while value_end < end and not text[value_end].isspace():
+            value_end += 1
+        if label and pos < end and text[pos] == "=" and value_end > pos + 1:
+            items.append((label, text[pos + 1 : value_end]))
+        pos = value_end
+    return tuple(items)
+
+
+def _label(text: str, pos: int) -> tuple[str, int]:
+    """The label starting at `pos` and the position just after it (at `=` when well formed)."""
+    if text[pos] != "'":
+        start = pos
+        while pos < len(text) and text[pos] != "=" and not text[pos].isspace():
+            pos += 1
+        return text[start:pos], pos
+    label: list[str] = []
+    pos += 1
+    while pos < len(text):
+        if text[pos] == "'":
+            if text[pos + 1 : pos + 2] != "'":
+                return "".join(label), pos + 1
+            pos += 1  # '' is a literal quote
+        label.append(text[pos])
+        pos += 1
+    return "", pos  # unterminated quote: malformed
+
+
+def verdict(code: int, summary: str) -> tuple[Result, str]:
+    """Result and reason for an exit status (negative: killed by that signal) and the summary line."""
+    said = summary or "(no output)"
+    if code in _RESULTS:
+        return _RESULTS[code], said
+    if code == 3:
+        return Result.FAIL, f"unknown: {said}"
+    if code < 0:
+        return Result.FAIL, f"unknown: killed by {_signal_name(-code)}: {said}"
+    return Result.FAIL, f"unknown: exit status {code}: {said}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class CommandProbe:
+    """Runs `argv` in its own session with a minimal environment (PATH, LANG, plus `env`); the verdict is
+    the exit status, the reason the summary line, perfdata parsed. On timeout or cancellation the whole
+    process group is killed and reaped; output beyond 64 KiB is read and discarded."""
+
+    def __init__(self, spec: CommandSpec, timeout: float, ctx: ProbeContext) -> None:
+        self._argv = list(spec.argv)
+        self._env = {**BASE_ENV, **spec.env}
+        self._timeout = timeout
+        self._ctx = ctx
+
+    async def run(self) -> ProbeResult:
+        """Check once (see the class docstring); never raises except CancelledError."""
+        attempt = Attempt(self._timeout, self._ctx.clock, f"running {self._argv[0]}")
+        return await guarded(attempt, self._check(attempt), self._describe)
+
+    async def _check(self, attempt: Attempt) -> ProbeResult:
+        process = await asyncio.create_subprocess_exec(
+            *self._argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=self._env,
+            start_new_session=True,
+        )
+        try:
+            assert process.stdout is not None
+            output = await _read_bounded(process.stdout, MAX_OUTPUT)
+            code = await process.wait()
+        except BaseException:
+            await _kill_group(process)
+            raise
+        summary, perfdata = parse_output(output.decode(errors="replace"))
+        result, reason = verdict(code, summary)
+        return attempt.result(result, reason, perfdata=perfdata)
+
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, OSError):
+            return f"unknown: cannot run {self._argv[0]}: {exc.strerror or exc}"
+        return f"unknown: {type(exc).__name__}: {exc}"
+
+
+async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Everything up to EOF, keeping the first `limit` bytes (the rest is drained so the writer never
+    blocks on a full pipe)."""
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        if len(kept) < limit:
+            kept += chunk[: limit - len(kept)]
+    return bytes(kept)
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL the plugin's whole process group (it leads its own session) and reap the plugin."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(REAP_GRACE):
+            await process.wait()

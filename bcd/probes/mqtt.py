@@ -1,0 +1,138 @@
+"""`mqtt:` probe: connect to a broker and, with a topic, round-trip a unique message through it."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import uuid
+from urllib.parse import urlsplit
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+
+from bcd import config  # a module reference: bcd.config imports this package while it loads
+from bcd.model import ProbeResult, Result
+from bcd.probes.base import Attempt, ProbeContext, guarded, seconds
+from bcd.probes.specs import MqttSpec
+from bcd.probes.tls import client_context
+
+_ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+class MqttProbe:
+    """Connects (MQTT 3.1.1, clean session, TLS for mqtts://) and, when `topic` is set, subscribes,
+    publishes a unique nonce with QoS 1 and waits for it to come back. FAIL when the connection is refused
+    (network or broker: bad credentials, not authorised), a step is refused or errs, or the echo does not
+    come back in time; OK otherwise."""
+
+    def __init__(self, spec: MqttSpec, timeout: float, ctx: ProbeContext) -> None:
+        url = urlsplit(spec.url)
+        secure = url.scheme == "mqtts"
+        self._spec = spec
+        self._timeout = timeout
+        self._ctx = ctx
+        self._host = url.hostname or "localhost"
+        self._port = url.port or (8883 if secure else 1883)
+        self._where = f"{self._host}:{self._port}"
+        self._tls = client_context(spec.tls_verify, spec.ca_file) if secure else None
+
+    async def run(self) -> ProbeResult:
+        """Check once (see the class docstring); never raises except CancelledError."""
+        attempt = Attempt(self._timeout, self._ctx.clock, f"connecting to broker {self._where}")
+        return await guarded(attempt, self._check(attempt), lambda exc: self._describe(exc, attempt))
+
+    async def _check(self, attempt: Attempt) -> ProbeResult:
+        nonce = uuid.uuid4().hex
+        client = self._client(nonce)
+        connected = False
+        try:
+            async with client:
+                connected = True
+                if self._spec.topic is None:
+                    return attempt.result(Result.OK, f"connected to broker {self._where}")
+                return await self._round_trip(attempt, client, self._spec.topic, nonce)
+        except BaseException:
+            if not connected:
+                _abandon(client)
+            raise
+
+    def _client(self, nonce: str) -> aiomqtt.Client:
+        password = None
+        if self._spec.password_file is not None:
+            try:
+                password = config.read_credential(self._spec.password_file)
+            except OSError as exc:
+                raise _SetupFailed(f"cannot read password_file {self._spec.password_file}: {exc.strerror}") from None
+        client = aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._spec.username,
+            password=password,
+            identifier=f"bcd-probe-{nonce[:12]}",
+            clean_session=True,
+            timeout=self._timeout,
+            # a connection orphaned by a timeout before CONNACK is closed by paho after `keepalive`
+            keepalive=max(10, math.ceil(2 * self._timeout)),
+            tls_context=self._tls,
+        )
+        # aiomqtt connects in an executor thread that cancellation cannot stop: bound it by our timeout
+        # (paho's default is 5 s), so a late connection cannot outlive the probe run that gave up on it.
+        _paho(client).connect_timeout = self._timeout
+        return client
+
+    async def _round_trip(self, attempt: Attempt, client: aiomqtt.Client, topic: str, nonce: str) -> ProbeResult:
+        attempt.doing = f"subscribing to {topic} on {self._where}"
+        granted = await client.subscribe(topic, qos=1)
+        if any(getattr(code, "value", code) >= 0x80 for code in granted):
+            return attempt.result(Result.FAIL, f"broker {self._where} refused the subscription to {topic}")
+        attempt.doing = f"publishing to {topic} on {self._where}"
+        await client.publish(topic, payload=nonce, qos=1)
+        attempt.doing = f"waiting for the echo on {topic} from {self._where} (no echo)"
+        async for message in client.messages:
+            if message.payload == nonce.encode():
+                said = f"round trip on {topic} via {self._where} in {seconds(attempt.elapsed())}"
+                return attempt.result(Result.OK, said)
+        raise aiomqtt.MqttError("the message stream ended")
+
+    def _describe(self, exc: Exception, attempt: Attempt) -> str:
+        if isinstance(exc, _SetupFailed):
+            return str(exc)
+        if isinstance(exc, MqttConnectError):
+            return f"broker {self._where} refused the connection: {_rc_text(exc)}"
+        if isinstance(exc, aiomqtt.MqttError):
+            text = _ERRNO.sub("", str(exc))
+            if text == "Operation timed out":
+                return f"timeout after {seconds(self._timeout)} {attempt.doing}"
+            if attempt.doing.startswith("connecting"):
+                return f"cannot connect to broker {self._where}: {text[:1].lower()}{text[1:]}"
+            return f"MQTT error while {attempt.doing}: {text}"
+        return f"{type(exc).__name__} while {attempt.doing}: {exc}"
+
+
+class _SetupFailed(Exception):
+    """This run cannot start (e.g. the password file is unreadable); the message is the reason."""
+
+
+def _rc_text(exc: aiomqtt.MqttCodeError) -> str:
+    rc = exc.rc
+    if isinstance(rc, int):
+        return paho.connack_string(rc)
+    return str(rc)
+
+
+def _paho(client: aiomqtt.Client) -> paho.Client:
+    # aiomqtt 2.x does not expose its paho client; two things need it (connect timeout, abandoning).
+    inner: paho.Client = client._client
+    return inner
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Close the socket of a connection attempt that failed or ran out of time before CONNACK.
+
+    aiomqtt 2.5 leaves the paho socket open (and registered with the loop) when `__aenter__` is cancelled
+    or fails after the TCP connection was made; paho's disconnect() sends DISCONNECT and closes it.
+    """
+    with contextlib.suppress(Exception):
+        _paho(client).disconnect()

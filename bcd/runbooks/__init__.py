@@ -1,0 +1,1 @@
+"""Failover and failback runbooks: config models, the runner and one file per step kind."""

@@ -1,0 +1,128 @@
+"""Small helpers for tests that talk to real servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port nothing listens on right now (bound then released), on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:
+    """Return once host:port accepts TCP connections; raise TimeoutError after `timeout`, RuntimeError as
+    soon as `alive()` turns false (the server process died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if not alive():
+                raise RuntimeError(f"the server for {host}:{port} exited before listening") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing accepts connections on {host}:{port} after {timeout}s") from None
+            time.sleep(0.02)  # polling a condition with a deadline, not synchronising on time
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """A self-signed certificate for CN=localhost, IP 127.0.0.1."""
+
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_cert(directory: Path, days: int, name: str = "server") -> CertFiles:
+    """Generate a self-signed EC certificate valid for `days` days with the openssl CLI."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", str(days),
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return CertFiles(cert, key)
+
+
+@asynccontextmanager
+async def serve_http(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Serve `app` on 127.0.0.1 on a port chosen by the kernel; yields the base URL (no trailing slash)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    site = web.SockSite(runner, sock, ssl_context=ssl_context)
+    try:
+        await site.start()
+        yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never says a word; records when each one is closed."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = 0
+        self.closed = 0
+        self._changed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._writers.append(writer)
+        self._changed.set()
+        while await reader.read(65536):  # swallow whatever the client sends, until it hangs up
+            pass
+        self.closed += 1
+        self._changed.set()
+        writer.close()
+
+    async def wait_closed_by_client(self, count: int, timeout: float = 5.0) -> None:
+        """Return once `count` connections were closed by the client side."""
+        async with asyncio.timeout(timeout):
+            while self.closed < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[SilentServer]:
+    """A SilentServer on 127.0.0.1 on a port chosen by the kernel."""
+    silent = SilentServer()
+    server = await asyncio.start_server(silent._handle, "127.0.0.1", 0)
+    silent.port = server.sockets[0].getsockname()[1]
+    try:
+        yield silent
+    finally:
+        server.close()
+        for writer in silent._writers:
+            writer.close()
+        await server.wait_closed()
