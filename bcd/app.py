@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -18,10 +19,11 @@ from bcd.bus import Bus
 from bcd.config import Config, ConfigError
 from bcd.engine import Engine
 from bcd.journal import Journal
-from bcd.model import Observation, ProbeKey
-from bcd.outputs.metrics import Metrics
-from bcd.probes import build_probe
+from bcd.model import Observation, ProbeKey, ProbeResult, Result
+from bcd.outputs.metrics import Metrics, RunnerCollector
+from bcd.probes import ProbeSetupError, build_probe
 from bcd.probes.base import Probe, ProbeContext, make_http_session
+from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
 from bcd.web.server import WebContext, build_app
 
@@ -38,6 +40,16 @@ def jobs(config: Config) -> Iterator[Job]:
         yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
 
 
+class BrokenProbe:
+    """Stands in for a probe whose setup failed (e.g. an unreadable CA file): fails with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    async def run(self) -> ProbeResult:
+        return ProbeResult(Result.FAIL, 0.0, self.reason)
+
+
 class Daemon:
     """One running bcd. `run()` returns the process exit code."""
 
@@ -51,7 +63,9 @@ class Daemon:
         self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler)
         self.metrics.reload.success_timestamp = time.time()
         self.scheduler: Scheduler | None = None
+        self.runner: Runner | None = None
         self.context: ProbeContext | None = None
+        self._step_http: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -76,6 +90,8 @@ class Daemon:
     async def start(self) -> None:
         """Start probing and serving; returns once the HTTP server is bound."""
         self.context = ProbeContext(http=make_http_session())
+        self._step_http = aiohttp.ClientSession()
+        self._start_runner()
         self.scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.scheduler.sync(jobs(self.config), self._build_probe)
         await self._start_web()
@@ -83,6 +99,28 @@ class Daemon:
         log.info("started", instance=self.config.instance, services=len(self.config.services),
                  probes=len(self.scheduler.keys), listen=self.config.server.listen,
                  state=str(self.journal.path))
+
+    def _start_runner(self) -> None:
+        self.runner = Runner(
+            self.engine.runs, self.engine, self._runbook_http, max_concurrent=self.config.runner.max_concurrent_runs,
+            secrets=self.config.secrets, mqtt=self._mqtt_settings(self.config),
+        )
+        for record in self.runner.recover():
+            log.warning("run_interrupted", run_id=record.id, service=record.service,
+                        hint="the service stays blocked until an operator acknowledges (bcd ack)")
+        self.engine.attach(self.runner)
+        self.metrics.register(RunnerCollector(lambda: self.runner, lambda: self.engine))
+
+    def _runbook_http(self) -> aiohttp.ClientSession:
+        assert self._step_http is not None
+        return self._step_http
+
+    @staticmethod
+    def _mqtt_settings(config: Config) -> tuple[str | None, str | None, str | None]:
+        if config.mqtt is None:
+            return None, None, None
+        password = config_module.read_credential(config.mqtt.password_file) if config.mqtt.password_file else None
+        return config.mqtt.url, config.mqtt.username, password
 
     async def _start_web(self) -> None:
         context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready)
@@ -96,6 +134,10 @@ class Daemon:
             async with asyncio.timeout(STOP_TIMEOUT):
                 for task in list(self._tasks):
                     task.cancel()
+                if self.runner is not None:
+                    await self.runner.stop()
+                if self._step_http is not None:
+                    await self._step_http.close()
                 if self.scheduler is not None:
                     await self.scheduler.stop()
                 if self._runner is not None:
@@ -124,7 +166,12 @@ class Daemon:
         assert self.context is not None
         service = self.config.services[job.key.service]
         probe = next(p for p in service.sites[job.key.site].probes if p.name == job.key.probe)
-        return build_probe(probe, job.timeout, self.context)
+        try:
+            return build_probe(probe, job.timeout, self.context)
+        except ProbeSetupError as exc:
+            log.error("probe_setup_failed", service=job.key.service, site=job.key.site, probe=job.key.probe,
+                      error=str(exc))
+            return BrokenProbe(f"cannot set up probe: {exc}")
 
     async def _ticker(self) -> None:
         while True:
@@ -156,6 +203,9 @@ class Daemon:
             log.warning("reload_ignores", fields="server, state_dir", hint="restart to change them")
         self.config = new
         self.engine.apply_config(new)
+        if self.runner is not None:
+            self.runner.secrets = new.secrets
+            self.runner.mqtt = self._mqtt_settings(new)
         assert self.scheduler is not None
         self.scheduler.sync(jobs(new), self._build_probe)
         self.metrics.probes.retain(self.scheduler.keys)

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from bcd.durations import Duration
 from bcd.probes.specs import CommandSpec, DnsSpec, HttpSpec, MqttSpec, TcpSpec
+from bcd.runbooks.specs import Auth, Runbook, Runner, Transfer
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME, max_length=64)]
@@ -119,8 +120,10 @@ class ServiceSite(Model):
 
 class ServiceConfig(Timing):
     description: str = ""
-    active: Name = Field(description="the site that serves today; the others are standby")
+    active: Name = Field(description="the site that serves today (its home); the others are standby")
     labels: dict[str, str] = Field({}, description="copied onto alerts, MQTT state and API objects")
+    failover: Transfer | None = Field(None, description="runbook and mode for moving away from the active site")
+    failback: Transfer | None = Field(None, description="runbook and mode for moving back home")
     sites: Annotated[dict[Name, ServiceSite], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -128,6 +131,14 @@ class ServiceConfig(Timing):
         if self.active not in self.sites:
             raise ValueError(f"active site {self.active!r} is not one of this service's sites")
         return self
+
+
+class MqttSettings(Model):
+    """The broker bcd talks to (runbook `mqtt_publish` steps; state, events and commands later)."""
+
+    url: Annotated[str, Field(pattern=r"^mqtts?://", description="mqtt://host:port or mqtts://host:port")]
+    username: str | None = None
+    password_file: str | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
 
 
 class Config(Model):
@@ -143,11 +154,27 @@ class Config(Model):
     defaults: Defaults = Field(default_factory=Defaults)
     flapping: Flapping = Field(default_factory=Flapping)
     services: dict[Name, ServiceConfig] = {}
+    runbooks: dict[Name, Runbook] = {}
+    runner: Runner = Field(default_factory=Runner)
+    auth: Auth = Field(default_factory=Auth)
+    mqtt: MqttSettings | None = None
+    _secrets: frozenset[str] = PrivateAttr(default=frozenset())
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Values that came from ${ENV} references: masked wherever inputs are journaled or shown."""
+        return self._secrets
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Problems that do not stop the config from loading (FILE:LINE: path: warning: …)."""
+        return self._warnings
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
-        problems = [*self._undeclared_sites(), *self._timeouts()]
+        problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites()]
         if problems:
             summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
@@ -159,6 +186,22 @@ class Config(Model):
                 if site not in self.sites:
                     loc = ("services", service_name, "sites", site)
                     yield loc, f"site {site!r} is not declared under sites"
+
+    def _runbook_refs(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        for name, service in self.services.items():
+            for which in ("failover", "failback"):
+                transfer: Transfer | None = getattr(service, which)
+                if transfer is not None and transfer.runbook not in self.runbooks:
+                    yield ("services", name, which, "runbook"), f"unknown runbook {transfer.runbook!r}"
+
+    def _step_sites(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        for name, runbook in self.runbooks.items():
+            for phase in ("steps", "rollback"):
+                for step in getattr(runbook, phase):
+                    site = step.wait_healthy.site if step.wait_healthy is not None else None
+                    if site is not None and "{" not in site and site not in self.sites:
+                        loc = ("runbooks", name, phase, step.name, "wait_healthy", "site")
+                        yield loc, f"site {site!r} is not declared under sites"
 
     def _timeouts(self) -> Iterator[tuple[tuple[str, ...], str]]:
         for service_name, site_name, probe in self.all_probes():
@@ -249,7 +292,8 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
     issues: list[ConfigIssue] = []
-    data = _expand_env(data, (), lambda loc, msg: issues.append(_issue(name, root, loc, msg)))
+    secrets: set[str] = set()
+    data = _expand_env(data, (), lambda loc, msg: issues.append(_issue(name, root, loc, msg)), secrets)
     data.update(overrides or {})
     try:
         config = Config.model_validate(data)
@@ -257,14 +301,29 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
         issues.extend(_validation_issues(name, root, exc))
     if issues:
         raise ConfigError(sorted(issues, key=lambda issue: issue.line))
+    config._secrets = frozenset(value for value in secrets if value)
+    config._warnings = tuple(str(_issue(name, root, loc, msg)) for loc, msg in _command_warnings(config))
     return config
 
 
-def _expand_env(value: Any, loc: tuple[str | int, ...], report: Any) -> Any:
+def _command_warnings(config: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Runbook commands that are missing on this host (a warning: they may exist where bcd will run)."""
+    for name, runbook in config.runbooks.items():
+        for phase in ("steps", "rollback"):
+            for index, step in enumerate(getattr(runbook, phase)):
+                if step.command is None:
+                    continue
+                program = Path(step.command.argv[0])
+                loc: tuple[str | int, ...] = ("runbooks", name, phase, index, "command", "argv")
+                if not program.exists():
+                    yield loc, f"warning: {program} does not exist on this host"
+
+
+def _expand_env(value: Any, loc: tuple[str | int, ...], report: Any, secrets: set[str]) -> Any:
     if isinstance(value, dict):
-        return {key: _expand_env(item, (*loc, key), report) for key, item in value.items()}
+        return {key: _expand_env(item, (*loc, key), report, secrets) for key, item in value.items()}
     if isinstance(value, list):
-        return [_expand_env(item, (*loc, index), report) for index, item in enumerate(value)]
+        return [_expand_env(item, (*loc, index), report, secrets) for index, item in enumerate(value)]
     if isinstance(value, str) and "$" in value:
 
         def replace(match: re.Match[str]) -> str:
@@ -274,6 +333,7 @@ def _expand_env(value: Any, loc: tuple[str | int, ...], report: Any) -> Any:
             if variable not in os.environ:
                 report(loc, f"environment variable {variable} is not set")
                 return ""
+            secrets.add(os.environ[variable])
             return os.environ[variable]
 
         return _ENV_REF.sub(replace, value)

@@ -19,7 +19,9 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str) and (match := _PATTERN.match(value)):
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        amount, unit = float(match.group(1)), match.group(2)
+        # dividing keeps 13ms == 0.013 (13 * 0.001 is 0.013000000000000001)
+        seconds = amount / 1000 if unit == "ms" else amount * _UNITS[unit]
     else:
         raise ValueError(f"expected a duration such as 500ms, 10s, 2m, 1h; got {value!r}")
     if not math.isfinite(seconds):

@@ -1,28 +1,35 @@
-"""The live estate: applies observations to the pure health machines, persists and announces changes.
+"""The live estate: applies observations to the pure health machines, asks the pure policy what each
+service should do, starts runbooks, persists and announces every change.
 
-This is the edge around `bcd.health`: it owns the current `SiteHealth` of every (service, site) and the
-status of every service, writes each change to the journal before announcing it on the bus, and logs one
-line per change with its reason.
+This is the edge around `bcd.health` and `bcd.policy`: it owns the current `SiteHealth` of every
+(service, site) and the view of every service, writes each change to the journal before announcing it
+on the bus (one group commit per event-loop iteration), and logs one line per change with its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import structlog
 
-from bcd import health
+from bcd import health, policy
 from bcd.bus import Bus
 from bcd.config import Config
 from bcd.health import SiteHealth, SiteRules, Thresholds
-from bcd.journal import Journal, SavedService, SavedSite
-from bcd.model import Event, Observation, ProbeKey, ServiceStatus, SiteState, Transition
+from bcd.journal import Journal, RunJournal, SavedService, SavedSite
+from bcd.model import Event, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
+from bcd.policy import Request, Snapshot, TransferRule, Verdict
+from bcd.runbooks.runner import ActiveRun, RunConflict, Runner, RunRequest
 
 log = structlog.get_logger("bcd.engine")
+
+QUIET_STATUSES = frozenset({ServiceStatus.OK, ServiceStatus.UNKNOWN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,49 +39,67 @@ class ServiceView:
     active: str
     since: float
     reason: str
+    guard: Guard | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    unacknowledged: tuple[str, Guard] | None
+    last_ended: float | None
+    last_dry_run: float | None
+
+
+class RequestRefused(Exception):
+    """An operator's request was refused; `verdict` says why (HTTP 409 when `verdict.conflict`)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.reason)
+        self.verdict = verdict
 
 
 class Engine:
     def __init__(self, config: Config, journal: Journal, bus: Bus, clock: Callable[[], float] = time.time):
         self.journal = journal
+        self.runs = RunJournal(journal)
         self.bus = bus
         self.clock = clock
         self.config = config
+        self.runner: Runner | None = None
         self.sites: dict[tuple[str, str], SiteHealth] = {}
         self.services: dict[str, ServiceView] = {}
         self.rules: dict[tuple[str, str], SiteRules] = {}
         self.last: dict[ProbeKey, Observation] = {}
+        self.first_failure: dict[tuple[str, str], float] = {}
         self.transitions: Counter[tuple[str, str, str, str]] = Counter()
         self._pending_sites: dict[tuple[str, str], SavedSite] = {}
         self._pending_services: dict[str, SavedService] = {}
         self._pending_events: list[tuple[Event, dict[str, object]]] = []
         self._flush_scheduled = False
+        self._run_facts: dict[str, RunFacts] = {}
         self._restore()
         self.apply_config(config)
+
+    def attach(self, runner: Runner) -> None:
+        """Connect the runner (it needs the engine as its hooks, so it comes second), then re-decide."""
+        self.runner = runner
+        for name in list(self.services):
+            self._evaluate(name, self.clock())
 
     # -- configuration -------------------------------------------------------------------------------
     def apply_config(self, config: Config) -> None:
         """Adopt a (re)loaded config: new sites start unknown, removed ones are forgotten."""
         self.config = config
         now = self.clock()
-        rules: dict[tuple[str, str], SiteRules] = {}
-        for name, service in config.services.items():
-            for site_name, site in service.sites.items():
-                thresholds = {}
-                for probe in site.probes:
-                    timing = config.timing(name, probe)
-                    thresholds[probe.name] = Thresholds(rise=timing.rise, fall=timing.fall)
-                rules[(name, site_name)] = SiteRules(
-                    probes=thresholds, flap_high=config.flapping.high, flap_low=config.flapping.low
-                )
-        self.rules = rules
+        self.rules = {key: rule for key, rule in _rules(config)}
         self.sites = {
             key: health.reconfigure(self.sites.get(key) or SiteHealth.new(key[0], key[1], now), rule)
-            for key, rule in rules.items()
+            for key, rule in self.rules.items()
         }
-        self.last = {key: obs for key, obs in self.last.items() if (key.service, key.site) in rules}
-        self.transitions = Counter({k: v for k, v in self.transitions.items() if (k[0], k[1]) in rules})
+        self.last = {key: obs for key, obs in self.last.items() if (key.service, key.site) in self.rules}
+        self.transitions = Counter({k: v for k, v in self.transitions.items() if (k[0], k[1]) in self.rules})
         self.services = {name: self._service_view(name, now) for name in config.services}
+        if self.runner is not None:
+            self.runner.stats.retain(set(config.services))
         for name in list(self.services):
             self._evaluate(name, now)
 
@@ -88,14 +113,9 @@ class Engine:
     def _restore(self) -> None:
         for saved in self.journal.sites():
             self.sites[(saved.service, saved.site)] = SiteHealth.restore(
-                saved.service,
-                saved.site,
-                base=SiteState(saved.base),
-                flapping=saved.flapping,
-                maintenance_until=saved.maintenance_until,
-                maintenance_reason=saved.maintenance_reason,
-                since=saved.since,
-                reason=saved.reason,
+                saved.service, saved.site, base=SiteState(saved.base), flapping=saved.flapping,
+                maintenance_until=saved.maintenance_until, maintenance_reason=saved.maintenance_reason,
+                since=saved.since, reason=saved.reason,
             )
         for service in self.journal.services():
             self.services[service.service] = ServiceView(
@@ -109,24 +129,161 @@ class Engine:
         if current is None:
             return  # removed by a reload while the probe was in flight
         self.last[obs.key] = obs
+        if obs.result is Result.FAIL and key not in self.first_failure:
+            self.first_failure[key] = obs.at
         updated, transition = health.observe(current, obs, self.rules[key])
         self.sites[key] = updated
         if transition is not None:
             self._announce_transition(updated, transition)
 
     def tick(self) -> None:
-        """Time passing: expire maintenance windows."""
+        """Time passing: expire maintenance windows, re-decide services that wait for something."""
         now = self.clock()
         for key, current in list(self.sites.items()):
             updated, transition = health.tick(current, now)
             self.sites[key] = updated
             if transition is not None:
                 self._announce_transition(updated, transition)
+        for name, view in list(self.services.items()):
+            if view.status not in QUIET_STATUSES:
+                self._evaluate(name, now)
+
+    # -- decisions -----------------------------------------------------------------------------------
+    def snapshot(self, name: str) -> Snapshot:
+        service = self.config.services[name]
+        view = self.services[name]
+        runner = self.runner
+        facts = self._facts(name)
+        return Snapshot(
+            service=name, active=view.active, home=service.active,
+            sites={site: self.sites[(name, site)] for site in service.sites},
+            failover=_rule(service.failover), failback=_rule(service.failback),
+            running=runner.running(name) if runner is not None else None,
+            unacknowledged=facts.unacknowledged,
+            last_run_ended=facts.last_ended,
+            dry_run_since=facts.last_dry_run,
+            down_since=self.sites[(name, view.active)].since,
+        )
+
+    def _facts(self, name: str) -> RunFacts:
+        """What the journal says about this service's runs (cached; dropped whenever a run changes)."""
+        facts = self._run_facts.get(name)
+        if facts is None:
+            unacked = self.runs.unacknowledged(name)
+            interrupted = unacked is not None and unacked.result == "interrupted"
+            guard = Guard.RUN_INTERRUPTED if interrupted else Guard.RUN_FAILED
+            facts = self._run_facts[name] = RunFacts(
+                (str(unacked.id), guard) if unacked is not None else None,
+                self.runs.last_ended(name), self.runs.last_dry_run(name),
+            )
+        return facts
+
+    def _evaluate(self, name: str, now: float) -> None:
+        decision = policy.decide(self.snapshot(name), now)
+        if decision.action is not None and self.runner is not None:
+            self._start_automatic(name, decision.action, decision.reason)
+            decision = policy.decide(self.snapshot(name), now)
+        self._set_status(name, decision.status, decision.reason, decision.guard, now)
+
+    def _start_automatic(self, name: str, action: policy.Action, reason: str) -> None:
+        with contextlib.suppress(RunConflict):  # a run started in between: the next evaluation shows it
+            self._start_run(name, action.kind, action.to_site, "auto", reason, dry_run=action.dry_run, forced=False)
+
+    def _start_run(
+        self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool
+    ) -> ActiveRun:
+        assert self.runner is not None
+        service = self.config.services[name]
+        transfer = service.failover if kind is RunKind.FAILOVER else service.failback
+        assert transfer is not None
+        view = self.services[name]
+        return self.runner.start(RunRequest(
+            service=name, runbook_name=transfer.runbook, runbook=self.config.runbooks[transfer.runbook], kind=kind,
+            from_site=view.active, to_site=to_site, trigger=trigger, reason=reason, dry_run=dry_run, forced=forced,
+            evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)),
+        ))
+
+    def evidence(self, name: str) -> dict[str, Any]:
+        """What the decision saw: every site's health and the last observation of each of its probes."""
+        sites: dict[str, Any] = {}
+        for site in self.config.services[name].sites:
+            health_now = self.sites[(name, site)]
+            sites[site] = {
+                "state": str(health_now.state), "since": health_now.since, "reason": health_now.reason,
+                "first_failure": self.first_failure.get((name, site)),
+                "observations": {
+                    key.probe: {"result": str(obs.result), "reason": obs.reason, "at": obs.at}
+                    for key, obs in self.last.items() if key.service == name and key.site == site
+                },
+            }
+        return {"active": self.services[name].active, "sites": sites}
+
+    def _set_status(self, name: str, status: ServiceStatus, reason: str, guard: Guard | None, now: float) -> None:
+        view = self.services[name]
+        if status == view.status and guard == view.guard:
+            if reason != view.reason:
+                self.services[name] = replace(view, reason=reason)
+            return
+        self.services[name] = ServiceView(name, status, view.active, now, reason, guard)
+        self._pending_services[name] = SavedService(name, str(status), view.active, now, reason)
+        data: dict[str, object] = {
+            "from": str(view.status), "to": str(status), "active": view.active, "guard": guard and str(guard)
+        }
+        self.emit(Event("service_status", now, name, None, reason, data),
+                  from_status=str(view.status), to_status=str(status), active=view.active,
+                  guard=guard and str(guard), reason=reason)
+
+    # -- operators -----------------------------------------------------------------------------------
+    def request(self, name: str, request: Request, by: str, reason: str) -> ActiveRun:
+        """An operator's failover/failback: checked by the policy, then started. Raises RequestRefused."""
+        verdict = policy.check_request(self.snapshot(name), request, self.clock())
+        if verdict.to_site is None:
+            raise RequestRefused(verdict)
+        trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
+        try:
+            run = self._start_run(name, request.kind, verdict.to_site, by, trigger_reason,
+                                  dry_run=request.dry_run, forced=request.force)
+        except RunConflict as exc:
+            raise RequestRefused(Verdict(None, str(exc), Guard.RUN_IN_PROGRESS, conflict=True)) from None
+        self._evaluate(name, self.clock())
+        return run
+
+    def acknowledge(self, name: str, by: str, reason: str) -> list[int]:
+        ids = self.runs.acknowledge(name, by)
+        self._run_facts.pop(name, None)
+        now = self.clock()
+        self.emit(Event("acknowledged", now, name, None, f"{by}: {reason}", {"runs": ids, "by": by}), runs=ids, by=by)
+        self._evaluate(name, now)
+        return ids
+
+    # -- RunHooks ------------------------------------------------------------------------------------
+    def site_state(self, service: str, site: str) -> SiteState:
+        current = self.sites.get((service, site))
+        return current.state if current is not None else SiteState.UNKNOWN
+
+    def run_changed(self, service: str) -> None:
+        self._run_facts.pop(service, None)
+        if service in self.services:
+            self._evaluate(service, self.clock())
+
+    def run_succeeded(self, service: str, to_site: str, run_id: int) -> None:
+        view = self.services.get(service)
+        if view is None:
+            return
+        now = self.clock()
+        self.services[service] = replace(view, active=to_site)
+        self._pending_services[service] = SavedService(service, str(view.status), to_site, view.since, view.reason)
+        self.emit(Event("active_changed", now, service, to_site, f"run {run_id} made {to_site} active",
+                        {"from": view.active, "to": to_site, "run_id": run_id}),
+                  from_site=view.active, to_site=to_site, run_id=run_id)
 
     # -- outputs: journaled first (group commit), then logged and published ------------------------------
     def _announce_transition(self, site: SiteHealth, transition: Transition) -> None:
-        self.transitions[(transition.service, transition.site, transition.from_state, transition.to_state)] += 1
-        self._pending_sites[(site.service, site.site)] = SavedSite(
+        key = (transition.service, transition.site)
+        self.transitions[(*key, transition.from_state, transition.to_state)] += 1
+        if transition.to_state is SiteState.UP:
+            self.first_failure.pop(key, None)
+        self._pending_sites[key] = SavedSite(
             site.service, site.site, str(site.base), site.flapping, site.maintenance_until,
             site.maintenance_reason, site.since, site.reason,
         )
@@ -134,26 +291,13 @@ class Engine:
             "site_transition", transition.at, transition.service, transition.site, transition.reason,
             {"from": str(transition.from_state), "to": str(transition.to_state)},
         )
-        self._queue(event, {"service": transition.service, "site": transition.site,
-                            "from_state": str(transition.from_state), "to_state": str(transition.to_state),
-                            "reason": transition.reason})
+        self.emit(event, from_state=str(transition.from_state), to_state=str(transition.to_state),
+                  reason=transition.reason)
         self._evaluate(transition.service, transition.at)
 
-    def _evaluate(self, name: str, now: float) -> None:
-        view = self.services[name]
-        sites = {site: self.sites[(name, site)] for site in self.config.services[name].sites}
-        status, reason = health.evaluate_service(view.active, sites)
-        if status == view.status:
-            return
-        self.services[name] = ServiceView(name, status, view.active, now, reason)
-        self._pending_services[name] = SavedService(name, str(status), view.active, now, reason)
-        event = Event("service_status", now, name, None, reason,
-                      {"from": str(view.status), "to": str(status), "active": view.active})
-        self._queue(event, {"service": name, "from_status": str(view.status),
-                            "to_status": str(status), "active": view.active, "reason": reason})
-
-    def _queue(self, event: Event, log_fields: dict[str, object]) -> None:
-        self._pending_events.append((event, log_fields))
+    def emit(self, event: Event, **log_fields: object) -> None:
+        """Journal (this loop iteration's group commit), then log and publish."""
+        self._pending_events.append((event, {"service": event.service, "site": event.site, **log_fields}))
         if self._flush_scheduled:
             return
         try:
@@ -176,5 +320,24 @@ class Engine:
                 self.journal.save_service(saved_service)
             journaled = [(self.journal.append(event), fields) for event, fields in events]
         for event, fields in journaled:
-            log.info(event.kind, **fields)
+            log.info(event.kind, **{k: v for k, v in fields.items() if v is not None})
             self.bus.publish(event)
+
+
+def _rules(config: Config) -> list[tuple[tuple[str, str], SiteRules]]:
+    rules = []
+    for name, service in config.services.items():
+        for site_name, site in service.sites.items():
+            thresholds = {}
+            for probe in site.probes:
+                timing = config.timing(name, probe)
+                thresholds[probe.name] = Thresholds(rise=timing.rise, fall=timing.fall)
+            rules.append(((name, site_name), SiteRules(
+                probes=thresholds, flap_high=config.flapping.high, flap_low=config.flapping.low)))
+    return rules
+
+
+def _rule(transfer: Any) -> TransferRule | None:
+    if transfer is None:
+        return None
+    return TransferRule(transfer.runbook, transfer.mode, transfer.cooldown)

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from bcd import __version__
 from bcd.engine import Engine
 from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
+from bcd.runbooks.runner import Runner
 from bcd.scheduler import Histogram, Scheduler
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -211,3 +212,60 @@ class Metrics:
         parts.extend(render_estate(self._engine()))
         parts.extend(render_probes(self.probes))
         return "".join(parts).encode()
+
+
+def _histogram(name: str, help_text: str, label_names: list[str],
+               items: Iterable[tuple[tuple[str, ...], Histogram]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, help_text, labels=label_names)
+    for label_values, h in items:
+        buckets = [(repr(b), c) for b, c in zip(h.bounds, h.cumulative(), strict=True)]
+        family.add_metric(list(label_values), [*buckets, ("+Inf", h.count)], h.total)
+    return family
+
+
+class RunnerCollector(Collector):
+    """Runbook and failover metrics: the figures a recovery-time objective is measured by."""
+
+    def __init__(self, runner: Callable[[], Runner | None], engine: Callable[[], Engine]) -> None:
+        self._runner = runner
+        self._engine = engine
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        runner, engine = self._runner(), self._engine()
+        if runner is None:
+            return
+        stats = runner.stats
+        runs = CounterMetricFamily("bcd_runbook_runs", "Runbook runs by result.",
+                                   labels=["service", "runbook", "trigger", "result"])
+        for key, count in stats.runs.items():
+            runs.add_metric(list(key), count)
+        yield runs
+        running = GaugeMetricFamily("bcd_runbook_running", "Whether a runbook of the service is running.",
+                                    labels=["service"])
+        blocked = GaugeMetricFamily("bcd_service_blocked", "1 with the guard's reason while a service is blocked.",
+                                    labels=["service", "reason"])
+        for name, view in engine.services.items():
+            running.add_metric([name], int(name in runner.active))
+            is_blocked = view.status is ServiceStatus.BLOCKED and view.guard is not None
+            blocked.add_metric([name, str(view.guard) if is_blocked else "none"], int(is_blocked))
+        yield running
+        yield blocked
+        yield _histogram("bcd_runbook_duration_seconds", "Duration of runbook runs.", ["service", "runbook"],
+                         stats.durations.items())
+        yield _histogram("bcd_runbook_step_duration_seconds", "Duration of runbook steps.",
+                         ["service", "runbook", "step"], stats.step_durations.items())
+        yield from _per_service(
+            ("bcd_failover_last_timestamp_seconds", "When the last successful run ended.", stats.last_failover),
+            ("bcd_failover_detection_seconds", "Last failover: first failing observation to run start.",
+             stats.detection),
+            ("bcd_failover_total_seconds", "Last failover: first failing observation to target verified healthy.",
+             stats.total),
+        )
+
+
+def _per_service(*tables: tuple[str, str, dict[str, float]]) -> Iterator[GaugeMetricFamily]:
+    for name, help_text, values in tables:
+        family = GaugeMetricFamily(name, help_text, labels=["service"])
+        for service, value in values.items():
+            family.add_metric([service], value)
+        yield family

@@ -70,7 +70,8 @@ def make_cert(directory: Path, days: int, name: str = "server") -> CertFiles:
 @asynccontextmanager
 async def serve_http(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """Serve `app` on 127.0.0.1 on a port chosen by the kernel; yields the base URL (no trailing slash)."""
-    runner = web.AppRunner(app, access_log=None)
+    # handlers are cancelled when the client hangs up, and a stuck one holds up shutdown for 2 s at most
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2.0)
     await runner.setup()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

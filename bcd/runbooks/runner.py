@@ -1,0 +1,373 @@
+"""Carries out runbooks: ordered steps, each journaled as started before it runs, with per-attempt
+timeouts, retries with jittered backoff (tenacity) for errors that may pass, `on_failure`, rollback,
+approvals, operator abort, dry runs, one run per service and a global limit on concurrent runs.
+
+A run that the daemon cannot finish (SIGTERM, crash) is journaled `interrupted`; at start, `recover()`
+marks whatever the journal shows as still running `interrupted` too. Nothing is ever re-run on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from bcd.journal import RunJournal, RunRecord, StepRecord
+from bcd.model import Event, RunKind, RunResult, SiteState
+from bcd.policy import RunInfo
+from bcd.runbooks.render import mask, render
+from bcd.runbooks.specs import Runbook, Step
+from bcd.runbooks.steps import REGISTRY, StepContext, StepError, StepOutcome
+from bcd.scheduler import Histogram
+
+log = structlog.get_logger("bcd.runner")
+
+DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+STEP_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+
+
+class RunHooks(Protocol):
+    """What the runner needs from the rest of the daemon."""
+
+    def site_state(self, service: str, site: str) -> SiteState: ...
+
+    def run_changed(self, service: str) -> None: ...
+
+    def run_succeeded(self, service: str, to_site: str, run_id: int) -> None: ...
+
+    def emit(self, event: Event, **log_fields: object) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    service: str
+    runbook_name: str
+    runbook: Runbook
+    kind: RunKind
+    from_site: str
+    to_site: str
+    trigger: str  # "auto", or the operator's name
+    reason: str
+    dry_run: bool = False
+    forced: bool = False
+    evidence: dict[str, Any] = field(default_factory=dict)
+    detected_at: float | None = None
+
+
+@dataclass
+class ActiveRun:
+    request: RunRequest
+    id: int
+    started: float
+    task: asyncio.Task[None] | None = None
+    main: asyncio.Task[bool] | None = None
+    approval: asyncio.Future[str] | None = None
+    waiting_step: str = ""
+    aborted_by: str | None = None
+    verified_at: float | None = None
+    seq: int = 0
+
+    def info(self) -> RunInfo:
+        return RunInfo(str(self.id), self.request.kind, self.request.to_site, self.approval is not None,
+                       self.waiting_step)
+
+
+@dataclass
+class RunStats:
+    """Counters for /metrics, label sets pruned with the services on reload."""
+
+    runs: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)  # service, runbook, trigger, result
+    durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    step_durations: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
+    last_failover: dict[str, float] = field(default_factory=dict)
+    detection: dict[str, float] = field(default_factory=dict)
+    total: dict[str, float] = field(default_factory=dict)
+
+    def retain(self, services: set[str]) -> None:
+        self.runs = Counter({k: v for k, v in self.runs.items() if k[0] in services})
+        self.durations = {k: v for k, v in self.durations.items() if k[0] in services}
+        self.step_durations = {k: v for k, v in self.step_durations.items() if k[0] in services}
+        for table in (self.last_failover, self.detection, self.total):
+            for service in set(table) - services:
+                del table[service]
+
+
+class RunConflict(Exception):
+    """A run of this service is already in progress (HTTP 409)."""
+
+
+class Runner:
+    def __init__(
+        self,
+        journal: RunJournal,
+        hooks: RunHooks,
+        http: Callable[[], aiohttp.ClientSession],
+        *,
+        max_concurrent: int = 4,
+        secrets: frozenset[str] = frozenset(),
+        mqtt: tuple[str | None, str | None, str | None] = (None, None, None),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.hooks = hooks
+        self._http = http
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self.secrets = secrets
+        self.mqtt = mqtt
+        self.clock = clock
+        self.active: dict[str, ActiveRun] = {}  # service → its run in progress
+        self.stats = RunStats()
+
+    # -- queries -------------------------------------------------------------------------------------
+    def running(self, service: str) -> RunInfo | None:
+        run = self.active.get(service)
+        return run.info() if run is not None else None
+
+    def find(self, run_id: int) -> ActiveRun | None:
+        return next((run for run in self.active.values() if run.id == run_id), None)
+
+    # -- control -------------------------------------------------------------------------------------
+    def recover(self) -> list[RunRecord]:
+        """Mark runs the journal shows unfinished (the daemon died during them) as interrupted."""
+        now = self.clock()
+        stale = self.journal.unfinished()
+        for record in stale:
+            self.journal.mark_interrupted(record.id, now)
+            self.stats.runs[(record.service, record.runbook, _trigger(record.trigger), "interrupted")] += 1
+            self.hooks.emit(
+                Event("run_finished", now, record.service, None, "interrupted: the daemon stopped during this run",
+                      {"run_id": record.id, "result": "interrupted", "kind": record.kind}),
+                run_id=record.id, result="interrupted",
+            )
+        return stale
+
+    def start(self, request: RunRequest) -> ActiveRun:
+        """Journal the run, then start it. Raises RunConflict if the service already has one."""
+        if request.service in self.active:
+            raise RunConflict(f"run {self.active[request.service].id} of {request.service} is in progress")
+        now = self.clock()
+        record = RunRecord(
+            0, request.service, request.runbook_name, str(request.kind), request.trigger, request.reason,
+            request.from_site, request.to_site, request.dry_run, request.forced, request.evidence, now, None,
+            str(RunResult.RUNNING), "", None, request.detected_at, None,
+        )
+        run = ActiveRun(request, self.journal.create(record), now)
+        self.active[request.service] = run
+        if request.detected_at is not None and request.kind is RunKind.FAILOVER and not request.dry_run:
+            self.stats.detection[request.service] = max(0.0, now - request.detected_at)
+        self.hooks.emit(
+            Event("run_started", now, request.service, None, request.reason, {
+                "run_id": run.id, "kind": str(request.kind), "runbook": request.runbook_name, "from": request.from_site,
+                "to": request.to_site, "trigger": request.trigger, "dry_run": request.dry_run, "forced": request.forced,
+            }),
+            run_id=run.id, kind=str(request.kind), to_site=request.to_site, trigger=request.trigger,
+            dry_run=request.dry_run, forced=request.forced,
+        )
+        run.task = asyncio.get_running_loop().create_task(self._execute(run), name=f"run-{run.id}")
+        self.hooks.run_changed(request.service)
+        return run
+
+    def approve(self, run_id: int, by: str) -> bool:
+        run = self.find(run_id)
+        if run is None or run.approval is None or run.approval.done():
+            return False
+        run.approval.set_result(by)
+        return True
+
+    def abort(self, run_id: int, by: str) -> bool:
+        run = self.find(run_id)
+        if run is None or run.main is None or run.aborted_by is not None:
+            return False
+        run.aborted_by = by
+        run.main.cancel()
+        return True
+
+    async def stop(self) -> None:
+        """Shutdown: runs in progress are cancelled and journaled as interrupted."""
+        tasks = [run.task for run in self.active.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- execution -----------------------------------------------------------------------------------
+    async def _execute(self, run: ActiveRun) -> None:
+        result = RunResult.INTERRUPTED
+        detail = "the daemon stopped during this run"
+        try:
+            async with self._slots:
+                result, detail = await self._phases(run)
+        finally:
+            self._finish(run, result, detail)
+
+    async def _phases(self, run: ActiveRun) -> tuple[RunResult, str]:
+        request = run.request
+        run.main = asyncio.get_running_loop().create_task(self._phase(run, "main", request.runbook.steps))
+        try:
+            ok = await run.main
+        except asyncio.CancelledError:
+            if run.aborted_by is None:
+                raise  # shutdown, not an operator's abort
+            ok = False
+        if ok:
+            return (RunResult.DRY_RUN, "dry run: no step executed") if request.dry_run else (
+                RunResult.SUCCEEDED, f"{request.service} now active in {request.to_site}")
+        rolled_back = bool(request.runbook.rollback) and await self._phase(run, "rollback", request.runbook.rollback)
+        if run.aborted_by is not None:
+            return RunResult.ABORTED, f"aborted by {run.aborted_by}" + ("; rolled back" if rolled_back else "")
+        if rolled_back:
+            return RunResult.ROLLED_BACK, "a step failed; rollback completed"
+        return RunResult.FAILED, "a step failed" + ("; rollback failed too" if request.runbook.rollback else "")
+
+    async def _phase(self, run: ActiveRun, phase: str, steps: list[Step]) -> bool:
+        ok = True
+        for step in steps:
+            run.seq += 1
+            if await self._step(run, run.seq, phase, step):
+                continue
+            if step.on_failure == "abort":
+                return False
+            ok = True  # on_failure: continue
+        return ok
+
+    async def _step(self, run: ActiveRun, seq: int, phase: str, step: Step) -> bool:
+        request = run.request
+        variables = self._variables(run)
+        rendered = render(step.spec.model_dump(mode="json", by_alias=True, exclude_none=True), variables)
+        spec = type(step.spec).model_validate(rendered)
+        started = self.clock()
+        outcome_word = "dry_run" if request.dry_run else "running"
+        self.journal.step_started(StepRecord(
+            run.id, seq, phase, step.name, step.kind, mask(rendered, self.secrets), started, None, 0, outcome_word, ""
+        ))
+        self._step_event("step_started", run, step, seq=seq, phase=phase, data={"inputs": mask(rendered, self.secrets)})
+        if request.dry_run:
+            self.journal.step_finished(run.id, seq, ended=started, attempts=0, outcome="dry_run", output="")
+            return True
+        attempts, outcome, output, ok = 0, "", "", False
+        try:
+            attempts, result = await self._attempts(run, step, spec, variables)
+            outcome, output, ok = "succeeded", f"{result.summary}\n{result.output}".strip(), True
+        except StepError as exc:
+            attempts = getattr(exc, "attempts", attempts)
+            outcome, output = "failed", f"{exc}\n{exc.output}".strip()
+        except asyncio.CancelledError:
+            outcome, output = "aborted" if run.aborted_by else "interrupted", "cancelled"
+            raise
+        finally:
+            ended = self.clock()
+            self.journal.step_finished(run.id, seq, ended=ended, attempts=attempts, outcome=outcome or "interrupted",
+                                       output=mask(output[:4096], self.secrets))
+            self.stats.step_durations.setdefault(
+                (request.service, request.runbook_name, step.name), Histogram(STEP_BUCKETS)
+            ).observe(ended - started)
+            self._step_event("step_finished", run, step, seq=seq, phase=phase,
+                             data={"outcome": outcome, "output": mask(output[:500], self.secrets)})
+        return ok
+
+    async def _attempts(
+        self, run: ActiveRun, step: Step, spec: Any, variables: dict[str, str]
+    ) -> tuple[int, StepOutcome]:
+        kind = REGISTRY[step.kind]
+        timeout = step.timeout or kind.default_timeout(spec)
+        ctx = self._context(run, variables)
+        attempts = 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(step.retry.attempts),
+            wait=wait_random_exponential(multiplier=step.retry.wait, max=step.retry.max_wait),
+            retry=retry_if_exception(lambda exc: isinstance(exc, StepError) and exc.retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    try:
+                        async with asyncio.timeout(timeout):
+                            outcome = await kind.execute(spec, ctx)
+                    except TimeoutError:
+                        raise StepError(f"timeout after {timeout:g}s", retryable=kind.retry_timeouts) from None
+                    if "verified_site" in ctx.extra:
+                        run.verified_at = self.clock()
+                    return attempts, outcome
+        except StepError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
+        raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    def _context(self, run: ActiveRun, variables: dict[str, str]) -> StepContext:
+        service = run.request.service
+        return StepContext(
+            service=service, run_id=run.id, variables=variables, http=self._http(),
+            site_state=lambda site: self.hooks.site_state(service, site),
+            wait_approval=lambda prompt, timeout: self._wait_approval(run, prompt, timeout),
+            mqtt_url=self.mqtt[0], mqtt_username=self.mqtt[1], mqtt_password=self.mqtt[2],
+        )
+
+    async def _wait_approval(self, run: ActiveRun, prompt: str, limit: float) -> str:
+        run.approval = asyncio.get_running_loop().create_future()
+        run.waiting_step = prompt or f"step {run.seq}"
+        self.journal.set_result(run.id, str(RunResult.WAITING_APPROVAL))
+        self.hooks.emit(
+            Event("approval_waiting", self.clock(), run.request.service, None, f"run {run.id} waits for approval",
+                  {"run_id": run.id, "step": run.waiting_step, "timeout": limit}),
+            run_id=run.id,
+        )
+        self.hooks.run_changed(run.request.service)
+        try:
+            async with asyncio.timeout(limit):
+                return await run.approval
+        except TimeoutError:
+            raise StepError(f"no approval within {limit:g}s") from None
+        finally:
+            run.approval = None
+            run.waiting_step = ""
+            self.journal.set_result(run.id, str(RunResult.RUNNING))
+            self.hooks.run_changed(run.request.service)
+
+    def _variables(self, run: ActiveRun) -> dict[str, str]:
+        request = run.request
+        return {
+            "service": request.service, "from_site": request.from_site, "to_site": request.to_site,
+            "run_id": str(run.id), "trigger": request.trigger, "fence_token": str(run.id),
+        }
+
+    def _step_event(self, kind: str, run: ActiveRun, step: Step, *, seq: int, phase: str, data: dict[str, Any]) -> None:
+        self.hooks.emit(
+            Event(kind, self.clock(), run.request.service, None, f"run {run.id} step {seq} {step.name!r}",
+                  {"run_id": run.id, "seq": seq, "step": step.name, "kind": step.kind, "phase": phase, **data}),
+            run_id=run.id, seq=seq, step=step.name, phase=phase,
+        )
+
+    def _finish(self, run: ActiveRun, result: RunResult, detail: str) -> None:
+        request = run.request
+        now = self.clock()
+        succeeded = result is RunResult.SUCCEEDED
+        verified = run.verified_at or (now if succeeded and self.hooks.site_state(
+            request.service, request.to_site) is SiteState.UP else None)
+        self.journal.finish(run.id, str(result), now, detail, verified if succeeded else None)
+        self.active.pop(request.service, None)
+        self.stats.runs[(request.service, request.runbook_name, _trigger(request.trigger), str(result))] += 1
+        self.stats.durations.setdefault((request.service, request.runbook_name), Histogram(DURATION_BUCKETS)).observe(
+            now - run.started)
+        if succeeded:
+            self.stats.last_failover[request.service] = now
+            if request.detected_at is not None and verified is not None:
+                self.stats.total[request.service] = max(0.0, verified - request.detected_at)
+            self.hooks.run_succeeded(request.service, request.to_site, run.id)
+        self.hooks.emit(
+            Event("run_finished", now, request.service, None, detail,
+                  {"run_id": run.id, "result": str(result), "kind": str(request.kind), "to": request.to_site}),
+            run_id=run.id, result=str(result), detail=detail,
+        )
+        self.hooks.run_changed(request.service)
+
+
+def _trigger(trigger: str) -> str:
+    return "auto" if trigger == "auto" else "operator"

@@ -1,0 +1,62 @@
+"""What every step kind shares: the protocol, the context a step runs in, its outcome and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from bcd.model import SiteState
+
+OUTPUT_LIMIT = 4096
+
+
+class StepError(Exception):
+    """A step did not do its job. `retryable` errors (connection errors, 5xx, exits marked retryable)
+    may pass on their own and are retried with backoff; the others fail the step at once."""
+
+    def __init__(self, message: str, *, retryable: bool = False, output: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.output = output
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    summary: str
+    output: str = ""
+
+
+@dataclass
+class StepContext:
+    """Everything a step may use; the runner builds one per run."""
+
+    service: str
+    run_id: int
+    variables: dict[str, str]
+    http: aiohttp.ClientSession
+    site_state: Callable[[str], SiteState]
+    wait_approval: Callable[[str, float], Awaitable[str]]
+    mqtt_url: str | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StepKind(Protocol):
+    """One kind of runbook step. `execute` gets the spec with templates already rendered."""
+
+    retry_timeouts: bool
+    """Whether a timed-out attempt may be retried (network calls: yes; commands: no)."""
+
+    def default_timeout(self, spec: Any) -> float: ...
+
+    async def execute(self, spec: Any, ctx: StepContext) -> StepOutcome:
+        """Do the step once; raise StepError on failure. Cancellation must leave nothing running."""
+        ...
+
+
+def bounded(text: str, limit: int = OUTPUT_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

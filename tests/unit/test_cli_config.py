@@ -1,0 +1,256 @@
+"""`bcd check-config` and `bcd schema` through the real command line, on tests/data/configs/*.yaml.
+
+Each invalid fixture names the lines it must produce in leading `# expect: <text>` comments; check-config must
+print exactly those problems (one line each, `FILE:LINE: path: message`), exit 2 and never a traceback.
+The subprocesses are started all at once (each pays ~1 s of imports) so the module stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import typing
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from bcd import config as bcd_config
+from bcd.probes import specs as probe_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "tests" / "data" / "configs"
+EXAMPLE = ROOT / "config" / "bcd.example.yaml"
+GOOD = sorted(CONFIGS.glob("good-*.yaml"))
+INVALID = sorted(CONFIGS.glob("invalid-*.yaml"))
+
+SECRET = "s3cr3t-7f1c9e-do-not-print"
+ENVIRONMENT = {
+    "BCD_TEST_INSTANCE": "bcd-env",
+    "BCD_TEST_SECRET": SECRET,
+    "BCD_TEST_SECRET_URL": f"ftp://bcd:{SECRET}@files.dorset.example/",
+}
+ISSUE_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
+
+
+def bcd_command(*args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "bcd", *args)
+
+
+def _run(command: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BCD_TEST_")}
+    env.update(ENVIRONMENT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+
+
+def all_commands() -> list[tuple[str, ...]]:
+    files = [*GOOD, *INVALID, EXAMPLE, CONFIGS / "no-such-file.yaml", CONFIGS]
+    return [*(bcd_command("check-config", str(path)) for path in files), bcd_command("schema")]
+
+
+@cache
+def _results() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+    commands = all_commands()
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return dict(zip(commands, pool.map(_run, commands), strict=True))
+
+
+def outcome(*args: str) -> subprocess.CompletedProcess[str]:
+    """The outcome of `bcd ARGS` (run once, together with all the other commands of this module)."""
+    return _results()[bcd_command(*args)]
+
+
+def expectations(path: Path) -> list[str]:
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    return [line.removeprefix("# expect: ") for line in lines if line.startswith("# expect: ")]
+
+
+def assert_never_leaks(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stdout
+    assert SECRET not in result.stderr
+
+
+def test_fixtures_exist() -> None:
+    assert len(GOOD) >= 4
+    assert len(INVALID) >= 20
+    for path in INVALID:
+        assert expectations(path), f"{path.name} has no '# expect:' line"
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda path: path.stem)
+def test_invalid_fixture_reports_every_problem(path: Path) -> None:
+    result = outcome("check-config", str(path))
+    assert_never_leaks(result)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    printed = result.stderr.splitlines()
+    for expected in expectations(path):
+        assert any(expected in line for line in printed), f"missing {expected!r} in:\n{result.stderr}"
+    assert len(printed) == len(expectations(path)), result.stderr
+    for line in printed:
+        match = ISSUE_LINE.match(line)
+        assert match is not None, line
+        assert match["file"] == str(path)
+
+
+@pytest.mark.parametrize("path", GOOD, ids=lambda path: path.stem)
+def test_good_fixture_passes_with_summary(path: Path) -> None:
+    result = outcome("check-config", str(path))
+    assert_never_leaks(result)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    summary = result.stdout.splitlines()
+    assert summary[0] == f"{path}: OK"
+    assert summary[-1] == "(* = active site)"
+    assert len(summary) <= 24  # one screen
+
+
+def test_summary_of_the_full_fixture() -> None:
+    path = CONFIGS / "good-full.yaml"
+    summary = outcome("check-config", str(path)).stdout
+    assert "instance bcd-dorset-1, vantage dorset, listen [::1]:9847, state /var/lib/bcd" in summary
+    assert "sites (2): dorset, hampshire" in summary
+    assert "services (1), probes (6):" in summary
+    assert "web/http@15s smtp/tcp@15s dns/dns@15s disk/command@1m broker/mqtt@15s" in summary
+
+
+def test_summary_shows_effective_intervals() -> None:
+    summary = outcome("check-config", str(CONFIGS / "good-overrides.yaml")).stdout
+    assert "dorset: slow/command@90s fast/tcp@1s, hampshire*: slow/command@2m" in summary
+
+
+def test_environment_is_expanded_and_secrets_stay_hidden() -> None:
+    path = CONFIGS / "good-env.yaml"
+    assert "${BCD_TEST_SECRET}" in path.read_text()
+    result = outcome("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "instance bcd-env," in result.stdout
+    assert_never_leaks(result)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (CONFIGS / "no-such-file.yaml", "cannot read: [Errno 2] No such file or directory"),
+        (CONFIGS, "cannot read: [Errno 21] Is a directory"),
+    ],
+    ids=["missing", "directory"],
+)
+def test_unreadable_file(path: Path, message: str) -> None:
+    result = outcome("check-config", str(path))
+    assert_never_leaks(result)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"{path}:0: {message}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_schema_is_json_schema_of_the_config() -> None:
+    result = outcome("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert "services" in schema["properties"]
+    assert schema["required"] == ["sites"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(bcd_config.Config.model_fields)
+    assert schema["$defs"]["Defaults"]["properties"]["interval"]["type"] == "string"
+
+
+# -------------------------------------------------------------------------------------------------------------
+# config/bcd.example.yaml: valid, and documents every option
+
+
+def test_example_passes_check_config() -> None:
+    result = outcome("check-config", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{EXAMPLE}: OK\n")
+
+
+def test_example_has_a_schema_hint() -> None:
+    assert EXAMPLE.read_text().startswith("# yaml-language-server: $schema=")
+
+
+def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for argument in typing.get_args(annotation):
+        yield from _models_in(argument)
+
+
+def model_fields() -> dict[str, set[str]]:
+    """Config key -> the models having it: every model reachable from Config (probe specs, runbook steps,
+    ...), and every model that bcd.config or bcd.probes.specs defines."""
+    models: list[type[BaseModel]] = [
+        value
+        for module in (bcd_config, probe_specs)
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__
+    ]
+    seen: set[type[BaseModel]] = set()
+    fields: dict[str, set[str]] = {}
+    while models:
+        model = models.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            fields.setdefault(field.alias or name, set()).add(model.__name__)  # the YAML key
+            models.extend(_models_in(field.annotation))
+    return fields
+
+
+def yaml_keys(value: object) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield str(key)
+            yield from yaml_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from yaml_keys(item)
+
+
+def test_model_walk_finds_every_probe_kind() -> None:
+    fields = model_fields()
+    for kind in bcd_config.KINDS:
+        assert kind in fields
+    for spec_field in ("body_regex", "server_name", "transport", "argv", "password_file"):
+        assert spec_field in fields
+
+
+def test_example_sets_every_option_of_every_model() -> None:
+    """Every field of every model is a key in the example (so it is set there and validated)."""
+    keys = set(yaml_keys(yaml.safe_load(EXAMPLE.read_text())))
+    missing = {name: sorted(models) for name, models in model_fields().items() if name not in keys}
+    assert not missing, f"config/bcd.example.yaml lacks these options: {missing}"
+
+
+def test_example_comments_every_option() -> None:
+    """Every field name is the key of a line that follows a comment line, somewhere in the example."""
+    lines = EXAMPLE.read_text().splitlines()
+    commented: set[str] = set()
+    for previous, line in zip(lines, lines[1:], strict=False):
+        match = re.match(r"^\s*(?:- )?([A-Za-z_]+):", line)
+        if match and previous.lstrip().startswith("#"):
+            commented.add(match[1])
+    missing = sorted(name for name in model_fields() if name not in commented)
+    assert not missing, f"options without a comment above them in config/bcd.example.yaml: {missing}"
+
+
+def test_example_commands_are_monitoring_plugins() -> None:
+    config = bcd_config.load(EXAMPLE)
+    argv0 = [probe.command.argv[0] for _, _, probe in config.all_probes() if probe.command is not None]
+    assert argv0
+    plugins = Path("/usr/lib/nagios/plugins")
+    for program in argv0:
+        assert program.startswith(f"{plugins}/")
+        if plugins.is_dir():  # monitoring-plugins-basic installed here: the example must name real plugins
+            assert Path(program).is_file(), program
