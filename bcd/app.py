@@ -25,7 +25,8 @@ from bcd.probes import ProbeSetupError, build_probe
 from bcd.probes.base import Probe, ProbeContext, make_http_session
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
-from bcd.web.server import WebContext, build_app
+from bcd.web.context import WebContext
+from bcd.web.server import build_app
 
 log = structlog.get_logger("bcd.app")
 

@@ -58,7 +58,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_arguments(status)
     status.add_argument("--json", action="store_true", help="print the API's JSON")
     status.set_defaults(handler=cmd_status)
+    add_operator_commands(commands)
     return parser
+
+
+def add_operator_commands(commands: Any) -> None:
+    for kind in ("failover", "failback"):
+        transfer = commands.add_parser(kind, help=f"start a {kind} of a service (operator)")
+        add_client_arguments(transfer)
+        transfer.add_argument("service")
+        transfer.add_argument("--to", help="target site (default: the best healthy standby, or home)")
+        transfer.add_argument("--reason", required=True, help="why, for the journal")
+        transfer.add_argument("--dry-run", action="store_true", help="journal each step, execute none")
+        transfer.add_argument("--force", action="store_true",
+                              help="bypass the standby-health and cooldown guards (journaled as forced)")
+        transfer.set_defaults(handler=cmd_transfer, kind=kind)
+    ack = commands.add_parser("ack", help="acknowledge a blocked service's failed or interrupted run")
+    add_client_arguments(ack)
+    ack.add_argument("service")
+    ack.add_argument("--reason", default="acknowledged")
+    ack.set_defaults(handler=cmd_ack)
+    for action in ("approve", "abort"):
+        control = commands.add_parser(action, help=f"{action} a run")
+        add_client_arguments(control)
+        control.add_argument("run", type=int)
+        control.add_argument("--reason", default="")
+        control.set_defaults(handler=cmd_control, action=action)
+    runs = commands.add_parser("runs", help="list recent runs")
+    add_client_arguments(runs)
+    runs.add_argument("service", nargs="?")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(handler=cmd_runs)
+    show = commands.add_parser("run-show", help="show one run with its steps")
+    add_client_arguments(show)
+    show.add_argument("run", type=int)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_run_show)
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +171,98 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from bcd.demo import run_demo
 
     return run_loop(run_demo(args.fail_after))
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    from bcd.client import Client
+
+    return Client.from_args(args).request(method, path, body)
+
+
+def _api(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Client commands: an API refusal or an unreachable daemon is one line on stderr and exit 1."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from bcd.client import ApiError
+
+        try:
+            return func(args)
+        except ApiError as exc:
+            print(f"bcd: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        except OSError as exc:
+            print(f"bcd: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return wrapped
+
+
+@_api
+def cmd_transfer(args: argparse.Namespace) -> int:
+    body = {"reason": args.reason, "dry_run": args.dry_run, "force": args.force}
+    if args.to:
+        body["to"] = args.to
+    run = _call(args, "POST", f"/api/v1/services/{args.service}/{args.kind}", body)
+    flags = (" (dry run)" if run["dry_run"] else "") + (" (forced)" if run["forced"] else "")
+    print(f"run {run['id']}: {run['kind']} of {run['service']} from {run['from']} to {run['to']} started{flags}")
+    return EXIT_OK
+
+
+@_api
+def cmd_ack(args: argparse.Namespace) -> int:
+    result = _call(args, "POST", f"/api/v1/services/{args.service}/ack", {"reason": args.reason})
+    ids = ", ".join(str(i) for i in result["acknowledged"]) or "nothing to acknowledge"
+    print(f"{args.service}: acknowledged {ids}")
+    return EXIT_OK
+
+
+@_api
+def cmd_control(args: argparse.Namespace) -> int:
+    _call(args, "POST", f"/api/v1/runs/{args.run}/{args.action}", {"reason": args.reason})
+    print(f"run {args.run}: {args.action} sent")
+    return EXIT_OK
+
+
+@_api
+def cmd_runs(args: argparse.Namespace) -> int:
+    path = "/api/v1/runs" + (f"?service={args.service}" if args.service else "")
+    runs = _call(args, "GET", path)["runs"]
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    print(f"{'RUN':>5} {'SERVICE':<18} {'KIND':<9} {'FROM→TO':<22} {'TRIGGER':<12} {'RESULT':<16} STARTED")
+    for run in runs:
+        moved = f"{run['from']}→{run['to']}"
+        print(f"{run['id']:>5} {run['service']:<18} {run['kind']:<9} {moved:<22} {run['trigger']:<12} "
+              f"{run['result']:<16} {_when(run['started'])}")
+    return EXIT_OK
+
+
+@_api
+def cmd_run_show(args: argparse.Namespace) -> int:
+    run = _call(args, "GET", f"/api/v1/runs/{args.run}")
+    if args.json:
+        print(json.dumps(run, indent=2))
+        return EXIT_OK
+    print(f"run {run['id']}: {run['kind']} of {run['service']} {run['from']} → {run['to']} "
+          f"({run['runbook']}), trigger {run['trigger']}{' FORCED' if run['forced'] else ''}"
+          f"{' DRY RUN' if run['dry_run'] else ''}")
+    print(f"  reason: {run['reason']}")
+    print(f"  result: {run['result']} {run['detail']}")
+    for step in run["steps"]:
+        print(f"  {step['seq']:>2}. [{step['phase']}] {step['name']} ({step['kind']}): {step['outcome']}"
+              f", {step['attempts']} attempt(s)")
+        for line in (step["output"] or "").splitlines()[:5]:
+            print(f"        {line}")
+    return EXIT_OK
+
+
+def _when(timestamp: float | None) -> str:
+    import datetime as dt
+
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

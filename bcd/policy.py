@@ -13,7 +13,8 @@ The rules, in order:
    - no other site `up` (degraded, unknown, flapping) → `blocked` (`standby_not_up` or `flapping`);
    - a standby `up`: `blocked` by maintenance (service, active or target site) or cooldown; else by mode:
      `manual` → `failover_pending`; `dry-run` → one dry run per episode, then `failover_pending`;
-     `auto` → start the failover runbook (`failing_over`). No failover runbook → `blocked` (`no_runbook`).
+     `auto` → start the failover runbook (`failing_over`). No failover runbook → `failover_needed`
+     (bcd only watches this service; a human moves it).
 4. Otherwise the health status stands (`ok`, `at_risk`, `unknown`); with an automatic failback
    configured, a service away from its home site moves back once home is `up` and no guard holds.
 """
@@ -148,6 +149,8 @@ def _active_down(snap: Snapshot, now: float) -> Decision:
         )
     target = candidates[0]
     base = f"active {snap.active} down ({active_reason}); standby {target} up"
+    if snap.failover is None:  # bcd only watches this service: say so, a human moves it
+        return Decision(ServiceStatus.FAILOVER_NEEDED, f"{snap.service}: {base}")
     held = _guard(snap, target, snap.failover, now)
     if held is not None:
         return Decision(ServiceStatus.BLOCKED, f"{snap.service}: failover blocked ({held[1]}): {base}", held[0])

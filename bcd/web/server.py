@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from bcd import __version__
 from bcd.engine import Engine, ServiceView
-from bcd.outputs.metrics import CONTENT_TYPE, Metrics
+from bcd.outputs.metrics import CONTENT_TYPE
+from bcd.web import operations
+from bcd.web.auth import Role
+from bcd.web.context import CONTEXT, WebContext
+from bcd.web.operations import handler
 from bcd.web.problems import problem, problem_middleware
 
 MAX_BODY = 64 * 1024
 
 
-@dataclass
-class WebContext:
-    """What the handlers read; the daemon swaps `engine` state in place on reload."""
-
-    engine: Callable[[], Engine]
-    metrics: Metrics
-    ready: Callable[[], tuple[bool, str]]
-
-
-CONTEXT = web.AppKey("context", WebContext)
 
 
 def build_app(context: WebContext) -> web.Application:
@@ -36,6 +28,7 @@ def build_app(context: WebContext) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/services", list_services)
     app.router.add_get("/api/v1/services/{service}", get_service)
+    operations.routes(app)
     return app
 
 
@@ -71,17 +64,21 @@ def service_json(engine: Engine, view: ServiceView) -> dict[str, Any]:
         }
     return {
         "name": view.name, "description": config.description, "labels": config.labels,
-        "status": str(view.status), "active": view.active, "since": view.since, "reason": view.reason,
-        "sites": sites,
+        "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
+        "reason": view.reason, "guard": view.guard and str(view.guard), "sites": sites,
     }
 
 
+@handler
 async def list_services(request: web.Request) -> web.Response:
+    operations.caller(request, Role.VIEWER)
     engine = request.app[CONTEXT].engine()
     return web.json_response({"services": [service_json(engine, v) for v in engine.services.values()]})
 
 
+@handler
 async def get_service(request: web.Request) -> web.Response:
+    operations.caller(request, Role.VIEWER)
     engine = request.app[CONTEXT].engine()
     name = request.match_info["service"]
     view = engine.services.get(name)

@@ -1,0 +1,21 @@
+"""What the HTTP handlers read, passed in by the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bcd.engine import Engine
+from bcd.outputs.metrics import Metrics
+
+
+@dataclass
+class WebContext:
+    engine: Callable[[], Engine]
+    metrics: Metrics
+    ready: Callable[[], tuple[bool, str]]
+
+
+CONTEXT = web.AppKey("context", WebContext)
