@@ -21,6 +21,7 @@ from bcd.app import Daemon
 from bcd.config import Config, ConfigError
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+LOAD_BALANCER = ("127.0.0.1", 19100)  # the runbooks in demo.yaml call this simulated load balancer
 
 
 @dataclass
@@ -37,8 +38,11 @@ class Estate:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.endpoints: dict[tuple[str, str], Endpoint] = {}
+        self.balancer_calls: list[str] = []
+        self._balancer: web.AppRunner | None = None
 
     async def start(self) -> None:
+        self._balancer = await self._load_balancer(*LOAD_BALANCER)
         for service, site, probe in self.config.all_probes():
             endpoint = self.endpoints.setdefault((service, site), Endpoint(service, site))
             if probe.http is not None:
@@ -60,6 +64,20 @@ class Estate:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         return runner
 
+    async def _load_balancer(self, host: str, port: int) -> web.AppRunner:
+        async def pool(request: web.Request) -> web.Response:
+            call = "/".join(request.match_info[k] for k in ("site", "service", "action"))
+            self.balancer_calls.append(call)
+            print(f"*** demo load balancer: {call} ***", flush=True)
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/lb/{site}/{service}/{action}", pool)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        return runner
+
     async def _tcp(self, endpoint: Endpoint, host: str, port: int) -> asyncio.AbstractServer:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -75,6 +93,8 @@ class Estate:
         return await asyncio.start_server(handle, host, port, reuse_address=True)
 
     async def stop(self) -> None:
+        if self._balancer is not None:
+            await self._balancer.cleanup()
         for endpoint in self.endpoints.values():
             for server in endpoint.servers:
                 if isinstance(server, web.AppRunner):
@@ -93,9 +113,11 @@ def banner(config: Config, state_dir: str, fail_after: float) -> str:
         f"  status API   {listen}/api/v1/services",
         f"  metrics      {listen}/metrics",
         f"  readiness    {listen}/readyz",
-        f"  CLI          bcd status --url {listen}",
+        f"  CLI          .venv/bin/bcd status --url {listen}   (and: bcd runs, bcd run-show RUN)",
+        "  operator     export BCD_TOKEN=demo-operator-token   (then e.g. bcd failback payroll --reason test)",
         f"  state        {state_dir}",
-        f"In {fail_after:g} s the {active} site of {victim} will stop answering. Ctrl-C stops everything.",
+        f"In {fail_after:g} s the {active} site of {victim} will stop answering; bcd detects it and runs the",
+        "failover runbook (mode auto). Ctrl-C stops everything.",
         "",
     ])
 
@@ -118,12 +140,32 @@ async def run_demo(fail_after: float, path: Path = DEMO_CONFIG) -> int:
     print(banner(config, state_dir, fail_after), flush=True)
     victim = next(iter(config.services))
     daemon = Daemon(str(path), config, {"state_dir": state_dir})
+    narrator = asyncio.get_running_loop().create_task(narrate(daemon, config))
     breaker = asyncio.get_running_loop().call_later(fail_after, _fail, estate, victim, config.services[victim].active)
     try:
         return await daemon.run()
     finally:
         breaker.cancel()
+        narrator.cancel()
         await estate.stop()
+
+
+async def narrate(daemon: Daemon, config: Config) -> None:
+    """Tell the operator, in one line each, what the runbooks did and how fast."""
+    async with daemon.bus.subscription("demo") as events:
+        async for event in events:
+            if event.kind != "run_finished" or daemon.runner is None:
+                continue
+            stats = daemon.runner.stats
+            service = event.service or ""
+            detection = stats.detection.get(service)
+            total = stats.total.get(service)
+            probe_interval = config.defaults.interval
+            budget = probe_interval * config.defaults.fall
+            timing = (f"; detection {detection:.1f}s, total {total:.1f}s (interval {probe_interval:g}s x fall "
+                      f"{config.defaults.fall} = {budget:g}s)" if detection is not None and total is not None else "")
+            print(f"\n*** demo: run {event.data.get('run_id')} of {service}: {event.data.get('result')}"
+                  f" — {event.reason}{timing} ***\n", flush=True)
 
 
 def _fail(estate: Estate, service: str, site: str) -> None:

@@ -343,6 +343,7 @@ class Runner:
             Event(kind, self.clock(), run.request.service, None, f"run {run.id} step {seq} {step.name!r}",
                   {"run_id": run.id, "seq": seq, "step": step.name, "kind": step.kind, "phase": phase, **data}),
             run_id=run.id, seq=seq, step=step.name, phase=phase,
+            **{key: value for key, value in data.items() if key != "inputs"},
         )
 
     def _finish(self, run: ActiveRun, result: RunResult, detail: str) -> None:

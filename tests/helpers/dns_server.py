@@ -6,6 +6,7 @@ import asyncio
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import dns.message
 import dns.name
@@ -19,8 +20,8 @@ Records = dict[tuple[str, str], list[str]]
 
 
 class DnsServer:
-    """Answers from `records`; names it does not know get NXDOMAIN, names in `servfail` get SERVFAIL;
-    a known name asked for a type it lacks gets an empty NOERROR answer."""
+    """Answers from `records` (following CNAMEs); names it does not know get NXDOMAIN, names in `servfail`
+    get SERVFAIL; a known name asked for a type it lacks gets an empty NOERROR answer."""
 
     def __init__(self, records: Records, servfail: tuple[str, ...] = ()) -> None:
         self.records = {(dns.name.from_text(name), kind.upper()): texts for (name, kind), texts in records.items()}
@@ -36,12 +37,21 @@ class DnsServer:
         kind = dns.rdatatype.to_text(question.rdtype)
         if question.name in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif (question.name, kind) in self.records:
-            texts = self.records[(question.name, kind)]
-            response.answer.append(dns.rrset.from_text_list(question.name, 60, "IN", kind, texts))
         elif not any(name == question.name for name, _ in self.records):
             response.set_rcode(dns.rcode.NXDOMAIN)
+        else:
+            response.answer.extend(self._rrsets(question.name, kind))
         return response.to_wire()
+
+    def _rrsets(self, name: dns.name.Name, kind: str) -> list[dns.rrset.RRset]:
+        """The records of `name`, following one CNAME like a resolver would."""
+        if (name, kind) in self.records:
+            return [dns.rrset.from_text_list(name, 60, "IN", kind, self.records[(name, kind)])]
+        if (name, "CNAME") in self.records:
+            target = dns.name.from_text(self.records[(name, "CNAME")][0])
+            cname = dns.rrset.from_text_list(name, 60, "IN", "CNAME", self.records[(name, "CNAME")])
+            return [cname, *self._rrsets(target, kind)]
+        return []
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -50,8 +60,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None

@@ -7,6 +7,7 @@ The subprocesses are started all at once (each pays ~1 s of imports) so the modu
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -47,7 +48,7 @@ def bcd_command(*args: str) -> tuple[str, ...]:
 def _run(command: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("BCD_TEST_")}
     env.update(ENVIRONMENT)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
 
 
@@ -237,9 +238,9 @@ def test_example_comments_every_option() -> None:
     """Every option is explained: it is the key of a line right after a comment, or a comment names it."""
     lines = EXAMPLE.read_text().splitlines()
     comments = " ".join(line for line in lines if line.lstrip().startswith("#"))
-    explained = set(re.findall(r"[A-Za-z_]+", comments))
-    for previous, line in zip(lines, lines[1:], strict=False):
-        match = re.match(r"^\s*(?:- )?([A-Za-z_]+):", line)
+    explained = set(re.findall(r"[A-Za-z0-9_]+", comments))
+    for previous, line in itertools.pairwise(lines):
+        match = re.match(r"^\s*(?:- )?([A-Za-z0-9_]+):", line)
         if match and previous.lstrip().startswith("#"):
             explained.add(match[1])
     missing = sorted(name for name in model_fields() if name not in explained)

@@ -83,6 +83,7 @@ async def test_reply_is_read_up_to_64_kib(ctx: ProbeContext) -> None:
         writer.write(b"x" * 100_000)
         await writer.drain()
         await reader.read()  # keep the connection open until the client leaves
+        writer.close()
 
     async with tcp_server(chatter) as port:
         result = await probe(ctx, port, expect="PONG")
