@@ -21,8 +21,8 @@ from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, ProbeResult, Result
 from bcd.outputs.metrics import Metrics, RunnerCollector
-from bcd.probes import ProbeSetupError, build_probe
-from bcd.probes.base import Probe, ProbeContext, make_http_session
+from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, make_http_session
+from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
 from bcd.web.context import WebContext

@@ -1,33 +1,4 @@
-"""Probe kinds, one module each behind the `Probe` protocol, picked from one table by the config's kind key."""
+"""Probe kinds, one module each behind the `Probe` protocol (`base.py`), picked from one table
+(`registry.py`) by the config's kind key. Their config models live in `specs.py`.
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from bcd.probes.base import Probe, ProbeContext, ProbeFactory, ProbeSetupError, make_http_session
-from bcd.probes.command import CommandProbe
-from bcd.probes.dns import DnsProbe
-from bcd.probes.http import HttpProbe
-from bcd.probes.mqtt import MqttProbe
-from bcd.probes.tcp import TcpProbe
-
-if TYPE_CHECKING:  # bcd.config imports bcd.probes.specs, which runs this package first
-    from bcd.config import ProbeConfig
-
-REGISTRY: dict[str, ProbeFactory] = {
-    "http": HttpProbe,
-    "tcp": TcpProbe,
-    "dns": DnsProbe,
-    "command": CommandProbe,
-    "mqtt": MqttProbe,
-}
-
-__all__ = ["REGISTRY", "Probe", "ProbeContext", "ProbeFactory", "ProbeSetupError", "build_probe", "make_http_session"]
-
-
-def build_probe(config: ProbeConfig, timeout: float, ctx: ProbeContext) -> Probe:
-    """The probe for one configured check, to be built once and `run()` every interval.
-
-    Raises ProbeSetupError when the spec names files that cannot be loaded (TLS CA, client certificate).
-    """
-    return REGISTRY[config.kind](config.spec, timeout, ctx)
+Kept empty so that reading a config (which imports `specs`) does not import every probe's library."""

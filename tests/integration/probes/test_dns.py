@@ -10,8 +10,8 @@ import pytest
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
-from bcd.probes import build_probe
 from bcd.probes.base import ProbeContext
+from bcd.probes.registry import build_probe
 from tests.helpers import free_port
 from tests.helpers.dns_server import DnsServer, dns_server, mute_udp_server
 

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
-from bcd.probes import build_probe
 from bcd.probes.base import ProbeContext
+from bcd.probes.registry import build_probe
 from tests.helpers import CertFiles, free_port, serve_http, silent_server
 
 DAY = 86400.0

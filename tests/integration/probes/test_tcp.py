@@ -11,8 +11,8 @@ from typing import Any
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
-from bcd.probes import build_probe
 from bcd.probes.base import ProbeContext
+from bcd.probes.registry import build_probe
 from bcd.probes.tcp import unescape
 from tests.helpers import CertFiles, free_port, silent_server
 
