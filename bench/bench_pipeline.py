@@ -150,7 +150,7 @@ async def measure_pipeline(probes: int, url: str, warmup: float, window: float) 
         config = estate(probes, url, state_dir, port)
         async with running_daemon(config) as (daemon, samples):
             assert daemon.scheduler is not None
-            await asyncio.sleep(warmup)  # one interval: every probe has started once, schedules are steady
+            await asyncio.sleep(warmup)  # every probe has run `rise` times: sites are up, schedules steady
             samples.clear()
             stats = daemon.scheduler.stats
             skipped, started = stats.skipped, stats.started
@@ -205,7 +205,7 @@ async def main(quick: bool) -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     sizes = (2_000, 10_000) if quick else (2_000, 10_000, 20_000)
-    warmup, window = (INTERVAL, 5.0) if quick else (INTERVAL + 1, 20.0)
+    warmup, window = (2 * INTERVAL + 1, 5.0) if quick else (2 * INTERVAL + 1, 20.0)
     print(f"bcd pipeline benchmark — event loop {type(asyncio.get_running_loop()).__module__}, "
           f"interval {INTERVAL:g}s, Python {sys.version.split()[0]}, pid {os.getpid()}")
     with target_server() as url:

@@ -9,6 +9,7 @@ Daemon-level families go through prometheus-client's registry and its text encod
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -43,13 +44,32 @@ def _fmt(value: float) -> str:
     return repr(value)
 
 
+DURATION_BOUNDS = tuple(repr(b) for b in DURATION_BUCKETS)
+
+
 @dataclass(slots=True)
 class ProbeStat:
+    """One probe's accumulators, and its exposition lines pre-formatted once (only numbers change)."""
+
     label: str
     duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
     results: dict[Result, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
     success: int = 0
     cert_expiry: float | None = None
+    results_template: str = ""
+    histogram_template: str = ""
+
+    def __post_init__(self) -> None:
+        label = self.label
+        self.results_template = "".join(
+            f'bcd_probe_results_total{{{label},result="{result}"}} %d\n' for result in RESULTS
+        )
+        self.histogram_template = "".join(
+            [f'bcd_probe_duration_seconds_bucket{{{label},le="{bound}"}} %d\n' for bound in DURATION_BOUNDS]
+            + [f'bcd_probe_duration_seconds_bucket{{{label},le="+Inf"}} %d\n',
+               f"bcd_probe_duration_seconds_sum{{{label}}} %r\n",
+               f"bcd_probe_duration_seconds_count{{{label}}} %d\n"]
+        )
 
 
 class ProbeMetrics:
@@ -82,26 +102,14 @@ def _family(name: str, kind: str, help_text: str) -> str:
 def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
     stats = list(metrics.stats.values())
     yield _family("bcd_probe_success", "gauge", "Whether the last run of the probe passed (warn counts as passed).")
-    yield "".join(f"bcd_probe_success{{{s.label}}} {s.success}\n" for s in stats)
+    yield "".join([f"bcd_probe_success{{{s.label}}} {s.success}\n" for s in stats])
     yield _family("bcd_probe_results_total", "counter", "Probe runs by result.")
-    yield "".join(
-        f'bcd_probe_results_total{{{s.label},result="{result}"}} {count}\n'
-        for s in stats
-        for result, count in s.results.items()
-    )
+    yield "".join([s.results_template % tuple(s.results.values()) for s in stats])
     yield _family("bcd_probe_duration_seconds", "histogram", "Duration of probe runs.")
-    bounds = [repr(b) for b in DURATION_BUCKETS]
-    for s in stats:
-        h = s.duration
-        yield "".join(
-            f'bcd_probe_duration_seconds_bucket{{{s.label},le="{bound}"}} {count}\n'
-            for bound, count in zip(bounds, h.cumulative(), strict=True)
-        )
-        yield (
-            f'bcd_probe_duration_seconds_bucket{{{s.label},le="+Inf"}} {h.count}\n'
-            f"bcd_probe_duration_seconds_sum{{{s.label}}} {h.total!r}\n"
-            f"bcd_probe_duration_seconds_count{{{s.label}}} {h.count}\n"
-        )
+    yield "".join([
+        s.histogram_template % (*s.duration.cumulative(), s.duration.count, s.duration.total, s.duration.count)
+        for s in stats
+    ])
     yield _family(
         "bcd_probe_cert_expiry_timestamp_seconds", "gauge", "Earliest expiry of the certificates a TLS probe saw."
     )
@@ -112,36 +120,46 @@ def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
     )
 
 
-def render_estate(engine: Engine) -> Iterator[str]:
-    site_labels = {key: labels(service=key[0], site=key[1]) for key in engine.sites}
-    yield _family("bcd_site_health", "gauge", "Health state of a service in a site (1 for the current state).")
-    for key, site in engine.sites.items():
-        state = site.state
-        yield "".join(
-            f'bcd_site_health{{{site_labels[key]},state="{s}"}} {int(s is state)}\n' for s in SITE_STATES
-        )
-    yield _family("bcd_site_up", "gauge", "Whether the service is up in the site.")
-    yield "".join(
-        f"bcd_site_up{{{site_labels[key]}}} {int(site.state is SiteState.UP)}\n"
-        for key, site in engine.sites.items()
+@functools.lru_cache(maxsize=1 << 17)
+def _site_block(service: str, site: str, state: SiteState) -> str:
+    """The bcd_site_health lines of one site in one state (a site has few states: cache them)."""
+    label = labels(service=service, site=site)
+    return "".join(f'bcd_site_health{{{label},state="{s}"}} {int(s is state)}\n' for s in SITE_STATES)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _status_block(service: str, status: ServiceStatus) -> str:
+    label = labels(service=service)
+    return "".join(f'bcd_service_status{{{label},status="{s}"}} {int(s is status)}\n' for s in SERVICE_STATUSES)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _active_block(service: str, sites: tuple[str, ...], active: str) -> str:
+    return "".join(
+        f"bcd_service_active_site{{{labels(service=service, site=site)}}} {int(site == active)}\n" for site in sites
     )
+
+
+def render_estate(engine: Engine) -> Iterator[str]:
+    yield _family("bcd_site_health", "gauge", "Health state of a service in a site (1 for the current state).")
+    yield "".join([_site_block(key[0], key[1], site.state) for key, site in engine.sites.items()])
+    yield _family("bcd_site_up", "gauge", "Whether the service is up in the site.")
+    yield "".join([
+        f"bcd_site_up{{{labels(service=key[0], site=key[1])}}} {int(site.state is SiteState.UP)}\n"
+        for key, site in engine.sites.items()
+    ])
     yield _family("bcd_health_transitions_total", "counter", "Health state transitions of a service in a site.")
     yield "".join(
         f'bcd_health_transitions_total{{{labels(service=k[0], site=k[1])},from="{k[2]}",to="{k[3]}"}} {n}\n'
         for k, n in engine.transitions.items()
     )
     yield _family("bcd_service_status", "gauge", "Status of a service (1 for the current status).")
-    for name, view in engine.services.items():
-        service = labels(service=name)
-        yield "".join(
-            f'bcd_service_status{{{service},status="{s}"}} {int(s is view.status)}\n' for s in SERVICE_STATUSES
-        )
+    yield "".join([_status_block(name, view.status) for name, view in engine.services.items()])
     yield _family("bcd_service_active_site", "gauge", "Which site is active for a service (1 for the active one).")
-    for name, view in engine.services.items():
-        yield "".join(
-            f"bcd_service_active_site{{{labels(service=name, site=site)}}} {int(site == view.active)}\n"
-            for site in engine.config.services[name].sites
-        )
+    yield "".join([
+        _active_block(name, tuple(engine.config.services[name].sites), view.active)
+        for name, view in engine.services.items()
+    ])
 
 
 @dataclass(slots=True)

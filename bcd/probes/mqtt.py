@@ -12,7 +12,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 
-from bcd import config  # a module reference: bcd.config imports this package while it loads
+from bcd.config import read_credential
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, guarded, seconds
 from bcd.probes.specs import MqttSpec
@@ -62,7 +62,7 @@ class MqttProbe:
         password = None
         if self._spec.password_file is not None:
             try:
-                password = config.read_credential(self._spec.password_file)
+                password = read_credential(self._spec.password_file)
             except OSError as exc:
                 raise _SetupFailed(f"cannot read password_file {self._spec.password_file}: {exc.strerror}") from None
         client = aiomqtt.Client(
@@ -76,6 +76,8 @@ class MqttProbe:
             # a connection orphaned by a timeout before CONNACK is closed by paho after `keepalive`
             keepalive=max(10, math.ceil(2 * self._timeout)),
             tls_context=self._tls,
+            # paho checks the host name itself unless told not to, even when the context does not verify
+            tls_insecure=not self._spec.tls_verify if self._tls is not None else None,
         )
         # aiomqtt connects in an executor thread that cancellation cannot stop: bound it by our timeout
         # (paho's default is 5 s), so a late connection cannot outlive the probe run that gave up on it.
@@ -132,7 +134,10 @@ def _abandon(client: aiomqtt.Client) -> None:
     """Close the socket of a connection attempt that failed or ran out of time before CONNACK.
 
     aiomqtt 2.5 leaves the paho socket open (and registered with the loop) when `__aenter__` is cancelled
-    or fails after the TCP connection was made; paho's disconnect() sends DISCONNECT and closes it.
+    or fails after the TCP connection was made. paho's disconnect() sends DISCONNECT and closes it, unless
+    aiomqtt's on_disconnect callback raises first (it does once its CONNACK future was cancelled): detach it.
     """
+    inner = _paho(client)
+    inner.on_disconnect = None
     with contextlib.suppress(Exception):
-        _paho(client).disconnect()
+        inner.disconnect()

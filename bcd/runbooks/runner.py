@@ -23,7 +23,7 @@ from bcd.journal import RunJournal, RunRecord, StepRecord
 from bcd.model import Event, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.runbooks.render import mask, render
-from bcd.runbooks.specs import Runbook, Step
+from bcd.runbooks.specs import RENDERED, Runbook, Step
 from bcd.runbooks.steps import REGISTRY, StepContext, StepError, StepOutcome
 from bcd.scheduler import Histogram
 
@@ -240,7 +240,8 @@ class Runner:
         request = run.request
         variables = self._variables(run)
         rendered = render(step.spec.model_dump(mode="json", by_alias=True, exclude_none=True), variables)
-        spec = type(step.spec).model_validate(rendered)
+        # `{{`/`}}` rendered to literal braces must not be read as templates again
+        spec = type(step.spec).model_validate(rendered, context=RENDERED)
         started = self.clock()
         outcome_word = "dry_run" if request.dry_run else "running"
         self.journal.step_started(StepRecord(

@@ -10,11 +10,13 @@ import string
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from bcd.durations import Duration
 
 TEMPLATE_NAMES = frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token"})
+RENDERED = {"rendered": True}
+"""Validation context of a spec whose templates are already filled in: braces left in it are literal."""
 STEP_KINDS = ("http", "command", "mqtt_publish", "wait_healthy", "sleep", "approval")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -55,8 +57,9 @@ def check_templates(value: Any) -> None:
 class Templated(Spec):
     @model_validator(mode="before")
     @classmethod
-    def _templates(cls, data: Any) -> Any:
-        check_templates(data)
+    def _templates(cls, data: Any, info: ValidationInfo) -> Any:
+        if not (info.context or {}).get("rendered"):
+            check_templates(data)
         return data
 
 

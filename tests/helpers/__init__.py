@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import ssl
 import subprocess
@@ -127,3 +128,48 @@ async def silent_server() -> AsyncIterator[SilentServer]:
         for writer in silent._writers:
             writer.close()
         await server.wait_closed()
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A running broker at host:port; `log` is the file with its output."""
+
+    host: str
+    port: int
+    log: Path
+
+
+def start_mosquitto(
+    directory: Path, config: str | None = None, port: int | None = None
+) -> tuple[subprocess.Popen[bytes], Broker]:
+    """Start mosquitto: `-p PORT` (loopback, anonymous allowed), or `-c` with the `config` text, whose
+    listener must use `port`. Returns once it accepts connections; stop it with stop_process()."""
+    executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(executable).exists():
+        raise RuntimeError("mosquitto is not installed (make deps installs it)")
+    port = port or free_port()
+    log = directory / f"mosquitto-{port}.log"
+    if config is None:
+        argv = [executable, "-p", str(port)]
+    else:
+        conf = directory / f"mosquitto-{port}.conf"
+        conf.write_text(config)
+        argv = [executable, "-c", str(conf)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, alive=lambda: process.poll() is None)
+    except (RuntimeError, TimeoutError) as exc:
+        stop_process(process)
+        raise RuntimeError(f"mosquitto did not start: {exc}\n{log.read_text(errors='replace')}") from None
+    return process, Broker("127.0.0.1", port, log)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill after 5 s, and reap."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,51 @@
+"""Fixtures of the runbook integration tests: a real Runner kit, a recording HTTP server, daemons."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers.recorder import Recorder
+from tests.helpers.targets import HttpTarget
+from tests.integration.runbooks.daemon_kit import Estate
+from tests.integration.runbooks.runner_kit import FakeHooks, Kit, open_journal
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[Recorder]:
+    """Records what runbook steps send; answers 200."""
+    async with Recorder() as server:
+        yield server
+
+
+@pytest.fixture
+async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
+    """A real Runner on a real journal (tmp SQLite file) and a real HTTP session; fake hooks only."""
+    journal, runs = open_journal(tmp_path / "bcd.sqlite")
+    async with aiohttp.ClientSession() as session:
+        kit = Kit(runs, FakeHooks(), session)
+        yield kit
+        await kit.runner.stop()
+    journal.close()
+
+
+@pytest.fixture
+async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
+    """Two real HTTP targets (dorset active, hampshire standby), a recorder for runbook steps, and a
+    factory of daemons (subprocesses) on configs built from them; every daemon is stopped at the end."""
+    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
+    async with Recorder() as steps:
+        estate = Estate(tmp_path, dorset, hampshire, steps)
+        yield estate
+        await estate.close()
+    await dorset.stop()
+    await hampshire.stop()
+
+
+@pytest.fixture
+def start_daemon(estate: Estate) -> Callable[..., Awaitable[Any]]:
+    return estate.start

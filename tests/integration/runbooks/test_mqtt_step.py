@@ -1,0 +1,74 @@
+"""`mqtt_publish:` steps against a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiomqtt
+
+from tests.conftest import Broker
+from tests.helpers import free_port
+from tests.integration.runbooks.runner_kit import Kit
+
+
+def topic() -> str:
+    return f"bcd-test/{uuid.uuid4().hex}/active"
+
+
+async def next_message(client: aiomqtt.Client, timeout: float = 5.0) -> aiomqtt.Message:
+    async with asyncio.timeout(timeout):
+        async for message in client.messages:
+            return message
+    raise AssertionError("the subscription ended")
+
+
+async def test_publish_reaches_a_subscriber_with_templates_filled(kit: Kit, mosquitto: Broker) -> None:
+    name = topic()
+    runner = kit.make_runner(mqtt=(f"mqtt://{mosquitto.host}:{mosquitto.port}", None, None))
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as subscriber:
+        await subscriber.subscribe(name, qos=1)
+        run = kit.start({"steps": [{"name": "announce", "mqtt_publish": {
+            "topic": name, "payload": "{service} moves from {from_site} to {to_site} (run {run_id})",
+        }}]}, runner=runner)
+        message = await next_message(subscriber)
+    assert run.task is not None
+    await run.task
+    record, steps = kit.finished(run.id)
+    assert record.result == "succeeded"
+    assert message.payload == f"payroll moves from dorset to hampshire (run {run.id})".encode()
+    assert not message.retain
+    assert steps[0].output == f"published {len(message.payload)} bytes to {name}"
+
+
+async def test_retained_publish_is_kept_by_the_broker(kit: Kit, mosquitto: Broker) -> None:
+    name = topic()
+    run, _ = await kit.run({"steps": [{"name": "announce", "mqtt_publish": {
+        "topic": name, "payload": "{to_site}", "retain": True, "qos": 1,
+        "url": f"mqtt://{mosquitto.host}:{mosquitto.port}",
+    }}]})
+    assert run.result == "succeeded"
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as late:  # subscribes after the publish
+        await late.subscribe(name)
+        message = await next_message(late)
+        assert (message.payload, message.retain) == (b"hampshire", True)
+        await late.publish(name, b"", retain=True)  # clear it
+
+
+async def test_broker_down_is_retried_then_fails(kit: Kit) -> None:
+    nowhere = f"mqtt://127.0.0.1:{free_port()}"
+    run, steps = await kit.run({"steps": [{
+        "name": "announce", "mqtt_publish": {"topic": topic(), "payload": "x", "url": nowhere},
+        "retry": {"attempts": 3, "wait": "10ms"},
+    }]})
+    assert run.result == "failed"
+    assert (steps[0].outcome, steps[0].attempts) == ("failed", 3)
+    assert steps[0].output.startswith("publish to ")
+
+
+async def test_no_broker_configured_fails_at_once(kit: Kit) -> None:
+    run, steps = await kit.run({"steps": [{
+        "name": "announce", "mqtt_publish": {"topic": topic()}, "retry": {"attempts": 3, "wait": "10ms"},
+    }]})
+    assert run.result == "failed"
+    assert (steps[0].attempts, steps[0].output) == (1, "no broker: set mqtt.url or the step's url")
