@@ -127,8 +127,6 @@ class HttpProbe:
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return describe_os_error(exc.certificate_error, self._where)
-        if isinstance(exc, aiohttp.ClientConnectorDNSError):
-            return f"cannot resolve {self._url.host}"
         if isinstance(exc, aiohttp.ClientConnectorError):
             return describe_os_error(exc.os_error, self._where)
         if isinstance(exc, aiohttp.ServerDisconnectedError):

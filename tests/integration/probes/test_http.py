@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +16,12 @@ from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import ProbeContext
 from bcd.probes.registry import build_probe
-from tests.helpers import CertFiles, free_port, serve_http, silent_server
+from tests.helpers import CertFiles, free_port, make_cert, serve_http, silent_server
 
 DAY = 86400.0
 
 
-PEERS = web.AppKey("peers", list[int])
+PEERS: web.AppKey[list[int]] = web.AppKey("peers")
 
 
 def make_app() -> web.Application:
@@ -99,7 +101,8 @@ async def test_ok_names_status_and_url(ctx: ProbeContext, base: str) -> None:
 async def test_each_run_uses_a_new_connection(ctx: ProbeContext, app: web.Application, base: str) -> None:
     for _ in range(3):
         assert (await probe(ctx, url=f"{base}/health")).result is Result.OK
-    assert len(set(app[PEERS])) == 3
+    peers: list[int] = app[PEERS]
+    assert len(set(peers)) == 3  # three client ports: three connections
 
 
 @pytest.mark.parametrize(
@@ -141,7 +144,7 @@ async def test_slower_than_max_latency_warns(ctx: ProbeContext, base: str) -> No
 
 
 async def test_method_headers_and_body_are_sent(ctx: ProbeContext, base: str) -> None:
-    spec = {"url": f"{base}/echo", "method": "POST", "body": "ping"}
+    spec: dict[str, Any] = {"url": f"{base}/echo", "method": "POST", "body": "ping"}
     assert (await probe(ctx, headers={"X-Token": "s3cret"}, **spec)).result is Result.OK
     refused = await probe(ctx, headers={"X-Token": "not-the-s3cret"}, **spec)
     assert refused.result is Result.FAIL
@@ -204,9 +207,24 @@ async def test_ca_file_trusts_it(ctx: ProbeContext, tls_base: str, short_lived_c
 async def test_certificate_expiring_within_cert_expiry_warn_warns(
     ctx: ProbeContext, tls_base: str, short_lived_cert: CertFiles, method: str
 ) -> None:
-    spec = {"url": f"{tls_base}/health", "ca_file": str(short_lived_cert.cert), "method": method}
+    spec: dict[str, Any] = {"url": f"{tls_base}/health", "ca_file": str(short_lived_cert.cert), "method": method}
     result = await probe(ctx, cert_expiry_warn="14d", **spec)
     assert result.result is Result.WARN
     assert result.reason.startswith("certificate of 127.0.0.1 expires in 23h (")
     assert result.reason.endswith("UTC), within cert_expiry_warn 14d")
     assert (await probe(ctx, cert_expiry_warn="12h", **spec)).result is Result.OK
+
+
+async def test_client_certificate_is_presented(
+    ctx: ProbeContext, app: web.Application, short_lived_cert: CertFiles, tmp_path: Path
+) -> None:
+    client = make_cert(tmp_path, days=2, name="client")
+    server_context = short_lived_cert.server_context()
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    server_context.load_verify_locations(client.cert)
+    async with serve_http(app, server_context) as url:
+        spec: dict[str, Any] = {"url": f"{url}/health", "ca_file": str(short_lived_cert.cert)}
+        with_cert = await probe(ctx, cert_file=str(client.cert), key_file=str(client.key), **spec)
+        without = await probe(ctx, **spec)
+    assert with_cert.result is Result.OK, with_cert.reason
+    assert without.result is Result.FAIL, without.reason

@@ -109,7 +109,7 @@ async def test_broker_that_never_acknowledges_times_out_and_is_hung_up_on(ctx: P
 
 async def test_password_from_file(ctx: ProbeContext, secured: Secured) -> None:
     url = f"mqtt://127.0.0.1:{secured.plain.port}"
-    spec = {"username": "prober", "topic": "bcd/probe"}
+    spec: dict[str, Any] = {"username": "prober", "topic": "bcd/probe"}
     good = await probe(ctx, url, password_file=str(secured.password_file), **spec)
     wrong = await probe(ctx, url, password_file=str(secured.wrong_password_file), **spec)
     missing = await probe(ctx, url, password_file=str(secured.password_file.with_name("absent")), **spec)
@@ -138,7 +138,7 @@ async def test_no_echo_within_timeout(ctx: ProbeContext, secured: Secured) -> No
 
 async def test_mqtts(ctx: ProbeContext, secured: Secured, short_lived_cert: CertFiles) -> None:
     url = f"mqtts://127.0.0.1:{secured.tls_port}"
-    login = {"username": "prober", "password_file": str(secured.password_file), "topic": "bcd/tls"}
+    login: dict[str, Any] = {"username": "prober", "password_file": str(secured.password_file), "topic": "bcd/tls"}
     trusted = await probe(ctx, url, ca_file=str(short_lived_cert.cert), **login)
     unchecked = await probe(ctx, url, tls_verify=False, **login)
     assert trusted.result is Result.OK, trusted.reason

@@ -1,0 +1,113 @@
+"""/metrics as rendered from a live engine: promtool-clean, complete, and forgetting removed services."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bcd.bus import Bus
+from bcd.config import Config, parse
+from bcd.engine import Engine
+from bcd.journal import Journal
+from bcd.model import Observation, ProbeKey, Result
+from bcd.outputs.metrics import Metrics, RunnerCollector, escape
+from bcd.runbooks.runner import Runner
+
+CONFIG = """
+state_dir: {state}
+sites: {{dorset: {{}}, hampshire: {{}}}}
+defaults: {{interval: 10s, timeout: 3s, rise: 1, fall: 1}}
+runbooks:
+  move: {{steps: [{{name: wait, sleep: {{duration: 1s}}}}]}}
+services:
+  payroll:
+    active: dorset
+    failover: {{runbook: move, mode: manual}}
+    sites:
+      dorset: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:1/"}}}}]}}
+      hampshire: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:2/"}}}}]}}
+{extra}
+"""
+
+LIBRARY = """
+  library:
+    active: hampshire
+    sites:
+      hampshire: {probes: [{name: opac, tcp: {host: 127.0.0.1, port: 3}}]}
+"""
+
+
+def config(tmp_path: Path, extra: str = "") -> Config:
+    return parse(CONFIG.format(state=tmp_path, extra=extra))
+
+
+def observe(engine: Engine, metrics: Metrics, service: str, site: str, probe: str, result: Result) -> None:
+    obs = Observation(ProbeKey(service, site, probe), result, 0.02, f"{result} from test", 100.0)
+    metrics.probes.record(obs)
+    engine.observe(obs)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> tuple[Engine, Metrics]:
+    engine = Engine(config(tmp_path, LIBRARY), Journal(tmp_path / "bcd.sqlite"), Bus())
+    metrics = Metrics(lambda: engine, lambda: None)
+    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
+    engine.attach(runner)
+    metrics.register(RunnerCollector(lambda: runner, lambda: engine))
+    observe(engine, metrics, "payroll", "dorset", "health", Result.FAIL)
+    observe(engine, metrics, "payroll", "hampshire", "health", Result.OK)
+    observe(engine, metrics, "library", "hampshire", "opac", Result.WARN)
+    return engine, metrics
+
+
+def sample(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_every_family_of_the_contract_is_rendered(live: tuple[Engine, Metrics]) -> None:
+    engine, metrics = live
+    text = metrics.render().decode()
+    for family in (
+        "bcd_probe_success", "bcd_probe_duration_seconds", "bcd_probe_results_total", "bcd_site_health",
+        "bcd_site_up", "bcd_health_transitions_total", "bcd_service_status", "bcd_service_active_site",
+        "bcd_config_last_reload_successful", "bcd_config_last_reload_success_timestamp_seconds", "bcd_build_info",
+        "bcd_runbook_runs_total", "bcd_runbook_running", "bcd_service_blocked",
+    ):
+        assert f"# TYPE {family} " in text, family
+    assert sample(text, 'bcd_site_health{service="payroll",site="dorset",state="down"}') == 1
+    assert sample(text, 'bcd_site_health{service="payroll",site="dorset",state="up"}') == 0
+    assert sample(text, 'bcd_service_status{service="payroll",status="failover_pending"}') == 1
+    assert sample(text, 'bcd_probe_results_total{service="library",site="hampshire",probe="opac",result="warn"}') == 1
+    assert sample(text, 'bcd_probe_success{service="library",site="hampshire",probe="opac"}') == 1
+    assert sample(text, 'bcd_probe_duration_seconds_bucket{service="payroll",site="dorset",probe="health",le="0.025"}') == 1
+    assert sample(text, 'bcd_service_active_site{service="payroll",site="dorset"}') == 1
+    assert sample(text, 'bcd_health_transitions_total{service="payroll",site="dorset",from="unknown",to="down"}') == 1
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) not installed")
+def test_promtool_check_metrics_is_clean(live: tuple[Engine, Metrics]) -> None:
+    _, metrics = live
+    check = subprocess.run(["promtool", "check", "metrics"], input=metrics.render(), capture_output=True, check=False)
+    assert check.returncode == 0, (check.stdout + check.stderr).decode()
+
+
+def test_removed_service_disappears_after_reload(tmp_path: Path, live: tuple[Engine, Metrics]) -> None:
+    engine, metrics = live
+    assert 'service="library"' in metrics.render().decode()
+    engine.apply_config(config(tmp_path))
+    metrics.probes.retain({ProbeKey("payroll", "dorset", "health"), ProbeKey("payroll", "hampshire", "health")})
+    text = metrics.render().decode()
+    assert 'service="library"' not in text
+    assert 'service="payroll"' in text
+
+
+@pytest.mark.parametrize(("raw", "escaped"), [("a", "a"), ('say "hi"', 'say \\"hi\\"'), ("back\\slash", "back\\\\slash"),
+                                               ("two\nlines", "two\\nlines")])
+def test_label_values_are_escaped(raw: str, escaped: str) -> None:
+    assert escape(raw) == escaped

@@ -1,0 +1,47 @@
+"""The SQLite journal on a real file: state round-trips, events, all-or-nothing transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bcd.journal import Journal, SavedService, SavedSite
+from bcd.model import Event
+
+
+def test_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "bcd.sqlite"
+    journal = Journal(path)
+    site = SavedSite("payroll", "dorset", "down", False, None, "", 10.0, "3 consecutive failures")
+    journal.save_site(site)
+    journal.save_service(SavedService("payroll", "failover_needed", "dorset", 11.0, "active down"))
+    journal.close()
+    again = Journal(path)
+    assert again.sites() == [site]
+    assert again.services() == [SavedService("payroll", "failover_needed", "dorset", 11.0, "active down")]
+    assert again.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert again.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_events_get_ids_and_filter_by_service(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    first = journal.append(Event("site_transition", 1.0, "payroll", "dorset", "down", {"from": "up"}))
+    journal.append(Event("site_transition", 2.0, "library", "dorset", "down"))
+    third = journal.append(Event("service_status", 3.0, "payroll", None, "failover needed"))
+    assert first.id is not None and third.id is not None and third.id > first.id
+    assert [e.reason for e in journal.events(service="payroll")] == ["down", "failover needed"]
+    assert [e.id for e in journal.events(after=first.id)] == [first.id + 1, third.id]
+    assert journal.events(service="payroll")[0].data == {"from": "up"}
+
+
+def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    with pytest.raises(sqlite3.OperationalError), journal.transaction():
+        journal.append(Event("x", 1.0, "svc", None, "kept?"))
+        journal.execute("INSERT INTO no_such_table VALUES (1)")
+    assert journal.events() == []
+    with journal.transaction():
+        journal.append(Event("x", 1.0, "svc", None, "kept"))
+    assert [e.reason for e in journal.events()] == ["kept"]
