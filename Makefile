@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := mosquitto prometheus monitoring-plugins-basic
+DEB_PACKAGES := mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic
 PYTEST_ARGS ?=
 
 .PHONY: install deps test lint unit demo bench clean

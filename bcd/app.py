@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from bcd.bus import Bus
 from bcd.config import Config, ConfigError
 from bcd.engine import Engine
 from bcd.journal import Journal
-from bcd.model import Observation, ProbeKey, ProbeResult, Result
+from bcd.model import Observation, ProbeKey
 from bcd.outputs.metrics import Metrics, RunnerCollector
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, make_http_session
 from bcd.probes.registry import build_probe
@@ -39,16 +39,6 @@ def jobs(config: Config) -> Iterator[Job]:
         timing = config.timing(service, probe)
         fingerprint = json.dumps([probe.model_dump(mode="json"), timing.interval, timing.timeout], sort_keys=True)
         yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
-
-
-class BrokenProbe:
-    """Stands in for a probe whose setup failed (e.g. an unreadable CA file): fails with the reason."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    async def run(self) -> ProbeResult:
-        return ProbeResult(Result.FAIL, 0.0, self.reason)
 
 
 class Daemon:
@@ -94,7 +84,7 @@ class Daemon:
         self._step_http = aiohttp.ClientSession()
         self._start_runner()
         self.scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
-        self.scheduler.sync(jobs(self.config), self._build_probe)
+        self.scheduler.sync(jobs(self.config), self._prebuilt(self.config))
         await self._start_web()
         self._spawn(self._ticker())
         log.info("started", instance=self.config.instance, services=len(self.config.services),
@@ -163,16 +153,22 @@ class Daemon:
         self.metrics.probes.record(obs)
         self.engine.observe(obs)
 
-    def _build_probe(self, job: Job) -> Probe:
+    def _prebuilt(self, config: Config) -> Callable[[Job], Probe]:
+        """Build every probe of `config` up front; raise ConfigError if any cannot be set up (a TLS file
+        that cannot be loaded must stop a start or a reload, not look like a dead site)."""
         assert self.context is not None
-        service = self.config.services[job.key.service]
-        probe = next(p for p in service.sites[job.key.site].probes if p.name == job.key.probe)
-        try:
-            return build_probe(probe, job.timeout, self.context)
-        except ProbeSetupError as exc:
-            log.error("probe_setup_failed", service=job.key.service, site=job.key.site, probe=job.key.probe,
-                      error=str(exc))
-            return BrokenProbe(f"cannot set up probe: {exc}")
+        probes: dict[ProbeKey, Probe] = {}
+        issues: list[config_module.ConfigIssue] = []
+        for service, site, probe in config.all_probes():
+            key = ProbeKey(service, site, probe.name)
+            try:
+                probes[key] = build_probe(probe, config.timing(service, probe).timeout, self.context)
+            except ProbeSetupError as exc:
+                loc = ("services", service, "sites", site, "probes", probe.name, probe.kind)
+                issues.append(config_module.issue_at(self.config_path, loc, str(exc)))
+        if issues:
+            raise ConfigError(issues)
+        return lambda job: probes[job.key]
 
     async def _ticker(self) -> None:
         while True:
@@ -202,13 +198,19 @@ class Daemon:
             return False
         if new.server != self.config.server or new.state_dir != self.config.state_dir:
             log.warning("reload_ignores", fields="server, state_dir", hint="restart to change them")
+        assert self.scheduler is not None
+        try:
+            build = self._prebuilt(new)
+        except ConfigError as exc:
+            self.metrics.reload.successful = False
+            log.error("config_reload_failed", config=self.config_path, errors=[str(i) for i in exc.issues])
+            return False
         self.config = new
         self.engine.apply_config(new)
         if self.runner is not None:
             self.runner.secrets = new.secrets
             self.runner.mqtt = self._mqtt_settings(new)
-        assert self.scheduler is not None
-        self.scheduler.sync(jobs(new), self._build_probe)
+        self.scheduler.sync(jobs(new), build)
         self.metrics.probes.retain(self.scheduler.keys)
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()

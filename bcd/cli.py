@@ -115,6 +115,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_or_report(args.file)
     if config is None:
         return EXIT_USAGE
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
     print(summary(args.file, config))
     return EXIT_OK
 
@@ -154,7 +156,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     bcd_logging.setup(args.log_level)
     daemon = Daemon(args.config, config, overrides)
-    return run_loop(daemon.run())
+    try:
+        return run_loop(daemon.run())
+    except ConfigError as exc:  # found while setting up (e.g. a TLS file that cannot be loaded)
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return EXIT_USAGE
 
 
 def run_loop(main_coro: Any) -> int:

@@ -307,7 +307,15 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
 
 
 def _command_warnings(config: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """Runbook commands that are missing on this host (a warning: they may exist where bcd will run)."""
+    """Files missing on this host (warnings: they may exist where bcd will run; `bcd run` refuses a
+    config whose TLS files it cannot load, so a typo never looks like a dead site)."""
+    for service_name, site_name, probe in config.all_probes():
+        for field_name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(probe.spec, field_name, None)
+            if path is not None and not os.access(path, os.R_OK):
+                where: tuple[str | int, ...] = (
+                    "services", service_name, "sites", site_name, "probes", probe.name, probe.kind, field_name)
+                yield where, f"warning: cannot read {path} on this host"
     for name, runbook in config.runbooks.items():
         for phase in ("steps", "rollback"):
             for index, step in enumerate(getattr(runbook, phase)):
@@ -385,6 +393,15 @@ def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, int] | N
             ):
                 return item, item.start_mark.line + 1
     return None
+
+
+def issue_at(path: str, loc: tuple[str | int, ...], message: str) -> ConfigIssue:
+    """A problem found after loading (e.g. a TLS file that cannot be loaded), located in the file."""
+    try:
+        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None
+    return _issue(path, root, loc, message)
 
 
 def credential_path(name: str) -> Path:

@@ -256,6 +256,48 @@ class Engine:
         self._evaluate(name, now)
         return ids
 
+    def start_maintenance(self, name: str, site: str | None, duration: float, reason: str, by: str) -> list[str]:
+        """Maintenance for one site of a service, or all of them: probes go on, no alerts, no automation.
+        Ends by itself at expiry (tick); persisted with the site's health. Returns the sites affected."""
+        now = self.clock()
+        sites = self._maintenance_sites(name, site)
+        for site_name in sites:
+            key = (name, site_name)
+            updated, transition = health.start_maintenance(self.sites[key], now + duration, f"{by}: {reason}", now)
+            self._replace_site(updated, transition)
+        self.emit(Event("maintenance_started", now, name, site, f"{by}: {reason}",
+                        {"sites": sites, "until": now + duration, "by": by}), sites=sites, by=by)
+        self._evaluate(name, now)
+        return sites
+
+    def end_maintenance(self, name: str, site: str | None, by: str) -> list[str]:
+        now = self.clock()
+        sites = [s for s in self._maintenance_sites(name, site) if self.sites[(name, s)].maintenance_until is not None]
+        for site_name in sites:
+            updated, transition = health.end_maintenance(self.sites[(name, site_name)], now, f"ended by {by}")
+            self._replace_site(updated, transition)
+        self.emit(Event("maintenance_ended", now, name, site, f"ended by {by}", {"sites": sites, "by": by}),
+                  sites=sites, by=by)
+        self._evaluate(name, now)
+        return sites
+
+    def _maintenance_sites(self, name: str, site: str | None) -> list[str]:
+        sites = list(self.config.services[name].sites)
+        if site is None:
+            return sites
+        if site not in sites:
+            raise KeyError(f"{name} has no site {site!r}")
+        return [site]
+
+    def _replace_site(self, updated: SiteHealth, transition: Transition | None) -> None:
+        self.sites[(updated.service, updated.site)] = updated
+        if transition is not None:
+            self._announce_transition(updated, transition)
+        else:  # e.g. an extended maintenance: nothing to announce, but persist the new expiry
+            self._pending_sites[(updated.service, updated.site)] = _saved(updated)
+            self.emit(Event("maintenance_extended", self.clock(), updated.service, updated.site,
+                            updated.maintenance_reason, {"until": updated.maintenance_until}))
+
     # -- RunHooks ------------------------------------------------------------------------------------
     def site_state(self, service: str, site: str) -> SiteState:
         current = self.sites.get((service, site))
@@ -283,10 +325,7 @@ class Engine:
         self.transitions[(*key, transition.from_state, transition.to_state)] += 1
         if transition.to_state is SiteState.UP:
             self.first_failure.pop(key, None)
-        self._pending_sites[key] = SavedSite(
-            site.service, site.site, str(site.base), site.flapping, site.maintenance_until,
-            site.maintenance_reason, site.since, site.reason,
-        )
+        self._pending_sites[key] = _saved(site)
         event = Event(
             "site_transition", transition.at, transition.service, transition.site, transition.reason,
             {"from": str(transition.from_state), "to": str(transition.to_state)},
@@ -335,6 +374,11 @@ def _rules(config: Config) -> list[tuple[tuple[str, str], SiteRules]]:
             rules.append(((name, site_name), SiteRules(
                 probes=thresholds, flap_high=config.flapping.high, flap_low=config.flapping.low)))
     return rules
+
+
+def _saved(site: SiteHealth) -> SavedSite:
+    return SavedSite(site.service, site.site, str(site.base), site.flapping, site.maintenance_until,
+                     site.maintenance_reason, site.since, site.reason)
 
 
 def _rule(transfer: Any) -> TransferRule | None:

@@ -220,3 +220,41 @@ async def _api_up(daemon: DaemonProcess) -> bool:
 
 async def _metric_present(daemon: DaemonProcess, sample: str) -> bool:
     return metric_value(await daemon.metrics(), sample) is not None
+
+
+BAD_CA = """
+  library:
+    active: hampshire
+    sites:
+      hampshire: {probes: [{name: opac, http: {url: "https://127.0.0.1:1/", ca_file: "%s"}}]}
+"""
+
+
+async def test_reload_with_a_tls_file_that_cannot_be_loaded_is_refused(
+    estate: Estate, daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    broken = tmp_path / "not-a-ca.pem"
+    broken.write_text("this is not PEM\n")
+    estate.write_config(extra=BAD_CA % broken)
+    daemon.send(signal.SIGHUP)
+    line = await daemon.wait_log(lambda e: e.get("event") == "config_reload_failed")
+    assert any("services.library.sites.hampshire.probes.opac.http: cannot load ca_file" in err for err in line["errors"])
+    assert metric_value(await daemon.metrics(), "bcd_config_last_reload_successful") == 0
+    status, _ = await daemon.get("/api/v1/services/library")
+    assert status == 404  # the old config keeps running
+
+
+async def test_start_with_a_tls_file_that_cannot_be_loaded_exits_2(estate: Estate, tmp_path: Path) -> None:
+    broken = tmp_path / "not-a-ca.pem"
+    broken.write_text("this is not PEM\n")
+    estate.write_config(extra=BAD_CA % broken)
+    process = estate.daemon()
+    await process.start()
+    assert process.proc is not None
+    async with asyncio.timeout(15):
+        code = await process.proc.wait()
+    assert code == 2
+    await process.stop()
+    text = " ".join(str(line.get("line", "")) for line in process.log_lines)
+    assert f"{estate.config_path}:" in text and "probes.opac.http: cannot load ca_file" in text
+    assert "Traceback" not in text
