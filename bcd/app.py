@@ -15,12 +15,15 @@ import structlog
 from aiohttp import web
 
 from bcd import config as config_module
+from bcd import systemd
 from bcd.bus import Bus
 from bcd.config import Config, ConfigError
 from bcd.engine import Engine
 from bcd.journal import Journal
-from bcd.model import Observation, ProbeKey
+from bcd.model import Observation, ProbeKey, ServiceStatus
+from bcd.outputs.alerts import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
+from bcd.outputs.mqtt import MqttCollector, MqttOutput
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, make_http_session
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
@@ -44,8 +47,12 @@ def jobs(config: Config) -> Iterator[Job]:
 class Daemon:
     """One running bcd. `run()` returns the process exit code."""
 
-    def __init__(self, config_path: str, config: Config, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, config_path: str, config: Config, overrides: dict[str, Any] | None = None,
+        notifier: systemd.Notifier | None = None,
+    ) -> None:
         self.config_path = config_path
+        self.notifier = notifier if notifier is not None else systemd.Notifier.from_env()
         self.config = config
         self.overrides = overrides or {}
         self.bus = Bus()
@@ -60,6 +67,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.mqtt: MqttOutput | None = None
+        self.alerts: AlertSender | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -83,6 +92,12 @@ class Daemon:
         self.context = ProbeContext(http=make_http_session())
         self._step_http = aiohttp.ClientSession()
         self._start_runner()
+        self.mqtt = MqttOutput(self.engine, self.bus)  # subscribes now: the runner's recovery events go out too
+        self.mqtt.apply(self.config)
+        self.metrics.register(MqttCollector(lambda: self.mqtt))
+        self.alerts = AlertSender(lambda: self.engine, self.bus, self.config)
+        self.alerts.start()
+        self.metrics.register(AlertCollector(self.alerts))
         self.scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.scheduler.sync(jobs(self.config), self._prebuilt(self.config))
         await self._start_web()
@@ -90,6 +105,7 @@ class Daemon:
         log.info("started", instance=self.config.instance, services=len(self.config.services),
                  probes=len(self.scheduler.keys), listen=self.config.server.listen,
                  state=str(self.journal.path))
+        self._start_systemd()
 
     def _start_runner(self) -> None:
         self.runner = Runner(
@@ -101,6 +117,29 @@ class Daemon:
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
         self.engine.attach(self.runner)
         self.metrics.register(RunnerCollector(lambda: self.runner, lambda: self.engine))
+
+    def _start_systemd(self) -> None:
+        """READY=1 (config loaded, HTTP bound), then STATUS= updates and, under WatchdogSec=, WATCHDOG=1 pings
+        for as long as the scheduler keeps finishing probe runs."""
+        if not self.notifier.enabled:
+            return
+        interval = systemd.watchdog_interval()
+        if interval is not None and self.scheduler is not None:
+            scheduler = self.scheduler
+            liveness = systemd.Liveness(lambda: scheduler.progress, lambda: systemd.stall_budget(self.config))
+            self._spawn(systemd.feed_watchdog(self.notifier, interval, liveness))
+        self._spawn(systemd.keep_status(self.notifier, self._status_text))
+        self.notifier.ready(self._status_text())
+
+    def _status_text(self) -> str:
+        blocked = sum(view.status is ServiceStatus.BLOCKED for view in self.engine.services.values())
+        runs = len(self.runner.active) if self.runner is not None else 0
+        probes = len(self.scheduler.keys) if self.scheduler is not None else 0
+        ready, why = self.ready()
+        notes = [] if ready else [why]
+        if not self.metrics.reload.successful:
+            notes.append("last reload FAILED, running the previous config")
+        return systemd.summary(len(self.config.services), probes, blocked, runs, "; ".join(notes))
 
     def _runbook_http(self) -> aiohttp.ClientSession:
         assert self._step_http is not None
@@ -115,18 +154,25 @@ class Daemon:
 
     async def _start_web(self) -> None:
         context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready)
-        self._runner = web.AppRunner(build_app(context), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await self._runner.setup()
         host, port = self.config.server.host_port
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()
 
     async def shutdown(self) -> None:
+        self.notifier.stopping()
         try:
             async with asyncio.timeout(STOP_TIMEOUT):
                 for task in list(self._tasks):
                     task.cancel()
                 if self.runner is not None:
                     await self.runner.stop()
+                if self.mqtt is not None:  # after the runner: its last events go out, then `offline`
+                    await self.mqtt.stop()
+                if self.alerts is not None:
+                    await self.alerts.stop()
                 if self._step_http is not None:
                     await self._step_http.close()
                 if self.scheduler is not None:
@@ -140,6 +186,7 @@ class Daemon:
         finally:
             self.journal.close()
             log.info("stopped")
+            self.notifier.close()
 
     def ready(self) -> tuple[bool, str]:
         if self.scheduler is None:
@@ -185,7 +232,15 @@ class Daemon:
 
     # -- reload --------------------------------------------------------------------------------------
     def _spawn_reload(self) -> None:
-        self._spawn(self.reload())
+        self._spawn(self._notified_reload())
+
+    async def _notified_reload(self) -> None:
+        """SIGHUP: RELOADING=1, reload, READY=1 — also after a failed reload (the old config keeps running)."""
+        self.notifier.reloading()
+        try:
+            await self.reload()
+        finally:
+            self.notifier.ready(self._status_text())
 
     async def reload(self) -> bool:
         """Load the config file again; keep the running config if the new one is invalid."""
@@ -210,6 +265,10 @@ class Daemon:
         if self.runner is not None:
             self.runner.secrets = new.secrets
             self.runner.mqtt = self._mqtt_settings(new)
+        if self.mqtt is not None:
+            self.mqtt.apply(new)
+        if self.alerts is not None:
+            self.alerts.configure(new)
         self.scheduler.sync(jobs(new), build)
         self.metrics.probes.retain(self.scheduler.keys)
         self.metrics.reload.successful = True

@@ -84,6 +84,21 @@ def add_operator_commands(commands: Any) -> None:
         control.add_argument("run", type=int)
         control.add_argument("--reason", default="")
         control.set_defaults(handler=cmd_control, action=action)
+    maintenance = commands.add_parser("maintenance", help="put a service (or one site) in maintenance, or end it")
+    add_client_arguments(maintenance)
+    maintenance.add_argument("service")
+    maintenance.add_argument("--site", help="only this site (default: every site of the service)")
+    maintenance.add_argument("--for", dest="duration", help="how long, e.g. 30m, 2h")
+    maintenance.add_argument("--reason", help="why, for the journal")
+    maintenance.add_argument("--end", action="store_true", help="end the maintenance now")
+    maintenance.set_defaults(handler=cmd_maintenance)
+    events = commands.add_parser("events", help="show the journal's events (and follow new ones)")
+    add_client_arguments(events)
+    events.add_argument("--service")
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events as they happen")
+    events.add_argument("--limit", type=int, default=50)
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.set_defaults(handler=cmd_events)
     runs = commands.add_parser("runs", help="list recent runs")
     add_client_arguments(runs)
     runs.add_argument("service", nargs="?")
@@ -147,9 +162,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import faulthandler
+
     from bcd import logging as bcd_logging
     from bcd.app import Daemon
 
+    faulthandler.enable()  # a watchdog SIGABRT (or a segfault) leaves every thread's stack on stderr/journal
     overrides = {"vantage": args.vantage} if args.vantage else {}
     config = load_or_report(args.config, overrides)
     if config is None:
@@ -262,6 +280,48 @@ def cmd_run_show(args: argparse.Namespace) -> int:
         for line in (step["output"] or "").splitlines()[:5]:
             print(f"        {line}")
     return EXIT_OK
+
+
+@_api
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    if args.end:
+        query = f"?site={args.site}" if args.site else ""
+        result = _call(args, "DELETE", f"/api/v1/services/{args.service}/maintenance{query}")
+        print(f"{args.service}: maintenance ended for {', '.join(result['ended']) or 'no site (none was set)'}")
+        return EXIT_OK
+    if not args.duration or not args.reason:
+        print("bcd maintenance: --for and --reason are required (or --end)", file=sys.stderr)
+        return EXIT_USAGE
+    body = {"duration": args.duration, "reason": args.reason, **({"site": args.site} if args.site else {})}
+    result = _call(args, "POST", f"/api/v1/services/{args.service}/maintenance", body)
+    print(f"{args.service}: {', '.join(result['sites'])} in maintenance until {_when(result['until'])}")
+    return EXIT_OK
+
+
+@_api
+def cmd_events(args: argparse.Namespace) -> int:
+    query = f"&service={args.service}" if args.service else ""
+    page = _call(args, "GET", f"/api/v1/events?tail={args.limit}{query}")
+    for event in page["events"]:
+        _print_event(event, args.json)
+    since = page["next"]
+    if not args.follow:
+        return EXIT_OK
+    from bcd.client import Client
+
+    for event in Client.from_args(args).stream(f"/api/v1/events/stream?{query.lstrip('&')}", since):
+        _print_event(event, args.json)
+    return EXIT_OK
+
+
+def _print_event(event: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event), flush=True)
+        return
+    where = event["service"] or "-"
+    if event.get("site"):
+        where += f"@{event['site']}"
+    print(f"{_when(event['at'])} {event['id']:>6} {event['kind']:<18} {where:<28} {event['reason']}", flush=True)
 
 
 def _when(timestamp: float | None) -> str:

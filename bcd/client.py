@@ -7,6 +7,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,21 @@ class Client:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self.request("POST", path, body)
 
+    def stream(self, path: str, last_id: int = 0) -> Iterator[dict[str, Any]]:
+        """Server-sent events from `path`, resuming after event `last_id`; runs until interrupted."""
+        request = urllib.request.Request(self.url + path, headers={"Accept": "text/event-stream"})
+        if last_id:
+            request.add_header("Last-Event-ID", str(last_id))
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                yield from _stream_lines(response)
+        except urllib.error.HTTPError as exc:
+            raise ApiError(_problem_text(exc), exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ApiError(f"cannot reach {self.url}: {getattr(exc, 'reason', exc)}") from None
+
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
@@ -55,6 +71,17 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ApiError(f"cannot reach {self.url}: {reason}") from None
+
+
+def _stream_lines(response: Any) -> Iterator[dict[str, Any]]:
+    data: list[str] = []
+    for raw in response:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("data: "):
+            data.append(line[6:])
+        elif not line and data:
+            yield json.loads("\n".join(data))
+            data = []
 
 
 def _problem_text(exc: urllib.error.HTTPError) -> str:

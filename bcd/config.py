@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,104 @@ class ServiceConfig(Timing):
         return self
 
 
+class MqttCommands(Model):
+    """Operator commands over MQTT: off unless enabled, and then only HMAC-signed, fresh, never replayed."""
+
+    enabled: bool = False
+    hmac_key_file: str | None = Field(None, description="HMAC-SHA256 key; relative to $CREDENTIALS_DIRECTORY")
+    max_age: Duration = Field(60.0, description="refuse commands whose ts is older (or further ahead) than this")
+
+    @model_validator(mode="after")
+    def _key_when_enabled(self) -> MqttCommands:
+        if self.enabled and not self.hmac_key_file:
+            raise ValueError("commands.enabled needs commands.hmac_key_file")
+        if self.max_age <= 0:
+            raise ValueError("max_age must be positive")
+        return self
+
+
 class MqttSettings(Model):
-    """The broker bcd talks to (runbook `mqtt_publish` steps; state, events and commands later)."""
+    """The broker bcd talks to: runbook `mqtt_publish` steps, and the state, events and commands topics."""
 
     url: Annotated[str, Field(pattern=r"^mqtts?://", description="mqtt://host:port or mqtts://host:port")]
     username: str | None = None
     password_file: str | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
+    ca_file: str | None = Field(None, description="mqtts://: CA bundle that signed the broker's certificate")
+    cert_file: str | None = Field(None, description="mqtts://: client certificate (with key_file)")
+    key_file: str | None = Field(None, description="mqtts://: client key")
+    tls_verify: bool = Field(True, description="mqtts://: verify the broker's certificate and host name")
+    topic_prefix: str | None = Field(None, description="topics live under it; default bcd/<instance>")
+    buffer: int = Field(1000, ge=1, le=1_000_000, description="events kept while the broker is away")
+    commands: MqttCommands = Field(default_factory=MqttCommands)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, prefix: str | None) -> str | None:
+        if prefix is None:
+            return None
+        prefix = prefix.rstrip("/")
+        if not prefix or "+" in prefix or "#" in prefix or "" in prefix.split("/") or "\x00" in prefix:
+            raise ValueError("topic_prefix must be topic levels like bcd/dorset, without wildcards or empty levels")
+        return prefix
+
+
+class AlertmanagerSettings(Model):
+    """Alertmanager API v2 receivers: every firing alert is posted to each URL every `resend`."""
+
+    urls: list[Annotated[str, Field(pattern=r"^https?://[^/]+")]] = Field(
+        [], description="base URLs such as http://127.0.0.1:9093 (alerts go to <url>/api/v2/alerts)"
+    )
+    resend: Duration = Field(60.0, description="re-send firing alerts this often (endsAt = now + 4 x resend)")
+    timeout: Duration = Field(10.0, description="deadline of one POST")
+    attempts: int = Field(3, ge=1, le=20, description="tries per delivery (jittered backoff, 5xx and network errors)")
+
+    @field_validator("resend", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class Webhook(Model):
+    """A JSON POST of every firing/resolved change, signed with HMAC-SHA256 (X-Bcd-Signature)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^/]+")]
+    secret_file: str | None = Field(None, description="HMAC key; relative to $CREDENTIALS_DIRECTORY")
+    timeout: Duration = Field(10.0, description="deadline of one POST")
+    attempts: int = Field(5, ge=1, le=20, description="tries per notification (jittered backoff)")
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+
+class Alerts(Model):
+    """Alerts derived from the live state, sent to Alertmanager and/or webhooks."""
+
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    webhooks: list[Webhook] = []
+    runbook_url: str | None = Field(None, description="runbook_url annotation; {alertname}, {service}… filled in")
+    cert_expiry_warn: Duration = Field(14 * 86400.0, description="BcdCertificateExpiring below this time left")
+
+    @field_validator("runbook_url")
+    @classmethod
+    def _template(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ValueError(f"bad template: {exc}") from None
+        for _, name, spec, conversion in parsed:
+            if name is None:
+                continue
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or spec or conversion:
+                raise ValueError(f"placeholders must be label names such as {{alertname}}, got {{{name}}}")
+        return template
 
 
 class Config(Model):
@@ -158,6 +251,7 @@ class Config(Model):
     runner: Runner = Field(default_factory=Runner)
     auth: Auth = Field(default_factory=Auth)
     mqtt: MqttSettings | None = None
+    alerts: Alerts = Field(default_factory=Alerts)
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 

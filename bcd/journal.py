@@ -114,6 +114,16 @@ class Journal:
         )
         return Event(event.kind, event.at, event.service, event.site, event.reason, event.data, cursor.lastrowid)
 
+    def last_events(self, count: int, service: str | None = None) -> list[Event]:
+        """The newest `count` events, oldest first."""
+        sql = "SELECT id, at, kind, service, site, reason, data FROM events"
+        params: tuple[Any, ...] = ()
+        if service is not None:
+            sql += " WHERE service = ?"
+            params = (service,)
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, count)).fetchall()
+        return [Event(r[2], r[1], r[3], r[4], r[5], json.loads(r[6]), r[0]) for r in reversed(rows)]
+
     def events(self, after: int = 0, service: str | None = None, limit: int = 100) -> list[Event]:
         sql = "SELECT id, at, kind, service, site, reason, data FROM events WHERE id > ?"
         params: list[Any] = [after]

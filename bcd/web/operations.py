@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bcd.durations import parse_duration
 from bcd.engine import Engine, RequestRefused
 from bcd.model import RunKind
 from bcd.policy import Request
@@ -30,6 +31,12 @@ class TransferBody(Body):
     force: bool = False
 
 
+class MaintenanceBody(Body):
+    site: str | None = None
+    duration: str = Field(description="e.g. 30m, 2h")
+    reason: str = Field(min_length=1, max_length=500)
+
+
 class ReasonBody(Body):
     reason: str = Field("", max_length=500)
 
@@ -38,6 +45,8 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/services/{service}/failover", failover)
     app.router.add_post("/api/v1/services/{service}/failback", failback)
     app.router.add_post("/api/v1/services/{service}/ack", acknowledge)
+    app.router.add_post("/api/v1/services/{service}/maintenance", start_maintenance)
+    app.router.add_delete("/api/v1/services/{service}/maintenance", end_maintenance)
     app.router.add_get("/api/v1/runs", list_runs)
     app.router.add_get("/api/v1/runs/{run}", get_run)
     app.router.add_post("/api/v1/runs/{run}/approve", approve)
@@ -125,6 +134,37 @@ async def acknowledge(request: web.Request) -> web.Response:
     body = await _body(request, ReasonBody)
     ids = _engine(request).acknowledge(name, who.name, body.reason or "acknowledged")
     return web.json_response({"service": name, "acknowledged": ids})
+
+
+@handler
+async def start_maintenance(request: web.Request) -> web.Response:
+    who = caller(request, Role.OPERATOR)
+    name = _service(request)
+    body = await _body(request, MaintenanceBody)
+    try:
+        seconds = parse_duration(body.duration)
+    except ValueError as exc:
+        return problem(400, "Bad Request", f"duration: {exc}")
+    if seconds <= 0:
+        return problem(400, "Bad Request", "duration must be positive")
+    engine = _engine(request)
+    try:
+        sites = engine.start_maintenance(name, body.site, seconds, body.reason, who.name)
+    except KeyError as exc:
+        return problem(404, "Not Found", str(exc.args[0]))
+    until = max((engine.sites[(name, s)].maintenance_until or 0.0) for s in sites)
+    return web.json_response({"service": name, "sites": sites, "until": until, "by": who.name}, status=201)
+
+
+@handler
+async def end_maintenance(request: web.Request) -> web.Response:
+    who = caller(request, Role.OPERATOR)
+    name = _service(request)
+    try:
+        sites = _engine(request).end_maintenance(name, request.query.get("site"), who.name)
+    except KeyError as exc:
+        return problem(404, "Not Found", str(exc.args[0]))
+    return web.json_response({"service": name, "ended": sites, "by": who.name})
 
 
 @handler

@@ -9,7 +9,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.engine import Engine, ServiceView
 from bcd.outputs.metrics import CONTENT_TYPE
-from bcd.web import operations
+from bcd.web import events, openapi, operations
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT, WebContext
 from bcd.web.operations import handler
@@ -29,6 +29,8 @@ def build_app(context: WebContext) -> web.Application:
     app.router.add_get("/api/v1/services", list_services)
     app.router.add_get("/api/v1/services/{service}", get_service)
     operations.routes(app)
+    events.routes(app)
+    app.router.add_get("/api/v1/openapi.json", openapi.serve)
     return app
 
 

@@ -1,0 +1,83 @@
+"""The journal's events: paginated history and a live server-sent-events stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from aiohttp import web
+
+from bcd.model import Event
+from bcd.web.auth import Role
+from bcd.web.context import CONTEXT
+from bcd.web.operations import caller, handler
+from bcd.web.problems import problem
+
+HEARTBEAT = 15.0
+MAX_PAGE = 500
+
+
+def routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/events", list_events)
+    app.router.add_get("/api/v1/events/stream", stream_events)
+
+
+def _int(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, default))
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
+
+
+@handler
+async def list_events(request: web.Request) -> web.Response:
+    """Events after the id `since` (exclusive), oldest first; `next` is the cursor for the next page.
+    Without `since`, `tail=N` gives the newest N events."""
+    caller(request, Role.VIEWER)
+    engine = request.app[CONTEXT].engine()
+    since = _int(request, "since", 0)
+    limit = min(max(_int(request, "limit", 100), 1), MAX_PAGE)
+    service = request.query.get("service")
+    if service is not None and service not in engine.services:
+        return problem(404, "Not Found", f"no service named {service!r}")
+    if "tail" in request.query and "since" not in request.query:
+        events = engine.journal.last_events(min(max(_int(request, "tail", 50), 1), MAX_PAGE), service)
+    else:
+        events = engine.journal.events(after=since, service=service, limit=limit)
+    return web.json_response({
+        "events": [event.to_dict() for event in events],
+        "next": events[-1].id if events else since,
+    })
+
+
+def sse(event: Event) -> bytes:
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n".encode()
+
+
+@handler
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: what the journal holds after Last-Event-ID (if given), then live events."""
+    caller(request, Role.VIEWER)
+    engine = request.app[CONTEXT].engine()
+    service = request.query.get("service")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    async with engine.bus.subscription("sse", size=1000) as live:
+        last = int(request.headers.get("Last-Event-ID", "0") or 0)
+        for event in engine.journal.events(after=last, service=service, limit=MAX_PAGE) if last else []:
+            await response.write(sse(event))
+            last = event.id or last
+        await response.write(b": connected\n\n")
+        with contextlib.suppress(ConnectionResetError):
+            while True:
+                try:
+                    async with asyncio.timeout(HEARTBEAT):
+                        event = await live.get()
+                except TimeoutError:
+                    await response.write(b": heartbeat\n\n")
+                    continue
+                if (event.id or 0) <= last or (service is not None and event.service != service):
+                    continue
+                await response.write(sse(event))
+    return response

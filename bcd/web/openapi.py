@@ -1,0 +1,163 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/v1/openapi.json.
+
+Request bodies come from the same pydantic models the handlers validate with, so the document cannot
+drift from what the server accepts; a test checks every route is described and responses match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from bcd import __version__
+from bcd.model import RunResult, ServiceStatus, SiteState
+from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
+
+PROBLEM = {"$ref": "#/components/responses/Problem"}
+BEARER = [{"bearer": []}]
+STRING = {"schema": {"type": "string"}}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(model: Any) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+
+
+def _op(summary: str, responses: dict[str, Any], *, body: Any = None, params: list[Any] | None = None,
+        operator: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, "4XX": PROBLEM}, "security": BEARER}
+    if body is not None:
+        op["requestBody"] = _body(body)
+    if params:
+        op["parameters"] = params
+    if operator:
+        op["description"] = "Needs an operator token."
+    return op
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
+
+
+SERVICE = _param("service", "path", {"type": "string"})
+RUN = _param("run", "path", {"type": "integer"})
+SITE_HEALTH = {
+    "type": "object",
+    "required": ["state", "since", "reason", "probes"],
+    "properties": {
+        "state": {"enum": [str(s) for s in SiteState]}, "since": {"type": "number"}, "reason": {"type": "string"},
+        "maintenance_until": {"type": ["number", "null"]},
+        "probes": {"type": "object", "additionalProperties": {"type": "object"}},
+    },
+}
+SERVICE_SCHEMA = {
+    "type": "object",
+    "required": ["name", "status", "active", "home", "since", "reason", "sites", "labels"],
+    "properties": {
+        "name": {"type": "string"}, "description": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "status": {"enum": [str(s) for s in ServiceStatus]}, "active": {"type": "string"}, "home": {"type": "string"},
+        "since": {"type": "number"}, "reason": {"type": "string"}, "guard": {"type": ["string", "null"]},
+        "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
+    },
+}
+RUN_SCHEMA = {
+    "type": "object",
+    "required": ["id", "service", "runbook", "kind", "trigger", "from", "to", "result", "started"],
+    "properties": {
+        "id": {"type": "integer"}, "service": {"type": "string"}, "runbook": {"type": "string"},
+        "kind": {"enum": ["failover", "failback"]}, "trigger": {"type": "string"}, "reason": {"type": "string"},
+        "from": {"type": "string"}, "to": {"type": "string"}, "dry_run": {"type": "boolean"},
+        "forced": {"type": "boolean"}, "evidence": {"type": "object"}, "started": {"type": "number"},
+        "ended": {"type": ["number", "null"]}, "result": {"enum": [str(r) for r in RunResult]},
+        "detail": {"type": "string"}, "acknowledged_by": {"type": ["string", "null"]},
+        "detected_at": {"type": ["number", "null"]}, "verified_at": {"type": ["number", "null"]},
+        "steps": {"type": "array", "items": {"type": "object"}}, "waiting_approval": {"type": "boolean"},
+    },
+}
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["id", "kind", "at", "service", "site", "reason"],
+    "properties": {
+        "id": {"type": "integer"}, "kind": {"type": "string"}, "at": {"type": "number"},
+        "service": {"type": ["string", "null"]}, "site": {"type": ["string", "null"]}, "reason": {"type": "string"},
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": _json({"type": "object"})}}},
+        "/readyz": {"get": {"summary": "Readiness: config loaded and every probe has run once", "security": [],
+                            "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"},
+                                                                                          "Not ready")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
+            "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        }}},
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                         "responses": {"200": _json({"type": "object"})}}},
+        "/api/v1/services": {"get": _op("Every service with its sites", {"200": _json({
+            "type": "object", "required": ["services"],
+            "properties": {"services": {"type": "array", "items": _ref("Service")}}})})},
+        "/api/v1/services/{service}": {"get": _op("One service", {"200": _json(_ref("Service"))}, params=[SERVICE])},
+        "/api/v1/services/{service}/failover": {"post": _op(
+            "Start a failover (operator)", {"202": _json(_ref("Run"), "The run started")},
+            body=TransferBody, params=[SERVICE], operator=True)},
+        "/api/v1/services/{service}/failback": {"post": _op(
+            "Start a failback to the home site (operator)", {"202": _json(_ref("Run"), "The run started")},
+            body=TransferBody, params=[SERVICE], operator=True)},
+        "/api/v1/services/{service}/ack": {"post": _op(
+            "Acknowledge failed or interrupted runs, re-arming automation (operator)",
+            {"200": _json({"type": "object"})}, body=ReasonBody, params=[SERVICE], operator=True)},
+        "/api/v1/services/{service}/maintenance": {
+            "post": _op("Start maintenance of the service or one site (operator)", {"201": _json({"type": "object"})},
+                        body=MaintenanceBody, params=[SERVICE], operator=True),
+            "delete": _op("End maintenance (operator)", {"200": _json({"type": "object"})},
+                          params=[SERVICE, _param("site", "query", {"type": "string"})], operator=True),
+        },
+        "/api/v1/runs": {"get": _op("Recent runs, newest first", {"200": _json({
+            "type": "object", "required": ["runs"], "properties": {"runs": {"type": "array", "items": _ref("Run")}}})},
+            params=[_param("service", "query", {"type": "string"}), _param("limit", "query", {"type": "integer"})])},
+        "/api/v1/runs/{run}": {"get": _op("One run with its steps", {"200": _json(_ref("Run"))}, params=[RUN])},
+        "/api/v1/runs/{run}/approve": {"post": _op("Approve a run waiting in an approval step (operator)",
+                                                   {"202": _json({"type": "object"})}, body=ReasonBody, params=[RUN],
+                                                   operator=True)},
+        "/api/v1/runs/{run}/abort": {"post": _op("Abort a run; its rollback runs (operator)",
+                                                 {"202": _json({"type": "object"})}, body=ReasonBody, params=[RUN],
+                                                 operator=True)},
+        "/api/v1/events": {"get": _op("Journal events after a cursor, oldest first", {"200": _json({
+            "type": "object", "required": ["events", "next"],
+            "properties": {"events": {"type": "array", "items": _ref("Event")}, "next": {"type": "integer"}}})},
+            params=[_param(n, "query", {"type": "integer"}) for n in ("since", "limit", "tail")]
+            + [_param("service", "query", {"type": "string"})])},
+        "/api/v1/events/stream": {"get": _op("Live events as server-sent events (Last-Event-ID resumes)", {
+            "200": {"description": "text/event-stream", "content": {"text/event-stream": STRING}},
+        }, params=[_param("service", "query", {"type": "string"})])},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "bcd API", "version": __version__,
+                 "description": "Business-continuity failover daemon: services, sites, runs, events."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Service": SERVICE_SCHEMA, "Run": RUN_SCHEMA, "Event": EVENT_SCHEMA},
+            "responses": {"Problem": {"description": "An error (RFC 9457)", "content": {
+                "application/problem+json": {"schema": {
+                    "type": "object", "required": ["title", "status"],
+                    "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                                   "status": {"type": "integer"}, "detail": {"type": "string"}}}}}}},
+        },
+    }
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(document())
