@@ -268,7 +268,8 @@ class Config(Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
-        problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites()]
+        problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
+                    *self._step_commands()]
         if problems:
             summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
@@ -280,6 +281,16 @@ class Config(Model):
                 if site not in self.sites:
                     loc = ("services", service_name, "sites", site)
                     yield loc, f"site {site!r} is not declared under sites"
+
+    def _step_commands(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        """A runbook command that exists here but cannot be executed is an error (missing: a warning)."""
+        for name, runbook in self.runbooks.items():
+            for phase in ("steps", "rollback"):
+                for step in getattr(runbook, phase):
+                    program = step.command.argv[0] if step.command is not None else None
+                    if program is not None and os.path.exists(program) and not _executable(program):
+                        loc = ("runbooks", name, phase, step.name, "command", "argv")
+                        yield loc, f"{program} is not an executable file"
 
     def _runbook_refs(self) -> Iterator[tuple[tuple[str, ...], str]]:
         for name, service in self.services.items():
@@ -322,6 +333,11 @@ class Config(Model):
             else:
                 values[name] = getattr(self.defaults, name)
         return Defaults.model_construct(**values)
+
+
+def _executable(path: str) -> bool:
+    # mode bits, not os.access: for root, access(X_OK) can say yes to a file nobody may execute
+    return os.path.isfile(path) and bool(os.stat(path).st_mode & 0o111) and os.access(path, os.X_OK)
 
 
 def split_listen(listen: str) -> tuple[str, int]:
