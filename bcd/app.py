@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +43,19 @@ def jobs(config: Config) -> Iterator[Job]:
         timing = config.timing(service, probe)
         fingerprint = json.dumps([probe.model_dump(mode="json"), timing.interval, timing.timeout], sort_keys=True)
         yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
+
+
+def raise_open_files_limit() -> int:
+    """Lift the soft limit on open files to the hard limit: every probe in flight holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class Daemon:
@@ -89,6 +103,10 @@ class Daemon:
 
     async def start(self) -> None:
         """Start probing and serving; returns once the HTTP server is bound."""
+        open_files = raise_open_files_limit()
+        if open_files < self.config.scheduler.max_concurrency * 2 + 100:
+            log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
+                        hint="raise LimitNOFILE, or lower scheduler.max_concurrency")
         self.context = ProbeContext(http=make_http_session())
         self._step_http = aiohttp.ClientSession()
         self._start_runner()
@@ -184,6 +202,7 @@ class Daemon:
         except TimeoutError:
             log.warning("shutdown_timeout", seconds=STOP_TIMEOUT)
         finally:
+            self.engine.close()
             self.journal.close()
             log.info("stopped")
             self.notifier.close()

@@ -75,6 +75,7 @@ class Engine:
         self._pending_services: dict[str, SavedService] = {}
         self._pending_events: list[tuple[Event, dict[str, object]]] = []
         self._flush_scheduled = False
+        self._closed = False
         self._run_facts: dict[str, RunFacts] = {}
         self._restore()
         self.apply_config(config)
@@ -82,6 +83,8 @@ class Engine:
     def attach(self, runner: Runner) -> None:
         """Connect the runner (it needs the engine as its hooks, so it comes second), then re-decide."""
         self.runner = runner
+        # what was cached before the runner came may be stale: `recover()` has just marked runs interrupted
+        self._run_facts.clear()
         for name in list(self.services):
             self._evaluate(name, self.clock())
 
@@ -145,6 +148,8 @@ class Engine:
         """Time passing: expire maintenance windows, re-decide services that wait for something."""
         now = self.clock()
         for key, current in list(self.sites.items()):
+            if current.maintenance_until is None:
+                continue  # the only thing time does to a site is end its maintenance
             updated, transition = health.tick(current, now)
             self.sites[key] = updated
             if transition is not None:
@@ -352,9 +357,16 @@ class Engine:
         self._flush_scheduled = True
         loop.call_soon(self.flush)
 
+    def close(self) -> None:
+        """Write what is pending; afterwards nothing is written (the journal is about to close)."""
+        self.flush()
+        self._closed = True
+
     def flush(self) -> None:
         """Commit what this loop iteration changed in one transaction, then log and publish it."""
         self._flush_scheduled = False
+        if self._closed or not (self._pending_sites or self._pending_services or self._pending_events):
+            return
         sites, services, events = self._pending_sites, self._pending_services, self._pending_events
         self._pending_sites, self._pending_services, self._pending_events = {}, {}, []
         with self.journal.transaction():

@@ -34,6 +34,10 @@ async def main(port_file: str) -> None:
 
 
 if __name__ == "__main__":
+    import resource
+
+    _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
     try:
         import uvloop
 

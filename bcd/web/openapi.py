@@ -15,7 +15,7 @@ from bcd.model import RunResult, ServiceStatus, SiteState
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 STRING = {"schema": {"type": "string"}}
 
 
