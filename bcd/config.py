@@ -9,7 +9,7 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -234,6 +234,39 @@ class Alerts(Model):
         return template
 
 
+class EtcdSettings(Model):
+    endpoints: Annotated[list[Annotated[str, Field(pattern=r"^https?://")]], Field(min_length=1)]
+    ca_file: str | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY unless absolute")
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+class Cluster(Model):
+    """One bcd per data centre (plus a witness), coordinated through etcd: quorum before failover,
+    exactly one executor per run. Without this section bcd runs alone with a local lock."""
+
+    name: Annotated[str, Field(pattern=NAME)]
+    etcd: EtcdSettings
+    lease_ttl: Duration = Field(10.0, description="our lease; views and locks vanish this long after we die")
+    keepalive: Duration | None = Field(None, description="lease keepalive interval; default lease_ttl / 3")
+    call_timeout: Duration = Field(1.0, description="deadline of one etcd call, all endpoints together")
+    quorum: Literal["majority", "all"] | Annotated[int, Field(ge=1)] = Field(
+        "majority", description="how many live vantages must see the active site down")
+
+    @property
+    def keepalive_interval(self) -> float:
+        return self.keepalive if self.keepalive is not None else self.lease_ttl / 3
+
+    @model_validator(mode="after")
+    def _timing(self) -> Cluster:
+        if self.keepalive_interval + 2 * self.call_timeout > self.lease_ttl:
+            raise ValueError(
+                f"keepalive ({self.keepalive_interval:g}s) + 2 x call_timeout ({self.call_timeout:g}s) must not exceed "
+                f"lease_ttl ({self.lease_ttl:g}s): the lease could expire between two keepalives"
+            )
+        return self
+
+
 class Config(Model):
     instance: Name = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "bcd")
     vantage: Name | None = Field(None, description="the site this daemon runs in")
@@ -252,6 +285,7 @@ class Config(Model):
     auth: Auth = Field(default_factory=Auth)
     mqtt: MqttSettings | None = None
     alerts: Alerts = Field(default_factory=Alerts)
+    cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 
@@ -269,7 +303,7 @@ class Config(Model):
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
         problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
-                    *self._step_commands()]
+                    *self._step_commands(), *self._cluster_vantage()]
         if problems:
             summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
@@ -281,6 +315,10 @@ class Config(Model):
                 if site not in self.sites:
                     loc = ("services", service_name, "sites", site)
                     yield loc, f"site {site!r} is not declared under sites"
+
+    def _cluster_vantage(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        if self.cluster is not None and self.vantage is None:
+            yield ("cluster",), "a cluster member needs a vantage (in the file, --vantage or BCD_VANTAGE)"
 
     def _step_commands(self) -> Iterator[tuple[tuple[str, ...], str]]:
         """A runbook command that exists here but cannot be executed is an error (missing: a warning)."""
