@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic
+DEB_PACKAGES := mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server
 PYTEST_ARGS ?=
 
 .PHONY: install deps test lint unit demo bench clean
@@ -20,7 +20,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@# the Debian packages start their own daemons; the tests start their own on free ports
-	@-systemctl disable --now mosquitto prometheus >/dev/null 2>&1 || true
+	@-systemctl disable --now mosquitto prometheus prometheus-alertmanager etcd >/dev/null 2>&1 || true
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,172 @@
+"""What bcd needs from coordination, whichever store provides it.
+
+Two implementations satisfy `Coordinator`: `LocalCoordinator` (one instance, the default: in-process locks,
+fencing tokens kept in SQLite) and `EtcdCoordinator` (one instance per site sharing an etcd cluster).
+
+Keys live under `/bcd/<cluster>/`:
+- `views/<vantage>`           one instance's view of every service and site, bound to that instance's lease
+- `locks/<service>`           the run lock; its create revision is the fencing token
+- `runs/<service>/<run_id>`   run records, written fenced by the lock holder
+- `active/<service>`          the active site, written fenced by the lock holder at the end of a run
+Callers name keys relative to the cluster prefix (`run_key()`, `active_key()`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class CoordinationError(Exception):
+    """Base of the errors a coordinator raises."""
+
+
+class CoordinationUnavailable(CoordinationError):
+    """The store cannot be reached, or our lease is not known to be valid: nobody can say who holds what,
+    so nothing that needs the lock may start."""
+
+
+def _component(name: str, what: str) -> str:
+    if not name or "/" in name or name in {".", ".."}:
+        raise ValueError(f"{what} {name!r} cannot be part of a coordination key")
+    return name
+
+
+def run_key(service: str, run_id: str) -> str:
+    """The relative key of a run record."""
+    return f"runs/{_component(service, 'service')}/{_component(run_id, 'run id')}"
+
+
+def active_key(service: str) -> str:
+    """The relative key holding a service's active site."""
+    return f"active/{_component(service, 'service')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Absolute keys of one cluster."""
+
+    cluster: str
+
+    def __post_init__(self) -> None:
+        _component(self.cluster, "cluster name")
+
+    @property
+    def prefix(self) -> str:
+        return f"/bcd/{self.cluster}/"
+
+    @property
+    def views(self) -> str:
+        return self.prefix + "views/"
+
+    def view(self, vantage: str) -> str:
+        return self.views + _component(vantage, "vantage")
+
+    def lock(self, service: str) -> str:
+        return f"{self.prefix}locks/{_component(service, 'service')}"
+
+    def absolute(self, relative: str) -> str:
+        if not relative or relative.startswith("/") or ".." in relative.split("/"):
+            raise ValueError(f"{relative!r} is not a relative coordination key")
+        return self.prefix + relative
+
+
+class Lock:
+    """A held run lock. `token` is the fencing token: it only grows from one holder to the next, so a
+    downstream system that remembers the highest token it saw can refuse a stale executor.
+
+    `valid_until` is a time on the coordinator's monotonic clock. It moves forward while the holder's lease is
+    kept alive; once the lock is released or lost it stays where validity ended. A holder must stop acting once
+    `valid(now)` is false, whatever it believes. Only the coordinator that issued the lock calls
+    extend()/end().
+    """
+
+    __slots__ = ("_ended", "_service", "_token", "_valid_until")
+
+    def __init__(self, service: str, token: int, valid_until: float) -> None:
+        self._service = service
+        self._token = token
+        self._valid_until = valid_until
+        self._ended = False
+
+    @property
+    def service(self) -> str:
+        return self._service
+
+    @property
+    def token(self) -> int:
+        return self._token
+
+    @property
+    def valid_until(self) -> float:
+        return self._valid_until
+
+    def valid(self, now: float) -> bool:
+        return not self._ended and now < self._valid_until
+
+    def remaining(self, now: float) -> float:
+        """Seconds of validity left at `now` (0 once no longer valid)."""
+        return max(0.0, self._valid_until - now) if self.valid(now) else 0.0
+
+    def extend(self, until: float) -> None:
+        """Move validity forward to `until` (never backward, never after end())."""
+        if not self._ended and until > self._valid_until:
+            self._valid_until = until
+
+    def end(self, now: float | None = None) -> None:
+        """The lock is no longer held: from `now` (released, refused) or from when its validity ran out."""
+        self._ended = True
+        if now is not None:
+            self._valid_until = min(self._valid_until, now)
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else "held"
+        return f"Lock(service={self._service!r}, token={self._token}, valid_until={self._valid_until:.3f}, {state})"
+
+
+class Coordinator(Protocol):
+    """Exclusive run locks with fencing tokens, fenced records, and the vantages' views."""
+
+    @property
+    def available(self) -> bool:
+        """Whether the store answers and our lease is valid; automatic action needs it."""
+        ...
+
+    async def start(self) -> None:
+        """Begin (lease, keepalive, watches). Never raises because the store is down: `available` says."""
+        ...
+
+    async def stop(self) -> None:
+        """Release everything we hold (locks, our view) and stop the background work."""
+        ...
+
+    async def acquire(self, service: str) -> Lock | None:
+        """The service's run lock, or None when someone (this instance included) holds it.
+        Raises CoordinationUnavailable when that cannot be decided."""
+        ...
+
+    async def release(self, lock: Lock) -> None:
+        """Give the lock up (a no-op for a lock no longer held). The lock is invalid from now on."""
+        ...
+
+    async def fenced_put(self, lock: Lock, key: str, value: bytes) -> bool:
+        """Write `value` at the relative `key` only if `lock` is still valid and still the current holder's
+        (its token is the lock key's create revision). False when the fence refused the write; raises
+        CoordinationUnavailable when the store could not be asked."""
+        ...
+
+    async def read(self, prefix: str) -> dict[str, bytes]:
+        """Every key under the relative `prefix` (e.g. "runs/web/"), relative keys to values."""
+        ...
+
+    async def publish_view(self, view_json: bytes) -> None:
+        """Publish our view; it lives as long as our lease (it is published again under a new lease)."""
+        ...
+
+    async def withdraw_view(self) -> None:
+        """Remove our view (e.g. when we suspect our own network); publish_view() brings it back."""
+        ...
+
+    def views(self) -> dict[str, tuple[bytes, float]]:
+        """Live views by vantage (ours included): (the view, seconds since it was last written)."""
+        ...

@@ -1,0 +1,406 @@
+"""Coordination through etcd: one lease per instance, run locks bound to it, views published under it.
+
+- **Lease.** start() grants one lease of `lease_ttl` seconds; a background task keeps it alive every TTL/3
+  (retrying sooner after a failure). The lease is known valid until the send time of the last successful
+  keepalive (or of the grant) plus the TTL etcd returned, on our monotonic clock: etcd starts counting the TTL
+  when it receives the keepalive, which is after we sent it, so our idea of validity always ends first.
+- **Locks.** `locks/<service>` is created in a transaction only if absent (create_revision == 0), bound to the
+  lease; its create revision is the fencing token. A lock is valid exactly as long as the lease. When validity
+  passes without a successful keepalive, or etcd says the lease expired, every lock is lost: it ends,
+  `on_lost(service)` is called, the old lease is revoked as soon as etcd answers (its keys may still exist) and
+  a new lease is granted.
+- **Views.** Our view is written at `views/<vantage>` bound to the lease, and written again under each new
+  lease; a watch on `views/` keeps everyone's views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import aclosing, suppress
+
+import structlog
+
+from bcd.coordination.base import CoordinationUnavailable, Keys, Lock
+from bcd.coordination.etcd import (
+    GRPC_NOT_FOUND,
+    Compare,
+    EtcdClient,
+    EtcdCompacted,
+    EtcdError,
+    EtcdRequestError,
+    EventType,
+    Op,
+)
+
+log = structlog.get_logger("bcd.coordination")
+
+
+class EtcdCoordinator:
+    """The Coordinator of one bcd instance (`vantage`) in cluster `cluster`, over `client` (not closed here).
+
+    `on_lost(service)` is called (from the event loop, synchronously) when a held lock is lost without
+    release(); by then the Lock has ended, and its valid_until says when its validity ran out. `clock` is the
+    monotonic clock locks are measured on.
+    """
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        *,
+        cluster: str,
+        vantage: str,
+        lease_ttl: float = 10.0,
+        on_lost: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._keys = Keys(cluster)
+        self._view_key = self._keys.view(vantage)
+        self.vantage = vantage
+        self._requested_ttl = max(1, math.ceil(lease_ttl))
+        self._on_lost = on_lost
+        self._clock = clock
+
+        self._lease_id = 0
+        self._ttl = self._requested_ttl
+        self._valid_until = -math.inf
+        self._expiry: asyncio.TimerHandle | None = None
+        self._stale_leases: set[int] = set()  # dropped leases to revoke: their keys may still exist
+
+        self._held: dict[str, Lock] = {}
+        self._pending_release: dict[str, int] = {}  # service -> token, releases etcd has not confirmed
+
+        self._view: bytes | None = None  # what we want published
+        self._published: tuple[int, bytes] | None = None  # (lease, value) etcd has, as far as we know
+        self._view_sync = asyncio.Lock()
+        self._views: dict[str, tuple[bytes, float]] = {}
+        self._views_ok = False
+
+        self._healthy = False
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._views_task: asyncio.Task[None] | None = None
+
+    # ---- state
+
+    @property
+    def available(self) -> bool:
+        return (self._healthy and self._views_ok and self._lease_id != 0
+                and self._clock() < self._valid_until)
+
+    @property
+    def lease_id(self) -> int:
+        """The current lease (0 while there is none)."""
+        return self._lease_id
+
+    def views(self) -> dict[str, tuple[bytes, float]]:
+        now = self._clock()
+        return {vantage: (value, max(0.0, now - at)) for vantage, (value, at) in self._views.items()}
+
+    def _set_healthy(self, healthy: bool, reason: str = "") -> None:
+        if healthy and not self._healthy:
+            log.info("coordination available", vantage=self.vantage, lease=self._lease_id)
+            if self._views_task is not None and not self._stopping:
+                # the views stream may be stalled behind the outage that just ended (a partition drops packets
+                # and closes nothing): read the views afresh rather than wait for the stream's idle timeout
+                self._views_task.cancel()
+                self._views_ok = False
+                self._views_task = self._spawn(self._watch_views(), "coordination-views")
+        elif not healthy and self._healthy:
+            log.warning("coordination unavailable", vantage=self.vantage, reason=reason)
+        self._healthy = healthy
+
+    # ---- lifecycle
+
+    async def start(self) -> None:
+        self._stopping = False
+        try:
+            await self._grant()
+        except EtcdError as exc:
+            self._set_healthy(False, str(exc))
+            log.warning("coordination lease not granted yet", vantage=self.vantage, reason=str(exc))
+        self._spawn(self._maintain(), "coordination-lease")
+        self._views_task = self._spawn(self._watch_views(), "coordination-views")
+
+    def _spawn(self, work: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        self._views_task = None
+        if self._expiry is not None:
+            self._expiry.cancel()
+        now = self._clock()
+        for lock in self._held.values():
+            lock.end(now)
+        self._held.clear()
+        self._pending_release.clear()
+        leases = {*self._stale_leases, self._lease_id} - {0}
+        self._lease_id, self._valid_until, self._published = 0, -math.inf, None
+        for lease_id in leases:  # revoking deletes our locks and our view at once
+            try:
+                await self._client.lease_revoke(lease_id)
+            except EtcdError as exc:
+                log.warning("coordination lease not revoked; it expires on its own", lease=lease_id, reason=str(exc))
+        self._stale_leases.clear()
+        self._healthy = False
+        self._views_ok = False
+
+    # ---- lease
+
+    def _set_validity(self, until: float) -> None:
+        self._valid_until = until
+        for lock in self._held.values():
+            lock.extend(until)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        lease_id = self._lease_id
+        delay = max(0.0, until - self._clock())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expire, lease_id)
+
+    def _expire(self, lease_id: int) -> None:
+        if lease_id == self._lease_id and self._clock() >= self._valid_until:
+            self._lose("no successful keepalive within the lease TTL")
+
+    def _lose(self, reason: str) -> None:
+        """Drop the lease: every lock goes (invalid first, then on_lost), and a new lease is asked for."""
+        if self._lease_id:
+            self._stale_leases.add(self._lease_id)
+        log.warning("coordination lease lost", vantage=self.vantage, lease=self._lease_id, reason=reason)
+        self._lease_id, self._valid_until, self._published = 0, -math.inf, None
+        self._pending_release.clear()  # those keys belong to the old lease, which is revoked or expires
+        self._set_healthy(False, reason)
+        lost, self._held = list(self._held.values()), {}
+        now = self._clock()
+        for lock in lost:
+            lock.end(now)  # valid_until keeps when validity ran out, if that was before now
+        for lock in lost:
+            log.warning("lost_lock", service=lock.service, token=lock.token, reason=reason)
+            if self._on_lost is not None:
+                try:
+                    self._on_lost(lock.service)
+                except Exception:
+                    log.exception("on_lost callback failed", service=lock.service)
+        self._wake.set()
+
+    async def _grant(self) -> None:
+        sent = self._clock()
+        lease_id, ttl = await self._client.lease_grant(self._requested_ttl)
+        if self._stopping:
+            self._stale_leases.add(lease_id)
+            return
+        self._lease_id, self._ttl = lease_id, max(ttl, 1)
+        self._set_validity(sent + ttl)
+        self._set_healthy(True)
+        log.info("coordination lease granted", vantage=self.vantage, lease=lease_id, ttl=ttl)
+
+    async def _keepalive(self) -> None:
+        lease_id = self._lease_id
+        sent = self._clock()
+        try:
+            ttl = await self._client.lease_keepalive(lease_id)
+        except EtcdError as exc:
+            self._set_healthy(False, str(exc))
+            return
+        if lease_id != self._lease_id:
+            return  # lost while the call was out: the old lease is revoked by the next tick
+        if ttl <= 0:
+            self._lose("etcd says the lease expired")
+            return
+        self._set_validity(sent + ttl)
+        self._set_healthy(True)
+
+    async def _tick(self) -> None:
+        if self._lease_id == 0:
+            try:
+                await self._grant()
+            except EtcdError as exc:
+                self._set_healthy(False, str(exc))
+                return
+        else:
+            await self._keepalive()
+        if not self._healthy:
+            return
+        for lease_id in list(self._stale_leases):
+            try:
+                await self._client.lease_revoke(lease_id)
+            except EtcdRequestError as exc:
+                if exc.code != GRPC_NOT_FOUND:
+                    raise
+            self._stale_leases.discard(lease_id)
+        for service, token in list(self._pending_release.items()):
+            await self._delete_lock(service, token)
+            self._pending_release.pop(service, None)
+        await self._sync_view()
+
+    async def _maintain(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._tick()
+            except EtcdError as exc:
+                self._set_healthy(False, str(exc))
+            except Exception:  # the one catch-all of this task: log, keep the lease loop alive
+                log.exception("coordination lease loop failed")
+                self._set_healthy(False, "internal error")
+            delay = self._ttl / 3 if self._healthy else max(0.05, self._ttl / 10)
+            with suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _require_lease(self) -> int:
+        if self._stopping or self._lease_id == 0 or self._clock() >= self._valid_until:
+            raise CoordinationUnavailable("no valid etcd lease")
+        return self._lease_id
+
+    # ---- locks
+
+    async def acquire(self, service: str) -> Lock | None:
+        key = self._keys.lock(service)
+        if service in self._held:
+            return None
+        lease_id = self._require_lease()
+        try:
+            if service in self._pending_release:
+                await self._delete_lock(service, self._pending_release.pop(service))
+            holder = json.dumps({"vantage": self.vantage, "lease": str(lease_id)}).encode()
+            result = await self._client.txn(
+                [Compare.create_revision(key, "=", 0)],
+                [Op.put(key, holder, lease_id), Op.range(key)],
+                [Op.range(key)],
+            )
+        except EtcdError as exc:
+            self._set_healthy(False, str(exc))
+            raise CoordinationUnavailable(f"cannot take the lock of {service}: {exc}") from exc
+        if lease_id != self._lease_id:
+            raise CoordinationUnavailable(f"the lease was lost while taking the lock of {service}")
+        found = result.responses[-1].kvs if result.responses else ()
+        if not found:
+            raise CoordinationUnavailable(f"the lock key of {service} vanished inside a transaction")
+        current = found[0]
+        # a failed compare on a key bound to our own lease: an earlier attempt of ours succeeded but its
+        # answer was lost on the way (the client tried another endpoint); the lock is ours all the same
+        if not result.succeeded and current.lease != lease_id:
+            return None
+        if service in self._held:  # a concurrent acquire() of ours got there first
+            return None
+        lock = Lock(service, current.create_revision, self._valid_until)
+        self._held[service] = lock
+        log.info("lock acquired", service=service, token=lock.token, vantage=self.vantage)
+        return lock
+
+    async def _delete_lock(self, service: str, token: int) -> None:
+        key = self._keys.lock(service)
+        await self._client.txn([Compare.create_revision(key, "=", token)], [Op.delete(key)])
+
+    async def release(self, lock: Lock) -> None:
+        held = self._held.get(lock.service)
+        lock.end(self._clock())
+        if held is not lock:
+            return
+        del self._held[lock.service]
+        try:
+            await self._delete_lock(lock.service, lock.token)
+        except EtcdError as exc:
+            self._set_healthy(False, str(exc))
+            self._pending_release[lock.service] = lock.token  # retried by the lease loop
+            log.warning("lock release not confirmed; retrying", service=lock.service, reason=str(exc))
+            return
+        log.info("lock released", service=lock.service, token=lock.token, vantage=self.vantage)
+
+    async def fenced_put(self, lock: Lock, key: str, value: bytes) -> bool:
+        target = self._keys.absolute(key)
+        if self._held.get(lock.service) is not lock or not lock.valid(self._clock()):
+            return False
+        lock_key = self._keys.lock(lock.service)
+        try:
+            result = await self._client.txn([Compare.create_revision(lock_key, "=", lock.token)],
+                                            [Op.put(target, value)])
+        except EtcdError as exc:
+            self._set_healthy(False, str(exc))
+            raise CoordinationUnavailable(f"cannot write {key}: {exc}") from exc
+        if not result.succeeded and self._held.get(lock.service) is lock:
+            # the lock key is gone or someone else's: we are no longer the holder, whatever our lease says
+            del self._held[lock.service]
+            lock.end(self._clock())
+            log.warning("lost_lock", service=lock.service, token=lock.token, reason="fenced write refused")
+            if self._on_lost is not None:
+                self._on_lost(lock.service)
+        return result.succeeded
+
+    async def read(self, prefix: str) -> dict[str, bytes]:
+        try:
+            kvs, _ = await self._client.range(self._keys.absolute(prefix), prefix=True)
+        except EtcdError as exc:
+            self._set_healthy(False, str(exc))
+            raise CoordinationUnavailable(f"cannot read {prefix}: {exc}") from exc
+        return {kv.key.removeprefix(self._keys.prefix): kv.value for kv in kvs}
+
+    # ---- views
+
+    async def publish_view(self, view_json: bytes) -> None:
+        """Publish now if etcd answers, else as soon as it does (this never raises for etcd being down)."""
+        self._view = view_json
+        await self._sync_view()
+
+    async def withdraw_view(self) -> None:
+        self._view = None
+        await self._sync_view()
+
+    async def _sync_view(self) -> None:
+        """Make etcd hold our wanted view under the current lease (or nothing); errors leave it for the loop."""
+        async with self._view_sync:
+            lease_id, view = self._lease_id, self._view
+            try:
+                if view is None and self._published is not None:
+                    await self._client.delete(self._view_key)
+                    self._published = None
+                elif view is not None and lease_id and self._published != (lease_id, view):
+                    await self._client.put(self._view_key, view, lease=lease_id)
+                    if lease_id == self._lease_id:
+                        self._published = (lease_id, view)
+            except EtcdError as exc:
+                self._set_healthy(False, str(exc))
+
+    async def _watch_views(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                kvs, revision = await self._client.range(self._keys.views, prefix=True)
+                now = self._clock()
+                self._views = {kv.key.removeprefix(self._keys.views): (kv.value, now) for kv in kvs}
+                self._views_ok = True
+                backoff = 0.1
+                async with aclosing(self._client.watch(self._keys.views, prefix=True,
+                                                       start_revision=revision + 1)) as events:
+                    async for event in events:
+                        vantage = event.kv.key.removeprefix(self._keys.views)
+                        if event.type is EventType.PUT:
+                            self._views[vantage] = (event.kv.value, self._clock())
+                        else:
+                            self._views.pop(vantage, None)
+            except EtcdCompacted:
+                continue  # read the views again and watch from there
+            except EtcdError as exc:
+                if self._views_ok:
+                    log.warning("views watch interrupted", vantage=self.vantage, reason=str(exc))
+                self._views_ok = False
+            except Exception:  # the one catch-all of this task
+                log.exception("views watch failed")
+                self._views_ok = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max(1.0, self._ttl / 3))

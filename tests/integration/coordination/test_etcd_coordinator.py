@@ -1,0 +1,218 @@
+"""Two EtcdCoordinators (two bcd instances, "dorset" and "hampshire") over a real three-member etcd cluster.
+
+The partition tests put dorset behind TCP proxies that the test can cut: its connections stall, as when a
+link goes down, while hampshire keeps talking to etcd directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from bcd.coordination import CoordinationUnavailable, EtcdCoordinator, Lock, active_key, run_key
+from bcd.coordination.etcd import EtcdClient
+from tests.helpers.etcd import EtcdCluster, cuttable_proxies, wait_for
+
+TTL = 1  # seconds: etcd's minimum with --election-timeout 100
+
+
+@pytest.fixture
+def cluster_name(request: pytest.FixtureRequest) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)
+
+
+class Instance:
+    """One coordinator with its own client, recording the locks it lost."""
+
+    def __init__(self, endpoints: list[str], cluster: str, vantage: str, ttl: int = TTL) -> None:
+        self.client = EtcdClient(endpoints, request_timeout=0.2, deadline=0.3)
+        self.lost: list[tuple[str, float]] = []
+        self.coordinator = EtcdCoordinator(
+            self.client, cluster=cluster, vantage=vantage, lease_ttl=ttl,
+            on_lost=lambda service: self.lost.append((service, time.monotonic())),
+        )
+
+    async def close(self) -> None:
+        await self.coordinator.stop()
+        await self.client.close()
+
+
+@asynccontextmanager
+async def instances(*specs: tuple[list[str], str, str]) -> AsyncIterator[list[Instance]]:
+    async with AsyncExitStack() as stack:
+        started = []
+        for endpoints, cluster, vantage in specs:
+            instance = Instance(endpoints, cluster, vantage)
+            stack.push_async_callback(instance.close)
+            await instance.coordinator.start()
+            started.append(instance)
+        await wait_for(lambda: all(i.coordinator.available for i in started))
+        yield started
+
+
+async def acquire_when_free(instance: Instance, service: str, timeout: float = 5.0) -> tuple[Lock, float]:
+    """Poll acquire() every 20 ms; (the lock, when it was granted)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            lock = await instance.coordinator.acquire(service)
+            if lock is not None:
+                return lock, time.monotonic()
+            await asyncio.sleep(0.02)
+
+
+async def test_one_holder_and_increasing_tokens(etcd_cluster: EtcdCluster, cluster_name: str) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b):
+        first = await a.coordinator.acquire("web")
+        assert first is not None
+        assert await b.coordinator.acquire("web") is None
+        assert await a.coordinator.acquire("web") is None  # a second run on the same instance is refused too
+        now = time.monotonic()
+        assert first.valid(now) and 0 < first.remaining(now) <= TTL
+
+        other = await b.coordinator.acquire("db")  # locks are per service
+        assert other is not None and other.token > first.token
+
+        await a.coordinator.release(first)
+        assert not first.valid(time.monotonic())
+        second = await b.coordinator.acquire("web")
+        assert second is not None and second.token > other.token > first.token
+        assert await a.coordinator.acquire("web") is None
+
+        # the lock outlives several TTLs while the keepalive runs, and its validity moves forward
+        until = second.valid_until
+        await asyncio.sleep(TTL * 2.5)
+        assert second.valid(time.monotonic()) and second.valid_until > until
+        assert await a.coordinator.acquire("web") is None
+        assert a.lost == b.lost == []
+
+
+async def test_takeover_right_after_the_holder_stops(etcd_cluster: EtcdCluster, cluster_name: str) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b):
+        held = await a.coordinator.acquire("web")
+        assert held is not None
+        await a.coordinator.stop()  # revokes the lease: the lock goes at once
+        started = time.monotonic()
+        lock, granted = await acquire_when_free(b, "web", timeout=1.0)
+        assert lock.token > held.token
+        assert granted - started < 1.0  # no waiting for the TTL
+        assert a.lost == []  # a deliberate stop is not a loss
+
+
+async def test_partitioned_holder_loses_the_lock_before_anyone_takes_it(
+    etcd_cluster: EtcdCluster, cluster_name: str
+) -> None:
+    async with cuttable_proxies(etcd_cluster) as proxies:
+        specs = ([p.endpoint for p in proxies], cluster_name, "dorset"), (etcd_cluster.endpoints, cluster_name,
+                                                                          "hampshire")
+        async with instances(*specs) as (a, b):
+            held = await a.coordinator.acquire("web")
+            assert held is not None
+            await a.coordinator.publish_view(b'{"from": "dorset"}')
+            await wait_for(lambda: "dorset" in b.coordinator.views())
+
+            for proxy in proxies:
+                proxy.cut()
+            cut_at = time.monotonic()
+            assert await b.coordinator.acquire("web") is None  # not before the lease has run out
+            lock, granted = await acquire_when_free(b, "web")
+            takeover = granted - cut_at
+
+            # the holder stopped trusting its lock before the other instance could take it
+            assert held.valid_until <= granted
+            assert not held.valid(time.monotonic())
+            assert [service for service, _ in a.lost] == ["web"]
+            assert a.lost[0][1] <= granted + 0.2
+            assert not a.coordinator.available
+            assert lock.token > held.token
+            # the partitioned instance's view went with its lease
+            await wait_for(lambda: "dorset" not in b.coordinator.views(), timeout=1.0)
+            assert await a.coordinator.fenced_put(held, run_key("web", "1"), b"stale") is False
+            with pytest.raises(CoordinationUnavailable):
+                await a.coordinator.acquire("web")
+
+            for proxy in proxies:
+                proxy.heal()
+            await wait_for(lambda: a.coordinator.available)  # a new lease; the view is published again
+            await wait_for(lambda: "dorset" in b.coordinator.views())
+            assert await a.coordinator.acquire("web") is None
+    print(f"\nlock takeover after a partition: {takeover:.2f} s after the cut with a {TTL} s TTL; the holder's "
+          f"validity ended {granted - held.valid_until:.2f} s and its on_lost came {granted - a.lost[0][1]:.2f} s "
+          "before the takeover")
+    # keepalives go every TTL/3, so the server-side lease ends at most a TTL after the cut (etcd checks for
+    # expired leases every 500 ms)
+    assert takeover <= TTL + 1.0
+
+
+async def test_fenced_put_refuses_a_stale_token(etcd_cluster: EtcdCluster, cluster_name: str) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b), \
+            EtcdClient(endpoints) as operator:
+        old = await a.coordinator.acquire("web")
+        assert old is not None
+        assert await a.coordinator.fenced_put(old, run_key("web", "r1"), b"started")
+
+        # someone removes the lock behind the holder's back (etcdctl del), and the other instance takes it:
+        # the old holder still believes its lock valid, and etcd refuses its write
+        await operator.delete(f"/bcd/{cluster_name}/locks/web")
+        new = await b.coordinator.acquire("web")
+        assert new is not None and new.token > old.token
+        assert old.valid(time.monotonic())
+        assert await a.coordinator.fenced_put(old, run_key("web", "r1"), b"step 2 by the stale holder") is False
+        assert [service for service, _ in a.lost] == ["web"]
+        assert not old.valid(time.monotonic())
+
+        assert await b.coordinator.fenced_put(new, active_key("web"), b"hampshire")
+        assert await a.coordinator.read("runs/web/") == {"runs/web/r1": b"started"}
+        assert await a.coordinator.read("active/") == {"active/web": b"hampshire"}
+        await b.coordinator.release(new)
+        assert await b.coordinator.fenced_put(new, active_key("web"), b"after release") is False
+
+
+async def test_views_are_shared_and_withdrawn(etcd_cluster: EtcdCluster, cluster_name: str) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b):
+        await a.coordinator.publish_view(b'{"web": {"dorset": "up"}}')
+        await b.coordinator.publish_view(b'{"web": {"dorset": "down"}}')
+        await wait_for(lambda: set(a.coordinator.views()) == set(b.coordinator.views()) == {"dorset", "hampshire"})
+        value, age = b.coordinator.views()["dorset"]
+        assert value == b'{"web": {"dorset": "up"}}' and 0 <= age < 1
+
+        await a.coordinator.publish_view(b'{"web": {"dorset": "degraded"}}')
+        await wait_for(lambda: b.coordinator.views()["dorset"][0] == b'{"web": {"dorset": "degraded"}}')
+        await a.coordinator.withdraw_view()
+        await wait_for(lambda: "dorset" not in b.coordinator.views())
+        await wait_for(lambda: "dorset" not in a.coordinator.views())
+
+        # a view lives as long as its publisher: stopping revokes the lease
+        await b.coordinator.stop()
+        await wait_for(lambda: a.coordinator.views() == {}, timeout=1.0)
+
+
+async def test_without_quorum_nothing_is_decided_and_it_recovers(etcd_cluster: EtcdCluster,
+                                                                 cluster_name: str) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset")) as (a,):
+        held = await a.coordinator.acquire("web")
+        assert held is not None
+        etcd_cluster.kill(1)
+        etcd_cluster.kill(2)
+        await wait_for(lambda: not a.coordinator.available, timeout=TTL + 1)
+        await wait_for(lambda: a.lost, timeout=TTL + 1)
+        assert not held.valid(time.monotonic())
+        started = time.monotonic()
+        with pytest.raises(CoordinationUnavailable):
+            await a.coordinator.acquire("db")
+        assert time.monotonic() - started < 0.5
+
+        await etcd_cluster.restart(1)
+        await wait_for(lambda: a.coordinator.available, timeout=5)
+        # the old lease (and the lock bound to it) is revoked as soon as etcd answers again
+        lock, _ = await acquire_when_free(a, "web", timeout=2)
+        assert lock.token > held.token
