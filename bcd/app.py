@@ -167,7 +167,12 @@ class Daemon:
     def _mqtt_settings(config: Config) -> tuple[str | None, str | None, str | None]:
         if config.mqtt is None:
             return None, None, None
-        password = config_module.read_credential(config.mqtt.password_file) if config.mqtt.password_file else None
+        password = None
+        if config.mqtt.password_file:
+            try:
+                password = config_module.read_credential(config.mqtt.password_file)
+            except OSError as exc:  # runbook mqtt_publish steps will fail and say so; the daemon goes on
+                log.error("mqtt_password_unreadable", file=config.mqtt.password_file, error=exc.strerror)
         return config.mqtt.url, config.mqtt.username, password
 
     async def _start_web(self) -> None:

@@ -147,12 +147,12 @@ class Event:
     id: int | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        return {  # the event's own fields win over same-named data
+            **self.data,
             "id": self.id,
             "kind": self.kind,
             "at": self.at,
             "service": self.service,
             "site": self.site,
             "reason": self.reason,
-            **self.data,
         }

@@ -582,7 +582,12 @@ class MqttOutput:
             if lost is exc and isinstance(exc, BaseExceptionGroup):
                 raise  # not a connection problem: a bug, for the catch-all in _run
             if connected_at is None:
+                _abandon(client)
                 raise lost from None
+        except asyncio.CancelledError:
+            if connected_at is None:
+                _abandon(client)
+            raise
         else:
             log.info("mqtt_disconnected", url=settings.url, reason="clean stop or new settings")
             return
@@ -597,7 +602,10 @@ class MqttOutput:
         await client.publish(f"{target.prefix}/status", b"online", qos=1, retain=True)
         self._mark_all_dirty()
         if target.commands:
-            await client.subscribe(f"{target.prefix}/commands", qos=1)
+            granted = await client.subscribe(f"{target.prefix}/commands", qos=1)
+            if any(getattr(code, "value", code) >= 0x80 for code in granted):
+                log.error("mqtt_commands_not_subscribed", topic=f"{target.prefix}/commands",
+                          hint="the broker refused the subscription (ACL?): no command will be read")
         async with asyncio.TaskGroup() as tasks:
             # a lost link shows up as MqttError in the reader (even with no subscription) or in a publish
             reader = tasks.create_task(self._read(client, target), name="mqtt-reader")
@@ -641,7 +649,7 @@ class MqttOutput:
         else:
             event = self._events.popleft()
             try:
-                await client.publish(f"{prefix}/events", _json(event.to_dict()), qos=1)
+                await client.publish(f"{prefix}/events", _json(event_payload(event)), qos=1)
             except BaseException:
                 if len(self._events) == self._events.maxlen:
                     self.stats.dropped += 1
@@ -674,7 +682,7 @@ class MqttOutput:
             verdict = Refusal(verdict.id, "too many recent commands: try again later")
         if isinstance(verdict, Refusal):
             self.stats.commands["refused"] += 1
-            log.warning("mqtt_command_refused", id=verdict.id, reason=verdict.reason, retained=retained,
+            log.warning("mqtt_command_refused", id=verdict.id, why=verdict.reason, retained=retained,
                         size=len(raw))
             return verdict.id or "invalid", f"refused: {verdict.reason}"
         try:
@@ -692,8 +700,31 @@ class MqttOutput:
         return verdict.id, f"refused: {detail}"
 
 
+def event_payload(event: Event) -> dict[str, Any]:
+    """`Event.to_dict()`, except that the event's own fields win over `data` keys of the same name: such a
+    key (a run's or a step's `kind`) is renamed after the event's subject (`run_kind`, `step_kind`)."""
+    payload = event.to_dict()
+    own = {"id": event.id, "kind": event.kind, "at": event.at, "service": event.service, "site": event.site,
+           "reason": event.reason}
+    subject = event.kind.split("_")[0]
+    for key in own.keys() & event.data.keys():
+        payload[f"{subject}_{key}"] = event.data[key]
+    payload.update(own)
+    return payload
+
+
 def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, default=str, separators=(",", ":")).encode("utf-8")
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Close the socket of an attempt that failed before CONNACK (e.g. bad credentials): aiomqtt 2.5 leaves
+    it open and registered with the loop. paho's disconnect() closes it unless aiomqtt's on_disconnect
+    callback raises first (it does once its CONNACK future is settled): detach that callback."""
+    inner = client._client
+    inner.on_disconnect = None
+    with contextlib.suppress(Exception):
+        inner.disconnect()
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -143,7 +143,7 @@ class Runner:
             self.stats.runs[(record.service, record.runbook, _trigger(record.trigger), "interrupted")] += 1
             self.hooks.emit(
                 Event("run_finished", now, record.service, None, "interrupted: the daemon stopped during this run",
-                      {"run_id": record.id, "result": "interrupted", "kind": record.kind}),
+                      {"run_id": record.id, "result": "interrupted", "run_kind": record.kind}),
                 run_id=record.id, result="interrupted",
             )
         return stale
@@ -164,8 +164,9 @@ class Runner:
             self.stats.detection[request.service] = max(0.0, now - request.detected_at)
         self.hooks.emit(
             Event("run_started", now, request.service, None, request.reason, {
-                "run_id": run.id, "kind": str(request.kind), "runbook": request.runbook_name, "from": request.from_site,
-                "to": request.to_site, "trigger": request.trigger, "dry_run": request.dry_run, "forced": request.forced,
+                "run_id": run.id, "run_kind": str(request.kind), "runbook": request.runbook_name,
+                "from": request.from_site, "to": request.to_site, "trigger": request.trigger,
+                "dry_run": request.dry_run, "forced": request.forced,
             }),
             run_id=run.id, kind=str(request.kind), to_site=request.to_site, trigger=request.trigger,
             dry_run=request.dry_run, forced=request.forced,
@@ -342,7 +343,7 @@ class Runner:
     def _step_event(self, kind: str, run: ActiveRun, step: Step, *, seq: int, phase: str, data: dict[str, Any]) -> None:
         self.hooks.emit(
             Event(kind, self.clock(), run.request.service, None, f"run {run.id} step {seq} {step.name!r}",
-                  {"run_id": run.id, "seq": seq, "step": step.name, "kind": step.kind, "phase": phase, **data}),
+                  {"run_id": run.id, "seq": seq, "step": step.name, "step_kind": step.kind, "phase": phase, **data}),
             run_id=run.id, seq=seq, step=step.name, phase=phase,
             **{key: value for key, value in data.items() if key != "inputs"},
         )
@@ -365,7 +366,7 @@ class Runner:
             self.hooks.run_succeeded(request.service, request.to_site, run.id)
         self.hooks.emit(
             Event("run_finished", now, request.service, None, detail,
-                  {"run_id": run.id, "result": str(result), "kind": str(request.kind), "to": request.to_site}),
+                  {"run_id": run.id, "result": str(result), "run_kind": str(request.kind), "to": request.to_site}),
             run_id=run.id, result=str(result), detail=detail,
         )
         self.hooks.run_changed(request.service)

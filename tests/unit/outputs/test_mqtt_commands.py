@@ -1,0 +1,333 @@
+"""MQTT commands: the pure `verify()` (table-driven), the replay memory, the signing recipe the README shows,
+and `MqttOutput.handle()` acting on a real Engine (real journal, real runner) with its metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from bcd.bus import Bus
+from bcd.config import MqttSettings, parse
+from bcd.engine import Engine
+from bcd.journal import Journal
+from bcd.model import Event, Observation, ProbeKey, Result
+from bcd.outputs.metrics import Metrics
+from bcd.outputs.mqtt import (
+    MAX_COMMAND_BYTES,
+    Action,
+    Command,
+    MqttCollector,
+    MqttOutput,
+    RecentIds,
+    Refusal,
+    canonical,
+    sign,
+    verify,
+)
+from bcd.runbooks.runner import Runner
+
+KEY = b"0123456789abcdef0123456789abcdef"
+NOW = 1_700_000_000.0
+
+
+def signed(key: bytes = KEY, **fields: Any) -> dict[str, Any]:
+    """A failover command for payroll, with `fields` changed (None removes a field), signed with `key`."""
+    obj: dict[str, Any] = {"id": "c-1", "action": "failover", "service": "payroll", "reason": "drill",
+                           "by": "olive", "ts": NOW}
+    for name, value in fields.items():
+        if value is None:
+            obj.pop(name, None)
+        else:
+            obj[name] = value
+    obj["sig"] = sign(obj, key)
+    return obj
+
+
+def raw(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def check(payload: bytes, *, seen: frozenset[str] = frozenset(), retained: bool = False,
+          now: float = NOW) -> Command | Refusal:
+    return verify(payload, KEY, now, seen, max_age=60.0, retained=retained)
+
+
+# -- accepted shapes ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({}, {"action": Action.FAILOVER, "service": "payroll", "to": None}),
+    ({"to": "hampshire"}, {"action": Action.FAILOVER, "to": "hampshire"}),
+    ({"action": "failback"}, {"action": Action.FAILBACK}),
+    ({"action": "ack", "reason": ""}, {"action": Action.ACK, "reason": ""}),
+    ({"action": "maintenance", "duration": "2h"}, {"action": Action.MAINTENANCE, "duration": 7200.0, "end": False}),
+    ({"action": "maintenance", "duration": 90, "site": "dorset"}, {"duration": 90.0, "site": "dorset"}),
+    ({"action": "maintenance", "end": True}, {"end": True, "duration": None}),
+    ({"action": "approve", "run": 7, "service": None}, {"action": Action.APPROVE, "run": 7, "service": None}),
+    ({"action": "abort", "run": 3}, {"action": Action.ABORT, "run": 3, "service": "payroll"}),
+    ({"ts": NOW - 59}, {"ts": NOW - 59}),  # just inside max_age, both ways
+    ({"ts": int(NOW + 59)}, {"ts": NOW + 59}),
+    ({"by": "ølive", "reason": "grève — test"}, {"by": "ølive", "reason": "grève — test"}),  # non-ASCII canonical form
+])
+def test_valid_commands_are_accepted(fields: dict[str, Any], expected: dict[str, Any]) -> None:
+    result = check(raw(signed(**fields)))
+    assert isinstance(result, Command), result
+    assert result.id == "c-1"
+    for name, value in expected.items():
+        assert getattr(result, name) == value, name
+
+
+def test_non_ascii_payload_bytes_verify_as_sent() -> None:
+    obj = signed(by="ølive")
+    payload = json.dumps(obj, ensure_ascii=False).encode("utf-8")  # a sender need not escape
+    assert isinstance(check(payload), Command)
+
+
+# -- refusals -----------------------------------------------------------------------------------------------
+
+def _resign(obj: dict[str, Any], **fields: Any) -> bytes:
+    return raw(signed(**{**{k: v for k, v in obj.items() if k != "sig"}, **fields}))
+
+
+REFUSALS: list[tuple[str, bytes, str | None, str]] = [
+    ("too large", raw(signed(reason="x" * MAX_COMMAND_BYTES)), None, "payload too large"),
+    ("not JSON", b"failover payroll now", None, "not JSON"),
+    ("not UTF-8", b'{"id": "\xff"}', None, "not JSON"),
+    ("an array", raw([signed()]), None, "not a JSON object"),
+    ("a string", raw("failover"), None, "not a JSON object"),
+    ("NaN", raw(signed()).replace(b'"ts": 1700000000.0', b'"ts": NaN'), None, "not JSON: NaN"),
+    ("duplicate keys", raw(signed())[:-1] + b', "action": "abort"}', None, "duplicate key 'action'"),
+    ("no id", raw(signed(id=None)), None, "id must be"),
+    ("id not a string", raw(signed(id=7)), None, "id must be"),
+    ("id with a slash", raw(signed(id="a/b")), None, "id must be"),
+    ("id with a wildcard", raw(signed(id="a#")), None, "id must be"),
+    ("id too long", raw(signed(id="a" * 65)), None, "id must be"),
+    ("unsigned", raw({k: v for k, v in signed().items() if k != "sig"}), "c-1", "unsigned"),
+    ("forged sig", raw({**signed(), "sig": "0" * 64}), "c-1", "bad signature"),
+    ("sig not a string", raw({**signed(), "sig": 1}), "c-1", "bad signature"),
+    ("other key", raw(signed(key=b"not-the-key")), "c-1", "bad signature"),
+    ("tampered after signing", raw({**signed(), "service": "library"}), "c-1", "bad signature"),
+    ("field added after signing", raw({**signed(), "to": "hampshire"}), "c-1", "bad signature"),
+    ("unknown action", raw(signed(action="reboot")), "c-1", "unknown action 'reboot'"),
+    ("action not a string", raw(signed(action=1)), "c-1", "action must be a string"),
+    ("ts a string", raw(signed(ts="1700000000")), "c-1", "ts must be a number"),
+    ("ts a bool", raw(signed(ts=True)), "c-1", "ts must be a number"),
+    ("no ts", raw(signed(ts=None)), "c-1", "ts must be a number"),
+    ("reason not a string", raw(signed(reason=["drill"])), "c-1", "reason must be a string"),
+    ("no reason", raw(signed(reason=None)), "c-1", "reason is required"),
+    ("no by", raw(signed(by=None)), "c-1", "by is required"),
+    ("empty by", raw(signed(by="")), "c-1", "by must not be empty"),
+    ("service not a string", raw(signed(service=["payroll"])), "c-1", "service must be a string"),
+    ("no service", raw(signed(service=None)), "c-1", "service is required"),
+    ("to not a string", raw(signed(to=2)), "c-1", "to must be a string"),
+    ("unknown field", raw(signed(force=True)), "c-1", "failover does not take force"),
+    ("field of another action", raw(signed(action="ack", to="hampshire")), "c-1", "ack does not take to"),
+    ("run a bool", raw(signed(action="approve", run=True)), "c-1", "run must be a positive integer"),
+    ("run a string", raw(signed(action="abort", run="7")), "c-1", "run must be a positive integer"),
+    ("no run", raw(signed(action="approve")), "c-1", "run must be a positive integer"),
+    ("end not a bool", raw(signed(action="maintenance", end="yes")), "c-1", "end must be true or false"),
+    ("no duration", raw(signed(action="maintenance")), "c-1", "maintenance needs a duration"),
+    ("bad duration", raw(signed(action="maintenance", duration="soon")), "c-1", "duration: expected a duration"),
+    ("zero duration", raw(signed(action="maintenance", duration="0s")), "c-1", "duration must be positive"),
+    ("duration a bool", raw(signed(action="maintenance", duration=True)), "c-1", "duration must be a string"),
+    ("stale", raw(signed(ts=NOW - 61)), "c-1", "stale: ts is 61s old (max_age 60s)"),
+    ("from the future", raw(signed(ts=NOW + 61)), "c-1", "ts is 61s in the future"),
+]
+
+
+@pytest.mark.parametrize(("payload", "reply_id", "reason"), [case[1:] for case in REFUSALS],
+                         ids=[case[0] for case in REFUSALS])
+def test_refused_with_a_reason_and_the_id_to_reply_to(payload: bytes, reply_id: str | None, reason: str) -> None:
+    result = check(payload)
+    assert isinstance(result, Refusal), result
+    assert result.id == reply_id
+    assert reason in result.reason, result.reason
+
+
+def test_a_replayed_id_is_refused() -> None:
+    result = check(raw(signed()), seen=frozenset({"c-1"}))
+    assert result == Refusal("c-1", "replayed: this id was seen before")
+
+
+def test_a_retained_command_is_refused_even_when_valid() -> None:
+    result = check(raw(signed()), retained=True)
+    assert isinstance(result, Refusal)
+    assert (result.id, result.reason.split(":")[0]) == ("c-1", "retained message")
+
+
+def test_verify_is_pure() -> None:
+    seen = RecentIds(60.0)
+    payload = raw(signed())
+    first = verify(payload, KEY, NOW, seen)
+    again = verify(payload, KEY, NOW, seen)
+    assert first == again and isinstance(first, Command)
+    assert len(seen) == 0  # recording the id is the caller's job
+
+
+def test_canonical_form_leaves_out_sig_sorts_keys_and_keeps_unicode() -> None:
+    obj = {"ts": 1, "sig": "zz", "by": "ø", "action": "ack"}
+    assert canonical(obj) == '{"action":"ack","by":"ø","ts":1}'.encode()
+    assert sign(obj, b"k") == hmac.new(b"k", canonical(obj), hashlib.sha256).hexdigest()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+def test_the_openssl_recipe_of_the_readme_gives_the_same_signature(tmp_path: Path) -> None:
+    obj = signed(by="ølive")
+    body = canonical(obj)
+    out = subprocess.run(["openssl", "dgst", "-sha256", "-hmac", KEY.decode(), "-hex"], input=body,
+                         capture_output=True, check=True).stdout.decode()
+    assert out.strip().rsplit(" ", 1)[-1] == obj["sig"]
+
+
+# -- replay memory ------------------------------------------------------------------------------------------
+
+def test_recent_ids_keep_an_id_for_twice_max_age_then_forget_it() -> None:
+    seen = RecentIds(60.0)
+    assert seen.add("a", 0.0)
+    seen.add("b", 100.0)
+    assert "a" in seen  # 100 s later: a command with ts up to 60 s ahead may still be valid
+    seen.add("c", 121.5)
+    assert "a" not in seen and "b" in seen
+
+
+def test_recent_ids_refuse_rather_than_forget_early_when_full() -> None:
+    seen = RecentIds(60.0, limit=2)
+    assert seen.add("a", 0.0) and seen.add("b", 1.0)
+    assert not seen.add("c", 2.0)
+    assert "a" in seen and "c" not in seen
+    assert seen.add("c", 200.0)  # a and b expired
+
+
+# -- config ------------------------------------------------------------------------------------------------
+
+def test_commands_need_a_key_and_prefixes_have_no_wildcards() -> None:
+    with pytest.raises(ValidationError, match=r"commands\.enabled needs commands\.hmac_key_file"):
+        MqttSettings.model_validate({"url": "mqtt://127.0.0.1", "commands": {"enabled": True}})
+    for bad in ("bcd/+", "bcd/#", "bcd//x", "/"):
+        with pytest.raises(ValidationError, match="topic_prefix"):
+            MqttSettings.model_validate({"url": "mqtt://127.0.0.1", "topic_prefix": bad})
+    settings = MqttSettings.model_validate({"url": "mqtts://b:8883", "topic_prefix": "bcd/dorset/",
+                                            "commands": {"enabled": True, "hmac_key_file": "k", "max_age": "2m"}})
+    assert (settings.topic_prefix, settings.commands.max_age, settings.buffer) == ("bcd/dorset", 120.0, 1000)
+
+
+# -- acting on a real engine --------------------------------------------------------------------------------
+
+CONFIG = """
+instance: unit
+state_dir: {state}
+sites: {{dorset: {{}}, hampshire: {{}}}}
+defaults: {{interval: 10s, timeout: 3s, rise: 1, fall: 1}}
+runbooks:
+  move: {{steps: [{{name: hold, approval: {{timeout: 1h}}}}]}}
+services:
+  payroll:
+    active: dorset
+    failover: {{runbook: move, mode: manual, cooldown: 0s}}
+    sites:
+      dorset: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:1/"}}}}]}}
+      hampshire: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:2/"}}}}]}}
+mqtt: {{url: "mqtt://127.0.0.1:1", commands: {{enabled: true, hmac_key_file: key}}}}
+"""
+
+
+class Live:
+    def __init__(self, engine: Engine, output: MqttOutput, runner: Runner, metrics: Metrics) -> None:
+        self.engine, self.output, self.runner, self.metrics = engine, output, runner, metrics
+        self.clock = NOW
+        self.count = 0
+        self.events = engine.bus.subscribe("test")
+
+    async def event(self, kind: str) -> Event:
+        """The next bus event of `kind`."""
+        async with asyncio.timeout(5):
+            while True:
+                event = await self.events.get()
+                if event.kind == kind:
+                    return event
+
+    def send(self, **fields: Any) -> tuple[str, str]:
+        self.count += 1
+        obj = signed(**{"id": f"cmd-{self.count}", "ts": self.clock, **fields})
+        return self.output.handle(raw(obj), KEY, retained=False, max_age=60.0)
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    config = parse(CONFIG.format(state=tmp_path))
+    bus = Bus()
+    engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), bus)
+    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
+    engine.attach(runner)
+    holder: dict[str, Live] = {}
+    output = MqttOutput(engine, bus, clock=lambda: holder["live"].clock)
+    metrics = Metrics(lambda: engine, lambda: None)
+    metrics.register(MqttCollector(lambda: output))
+    output.settings = config.mqtt  # no connection: handle() is what is under test
+    holder["live"] = live = Live(engine, output, runner, metrics)
+    for site, result in (("dorset", Result.FAIL), ("hampshire", Result.OK)):
+        engine.observe(Observation(ProbeKey("payroll", site, "health"), result, 0.01, f"{result}", NOW))
+    yield live
+    await runner.stop()
+    engine.journal.close()
+
+
+def metric(live: Live, sample: str) -> float | None:
+    for line in live.metrics.render().decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_failover_approve_and_the_refusals_of_the_engine(live: Live) -> None:
+    topic, text = live.send(to="hampshire", by="olive")
+    assert topic == "cmd-1"
+    assert text.startswith("accepted: run "), text
+    run_id = int(text.split()[2].rstrip(":"))
+    assert live.engine.runs.get(run_id) is not None
+    assert live.engine.runs.get(run_id).trigger == "mqtt:olive"  # type: ignore[union-attr]
+    assert live.send() == ("cmd-2", f"refused: run {run_id} of payroll is in progress")
+    assert live.send(action="approve", run=run_id + 1) == ("cmd-3", f"refused: no run {run_id + 1}")
+    await live.event("approval_waiting")
+    assert live.send(action="approve", run=run_id, service="library") == (
+        "cmd-4", "refused: no service named 'library'")
+    assert live.send(action="approve", run=run_id)[1] == f"accepted: run {run_id} approved"
+    finished = await live.event("run_finished")
+    assert finished.data["result"] == "succeeded"
+    assert live.engine.services["payroll"].active == "hampshire"
+    assert live.send(action="abort", run=run_id)[1] == f"refused: run {run_id} is not in progress"
+    assert metric(live, 'bcd_mqtt_commands_total{result="accepted"}') == 2
+    assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 4
+
+
+async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
+    assert live.send(action="maintenance", site="dorset", duration="2h", reason="patching")[1] == (
+        "accepted: maintenance of dorset for 7200s")
+    site = live.engine.sites[("payroll", "dorset")]
+    assert site.maintenance_until == pytest.approx(live.engine.clock() + 7200, abs=5)
+    assert "mqtt:olive" in (site.maintenance_reason or "")
+    assert live.send(action="maintenance", site="kent", duration="1h")[1].startswith("refused: payroll has no site")
+    assert live.send(action="maintenance", end=True)[1] == "accepted: maintenance ended for dorset"
+    assert live.send(action="ack")[1] == "accepted: nothing to acknowledge"
+
+
+async def test_refusals_are_counted_replayed_ids_too_and_no_key_refuses_all(live: Live) -> None:
+    obj = signed(id="once")
+    assert live.output.handle(raw(obj), KEY, retained=False, max_age=60.0)[1].startswith("accepted")
+    assert live.output.handle(raw(obj), KEY, retained=False, max_age=60.0) == (
+        "once", "refused: replayed: this id was seen before")
+    assert live.output.handle(b"\x00garbage", KEY, retained=False, max_age=60.0)[0] == "invalid"
+    assert live.output.handle(raw(signed(id="k")), None, retained=False, max_age=60.0) == (
+        "k", "refused: commands unavailable: the hmac key cannot be read")
+    assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 3
+    assert metric(live, "bcd_mqtt_connected") == 0
+    assert metric(live, "bcd_mqtt_dropped_messages_total") == 0
