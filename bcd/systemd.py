@@ -177,7 +177,7 @@ async def feed_watchdog(notifier: Notifier, interval: float, liveness: Liveness)
         planned = loop.time() + interval
         await asyncio.sleep(interval)
         lag = loop.time() - planned
-        if lag > interval:  # the loop was blocked: we still ping (it turns now), but say so
+        if lag > max(interval, 1.0):  # the loop was blocked: we still ping (it turns now), but say so
             log.warning("event_loop_lag", seconds=round(lag, 3))
         try:
             reason = liveness.check()
@@ -194,7 +194,7 @@ async def feed_watchdog(notifier: Notifier, interval: float, liveness: Liveness)
                       hint="systemd restarts bcd after WatchdogSec= unless progress resumes")
 
 
-async def keep_status(notifier: Notifier, text: Callable[[], str], every: float = 2.0) -> None:
+async def keep_status(notifier: Notifier, text: Callable[[], str], every: float = 1.0) -> None:
     """Send STATUS= whenever `text()` changes (checked every `every` seconds)."""
     last = text()
     while True:
