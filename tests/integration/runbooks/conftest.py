@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -45,7 +44,3 @@ async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
     await dorset.stop()
     await hampshire.stop()
 
-
-@pytest.fixture
-def start_daemon(estate: Estate) -> Callable[..., Awaitable[Any]]:
-    return estate.start

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,29 @@ import aiohttp
 from tests.helpers.daemon import DaemonProcess, free_port
 from tests.helpers.recorder import Recorder
 from tests.helpers.targets import HttpTarget
+from tests.integration.runbooks.runner_kit import eventually
 
 OPERATOR_TOKEN = "operator-token-0123456789"
 VIEWER_TOKEN = "viewer-token-0123456789"
 FINISHED = frozenset({"succeeded", "failed", "aborted", "rolled_back", "interrupted", "dry_run"})
+STORY = frozenset({"site_transition", "service_status", "run_started", "step_started", "step_finished",
+                   "run_finished", "active_changed", "acknowledged"})
+WAIT = 30.0  # generous: polls return as soon as the condition holds, a loaded CI machine is slow
 
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sample(metrics: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` whose labels include `labels`."""
+    for line in metrics.splitlines():
+        match = re.fullmatch(r"(\w+)\{(.*)\} (\S+)", line)
+        if match and match[1] == name:
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match[2]))
+            if labels.items() <= found.items():
+                return float(match[3])
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,47 +92,51 @@ class Bcd(DaemonProcess):
         result: list[dict[str, Any]] = reply.body["runs"]
         return result
 
+    async def poll(
+        self, fetch: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], what: str, timeout: float = WAIT,
+    ) -> Any:
+        """Fetch from the API every 100 ms until `check` holds; on timeout, fail saying what was last seen
+        and what the daemon logged (transitions, statuses, runs), so a slow or flaky run explains itself."""
+        last: Any = None
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    last = await fetch()
+                    if check(last):
+                        return last
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            story = [line for line in self.log_lines if line.get("event") in STORY]
+            raise AssertionError(f"{what} not seen within {timeout:g}s; last seen: {last}; log: {story}") from None
+
     async def wait_service(
-        self, check: Callable[[dict[str, Any]], bool], name: str = "payroll", timeout: float = 15.0
+        self, check: Callable[[dict[str, Any]], bool], name: str = "payroll", timeout: float = WAIT
     ) -> dict[str, Any]:
         """The service as the API shows it, once `check` holds."""
-
-        async def probe() -> dict[str, Any] | None:
-            data = await self.service(name)
-            return data if check(data) else None
-
-        result: dict[str, Any] = await self.wait_until(probe, timeout)
+        result: dict[str, Any] = await self.poll(lambda: self.service(name), check, f"service {name}", timeout)
         return result
 
     async def wait_run(
         self, run_id: int, check: Callable[[dict[str, Any]], bool] = lambda r: r["result"] in FINISHED,
-        timeout: float = 15.0,
+        timeout: float = WAIT,
     ) -> dict[str, Any]:
         """The run as the API shows it, once `check` holds (by default: once it has finished)."""
-
-        async def probe() -> dict[str, Any] | None:
-            data = await self.run(run_id)
-            return data if check(data) else None
-
-        result: dict[str, Any] = await self.wait_until(probe, timeout)
+        result: dict[str, Any] = await self.poll(lambda: self.run(run_id), check, f"run {run_id}", timeout)
         return result
 
-    async def wait_first_run(self, service: str = "payroll", timeout: float = 15.0) -> dict[str, Any]:
+    async def wait_first_run(self, service: str = "payroll", timeout: float = WAIT) -> dict[str, Any]:
         """The service's first run, once it has finished."""
-
-        async def probe() -> dict[str, Any] | None:
-            runs = await self.runs(service)
-            return runs[-1] if runs and runs[-1]["result"] in FINISHED else None
-
-        first: dict[str, Any] = await self.wait_until(probe, timeout)
-        return await self.run(first["id"])
+        runs = await self.poll(lambda: self.runs(service), lambda runs: bool(runs) and runs[-1]["result"] in FINISHED,
+                               f"a finished run of {service}", timeout)
+        return await self.run(runs[-1]["id"])
 
     def kill9(self) -> None:
         self.send(signal.SIGKILL)
 
 
 class Estate:
-    """`payroll` runs in dorset (active) and hampshire (standby), each probed over HTTP every 100 ms."""
+    """`payroll` runs in dorset (active) and hampshire (standby), each probed over HTTP every 250 ms
+    (timeout 200 ms: generous, so that a loaded machine does not fake a failure)."""
 
     def __init__(self, tmp_path: Path, dorset: HttpTarget, hampshire: HttpTarget, steps: Recorder) -> None:
         self.tmp_path = tmp_path
@@ -163,7 +183,7 @@ class Estate:
             "state_dir": str(self.state_dir),
             "server": {"listen": f"127.0.0.1:{self.port}"},
             "sites": {"dorset": {}, "hampshire": {}},
-            "defaults": {"interval": "100ms", "timeout": "80ms", "rise": 1, "fall": 2},
+            "defaults": {"interval": "250ms", "timeout": "200ms", "rise": 1, "fall": 2},
             "services": services or {"payroll": self.service()},
             "runbooks": {"move": runbook, **(runbooks or {})},
             "auth": {
@@ -184,7 +204,7 @@ class Estate:
         daemon = Bcd(self.config_path, self.port, env)
         self.daemons.append(daemon)
         await daemon.start()
-        await daemon.wait_ready()
+        await daemon.wait_ready(WAIT)
         for name in ok:
             await daemon.wait_service(lambda s: s["status"] == "ok", name)
         return daemon
@@ -192,9 +212,7 @@ class Estate:
     async def probes_of(self, target: HttpTarget, count: int) -> None:
         """Return after `target` has been probed `count` more times (time passing, as the daemon sees it)."""
         goal = target.requests + count
-        async with asyncio.timeout(10):
-            while target.requests < goal:
-                await asyncio.sleep(0.02)  # polling a counter with a deadline
+        await eventually(lambda: target.requests >= goal, 10, f"{count} more probes of {target.url}")
 
     async def close(self) -> None:
         for daemon in self.daemons:

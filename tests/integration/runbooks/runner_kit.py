@@ -109,12 +109,27 @@ def command_step(name: str, script: str, *args: str, **options: Any) -> dict[str
     return step
 
 
+async def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "a condition") -> None:
+    """Return once `check()` holds, polling it every 10 ms; TimeoutError after `timeout`. For state another
+    process owns (files it writes, the process table), where there is no event to wait on."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                if check():
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise TimeoutError(f"{what} did not happen within {timeout:g}s") from None
+
+
+def read(path: Path) -> str:
+    return path.read_text()
+
+
 async def read_pids(path: Path, timeout: float = 10.0) -> list[int]:
     """The pids a script wrote to `path` (it writes the file atomically), waiting until it exists."""
-    async with asyncio.timeout(timeout):
-        while not path.exists():
-            await asyncio.sleep(0.01)  # polling for a file another process writes, with a deadline
-    return [int(pid) for pid in path.read_text().split()]
+    await eventually(path.exists, timeout, f"{path} being written")
+    return [int(pid) for pid in read(path).split()]
 
 
 def alive(pid: int) -> bool:
@@ -131,9 +146,7 @@ def alive(pid: int) -> bool:
 
 
 async def wait_gone(pids: list[int], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while any(alive(pid) for pid in pids):
-            await asyncio.sleep(0.01)  # polling the kernel's process table, with a deadline
+    await eventually(lambda: not any(alive(pid) for pid in pids), timeout, f"processes {pids} ending")
 
 
 def open_journal(path: Path) -> tuple[Journal, RunJournal]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.runbooks.runner_kit import Kit, command_step, read_pids, wait_gone
+from tests.integration.runbooks.runner_kit import Kit, command_step, read, read_pids, wait_gone
 
 
 async def test_argv_is_passed_literally_without_a_shell(kit: Kit, tmp_path: Path) -> None:
@@ -15,7 +15,7 @@ async def test_argv_is_passed_literally_without_a_shell(kit: Kit, tmp_path: Path
         command_step("fence", "runbook-record-args", *hostile, env={"RECORD_TO": str(record)}),
     ]})
     assert run.result == "succeeded"
-    assert Path(f"{record}.args").read_text().split("\n")[:-1] == hostile
+    assert read(Path(f"{record}.args")).split("\n")[:-1] == hostile
     assert not pwned.exists()
     assert steps[0].inputs["argv"][1:] == hostile
     assert steps[0].output.endswith("recorded 7 arguments")
@@ -28,14 +28,14 @@ async def test_bcd_variables_describe_the_run(kit: Kit, tmp_path: Path) -> None:
                                 env={"RECORD_TO": str(record)})]},
         trigger="olive",
     )
-    env = dict(line.split("=", 1) for line in Path(f"{record}.env").read_text().splitlines())
+    env = dict(line.split("=", 1) for line in read(Path(f"{record}.env")).splitlines())
     assert env["BCD_SERVICE"] == "payroll"
     assert env["BCD_FROM_SITE"] == "dorset"
     assert env["BCD_TO_SITE"] == "hampshire"
     assert env["BCD_RUN_ID"] == str(run.id)
     assert env["BCD_TRIGGER"] == "olive"
     assert env["BCD_FENCE_TOKEN"] == str(run.id)
-    assert Path(f"{record}.args").read_text() == "payroll:hampshire\n"  # argv templates are filled too
+    assert read(Path(f"{record}.args")) == "payroll:hampshire\n"  # argv templates are filled too
 
 
 async def test_timeout_kills_the_whole_process_group(kit: Kit, tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ async def test_approval_waits_then_continues_when_approved(kit: Kit, recorder: R
     await run.task
     record, steps = kit.finished(run.id)
     assert record.result == "succeeded"
-    assert [(s.name, s.outcome, s.output) for s in steps][0] == ("ok?", "succeeded", "approved by olive")
+    assert (steps[0].name, steps[0].outcome, steps[0].output) == ("ok?", "succeeded", "approved by olive")
     assert recorder.paths() == ["/switch"]
 
 
