@@ -1,8 +1,10 @@
 """Alerts at the edge: derive them from the live state, diff, and notify Alertmanager and webhooks.
 
-`AlertSender` re-derives the set of alerts (the pure `alert_rules.active_alerts`) whenever the bus carries an
-event, and on a timer; what appears is firing, what disappears is resolved. Each receiver has its own task,
-so a receiver that is slow or down never holds up the daemon, the other receivers, or the next evaluation.
+`AlertSender` derives the alerts with the pure `alert_rules.active_alerts`: for the services named by bus
+events as they come (bursts coalesced), and for every service every `FULL_EVERY` seconds, in slices (so
+certificates that cross `cert_expiry_warn` are seen, and nothing depends on an event having been delivered).
+What appears is firing, what disappears is resolved. Each receiver has its own task, so a receiver that is
+slow or down never holds up the daemon, the other receivers, or the next evaluation.
 
 - **Alertmanager** (API v2, `POST <url>/api/v2/alerts`): state-based. Every `resend` all firing alerts are
   posted with `endsAt = now + 4 x resend` (so Alertmanager resolves them by itself if bcd goes away); changes
@@ -40,7 +42,8 @@ from bcd import __version__
 from bcd.bus import Bus, Subscription
 from bcd.config import AlertmanagerSettings, Config, Webhook, read_credential
 from bcd.engine import Engine
-from bcd.health import FrozenMap
+from bcd.health import FrozenMap, SiteHealth
+from bcd.model import ProbeKey
 from bcd.outputs.alert_rules import (
     ALERTNAMES,
     Alert,
@@ -55,8 +58,11 @@ from bcd.outputs.alert_rules import (
 
 log = structlog.get_logger("bcd.alerts")
 
-MAX_TICK = 10.0
-"""Re-evaluate at least this often even without events (certificates near expiry, resend)."""
+FULL_EVERY = 30.0
+"""Re-derive every service this often even without events (certificates crossing cert_expiry_warn); between
+times only the services named by bus events are looked at again."""
+CHUNK = 200
+"""Services derived per slice of a full pass (the event loop runs other work between slices)."""
 EVALUATE_GAP = 0.05
 """At most one evaluation per gap: a burst of events costs one evaluation, not one each."""
 MAX_PENDING = 10_000
@@ -305,28 +311,34 @@ class WebhookTarget(_Receiver):
                    attempts=self.settings.attempts)
 
 
-def build_snapshot(engine: Engine, failed_run: Callable[[str], FailedRun | None]) -> AlertSnapshot:
-    """What the alert rules look at, read from the engine (and, through `failed_run`, the run journal)."""
+def build_snapshot(engine: Engine, names: Iterable[str], failed_run: Callable[[str], FailedRun | None],
+                   ) -> AlertSnapshot:
+    """What the alert rules look at for the services `names`, read from the engine (and, through `failed_run`,
+    the run journal). Costs O(sites + probes) of those services only."""
     config = engine.config
-    certificates: dict[str, list[Certificate]] = {}
-    for key, obs in engine.last.items():
-        if obs.cert_expiry is not None:
-            certificates.setdefault(key.service, []).append(Certificate(key.site, key.probe, obs.cert_expiry))
-    waiting: dict[str, WaitingRun] = {}
-    if engine.runner is not None:
-        for name, run in engine.runner.active.items():
-            if run.approval is not None:
-                waiting[name] = WaitingRun(run.id, str(run.request.kind), run.request.to_site, run.waiting_step)
+    runs = engine.runner.active if engine.runner is not None else {}
     services = []
-    for name, view in engine.services.items():
-        service = config.services.get(name)
-        if service is None:
+    for name in names:
+        service, view = config.services.get(name), engine.services.get(name)
+        if service is None or view is None:
             continue
-        sites = {site: engine.sites[(name, site)] for site in service.sites if (name, site) in engine.sites}
+        sites: dict[str, SiteHealth] = {}
+        certificates: list[Certificate] = []
+        for site_name, site in service.sites.items():
+            health = engine.sites.get((name, site_name))
+            if health is not None:
+                sites[site_name] = health
+            for probe in site.probes:
+                obs = engine.last.get(ProbeKey(name, site_name, probe.name))
+                if obs is not None and obs.cert_expiry is not None:
+                    certificates.append(Certificate(site_name, probe.name, obs.cert_expiry))
+        run = runs.get(name)
+        waiting = None if run is None or run.approval is None else WaitingRun(
+            run.id, str(run.request.kind), run.request.to_site, run.waiting_step)
         services.append(ServiceFacts(
             name=name, status=view.status, active=view.active, since=view.since, reason=view.reason,
             guard=view.guard, labels=service.labels, sites=sites, failed_run=failed_run(name),
-            waiting_run=waiting.get(name), certificates=tuple(certificates.get(name, ())),
+            waiting_run=waiting, certificates=tuple(certificates),
         ))
     return AlertSnapshot(config.instance, services, config.alerts.cert_expiry_warn, config.alerts.runbook_url)
 
@@ -342,8 +354,11 @@ class AlertSender:
         self.config = config
         self.clock = clock
         self.firing: dict[Key, Alert] = {}
+        self._by_service: dict[str, dict[Key, Alert]] = {}
+        self._dirty: set[str] = set()
+        self._full = True
         self.stats = AlertStats()
-        self.targets: dict[tuple[str, str], AlertmanagerTarget | WebhookTarget] = {}
+        self.targets: dict[tuple[str, str], Target] = {}
         self._target_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
@@ -351,6 +366,7 @@ class AlertSender:
         self._wake = asyncio.Event()
         self._failed_runs: dict[str, FailedRun | None] = {}
         self._dropped_seen = 0
+        self._listen_address = config.server.listen  # a reload does not move the server either
         self.configure(config)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -404,6 +420,7 @@ class AlertSender:
                 self._add_target(key, target_settings)
         self.stats.retain({target.label for target in self.targets.values()})
         self._failed_runs.clear()
+        self._full = True
         self._wake.set()
 
     def _add_target(self, key: tuple[str, str], settings: AlertmanagerSettings | Webhook) -> None:
@@ -438,22 +455,28 @@ class AlertSender:
     # -- evaluation ----------------------------------------------------------------------------------
     async def _listen(self, subscription: Subscription) -> None:
         async for event in subscription:
-            if event.kind in RUN_EVENTS and event.service is not None:
-                self._failed_runs.pop(event.service, None)
+            if event.service is None:
+                self._full = True
+            else:
+                self._dirty.add(event.service)
+                if event.kind in RUN_EVENTS:
+                    self._failed_runs.pop(event.service, None)
             self._wake.set()
 
     async def _evaluate_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        last_resend = loop.time()
+        last_resend = last_full = loop.time()
         while True:
             resend = self.config.alerts.alertmanager.resend
-            wait = min(max(0.0, last_resend + resend - loop.time()), MAX_TICK)
+            wait = min(max(0.0, last_resend + resend - loop.time()), max(0.0, last_full + FULL_EVERY - loop.time()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
             self._wake.clear()
+            if loop.time() - last_full >= FULL_EVERY:
+                last_full, self._full = loop.time(), True
             try:
-                self.evaluate()
+                await self._evaluate_pending()
             except Exception:
                 log.exception("alert_evaluation_failed")
             if loop.time() - last_resend >= resend:
@@ -463,25 +486,39 @@ class AlertSender:
                         target.resend()
             await asyncio.sleep(EVALUATE_GAP)  # rate limit: events arriving meanwhile share the next evaluation
 
-    def evaluate(self) -> None:
-        """Derive the alerts now; tell every receiver what started firing and what resolved."""
-        now = self.clock()
+    async def _evaluate_pending(self) -> None:
         if self._subscription is not None and self._subscription.dropped != self._dropped_seen:
-            self._dropped_seen = self._subscription.dropped  # a run event may be among the lost ones
+            self._dropped_seen = self._subscription.dropped  # what the lost events said is unknown: look at all
             self._failed_runs.clear()
+            self._full = True
+        full, dirty = self._full, self._dirty
+        self._full, self._dirty = False, set()
+        if not full:
+            if dirty:
+                self.evaluate(dirty)
+            return
+        self.evaluate(())  # resolves the alerts of services a reload removed
+        names = sorted(self._engine().config.services)
+        for begin in range(0, len(names), CHUNK):  # a large estate in slices: the loop stays responsive
+            self.evaluate(names[begin:begin + CHUNK])
+            await asyncio.sleep(0)
+
+    def evaluate(self, services: Iterable[str] | None = None) -> None:
+        """Derive the alerts of `services` (default: every service) now; tell every receiver what started
+        firing and what resolved. The alerts of services no longer configured resolve in any case."""
+        now = self.clock()
         engine = self._engine()
-        derived = active_alerts(build_snapshot(engine, lambda name: self._failed_run(engine, name)), now)
-        current: dict[Key, Alert] = {}
+        configured = engine.config.services
+        names = set(configured) if services is None else {name for name in services if name in configured}
+        snapshot = build_snapshot(engine, sorted(names), lambda name: self._failed_run(engine, name))
+        derived: dict[str, dict[Key, Alert]] = {name: {} for name in names}
+        for alert in active_alerts(snapshot, now):
+            derived[alert.service][alert.labels] = alert
+        derived.update({name: {} for name in self._by_service if name not in configured})
         fired: list[Alert] = []
-        for alert in derived:
-            known = self.firing.get(alert.labels)
-            if known is None:
-                fired.append(alert)
-                current[alert.labels] = alert
-            else:  # the same alert: it keeps its start, its annotations may have changed
-                current[alert.labels] = replace(alert, starts_at=known.starts_at)
-        resolved = [(alert, now) for key, alert in self.firing.items() if key not in current]
-        self.firing = current
+        resolved: list[tuple[Alert, float]] = []
+        for name, alerts in derived.items():
+            self._merge(name, alerts, now, fired, resolved)
         for alert in fired:
             log.info("alert_firing", alertname=alert.name, **_log_labels(alert))
         for alert, _ in resolved:
@@ -489,6 +526,25 @@ class AlertSender:
         if fired or resolved:
             for target in self.targets.values():
                 target.changed(fired, resolved)
+
+    def _merge(self, name: str, alerts: dict[Key, Alert], now: float, fired: list[Alert],
+               resolved: list[tuple[Alert, float]]) -> None:
+        """Adopt a service's newly derived alerts; note what started firing and what resolved."""
+        known = self._by_service.get(name, {})
+        for key, alert in alerts.items():
+            if key in known:  # the same alert: it keeps its start, its annotations may have changed
+                alerts[key] = replace(alert, starts_at=known[key].starts_at)
+            else:
+                fired.append(alert)
+            self.firing[key] = alerts[key]
+        for key, alert in known.items():
+            if key not in alerts:
+                resolved.append((alert, now))
+                self.firing.pop(key, None)
+        if alerts:
+            self._by_service[name] = alerts
+        else:
+            self._by_service.pop(name, None)
 
     def _failed_run(self, engine: Engine, service: str) -> FailedRun | None:
         """The service's unacknowledged failed run, cached until a run finishes or is acknowledged."""
@@ -502,7 +558,7 @@ class AlertSender:
 
     # -- helpers for the receivers -------------------------------------------------------------------
     def generator_url(self, alert: Alert) -> str:
-        return f"http://{self.config.server.listen}/api/v1/services/{quote(alert.service, safe='')}"
+        return f"http://{self._listen_address}/api/v1/services/{quote(alert.service, safe='')}"
 
     @staticmethod
     def headers() -> dict[str, str]:
