@@ -70,8 +70,9 @@ async def test_runs_every_interval_and_reports_observations() -> None:
     scheduler.sync([job("a", interval=0.05)], builder({"a": probe}))
     await sink.wait_for(lambda obs: len(obs) >= 5)
     await scheduler.stop()
-    gaps = [b - a for a, b in zip(probe.starts, probe.starts[1:], strict=False)]
-    assert all(0.03 < gap < 0.08 for gap in gaps), gaps
+    # due times never drift: on average the runs are one interval apart, whatever the jitter of each
+    mean_gap = (probe.starts[-1] - probe.starts[0]) / (len(probe.starts) - 1)
+    assert 0.04 <= mean_gap <= 0.07, probe.starts
     assert sink.observations[0].vantage == "dorset"
     assert sink.observations[0].key == ProbeKey("svc", "dorset", "a")
     assert scheduler.all_ran_once()
@@ -84,7 +85,7 @@ async def test_a_run_still_in_flight_is_skipped_not_queued() -> None:
     probe = RecordingProbe(hold=hold)
     scheduler.sync([job("slow", interval=0.02, timeout=10.0)], builder({"slow": probe}))
     async with asyncio.timeout(5):
-        while scheduler.stats.skipped < 3:
+        while scheduler.stats.skipped < 3:  # noqa: ASYNC110 - a counter with no event to await; deadline above
             await asyncio.sleep(0.01)
     assert len(probe.starts) == 1
     hold.set()
@@ -122,7 +123,7 @@ async def test_concurrency_cap_holds() -> None:
     scheduler.sync([job(name, interval=5.0, timeout=10.0) for name in probes], builder(dict(probes)))
     scheduler.run_now([ProbeKey("svc", "dorset", name) for name in probes])
     async with asyncio.timeout(5):
-        while scheduler.in_flight < 2:
+        while scheduler.in_flight < 2:  # noqa: ASYNC110 - a gauge with no event to await; deadline above
             await asyncio.sleep(0.01)
     assert scheduler.in_flight == 2
     assert sum(len(p.starts) for p in probes.values()) == 2

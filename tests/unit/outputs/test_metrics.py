@@ -71,7 +71,7 @@ def sample(text: str, name: str) -> float | None:
 
 
 def test_every_family_of_the_contract_is_rendered(live: tuple[Engine, Metrics]) -> None:
-    engine, metrics = live
+    _, metrics = live
     text = metrics.render().decode()
     for family in (
         "bcd_probe_success", "bcd_probe_duration_seconds", "bcd_probe_results_total", "bcd_site_health",
