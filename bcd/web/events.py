@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Any
 
 from aiohttp import web
 
+from bcd.engine import Engine
 from bcd.model import Event
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT
@@ -18,9 +20,21 @@ HEARTBEAT = 15.0
 MAX_PAGE = 500
 
 
+STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
+
+
 def routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/events", list_events)
     app.router.add_get("/api/v1/events/stream", stream_events)
+    streams: set[asyncio.Task[Any]] = set()
+    app[STREAMS] = streams
+    app.on_shutdown.append(_end_streams)
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Open event streams never end by themselves: end them so shutdown does not wait for them."""
+    for task in list(app[STREAMS]):
+        task.cancel()
 
 
 def _int(request: web.Request, name: str, default: int) -> int:
@@ -63,6 +77,21 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     service = request.query.get("service")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
+    task = asyncio.current_task()
+    streams = request.app[STREAMS]
+    if task is not None:
+        streams.add(task)
+    try:
+        return await _follow(request, response, engine, service)
+    except asyncio.CancelledError:
+        return response
+    finally:
+        if task is not None:
+            streams.discard(task)
+
+
+async def _follow(request: web.Request, response: web.StreamResponse, engine: Engine,
+                  service: str | None) -> web.StreamResponse:
     async with engine.bus.subscription("sse", size=1000) as live:
         last = int(request.headers.get("Last-Event-ID", "0") or 0)
         for event in engine.journal.events(after=last, service=service, limit=MAX_PAGE) if last else []:
