@@ -20,20 +20,26 @@ HEARTBEAT = 15.0
 MAX_PAGE = 500
 
 
-STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
+class Streams:
+    """The tasks serving open event streams (ended at shutdown)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+
+STREAMS = web.AppKey("streams", Streams)
 
 
 def routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/events", list_events)
     app.router.add_get("/api/v1/events/stream", stream_events)
-    streams: set[asyncio.Task[Any]] = set()
-    app[STREAMS] = streams
+    app[STREAMS] = Streams()
     app.on_shutdown.append(_end_streams)
 
 
 async def _end_streams(app: web.Application) -> None:
     """Open event streams never end by themselves: end them so shutdown does not wait for them."""
-    for task in list(app[STREAMS]):
+    for task in list(app[STREAMS].tasks):
         task.cancel()
 
 
@@ -78,7 +84,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     task = asyncio.current_task()
-    streams = request.app[STREAMS]
+    streams = request.app[STREAMS].tasks
     if task is not None:
         streams.add(task)
     try:
