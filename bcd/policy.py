@@ -128,7 +128,10 @@ def _running(snap: Snapshot) -> Decision:
 
 
 def up_standbys(snap: Snapshot) -> list[str]:
-    return [name for name, site in snap.sites.items() if name != snap.active and site.effective is SiteState.UP]
+    """The standbys that are up, in config order, those in maintenance last: a standby in maintenance is
+    picked (and then blocked by the maintenance guard) only when no other standby is up."""
+    up = [name for name, site in snap.sites.items() if name != snap.active and site.effective is SiteState.UP]
+    return sorted(up, key=lambda name: snap.sites[name].state is SiteState.MAINTENANCE)
 
 
 def _active_down(snap: Snapshot, now: float) -> Decision:
