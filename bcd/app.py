@@ -18,7 +18,10 @@ from aiohttp import web
 from bcd import config as config_module
 from bcd import systemd
 from bcd.bus import Bus
+from bcd.cluster import ClusterCollector, ClusterLink
 from bcd.config import Config, ConfigError
+from bcd.coordination import Coordinator, EtcdCoordinator, LocalCoordinator
+from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, ServiceStatus
@@ -83,6 +86,9 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self.mqtt: MqttOutput | None = None
         self.alerts: AlertSender | None = None
+        self.coordinator: Coordinator | None = None
+        self.cluster: ClusterLink | None = None  # with a `cluster:` section only
+        self._etcd: EtcdClient | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -107,8 +113,9 @@ class Daemon:
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
             log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
                         hint="raise LimitNOFILE, or lower scheduler.max_concurrency")
-        self.context = ProbeContext(http=make_http_session())
+        self.context = ProbeContext(http=make_http_session(self.config.vantage if self.config.cluster else None))
         self._step_http = aiohttp.ClientSession()
+        await self._start_coordination()  # before the runner: in a cluster no run may start without the lock
         self._start_runner()
         self.mqtt = MqttOutput(self.engine, self.bus)  # subscribes now: the runner's recovery events go out too
         self.mqtt.apply(self.config)
@@ -135,6 +142,48 @@ class Daemon:
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
         self.engine.attach(self.runner)
         self.metrics.register(RunnerCollector(lambda: self.runner, lambda: self.engine))
+
+    async def _start_coordination(self) -> None:
+        """A lone instance: a LocalCoordinator on the journal's SQLite file. A cluster member: an etcd client and
+        coordinator, and the cluster link the engine decides and runs through."""
+        cluster = self.config.cluster
+        if cluster is None:
+            self.coordinator = LocalCoordinator(self.journal.path, vantage=self.config.vantage or "local")
+            await self.coordinator.start()
+            return
+        assert self.config.vantage is not None  # the config refuses a cluster member without one
+        etcd = cluster.etcd
+
+        def credential(name: str | None) -> str | None:
+            return str(config_module.credential_path(name)) if name else None
+
+        self._etcd = EtcdClient(
+            etcd.endpoints, request_timeout=max(0.1, cluster.call_timeout / 2), deadline=cluster.call_timeout,
+            ca_file=credential(etcd.ca_file), cert_file=credential(etcd.cert_file), key_file=credential(etcd.key_file),
+        )
+        coordinator = EtcdCoordinator(self._etcd, cluster=cluster.name, vantage=self.config.vantage,
+                                      lease_ttl=cluster.lease_ttl, keepalive=cluster.keepalive_interval,
+                                      on_lost=self._lock_lost)
+        self.coordinator = coordinator
+        self.cluster = ClusterLink(coordinator, self.engine, vantage=self.config.vantage, quorum=cluster.quorum,
+                                   lease_ttl=cluster.lease_ttl, call_timeout=cluster.call_timeout)
+        self.engine.attach_cluster(self.cluster)
+        self.metrics.register(ClusterCollector(self.cluster))
+        await self.cluster.start()
+        log.info("cluster_member", cluster=cluster.name, vantage=self.config.vantage, endpoints=etcd.endpoints,
+                 quorum=cluster.quorum, lease_ttl=cluster.lease_ttl)
+
+    async def _stop_coordination(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.stop()  # stops its coordinator
+        elif self.coordinator is not None:
+            await self.coordinator.stop()
+        if self._etcd is not None:
+            await self._etcd.close()
+
+    def _lock_lost(self, service: str) -> None:
+        if self.cluster is not None:
+            self.cluster.lost(service)
 
     def _start_systemd(self) -> None:
         """READY=1 (config loaded, HTTP bound), then STATUS= updates and, under WatchdogSec=, WATCHDOG=1 pings
@@ -192,6 +241,7 @@ class Daemon:
                     task.cancel()
                 if self.runner is not None:
                     await self.runner.stop()
+                await self._stop_coordination()  # after the runner: final run records, then locks and view go
                 if self.mqtt is not None:  # after the runner: its last events go out, then `offline`
                     await self.mqtt.stop()
                 if self.alerts is not None:
@@ -277,6 +327,8 @@ class Daemon:
             return False
         if new.server != self.config.server or new.state_dir != self.config.state_dir:
             log.warning("reload_ignores", fields="server, state_dir", hint="restart to change them")
+        if new.cluster != self.config.cluster or new.vantage != self.config.vantage:
+            log.warning("reload_ignores", fields="cluster, vantage", hint="restart to change them")
         assert self.scheduler is not None
         try:
             build = self._prebuilt(new)

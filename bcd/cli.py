@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the daemon on a simulated two-site estate")
     demo.add_argument("--fail-after", type=float, default=20.0, help="seconds before a site is failed")
+    demo.add_argument("--cluster", action="store_true",
+                      help="three instances and an embedded three-member etcd: a quorum decision")
     demo.set_defaults(handler=cmd_demo)
 
     status = commands.add_parser("status", help="show services and sites of a running daemon")
@@ -193,6 +195,10 @@ def run_loop(main_coro: Any) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.cluster:
+        from bcd.demo_cluster import run_cluster_demo
+
+        return run_loop(run_cluster_demo(args.fail_after))
     from bcd.demo import run_demo
 
     return run_loop(run_demo(args.fail_after))

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -24,8 +24,8 @@ from bcd.config import Config
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, RunJournal, SavedService, SavedSite
 from bcd.model import Event, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
-from bcd.policy import Request, Snapshot, TransferRule, Verdict
-from bcd.runbooks.runner import ActiveRun, RunConflict, Runner, RunRequest
+from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
+from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
 log = structlog.get_logger("bcd.engine")
 
@@ -57,6 +57,25 @@ class RequestRefused(Exception):
         self.verdict = verdict
 
 
+class ClusterHooks(Protocol):
+    """What the engine asks of the cluster link (bcd.cluster) when the daemon is one of several instances."""
+
+    def quorum(self, service: str, active: str) -> Quorum: ...
+
+    def remote_run(self, service: str) -> RunInfo | None: ...
+
+    def start_automatic(self, service: str, action: policy.Action, reason: str) -> None: ...
+
+    async def start_requested(self, service: str, request: Request, to_site: str, by: str,
+                              reason: str) -> ActiveRun: ...
+
+    def acknowledged(self, service: str, by: str) -> None: ...
+
+    def evidence(self, service: str, active: str) -> dict[str, Any]: ...
+
+    def service_json(self, service: str) -> dict[str, Any]: ...
+
+
 class Engine:
     def __init__(self, config: Config, journal: Journal, bus: Bus, clock: Callable[[], float] = time.time):
         self.journal = journal
@@ -77,6 +96,7 @@ class Engine:
         self._flush_scheduled = False
         self._closed = False
         self._run_facts: dict[str, RunFacts] = {}
+        self.cluster: ClusterHooks | None = None  # None: a lone instance (no `cluster:` section)
         self._restore()
         self.apply_config(config)
 
@@ -87,6 +107,10 @@ class Engine:
         self._run_facts.clear()
         for name in list(self.services):
             self._evaluate(name, self.clock())
+
+    def attach_cluster(self, cluster: ClusterHooks) -> None:
+        """Make this engine one instance of a cluster: quorum in decisions, runs only under the cluster lock."""
+        self.cluster = cluster
 
     # -- configuration -------------------------------------------------------------------------------
     def apply_config(self, config: Config) -> None:
@@ -164,15 +188,19 @@ class Engine:
         view = self.services[name]
         runner = self.runner
         facts = self._facts(name)
+        running = runner.running(name) if runner is not None else None
+        if running is None and self.cluster is not None:
+            running = self.cluster.remote_run(name)
         return Snapshot(
             service=name, active=view.active, home=service.active,
             sites={site: self.sites[(name, site)] for site in service.sites},
             failover=_rule(service.failover), failback=_rule(service.failback),
-            running=runner.running(name) if runner is not None else None,
+            running=running,
             unacknowledged=facts.unacknowledged,
             last_run_ended=facts.last_ended,
             dry_run_since=facts.last_dry_run,
             down_since=self.sites[(name, view.active)].since,
+            quorum=self.cluster.quorum(name, view.active) if self.cluster is not None else None,
         )
 
     def _facts(self, name: str) -> RunFacts:
@@ -195,12 +223,28 @@ class Engine:
             decision = policy.decide(self.snapshot(name), now)
         self._set_status(name, decision.status, decision.reason, decision.guard, now)
 
+    def refresh(self, name: str) -> None:
+        """Decide again (the cluster's views or runs changed)."""
+        if name in self.services:
+            self._evaluate(name, self.clock())
+
     def _start_automatic(self, name: str, action: policy.Action, reason: str) -> None:
+        if self.cluster is not None:  # the lock is taken first (asynchronously); the cluster starts the run
+            self.cluster.start_automatic(name, action, reason)
+            return
         with contextlib.suppress(RunConflict):  # a run started in between: the next evaluation shows it
             self._start_run(name, action.kind, action.to_site, "auto", reason, dry_run=action.dry_run, forced=False)
 
+    def start_run(
+        self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
+        fence: RunFence | None = None,
+    ) -> ActiveRun:
+        """Start a run now (the cluster link calls this once it holds the lock). Raises RunConflict."""
+        return self._start_run(name, kind, to_site, trigger, reason, dry_run=dry_run, forced=forced, fence=fence)
+
     def _start_run(
-        self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool
+        self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
+        fence: RunFence | None = None,
     ) -> ActiveRun:
         assert self.runner is not None
         service = self.config.services[name]
@@ -210,7 +254,7 @@ class Engine:
         return self.runner.start(RunRequest(
             service=name, runbook_name=transfer.runbook, runbook=self.config.runbooks[transfer.runbook], kind=kind,
             from_site=view.active, to_site=to_site, trigger=trigger, reason=reason, dry_run=dry_run, forced=forced,
-            evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)),
+            evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)), fence=fence,
         ))
 
     def evidence(self, name: str) -> dict[str, Any]:
@@ -226,7 +270,10 @@ class Engine:
                     for key, obs in self.last.items() if key.service == name and key.site == site
                 },
             }
-        return {"active": self.services[name].active, "sites": sites}
+        result: dict[str, Any] = {"active": self.services[name].active, "sites": sites}
+        if self.cluster is not None:
+            result["quorum"] = self.cluster.evidence(name, self.services[name].active)
+        return result
 
     def _set_status(self, name: str, status: ServiceStatus, reason: str, guard: Guard | None, now: float) -> None:
         view = self.services[name]
@@ -249,6 +296,9 @@ class Engine:
         verdict = policy.check_request(self.snapshot(name), request, self.clock())
         if verdict.to_site is None:
             raise RequestRefused(verdict)
+        if self.cluster is not None:  # the cluster lock is taken asynchronously: submit() does it
+            raise RequestRefused(Verdict(None, f"{name}: this instance is a cluster member; its runs start through "
+                                               "the HTTP API or the CLI (which take the cluster lock)"))
         trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
         try:
             run = self._start_run(name, request.kind, verdict.to_site, by, trigger_reason,
@@ -258,8 +308,22 @@ class Engine:
         self._evaluate(name, self.clock())
         return run
 
+    async def submit(self, name: str, request: Request, by: str, reason: str) -> ActiveRun:
+        """An operator's failover/failback, as request() does; in a cluster, once this instance holds the
+        service's lock (raises RequestRefused when another instance holds it or nobody can say)."""
+        if self.cluster is None:
+            return self.request(name, request, by, reason)
+        verdict = policy.check_request(self.snapshot(name), request, self.clock())
+        if verdict.to_site is None:
+            raise RequestRefused(verdict)
+        run = await self.cluster.start_requested(name, request, verdict.to_site, by, reason)
+        self._evaluate(name, self.clock())
+        return run
+
     def acknowledge(self, name: str, by: str, reason: str) -> list[int]:
         ids = self.runs.acknowledge(name, by)
+        if self.cluster is not None:
+            self.cluster.acknowledged(name, by)
         self._run_facts.pop(name, None)
         now = self.clock()
         self.emit(Event("acknowledged", now, name, None, f"{by}: {reason}", {"runs": ids, "by": by}), runs=ids, by=by)
@@ -328,6 +392,18 @@ class Engine:
         self.emit(Event("active_changed", now, service, to_site, f"run {run_id} made {to_site} active",
                         {"from": view.active, "to": to_site, "run_id": run_id}),
                   from_site=view.active, to_site=to_site, run_id=run_id)
+
+    def adopt_active(self, service: str, site: str, reason: str) -> None:
+        """The cluster says `site` is the active site of `service` (written by the last run's lock holder)."""
+        view = self.services.get(service)
+        if view is None or view.active == site or site not in self.config.services[service].sites:
+            return
+        now = self.clock()
+        self.services[service] = replace(view, active=site)
+        self._pending_services[service] = SavedService(service, str(view.status), site, view.since, view.reason)
+        self.emit(Event("active_changed", now, service, site, reason, {"from": view.active, "to": site}),
+                  from_site=view.active, to_site=site)
+        self._evaluate(service, now)
 
     # -- outputs: journaled first (group commit), then logged and published ------------------------------
     def _announce_transition(self, site: SiteHealth, transition: Transition) -> None:

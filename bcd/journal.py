@@ -258,6 +258,15 @@ class RunJournal:
             self._journal.execute("UPDATE runs SET acknowledged_by = ? WHERE id = ?", (by, run_id))
         return ids
 
+    def acknowledge_run(self, run_id: int, by: str) -> bool:
+        """Acknowledge one run (another cluster member acknowledged it); False when there was nothing to do."""
+        cursor = self._journal.execute(
+            "UPDATE runs SET acknowledged_by = ? WHERE id = ? AND acknowledged_by IS NULL AND result IN "
+            "('failed', 'aborted', 'rolled_back', 'interrupted')",
+            (by, run_id),
+        )
+        return cursor.rowcount > 0
+
     def step_started(self, step: StepRecord) -> None:
         self._journal.execute(
             "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

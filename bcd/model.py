@@ -49,6 +49,8 @@ class Guard(StrEnum):
     RUN_FAILED = "run_failed"
     RUN_INTERRUPTED = "run_interrupted"
     NO_RUNBOOK = "no_runbook"
+    NO_QUORUM = "no_quorum"
+    COORDINATION_UNAVAILABLE = "coordination_unavailable"
 
 
 class RunKind(StrEnum):

@@ -17,6 +17,13 @@ The rules, in order:
      (bcd only watches this service; a human moves it).
 4. Otherwise the health status stands (`ok`, `at_risk`, `unknown`); with an automatic failback
    configured, a service away from its home site moves back once home is `up` and no guard holds.
+
+In a cluster (`Snapshot.quorum` set; None for a lone instance) the active site counts as down for failover
+only when `quorum.needed` of the live vantages see it down: short of that the service is `blocked`
+(`no_quorum`, the votes and the dissenting views in the reason). Without coordination nobody may act on
+its own: `blocked` (`coordination_unavailable`) wherever an automatic or pending action would follow, and an
+operator's request needs `force`. A vantage that sees every site of every service down suspects its own
+network and does not vote (`no_quorum`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,61 @@ class RunInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Vote:
+    """One live vantage's view of the active site."""
+
+    vantage: str
+    state: SiteState
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Quorum:
+    """What the cluster says about a service's active site, for one decision."""
+
+    available: bool  # coordination (etcd) answers and our lease is valid
+    votes: tuple[Vote, ...]  # every live vantage (ours included unless we suspect ourselves)
+    needed: int  # votes for "down" needed for a failover
+    suspect_self: bool = False  # we see every site of every service down: our own network, probably
+
+    @property
+    def live(self) -> tuple[str, ...]:
+        return tuple(vote.vantage for vote in self.votes)
+
+    @property
+    def down(self) -> tuple[str, ...]:
+        return tuple(vote.vantage for vote in self.votes if vote.state is SiteState.DOWN)
+
+    @property
+    def dissenting(self) -> tuple[Vote, ...]:
+        return tuple(vote for vote in self.votes if vote.state is not SiteState.DOWN)
+
+    @property
+    def reached(self) -> bool:
+        return self.available and self.needed > 0 and len(self.down) >= self.needed
+
+    def describe(self, active: str) -> str:
+        """e.g. "1 of 2 live vantages see dorset down, 2 needed; down: hampshire; dissenting: dorset up (…)"."""
+        text = f"{len(self.down)} of {len(self.votes)} live vantages see {active} down, {self.needed} needed"
+        if self.down:
+            text += "; down: " + ", ".join(self.down)
+        if self.dissenting:
+            text += "; dissenting: " + ", ".join(
+                f"{vote.vantage} {vote.state}" + (f" ({vote.reason})" if vote.reason else "")
+                for vote in self.dissenting)
+        return text
+
+
+def quorum_needed(setting: str | int, live: int) -> int:
+    """Votes needed among `live` vantages: majority (live // 2 + 1), all (live), or a fixed number."""
+    if setting == "majority":
+        return live // 2 + 1
+    if setting == "all":
+        return max(live, 1)
+    return int(setting)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything the policy may look at for one service."""
 
@@ -62,6 +124,7 @@ class Snapshot:
     maintenance_until: float | None = None  # the whole service
     dry_run_since: float | None = None  # when the last automatic dry run of this episode started
     down_since: float | None = None  # when the active site went down (start of the episode)
+    quorum: Quorum | None = None  # the cluster's votes on the active site; None for a lone instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +199,13 @@ def up_standbys(snap: Snapshot) -> list[str]:
 
 def _active_down(snap: Snapshot, now: float) -> Decision:
     active_reason = evidence(snap.sites[snap.active])
+    if snap.quorum is not None and snap.quorum.suspect_self:
+        return Decision(
+            ServiceStatus.BLOCKED,
+            f"{snap.service}: failover blocked (this vantage sees every site of every service down: suspecting its "
+            f"own network, its view is withdrawn and it does not vote): active {snap.active} down ({active_reason})",
+            Guard.NO_QUORUM,
+        )
     others = {name: site for name, site in snap.sites.items() if name != snap.active}
     if all(site.effective is SiteState.DOWN for site in others.values()):
         states = ", ".join(f"{name} down" for name in snap.sites)
@@ -154,10 +224,24 @@ def _active_down(snap: Snapshot, now: float) -> Decision:
     base = f"active {snap.active} down ({active_reason}); standby {target} up"
     if snap.failover is None:  # bcd only watches this service: say so, a human moves it
         return Decision(ServiceStatus.FAILOVER_NEEDED, f"{snap.service}: {base}")
-    held = _guard(snap, target, snap.failover, now)
+    held = _guard(snap, target, snap.failover, now) or _cluster_guard(snap)
     if held is not None:
         return Decision(ServiceStatus.BLOCKED, f"{snap.service}: failover blocked ({held[1]}): {base}", held[0])
+    if snap.quorum is not None:
+        base += f"; quorum: {snap.quorum.describe(snap.active)}"
     return _by_mode(snap, target, base)
+
+
+def _cluster_guard(snap: Snapshot) -> tuple[Guard, str] | None:
+    """In a cluster: no action without coordination, no failover without a quorum of vantages."""
+    quorum = snap.quorum
+    if quorum is None:
+        return None
+    if not quorum.available:
+        return Guard.COORDINATION_UNAVAILABLE, "coordination unavailable: no automatic action"
+    if not quorum.reached:
+        return Guard.NO_QUORUM, f"no quorum: {quorum.describe(snap.active)}"
+    return None
 
 
 def _guard(snap: Snapshot, target: str, rule: TransferRule | None, now: float) -> tuple[Guard, str] | None:
@@ -206,6 +290,12 @@ def _healthy(snap: Snapshot, now: float) -> Decision:
         and snap.sites[snap.home].effective is SiteState.UP
         and _guard(snap, snap.home, rule, now) is None
     ):
+        if snap.quorum is not None and not snap.quorum.available:
+            return Decision(
+                ServiceStatus.BLOCKED,
+                f"{snap.service}: failback to home site {snap.home} blocked (coordination unavailable: "
+                "no automatic action)", Guard.COORDINATION_UNAVAILABLE,
+            )
         return Decision(
             ServiceStatus.FAILING_OVER, f"{snap.service}: starting failback to home site {snap.home} (up again)",
             action=Action(RunKind.FAILBACK, snap.home),
@@ -228,6 +318,9 @@ def check_request(snap: Snapshot, request: Request, now: float) -> Verdict:
     rule = snap.failover if request.kind is RunKind.FAILOVER else snap.failback
     if rule is None:
         return Verdict(None, f"{snap.service} has no {request.kind} runbook", Guard.NO_RUNBOOK)
+    if snap.quorum is not None and not snap.quorum.available and not request.force:
+        return Verdict(None, f"coordination unavailable: nobody can say who holds the lock of {snap.service} "
+                             "(use force to act from this instance alone)", Guard.COORDINATION_UNAVAILABLE)
     if request.force:
         return Verdict(target, f"forced {request.kind} to {target}")
     if snap.sites[target].effective is not SiteState.UP:

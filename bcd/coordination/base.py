@@ -156,7 +156,8 @@ class Coordinator(Protocol):
         ...
 
     async def read(self, prefix: str) -> dict[str, bytes]:
-        """Every key under the relative `prefix` (e.g. "runs/web/"), relative keys to values."""
+        """Every key under the relative `prefix` (e.g. "runs/web/"; "" for every key of the cluster, read at
+        one revision), relative keys to values."""
         ...
 
     async def publish_view(self, view_json: bytes) -> None:

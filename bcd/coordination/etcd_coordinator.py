@@ -1,9 +1,10 @@
 """Coordination through etcd: one lease per instance, run locks bound to it, views published under it.
 
-- **Lease.** start() grants one lease of `lease_ttl` seconds; a background task keeps it alive every TTL/3
-  (retrying sooner after a failure). The lease is known valid until the send time of the last successful
-  keepalive (or of the grant) plus the TTL etcd returned, on our monotonic clock: etcd starts counting the TTL
-  when it receives the keepalive, which is after we sent it, so our idea of validity always ends first.
+- **Lease.** start() grants one lease of `lease_ttl` seconds; a background task keeps it alive every
+  `keepalive` seconds (default TTL/3; retrying sooner after a failure). The lease is known valid until the send
+  time of the last successful keepalive (or of the grant) plus the TTL etcd returned, on our monotonic clock:
+  etcd starts counting the TTL when it receives the keepalive, which is after we sent it, so our idea of
+  validity always ends first.
 - **Locks.** `locks/<service>` is created in a transaction only if absent (create_revision == 0), bound to the
   lease; its create revision is the fencing token. A lock is valid exactly as long as the lease. When validity
   passes without a successful keepalive, or etcd says the lease expired, every lock is lost: it ends,
@@ -54,6 +55,7 @@ class EtcdCoordinator:
         cluster: str,
         vantage: str,
         lease_ttl: float = 10.0,
+        keepalive: float | None = None,
         on_lost: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -62,6 +64,7 @@ class EtcdCoordinator:
         self._view_key = self._keys.view(vantage)
         self.vantage = vantage
         self._requested_ttl = max(1, math.ceil(lease_ttl))
+        self._keepalive_every = keepalive  # None: a third of the TTL granted
         self._on_lost = on_lost
         self._clock = clock
 
@@ -257,7 +260,8 @@ class EtcdCoordinator:
             except Exception:  # the one catch-all of this task: log, keep the lease loop alive
                 log.exception("coordination lease loop failed")
                 self._set_healthy(False, "internal error")
-            delay = self._ttl / 3 if self._healthy else max(0.05, self._ttl / 10)
+            every = self._keepalive_every if self._keepalive_every is not None else self._ttl / 3
+            delay = every if self._healthy else max(0.05, self._ttl / 10)
             with suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
@@ -344,7 +348,8 @@ class EtcdCoordinator:
 
     async def read(self, prefix: str) -> dict[str, bytes]:
         try:
-            kvs, _ = await self._client.range(self._keys.absolute(prefix), prefix=True)
+            kvs, _ = await self._client.range(self._keys.absolute(prefix) if prefix else self._keys.prefix,
+                                              prefix=True)
         except EtcdError as exc:
             self._set_healthy(False, str(exc))
             raise CoordinationUnavailable(f"cannot read {prefix}: {exc}") from exc

@@ -74,8 +74,9 @@ PhaseListener = Callable[[str], None]
 """Passed as `trace_request_ctx`: told "resolving", "connecting", then "connected" as a request proceeds."""
 
 
-def make_http_session() -> aiohttp.ClientSession:
-    """The session every HTTP probe shares (call inside the running loop).
+def make_http_session(vantage: str | None = None) -> aiohttp.ClientSession:
+    """The session every HTTP probe shares (call inside the running loop). With a `vantage` (a cluster
+    member), the User-Agent names it, e.g. "bcd/0.1.0 (vantage dorset)".
 
     `force_close` gives each request a new connection, so DNS, TCP and TLS are exercised every time and a
     dead listener is never hidden by a kept-alive socket; `limit=0` leaves concurrency to the scheduler;
@@ -86,7 +87,7 @@ def make_http_session() -> aiohttp.ClientSession:
         connector=connector,
         response_class=PeerCertResponse,
         cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": f"bcd/{__version__}"},
+        headers={"User-Agent": f"bcd/{__version__}" + (f" (vantage {vantage})" if vantage else "")},
         trace_configs=[_phase_tracer()],
     )
 

@@ -4,11 +4,17 @@ approvals, operator abort, dry runs, one run per service and a global limit on c
 
 A run that the daemon cannot finish (SIGTERM, crash) is journaled `interrupted`; at start, `recover()`
 marks whatever the journal shows as still running `interrupted` too. Nothing is ever re-run on its own.
+
+In a cluster a run carries a `RunFence` (its lock): `{fence_token}` is the lock's token, every step is
+recorded with the fence before it starts and runs only while the lock is valid (less a safety margin); a lost
+lock stops the run at once, journaled `interrupted` with detail `lost_lock`, and no further step runs
+(rollback included: it needs the lock as much as any step).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +37,32 @@ log = structlog.get_logger("bcd.runner")
 
 DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 STEP_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+
+
+class LostLock(Exception):
+    """The run's lock is no longer valid (or its fenced record was refused): stop, run no further step."""
+
+
+class RunFence(Protocol):
+    """A run's hold on its service's cluster lock (see bcd.cluster)."""
+
+    @property
+    def token(self) -> int:
+        """The fencing token: `{fence_token}` / BCD_FENCE_TOKEN."""
+        ...
+
+    async def before_step(self, run_id: int, seq: int, phase: str, step: str) -> None:
+        """Record the step as starting, fenced; raise LostLock when the lock is no longer valid or the fence
+        refused the record."""
+        ...
+
+    def after_step(self, run_id: int, seq: int, phase: str, step: str, outcome: str) -> None:
+        """Record the step's outcome (written in the background, fenced)."""
+        ...
+
+    async def expired(self) -> str:
+        """Return (the reason) once the lock is lost or its validity, less the safety margin, runs out."""
+        ...
 
 
 class RunHooks(Protocol):
@@ -59,6 +91,7 @@ class RunRequest:
     forced: bool = False
     evidence: dict[str, Any] = field(default_factory=dict)
     detected_at: float | None = None
+    fence: RunFence | None = None  # the cluster lock this run holds; None: the local lock only
 
 
 @dataclass
@@ -216,6 +249,9 @@ class Runner:
             if run.aborted_by is None:
                 raise  # shutdown, not an operator's abort
             ok = False
+        except LostLock as exc:
+            log.warning("lost_lock", service=request.service, run_id=run.id, reason=str(exc))
+            return RunResult.INTERRUPTED, f"lost_lock: {exc}; no further step ran"
         if ok:
             return (RunResult.DRY_RUN, "dry run: no step executed") if request.dry_run else (
                 RunResult.SUCCEEDED, f"{request.service} now active in {request.to_site}")
@@ -243,6 +279,8 @@ class Runner:
         rendered = render(step.spec.model_dump(mode="json", by_alias=True, exclude_none=True), variables)
         # `{{`/`}}` rendered to literal braces must not be read as templates again
         spec = type(step.spec).model_validate(rendered, context=RENDERED)
+        if request.fence is not None and not request.dry_run:
+            await request.fence.before_step(run.id, seq, phase, step.name)  # LostLock: the step never starts
         started = self.clock()
         outcome_word = "dry_run" if request.dry_run else "running"
         self.journal.step_started(StepRecord(
@@ -262,7 +300,15 @@ class Runner:
         except asyncio.CancelledError:
             outcome, output = "aborted" if run.aborted_by else "interrupted", "cancelled"
             raise
+        except LostLock as exc:
+            outcome, output = "interrupted", f"lost_lock: {exc}"
+            raise
+        except Exception as exc:  # a bug in a step kind fails the step (and is logged), never the daemon
+            log.exception("step_crashed", run_id=run.id, step=step.name)
+            outcome, output = "failed", f"internal error: {exc!r}"
         finally:
+            if request.fence is not None:
+                request.fence.after_step(run.id, seq, phase, step.name, outcome or "interrupted")
             ended = self.clock()
             self.journal.step_finished(run.id, seq, ended=ended, attempts=attempts, outcome=outcome or "interrupted",
                                        output=mask(output[:4096], self.secrets))
@@ -292,7 +338,7 @@ class Runner:
                     attempts += 1
                     try:
                         async with asyncio.timeout(timeout):
-                            outcome = await kind.execute(spec, ctx)
+                            outcome = await _under_lock(run.request.fence, kind.execute(spec, ctx))
                     except TimeoutError:
                         raise StepError(f"timeout after {timeout:g}s", retryable=kind.retry_timeouts) from None
                     if "verified_site" in ctx.extra:
@@ -337,7 +383,8 @@ class Runner:
         request = run.request
         return {
             "service": request.service, "from_site": request.from_site, "to_site": request.to_site,
-            "run_id": str(run.id), "trigger": request.trigger, "fence_token": str(run.id),
+            "run_id": str(run.id), "trigger": request.trigger,
+            "fence_token": str(request.fence.token if request.fence is not None else run.id),
         }
 
     def _step_event(self, kind: str, run: ActiveRun, step: Step, *, seq: int, phase: str, data: dict[str, Any]) -> None:
@@ -370,6 +417,27 @@ class Runner:
             run_id=run.id, result=str(result), detail=detail,
         )
         self.hooks.run_changed(request.service)
+
+
+async def _under_lock(fence: RunFence | None, work: Any) -> StepOutcome:
+    """Await the step `work`; with a fence, cancel it and raise LostLock as soon as the lock runs out."""
+    if fence is None:
+        result: StepOutcome = await work
+        return result
+    step = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(fence.expired())
+    try:
+        await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not step.done():
+            step.cancel()  # a command step kills its process group on cancellation
+            with contextlib.suppress(asyncio.CancelledError):
+                await step
+    if step.cancelled() and watch.done() and not watch.cancelled():
+        raise LostLock(watch.result())
+    outcome: StepOutcome = step.result()
+    return outcome
 
 
 def _trigger(trigger: str) -> str:

@@ -67,6 +67,12 @@ SERVICE_SCHEMA = {
         "status": {"enum": [str(s) for s in ServiceStatus]}, "active": {"type": "string"}, "home": {"type": "string"},
         "since": {"type": "number"}, "reason": {"type": "string"}, "guard": {"type": ["string", "null"]},
         "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
+        "views": {"type": "object", "description": "cluster members only: every live vantage's view of the "
+                  "service's sites ({vantage: {age, sites: {site: {state, since, reason}}}})",
+                  "additionalProperties": {"type": "object"}},
+        "lock": {"type": ["object", "null"], "description": "cluster members only: who holds the run lock",
+                 "properties": {"holder": {"type": "string"}, "held_here": {"type": "boolean"}}},
+        "coordination": {"enum": ["up", "down"], "description": "cluster members only: etcd and our lease"},
     },
 }
 RUN_SCHEMA = {

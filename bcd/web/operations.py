@@ -108,7 +108,7 @@ async def _transfer(request: web.Request, kind: RunKind) -> web.Response:
     body = await _body(request, TransferBody)
     engine = _engine(request)
     try:
-        run = engine.request(name, Request(kind, body.to, body.force, body.dry_run), who.name, body.reason)
+        run = await engine.submit(name, Request(kind, body.to, body.force, body.dry_run), who.name, body.reason)
     except RequestRefused as exc:
         verdict = exc.verdict
         return problem(409, "Conflict", str(exc), guard=verdict.guard and str(verdict.guard))

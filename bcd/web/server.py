@@ -9,7 +9,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.engine import Engine, ServiceView
 from bcd.outputs.metrics import CONTENT_TYPE
-from bcd.web import events, openapi, operations
+from bcd.web import events, openapi, operations, status_page
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT, WebContext
 from bcd.web.operations import handler
@@ -31,6 +31,7 @@ def build_app(context: WebContext) -> web.Application:
     operations.routes(app)
     events.routes(app)
     app.router.add_get("/api/v1/openapi.json", openapi.serve)
+    status_page.routes(app)
     return app
 
 
@@ -64,11 +65,14 @@ def service_json(engine: Engine, view: ServiceView) -> dict[str, Any]:
             "state": str(site.state), "since": site.since, "reason": site.reason,
             "maintenance_until": site.maintenance_until, "probes": probes,
         }
-    return {
+    data = {
         "name": view.name, "description": config.description, "labels": config.labels,
         "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
         "reason": view.reason, "guard": view.guard and str(view.guard), "sites": sites,
     }
+    if engine.cluster is not None:  # every vantage's view side by side, and who holds the lock
+        data.update(engine.cluster.service_json(view.name))
+    return data
 
 
 @handler
