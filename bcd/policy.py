@@ -326,6 +326,8 @@ def check_request(snap: Snapshot, request: Request, now: float) -> Verdict:
     if snap.sites[target].effective is not SiteState.UP:
         state = snap.sites[target].effective
         return Verdict(None, f"target {target} is {state}, not up (use force)", Guard.STANDBY_NOT_UP)
+    if snap.sites[target].state is SiteState.MAINTENANCE:
+        return Verdict(None, f"target {target} is in maintenance (use force)", Guard.MAINTENANCE)
     if snap.last_run_ended is not None and now - snap.last_run_ended < rule.cooldown:
         left = rule.cooldown - (now - snap.last_run_ended)
         return Verdict(None, f"cooldown: {left:.0f}s left (use force)", Guard.COOLDOWN)

@@ -106,6 +106,7 @@ class ActiveRun:
     aborted_by: str | None = None
     verified_at: float | None = None
     seq: int = 0
+    step_name: str = ""
 
     def info(self) -> RunInfo:
         return RunInfo(str(self.id), self.request.kind, self.request.to_site, self.approval is not None,
@@ -266,6 +267,7 @@ class Runner:
         ok = True
         for step in steps:
             run.seq += 1
+            run.step_name = step.name
             if await self._step(run, run.seq, phase, step):
                 continue
             if step.on_failure == "abort":
@@ -360,7 +362,7 @@ class Runner:
 
     async def _wait_approval(self, run: ActiveRun, prompt: str, limit: float) -> str:
         run.approval = asyncio.get_running_loop().create_future()
-        run.waiting_step = prompt or f"step {run.seq}"
+        run.waiting_step = prompt or run.step_name or f"step {run.seq}"
         self.journal.set_result(run.id, str(RunResult.WAITING_APPROVAL))
         self.hooks.emit(
             Event("approval_waiting", self.clock(), run.request.service, None, f"run {run.id} waits for approval",

@@ -468,3 +468,12 @@ class PolicyMachine(RuleBasedStateMachine):
 
 PolicyMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
 TestPolicyMachine = PolicyMachine.TestCase
+
+
+def test_an_operator_request_to_a_site_in_maintenance_needs_force() -> None:
+    snapshot = snap(DOWN, MAINTENANCE, names=("dorset", "hampshire"))
+    refused = check_request(snapshot, Request(FAILOVER, "hampshire"), NOW)
+    assert (refused.to_site, refused.guard) == (None, Guard.MAINTENANCE)
+    assert "in maintenance (use force)" in refused.reason
+    forced = check_request(snapshot, Request(FAILOVER, "hampshire", force=True), NOW)
+    assert forced.to_site == "hampshire"
