@@ -110,6 +110,7 @@ def banner(config: Config, state_dir: str, fail_after: float) -> str:
     return "\n".join([
         "",
         "bcd demo — a simulated two-site estate on loopback, watched by the real daemon",
+        f"  status page  {listen}/",
         f"  status API   {listen}/api/v1/services",
         f"  metrics      {listen}/metrics",
         f"  readiness    {listen}/readyz",
