@@ -358,16 +358,47 @@ COLOURS = {"up": "32", "degraded": "33", "down": "31", "flapping": "35", "mainte
 
 
 def status_table(services: list[dict[str, Any]], colour: bool) -> str:
+    """One row per service. In a cluster (the API adds `views` and `lock`), every site cell also shows each
+    vantage's view of it, side by side, and a LOCK column names the instance holding the service's lock."""
     sites = sorted({site for service in services for site in service["sites"]})
-    header = f"{'SERVICE':<20} {'STATUS':<16} {'ACTIVE':<12} " + " ".join(f"{s:<12}" for s in sites)
-    rows = [header]
+    cluster = any("views" in service for service in services)
+    if not cluster:
+        header = f"{'SERVICE':<20} {'STATUS':<16} {'ACTIVE':<12} " + " ".join(f"{s:<12}" for s in sites)
+        rows = [header]
+        for service in services:
+            cells = [_state_cell(service["sites"].get(site, {}).get("state", "-"), "", 12, colour) for site in sites]
+            rows.append(f"{service['name']:<20} {service['status']:<16} {service['active']:<12} " + " ".join(cells))
+        return "\n".join(rows)
+    table: list[tuple[dict[str, Any], list[tuple[str, str]]]] = []
     for service in services:
-        cells = []
+        pairs: list[tuple[str, str]] = []  # (state, every vantage's view of it)
         for site in sites:
             state = service["sites"].get(site, {}).get("state", "-")
-            text = f"{state:<12}"
-            if colour and state in COLOURS:
-                text = f"\x1b[{COLOURS[state]}m{text}\x1b[0m"
-            cells.append(text)
-        rows.append(f"{service['name']:<20} {service['status']:<16} {service['active']:<12} " + " ".join(cells))
+            views = service.get("views") or {}
+            seen = ", ".join(f"{vantage}: {view.get('sites', {}).get(site, {}).get('state', '-')}"
+                             for vantage, view in views.items())
+            pairs.append((state, f" ({seen})" if seen else ""))
+        table.append((service, pairs))
+    widths = [max([12, *(len(pairs[i][0]) + len(pairs[i][1]) for _, pairs in table)]) for i in range(len(sites))]
+    header = (f"{'SERVICE':<20} {'STATUS':<16} {'ACTIVE':<12} {'LOCK':<12} "
+              + " ".join(f"{s:<{w}}" for s, w in zip(sites, widths, strict=True)))
+    rows = [header.rstrip()]
+    for service, pairs in table:
+        lock = service.get("lock") or {}
+        holder = str(lock.get("holder") or "-")
+        text = " ".join(_state_cell(state, seen, width, colour)
+                        for (state, seen), width in zip(pairs, widths, strict=True))
+        rows.append(f"{service['name']:<20} {service['status']:<16} {service['active']:<12} {holder:<12} "
+                    + text)
+    coordination = sorted({str(s["coordination"]) for s in services if "coordination" in s})
+    if coordination:
+        rows.append(f"coordination (etcd): {', '.join(coordination)}")
     return "\n".join(rows)
+
+
+def _state_cell(state: str, extra: str, width: int, colour: bool) -> str:
+    """`state` (coloured on a terminal) followed by `extra`, padded to `width`."""
+    padding = " " * max(0, width - len(state) - len(extra))
+    if colour and state in COLOURS:
+        return f"\x1b[{COLOURS[state]}m{state}\x1b[0m{extra}{padding}"
+    return f"{state}{extra}{padding}"

@@ -298,7 +298,7 @@ class Engine:
             raise RequestRefused(verdict)
         if self.cluster is not None:  # the cluster lock is taken asynchronously: submit() does it
             raise RequestRefused(Verdict(None, f"{name}: this instance is a cluster member; its runs start through "
-                                               "the HTTP API or the CLI (which take the cluster lock)"))
+                                               "submit() (the API, the CLI and MQTT: they take the cluster lock)"))
         trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
         try:
             run = self._start_run(name, request.kind, verdict.to_site, by, trigger_reason,

@@ -271,8 +271,10 @@ class RecentIds:
 # Commands: acting on the engine
 
 
-def execute(engine: Engine, command: Command) -> tuple[bool, str]:
-    """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal."""
+async def execute(engine: Engine, command: Command) -> tuple[bool, str]:
+    """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal.
+    A failover/failback goes through `engine.submit()`, so on a cluster member it first takes the service's
+    lock in etcd (refused when another instance holds it or coordination is unavailable)."""
     by = f"mqtt:{command.by}"
     if command.service is not None and command.service not in engine.services:
         return False, f"no service named {command.service!r}"
@@ -280,7 +282,7 @@ def execute(engine: Engine, command: Command) -> tuple[bool, str]:
         assert command.service is not None
         kind = RunKind.FAILOVER if command.action is Action.FAILOVER else RunKind.FAILBACK
         try:
-            run = engine.request(command.service, Request(kind, command.to), by, command.reason or str(kind))
+            run = await engine.submit(command.service, Request(kind, command.to), by, command.reason or str(kind))
         except RequestRefused as exc:
             return False, exc.verdict.reason
         return True, f"run {run.id}: {kind} of {command.service} to {run.request.to_site}"
@@ -664,12 +666,12 @@ class MqttOutput:
             if message.topic.value != commands:
                 continue
             raw = message.payload if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
-            reply_to, text = self.handle(bytes(raw), target.key, retained=bool(message.retain),
+            reply_to, text = await self.handle(bytes(raw), target.key, retained=bool(message.retain),
                                          max_age=target.max_age)
             await client.publish(f"{target.prefix}/replies/{reply_to}", text.encode(), qos=1)
             self.stats.published += 1
 
-    def handle(self, raw: bytes, key: bytes | None, *, retained: bool, max_age: float) -> tuple[str, str]:
+    async def handle(self, raw: bytes, key: bytes | None, *, retained: bool, max_age: float) -> tuple[str, str]:
         """Verify and carry out one command payload; (reply topic suffix, reply text). Logs one line."""
         now = self.clock()
         if self._seen is None:
@@ -686,7 +688,7 @@ class MqttOutput:
                         size=len(raw))
             return verdict.id or "invalid", f"refused: {verdict.reason}"
         try:
-            accepted, detail = execute(self.engine, verdict)
+            accepted, detail = await execute(self.engine, verdict)
         except Exception as exc:
             log.exception("mqtt_command_failed", id=verdict.id, action=str(verdict.action))
             accepted, detail = False, f"internal error: {type(exc).__name__}"

@@ -254,6 +254,7 @@ def _row(service: dict[str, Any], sites: list[str]) -> str:
     description = (f'<span class="description">{_e(service["description"])}</span>'
                    if service["description"] else "")
     guard = f'<span class="guard">guard: {_e(_words(service["guard"]))}</span>' if service["guard"] else ""
+    guard += _cluster_status(service)
     cells = "".join(_site_cell(service, site) for site in sites)
     label_items = "".join(f"<li>{_e(key)}: {_e(value)}</li>" for key, value in labels.items())
     return (
@@ -279,8 +280,33 @@ def _site_cell(service: dict[str, Any], site: str) -> str:
     return (
         f'<td class="site state-{_e(health["state"])}{" is-active" if active else ""}" data-site="{_e(site)}" '
         f'title="{_e(health["reason"])}">{marker}<span class="state">{_e(health["state"])}</span>'
-        f'<span class="visually-hidden">: {_e(health["reason"])}</span>{maintenance}</td>'
+        f'<span class="visually-hidden">: {_e(health["reason"])}</span>{maintenance}{_views(service, site)}</td>'
     )
+
+
+def _cluster_status(service: dict[str, Any]) -> str:
+    """In a cluster: who holds the service's lock, and whether etcd can be reached (status.js `clusterStatus`)."""
+    if "views" not in service:
+        return ""
+    lock = service.get("lock")
+    holder = (f'{_e(lock["holder"])}{" (this instance)" if lock.get("held_here") else ""}' if lock else "nobody")
+    text = f'<span class="lock">lock: {holder}</span>'
+    if service.get("coordination") == "down":
+        text += '<span class="coordination">coordination unavailable</span>'
+    return text
+
+
+def _views(service: dict[str, Any], site: str) -> str:
+    """In a cluster: every vantage's view of the site, side by side (status.js `viewsList`)."""
+    views = service.get("views")
+    if views is None:
+        return ""
+    items = "".join(
+        f'<li class="view-{_e(state)}" data-vantage="{_e(vantage)}">{_e(vantage)}: {_e(state)}</li>'
+        for vantage, view in views.items()
+        for state in [view.get("sites", {}).get(site, {}).get("state", "unknown")]
+    )
+    return f'<ul class="views" aria-label="as each vantage sees it">{items}</ul>'
 
 
 def _active_runs(data: PageData) -> str:

@@ -196,11 +196,31 @@
     el('span', { class: 'state' }, health.state),
     hidden(`: ${health.reason}`),
     inMaintenance ? el('span', { class: 'until' }, 'until ', timeEl(health.maintenance_until)) : null,
+    viewsList(service, site),
     el('span', { class: 'operator-only cell-action' }, inMaintenance
       ? button('maintenance-end', ['End maintenance', ''], ` of ${service.name} in ${site}`,
         () => endMaintenance(service, site), { 'data-site': site })
       : button('maintenance-start', ['Maintenance', ''], ` of ${service.name} in ${site}`,
         () => startMaintenance(service, site), { 'data-site': site })));
+  }
+
+  // In a cluster (the API adds `views`): every vantage's view of the site, side by side (as _views renders it).
+  function viewsList(service, site) {
+    if (!service.views) return null;
+    return el('ul', { class: 'views', 'aria-label': 'as each vantage sees it' },
+      Object.entries(service.views).map(([vantage, view]) => {
+        const seen = ((view.sites || {})[site] || {}).state || 'unknown';
+        return el('li', { class: `view-${seen}`, 'data-vantage': vantage }, `${vantage}: ${seen}`);
+      }));
+  }
+
+  // In a cluster: who holds the service's lock, and whether etcd can be reached (as _cluster_status renders it).
+  function clusterStatus(service) {
+    if (!service.views) return null;
+    const lock = service.lock;
+    const holder = lock ? `${lock.holder}${lock.held_here ? ' (this instance)' : ''}` : 'nobody';
+    return [el('span', { class: 'lock' }, `lock: ${holder}`),
+      service.coordination === 'down' ? el('span', { class: 'coordination' }, 'coordination unavailable') : null];
   }
 
   function serviceActions(service) {
@@ -233,6 +253,7 @@
     el('td', { class: `status status-${service.status}` },
       el('span', { class: 'status-text' }, words(service.status)),
       service.guard ? el('span', { class: 'guard' }, `guard: ${words(service.guard)}`) : null,
+      clusterStatus(service),
       el('span', { class: 'reason' }, service.reason)),
     state.sites.map((site) => siteCell(service, site)),
     el('td', { class: 'labels' }, el('ul', {}, labels.map(([key, value]) => el('li', {}, `${key}: ${value}`)))),
@@ -449,6 +470,15 @@
     }
   });
   const refreshRunsSoon = coalesce(refreshRuns);
+
+  // In a cluster, another vantage's view can change with no event here: re-read those services now and then.
+  const CLUSTER_REFRESH_MS = 2000;
+  function refreshClusterViews() {
+    if (document.hidden) return;
+    for (const service of state.services.values()) {
+      if (service.views) refreshService(service.name);
+    }
+  }
   const refreshEstate = coalesce(async () => renderEstate((await api('GET', '/api/v1/services')).services));
 
   function onEvent(kind, event) {
@@ -634,6 +664,7 @@
     showTokenState(state.token ? 'A token is set for this tab.' : 'No token: read only.');
     setConnection('connecting…');
     loadAll().then(follow);
+    setInterval(refreshClusterViews, CLUSTER_REFRESH_MS);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);

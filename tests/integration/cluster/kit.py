@@ -65,10 +65,10 @@ class VantageTarget:
 class Member(Bcd):
     """One cluster member: its vantage, and API helpers for cluster state."""
 
-    def __init__(self, config_path: Path, vantage: str, state_dir: Path) -> None:
+    def __init__(self, config_path: Path, vantage: str, state_dir: Path, env: dict[str, str] | None = None) -> None:
         port = free_port()
         super().__init__(config_path, port, {"BCD_VANTAGE": vantage, "BCD_PORT": str(port),
-                                             "BCD_STATE": str(state_dir)})
+                                             "BCD_STATE": str(state_dir), **(env or {})})
         self.vantage = vantage
 
     def logged(self, event: str) -> list[dict[str, Any]]:
@@ -115,12 +115,13 @@ class ClusterEstate:
                         "call_timeout": "500ms", "quorum": quorum},
         }
 
-    async def start(self, config: dict[str, Any], *vantages: str) -> list[Member]:
-        """Write `config` (once: every member reads the same file), start one member per vantage; return once
-        every member is ready, sees payroll ok and sees every other member's view."""
+    async def start(self, config: dict[str, Any], *vantages: str, env: dict[str, str] | None = None) -> list[Member]:
+        """Write `config` (once: every member reads the same file), start one member per vantage (with `env`
+        added to its environment); return once every member is ready, sees payroll ok and sees every other
+        member's view."""
         text = json.dumps(config, indent=2).replace("bcd-{vantage}", "bcd")
         self.config_path.write_text(text)
-        started = [Member(self.config_path, vantage, self.tmp_path / f"state-{vantage}") for vantage in vantages]
+        started = [Member(self.config_path, vantage, self.tmp_path / f"state-{vantage}", env) for vantage in vantages]
         self.members.extend(started)
         await asyncio.gather(*(member.start() for member in started))
         await asyncio.gather(*(member.wait_ready(WAIT) for member in started))

@@ -255,10 +255,10 @@ class Live:
                 if event.kind == kind:
                     return event
 
-    def send(self, **fields: Any) -> tuple[str, str]:
+    async def send(self, **fields: Any) -> tuple[str, str]:
         self.count += 1
         obj = signed(**{"id": f"cmd-{self.count}", "ts": self.clock, **fields})
-        return self.output.handle(raw(obj), KEY, retained=False, max_age=60.0)
+        return await self.output.handle(raw(obj), KEY, retained=False, max_age=60.0)
 
 
 @pytest.fixture
@@ -289,44 +289,44 @@ def metric(live: Live, sample: str) -> float | None:
 
 
 async def test_failover_approve_and_the_refusals_of_the_engine(live: Live) -> None:
-    topic, text = live.send(to="hampshire", by="olive")
+    topic, text = await live.send(to="hampshire", by="olive")
     assert topic == "cmd-1"
     assert text.startswith("accepted: run "), text
     run_id = int(text.split()[2].rstrip(":"))
     assert live.engine.runs.get(run_id) is not None
     assert live.engine.runs.get(run_id).trigger == "mqtt:olive"  # type: ignore[union-attr]
-    assert live.send() == ("cmd-2", f"refused: run {run_id} of payroll is in progress")
-    assert live.send(action="approve", run=run_id + 1) == ("cmd-3", f"refused: no run {run_id + 1}")
+    assert await live.send() == ("cmd-2", f"refused: run {run_id} of payroll is in progress")
+    assert await live.send(action="approve", run=run_id + 1) == ("cmd-3", f"refused: no run {run_id + 1}")
     await live.event("approval_waiting")
-    assert live.send(action="approve", run=run_id, service="library") == (
+    assert await live.send(action="approve", run=run_id, service="library") == (
         "cmd-4", "refused: no service named 'library'")
-    assert live.send(action="approve", run=run_id)[1] == f"accepted: run {run_id} approved"
+    assert (await live.send(action="approve", run=run_id))[1] == f"accepted: run {run_id} approved"
     finished = await live.event("run_finished")
     assert finished.data["result"] == "succeeded"
     assert live.engine.services["payroll"].active == "hampshire"
-    assert live.send(action="abort", run=run_id)[1] == f"refused: run {run_id} is not in progress"
+    assert (await live.send(action="abort", run=run_id))[1] == f"refused: run {run_id} is not in progress"
     assert metric(live, 'bcd_mqtt_commands_total{result="accepted"}') == 2
     assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 4
 
 
 async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
-    assert live.send(action="maintenance", site="dorset", duration="2h", reason="patching")[1] == (
+    assert (await live.send(action="maintenance", site="dorset", duration="2h", reason="patching"))[1] == (
         "accepted: maintenance of dorset for 7200s")
     site = live.engine.sites[("payroll", "dorset")]
     assert site.maintenance_until == pytest.approx(live.engine.clock() + 7200, abs=5)
     assert "mqtt:olive" in (site.maintenance_reason or "")
-    assert live.send(action="maintenance", site="kent", duration="1h")[1].startswith("refused: payroll has no site")
-    assert live.send(action="maintenance", end=True)[1] == "accepted: maintenance ended for dorset"
-    assert live.send(action="ack")[1] == "accepted: nothing to acknowledge"
+    assert (await live.send(action="maintenance", site="kent", duration="1h"))[1].startswith("refused: payroll has no site")
+    assert (await live.send(action="maintenance", end=True))[1] == "accepted: maintenance ended for dorset"
+    assert (await live.send(action="ack"))[1] == "accepted: nothing to acknowledge"
 
 
 async def test_refusals_are_counted_replayed_ids_too_and_no_key_refuses_all(live: Live) -> None:
     obj = signed(id="once")
-    assert live.output.handle(raw(obj), KEY, retained=False, max_age=60.0)[1].startswith("accepted")
-    assert live.output.handle(raw(obj), KEY, retained=False, max_age=60.0) == (
+    assert (await live.output.handle(raw(obj), KEY, retained=False, max_age=60.0))[1].startswith("accepted")
+    assert await live.output.handle(raw(obj), KEY, retained=False, max_age=60.0) == (
         "once", "refused: replayed: this id was seen before")
-    assert live.output.handle(b"\x00garbage", KEY, retained=False, max_age=60.0)[0] == "invalid"
-    assert live.output.handle(raw(signed(id="k")), None, retained=False, max_age=60.0) == (
+    assert (await live.output.handle(b"\x00garbage", KEY, retained=False, max_age=60.0))[0] == "invalid"
+    assert await live.output.handle(raw(signed(id="k")), None, retained=False, max_age=60.0) == (
         "k", "refused: commands unavailable: the hmac key cannot be read")
     assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 3
     assert metric(live, "bcd_mqtt_connected") == 0
