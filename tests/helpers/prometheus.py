@@ -250,12 +250,12 @@ class QueryError(Exception):
 
 
 class Prometheus:
-    """`prometheus` on a free loopback port, scraping `target` with the job of prometheus/scrape.example.yml
-    every `interval` seconds and evaluating prometheus/alerts.yml as often."""
+    """`prometheus` on a free loopback port, scraping `target` (one host:port or several) with the job of
+    prometheus/scrape.example.yml every `interval` seconds and evaluating prometheus/alerts.yml as often."""
 
-    def __init__(self, directory: Path, target: str, interval: float = 1.0) -> None:
+    def __init__(self, directory: Path, target: str | Sequence[str], interval: float = 1.0) -> None:
         self.directory = directory
-        self.target = target
+        self.targets = [target] if isinstance(target, str) else list(target)
         self.interval = interval
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -267,7 +267,7 @@ class Prometheus:
         example = yaml.safe_load(SCRAPE_EXAMPLE.read_text())
         (job,) = example["scrape_configs"]
         every = f"{round(self.interval * 1000)}ms"
-        job = {**job, "scrape_interval": every, "scrape_timeout": every, "static_configs": [{"targets": [self.target]}]}
+        job = {**job, "scrape_interval": every, "scrape_timeout": every, "static_configs": [{"targets": self.targets}]}
         return {
             "global": {"scrape_interval": every, "evaluation_interval": every},
             "rule_files": [str(RULES)],
@@ -364,6 +364,7 @@ class DashboardQuery:
     instant: bool
     legend: str = ""
     panel: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    row: str = ""  # the title of the row the panel sits in ("" before the first row, and for the rest)
 
 
 def load_dashboard(name: str) -> dict[str, Any]:
@@ -373,11 +374,19 @@ def load_dashboard(name: str) -> dict[str, Any]:
 
 def panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Every panel, the panels of collapsed rows included, rows excluded."""
+    for _, panel in panels_by_row(dashboard):
+        yield panel
+
+
+def panels_by_row(dashboard: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(row title, panel) for every panel: a collapsed row holds its panels, an open row is followed by them."""
+    row = ""
     for panel in dashboard.get("panels", []):
         if panel.get("type") == "row":
-            yield from panel.get("panels", [])
+            row = panel.get("title", "")
+            yield from ((row, inner) for inner in panel.get("panels", []))
         else:
-            yield panel
+            yield row, panel
 
 
 def variable_query(variable: Mapping[str, Any]) -> str:
@@ -401,13 +410,13 @@ def variable_promql(query: str) -> str:
 
 def dashboard_queries(dashboard: Mapping[str, Any]) -> list[DashboardQuery]:
     queries: list[DashboardQuery] = []
-    for panel in panels(dashboard):
+    for row, panel in panels_by_row(dashboard):
         for target in panel.get("targets", []):
             if "expr" not in target:
                 continue
             instant = bool(target.get("instant")) and not target.get("range")
             queries.append(DashboardQuery(f'panel "{panel["title"]}" {target["refId"]}', target["expr"], instant,
-                                          target.get("legendFormat", ""), panel))
+                                          target.get("legendFormat", ""), panel, row))
     for annotation in dashboard.get("annotations", {}).get("list", []):
         expr = annotation.get("expr") or annotation.get("target", {}).get("expr")
         if expr:
@@ -588,3 +597,74 @@ class Estate:
             self.bcd.stop()
             for server in (self.dorset, self.tls, self.up, self.hook, self.flaky):
                 server.stop()
+
+
+class ClusterPair:
+    """Two bcd cluster members (vantages dorset and hampshire) watching payroll in both sites through an etcd
+    at `endpoints`, both scraped by one Prometheus: the estate of the overview's "Cluster" row."""
+
+    VANTAGES = ("dorset", "hampshire")
+
+    def __init__(self, directory: Path, endpoints: Sequence[str], *, name: str = "prometheus",
+                 scrape_interval: float = 1.0, lease_ttl: str = "3s") -> None:
+        self.directory = directory
+        self.scrape_interval = scrape_interval
+        self.target = StatusServer(200)
+        self.members: dict[str, Bcd] = {}
+        for vantage in self.VANTAGES:
+            port = free_port()
+            home = directory / vantage
+            home.mkdir(parents=True, exist_ok=True)
+            config: dict[str, Any] = {
+                "instance": f"bcd-{vantage}",
+                "vantage": vantage,
+                "state_dir": str(home / "state"),
+                "server": {"listen": f"127.0.0.1:{port}"},
+                "sites": {"dorset": {}, "hampshire": {}},
+                "defaults": {"interval": "500ms", "timeout": "400ms", "rise": 1, "fall": 3},
+                "services": {"payroll": {
+                    "active": "dorset",
+                    "failover": {"runbook": "move", "mode": "manual"},
+                    "sites": {site: {"probes": [{"name": "health", "http": {"url": self.target.url(f"/{site}")}}]}
+                              for site in ("dorset", "hampshire")},
+                }},
+                "runbooks": {"move": {"steps": [{"name": "settle", "sleep": {"duration": "1s"}}]}},
+                "auth": operator_auth(),
+                "cluster": {"name": name, "etcd": {"endpoints": list(endpoints)},
+                            "lease_ttl": lease_ttl, "call_timeout": "500ms"},
+            }
+            self.members[vantage] = Bcd(home, config, port)
+        self.prometheus = Prometheus(directory, [f"127.0.0.1:{m.port}" for m in self.members.values()],
+                                     scrape_interval)
+
+    def start(self) -> None:
+        """Both members ready and seeing each other's view, and a scrape of that stored."""
+        for member in self.members.values():
+            member.spawn()
+        try:
+            self.prometheus.start()
+        finally:
+            for member in self.members.values():
+                member.wait_ready()
+        everyone = set(self.VANTAGES)
+        for member in self.members.values():
+            member.wait_service("payroll", lambda s: set(s.get("views") or {}) == everyone,
+                                what="payroll with both vantages' views")
+        # Each target has its own first-scrape delay: wait for a scrape of both after they saw each other, and
+        # for another one a little later, so that a 1 s-step range query ending now has points on them.
+        for delay in (0.0, 2 * self.scrape_interval):
+            expr = f"count(timestamp(bcd_cluster_members) > {time.time() + delay:.3f})"
+
+            def both_scraped(expr: str = expr) -> bool:
+                result = self.prometheus.query(expr)
+                return bool(result) and float(result[0]["value"][1]) >= len(self.VANTAGES) ** 2
+
+            poll(both_scraped, 20.0, "a scrape of both members after they saw each other", every=0.2)
+
+    def stop(self) -> None:
+        try:
+            self.prometheus.stop()
+        finally:
+            for member in self.members.values():
+                member.stop()
+            self.target.stop()

@@ -7,6 +7,10 @@ nobody listens on. Prometheus scrapes bcd every second with the job of prometheu
 evaluates prometheus/alerts.yml. Then every PromQL expression of both dashboards (panel targets, annotations,
 variable queries) must run without error and return data, as Grafana would run it (range queries for graphs,
 instant queries for stats, tables and bar gauges), and every rule must evaluate.
+
+The overview's "Cluster" row shows metrics only a bcd with a `cluster:` section exposes: the single-instance
+estate leaves its queries out, and a second scenario (`cluster`: two members, vantages dorset and hampshire,
+on a real three-member etcd, scraped by their own Prometheus) runs them.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ import pytest
 import yaml
 
 from tests.helpers import Broker, CertFiles
+from tests.helpers.etcd import ETCD, EtcdCluster
 from tests.helpers.prometheus import (
     DASHBOARDS,
     REPO,
     RULE_TESTS,
     RULES,
+    ClusterPair,
     DashboardQuery,
     Estate,
     QueryError,
@@ -47,7 +53,11 @@ needs_prometheus = pytest.mark.skipif(
     reason="prometheus/promtool not installed (make deps installs the Debian package)",
 )
 
+needs_etcd = pytest.mark.skipif(not Path(ETCD).exists(), reason="etcd is not installed (apt-get install etcd-server)")
+
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+CLUSTER_ROW = "Cluster"  # the overview's row of cluster metrics: shown by the `cluster` scenario only
+CLUSTER_RULES = frozenset({"BcdClusterCoordinationDown", "BcdVantageViewStale"})
 DASHBOARD_FILES = {"bcd-overview.json": "bcd-overview", "bcd-service.json": "bcd-service"}
 # the overview with "All" services; the service dashboard for each service (a query needs data for one of them:
 # only payroll has a certificate, only library a failed run)
@@ -66,6 +76,32 @@ def estate(tmp_path_factory: pytest.TempPathFactory, mosquitto: Broker, short_li
         yield estate
     finally:
         estate.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPair]:
+    etcd = EtcdCluster(tmp_path_factory.mktemp("prometheus-etcd"))
+    etcd.start()
+    try:
+        pair = ClusterPair(tmp_path_factory.mktemp("prometheus-cluster"), etcd.endpoints)
+        try:
+            pair.start()
+            yield pair
+        finally:
+            pair.stop()
+    finally:
+        etcd.stop_all()
+
+
+def cluster_queries() -> list[DashboardQuery]:
+    return [query for query in dashboard_queries(load_dashboard("bcd-overview.json")) if query.row == CLUSTER_ROW]
+
+
+def cluster_metrics() -> set[str]:
+    """The metric names the cluster row and the cluster rules use."""
+    exprs = [query.expr for query in cluster_queries()] + [expr for name, expr in rule_exprs(RULES)
+                                                           if name in CLUSTER_RULES]
+    return {name for expr in exprs for name in re.findall(r"\bbcd_[a-z_]+\b", expr)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -128,7 +164,7 @@ def test_provisioning_files() -> None:
 # Every dashboard query against the real Prometheus
 
 
-def run_query(estate: Estate, query: DashboardQuery, service: str, end: float) -> list[dict[str, Any]]:
+def run_query(estate: Estate | ClusterPair, query: DashboardQuery, service: str, end: float) -> list[dict[str, Any]]:
     """The query as Grafana would send it over the time since Prometheus started, 1 s resolution."""
     prometheus = estate.prometheus
     start = prometheus.started_at
@@ -144,7 +180,7 @@ def run_query(estate: Estate, query: DashboardQuery, service: str, end: float) -
 @needs_prometheus
 @pytest.mark.parametrize("name", sorted(DASHBOARD_FILES))
 def test_every_dashboard_query_returns_data(estate: Estate, name: str) -> None:
-    queries = dashboard_queries(load_dashboard(name))
+    queries = [query for query in dashboard_queries(load_dashboard(name)) if query.row != CLUSTER_ROW]
     assert len(queries) > 20
     end = time.time()
     problems = []
@@ -274,7 +310,7 @@ def test_scrape_passes_promtool_and_has_every_metric_the_dashboards_use(estate: 
     exprs = [q.expr for name in DASHBOARD_FILES for q in dashboard_queries(load_dashboard(name))]
     exprs += [expr for _, expr in rule_exprs(RULES)]
     used = {name for expr in exprs for name in re.findall(r"\bbcd_[a-z_]+\b", expr)}
-    assert used - exposed == set()
+    assert used - cluster_metrics() - exposed == set()  # the cluster scenario checks those
 
 
 NOT_ON_DASHBOARDS: frozenset[str] = frozenset()  # families left off the dashboards on purpose
@@ -296,3 +332,70 @@ def test_dashboard_json_is_formatted() -> None:
     for path in sorted(Path(DASHBOARDS).glob("*.json")):
         text = path.read_text()
         assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n", path.name
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The cluster row and rules against two cluster members on a real etcd
+
+
+def test_cluster_row_and_rules_are_marked() -> None:
+    """The cluster row exists and holds every cluster metric; no other row or rule uses one."""
+    queries = cluster_queries()
+    assert len(queries) >= 5
+    assert cluster_metrics() == {"bcd_cluster_members", "bcd_cluster_coordination_up",
+                                 "bcd_vantage_view_age_seconds", "bcd_site_votes", "bcd_lock_held"}
+    others = [q.expr for name in DASHBOARD_FILES for q in dashboard_queries(load_dashboard(name))
+              if q.row != CLUSTER_ROW]
+    others += [expr for name, expr in rule_exprs(RULES) if name not in CLUSTER_RULES]
+    assert [expr for expr in others if set(re.findall(r"\bbcd_[a-z_]+\b", expr)) & cluster_metrics()] == []
+    assert {name for name, _ in rule_exprs(RULES)} >= CLUSTER_RULES
+
+
+@needs_prometheus
+@needs_etcd
+def test_cluster_row_queries_return_data(cluster: ClusterPair) -> None:
+    """Every query of the cluster row runs without error and returns data, for both instances where it is
+    per instance; the members see each other, coordination is up, and votes count both vantages."""
+    end = time.time()
+    problems = []
+    results: dict[str, list[dict[str, Any]]] = {}
+    for query in cluster_queries():
+        try:
+            results[query.where] = result = run_query(cluster, query, ".*", end)
+        except QueryError as exc:
+            problems.append(f"{query.where}: {exc}\n    {query.expr}")
+            continue
+        if not has_data(result):
+            problems.append(f"{query.where}: no data\n    {query.expr}")
+    assert not problems, "\n".join(problems)
+    (members_query,) = [q for q in cluster_queries() if "bcd_cluster_members" in q.expr]
+    members = {(s["metric"]["instance"], s["metric"]["vantage"]) for s in results[members_query.where]}
+    instances = {instance for instance, _ in members}
+    assert len(instances) == 2 and members == {(i, v) for i in instances for v in ClusterPair.VANTAGES}
+    (coordination,) = [q for q in cluster_queries() if "coordination_up" in q.expr]
+    up = run_query(cluster, coordination, ".*", time.time())
+    assert {s["metric"]["instance"] for s in up} == instances and {s["value"][1] for s in up} == {"1"}
+    votes = run_query(cluster, DashboardQuery("votes", 'sum by (instance, site) (bcd_site_votes{service="payroll"})',
+                                              True), ".*", time.time())  # whatever each vantage sees
+    assert {(s["metric"]["instance"], s["metric"]["site"], s["value"][1]) for s in votes} == {
+        (instance, site, "2") for instance in instances for site in ("dorset", "hampshire")}
+
+
+@needs_prometheus
+@needs_etcd
+def test_cluster_scrape_has_the_cluster_metrics_and_rules_stay_quiet(cluster: ClusterPair) -> None:
+    for member in cluster.members.values():
+        text = member.metrics()
+        tool = promtool_binary()
+        assert tool is not None
+        check = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+        families = set(re.findall(r"^# TYPE (bcd_\w+) \w+", text, re.M))
+        assert cluster_metrics() <= families
+    for name, expr in rule_exprs(RULES):
+        if name in CLUSTER_RULES:
+            cluster.prometheus.query(expr)  # evaluates (a QueryError otherwise)
+    loaded = [rule for group in cluster.prometheus.api("rules")["groups"] for rule in group["rules"]]
+    assert [(r["name"], r["lastError"]) for r in loaded if r["name"] in CLUSTER_RULES and r["health"] != "ok"] == []
+    alerts = {a["labels"]["alertname"] for a in cluster.prometheus.api("alerts")["alerts"]}
+    assert not alerts & CLUSTER_RULES, alerts
