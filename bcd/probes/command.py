@@ -7,17 +7,13 @@ first line; more lines may follow, and after a `|` on a later line the rest of t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, guarded
 from bcd.probes.specs import CommandSpec
+from bcd.process import BASE_ENV, kill_group, read_bounded, signal_name
 
 MAX_OUTPUT = 65536
-REAP_GRACE = 1.0
-BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 _RESULTS = {0: Result.OK, 1: Result.WARN, 2: Result.FAIL}
 
 Perfdata = tuple[tuple[str, str], ...]
@@ -83,15 +79,8 @@ def verdict(code: int, summary: str) -> tuple[Result, str]:
     if code == 3:
         return Result.FAIL, f"unknown: {said}"
     if code < 0:
-        return Result.FAIL, f"unknown: killed by {_signal_name(-code)}: {said}"
+        return Result.FAIL, f"unknown: killed by {signal_name(-code)}: {said}"
     return Result.FAIL, f"unknown: exit status {code}: {said}"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 class CommandProbe:
@@ -121,10 +110,10 @@ class CommandProbe:
         )
         try:
             assert process.stdout is not None
-            output = await _read_bounded(process.stdout, MAX_OUTPUT)
+            output = await read_bounded(process.stdout, MAX_OUTPUT)
             code = await process.wait()
         except BaseException:
-            await _kill_group(process)
+            await kill_group(process)
             raise
         summary, perfdata = parse_output(output.decode(errors="replace"))
         result, reason = verdict(code, summary)
@@ -134,22 +123,3 @@ class CommandProbe:
         if isinstance(exc, OSError):
             return f"unknown: cannot run {self._argv[0]}: {exc.strerror or exc}"
         return f"unknown: {type(exc).__name__}: {exc}"
-
-
-async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> bytes:
-    """Everything up to EOF, keeping the first `limit` bytes (the rest is drained so the writer never
-    blocks on a full pipe)."""
-    kept = bytearray()
-    while chunk := await stream.read(65536):
-        if len(kept) < limit:
-            kept += chunk[: limit - len(kept)]
-    return bytes(kept)
-
-
-async def _kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGKILL the plugin's whole process group (it leads its own session) and reap the plugin."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(REAP_GRACE):
-            await process.wait()
