@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.helpers import Broker, CertFiles, make_cert, start_mosquitto, stop_process
+from tests.helpers.etcd import EtcdCluster
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,28 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def short_lived_cert(tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
     """A self-signed certificate for localhost/127.0.0.1 that expires in one day."""
     return make_cert(tmp_path_factory.mktemp("tls"), days=1)
+
+
+# One real three-member etcd on loopback for the whole session. Starting one costs about two seconds (each new
+# member probes its peers), so it is shared: tests use their own key prefixes or cluster names, and members a
+# test kills are started again after it.
+@pytest.fixture(scope="session")
+def etcd_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+@pytest.fixture
+async def etcd_cluster(etcd_cluster_session: EtcdCluster) -> AsyncIterator[EtcdCluster]:
+    """The session's cluster with every member running, before and after the test."""
+    for index, member in enumerate(etcd_cluster_session.members):
+        if not member.running:
+            await etcd_cluster_session.restart(index)
+    yield etcd_cluster_session
+    for index, member in enumerate(etcd_cluster_session.members):
+        if not member.running:
+            await etcd_cluster_session.restart(index)

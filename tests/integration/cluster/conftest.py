@@ -5,7 +5,7 @@ the members of each test stopped at its end."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,26 +15,10 @@ from tests.helpers.recorder import Recorder
 from tests.integration.cluster.kit import ClusterEstate, VantageTarget
 
 
-@pytest.fixture(scope="session")
-def cluster_etcd_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("cluster-etcd"))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop_all()
-
-
 @pytest.fixture
-async def cluster_etcd(cluster_etcd_session: EtcdCluster) -> AsyncIterator[EtcdCluster]:
-    """The session's etcd with every member running, before and after the test."""
-    for index, member in enumerate(cluster_etcd_session.members):
-        if not member.running:
-            await cluster_etcd_session.restart(index)
-    yield cluster_etcd_session
-    for index, member in enumerate(cluster_etcd_session.members):
-        if not member.running:
-            await cluster_etcd_session.restart(index)
+def cluster_etcd(etcd_cluster: EtcdCluster) -> EtcdCluster:
+    """The session's shared etcd (tests/conftest.py), every member running before and after the test."""
+    return etcd_cluster
 
 
 @pytest.fixture
