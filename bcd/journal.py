@@ -72,15 +72,23 @@ class Journal:
         self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group writes into one commit (one fsync): all or nothing."""
+    def transaction(self, *, sync: bool = True) -> Iterator[None]:
+        """Group writes into one commit: all or nothing. `sync=False` commits without waiting for the disk
+        (WAL, synchronous=NORMAL): the commit survives a crash of the process (kill -9), not a power cut.
+        Health state and its events use that — probes re-derive them — while runs and steps always wait."""
+        if not sync:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            if not sync:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)

@@ -45,3 +45,13 @@ def test_a_failed_transaction_writes_nothing(tmp_path: Path) -> None:
     with journal.transaction():
         journal.append(Event("x", 1.0, "svc", None, "kept"))
     assert [e.reason for e in journal.events()] == ["kept"]
+
+
+def test_an_unsynced_transaction_commits_and_restores_full_sync(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    with journal.transaction(sync=False):
+        assert journal.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL inside
+        journal.append(Event("x", 1.0, "svc", None, "health"))
+    assert journal.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for runs and steps
+    reopened = Journal(tmp_path / "j.sqlite")
+    assert [e.reason for e in reopened.events()] == ["health"]
