@@ -23,6 +23,13 @@ def _check_regex(value: str | None) -> str | None:
     return value
 
 
+def absolute_argv(argv: list[str]) -> list[str]:
+    """Commands run without a shell and without a PATH search: argv[0] must be an absolute path."""
+    if not argv[0].startswith("/"):
+        raise ValueError(f"argv[0] must be an absolute path, got {argv[0]!r}")
+    return argv
+
+
 class HttpSpec(Spec):
     """`http:` probe: one request on a new connection."""
 
@@ -77,12 +84,7 @@ class CommandSpec(Spec):
     argv: Annotated[list[str], Field(min_length=1)]
     env: dict[str, str] = {}
 
-    @field_validator("argv")
-    @classmethod
-    def _absolute(cls, argv: list[str]) -> list[str]:
-        if not argv[0].startswith("/"):
-            raise ValueError(f"argv[0] must be an absolute path, got {argv[0]!r}")
-        return argv
+    _absolute = field_validator("argv")(absolute_argv)
 
 
 class MqttSpec(Spec):

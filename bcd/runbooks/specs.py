@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from bcd.durations import Duration
+from bcd.probes.specs import absolute_argv
 
 TEMPLATE_NAMES = frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token"})
 RENDERED = {"rendered": True}
@@ -83,12 +84,7 @@ class CommandStep(Templated):
     env: dict[str, str] = {}
     retryable_exit_codes: list[int] = Field([], description="non-zero exit codes worth retrying")
 
-    @field_validator("argv")
-    @classmethod
-    def _absolute(cls, argv: list[str]) -> list[str]:
-        if not argv[0].startswith("/"):
-            raise ValueError(f"argv[0] must be an absolute path, got {argv[0]!r}")
-        return argv
+    _absolute = field_validator("argv")(absolute_argv)
 
 
 class MqttPublishStep(Templated):
