@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from bcd import config as config_module
-from bcd import systemd
+from bcd import heap, systemd
 from bcd.bus import Bus
 from bcd.cluster import ClusterCollector, ClusterLink
 from bcd.config import Config, ConfigError
@@ -28,7 +28,7 @@ from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.outputs.alerts import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
 from bcd.outputs.mqtt import MqttCollector, MqttOutput
-from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, make_http_session
+from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
@@ -75,7 +75,7 @@ class Daemon:
         self.bus = Bus()
         self.journal = Journal(Path(config.state_dir) / "bcd.sqlite")
         self.engine = Engine(config, self.journal, self.bus)
-        self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler)
+        self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler, lambda: self.runner)
         self.metrics.reload.success_timestamp = time.time()
         self.scheduler: Scheduler | None = None
         self.runner: Runner | None = None
@@ -113,7 +113,7 @@ class Daemon:
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
             log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
                         hint="raise LimitNOFILE, or lower scheduler.max_concurrency")
-        self.context = ProbeContext(http=make_http_session(self.config.vantage if self.config.cluster else None))
+        self.context = ProbeContext(user_agent(self.config.vantage if self.config.cluster else None))
         self._step_http = aiohttp.ClientSession()
         await self._start_coordination()  # before the runner: in a cluster no run may start without the lock
         self._start_runner()
@@ -126,6 +126,7 @@ class Daemon:
         self.scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.scheduler.sync(jobs(self.config), self._prebuilt(self.config))
         await self._start_web()
+        heap.settle()
         self._spawn(self._ticker())
         log.info("started", instance=self.config.instance, services=len(self.config.services),
                  probes=len(self.scheduler.keys), listen=self.config.server.listen,
@@ -141,7 +142,7 @@ class Daemon:
             log.warning("run_interrupted", run_id=record.id, service=record.service,
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
         self.engine.attach(self.runner)
-        self.metrics.register(RunnerCollector(lambda: self.runner, lambda: self.engine))
+        self.metrics.register(RunnerCollector(lambda: self.runner))
 
     async def _start_coordination(self) -> None:
         """A lone instance: a LocalCoordinator on the journal's SQLite file. A cluster member: an etcd client and
@@ -252,8 +253,6 @@ class Daemon:
                     await self.scheduler.stop()
                 if self._runner is not None:
                     await self._runner.cleanup()
-                if self.context is not None:
-                    await self.context.close()
         except TimeoutError:
             log.warning("shutdown_timeout", seconds=STOP_TIMEOUT)
         finally:
@@ -292,8 +291,12 @@ class Daemon:
         return lambda job: probes[job.key]
 
     async def _ticker(self) -> None:
+        settled = False
         while True:
             await asyncio.sleep(TICK)
+            if not settled and self.scheduler is not None and self.scheduler.all_ran_once():
+                heap.freeze_survivors()
+                settled = True
             try:
                 self.engine.tick()
             except Exception:
@@ -347,6 +350,7 @@ class Daemon:
             self.alerts.configure(new)
         self.scheduler.sync(jobs(new), build)
         self.metrics.probes.retain(self.scheduler.keys)
+        heap.settle()
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()
         log.info("reloaded", services=len(new.services), probes=len(self.scheduler.keys))

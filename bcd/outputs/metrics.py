@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from bcd import __version__
-from bcd.engine import Engine
+from bcd.engine import Engine, ServiceView
 from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Histogram, Scheduler
@@ -28,6 +29,8 @@ RESULTS = (Result.OK, Result.WARN, Result.FAIL)
 SITE_STATES = tuple(SiteState)
 SERVICE_STATUSES = tuple(ServiceStatus)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CHUNK = 1000  # series per piece of a scrape
+T = TypeVar("T")
 
 
 def escape(value: str) -> str:
@@ -99,17 +102,25 @@ def _family(name: str, kind: str, help_text: str) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
 
 
+def chunks(items: list[T], size: int = CHUNK) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
     stats = list(metrics.stats.values())
     yield _family("bcd_probe_success", "gauge", "Whether the last run of the probe passed (warn counts as passed).")
-    yield "".join([f"bcd_probe_success{{{s.label}}} {s.success}\n" for s in stats])
+    for part in chunks(stats):
+        yield "".join([f"bcd_probe_success{{{s.label}}} {s.success}\n" for s in part])
     yield _family("bcd_probe_results_total", "counter", "Probe runs by result.")
-    yield "".join([s.results_template % tuple(s.results.values()) for s in stats])
+    for part in chunks(stats):
+        yield "".join([s.results_template % tuple(s.results.values()) for s in part])
     yield _family("bcd_probe_duration_seconds", "histogram", "Duration of probe runs.")
-    yield "".join([
-        s.histogram_template % (*s.duration.cumulative(), s.duration.count, s.duration.total, s.duration.count)
-        for s in stats
-    ])
+    for part in chunks(stats):
+        yield "".join([
+            s.histogram_template % (*s.duration.cumulative(), s.duration.count, s.duration.total, s.duration.count)
+            for s in part
+        ])
     yield _family(
         "bcd_probe_cert_expiry_timestamp_seconds", "gauge", "Earliest expiry of the certificates a TLS probe saw."
     )
@@ -140,26 +151,69 @@ def _active_block(service: str, sites: tuple[str, ...], active: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _up_line(service: str, site: str, up: bool) -> str:
+    return f"bcd_site_up{{{labels(service=service, site=site)}}} {int(up)}\n"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _running_line(service: str, running: bool) -> str:
+    return f"bcd_runbook_running{{{labels(service=service)}}} {int(running)}\n"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _blocked_line(service: str, guard: str | None) -> str:
+    return f'bcd_service_blocked{{{labels(service=service)},reason="{guard or "none"}"}} {int(guard is not None)}\n'
+
+
 def render_estate(engine: Engine) -> Iterator[str]:
+    yield from _render_sites(engine)
+    yield from _render_services(engine)
+
+
+def _render_sites(engine: Engine) -> Iterator[str]:
+    sites = list(engine.sites.items())  # snapshots: the engine may change between chunks
     yield _family("bcd_site_health", "gauge", "Health state of a service in a site (1 for the current state).")
-    yield "".join([_site_block(key[0], key[1], site.state) for key, site in engine.sites.items()])
+    for part in chunks(sites):
+        yield "".join([_site_block(key[0], key[1], site.state) for key, site in part])
     yield _family("bcd_site_up", "gauge", "Whether the service is up in the site.")
-    yield "".join([
-        f"bcd_site_up{{{labels(service=key[0], site=key[1])}}} {int(site.state is SiteState.UP)}\n"
-        for key, site in engine.sites.items()
-    ])
+    for part in chunks(sites):
+        yield "".join([_up_line(key[0], key[1], site.state is SiteState.UP) for key, site in part])
     yield _family("bcd_health_transitions_total", "counter", "Health state transitions of a service in a site.")
     yield "".join(
         f'bcd_health_transitions_total{{{labels(service=k[0], site=k[1])},from="{k[2]}",to="{k[3]}"}} {n}\n'
-        for k, n in engine.transitions.items()
+        for k, n in list(engine.transitions.items())
     )
+
+
+def _render_services(engine: Engine) -> Iterator[str]:
+    services = list(engine.services.items())
     yield _family("bcd_service_status", "gauge", "Status of a service (1 for the current status).")
-    yield "".join([_status_block(name, view.status) for name, view in engine.services.items()])
+    for part in chunks(services):
+        yield "".join([_status_block(name, view.status) for name, view in part])
     yield _family("bcd_service_active_site", "gauge", "Which site is active for a service (1 for the active one).")
-    yield "".join([
-        _active_block(name, tuple(engine.config.services[name].sites), view.active)
-        for name, view in engine.services.items()
-    ])
+    for part in chunks(services):
+        yield "".join([
+            _active_block(name, tuple(engine.config.services[name].sites), view.active)
+            for name, view in part if name in engine.config.services
+        ])
+
+
+def render_runner(engine: Engine, runner: Runner | None) -> Iterator[str]:
+    """The per-service runbook families (rendered by hand: one line per service, like the estate)."""
+    if runner is None:
+        return
+    services = list(engine.services.items())
+    yield _family("bcd_runbook_running", "gauge", "Whether a runbook of the service is running.")
+    for part in chunks(services):
+        yield "".join([_running_line(name, name in runner.active) for name, _ in part])
+    yield _family("bcd_service_blocked", "gauge", "1 with the guard's reason while a service is blocked.")
+    for part in chunks(services):
+        yield "".join([_blocked_line(name, _guard(view)) for name, view in part])
+
+
+def _guard(view: ServiceView) -> str | None:
+    return str(view.guard) if view.status is ServiceStatus.BLOCKED and view.guard is not None else None
 
 
 @dataclass(slots=True)
@@ -215,21 +269,28 @@ def _scheduler_families(
 class Metrics:
     """Everything `/metrics` shows."""
 
-    def __init__(self, engine: Callable[[], Engine], scheduler: Callable[[], Scheduler | None]) -> None:
+    def __init__(self, engine: Callable[[], Engine], scheduler: Callable[[], Scheduler | None],
+                 runner: Callable[[], Runner | None] = lambda: None) -> None:
         self.probes = ProbeMetrics()
         self.reload = ReloadState()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(scheduler, self.reload))
         self._engine = engine
+        self._runner = runner
 
     def register(self, collector: Collector) -> None:
         self.registry.register(collector)
 
+    def parts(self) -> Iterator[str]:
+        """The exposition in pieces of at most CHUNK series each, so that a server can let the event loop
+        run between them (probes due during a large scrape then start on time)."""
+        yield generate_latest(self.registry).decode()
+        yield from render_runner(self._engine(), self._runner())
+        yield from render_estate(self._engine())
+        yield from render_probes(self.probes)
+
     def render(self) -> bytes:
-        parts = [generate_latest(self.registry).decode()]
-        parts.extend(render_estate(self._engine()))
-        parts.extend(render_probes(self.probes))
-        return "".join(parts).encode()
+        return "".join(self.parts()).encode()
 
 
 def _histogram(name: str, help_text: str, label_names: list[str],
@@ -244,12 +305,11 @@ def _histogram(name: str, help_text: str, label_names: list[str],
 class RunnerCollector(Collector):
     """Runbook and failover metrics: the figures a recovery-time objective is measured by."""
 
-    def __init__(self, runner: Callable[[], Runner | None], engine: Callable[[], Engine]) -> None:
+    def __init__(self, runner: Callable[[], Runner | None]) -> None:
         self._runner = runner
-        self._engine = engine
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        runner, engine = self._runner(), self._engine()
+        runner = self._runner()
         if runner is None:
             return
         stats = runner.stats
@@ -258,16 +318,6 @@ class RunnerCollector(Collector):
         for key, count in stats.runs.items():
             runs.add_metric(list(key), count)
         yield runs
-        running = GaugeMetricFamily("bcd_runbook_running", "Whether a runbook of the service is running.",
-                                    labels=["service"])
-        blocked = GaugeMetricFamily("bcd_service_blocked", "1 with the guard's reason while a service is blocked.",
-                                    labels=["service", "reason"])
-        for name, view in engine.services.items():
-            running.add_metric([name], int(name in runner.active))
-            is_blocked = view.status is ServiceStatus.BLOCKED and view.guard is not None
-            blocked.add_metric([name, str(view.guard) if is_blocked else "none"], int(is_blocked))
-        yield running
-        yield blocked
         yield _histogram("bcd_runbook_duration_seconds", "Duration of runbook runs.", ["service", "runbook"],
                          stats.durations.items())
         yield _histogram("bcd_runbook_step_duration_seconds", "Duration of runbook steps.",

@@ -12,10 +12,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Protocol, TypeAlias
-
-import aiohttp
 
 from bcd import __version__
 from bcd.model import ProbeResult, Result
@@ -37,81 +34,18 @@ ProbeFactory: TypeAlias = Callable[[Any, float, "ProbeContext"], Probe]
 """Builds a probe from its spec (the pydantic model of its kind), its timeout and the shared context."""
 
 
-@dataclass
+def user_agent(vantage: str | None = None) -> str:
+    """The User-Agent of HTTP probes; a cluster member names its vantage, e.g. "bcd/0.1.0 (vantage dorset)"."""
+    return f"bcd/{__version__}" + (f" (vantage {vantage})" if vantage else "")
+
+
+@dataclass(frozen=True)
 class ProbeContext:
     """What the probes of one daemon share. `clock` times latency, `wall_clock` judges cert expiry."""
 
-    http: aiohttp.ClientSession
+    user_agent: str = field(default_factory=user_agent)
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
-
-    async def close(self) -> None:
-        await self.http.close()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The HTTP session
-
-
-class PeerCertResponse(aiohttp.ClientResponse):
-    """A response that remembers the server's certificate (DER) from the connection it arrived on.
-
-    Captured in `start()`, because a response without a body releases (and, with force_close, closes)
-    its connection before the caller ever sees it.
-    """
-
-    peer_cert_der: bytes | None = None
-
-    async def start(self, connection: aiohttp.connector.Connection) -> aiohttp.ClientResponse:
-        transport = connection.transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        if isinstance(ssl_object, ssl.SSLObject):
-            self.peer_cert_der = ssl_object.getpeercert(binary_form=True)
-        return await super().start(connection)
-
-
-PhaseListener = Callable[[str], None]
-"""Passed as `trace_request_ctx`: told "resolving", "connecting", then "connected" as a request proceeds."""
-
-
-def make_http_session(vantage: str | None = None) -> aiohttp.ClientSession:
-    """The session every HTTP probe shares (call inside the running loop). With a `vantage` (a cluster
-    member), the User-Agent names it, e.g. "bcd/0.1.0 (vantage dorset)".
-
-    `force_close` gives each request a new connection, so DNS, TCP and TLS are exercised every time and a
-    dead listener is never hidden by a kept-alive socket; `limit=0` leaves concurrency to the scheduler;
-    no DNS cache, no cookie jar (probes must not influence each other).
-    """
-    connector = aiohttp.TCPConnector(force_close=True, limit=0, use_dns_cache=False)
-    return aiohttp.ClientSession(
-        connector=connector,
-        response_class=PeerCertResponse,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        headers={"User-Agent": f"bcd/{__version__}" + (f" (vantage {vantage})" if vantage else "")},
-        trace_configs=[_phase_tracer()],
-    )
-
-
-def _phase_tracer() -> aiohttp.TraceConfig:
-    tracer = aiohttp.TraceConfig()
-
-    def hook(phase: str) -> Callable[[aiohttp.ClientSession, SimpleNamespace, Any], Coroutine[Any, Any, None]]:
-        async def on_event(session: aiohttp.ClientSession, ctx: SimpleNamespace, params: Any) -> None:
-            listener = ctx.trace_request_ctx
-            if callable(listener):
-                listener(phase)
-
-        return on_event
-
-    tracer.on_dns_resolvehost_start.append(hook("resolving"))
-    tracer.on_connection_create_start.append(hook("connecting"))
-    tracer.on_connection_create_end.append(hook("connected"))
-    return tracer
-
-
-async def make_context() -> ProbeContext:
-    """A ProbeContext with a fresh HTTP session; `await ctx.close()` when done."""
-    return ProbeContext(http=make_http_session())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bcd.probes.base import Probe, ProbeContext, ProbeFactory, ProbeSetupError, make_http_session
+from bcd.probes.base import Probe, ProbeContext, ProbeFactory, ProbeSetupError
 from bcd.probes.command import CommandProbe
 from bcd.probes.dns import DnsProbe
 from bcd.probes.http import HttpProbe
@@ -22,7 +22,7 @@ REGISTRY: dict[str, ProbeFactory] = {
     "mqtt": MqttProbe,
 }
 
-__all__ = ["REGISTRY", "Probe", "ProbeContext", "ProbeFactory", "ProbeSetupError", "build_probe", "make_http_session"]
+__all__ = ["REGISTRY", "Probe", "ProbeContext", "ProbeFactory", "ProbeSetupError", "build_probe"]
 
 
 def build_probe(config: ProbeConfig, timeout: float, ctx: ProbeContext) -> Probe:

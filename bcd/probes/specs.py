@@ -14,6 +14,9 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 def _check_regex(value: str | None) -> str | None:
     if value is not None:
         try:
@@ -50,6 +53,16 @@ class HttpSpec(Spec):
     max_body_bytes: int = Field(65536, ge=0, description="bytes of the body read for body_regex")
 
     _regex = field_validator("body_regex")(_check_regex)
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP token")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"header {name} contains a line break")
+        return value
 
 
 class TcpSpec(Spec):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -35,10 +36,15 @@ def build_app(context: WebContext) -> web.Application:
     return app
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body = request.app[CONTEXT].metrics.render()
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = CONTENT_TYPE
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """Streamed in pieces: a large estate's exposition is never held whole in memory, and the event loop
+    runs between pieces (probes due during a scrape start on time)."""
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
+    await response.prepare(request)
+    for piece in request.app[CONTEXT].metrics.parts():
+        await response.write(piece.encode())
+        await asyncio.sleep(0)  # write() returns at once while the socket takes it: yield anyway
+    await response.write_eof()
     return response
 
 

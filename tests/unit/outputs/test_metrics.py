@@ -53,10 +53,10 @@ def observe(engine: Engine, metrics: Metrics, service: str, site: str, probe: st
 @pytest.fixture
 def live(tmp_path: Path) -> tuple[Engine, Metrics]:
     engine = Engine(config(tmp_path, LIBRARY), Journal(tmp_path / "bcd.sqlite"), Bus())
-    metrics = Metrics(lambda: engine, lambda: None)
     runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
+    metrics = Metrics(lambda: engine, lambda: None, lambda: runner)
     engine.attach(runner)
-    metrics.register(RunnerCollector(lambda: runner, lambda: engine))
+    metrics.register(RunnerCollector(lambda: runner))
     observe(engine, metrics, "payroll", "dorset", "health", Result.FAIL)
     observe(engine, metrics, "payroll", "hampshire", "health", Result.OK)
     observe(engine, metrics, "library", "hampshire", "opac", Result.WARN)
