@@ -6,12 +6,17 @@ The link between the engine and the coordinator, built by the composition root w
 - **Views.** Our view (per service and site: state, since, reason) is published as JSON on change (at most
   4 times a second) and every `republish` seconds; the others' views come from the coordinator. A vantage that
   sees every site of every service down suspects its own network: it withdraws its view and does not vote.
-- **Quorum.** `quorum()` gives the pure policy the live vantages' votes on a service's active site.
+- **Quorum.** `quorum()` gives the pure policy the live vantages' votes on every site of a service: the active
+  site (down for a quorum?) and the others (up for a quorum?).
 - **Exactly one executor.** A run starts only once this instance holds the service's lock: automatic runs
-  from a task (one acquisition per service at a time), operators' runs from `start_requested()`. The run
-  carries a `Fence`: `{fence_token}` is the lock's token, every step is recorded in the store (fenced) before it
-  runs and runs only while the lock is valid less a safety margin. At the end the holder writes the final record
-  and, after a successful run, the active site (fenced), then releases the lock.
+  from a task (one acquisition per service at a time), operators' runs from `start_requested()`. An automatic
+  run's lock is taken only if every other vantage's view the decision counted is still at the revision it was
+  read at (in the same etcd transaction); if one changed, nothing runs (event `views_changed`) and the service
+  is decided again once the changed view has arrived here. The run carries a `Fence`: `{fence_token}` is the
+  lock's token, every step is recorded in the store (fenced) before it runs and runs only while the lock is
+  valid less a safety margin. At the end the holder writes the final record and, after a successful run, the
+  active site (fenced), deletes the service's run records beyond the newest `keep_runs` (fenced; a record
+  that is unfinished or waits for an acknowledgement stays), then releases the lock.
 - **Runs outlive their executor only as records.** Every `SYNC_EVERY` seconds the run records, locks and
   active sites are read: the active site is adopted; a run elsewhere shows as in progress here; a finished
   run elsewhere is mirrored into the local journal (so cooldowns and blocks agree); a run whose holder lost
@@ -34,7 +39,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bcd import policy
-from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, active_key, run_key
+from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsChanged, active_key, run_key
 from bcd.engine import QUIET_STATUSES, Engine, RequestRefused
 from bcd.journal import RunRecord
 from bcd.model import Event, Guard, RunKind, RunResult, SiteState
@@ -47,6 +52,7 @@ VIEW_MIN_GAP = 0.25  # our view is published at most 4 times a second
 SYNC_EVERY = 0.5  # run records, locks and active sites are read this often
 UNFINISHED = frozenset({str(RunResult.RUNNING), str(RunResult.WAITING_APPROVAL)})
 NEEDS_ACK = frozenset({"failed", "aborted", "rolled_back", "interrupted"})
+KEEP_RUNS = 20  # run records of a service kept in etcd (the newest); older ones are deleted at the end of a run
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +189,7 @@ class ClusterLink:
         call_timeout: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        keep_runs: int = KEEP_RUNS,
     ) -> None:
         self.coordinator = coordinator
         self.engine = engine
@@ -193,11 +200,13 @@ class ClusterLink:
         self.republish = max(1.0, lease_ttl / 3)
         self.clock = clock
         self.wall_clock = wall_clock
+        self.keep_runs = keep_runs
         self.suspect = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._owners: set[asyncio.Task[None]] = set()
         self._busy: set[str] = set()  # services with a lock acquisition (or a held lock) of ours in flight
         self._not_before: dict[str, float] = {}  # service -> no automatic acquisition before (the lock was taken)
+        self._refused_views: dict[str, dict[str, int]] = {}  # service -> counted views found changed in the store
         self._pending_acks: dict[str, str] = {}  # service -> who acknowledged, until written to the store
         self._fences: dict[str, Fence] = {}
         self._parsed: dict[str, tuple[bytes, PeerView | None]] = {}
@@ -335,8 +344,15 @@ class ClusterLink:
 
     def quorum(self, service: str, active: str) -> Quorum:
         votes = tuple(self.votes(service, active))
+        standbys = {site: tuple(self.votes(service, site)) for site in self.engine.config.services[service].sites
+                    if site != active}
         return Quorum(self.available, votes, policy.quorum_needed(self.quorum_setting, len(votes)),
-                      self.suspect or self._suspects_itself())
+                      self.suspect or self._suspects_itself(), standbys)
+
+    def counted_views(self) -> dict[str, int]:
+        """The store revision of every other vantage's view that votes count now (see peers())."""
+        revisions = self.coordinator.view_revisions()
+        return {vantage: revisions[vantage] for vantage in self.peers() if vantage in revisions}
 
     def evidence(self, service: str, active: str) -> dict[str, Any]:
         quorum = self.quorum(service, active)
@@ -345,6 +361,9 @@ class ClusterLink:
             "suspect_self": quorum.suspect_self, "down": list(quorum.down),
             "votes": {vote.vantage: {"state": str(vote.state), "reason": vote.reason} for vote in quorum.votes},
             "dissenting": [vote.vantage for vote in quorum.dissenting],
+            "standby_votes": {site: {vote.vantage: str(vote.state) for vote in votes}
+                              for site, votes in (quorum.standbys or {}).items()},
+            "view_revisions": self.counted_views(),
             "views": self.views_of(service),
         }
 
@@ -537,21 +556,25 @@ class ClusterLink:
 
     # -- starting runs under the lock ----------------------------------------------------------------
     def start_automatic(self, service: str, action: policy.Action, reason: str) -> None:
+        views = self.counted_views()  # the views this decision counted, read in the same loop iteration
         if service in self._busy or self.clock() < self._not_before.get(service, 0.0):
             return  # an acquisition (or our run) is in flight, or the lock was just found taken
+        if self._refused_views.get(service) == views:
+            return  # a counted view changed in the store: decide again once the change has arrived here
         self._busy.add(service)
-        self._spawn(self._automatic(service, action))
+        self._spawn(self._automatic(service, action, views))
 
-    async def _automatic(self, service: str, action: policy.Action) -> None:
+    async def _automatic(self, service: str, action: policy.Action, views: dict[str, int]) -> None:
         try:
-            lock = await self._acquire(service)
+            lock = await self._acquire(service, action, views)
             if lock is None:
                 return
             if not await self._ready_to_run(service, lock):
                 return
             decision = policy.decide(self.engine.snapshot(service), self.engine.clock())
-            if decision.action != action:  # things changed while we took the lock
-                log.info("automatic_run_dropped", service=service, reason=decision.reason)
+            dropped = self._dropped(decision, action, views)
+            if dropped is not None:  # things changed while we took the lock
+                log.info("automatic_run_dropped", service=service, reason=dropped)
                 await self._release(lock)
                 return
             fence = self._fence(service, lock)
@@ -616,9 +639,21 @@ class ClusterLink:
             if service not in self._fences:
                 self._busy.discard(service)
 
-    async def _acquire(self, service: str) -> Lock | None:
+    def _dropped(self, decision: policy.Decision, action: policy.Action, views: dict[str, int]) -> str | None:
+        """Why a run decided before the lock was taken must not start now that it is held (None: it may)."""
+        if decision.action != action:
+            return decision.reason
+        if self.counted_views() != views:  # the decision now counts views the lock's transaction did not check
+            return f"{decision.reason}; but the views counted changed while the lock was taken: deciding again"
+        return None
+
+    async def _acquire(self, service: str, action: policy.Action, views: dict[str, int]) -> Lock | None:
         try:
-            lock = await self.coordinator.acquire(service)
+            lock = await self.coordinator.acquire(service, views)
+        except ViewsChanged as exc:
+            self._refused_views[service] = views
+            self._views_changed(service, action, str(exc))
+            return None
         except CoordinationUnavailable as exc:
             log.warning("lock_unavailable", service=service, reason=str(exc))
             self._not_before[service] = self.clock() + SYNC_EVERY
@@ -626,7 +661,14 @@ class ClusterLink:
         if lock is None:
             log.info("lock_held_elsewhere", service=service, holder=self.lock_holder(service))
             self._not_before[service] = self.clock() + SYNC_EVERY  # until the next read shows who holds it
+        self._refused_views.pop(service, None)
         return lock
+
+    def _views_changed(self, service: str, action: policy.Action, why: str) -> None:
+        reason = f"{service}: automatic {action.kind} to {action.to_site} not started: {why}; deciding again"
+        log.info("views_changed", service=service, reason=reason)
+        self.engine.emit(Event("views_changed", self.wall_clock(), service, None, reason,
+                               {"run_kind": str(action.kind), "to": action.to_site}), reason=reason)
 
     async def _ready_to_run(self, service: str, lock: Lock) -> bool:
         """Holding the lock: adopt the cluster's active site, and refuse to run over an orphaned run (marking
@@ -695,6 +737,7 @@ class ClusterLink:
                                             "token": lock.token, "at": self.wall_clock()}).encode()
                         if await self.coordinator.fenced_put(lock, active_key(service), value):
                             log.info("active_recorded", service=service, site=record.to_site, token=lock.token)
+                    await self._prune(service, lock)
                 except (LostLock, CoordinationUnavailable) as exc:
                     log.warning("run_record_not_written", service=service, run_id=run.id, reason=str(exc))
             else:
@@ -704,6 +747,13 @@ class ClusterLink:
             await self._release(lock)
             self._busy.discard(service)
             self.engine.refresh(service)
+
+    async def _prune(self, service: str, lock: Lock) -> None:
+        """Holding `lock`: delete the service's run records beyond the newest `keep_runs` (fenced)."""
+        records = {key: _json(raw) for key, raw in (await self.coordinator.read(f"runs/{service}/")).items()}
+        old = prunable(records, self.keep_runs)
+        if old and await self.coordinator.fenced_delete(lock, old):
+            log.info("run_records_pruned", service=service, deleted=len(old), kept=len(records) - len(old))
 
     async def _release(self, lock: Lock) -> None:
         try:
@@ -744,6 +794,21 @@ class ClusterLink:
         if self._pending_acks.get(service) == by:
             del self._pending_acks[service]
         log.info("acknowledgement_shared", service=service, by=by)
+
+
+def prunable(records: dict[str, dict[str, Any]], keep: int) -> list[str]:
+    """The keys of run records to delete: beyond the `keep` newest (by token), those that are finished and need
+    no acknowledgement (or have one); an unfinished record or an unacknowledged failure stays whatever its age."""
+    newest_first = sorted(records, key=lambda key: _token(records[key]), reverse=True)
+    return [key for key in newest_first[keep:] if records[key].get("result") not in UNFINISHED
+            and (records[key].get("result") not in NEEDS_ACK or records[key].get("acknowledged_by"))]
+
+
+def _token(record: dict[str, Any]) -> int:
+    try:
+        return int(record.get("token", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _json(raw: bytes) -> dict[str, Any]:

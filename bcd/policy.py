@@ -20,15 +20,17 @@ The rules, in order:
 
 In a cluster (`Snapshot.quorum` set; None for a lone instance) the active site counts as down for failover
 only when `quorum.needed` of the live vantages see it down: short of that the service is `blocked`
-(`no_quorum`, the votes and the dissenting views in the reason). Without coordination nobody may act on
-its own: `blocked` (`coordination_unavailable`) wherever an automatic or pending action would follow, and an
-operator's request needs `force`. A vantage that sees every site of every service down suspects its own
-network and does not vote (`no_quorum`).
+(`no_quorum`, the votes and the dissenting views in the reason). Likewise a standby counts as up, as a
+failover's target or an automatic failback's home, only when `quorum.needed` of them see it up: short of
+that a failover is `blocked` (`standby_not_up`, with the votes) and a failback waits. Without coordination
+nobody may act on its own: `blocked` (`coordination_unavailable`) wherever an automatic or pending action
+would follow, and an operator's request needs `force`. A vantage that sees every site of every service down
+suspects its own network and does not vote (`no_quorum`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from bcd.health import SiteHealth, evaluate_service, evidence
@@ -55,7 +57,7 @@ class RunInfo:
 
 @dataclass(frozen=True, slots=True)
 class Vote:
-    """One live vantage's view of the active site."""
+    """One live vantage's view of a site."""
 
     vantage: str
     state: SiteState
@@ -68,8 +70,9 @@ class Quorum:
 
     available: bool  # coordination (etcd) answers and our lease is valid
     votes: tuple[Vote, ...]  # every live vantage (ours included unless we suspect ourselves)
-    needed: int  # votes for "down" needed for a failover
+    needed: int  # votes for "down" needed for a failover (and for "up" on its target)
     suspect_self: bool = False  # we see every site of every service down: our own network, probably
+    standbys: Mapping[str, tuple[Vote, ...]] | None = None  # votes on every other site; None: not counted
 
     @property
     def live(self) -> tuple[str, ...]:
@@ -93,10 +96,29 @@ class Quorum:
         if self.down:
             text += "; down: " + ", ".join(self.down)
         if self.dissenting:
-            text += "; dissenting: " + ", ".join(
-                f"{vote.vantage} {vote.state}" + (f" ({vote.reason})" if vote.reason else "")
-                for vote in self.dissenting)
+            text += "; dissenting: " + _listed(self.dissenting)
         return text
+
+    def standby_up(self, site: str) -> bool:
+        """Whether `needed` live vantages see the standby `site` up (True when standby votes are not counted,
+        or without coordination: that guard speaks first)."""
+        if self.standbys is None or not self.available:
+            return True
+        up = [vote for vote in self.standbys.get(site, ()) if vote.state is SiteState.UP]
+        return self.needed > 0 and len(up) >= self.needed
+
+    def describe_standby(self, site: str) -> str:
+        """e.g. "1 of 2 live vantages see hampshire up, 2 needed; dissenting: hampshire down (HTTP 503)"."""
+        votes = (self.standbys or {}).get(site, ())
+        dissenting = [vote for vote in votes if vote.state is not SiteState.UP]
+        text = f"{len(votes) - len(dissenting)} of {len(votes)} live vantages see {site} up, {self.needed} needed"
+        if dissenting:
+            text += "; dissenting: " + _listed(dissenting)
+        return text
+
+
+def _listed(votes: Iterable[Vote]) -> str:
+    return ", ".join(f"{vote.vantage} {vote.state}" + (f" ({vote.reason})" if vote.reason else "") for vote in votes)
 
 
 def quorum_needed(setting: str | int, live: int) -> int:
@@ -220,7 +242,17 @@ def _active_down(snap: Snapshot, now: float) -> Decision:
             f"{snap.service}: failover blocked: active {snap.active} down ({active_reason}); no standby up ({states})",
             guard,
         )
-    target = candidates[0]
+    confirmed = [name for name in candidates if snap.quorum is None or snap.quorum.standby_up(name)]
+    if not confirmed:
+        assert snap.quorum is not None
+        votes = "; ".join(snap.quorum.describe_standby(name) for name in candidates)
+        return Decision(
+            ServiceStatus.BLOCKED,
+            f"{snap.service}: failover blocked: active {snap.active} down ({active_reason}); no standby up for a "
+            f"quorum of vantages ({votes})",
+            Guard.STANDBY_NOT_UP,
+        )
+    target = confirmed[0]
     base = f"active {snap.active} down ({active_reason}); standby {target} up"
     if snap.failover is None:  # bcd only watches this service: say so, a human moves it
         return Decision(ServiceStatus.FAILOVER_NEEDED, f"{snap.service}: {base}")
@@ -288,6 +320,7 @@ def _healthy(snap: Snapshot, now: float) -> Decision:
         and rule.mode == "auto"
         and snap.active != snap.home
         and snap.sites[snap.home].effective is SiteState.UP
+        and (snap.quorum is None or snap.quorum.standby_up(snap.home))
         and _guard(snap, snap.home, rule, now) is None
     ):
         if snap.quorum is not None and not snap.quorum.available:

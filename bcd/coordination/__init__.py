@@ -10,6 +10,7 @@ from bcd.coordination.base import (
     Coordinator,
     Keys,
     Lock,
+    ViewsChanged,
     active_key,
     run_key,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "Keys",
     "LocalCoordinator",
     "Lock",
+    "ViewsChanged",
     "active_key",
     "run_key",
 ]

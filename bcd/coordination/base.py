@@ -13,6 +13,7 @@ Callers name keys relative to the cluster prefix (`run_key()`, `active_key()`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +25,11 @@ class CoordinationError(Exception):
 class CoordinationUnavailable(CoordinationError):
     """The store cannot be reached, or our lease is not known to be valid: nobody can say who holds what,
     so nothing that needs the lock may start."""
+
+
+class ViewsChanged(CoordinationError):
+    """A view counted for a decision changed (or went) in the store after it was read: the lock was not taken;
+    decide again with the views as they are now."""
 
 
 def _component(name: str, what: str) -> str:
@@ -140,8 +146,11 @@ class Coordinator(Protocol):
         """Release everything we hold (locks, our view) and stop the background work."""
         ...
 
-    async def acquire(self, service: str) -> Lock | None:
+    async def acquire(self, service: str, views: Mapping[str, int] | None = None) -> Lock | None:
         """The service's run lock, or None when someone (this instance included) holds it.
+
+        `views` (vantage -> the revision `view_revisions()` gave when the view was read): the lock is taken only
+        if each of those views is still at that revision, in the same transaction; ViewsChanged otherwise.
         Raises CoordinationUnavailable when that cannot be decided."""
         ...
 
@@ -153,6 +162,10 @@ class Coordinator(Protocol):
         """Write `value` at the relative `key` only if `lock` is still valid and still the current holder's
         (its token is the lock key's create revision). False when the fence refused the write; raises
         CoordinationUnavailable when the store could not be asked."""
+        ...
+
+    async def fenced_delete(self, lock: Lock, keys: Sequence[str]) -> bool:
+        """Delete the relative `keys` only if `lock` is still valid and the current holder's, as fenced_put()."""
         ...
 
     async def read(self, prefix: str) -> dict[str, bytes]:
@@ -170,4 +183,9 @@ class Coordinator(Protocol):
 
     def views(self) -> dict[str, tuple[bytes, float]]:
         """Live views by vantage (ours included): (the view, seconds since it was last written)."""
+        ...
+
+    def view_revisions(self) -> dict[str, int]:
+        """The store revision of each live view as views() has it, by vantage (for acquire(views=...));
+        empty when the store has no revisions (a lone instance's only view is its own)."""
         ...

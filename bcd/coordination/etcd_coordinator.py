@@ -11,7 +11,11 @@
   `on_lost(service)` is called, the old lease is revoked as soon as etcd answers (its keys may still exist) and
   a new lease is granted.
 - **Views.** Our view is written at `views/<vantage>` bound to the lease, and written again under each new
-  lease; a watch on `views/` keeps everyone's views.
+  lease; a watch on `views/` keeps everyone's views, with the revision each was written at. acquire() may be
+  given the revisions of the views a decision counted: the lock is then created only if none of them has
+  changed since (the same transaction compares their mod revisions), else ViewsChanged.
+- **Fenced writes** (fenced_put, fenced_delete) are transactions conditional on the lock key's create revision
+  still being the lock's token.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import aclosing, suppress
 
 import structlog
 
-from bcd.coordination.base import CoordinationUnavailable, Keys, Lock
+from bcd.coordination.base import CoordinationUnavailable, Keys, Lock, ViewsChanged
 from bcd.coordination.etcd import (
     GRPC_NOT_FOUND,
     Compare,
@@ -35,9 +39,12 @@ from bcd.coordination.etcd import (
     EtcdRequestError,
     EventType,
     Op,
+    OpResult,
 )
 
 log = structlog.get_logger("bcd.coordination")
+
+MAX_TXN_OPS = 100  # etcd refuses a transaction of more than --max-txn-ops operations (128 by default)
 
 
 class EtcdCoordinator:
@@ -80,7 +87,7 @@ class EtcdCoordinator:
         self._view: bytes | None = None  # what we want published
         self._published: tuple[int, bytes] | None = None  # (lease, value) etcd has, as far as we know
         self._view_sync = asyncio.Lock()
-        self._views: dict[str, tuple[bytes, float]] = {}
+        self._views: dict[str, tuple[bytes, float, int]] = {}  # vantage -> (view, when received, mod revision)
         self._views_ok = False
 
         self._healthy = False
@@ -103,7 +110,10 @@ class EtcdCoordinator:
 
     def views(self) -> dict[str, tuple[bytes, float]]:
         now = self._clock()
-        return {vantage: (value, max(0.0, now - at)) for vantage, (value, at) in self._views.items()}
+        return {vantage: (value, max(0.0, now - at)) for vantage, (value, at, _) in self._views.items()}
+
+    def view_revisions(self) -> dict[str, int]:
+        return {vantage: revision for vantage, (_, _, revision) in self._views.items()}
 
     def _set_healthy(self, healthy: bool, reason: str = "") -> None:
         if healthy and not self._healthy:
@@ -273,19 +283,22 @@ class EtcdCoordinator:
 
     # ---- locks
 
-    async def acquire(self, service: str) -> Lock | None:
+    async def acquire(self, service: str, views: Mapping[str, int] | None = None) -> Lock | None:
         key = self._keys.lock(service)
         if service in self._held:
             return None
         lease_id = self._require_lease()
+        counted = sorted((views or {}).items())
         try:
             if service in self._pending_release:
                 await self._delete_lock(service, self._pending_release.pop(service))
             holder = json.dumps({"vantage": self.vantage, "lease": str(lease_id)}).encode()
+            unchanged = [Compare.mod_revision(self._keys.view(vantage), "=", revision) for vantage, revision in counted]
+            now_at = [Op.range(self._keys.view(vantage)) for vantage, _ in counted]
             result = await self._client.txn(
-                [Compare.create_revision(key, "=", 0)],
+                [Compare.create_revision(key, "=", 0), *unchanged],
                 [Op.put(key, holder, lease_id), Op.range(key)],
-                [Op.range(key)],
+                [*now_at, Op.range(key)],
             )
         except EtcdError as exc:
             self._set_healthy(False, str(exc))
@@ -293,6 +306,8 @@ class EtcdCoordinator:
         if lease_id != self._lease_id:
             raise CoordinationUnavailable(f"the lease was lost while taking the lock of {service}")
         found = result.responses[-1].kvs if result.responses else ()
+        if not found and not result.succeeded and counted:  # the lock is free: a counted view changed
+            raise ViewsChanged(_changed(counted, result.responses[:-1]))
         if not found:
             raise CoordinationUnavailable(f"the lock key of {service} vanished inside a transaction")
         current = found[0]
@@ -327,16 +342,26 @@ class EtcdCoordinator:
         log.info("lock released", service=lock.service, token=lock.token, vantage=self.vantage)
 
     async def fenced_put(self, lock: Lock, key: str, value: bytes) -> bool:
-        target = self._keys.absolute(key)
+        return await self._fenced(lock, [Op.put(self._keys.absolute(key), value)], key)
+
+    async def fenced_delete(self, lock: Lock, keys: Sequence[str]) -> bool:
+        targets = [self._keys.absolute(key) for key in keys]
+        for start in range(0, len(targets), MAX_TXN_OPS):
+            batch = targets[start:start + MAX_TXN_OPS]
+            if not await self._fenced(lock, [Op.delete(target) for target in batch], f"{len(batch)} keys"):
+                return False
+        return True
+
+    async def _fenced(self, lock: Lock, ops: list[Op], what: str) -> bool:
+        """Run `ops` only if `lock` is valid and its key still has the lock's token as create revision."""
         if self._held.get(lock.service) is not lock or not lock.valid(self._clock()):
             return False
         lock_key = self._keys.lock(lock.service)
         try:
-            result = await self._client.txn([Compare.create_revision(lock_key, "=", lock.token)],
-                                            [Op.put(target, value)])
+            result = await self._client.txn([Compare.create_revision(lock_key, "=", lock.token)], ops)
         except EtcdError as exc:
             self._set_healthy(False, str(exc))
-            raise CoordinationUnavailable(f"cannot write {key}: {exc}") from exc
+            raise CoordinationUnavailable(f"cannot write {what}: {exc}") from exc
         if not result.succeeded and self._held.get(lock.service) is lock:
             # the lock key is gone or someone else's: we are no longer the holder, whatever our lease says
             del self._held[lock.service]
@@ -387,7 +412,7 @@ class EtcdCoordinator:
             try:
                 kvs, revision = await self._client.range(self._keys.views, prefix=True)
                 now = self._clock()
-                self._views = {kv.key.removeprefix(self._keys.views): (kv.value, now) for kv in kvs}
+                self._views = {kv.key.removeprefix(self._keys.views): (kv.value, now, kv.mod_revision) for kv in kvs}
                 self._views_ok = True
                 backoff = 0.1
                 async with aclosing(self._client.watch(self._keys.views, prefix=True,
@@ -395,7 +420,7 @@ class EtcdCoordinator:
                     async for event in events:
                         vantage = event.kv.key.removeprefix(self._keys.views)
                         if event.type is EventType.PUT:
-                            self._views[vantage] = (event.kv.value, self._clock())
+                            self._views[vantage] = (event.kv.value, self._clock(), event.kv.mod_revision)
                         else:
                             self._views.pop(vantage, None)
             except EtcdCompacted:
@@ -409,3 +434,13 @@ class EtcdCoordinator:
                 self._views_ok = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max(1.0, self._ttl / 3))
+
+
+def _changed(counted: Sequence[tuple[str, int]], found: Sequence[OpResult]) -> str:
+    """Which counted views changed, from the failure branch's ranges of their keys."""
+    changes = []
+    for (vantage, revision), result in zip(counted, found, strict=True):
+        now = result.kvs[0].mod_revision if result.kvs else 0
+        if now != revision:
+            changes.append(f"{vantage} (revision {revision} -> {now or 'gone'})")
+    return "the views counted changed since they were read: " + (", ".join(changes) or "(none seen changed)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bcd.coordination.base import Lock
@@ -81,7 +81,8 @@ class LocalCoordinator:
         self._db.execute("RELEASE coordination_token")
         return int(row[0])
 
-    async def acquire(self, service: str) -> Lock | None:
+    async def acquire(self, service: str, views: Mapping[str, int] | None = None) -> Lock | None:
+        # `views` has nothing to check: there are no other vantages, and view_revisions() is empty
         if service in self._held:
             return None
         lock = Lock(service, self._next_token(), math.inf)
@@ -94,16 +95,26 @@ class LocalCoordinator:
         lock.end(self._clock())
 
     async def fenced_put(self, lock: Lock, key: str, value: bytes) -> bool:
-        if self._held.get(lock.service) is not lock or not lock.valid(self._clock()):
+        if not self._holds(lock, [key]):
             return False
-        if not key or key.startswith("/") or ".." in key.split("/"):
-            raise ValueError(f"{key!r} is not a relative coordination key")
         self._db.execute(
             "INSERT INTO coordination_records (key, value, token) VALUES (?, ?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value, token = excluded.token",
             (key, value, lock.token),
         )
         return True
+
+    async def fenced_delete(self, lock: Lock, keys: Sequence[str]) -> bool:
+        if not self._holds(lock, keys):
+            return False
+        self._db.executemany("DELETE FROM coordination_records WHERE key = ?", [(key,) for key in keys])
+        return True
+
+    def _holds(self, lock: Lock, keys: Sequence[str]) -> bool:
+        for key in keys:
+            if not key or key.startswith("/") or ".." in key.split("/"):
+                raise ValueError(f"{key!r} is not a relative coordination key")
+        return self._held.get(lock.service) is lock and lock.valid(self._clock())
 
     async def read(self, prefix: str) -> dict[str, bytes]:
         rows = self._db.execute(
@@ -123,3 +134,6 @@ class LocalCoordinator:
             return {}
         value, at = self._view
         return {self.vantage: (value, max(0.0, self._clock() - at))}
+
+    def view_revisions(self) -> dict[str, int]:
+        return {}

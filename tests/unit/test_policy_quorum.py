@@ -18,10 +18,16 @@ FAILOVER, FAILBACK = RunKind.FAILOVER, RunKind.FAILBACK
 
 
 def quorum(*votes: tuple[str, SiteState], needed: int | None = None, available: bool = True,
-           suspect_self: bool = False) -> Quorum:
-    """Votes on the active site as (vantage, state); `needed` defaults to a majority of them."""
+           suspect_self: bool = False, standbys: dict[str, tuple[tuple[str, SiteState], ...]] | None = None,
+           ) -> Quorum:
+    """Votes on the active site as (vantage, state); `needed` defaults to a majority of them. `standbys`: votes
+    on other sites, the same way (None: not counted)."""
     cast = tuple(Vote(vantage, state, "HTTP 503" if state is DOWN else "") for vantage, state in votes)
-    return Quorum(available, cast, quorum_needed("majority", len(cast)) if needed is None else needed, suspect_self)
+    others = None if standbys is None else {
+        site: tuple(Vote(vantage, state, "HTTP 503" if state is DOWN else "") for vantage, state in site_votes)
+        for site, site_votes in standbys.items()}
+    return Quorum(available, cast, quorum_needed("majority", len(cast)) if needed is None else needed, suspect_self,
+                  others)
 
 
 ALL_DOWN = quorum(("dorset", DOWN), ("hampshire", DOWN), ("witness", DOWN))
@@ -29,6 +35,12 @@ TWO_OF_THREE = quorum(("dorset", UP), ("hampshire", DOWN), ("witness", DOWN))
 ONE_OF_TWO = quorum(("dorset", UP), ("hampshire", DOWN))
 ONE_OF_THREE = quorum(("dorset", UP), ("hampshire", DOWN), ("witness", UP))
 ALONE = quorum(("hampshire", DOWN))
+BOTH_DOWN = (("dorset", DOWN), ("hampshire", DOWN))
+
+
+def standby_votes(*hampshire: tuple[str, SiteState], kent: tuple[tuple[str, SiteState], ...] = ()) -> Quorum:
+    """Both vantages see dorset (active) down; `hampshire` and `kent` are the votes on those standbys."""
+    return quorum(*BOTH_DOWN, standbys={"hampshire": hampshire, "kent": kent})
 
 DECISIONS: list[tuple[str, Any, ServiceStatus, Guard | None, Action | None, str]] = [
     ("every vantage sees it down: fail over", snap(DOWN, UP, quorum=ALL_DOWN), ServiceStatus.FAILING_OVER, None,
@@ -85,6 +97,43 @@ DECISIONS: list[tuple[str, Any, ServiceStatus, Guard | None, Action | None, str]
     ("automatic failback with coordination",
      snap(UP, UP, active="hampshire", quorum=quorum(("a", UP)), failback=transfer_rule("auto", cooldown=0)),
      ServiceStatus.FAILING_OVER, None, Action(FAILBACK, "dorset"), "starting failback"),
+    # the standby's health needs a quorum too
+    ("a standby every vantage sees up is the target",
+     snap(DOWN, UP, quorum=standby_votes(("dorset", UP), ("hampshire", UP))), ServiceStatus.FAILING_OVER, None,
+     Action(FAILOVER, "hampshire"), "quorum: 2 of 2 live vantages see dorset down, 2 needed"),
+    ("a standby up here only is not up for the cluster",
+     snap(DOWN, UP, quorum=standby_votes(("dorset", UP), ("hampshire", DOWN))), ServiceStatus.BLOCKED,
+     Guard.STANDBY_NOT_UP, None,
+     "payroll: failover blocked: active dorset down (2 consecutive failures of health: HTTP 503); no standby up "
+     "for a quorum of vantages (1 of 2 live vantages see hampshire up, 2 needed; dissenting: hampshire down "
+     "(HTTP 503))"),
+    ("a standby no peer has a view of is not up for the cluster",
+     snap(DOWN, UP, quorum=standby_votes(("dorset", UP), ("hampshire", SiteState.UNKNOWN))), ServiceStatus.BLOCKED,
+     Guard.STANDBY_NOT_UP, None, "dissenting: hampshire unknown"),
+    ("the next standby a quorum sees up is the target",
+     snap(DOWN, UP, UP, quorum=standby_votes(("dorset", UP), ("hampshire", DOWN),
+                                             kent=(("dorset", UP), ("hampshire", UP)))),
+     ServiceStatus.FAILING_OVER, None, Action(FAILOVER, "kent"), "standby kent up"),
+    ("every standby short of a quorum: each one's votes are given",
+     snap(DOWN, UP, UP, quorum=standby_votes(("dorset", UP), ("hampshire", DOWN),
+                                             kent=(("dorset", UP), ("hampshire", DEGRADED)))),
+     ServiceStatus.BLOCKED, Guard.STANDBY_NOT_UP, None,
+     "(1 of 2 live vantages see hampshire up, 2 needed; dissenting: hampshire down (HTTP 503); 1 of 2 live "
+     "vantages see kent up, 2 needed; dissenting: hampshire degraded)"),
+    ("without coordination that guard speaks, not the standby's votes",
+     snap(DOWN, UP, quorum=quorum(*BOTH_DOWN, available=False, standbys={"hampshire": (("dorset", UP),)})),
+     ServiceStatus.BLOCKED, Guard.COORDINATION_UNAVAILABLE, None, "coordination unavailable"),
+    ("a watch-only service: the standby needs a quorum to be named",
+     snap(DOWN, UP, failover=None, quorum=standby_votes(("dorset", UP), ("hampshire", DOWN))),
+     ServiceStatus.BLOCKED, Guard.STANDBY_NOT_UP, None, "no standby up for a quorum of vantages"),
+    ("no automatic failback to a home only this vantage sees up",
+     snap(UP, UP, active="hampshire", failback=transfer_rule("auto", cooldown=0),
+          quorum=quorum(("dorset", UP), ("hampshire", UP), standbys={"dorset": (("dorset", UP), ("hampshire", DOWN))})),
+     ServiceStatus.OK, None, None, "active site hampshire up"),
+    ("automatic failback to a home a quorum sees up",
+     snap(UP, UP, active="hampshire", failback=transfer_rule("auto", cooldown=0),
+          quorum=quorum(("dorset", UP), ("hampshire", UP), standbys={"dorset": (("dorset", UP), ("hampshire", UP))})),
+     ServiceStatus.FAILING_OVER, None, Action(FAILBACK, "dorset"), "starting failback"),
 ]
 
 
@@ -139,3 +188,13 @@ def test_describe_lists_votes_and_dissent_with_reasons() -> None:
     assert votes.live == ("dorset", "hampshire")
     assert votes.down == ("hampshire",)
     assert not votes.reached
+
+
+def test_describe_standby_counts_up_votes_only() -> None:
+    votes = Quorum(True, (), 2, standbys={"hampshire": (Vote("dorset", UP), Vote("hampshire", DEGRADED, "slow"),
+                                                        Vote("witness", UP))})
+    assert votes.standby_up("hampshire")
+    assert votes.describe_standby("hampshire") == ("2 of 3 live vantages see hampshire up, 2 needed; "
+                                                   "dissenting: hampshire degraded (slow)")
+    assert not votes.standby_up("kent")  # no votes on it at all
+    assert Quorum(True, (), 2).standby_up("kent")  # standby votes not counted: this vantage's view decides

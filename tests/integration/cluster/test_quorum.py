@@ -59,6 +59,8 @@ async def test_a_site_down_for_every_vantage_fails_over_exactly_once(estate: Clu
         assert sample(metrics, "bcd_cluster_members", vantage="dorset") == 1
         assert sample(metrics, "bcd_cluster_members", vantage="hampshire") == 1
         assert sample(metrics, "bcd_site_votes", service="payroll", site="dorset", state="down") == 2
+        assert sample(metrics, "bcd_site_votes", service="payroll", site="hampshire", state="up") == 2  # every site
+        assert service["views"][other.vantage]["sites"]["hampshire"]["state"] == "up"
         assert sample(metrics, "bcd_lock_held", service="payroll") == 0
         assert sample(metrics, "bcd_vantage_view_age_seconds", vantage=other.vantage) is not None
 
@@ -83,6 +85,8 @@ async def test_a_site_down_for_one_vantage_only_is_blocked_without_quorum(estate
     metrics = await hampshire_bcd.metrics()
     assert sample(metrics, "bcd_site_votes", service="payroll", site="dorset", state="down") == 1
     assert sample(metrics, "bcd_site_votes", service="payroll", site="dorset", state="up") == 1
+    assert sample(metrics, "bcd_site_votes", service="payroll", site="hampshire", state="up") == 2
+    assert sample(metrics, "bcd_site_votes", service="payroll", site="hampshire", state="down") == 0
     assert sample(metrics, "bcd_service_blocked", service="payroll", reason="no_quorum") == 1
 
     estate.dorset.down_for = set()  # the link is back

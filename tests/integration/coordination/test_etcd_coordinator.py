@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from bcd.coordination import CoordinationUnavailable, EtcdCoordinator, Lock, active_key, run_key
+from bcd.coordination import CoordinationUnavailable, EtcdCoordinator, Lock, ViewsChanged, active_key, run_key
 from bcd.coordination.etcd import EtcdClient
 from tests.helpers.etcd import EtcdCluster, cuttable_proxies, wait_for
 
@@ -216,3 +216,56 @@ async def test_without_quorum_nothing_is_decided_and_it_recovers(etcd_cluster: E
         # the old lease (and the lock bound to it) is revoked as soon as etcd answers again
         lock, _ = await acquire_when_free(a, "web", timeout=2)
         assert lock.token > held.token
+
+
+async def test_the_lock_is_taken_only_while_the_views_counted_are_unchanged(
+    etcd_cluster: EtcdCluster, cluster_name: str
+) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b):
+        await b.coordinator.publish_view(b'{"web": {"dorset": "down"}}')
+        await wait_for(lambda: "hampshire" in a.coordinator.views())
+        counted = {"hampshire": a.coordinator.view_revisions()["hampshire"]}  # what a decision of dorset read
+
+        # hampshire's view changes after dorset read it, before dorset's lock transaction: no lock
+        await b.coordinator.publish_view(b'{"web": {"dorset": "up"}}')
+        with pytest.raises(ViewsChanged, match=rf"hampshire \(revision {counted['hampshire']} -> \d+\)"):
+            await a.coordinator.acquire("web", counted)
+        assert await a.coordinator.read("locks/") == {}
+
+        # once the change has arrived, a decision counting the view as it is now takes the lock
+        await wait_for(lambda: a.coordinator.views()["hampshire"][0] == b'{"web": {"dorset": "up"}}')
+        now_counted = {"hampshire": a.coordinator.view_revisions()["hampshire"]}
+        assert now_counted["hampshire"] > counted["hampshire"]
+        lock = await a.coordinator.acquire("web", now_counted)
+        assert lock is not None
+        await a.coordinator.release(lock)
+
+        # a counted view that went (withdrawn, or its lease ended) is a change too
+        await b.coordinator.withdraw_view()
+        with pytest.raises(ViewsChanged, match=r"hampshire \(revision \d+ -> gone\)"):
+            await a.coordinator.acquire("web", now_counted)
+        # the lock held elsewhere still reads as held, whatever the views
+        other = await b.coordinator.acquire("web")
+        assert other is not None
+        assert await a.coordinator.acquire("web", now_counted) is None
+
+
+async def test_fenced_delete_removes_records_only_for_the_holder(etcd_cluster: EtcdCluster, cluster_name: str) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b), \
+            EtcdClient(endpoints) as operator:
+        lock = await a.coordinator.acquire("web")
+        assert lock is not None
+        keys = [run_key("web", str(token)) for token in range(1, 251)]  # more than one transaction may hold
+        for key in keys:
+            assert await a.coordinator.fenced_put(lock, key, b"{}")
+        assert await a.coordinator.fenced_delete(lock, keys[:-1])
+        assert await a.coordinator.read("runs/web/") == {keys[-1]: b"{}"}
+
+        await operator.delete(f"/bcd/{cluster_name}/locks/web")  # the lock goes behind the holder's back
+        new = await b.coordinator.acquire("web")
+        assert new is not None
+        assert await a.coordinator.fenced_delete(lock, keys[-1:]) is False  # the stale holder deletes nothing
+        assert await b.coordinator.read("runs/web/") == {keys[-1]: b"{}"}
+        assert [service for service, _ in a.lost] == ["web"]

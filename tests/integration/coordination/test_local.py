@@ -83,3 +83,18 @@ async def test_views_are_only_our_own() -> None:
     await coordinator.withdraw_view()
     assert coordinator.views() == {}
     await coordinator.stop()
+
+
+async def test_fenced_delete_and_no_view_revisions(tmp_path: Path) -> None:
+    coordinator: Coordinator = LocalCoordinator(tmp_path / "journal.db", clock=lambda: 100.0)
+    lock = await coordinator.acquire("web", {"hampshire": 7})  # no other vantage to check: the lock is taken
+    assert lock is not None
+    for run in ("1", "2", "3"):
+        assert await coordinator.fenced_put(lock, run_key("web", run), b"done")
+    assert await coordinator.fenced_delete(lock, [run_key("web", "1"), run_key("web", "2")])
+    assert await coordinator.read("runs/web/") == {"runs/web/3": b"done"}
+    await coordinator.release(lock)
+    assert await coordinator.fenced_delete(lock, [run_key("web", "3")]) is False
+    assert await coordinator.read("runs/web/") == {"runs/web/3": b"done"}
+    assert coordinator.view_revisions() == {}
+    await coordinator.stop()

@@ -1,0 +1,227 @@
+"""One cluster member in process (its engine, runner and ClusterLink over a real three-member etcd), and another
+vantage played by the test through its own real EtcdCoordinator (it publishes hampshire's view as a bcd would):
+
+- a view that changes between the decision reading it and the lock's transaction stops the run: no lock is
+  taken, `views_changed` is journaled, and the service is decided again with the new view;
+- votes cover every site of a service, and the standby must be up for a quorum too;
+- the lock holder deletes the service's old run records at the end of a run, keeping the newest ones.
+
+The one seam: `Interleaved`, an EtcdCoordinator that runs a hook of the test just before its next lock
+transaction, which is where another vantage's view can change after our decision read it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bcd.bus import Bus, Subscription
+from bcd.cluster import ClusterCollector, ClusterLink
+from bcd.config import parse
+from bcd.coordination import EtcdCoordinator, Lock
+from bcd.coordination.etcd import EtcdClient
+from bcd.engine import Engine
+from bcd.journal import Journal
+from bcd.model import Event, Observation, ProbeKey, Result
+from bcd.runbooks.runner import Runner
+from tests.helpers.etcd import EtcdCluster, wait_for
+
+CONFIG = """
+instance: unit
+state_dir: {state}
+sites: {{dorset: {{}}, hampshire: {{}}}}
+defaults: {{interval: 10s, timeout: 3s, rise: 1, fall: 1}}
+runbooks:
+  move: {{steps: [{{name: settle, sleep: {{duration: 10ms}}}}]}}
+services:
+  payroll:
+    active: dorset
+    failover: {{runbook: move, mode: auto, cooldown: 0s}}
+    sites:
+      dorset: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:1/"}}}}]}}
+      hampshire: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:2/"}}}}]}}
+"""
+
+
+class Interleaved(EtcdCoordinator):
+    """A real EtcdCoordinator that runs `before_lock` (once) just before its next lock transaction, and keeps
+    every lock it was granted."""
+
+    before_lock: Callable[[], Awaitable[None]] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.granted: list[Lock] = []
+
+    async def acquire(self, service: str, views: Mapping[str, int] | None = None) -> Lock | None:
+        if self.before_lock is not None:
+            hook, self.before_lock = self.before_lock, None
+            await hook()
+        lock = await super().acquire(service, views)
+        if lock is not None:
+            self.granted.append(lock)
+        return lock
+
+
+def view(dorset: str, hampshire: str = "up") -> bytes:
+    """hampshire's vantage's view of payroll, as a bcd publishes it."""
+    sites = {"dorset": dorset, "hampshire": hampshire}
+    return json.dumps({"vantage": "hampshire", "at": time.time(), "services": {"payroll": {
+        site: {"state": state, "since": 0.0, "reason": "HTTP 503" if state == "down" else "all probes passing"}
+        for site, state in sites.items()}}}).encode()
+
+
+@dataclass
+class Member:
+    engine: Engine
+    runner: Runner
+    link: ClusterLink
+    coordinator: Interleaved
+    peer: EtcdCoordinator  # hampshire's vantage
+    store: EtcdClient  # the test's own client, for reading and seeding the store
+    prefix: str
+    events: Subscription
+
+    def observe(self, site: str, result: Result) -> None:
+        self.engine.observe(Observation(ProbeKey("payroll", site, "health"), result, 0.01,
+                                        "HTTP 503" if result is Result.FAIL else "HTTP 200", time.time()))
+
+    async def event(self, match: Callable[[Event], bool]) -> Event:
+        """The next event on the bus that `match`es (events are published at the engine's group commit)."""
+        async with asyncio.timeout(5):
+            while True:
+                event = await self.events.get()
+                if match(event):
+                    return event
+
+    async def peer_sees(self, dorset: str, hampshire: str = "up") -> None:
+        """hampshire publishes its view; return once this member has it."""
+        await self.peer.publish_view(view(dorset, hampshire))
+
+        def arrived() -> bool:
+            peer = self.link.peers().get("hampshire")
+            return peer is not None and str(peer.services["payroll"]["dorset"].state) == dorset \
+                and str(peer.services["payroll"]["hampshire"].state) == hampshire
+
+        await wait_for(arrived)
+
+    async def records(self) -> dict[str, dict[str, Any]]:
+        kvs, _ = await self.store.range(self.prefix + "runs/payroll/", prefix=True)
+        return {kv.key.removeprefix(self.prefix): json.loads(kv.value) for kv in kvs}
+
+
+@pytest.fixture
+async def member(tmp_path: Path, etcd_cluster: EtcdCluster, request: pytest.FixtureRequest,
+                 ) -> AsyncIterator[Member]:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
+    endpoints = etcd_cluster.endpoints
+    engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus())
+    events = engine.bus.subscribe("test")
+    async with EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as ours, \
+            EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as theirs, EtcdClient(endpoints) as store:
+        def lost(service: str) -> None:  # as the composition root wires it
+            link.lost(service)
+
+        coordinator = Interleaved(ours, cluster=name, vantage="dorset", lease_ttl=3, on_lost=lost)
+        link = ClusterLink(coordinator, engine, vantage="dorset", lease_ttl=3, call_timeout=0.5, keep_runs=3)
+        engine.attach_cluster(link)
+        runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
+        engine.attach(runner)
+        peer = EtcdCoordinator(theirs, cluster=name, vantage="hampshire", lease_ttl=3)
+        await link.start()
+        await peer.start()
+        live = Member(engine, runner, link, coordinator, peer, store, f"/bcd/{name}/", events)
+        live.observe("dorset", Result.OK)
+        live.observe("hampshire", Result.OK)
+        await wait_for(lambda: link.available and peer.available)
+        try:
+            yield live
+        finally:
+            await runner.stop()
+            await link.stop()
+            await peer.stop()
+            engine.journal.close()
+
+
+def status(guard: str | None) -> Callable[[Event], bool]:
+    return lambda event: event.kind == "service_status" and event.data.get("guard") == guard
+
+
+async def test_a_view_changed_between_the_decision_and_the_lock_stops_the_run(member: Member) -> None:
+    await member.peer_sees(dorset="down")  # hampshire sees dorset down: with ours, a quorum of two
+    counted = member.link.counted_views()
+
+    async def hampshire_sees_dorset_up_again() -> None:  # after our decision read the views, before the lock
+        await member.peer.publish_view(view(dorset="up"))
+
+    member.coordinator.before_lock = hampshire_sees_dorset_up_again
+    member.observe("dorset", Result.FAIL)  # dorset down here too: the decision is "fail over"
+
+    changed = await member.event(lambda event: event.kind == "views_changed")
+    assert changed.reason.startswith(
+        "payroll: automatic failover to hampshire not started: the views counted changed since they were read: "
+        f"hampshire (revision {counted['hampshire']} -> ")
+    assert changed.reason.endswith("; deciding again")
+    # decided again with hampshire's new view: no quorum, and nothing ran
+    blocked = await member.event(status("no_quorum"))
+    assert "no quorum: 1 of 2 live vantages see dorset down, 2 needed; down: dorset; dissenting: hampshire up" \
+        in blocked.reason
+    assert member.coordinator.granted == []  # the lock was never taken
+    assert member.runner.active == {} and member.engine.runs.recent(None, 10) == []
+    assert [event.kind for event in member.engine.journal.events(service="payroll")].count("views_changed") == 1
+    assert member.engine.services["payroll"].active == "dorset"
+
+
+async def test_unchanged_views_run_and_the_holder_prunes_old_records(member: Member) -> None:
+    for token, result, acknowledged in ((1, "succeeded", None), (2, "failed", "olive"), (3, "succeeded", None),
+                                        (4, "interrupted", "olive"), (5, "succeeded", None)):
+        old = {"vantage": "hampshire", "run_id": token, "token": token, "service": "payroll", "kind": "failover",
+               "runbook": "move", "trigger": "auto", "reason": "an earlier run", "from": "hampshire", "to": "dorset",
+               "dry_run": False, "forced": False, "result": result, "started": 1000.0 + token,
+               "ended": 1001.0 + token, "detail": "", "steps": [], "acknowledged_by": acknowledged}
+        await member.store.put(f"{member.prefix}runs/payroll/{token}", json.dumps(old).encode())
+    await member.peer_sees(dorset="down")
+    counted = member.link.counted_views()
+    member.observe("dorset", Result.FAIL)
+
+    started = await member.event(lambda event: event.kind == "run_started")
+    (lock,) = member.coordinator.granted
+    finished = await member.event(lambda event: event.kind == "run_finished" and event.data.get("run_id")
+                                  == started.data["run_id"])
+    assert finished.data["result"] == "succeeded"
+    await wait_for(lambda: not member.link.holds("payroll"))  # final record written, records pruned, released
+
+    records = await member.records()
+    assert sorted(records) == sorted(f"runs/payroll/{token}" for token in (lock.token, 5, 4))
+    assert records[f"runs/payroll/{lock.token}"]["result"] == "succeeded"
+    run = member.engine.runs.get(int(started.data["run_id"]))
+    assert run is not None
+    assert run.evidence["quorum"]["view_revisions"] == counted  # the views its lock's transaction checked
+
+
+async def test_votes_cover_every_site_and_the_standby_needs_a_quorum_too(member: Member) -> None:
+    await member.peer_sees(dorset="down", hampshire="down")  # hampshire's vantage sees both sites down
+    votes = {(sample.labels["site"], sample.labels["state"]): sample.value
+             for family in ClusterCollector(member.link).collect() if family.name == "bcd_site_votes"
+             for sample in family.samples if sample.labels["service"] == "payroll"}
+    assert votes[("dorset", "up")] == 1 and votes[("dorset", "down")] == 1
+    assert votes[("hampshire", "up")] == 1 and votes[("hampshire", "down")] == 1
+    views = member.link.service_json("payroll")["views"]
+    assert {vantage: {site: item["state"] for site, item in seen["sites"].items()}
+            for vantage, seen in views.items()} == {"dorset": {"dorset": "up", "hampshire": "up"},
+                                                    "hampshire": {"dorset": "down", "hampshire": "down"}}
+
+    member.observe("dorset", Result.FAIL)  # dorset down for both; hampshire up here only
+    blocked = await member.event(status("standby_not_up"))
+    assert blocked.reason.endswith("no standby up for a quorum of vantages (1 of 2 live vantages see hampshire up, "
+                                   "2 needed; dissenting: hampshire down (HTTP 503))")
+    await member.peer_sees(dorset="down", hampshire="up")  # now both see hampshire up: the failover goes ahead
+    await member.event(lambda event: event.kind == "run_started")
+    assert len(member.coordinator.granted) == 1
