@@ -381,16 +381,19 @@ class ClusterLink:
         return result
 
     def lock_holder(self, service: str) -> str | None:
+        """Who holds the service's lock: this instance while it has the fence; otherwise the last read of
+        etcd, and nobody known while etcd cannot be read (a lost lock of ours is never shown as held)."""
         if service in self._fences:
             return self.vantage
-        holder = self._locks.get(service)
-        return str(holder.get("vantage")) if holder else None
+        holder = self._locks.get(service) if self.available else None
+        vantage = str(holder.get("vantage")) if holder else None
+        return None if vantage == self.vantage else vantage
 
     def service_json(self, service: str) -> dict[str, Any]:
         """What the API adds to a service in a cluster."""
         holder = self.lock_holder(service)
         return {"views": self.views_of(service),
-                "lock": {"holder": holder, "held_here": holder == self.vantage} if holder else None,
+                "lock": {"holder": holder, "held_here": service in self._fences} if holder else None,
                 "coordination": "up" if self.available else "down"}
 
     # -- runs elsewhere ------------------------------------------------------------------------------

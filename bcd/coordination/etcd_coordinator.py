@@ -186,8 +186,13 @@ class EtcdCoordinator:
         self._expiry = asyncio.get_running_loop().call_later(delay, self._expire, lease_id)
 
     def _expire(self, lease_id: int) -> None:
-        if lease_id == self._lease_id and self._clock() >= self._valid_until:
-            self._lose("no successful keepalive within the lease TTL")
+        if lease_id != self._lease_id:
+            return
+        left = self._valid_until - self._clock()
+        if left > 0:  # uvloop's timers may fire a little early: come back when the validity really ends
+            self._expiry = asyncio.get_running_loop().call_later(left + 0.001, self._expire, lease_id)
+            return
+        self._lose("no successful keepalive within the lease TTL")
 
     def _lose(self, reason: str) -> None:
         """Drop the lease: every lock goes (invalid first, then on_lost), and a new lease is asked for."""
