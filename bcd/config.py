@@ -32,15 +32,15 @@ class Timing(Model):
 
     interval: Duration | None = Field(None, description="time between two runs of a probe")
     timeout: Duration | None = Field(None, description="deadline of one probe run (< interval)")
-    rise: int | None = Field(None, ge=1, le=100, description="consecutive successes to become up")
-    fall: int | None = Field(None, ge=1, le=100, description="consecutive failures to become down")
+    rise: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive successes to become up")
+    fall: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive failures to become down")
 
 
 class Defaults(Model):
     interval: Duration = 10.0
     timeout: Duration = 3.0
-    rise: int = Field(2, ge=1, le=100)
-    fall: int = Field(3, ge=1, le=100)
+    rise: int = Field(2, ge=1, le=100, strict=True)
+    fall: int = Field(3, ge=1, le=100, strict=True)
 
 
 class Flapping(Model):

@@ -4,7 +4,9 @@ Prints, for several estate sizes of HTTP probes at a 10 s interval against a loc
 in another process: achieved probes/s, missed or skipped probes, scheduler lateness p50/p99/max, CPU
 microseconds per probe, resident memory per probe, and the time of a `/metrics` scrape; and the CPU per
 probe of a bare aiohttp loop doing the same GETs with a new connection each. Then it raises the probe
-count until lateness or misses break the targets and reports the highest rate that held.
+count until lateness or misses break the targets and reports the highest rate that held. Each estate runs
+in a fresh process (`--one N`) with its own target server, so that memory and heap state owe nothing to the
+estates measured before it; Prometheus-like scrapes of /metrics come from another process during the window.
 
     python bench/bench_pipeline.py            # full run (about 5 minutes)
     python bench/bench_pipeline.py --quick    # smaller and shorter, for a smoke test
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import json
 import os
 import statistics
 import subprocess
@@ -227,31 +231,49 @@ async def measure_bare(probes: int, url: str, window: float) -> float:
 
 
 async def main(quick: bool) -> None:
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
     sizes = (2_000, 10_000) if quick else (2_000, 10_000, 20_000)
-    warmup, window = (2 * INTERVAL + 1, 5.0) if quick else (2 * INTERVAL + 1, 20.0)
+    window = 5.0 if quick else 20.0
     print(f"bcd pipeline benchmark — event loop {type(asyncio.get_running_loop()).__module__}, "
-          f"interval {INTERVAL:g}s, Python {sys.version.split()[0]}, pid {os.getpid()}")
+          f"interval {INTERVAL:g}s, Python {sys.version.split()[0]}, pid {os.getpid()}; "
+          "each estate in a fresh process, with a fresh target server")
+    results = []
+    for probes in sizes:
+        figures = await isolated(probes, window)
+        results.append(figures)
+        print("pipeline", figures.line(), flush=True)
     with target_server() as url:
-        results = []
-        for probes in sizes:
-            figures = await measure_pipeline(probes, url, warmup, window)
-            results.append(figures)
-            print("pipeline", figures.line(), flush=True)
         for figures in results:
             bare = await measure_bare(figures.probes, url, 5.0 if quick else 10.0)
             print(f"bare aiohttp loop at {figures.probes / INTERVAL:.0f}/s: {bare:6.0f} µs/probe  → pipeline/bare = "
                   f"{figures.cpu_us / bare:4.2f}", flush=True)
-        if not quick:
-            await ramp(url, warmup)
+    if not quick:
+        await ramp()
 
 
-async def ramp(url: str, warmup: float) -> None:
+async def isolated(probes: int, window: float) -> Figures:
+    """measure_pipeline() in a new process (see `--one`): RSS and heap state owe nothing to earlier runs."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--one", str(probes), "--window", str(window), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the run with {probes} probes failed (exit {process.returncode})")
+    return Figures(**json.loads(out.decode().strip().splitlines()[-1]))
+
+
+async def one(probes: int, window: float) -> None:
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    with target_server() as url:
+        figures = await measure_pipeline(probes, url, 2 * INTERVAL + 1, window)
+    print(json.dumps(dataclasses.asdict(figures)), flush=True)
+
+
+async def ramp() -> None:
     best = None
     for probes in (12_000, 14_000, 16_000, 18_000, 20_000):
-        figures = await measure_pipeline(probes, url, warmup, 10.0)
+        figures = await isolated(probes, 10.0)
         print("ramp    ", figures.line(), "held" if figures.held else "BROKE", flush=True)
         if not figures.held:
             break
@@ -264,10 +286,13 @@ async def ramp(url: str, warmup: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--one", type=int, metavar="PROBES", help="measure one estate and print its figures as JSON")
+    parser.add_argument("--window", type=float, default=20.0)
     args = parser.parse_args()
+    work = one(args.one, args.window) if args.one else main(args.quick)
     try:
         import uvloop
 
-        uvloop.run(main(args.quick))
+        uvloop.run(work)
     except ImportError:
-        asyncio.run(main(args.quick))
+        asyncio.run(work)

@@ -142,7 +142,7 @@ class _Exchange(asyncio.Protocol):
         self._body_done = body_done
         self._done = done
         self._on_phase = on_phase
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._headers: dict[str, str] = {}
         self._status = 0
@@ -161,7 +161,7 @@ class _Exchange(asyncio.Protocol):
         transport.write(self._payload)
 
     def data_received(self, data: bytes) -> None:
-        if self._done.done():
+        if self._parser is None:
             return
         try:
             self._parser.feed_data(data)
@@ -183,6 +183,7 @@ class _Exchange(asyncio.Protocol):
             self._finish()  # a body delimited by the end of the connection
 
     def close(self) -> None:
+        self._parser = None
         if self._transport is not None:
             self._transport.close()
 
@@ -193,6 +194,7 @@ class _Exchange(asyncio.Protocol):
             self._headers[lowered.decode("latin-1")] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        assert self._parser is not None
         self._status = self._parser.get_status_code()
         if self._limit < 0:
             self._finish()
@@ -217,10 +219,12 @@ class _Exchange(asyncio.Protocol):
     def _finish(self) -> None:
         if not self._done.done():
             self._done.set_result(Reply(self._status, self._headers, bytes(self._body), self._peer_cert))
+        self._parser = None  # it refers back to us: without this, every exchange is a cycle for the GC
 
     def _fail(self, exc: BaseException) -> None:
         if not self._done.done():
             self._done.set_exception(exc)
+        self._parser = None
 
 
 def _is_ip(host: str) -> bool:

@@ -4,6 +4,7 @@ truncated, malformed, chunked or delimited by the end of the connection."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -157,3 +158,20 @@ async def test_head_request_does_not_wait_for_a_body() -> None:
 def test_headers_that_would_break_the_request_are_config_errors(headers: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ProbeConfig.model_validate({"name": "t", "http": {"url": "http://127.0.0.1/", "headers": headers}})
+
+
+async def test_an_exchange_leaves_no_cycle_for_the_garbage_collector() -> None:
+    # bcd makes full collections rare (bcd/heap.py): a probe run must be freed by reference counting alone
+    from bcd.probes.http_client import _Exchange
+
+    async with wire_server(fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nUP")) as server:
+        config = ProbeConfig.model_validate({"name": "t", "http": {"url": f"http://127.0.0.1:{server.port}/"}})
+        built = build_probe(config, 2.0, ProbeContext())
+        gc.disable()
+        try:
+            for _ in range(50):
+                assert (await built.run()).result is Result.OK
+            alive = sum(isinstance(thing, _Exchange) for thing in gc.get_objects())
+        finally:
+            gc.enable()
+    assert alive <= 1  # the last one may wait for its connection_lost
