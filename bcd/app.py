@@ -6,6 +6,7 @@ import asyncio
 import json
 import resource
 import signal
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from bcd import config as config_module
 from bcd import heap, systemd
+from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
 from bcd.cluster import ClusterCollector, ClusterLink
 from bcd.config import Config, ConfigError
@@ -136,7 +138,7 @@ class Daemon:
     def _start_runner(self) -> None:
         self.runner = Runner(
             self.engine.runs, self.engine, self._runbook_http, max_concurrent=self.config.runner.max_concurrent_runs,
-            secrets=self.config.secrets, mqtt=self._mqtt_settings(self.config),
+            secrets=self.config.secrets, broker=self._broker(self.config),
         )
         for record in self.runner.recover():
             log.warning("run_interrupted", run_id=record.id, service=record.service,
@@ -214,16 +216,14 @@ class Daemon:
         return self._step_http
 
     @staticmethod
-    def _mqtt_settings(config: Config) -> tuple[str | None, str | None, str | None]:
+    def _broker(config: Config) -> BrokerLink | None:
         if config.mqtt is None:
-            return None, None, None
-        password = None
-        if config.mqtt.password_file:
-            try:
-                password = config_module.read_credential(config.mqtt.password_file)
-            except OSError as exc:  # runbook mqtt_publish steps will fail and say so; the daemon goes on
-                log.error("mqtt_password_unreadable", file=config.mqtt.password_file, error=exc.strerror)
-        return config.mqtt.url, config.mqtt.username, password
+            return None
+        try:
+            return broker_link(config.mqtt)
+        except (OSError, ssl.SSLError) as exc:  # mqtt_publish steps will fail and say so; the daemon goes on
+            log.error("mqtt_broker_settings_unusable", error=str(exc), hint="fix the mqtt section's files, then reload")
+            return None
 
     async def _start_web(self) -> None:
         context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready)
@@ -343,7 +343,7 @@ class Daemon:
         self.engine.apply_config(new)
         if self.runner is not None:
             self.runner.secrets = new.secrets
-            self.runner.mqtt = self._mqtt_settings(new)
+            self.runner.broker = self._broker(new)
         if self.mqtt is not None:
             self.mqtt.apply(new)
         if self.alerts is not None:

@@ -22,14 +22,12 @@ import json
 import math
 import os
 import re
-import ssl
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 import structlog
@@ -37,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never, wait_random_exponential
 
+from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
 from bcd.durations import parse_duration
@@ -348,12 +347,7 @@ class MqttStats:
 class _Target:
     """One connection attempt's settings, with credentials read from their files."""
 
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: ssl.SSLContext | None
-    tls_insecure: bool | None
+    link: BrokerLink
     prefix: str
     commands: bool
     key: bytes | None
@@ -526,17 +520,6 @@ class MqttOutput:
                     attempt=state.attempt_number, retry_in=round(wait, 2))
 
     def _target(self, settings: MqttSettings) -> _Target:
-        url = urlsplit(settings.url)
-        secure = url.scheme == "mqtts"
-        password = read_credential(settings.password_file) if settings.password_file else None
-        tls: ssl.SSLContext | None = None
-        if secure:
-            tls = ssl.create_default_context(cafile=settings.ca_file)
-            if not settings.tls_verify:
-                tls.check_hostname = False
-                tls.verify_mode = ssl.CERT_NONE
-            if settings.cert_file is not None:
-                tls.load_cert_chain(settings.cert_file, settings.key_file)
         key: bytes | None = None
         if settings.commands.enabled and settings.commands.hmac_key_file:
             try:
@@ -545,11 +528,8 @@ class MqttOutput:
                 log.error("mqtt_command_key_unreadable", file=settings.commands.hmac_key_file, error=str(exc),
                           hint="every command is refused until the key can be read (reload or reconnect)")
         return _Target(
-            host=url.hostname or "127.0.0.1", port=url.port or (8883 if secure else 1883),
-            username=settings.username, password=password, tls=tls,
-            tls_insecure=(not settings.tls_verify) if secure else None,
-            prefix=topic_prefix(settings, self.instance), commands=settings.commands.enabled, key=key,
-            max_age=settings.commands.max_age,
+            link=broker_link(settings), prefix=topic_prefix(settings, self.instance),
+            commands=settings.commands.enabled, key=key, max_age=settings.commands.max_age,
         )
 
     async def _session(self) -> None:
@@ -564,10 +544,10 @@ class MqttOutput:
         target = self._target(settings)
         status = f"{target.prefix}/status"
         client = aiomqtt.Client(
-            target.host, target.port, username=target.username, password=target.password,
+            target.link.host, target.link.port, username=target.link.username, password=target.link.password,
             identifier=self._client_id, clean_session=True, timeout=CALL_TIMEOUT, keepalive=30,
             will=aiomqtt.Will(status, b"offline", qos=1, retain=True),
-            tls_context=target.tls, tls_insecure=target.tls_insecure,
+            tls_context=target.link.tls, tls_insecure=target.link.tls_insecure,
             max_queued_incoming_messages=100,
         )
         client._client.connect_timeout = CONNECT_TIMEOUT  # paho's own connect deadline (aiomqtt hides it)

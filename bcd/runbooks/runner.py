@@ -25,6 +25,7 @@ import aiohttp
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from bcd.broker import BrokerLink
 from bcd.journal import RunJournal, RunRecord, StepRecord
 from bcd.model import Event, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
@@ -146,7 +147,7 @@ class Runner:
         *,
         max_concurrent: int = 4,
         secrets: frozenset[str] = frozenset(),
-        mqtt: tuple[str | None, str | None, str | None] = (None, None, None),
+        broker: BrokerLink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.journal = journal
@@ -154,7 +155,7 @@ class Runner:
         self._http = http
         self._slots = asyncio.Semaphore(max_concurrent)
         self.secrets = secrets
-        self.mqtt = mqtt
+        self.broker = broker
         self.clock = clock
         self.active: dict[str, ActiveRun] = {}  # service → its run in progress
         self.stats = RunStats()
@@ -357,7 +358,7 @@ class Runner:
             service=service, run_id=run.id, variables=variables, http=self._http(),
             site_state=lambda site: self.hooks.site_state(service, site),
             wait_approval=lambda prompt, timeout: self._wait_approval(run, prompt, timeout),
-            mqtt_url=self.mqtt[0], mqtt_username=self.mqtt[1], mqtt_password=self.mqtt[2],
+            broker=self.broker,
         )
 
     async def _wait_approval(self, run: ActiveRun, prompt: str, limit: float) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from bcd.broker import BrokerLink
 from bcd.model import SiteState
 
 OUTPUT_LIMIT = 4096
@@ -39,9 +40,7 @@ class StepContext:
     http: aiohttp.ClientSession
     site_state: Callable[[str], SiteState]
     wait_approval: Callable[[str, float], Awaitable[str]]
-    mqtt_url: str | None = None
-    mqtt_username: str | None = None
-    mqtt_password: str | None = None
+    broker: BrokerLink | None = None  # the `mqtt:` section's broker, for mqtt_publish steps
     extra: dict[str, Any] = field(default_factory=dict)
 
 

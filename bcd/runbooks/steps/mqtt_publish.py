@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 
+from bcd.broker import link_from_url
 from bcd.runbooks.specs import MqttPublishStep
 from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
 
@@ -20,20 +20,17 @@ class MqttPublishKind:
         return DEFAULT_TIMEOUT
 
     async def execute(self, spec: MqttPublishStep, ctx: StepContext) -> StepOutcome:
-        url = spec.url or ctx.mqtt_url
-        if url is None:
+        link = ctx.broker
+        if spec.url is not None:  # a broker of its own: the system's trust store, the mqtt section's login
+            link = link_from_url(spec.url, link.username if link else None, link.password if link else None)
+        if link is None:
             raise StepError("no broker: set mqtt.url or the step's url")
-        parts = urlsplit(url)
-        tls = parts.scheme == "mqtts"
         try:
             async with aiomqtt.Client(
-                parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883),
-                username=ctx.mqtt_username, password=ctx.mqtt_password,
-                tls_params=aiomqtt.TLSParameters() if tls else None,
-                identifier=f"bcd-run-{ctx.run_id}",
+                link.host, link.port, username=link.username, password=link.password,
+                tls_context=link.tls, tls_insecure=link.tls_insecure, identifier=f"bcd-run-{ctx.run_id}",
             ) as client:
                 await client.publish(spec.topic, spec.payload, qos=spec.qos, retain=spec.retain)
         except aiomqtt.MqttError as exc:
-            where = f"{parts.hostname}:{parts.port or ''}"
-            raise StepError(f"publish to {spec.topic} via {where}: {exc}", retryable=True) from None
+            raise StepError(f"publish to {spec.topic} via {link.where}: {exc}", retryable=True) from None
         return StepOutcome(f"published {len(spec.payload)} bytes to {spec.topic}{' (retained)' if spec.retain else ''}")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
+import ssl
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import aiomqtt
+import pytest
 
+from bcd.broker import broker_link, link_from_url
+from bcd.config import MqttSettings
 from tests.conftest import Broker
-from tests.helpers import free_port
+from tests.helpers import free_port, make_cert, start_mosquitto, stop_process
 from tests.integration.runbooks.runner_kit import Kit
 
 
@@ -25,7 +32,7 @@ async def next_message(client: aiomqtt.Client, timeout: float = 5.0) -> aiomqtt.
 
 async def test_publish_reaches_a_subscriber_with_templates_filled(kit: Kit, mosquitto: Broker) -> None:
     name = topic()
-    runner = kit.make_runner(mqtt=(f"mqtt://{mosquitto.host}:{mosquitto.port}", None, None))
+    runner = kit.make_runner(broker=link_from_url(f"mqtt://{mosquitto.host}:{mosquitto.port}"))
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as subscriber:
         await subscriber.subscribe(name, qos=1)
         run = kit.start({"steps": [{"name": "announce", "mqtt_publish": {
@@ -72,3 +79,32 @@ async def test_no_broker_configured_fails_at_once(kit: Kit) -> None:
     }]})
     assert run.result == "failed"
     assert (steps[0].attempts, steps[0].output) == (1, "no broker: set mqtt.url or the step's url")
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, Path]]:
+    """mosquitto speaking only TLS, with a self-signed certificate for 127.0.0.1; (broker, that certificate)."""
+    directory = tmp_path_factory.mktemp("mqtt-step-tls")
+    cert = make_cert(directory, days=1)
+    port = free_port()
+    conf = f"user {getpass.getuser()}\nallow_anonymous true\nlistener {port} 127.0.0.1\ncertfile {cert.cert}\nkeyfile {cert.key}\n"
+    process, broker = start_mosquitto(directory, conf, port)
+    yield broker, cert.cert
+    stop_process(process)
+
+
+async def test_the_mqtt_sections_ca_file_is_used_by_steps(kit: Kit, tls_broker: tuple[Broker, Path]) -> None:
+    broker, ca = tls_broker
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    name = topic()
+    runbook = {"steps": [{"name": "announce", "mqtt_publish": {"topic": name, "payload": "{to_site}"}}]}
+    trusted = kit.make_runner(broker=broker_link(MqttSettings(url=url, ca_file=str(ca))))
+    context = ssl.create_default_context(cafile=str(ca))
+    async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=context) as subscriber:
+        await subscriber.subscribe(name, qos=1)
+        run = kit.start(runbook, runner=trusted)
+        message = await next_message(subscriber)
+    assert run.task is not None
+    await run.task
+    assert kit.finished(run.id)[0].result == "succeeded"
+    assert message.payload == b"hampshire"  # without the ca_file, the self-signed certificate fails verification
