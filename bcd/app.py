@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import resource
 import signal
@@ -46,7 +47,8 @@ TICK = 1.0
 def jobs(config: Config) -> Iterator[Job]:
     for service, site, probe in config.all_probes():
         timing = config.timing(service, probe)
-        fingerprint = json.dumps([probe.model_dump(mode="json"), timing.interval, timing.timeout], sort_keys=True)
+        spec = json.dumps([probe.model_dump(mode="json"), timing.interval, timing.timeout], sort_keys=True)
+        fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()  # kept per probe: keep it small
         yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
 
 

@@ -33,24 +33,28 @@ class HttpProbe:
             tls = client_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file)
         self._request = Request.build(url, spec.method, headers=spec.headers, body=spec.body,
                                       user_agent=ctx.user_agent, tls=tls, read_body=self._regex is not None)
-        self._phases = {
-            "resolving": f"resolving {url.host}",
-            "connecting": f"connecting to {self._where}",
-            "connected": f"waiting for response from {self._shown}",
-            "reading": f"reading body of {self._shown}",
-        }
 
     async def run(self) -> ProbeResult:
         """Check once (see the class docstring); never raises except CancelledError."""
-        attempt = Attempt(self._timeout, self._ctx.clock, self._phases["connecting"])
+        attempt = Attempt(self._timeout, self._ctx.clock, self._doing("connecting"))
         return await guarded(attempt, self._check(attempt), self._describe)
 
     async def _check(self, attempt: Attempt) -> ProbeResult:
         def on_phase(phase: str) -> None:
-            attempt.doing = self._phases[phase]
+            attempt.doing = self._doing(phase)
 
         reply = await exchange(self._request, on_phase, self._spec.max_body_bytes, self._body_matches)
         return self._judge(attempt, reply)
+
+    def _doing(self, phase: str) -> str:
+        """What a timeout in this phase was waiting for (formatted when needed: thousands of probes are kept)."""
+        if phase == "resolving":
+            return f"resolving {self._host}"
+        if phase == "connecting":
+            return f"connecting to {self._where}"
+        if phase == "connected":
+            return f"waiting for response from {self._shown}"
+        return f"reading body of {self._shown}"
 
     def _body_matches(self, body: bytes) -> bool:
         return self._regex is not None and self._regex.search(body.decode("utf-8", errors="replace")) is not None
