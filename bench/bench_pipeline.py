@@ -54,13 +54,15 @@ class Figures:
     rss_per_probe_kb: float
     scrape_ms: float
     scrape_bytes: int
+    render_ms: float  # the same exposition rendered with nothing else running: its CPU cost alone
 
     def line(self) -> str:
         return (
             f"{self.probes:>6} probes  {self.rate:7.1f}/s  missed {self.missed:>4}  "
             f"lateness p50 {self.p50 * 1000:6.2f} ms  p99 {self.p99 * 1000:6.2f} ms  max {self.max * 1000:7.2f} ms  "
             f"CPU {self.cpu_us:6.0f} µs/probe  RSS {self.rss_mb:6.1f} MB ({self.rss_per_probe_kb:4.1f} KB/probe)  "
-            f"/metrics {self.scrape_ms:6.1f} ms ({self.scrape_bytes / 1e6:.1f} MB)"
+            f"/metrics {self.scrape_ms:6.1f} ms ({self.scrape_bytes / 1e6:.1f} MB, rendering alone "
+            f"{self.render_ms:5.1f} ms)"
         )
 
     @property
@@ -180,12 +182,15 @@ async def measure_pipeline(probes: int, url: str, warmup: float, window: float) 
             expected = probes * wall / INTERVAL
             missed = (stats.skipped - skipped) + max(0, round(expected - ran - probes * 0.01))
             rss = rss_mb()
+            began = time.perf_counter()
+            daemon.metrics.render()  # blocks the loop: after the window
+            render_ms = (time.perf_counter() - began) * 1000
     return Figures(
         probes=probes, rate=ran / wall, missed=missed,
         p50=statistics.median(ordered), p99=ordered[int(len(ordered) * 0.99) - 1 if len(ordered) > 1 else 0],
         max=ordered[-1], cpu_us=cpu / max(ran, 1) * 1e6, rss_mb=rss,
         rss_per_probe_kb=(rss - base_rss) * 1024 / probes,
-        scrape_ms=max(s for s, _ in scrapes) * 1000, scrape_bytes=scrapes[-1][1],
+        scrape_ms=max(s for s, _ in scrapes) * 1000, scrape_bytes=scrapes[-1][1], render_ms=render_ms,
     )
 
 
