@@ -171,19 +171,25 @@ def render_estate(engine: Engine) -> Iterator[str]:
     yield from _render_services(engine)
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _site_label(service: str, site: str) -> str:
+    return labels(service=service, site=site)
+
+
 def _render_sites(engine: Engine) -> Iterator[str]:
-    sites = list(engine.sites.items())  # snapshots: the engine may change between chunks
+    states = [(key, site.state) for key, site in engine.sites.items()]  # a snapshot: the engine changes meanwhile
     yield _family("bcd_site_health", "gauge", "Health state of a service in a site (1 for the current state).")
-    for part in chunks(sites):
-        yield "".join([_site_block(key[0], key[1], site.state) for key, site in part])
+    for part in chunks(states):
+        yield "".join([_site_block(key[0], key[1], state) for key, state in part])
     yield _family("bcd_site_up", "gauge", "Whether the service is up in the site.")
-    for part in chunks(sites):
-        yield "".join([_up_line(key[0], key[1], site.state is SiteState.UP) for key, site in part])
+    for part in chunks(states):
+        yield "".join([_up_line(key[0], key[1], state is SiteState.UP) for key, state in part])
     yield _family("bcd_health_transitions_total", "counter", "Health state transitions of a service in a site.")
-    yield "".join(
-        f'bcd_health_transitions_total{{{labels(service=k[0], site=k[1])},from="{k[2]}",to="{k[3]}"}} {n}\n'
-        for k, n in list(engine.transitions.items())
-    )
+    for counts in chunks(list(engine.transitions.items())):
+        yield "".join([
+            f'bcd_health_transitions_total{{{_site_label(k[0], k[1])},from="{k[2]}",to="{k[3]}"}} {n}\n'
+            for k, n in counts
+        ])
 
 
 def _render_services(engine: Engine) -> Iterator[str]:
