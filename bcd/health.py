@@ -123,6 +123,11 @@ class ProbeTrack:
     reason: str = ""
     at: float | None = None
     history: tuple[Result, ...] = ()
+    percent: float = field(init=False, default=0.0)  # percent state change over `history`, computed once
+
+    def __post_init__(self) -> None:
+        if self.history:
+            object.__setattr__(self, "percent", percent_state_change(self.history))
 
     def record(self, obs: Observation) -> ProbeTrack:
         """The track after `obs`; a `warn` counts as a success."""
@@ -135,11 +140,6 @@ class ProbeTrack:
             at=obs.at,
             history=(*self.history, obs.result)[-HISTORY:],
         )
-
-    @property
-    def percent(self) -> float:
-        """Percent state change over the kept history."""
-        return percent_state_change(self.history)
 
 
 _NO_TRACKS: FrozenMap[ProbeTrack] = FrozenMap()
@@ -319,12 +319,15 @@ def _next_flapping(flapping: bool, tracks: Mapping[str, ProbeTrack], rules: Site
     if worst is None:
         return flapping, ""
     name, track = worst
-    shown = f"{name} changed state {_pct(track.percent)}% of the last {len(track.history)} checks"
     if not flapping and track.percent > rules.flap_high:
-        return True, f"flapping: {shown} (threshold {rules.flap_high:g}%)"
+        return True, f"flapping: {_changed(name, track)} (threshold {rules.flap_high:g}%)"
     if flapping and track.percent < rules.flap_low:
-        return False, f"no longer flapping: {shown} (below {rules.flap_low:g}%)"
+        return False, f"no longer flapping: {_changed(name, track)} (below {rules.flap_low:g}%)"
     return flapping, ""
+
+
+def _changed(name: str, track: ProbeTrack) -> str:
+    return f"{name} changed state {_pct(track.percent)}% of the last {len(track.history)} checks"
 
 
 def _most_flapping(
@@ -377,7 +380,7 @@ def evidence(site: SiteHealth) -> str:
         worst = _most_flapping(site.probes)
         if worst is not None and worst[1].percent > 0:
             name, track = worst
-            return f"{name} changed state {_pct(track.percent)}% of the last {len(track.history)} checks"
+            return _changed(name, track)
     failing = [(name, track) for name, track in site.probes.items() if track.fails > 0]
     if failing:
         name, track = max(failing, key=lambda item: item[1].fails)
