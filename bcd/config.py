@@ -130,7 +130,9 @@ class ServiceConfig(Timing):
     @model_validator(mode="after")
     def _active_declared(self) -> ServiceConfig:
         if self.active not in self.sites:
-            raise ValueError(f"active site {self.active!r} is not one of this service's sites")
+            message = f"active site {self.active!r} is not one of this service's sites"
+            raise PydanticCustomError("cross_check", "{summary}", {"summary": f"active: {message}",
+                                                                   "problems": [(("active",), message)]})
         return self
 
 
@@ -503,9 +505,10 @@ def _validation_issues(name: str, root: yaml.Node | None, exc: ValidationError) 
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         if error["type"] == "cross_check":
-            # cross-field errors raised at the top: one issue per problem, each at its own line
+            # cross-field errors: one issue per problem, each at its own line (locations relative to the model
+            # that raised them: the whole config, or e.g. a service)
             for problem_loc, text in error["ctx"]["problems"]:
-                yield _issue(name, root, problem_loc, text)
+                yield _issue(name, root, loc + tuple(problem_loc), text)
             continue
         yield _issue(name, root, loc, message)
 
