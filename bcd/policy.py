@@ -284,10 +284,23 @@ def _guard(snap: Snapshot, target: str, rule: TransferRule | None, now: float) -
     for name in (snap.active, target):
         if snap.sites[name].state is SiteState.MAINTENANCE:
             return Guard.MAINTENANCE, f"site {name} in maintenance"
+        elsewhere = _maintained_elsewhere(snap, name)
+        if elsewhere:
+            return Guard.MAINTENANCE, f"site {name} in maintenance on {', '.join(elsewhere)}"
     if rule.mode != "manual" and snap.last_run_ended is not None and now - snap.last_run_ended < rule.cooldown:
         left = rule.cooldown - (now - snap.last_run_ended)
         return Guard.COOLDOWN, f"cooldown, {left:.0f}s left"
     return None
+
+
+def _maintained_elsewhere(snap: Snapshot, site: str) -> list[str]:
+    """The vantages whose view shows `site` in maintenance: maintenance is set on one instance, and no
+    instance may act automatically on a site that an operator has taken out of service through another."""
+    quorum = snap.quorum
+    if quorum is None:
+        return []
+    votes = quorum.votes if site == snap.active else (quorum.standbys or {}).get(site, ())
+    return [vote.vantage for vote in votes if vote.state is SiteState.MAINTENANCE]
 
 
 def _by_mode(snap: Snapshot, target: str, base: str) -> Decision:
