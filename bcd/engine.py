@@ -105,6 +105,7 @@ class Engine:
     def attach(self, runner: Runner) -> None:
         """Connect the runner (it needs the engine as its hooks, so it comes second), then re-decide."""
         self.runner = runner
+        runner.stats.declare(_runbooks(self.config))
         # what was cached before the runner came may be stale: `recover()` has just marked runs interrupted
         self._run_facts.clear()
         for name in list(self.services):
@@ -129,6 +130,7 @@ class Engine:
         self.services = {name: self._service_view(name, now) for name in config.services}
         if self.runner is not None:
             self.runner.stats.retain(set(config.services))
+            self.runner.stats.declare(_runbooks(config))
         for name in list(self.services):
             self._evaluate(name, now)
 
@@ -480,3 +482,9 @@ def _rule(transfer: Any) -> TransferRule | None:
     if transfer is None:
         return None
     return TransferRule(transfer.runbook, transfer.mode, transfer.cooldown)
+
+
+def _runbooks(config: Config) -> dict[str, set[str]]:
+    """service → the names of its failover and failback runbooks."""
+    return {name: {t.runbook for t in (service.failover, service.failback) if t is not None}
+            for name, service in config.services.items()}

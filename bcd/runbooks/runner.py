@@ -114,6 +114,11 @@ class ActiveRun:
                        self.waiting_step)
 
 
+TRIGGERS = ("auto", "operator")  # the trigger label: automatic, or any operator (API, CLI, MQTT)
+FINAL_RESULTS = tuple(str(result) for result in RunResult if result not in (RunResult.RUNNING,
+                                                                          RunResult.WAITING_APPROVAL))
+
+
 @dataclass
 class RunStats:
     """Counters for /metrics, label sets pruned with the services on reload."""
@@ -124,6 +129,15 @@ class RunStats:
     last_failover: dict[str, float] = field(default_factory=dict)
     detection: dict[str, float] = field(default_factory=dict)
     total: dict[str, float] = field(default_factory=dict)
+
+    def declare(self, runbooks: dict[str, set[str]]) -> None:
+        """Show every outcome a service's runbooks can have at 0 before it happens, so that the first failed
+        run is an increase (Prometheus' `increase()` does not see a series that appears at 1)."""
+        for service, names in runbooks.items():
+            for runbook in names:
+                for trigger in TRIGGERS:
+                    for result in FINAL_RESULTS:
+                        self.runs.setdefault((service, runbook, trigger, result), 0)
 
     def retain(self, services: set[str]) -> None:
         self.runs = Counter({k: v for k, v in self.runs.items() if k[0] in services})
@@ -444,4 +458,4 @@ async def _under_lock(fence: RunFence | None, work: Any) -> StepOutcome:
 
 
 def _trigger(trigger: str) -> str:
-    return "auto" if trigger == "auto" else "operator"
+    return TRIGGERS[0] if trigger == "auto" else TRIGGERS[1]

@@ -90,6 +90,17 @@ def test_every_family_of_the_contract_is_rendered(live: tuple[Engine, Metrics]) 
     assert sample(text, 'bcd_health_transitions_total{service="payroll",site="dorset",from="unknown",to="down"}') == 1
 
 
+def test_run_outcomes_are_shown_at_zero_before_the_first_run(live: tuple[Engine, Metrics]) -> None:
+    # so that the first failed run is an increase: a series that appears at 1 is invisible to increase()
+    _, metrics = live
+    text = metrics.render().decode()
+    for trigger in ("auto", "operator"):
+        for result in ("succeeded", "failed", "aborted", "rolled_back", "interrupted", "dry_run"):
+            labels = f'result="{result}",runbook="move",service="payroll",trigger="{trigger}"'  # client's order
+            assert sample(text, f"bcd_runbook_runs_total{{{labels}}}") == 0, labels
+    assert 'bcd_runbook_runs_total{service="library"' not in text  # no runbook, no series
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) not installed")
 def test_promtool_check_metrics_is_clean(live: tuple[Engine, Metrics]) -> None:
     _, metrics = live
