@@ -24,14 +24,15 @@ class BrokerLink:
         return f"{self.host}:{self.port}"
 
 
-def link_from_url(url: str, username: str | None = None, password: str | None = None) -> BrokerLink:
-    """mqtt://host:port or mqtts://host:port (then verified against the system's trust store)."""
+def link_from_url(url: str, username: str | None = None, password: str | None = None,
+                  tls: ssl.SSLContext | None = None, tls_verify: bool = True) -> BrokerLink:
+    """mqtt://host:port or mqtts://host:port (with `tls`, else verified against the system's trust store)."""
     parts = urlsplit(url)
     secure = parts.scheme == "mqtts"
     return BrokerLink(
         host=parts.hostname or "127.0.0.1", port=parts.port or (8883 if secure else 1883),
         username=username, password=password,
-        tls=ssl.create_default_context() if secure else None, tls_insecure=False if secure else None,
+        tls=(tls or ssl.create_default_context()) if secure else None, tls_insecure=not tls_verify if secure else None,
     )
 
 
@@ -39,13 +40,12 @@ def broker_link(settings: MqttSettings) -> BrokerLink:
     """The configured broker with its credentials and TLS files read. Raises OSError (a file that cannot be
     read) or ssl.SSLError (a certificate or key that does not load)."""
     password = read_credential(settings.password_file) if settings.password_file else None
-    link = link_from_url(settings.url, settings.username, password)
-    if link.tls is None:
-        return link
-    tls = ssl.create_default_context(cafile=settings.ca_file)
-    if not settings.tls_verify:
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
-    if settings.cert_file is not None:
-        tls.load_cert_chain(settings.cert_file, settings.key_file)
-    return BrokerLink(link.host, link.port, link.username, link.password, tls, not settings.tls_verify)
+    tls = None
+    if urlsplit(settings.url).scheme == "mqtts":
+        tls = ssl.create_default_context(cafile=settings.ca_file)
+        if not settings.tls_verify:
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        if settings.cert_file is not None:
+            tls.load_cert_chain(settings.cert_file, settings.key_file)
+    return link_from_url(settings.url, settings.username, password, tls, settings.tls_verify)

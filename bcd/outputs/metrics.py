@@ -132,9 +132,14 @@ def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
 
 
 @functools.lru_cache(maxsize=1 << 17)
+def _site_label(service: str, site: str) -> str:
+    return labels(service=service, site=site)
+
+
+@functools.lru_cache(maxsize=1 << 17)
 def _site_block(service: str, site: str, state: SiteState) -> str:
     """The bcd_site_health lines of one site in one state (a site has few states: cache them)."""
-    label = labels(service=service, site=site)
+    label = _site_label(service, site)
     return "".join(f'bcd_site_health{{{label},state="{s}"}} {int(s is state)}\n' for s in SITE_STATES)
 
 
@@ -147,13 +152,13 @@ def _status_block(service: str, status: ServiceStatus) -> str:
 @functools.lru_cache(maxsize=1 << 17)
 def _active_block(service: str, sites: tuple[str, ...], active: str) -> str:
     return "".join(
-        f"bcd_service_active_site{{{labels(service=service, site=site)}}} {int(site == active)}\n" for site in sites
+        f"bcd_service_active_site{{{_site_label(service, site)}}} {int(site == active)}\n" for site in sites
     )
 
 
 @functools.lru_cache(maxsize=1 << 17)
 def _up_line(service: str, site: str, up: bool) -> str:
-    return f"bcd_site_up{{{labels(service=service, site=site)}}} {int(up)}\n"
+    return f"bcd_site_up{{{_site_label(service, site)}}} {int(up)}\n"
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -169,11 +174,6 @@ def _blocked_line(service: str, guard: str | None) -> str:
 def render_estate(engine: Engine) -> Iterator[str]:
     yield from _render_sites(engine)
     yield from _render_services(engine)
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def _site_label(service: str, site: str) -> str:
-    return labels(service=service, site=site)
 
 
 def _render_sites(engine: Engine) -> Iterator[str]:
