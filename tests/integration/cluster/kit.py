@@ -118,7 +118,7 @@ class ClusterEstate:
     async def start(self, config: dict[str, Any], *vantages: str, env: dict[str, str] | None = None) -> list[Member]:
         """Write `config` (once: every member reads the same file), start one member per vantage (with `env`
         added to its environment); return once every member is ready, sees payroll ok and sees every other
-        member's view."""
+        member's view, past its first probes (no site still unknown in it)."""
         text = json.dumps(config, indent=2).replace("bcd-{vantage}", "bcd")
         self.config_path.write_text(text)
         started = [Member(self.config_path, vantage, self.tmp_path / f"state-{vantage}", env) for vantage in vantages]
@@ -127,7 +127,8 @@ class ClusterEstate:
         await asyncio.gather(*(member.wait_ready(WAIT) for member in started))
         everyone = set(vantages)
         for member in started:
-            await member.wait_service(lambda s: s["status"] == "ok" and set(s.get("views", {})) == everyone)
+            await member.wait_service(lambda s: s["status"] == "ok" and set(s.get("views", {})) == everyone
+                                      and not _unknown_sites(s["views"]))
         return started
 
     async def dorset_probed(self, members: list[Member], count: int) -> None:
@@ -143,3 +144,8 @@ class ClusterEstate:
         for member in self.members:
             if member.proc is not None and member.proc.returncode is None:
                 await member.stop()
+
+
+def _unknown_sites(views: dict[str, Any]) -> list[str]:
+    return [f"{vantage}: {site}" for vantage, view in views.items()
+            for site, state in view["sites"].items() if state["state"] == "unknown"]
