@@ -16,13 +16,14 @@ from typing import Any
 import aiohttp
 import structlog
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from bcd import config as config_module
 from bcd import heap, systemd
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
 from bcd.cluster import ClusterCollector, ClusterLink
-from bcd.config import Config, ConfigError
+from bcd.config import Config, ConfigError, ProbeConfig
 from bcd.coordination import Coordinator, EtcdCoordinator, LocalCoordinator
 from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
@@ -42,12 +43,13 @@ log = structlog.get_logger("bcd.app")
 
 STOP_TIMEOUT = 4.0
 TICK = 1.0
+_PROBE = TypeAdapter(ProbeConfig)  # dumps a probe's config (a pydantic dataclass: no model_dump)
 
 
 def jobs(config: Config) -> Iterator[Job]:
     for service, site, probe in config.all_probes():
         timing = config.timing(service, probe)
-        spec = json.dumps([probe.model_dump(mode="json"), timing.interval, timing.timeout], sort_keys=True)
+        spec = json.dumps([_PROBE.dump_python(probe, mode="json"), timing.interval, timing.timeout], sort_keys=True)
         fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()  # kept per probe: keep it small
         yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
 

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.dataclasses import dataclass
 
 from bcd.durations import Duration
-from bcd.probes.specs import absolute_argv
+from bcd.probes.specs import FORBID, absolute_argv
 
 TEMPLATE_NAMES = frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token"})
 RENDERED = {"rendered": True}
@@ -162,7 +163,9 @@ class Runbook(Spec):
         return value
 
 
-class Transfer(Spec):
+# one or two per service: a slotted dataclass like the probe specs (the docstring is the schema's description)
+@dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class Transfer:
     """How a service moves between sites: which runbook, how much automation, how often."""
 
     runbook: Annotated[str, Field(pattern=NAME)]

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 from pydantic import BaseModel
+from pydantic.dataclasses import is_pydantic_dataclass
+from pydantic.fields import FieldInfo
 
 from bcd import config as bcd_config
 from bcd.probes import specs as probe_specs
@@ -183,9 +185,21 @@ def test_example_has_a_schema_hint() -> None:
     assert EXAMPLE.read_text().startswith("# yaml-language-server: $schema=")
 
 
-def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        yield annotation
+def _is_model(value: object) -> bool:
+    """A BaseModel, or a pydantic dataclass (the probe specs and the per-service sections)."""
+    return isinstance(value, type) and (issubclass(value, BaseModel) or is_pydantic_dataclass(value))
+
+
+def _fields_of(model: type) -> dict[str, FieldInfo]:
+    if issubclass(model, BaseModel):
+        return model.model_fields
+    fields: dict[str, FieldInfo] = model.__pydantic_fields__  # type: ignore[attr-defined]
+    return fields
+
+
+def _models_in(annotation: object) -> Iterator[type]:
+    if _is_model(annotation):
+        yield typing.cast(type, annotation)
     for argument in typing.get_args(annotation):
         yield from _models_in(argument)
 
@@ -193,20 +207,20 @@ def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
 def model_fields() -> dict[str, set[str]]:
     """Config key -> the models having it: every model reachable from Config (probe specs, runbook steps,
     ...), and every model that bcd.config or bcd.probes.specs defines."""
-    models: list[type[BaseModel]] = [
+    models: list[type] = [
         value
         for module in (bcd_config, probe_specs)
         for value in vars(module).values()
-        if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__
+        if _is_model(value) and value.__module__ == module.__name__
     ]
-    seen: set[type[BaseModel]] = set()
+    seen: set[type] = set()
     fields: dict[str, set[str]] = {}
     while models:
         model = models.pop()
         if model in seen:
             continue
         seen.add(model)
-        for name, field in model.model_fields.items():
+        for name, field in _fields_of(model).items():
             fields.setdefault(field.alias or name, set()).add(model.__name__)  # the YAML key
             models.extend(_models_in(field.annotation))
     return fields

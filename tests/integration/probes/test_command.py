@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 
 
 async def probe(ctx: ProbeContext, *argv: str, timeout: float = 5.0, **spec: Any) -> ProbeResult:
-    config = ProbeConfig.model_validate({"name": "t", "command": {"argv": list(argv), **spec}})
+    config = TypeAdapter(ProbeConfig).validate_python({"name": "t", "command": {"argv": list(argv), **spec}})
     return await build_probe(config, timeout, ctx).run()
 
 

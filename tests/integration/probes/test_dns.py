@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
@@ -31,7 +32,7 @@ async def server() -> AsyncIterator[DnsServer]:
 
 
 async def probe(ctx: ProbeContext, port: int, timeout: float = 2.0, **spec: Any) -> ProbeResult:
-    config = ProbeConfig.model_validate({"name": "t", "dns": {"server": "127.0.0.1", "port": port, **spec}})
+    config = TypeAdapter(ProbeConfig).validate_python({"name": "t", "dns": {"server": "127.0.0.1", "port": port, **spec}})
     return await build_probe(config, timeout, ctx).run()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import TypeAdapter
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
@@ -86,7 +87,7 @@ async def tls_base(app: web.Application, short_lived_cert: CertFiles) -> AsyncIt
 
 
 async def probe(ctx: ProbeContext, timeout: float = 2.0, **spec: Any) -> ProbeResult:
-    config = ProbeConfig.model_validate({"name": "t", "http": spec})
+    config = TypeAdapter(ProbeConfig).validate_python({"name": "t", "http": spec})
     return await build_probe(config, timeout, ctx).run()
 
 

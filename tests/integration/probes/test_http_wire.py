@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
@@ -54,7 +54,7 @@ async def wire_server(reply: Reply) -> AsyncIterator[WireServer]:
 
 
 async def probe(ctx: ProbeContext, **spec: Any) -> ProbeResult:
-    config = ProbeConfig.model_validate({"name": "t", "http": spec})
+    config = TypeAdapter(ProbeConfig).validate_python({"name": "t", "http": spec})
     return await build_probe(config, 2.0, ctx).run()
 
 
@@ -157,7 +157,7 @@ async def test_head_request_does_not_wait_for_a_body() -> None:
 ])
 def test_headers_that_would_break_the_request_are_config_errors(headers: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        ProbeConfig.model_validate({"name": "t", "http": {"url": "http://127.0.0.1/", "headers": headers}})
+        TypeAdapter(ProbeConfig).validate_python({"name": "t", "http": {"url": "http://127.0.0.1/", "headers": headers}})
 
 
 async def test_an_exchange_leaves_no_cycle_for_the_garbage_collector() -> None:
@@ -165,7 +165,7 @@ async def test_an_exchange_leaves_no_cycle_for_the_garbage_collector() -> None:
     from bcd.probes.http_client import _Exchange
 
     async with wire_server(fixed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nUP")) as server:
-        config = ProbeConfig.model_validate({"name": "t", "http": {"url": f"http://127.0.0.1:{server.port}/"}})
+        config = TypeAdapter(ProbeConfig).validate_python({"name": "t", "http": {"url": f"http://127.0.0.1:{server.port}/"}})
         built = build_probe(config, 2.0, ProbeContext())
         gc.collect()  # what earlier tests left
         gc.disable()

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from pydantic import TypeAdapter
 
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
@@ -56,7 +57,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, short_lived_cert: CertFile
 
 
 async def probe(ctx: ProbeContext, url: str, timeout: float = 3.0, **spec: Any) -> ProbeResult:
-    config = ProbeConfig.model_validate({"name": "t", "mqtt": {"url": url, **spec}})
+    config = TypeAdapter(ProbeConfig).validate_python({"name": "t", "mqtt": {"url": url, **spec}})
     return await build_probe(config, timeout, ctx).run()
 
 

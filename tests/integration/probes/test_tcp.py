@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import ProbeContext
@@ -44,7 +46,7 @@ class Pong:
 
 
 async def probe(ctx: ProbeContext, port: int, timeout: float = 2.0, **spec: Any) -> ProbeResult:
-    config = ProbeConfig.model_validate({"name": "t", "tcp": {"host": "127.0.0.1", "port": port, **spec}})
+    config = TypeAdapter(ProbeConfig).validate_python({"name": "t", "tcp": {"host": "127.0.0.1", "port": port, **spec}})
     return await build_probe(config, timeout, ctx).run()
 
 

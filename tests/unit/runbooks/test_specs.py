@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from bcd.runbooks.specs import (
     RENDERED,
@@ -22,7 +22,7 @@ from bcd.runbooks.specs import (
 
 def errors(model: Any, data: Any) -> str:
     with pytest.raises(ValidationError) as caught:
-        model.model_validate(data)
+        TypeAdapter(model).validate_python(data)  # a model, or a pydantic dataclass (Transfer)
     return str(caught.value)
 
 
@@ -145,6 +145,6 @@ def test_runbook_needs_a_step_and_rollback_defaults_to_none() -> None:
 
 
 def test_transfer_defaults_to_manual_with_a_half_hour_cooldown() -> None:
-    transfer = Transfer.model_validate({"runbook": "move"})
+    transfer = TypeAdapter(Transfer).validate_python({"runbook": "move"})
     assert (transfer.mode, transfer.cooldown) == ("manual", 1800.0)
     assert "'auto', 'manual' or 'dry-run'" in errors(Transfer, {"runbook": "move", "mode": "yolo"})
