@@ -1,7 +1,9 @@
 """Periodic probe runs: one timer per probe on the event loop, spread start times, a global cap.
 
 Each probe is due every `interval` seconds on the monotonic clock, at a fixed offset inside the interval
-derived from its key (stable across restarts, so a fleet of probes never fires as a herd). A run that is
+derived from its key (stable across restarts, so a fleet of probes never fires as a herd). Due times wait
+in one heap under a single event-loop timer armed for the earliest (a timer per probe costs ~600 bytes each
+on uvloop: 12 MB at 20,000 probes). A run that is
 still in flight when the next one is due is skipped and counted, never queued twice. Lateness — how long
 after its due time a run actually started (after waiting for a concurrency slot) — is measured per run.
 """
@@ -9,6 +11,9 @@ after its due time a run actually started (after waiting for a concurrency slot)
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -23,6 +28,7 @@ log = structlog.get_logger("bcd.scheduler")
 
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GRACE = 0.5  # seconds beyond a probe's own timeout before the scheduler cuts it off
+EARLY = 0.001  # a run due this soon is started now (event-loop timers may fire up to a millisecond early)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,7 @@ class _Entry:
     job: Job
     probe: Probe
     due: float
-    handle: asyncio.TimerHandle | None = None
+    ticket: int = 0  # of its one valid place in the heap; older places are stale and skipped
     running: bool = False
     runs: int = 0
 
@@ -102,6 +108,10 @@ class Scheduler:
         self._vantage = vantage
         self._wall_clock = wall_clock
         self._entries: dict[ProbeKey, _Entry] = {}
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._tickets = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self.stats = SchedulerStats()
@@ -134,28 +144,49 @@ class Scheduler:
         for key in keys:
             entry = self._entries.get(key)
             if entry is not None and not entry.running:
-                if entry.handle is not None:
-                    entry.handle.cancel()
+                entry.ticket = 0
                 entry.due = self._loop.time()
                 self._fire(entry)
 
     async def stop(self) -> None:
         for key in list(self._entries):
             self._remove(key)
+        self._heap.clear()
+        self._set_timer(math.inf)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _remove(self, key: ProbeKey) -> None:
-        entry = self._entries.pop(key)
-        if entry.handle is not None:
-            entry.handle.cancel()
+        self._entries.pop(key).ticket = 0
 
     def _arm(self, entry: _Entry) -> None:
-        entry.handle = self._loop.call_at(entry.due, self._fire, entry)
+        entry.ticket = next(self._tickets)
+        heapq.heappush(self._heap, (entry.due, entry.ticket, entry))
+        if entry.due < self._timer_at:
+            self._set_timer(entry.due)
+
+    def _set_timer(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._wake) if when < math.inf else None
+        self._timer_at = when
+
+    def _wake(self) -> None:
+        """Fire every entry now due, then sleep until the next one."""
+        self._timer, self._timer_at = None, -math.inf  # entries re-armed meanwhile set no timer of their own
+        heap = self._heap
+        limit = self._loop.time() + EARLY
+        while heap and heap[0][0] <= limit:
+            _, ticket, entry = heapq.heappop(heap)
+            if entry.ticket == ticket:
+                self._fire(entry)
+        self._timer_at = math.inf
+        if heap:
+            self._set_timer(heap[0][0])
 
     def _fire(self, entry: _Entry) -> None:
-        entry.handle = None
+        entry.ticket = 0
         if entry.running:
             self.stats.skipped += 1
         else:

@@ -148,3 +148,46 @@ async def test_sync_keeps_unchanged_jobs_and_replaces_changed_ones(change: str) 
     await scheduler.stop()
     expected = {"same": (1, 0), "changed": (0, 1), "removed": (0, 0)}[change]
     assert (len(first.starts), len(second.starts)) == expected
+
+
+async def test_a_probe_due_before_the_armed_timer_runs_on_time() -> None:
+    """One timer serves the whole heap: a newly added probe due sooner than it re-arms it."""
+    sink = Sink()
+    scheduler = Scheduler(sink, max_concurrency=10)
+    slow, fast = RecordingProbe(), RecordingProbe()
+    probes: dict[str, Probe] = {"slow": slow, "fast": fast}
+    scheduler.sync([job("slow", interval=30.0)], builder(probes))
+    scheduler.sync([job("slow", interval=30.0), job("fast", interval=0.05)], builder(probes))
+    await sink.wait_for(lambda obs: len(obs) >= 4, timeout=1.0)  # the slow probe's timer is seconds away
+    await scheduler.stop()
+    assert len(fast.starts) >= 4
+    assert not slow.starts
+
+
+async def test_probes_of_different_intervals_each_keep_their_own() -> None:
+    sink = Sink()
+    scheduler = Scheduler(sink, max_concurrency=10)
+    probes = {"p30": RecordingProbe(), "p70": RecordingProbe()}
+    scheduler.sync([job("p30", interval=0.03), job("p70", interval=0.07)], builder(dict(probes)))
+    await sink.wait_for(lambda obs: sum(o.key.probe == "p70" for o in obs) >= 6)
+    await scheduler.stop()
+    for name, interval in (("p30", 0.03), ("p70", 0.07)):
+        starts = probes[name].starts
+        mean_gap = (starts[-1] - starts[0]) / (len(starts) - 1)
+        assert interval * 0.8 <= mean_gap <= interval * 1.3, (name, starts)
+
+
+async def test_a_removed_probe_never_runs_again() -> None:
+    """Its place in the heap stays until due, and is skipped then."""
+    sink = Sink()
+    scheduler = Scheduler(sink, max_concurrency=10)
+    gone, kept = RecordingProbe(), RecordingProbe()
+    probes: dict[str, Probe] = {"gone": gone, "kept": kept}
+    scheduler.sync([job("gone", interval=0.02), job("kept", interval=0.02)], builder(probes))
+    await sink.wait_for(lambda obs: sum(o.key.probe == "gone" for o in obs) >= 2)
+    scheduler.sync([job("kept", interval=0.02)], builder(probes))
+    ran = len(gone.starts)
+    kept_before = len(kept.starts)
+    await sink.wait_for(lambda obs: len(kept.starts) >= kept_before + 5)
+    await scheduler.stop()
+    assert len(gone.starts) == ran
