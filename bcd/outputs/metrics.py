@@ -9,7 +9,8 @@ Daemon-level families go through prometheus-client's registry and its text encod
 
 from __future__ import annotations
 
-import functools
+import bisect
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -47,32 +48,51 @@ def _fmt(value: float) -> str:
     return repr(value)
 
 
-DURATION_BOUNDS = tuple(repr(b) for b in DURATION_BUCKETS)
+def _lines(name: str, suffixes: Iterable[str], first: int = 1) -> str:
+    """A str.format template shared by every series of a family: `{0}` is the series' label set, and line
+    `i` shows value `{first + i}` (rendering fills one template per series instead of keeping its text)."""
+    return "".join(
+        f"{name}{{{{{{0}}{suffix}}}}} {{{index}}}\n" for index, suffix in enumerate(suffixes, first)
+    )
+
+
+_BOUNDS = [f',le="{bound!r}"' for bound in DURATION_BUCKETS] + [',le="+Inf"']
+HISTOGRAM_LINES = (
+    _lines("bcd_probe_duration_seconds_bucket", _BOUNDS)
+    + f"bcd_probe_duration_seconds_sum{{{{{{0}}}}}} {{{len(_BOUNDS) + 1}!r}}\n"
+    + f"bcd_probe_duration_seconds_count{{{{{{0}}}}}} {{{len(_BOUNDS)}}}\n"
+)
+RESULTS_LINES = _lines("bcd_probe_results_total", [f',result="{result}"' for result in RESULTS])
+RESULT_INDEX = {result: index for index, result in enumerate(RESULTS)}
+
+
+def _one_hot(name: str, label: str, values: Iterable[str]) -> dict[str, str]:
+    """For each value, the lines of a family that shows 1 for that value and 0 for the others."""
+    values = list(values)
+    return {
+        value: "".join(f'{name}{{{{{{0}},{label}="{other}"}}}} {int(other == value)}\n' for other in values)
+        for value in values
+    }
+
+
+SITE_HEALTH_LINES = _one_hot("bcd_site_health", "state", SITE_STATES)
+SERVICE_STATUS_LINES = _one_hot("bcd_service_status", "status", SERVICE_STATUSES)
 
 
 @dataclass(slots=True)
 class ProbeStat:
-    """One probe's accumulators, and its exposition lines pre-formatted once (only numbers change)."""
+    """One probe's accumulators: plain numbers, rendered through the shared templates at scrape time."""
 
     label: str
-    duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
-    results: dict[Result, int] = field(default_factory=lambda: dict.fromkeys(RESULTS, 0))
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))  # last: beyond all
+    total: float = 0.0
+    results: list[int] = field(default_factory=lambda: [0] * len(RESULTS))
     success: int = 0
     cert_expiry: float | None = None
-    results_template: str = ""
-    histogram_template: str = ""
 
-    def __post_init__(self) -> None:
-        label = self.label
-        self.results_template = "".join(
-            f'bcd_probe_results_total{{{label},result="{result}"}} %d\n' for result in RESULTS
-        )
-        self.histogram_template = "".join(
-            [f'bcd_probe_duration_seconds_bucket{{{label},le="{bound}"}} %d\n' for bound in DURATION_BOUNDS]
-            + [f'bcd_probe_duration_seconds_bucket{{{label},le="+Inf"}} %d\n',
-               f"bcd_probe_duration_seconds_sum{{{label}}} %r\n",
-               f"bcd_probe_duration_seconds_count{{{label}}} %d\n"]
-        )
+    def histogram(self) -> str:
+        cumulative = list(itertools.accumulate(self.buckets))
+        return HISTOGRAM_LINES.format(self.label, *cumulative, self.total)
 
 
 class ProbeMetrics:
@@ -86,8 +106,9 @@ class ProbeMetrics:
         if stat is None:
             key = obs.key
             stat = self.stats[key] = ProbeStat(labels(service=key.service, site=key.site, probe=key.probe))
-        stat.duration.observe(obs.latency)
-        stat.results[obs.result] += 1
+        stat.buckets[bisect.bisect_left(DURATION_BUCKETS, obs.latency)] += 1
+        stat.total += obs.latency
+        stat.results[RESULT_INDEX[obs.result]] += 1
         stat.success = 0 if obs.result is Result.FAIL else 1
         if obs.cert_expiry is not None:
             stat.cert_expiry = obs.cert_expiry
@@ -114,13 +135,10 @@ def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
         yield "".join([f"bcd_probe_success{{{s.label}}} {s.success}\n" for s in part])
     yield _family("bcd_probe_results_total", "counter", "Probe runs by result.")
     for part in chunks(stats):
-        yield "".join([s.results_template % tuple(s.results.values()) for s in part])
+        yield "".join([RESULTS_LINES.format(s.label, *s.results) for s in part])
     yield _family("bcd_probe_duration_seconds", "histogram", "Duration of probe runs.")
     for part in chunks(stats):
-        yield "".join([
-            s.histogram_template % (*s.duration.cumulative(), s.duration.count, s.duration.total, s.duration.count)
-            for s in part
-        ])
+        yield "".join([s.histogram() for s in part])
     yield _family(
         "bcd_probe_cert_expiry_timestamp_seconds", "gauge", "Earliest expiry of the certificates a TLS probe saw."
     )
@@ -131,77 +149,45 @@ def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
     )
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _site_label(service: str, site: str) -> str:
-    return labels(service=service, site=site)
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def _site_block(service: str, site: str, state: SiteState) -> str:
-    """The bcd_site_health lines of one site in one state (a site has few states: cache them)."""
-    label = _site_label(service, site)
-    return "".join(f'bcd_site_health{{{label},state="{s}"}} {int(s is state)}\n' for s in SITE_STATES)
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def _status_block(service: str, status: ServiceStatus) -> str:
-    label = labels(service=service)
-    return "".join(f'bcd_service_status{{{label},status="{s}"}} {int(s is status)}\n' for s in SERVICE_STATUSES)
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def _active_block(service: str, sites: tuple[str, ...], active: str) -> str:
-    return "".join(
-        f"bcd_service_active_site{{{_site_label(service, site)}}} {int(site == active)}\n" for site in sites
-    )
-
-
-@functools.lru_cache(maxsize=1 << 17)
-def _up_line(service: str, site: str, up: bool) -> str:
-    return f"bcd_site_up{{{_site_label(service, site)}}} {int(up)}\n"
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _running_line(service: str, running: bool) -> str:
-    return f"bcd_runbook_running{{{labels(service=service)}}} {int(running)}\n"
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _blocked_line(service: str, guard: str | None) -> str:
-    return f'bcd_service_blocked{{{labels(service=service)},reason="{guard or "none"}"}} {int(guard is not None)}\n'
-
-
 def render_estate(engine: Engine) -> Iterator[str]:
-    yield from _render_sites(engine)
-    yield from _render_services(engine)
+    sites = [(key, site.state) for key, site in engine.sites.items()]  # a snapshot: the engine changes meanwhile
+    site_labels = {key: labels(service=key[0], site=key[1]) for key, _ in sites}  # this scrape's only
+    yield from _render_sites(engine, sites, site_labels)
+    yield from _render_services(engine, site_labels)
 
 
-def _render_sites(engine: Engine) -> Iterator[str]:
-    states = [(key, site.state) for key, site in engine.sites.items()]  # a snapshot: the engine changes meanwhile
+def _render_sites(engine: Engine, sites: list[tuple[tuple[str, str], SiteState]],
+                  site_labels: dict[tuple[str, str], str]) -> Iterator[str]:
     yield _family("bcd_site_health", "gauge", "Health state of a service in a site (1 for the current state).")
-    for part in chunks(states):
-        yield "".join([_site_block(key[0], key[1], state) for key, state in part])
+    for part in chunks(sites):
+        yield "".join([SITE_HEALTH_LINES[state].format(site_labels[key]) for key, state in part])
     yield _family("bcd_site_up", "gauge", "Whether the service is up in the site.")
-    for part in chunks(states):
-        yield "".join([_up_line(key[0], key[1], state is SiteState.UP) for key, state in part])
+    for part in chunks(sites):
+        yield "".join([f"bcd_site_up{{{site_labels[key]}}} {int(state is SiteState.UP)}\n" for key, state in part])
     yield _family("bcd_health_transitions_total", "counter", "Health state transitions of a service in a site.")
     for counts in chunks(list(engine.transitions.items())):
         yield "".join([
-            f'bcd_health_transitions_total{{{_site_label(k[0], k[1])},from="{k[2]}",to="{k[3]}"}} {n}\n'
+            f'bcd_health_transitions_total{{{_site_label(site_labels, k[0], k[1])},from="{k[2]}",to="{k[3]}"}} {n}\n'
             for k, n in counts
         ])
 
 
-def _render_services(engine: Engine) -> Iterator[str]:
-    services = list(engine.services.items())
+def _site_label(site_labels: dict[tuple[str, str], str], service: str, site: str) -> str:
+    label = site_labels.get((service, site))
+    return label if label is not None else labels(service=service, site=site)
+
+
+def _render_services(engine: Engine, site_labels: dict[tuple[str, str], str]) -> Iterator[str]:
+    services = [(name, labels(service=name), view) for name, view in engine.services.items()]
     yield _family("bcd_service_status", "gauge", "Status of a service (1 for the current status).")
     for part in chunks(services):
-        yield "".join([_status_block(name, view.status) for name, view in part])
+        yield "".join([SERVICE_STATUS_LINES[view.status].format(label) for _, label, view in part])
     yield _family("bcd_service_active_site", "gauge", "Which site is active for a service (1 for the active one).")
+    configured = engine.config.services
     for part in chunks(services):
         yield "".join([
-            _active_block(name, tuple(engine.config.services[name].sites), view.active)
-            for name, view in part if name in engine.config.services
+            f"bcd_service_active_site{{{_site_label(site_labels, name, site)}}} {int(site == view.active)}\n"
+            for name, _, view in part if name in configured for site in configured[name].sites
         ])
 
 
@@ -209,13 +195,17 @@ def render_runner(engine: Engine, runner: Runner | None) -> Iterator[str]:
     """The per-service runbook families (rendered by hand: one line per service, like the estate)."""
     if runner is None:
         return
-    services = list(engine.services.items())
+    services = [(labels(service=name), name, view) for name, view in engine.services.items()]
     yield _family("bcd_runbook_running", "gauge", "Whether a runbook of the service is running.")
     for part in chunks(services):
-        yield "".join([_running_line(name, name in runner.active) for name, _ in part])
+        yield "".join([f"bcd_runbook_running{{{label}}} {int(name in runner.active)}\n" for label, name, _ in part])
     yield _family("bcd_service_blocked", "gauge", "1 with the guard's reason while a service is blocked.")
     for part in chunks(services):
-        yield "".join([_blocked_line(name, _guard(view)) for name, view in part])
+        yield "".join([_blocked_line(label, _guard(view)) for label, _, view in part])
+
+
+def _blocked_line(label: str, guard: str | None) -> str:
+    return f'bcd_service_blocked{{{label},reason="{guard or "none"}"}} {int(guard is not None)}\n'
 
 
 def _guard(view: ServiceView) -> str | None:

@@ -122,3 +122,21 @@ def test_removed_service_disappears_after_reload(tmp_path: Path, live: tuple[Eng
                                                ("two\nlines", "two\\nlines")])
 def test_label_values_are_escaped(raw: str, escaped: str) -> None:
     assert escape(raw) == escaped
+
+
+def test_duration_buckets_are_cumulative_and_inclusive(live: tuple[Engine, Metrics]) -> None:
+    """A latency equal to a bound counts in that bound's bucket (le = less or equal); beyond the largest
+    bound only +Inf counts it; _sum and _count add up every run (the fixture's 0.02 s run included)."""
+    _, metrics = live
+    for latency, result in ((0.005, Result.OK), (0.3, Result.WARN), (20.0, Result.FAIL)):
+        metrics.probes.record(Observation(ProbeKey("payroll", "dorset", "health"), result, latency, "x", 101.0))
+    text = metrics.render().decode()
+    series = 'bcd_probe_duration_seconds{}{{service="payroll",site="dorset",probe="health"{}}}'
+    expected = {"0.001": None, "0.005": 1, "0.01": 1, "0.025": 2, "0.25": 2, "0.5": 3, "10.0": 3, "+Inf": 4}
+    for bound, count in expected.items():
+        assert sample(text, series.format("_bucket", f',le="{bound}"')) == count, bound
+    assert sample(text, series.format("_count", "")) == 4
+    assert sample(text, series.format("_sum", "")) == pytest.approx(20.325)
+    results = 'bcd_probe_results_total{{service="payroll",site="dorset",probe="health",result="{}"}}'
+    assert [sample(text, results.format(r)) for r in ("ok", "warn", "fail")] == [1, 1, 2]
+    assert sample(text, 'bcd_probe_success{service="payroll",site="dorset",probe="health"}') == 0
