@@ -183,7 +183,8 @@ async def measure_pipeline(probes: int, url: str, warmup: float, window: float) 
             missed = (stats.skipped - skipped) + max(0, round(expected - ran - probes * 0.01))
             rss = rss_mb()
             began = time.perf_counter()
-            daemon.metrics.render()  # blocks the loop: after the window
+            for part in daemon.metrics.parts():  # what a scrape renders and encodes, piece by piece; after the
+                part.encode()  # window, with nothing else running (it blocks the loop)
             render_ms = (time.perf_counter() - began) * 1000
     return Figures(
         probes=probes, rate=ran / wall, missed=missed,
