@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ import structlog
 
 from bcd import health, policy
 from bcd.bus import Bus
-from bcd.config import Config
+from bcd.config import Config, ProbeConfig
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, RunJournal, SavedService, SavedSite
 from bcd.model import Event, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
@@ -261,17 +261,25 @@ class Engine:
             evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)), fence=fence,
         ))
 
+    def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
+        """The last observation of each of these probes of a site that has run (looked up, not searched for:
+        a listing of every service stays linear in the estate)."""
+        for probe in probes:
+            obs = self.last.get(ProbeKey(service, site, probe.name))
+            if obs is not None:
+                yield obs
+
     def evidence(self, name: str) -> dict[str, Any]:
         """What the decision saw: every site's health and the last observation of each of its probes."""
         sites: dict[str, Any] = {}
-        for site in self.config.services[name].sites:
+        for site, config in self.config.services[name].sites.items():
             health_now = self.sites[(name, site)]
             sites[site] = {
                 "state": str(health_now.state), "since": health_now.since, "reason": health_now.reason,
                 "first_failure": self.first_failure.get((name, site)),
                 "observations": {
-                    key.probe: {"result": str(obs.result), "reason": obs.reason, "at": obs.at}
-                    for key, obs in self.last.items() if key.service == name and key.site == site
+                    obs.key.probe: {"result": str(obs.result), "reason": obs.reason, "at": obs.at}
+                    for obs in self.last_observations(name, site, config.probes)
                 },
             }
         result: dict[str, Any] = {"active": self.services[name].active, "sites": sites}
@@ -461,15 +469,20 @@ class Engine:
 
 
 def _rules(config: Config) -> list[tuple[tuple[str, str], SiteRules]]:
-    rules = []
+    """The rules of every site; sites with equal rules share one object (most sites of an estate do)."""
+    rules: list[tuple[tuple[str, str], SiteRules]] = []
+    shared: dict[tuple[tuple[str, int, int], ...], SiteRules] = {}
     for name, service in config.services.items():
         for site_name, site in service.sites.items():
-            thresholds = {}
-            for probe in site.probes:
-                timing = config.timing(name, probe)
-                thresholds[probe.name] = Thresholds(rise=timing.rise, fall=timing.fall)
-            rules.append(((name, site_name), SiteRules(
-                probes=thresholds, flap_high=config.flapping.high, flap_low=config.flapping.low)))
+            timings = [(probe.name, config.timing(name, probe)) for probe in site.probes]
+            thresholds = tuple((probe, timing.rise, timing.fall) for probe, timing in timings)
+            rule = shared.get(thresholds)
+            if rule is None:
+                rule = shared[thresholds] = SiteRules(
+                    probes={probe: Thresholds(rise=rise, fall=fall) for probe, rise, fall in thresholds},
+                    flap_high=config.flapping.high, flap_low=config.flapping.low,
+                )
+            rules.append(((name, site_name), rule))
     return rules
 
 

@@ -43,7 +43,6 @@ from bcd.bus import Bus, Subscription
 from bcd.config import AlertmanagerSettings, Config, Webhook, read_credential
 from bcd.engine import Engine
 from bcd.health import FrozenMap, SiteHealth
-from bcd.model import ProbeKey
 from bcd.outputs.alert_rules import (
     ALERTNAMES,
     Alert,
@@ -328,10 +327,9 @@ def build_snapshot(engine: Engine, names: Iterable[str], failed_run: Callable[[s
             health = engine.sites.get((name, site_name))
             if health is not None:
                 sites[site_name] = health
-            for probe in site.probes:
-                obs = engine.last.get(ProbeKey(name, site_name, probe.name))
-                if obs is not None and obs.cert_expiry is not None:
-                    certificates.append(Certificate(site_name, probe.name, obs.cert_expiry))
+            for obs in engine.last_observations(name, site_name, site.probes):
+                if obs.cert_expiry is not None:
+                    certificates.append(Certificate(site_name, obs.key.probe, obs.cert_expiry))
         run = runs.get(name)
         waiting = None if run is None or run.approval is None else WaitingRun(
             run.id, str(run.request.kind), run.request.to_site, run.waiting_step)

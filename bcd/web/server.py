@@ -60,12 +60,11 @@ async def readyz(request: web.Request) -> web.Response:
 def service_json(engine: Engine, view: ServiceView) -> dict[str, Any]:
     config = engine.config.services[view.name]
     sites: dict[str, Any] = {}
-    for site_name in config.sites:
+    for site_name, site_config in config.sites.items():
         site = engine.sites[(view.name, site_name)]
         probes = {
-            key.probe: {"result": str(obs.result), "reason": obs.reason, "latency": obs.latency, "at": obs.at}
-            for key, obs in engine.last.items()
-            if key.service == view.name and key.site == site_name
+            obs.key.probe: {"result": str(obs.result), "reason": obs.reason, "latency": obs.latency, "at": obs.at}
+            for obs in engine.last_observations(view.name, site_name, site_config.probes)
         }
         sites[site_name] = {
             "state": str(site.state), "since": site.since, "reason": site.reason,
