@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import PydanticCustomError
 
+from bcd import heap, yaml_data
 from bcd.durations import Duration
 from bcd.probes.specs import FORBID, CommandSpec, DnsSpec, HttpSpec, MqttSpec, TcpSpec
 from bcd.runbooks.specs import Auth, Runbook, Runner, Transfer
@@ -432,14 +433,43 @@ def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) 
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(name, 0, "", f"cannot read: {exc}")]) from None
-    return parse(text, name, overrides)
+    with heap.paused():
+        return parse(text, name, overrides)
+
+
+class Lines:
+    """Where things are in a YAML text: its node tree, composed only when a problem needs a line number
+    (the tree of a 20,000-probe config costs about 130 MB at its peak; a valid config never builds it)."""
+
+    def __init__(self, text: str | None) -> None:
+        self._text = text
+        self._root: yaml.Node | None = None
+
+    def of(self, loc: tuple[str | int, ...]) -> int:
+        if self._text is not None:
+            try:
+                self._root = yaml_data.compose(self._text)
+            except yaml.YAMLError:
+                self._root = None
+            self._text = None
+        return _line_of(self._root, loc)
+
+
+def _syntax_error(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
+    """The error of the pure-Python parser when it has one: its messages say more than libyaml's
+    ("expected ',' or ']', but got ':'" rather than "did not find expected ',' or ']'")."""
+    try:
+        yaml.load(text, Loader=yaml.SafeLoader)  # a safe loader
+    except yaml.YAMLError as clearer:
+        return clearer
+    return exc
 
 
 def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> Config:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = yaml_data.load(text)
+    except yaml.YAMLError as fast:
+        exc = _syntax_error(text, fast)
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
         problem = getattr(exc, "problem", None) or str(exc)
@@ -450,6 +480,7 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
         raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
     issues: list[ConfigIssue] = []
     secrets: set[str] = set()
+    root = Lines(text)
     data = _expand_env(data, (), lambda loc, msg: issues.append(_issue(name, root, loc, msg)), secrets)
     data.update(overrides or {})
     try:
@@ -512,7 +543,7 @@ _MESSAGES = {
 }
 
 
-def _validation_issues(name: str, root: yaml.Node | None, exc: ValidationError) -> Iterator[ConfigIssue]:
+def _validation_issues(name: str, root: Lines, exc: ValidationError) -> Iterator[ConfigIssue]:
     for error in exc.errors():
         loc = tuple(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -527,9 +558,9 @@ def _validation_issues(name: str, root: yaml.Node | None, exc: ValidationError) 
         yield _issue(name, root, loc, message)
 
 
-def _issue(name: str, root: yaml.Node | None, loc: tuple[str | int, ...], message: str) -> ConfigIssue:
+def _issue(name: str, root: Lines, loc: tuple[str | int, ...], message: str) -> ConfigIssue:
     path = ".".join(str(part) for part in loc)
-    return ConfigIssue(name, _line_of(root, loc), path, message)
+    return ConfigIssue(name, root.of(loc), path, message)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int:
@@ -563,10 +594,10 @@ def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, int] | N
 def issue_at(path: str, loc: tuple[str | int, ...], message: str) -> ConfigIssue:
     """A problem found after loading (e.g. a TLS file that cannot be loaded), located in the file."""
     try:
-        root = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        root = None
-    return _issue(path, root, loc, message)
+        text: str | None = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = None
+    return _issue(path, Lines(text), loc, message)
 
 
 def credential_path(name: str) -> Path:

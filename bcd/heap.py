@@ -10,7 +10,9 @@ die young in the cheap generations; the rare full collection picks up the rest.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 THRESHOLDS = (700, 10, 1000)  # CPython's defaults, but a full collection after 1,000 (not 10) middle ones
 
@@ -28,3 +30,16 @@ def freeze_survivors() -> None:
     """Once every probe has run: freeze what the first runs created (metric accumulators, health state).
     Cheap: no collection, the young generations are moved as they are."""
     gc.freeze()
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """No collection while building a large structure (a config load allocates millions of objects, and
+    the collections they trigger would walk them all again and again: 2x the time of the load itself)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
