@@ -90,6 +90,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
         self.mqtt: MqttOutput | None = None
         self.alerts: AlertSender | None = None
         self.coordinator: Coordinator | None = None
@@ -324,10 +325,16 @@ class Daemon:
             self.notifier.ready(self._status_text())
 
     async def reload(self) -> bool:
-        """Load the config file again; keep the running config if the new one is invalid."""
+        """Load the config file again; keep the running config if the new one is invalid. One reload at a
+        time; the file is read and validated in a thread (seconds for a very large estate), so probes keep
+        their schedule meanwhile."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         log.info("reloading", config=self.config_path)
         try:
-            new = config_module.load(self.config_path, self.overrides)
+            new = await asyncio.to_thread(config_module.load, self.config_path, self.overrides)
         except ConfigError as exc:
             self.metrics.reload.successful = False
             log.error("config_reload_failed", config=self.config_path, errors=[str(i) for i in exc.issues])
