@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 
 from bcd.app import Daemon
-from bcd.config import Config
+from bcd.config import Config, load
 
 INTERVAL = 10.0
 TARGET_P99 = 0.050
@@ -95,22 +95,18 @@ def target_server() -> Iterator[str]:
 
 
 def estate(probes: int, url: str, state_dir: str, port: int) -> Config:
-    services = {
-        f"svc{i:05d}": {
-            "active": "dorset",
-            "sites": {site: {"probes": [{"name": "health", "http": {"url": url}}]} for site in ("dorset", "hampshire")},
-        }
-        for i in range(probes // 2)
-    }
-    return Config.model_validate({
-        "instance": "bench",
-        "state_dir": state_dir,
-        "server": {"listen": f"127.0.0.1:{port}"},
-        "sites": {"dorset": {}, "hampshire": {}},
-        "defaults": {"interval": f"{INTERVAL:g}s", "timeout": "3s", "rise": 2, "fall": 3},
-        "scheduler": {"max_concurrency": 2000},
-        "services": services,
-    })
+    """The estate as an operator would have it: a YAML file, loaded the way `bcd run` loads it."""
+    path = Path(state_dir) / "bench.yaml"
+    with path.open("w") as out:
+        out.write(f"instance: bench\nstate_dir: {state_dir}\nserver: {{listen: '127.0.0.1:{port}'}}\n"
+                  "sites: {dorset: {}, hampshire: {}}\n"
+                  f"defaults: {{interval: {INTERVAL:g}s, timeout: 3s, rise: 2, fall: 3}}\n"
+                  "scheduler: {max_concurrency: 2000}\nservices:\n")
+        for i in range(probes // 2):
+            out.write(f"  svc{i:05d}:\n    active: dorset\n    sites:\n")
+            for site in ("dorset", "hampshire"):
+                out.write(f"      {site}:\n        probes:\n          - {{name: health, http: {{url: '{url}'}}}}\n")
+    return load(path)
 
 
 def free_port() -> int:
