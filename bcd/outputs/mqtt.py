@@ -27,9 +27,8 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiomqtt
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -40,9 +39,15 @@ from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
 from bcd.durations import parse_duration
 from bcd.engine import Engine, RequestRefused
+from bcd.lazy import lazy_import
 from bcd.model import Event, RunKind
 from bcd.policy import Request
 from bcd.web.server import service_json
+
+if TYPE_CHECKING:
+    import aiomqtt
+else:  # loaded on first use: only configs with an mqtt section need it
+    aiomqtt = lazy_import("aiomqtt")
 
 log = structlog.get_logger("bcd.mqtt")
 

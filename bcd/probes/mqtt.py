@@ -6,17 +6,23 @@ import contextlib
 import math
 import re
 import uuid
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiomqtt
-import paho.mqtt.client as paho
-from aiomqtt.exceptions import MqttConnectError
-
 from bcd.config import read_credential
+from bcd.lazy import lazy_import
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, guarded, seconds
 from bcd.probes.specs import MqttSpec
 from bcd.probes.tls import client_context
+
+if TYPE_CHECKING:
+    import aiomqtt
+    import aiomqtt.exceptions
+    import paho.mqtt.client as paho
+else:  # loaded on first use: only configs with mqtt probes need them
+    aiomqtt = lazy_import("aiomqtt")
+    paho = lazy_import("paho.mqtt.client")
 
 _ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
 
@@ -101,7 +107,7 @@ class MqttProbe:
     def _describe(self, exc: Exception, attempt: Attempt) -> str:
         if isinstance(exc, _SetupFailed):
             return str(exc)
-        if isinstance(exc, MqttConnectError):
+        if isinstance(exc, aiomqtt.exceptions.MqttConnectError):
             return f"broker {self._where} refused the connection: {_rc_text(exc)}"
         if isinstance(exc, aiomqtt.MqttError):
             text = _ERRNO.sub("", str(exc))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiomqtt
+from typing import TYPE_CHECKING, Any
 
 from bcd.broker import link_from_url
+from bcd.lazy import lazy_import
 from bcd.runbooks.specs import MqttPublishStep
 from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
+
+if TYPE_CHECKING:
+    import aiomqtt
+else:  # loaded on first use: only runbooks with mqtt_publish steps need it
+    aiomqtt = lazy_import("aiomqtt")
 
 DEFAULT_TIMEOUT = 10.0
 
