@@ -175,16 +175,15 @@ class Engine:
     def tick(self) -> None:
         """Time passing: expire maintenance windows, re-decide services that wait for something."""
         now = self.clock()
-        for key, current in list(self.sites.items()):
-            if current.maintenance_until is None:
-                continue  # the only thing time does to a site is end its maintenance
-            updated, transition = health.tick(current, now)
+        # the only thing time does to a site is end its maintenance (comprehensions: a large estate is
+        # walked every second, and most of it has nothing to do)
+        for key in [key for key, site in self.sites.items() if site.maintenance_until is not None]:
+            updated, transition = health.tick(self.sites[key], now)
             self.sites[key] = updated
             if transition is not None:
                 self._announce_transition(updated, transition)
-        for name, view in list(self.services.items()):
-            if view.status not in QUIET_STATUSES:
-                self._evaluate(name, now)
+        for name in [name for name, view in self.services.items() if view.status not in QUIET_STATUSES]:
+            self._evaluate(name, now)
 
     # -- decisions -----------------------------------------------------------------------------------
     def snapshot(self, name: str) -> Snapshot:

@@ -88,6 +88,8 @@ class CommandProbe:
     the exit status, the reason the summary line, perfdata parsed. On timeout or cancellation the whole
     process group is killed and reaped; output beyond 64 KiB is read and discarded."""
 
+    __slots__ = ("_argv", "_ctx", "_env", "_timeout")
+
     def __init__(self, spec: CommandSpec, timeout: float, ctx: ProbeContext) -> None:
         self._argv = list(spec.argv)
         self._env = {**BASE_ENV, **spec.env}

@@ -22,6 +22,8 @@ class DnsProbe:
     missing `expect` record, no answer in time; OK otherwise. Names compare without case or trailing dot,
     addresses in canonical form, TXT by content."""
 
+    __slots__ = ("_ctx", "_rdtype", "_spec", "_timeout", "_wanted", "_where")
+
     def __init__(self, spec: DnsSpec, timeout: float, ctx: ProbeContext) -> None:
         self._spec = spec
         self._timeout = timeout

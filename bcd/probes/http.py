@@ -19,6 +19,9 @@ class HttpProbe:
     match `body_regex`, or any network/TLS error; WARN when slower than `max_latency` or when the server's
     certificate expires within `cert_expiry_warn`; OK otherwise."""
 
+    # one object per configured probe, tens of thousands of them: slots, no __dict__ (as every probe kind)
+    __slots__ = ("_ctx", "_host", "_regex", "_request", "_shown", "_spec", "_timeout", "_where")
+
     def __init__(self, spec: HttpSpec, timeout: float, ctx: ProbeContext) -> None:
         self._spec = spec
         self._timeout = timeout

@@ -33,6 +33,8 @@ class MqttProbe:
     (network or broker: bad credentials, not authorised), a step is refused or errs, or the echo does not
     come back in time; OK otherwise."""
 
+    __slots__ = ("_ctx", "_host", "_port", "_spec", "_timeout", "_tls", "_where")
+
     def __init__(self, spec: MqttSpec, timeout: float, ctx: ProbeContext) -> None:
         url = urlsplit(spec.url)
         secure = url.scheme == "mqtts"

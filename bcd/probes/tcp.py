@@ -32,6 +32,8 @@ class TcpProbe:
     FAIL on a refused/failed connection, a TLS error, or a reply that ends or times out without matching;
     OK otherwise. With TLS the server certificate's expiry is reported in `cert_expiry`."""
 
+    __slots__ = ("_ctx", "_expect", "_send", "_spec", "_ssl", "_timeout", "_where")
+
     def __init__(self, spec: TcpSpec, timeout: float, ctx: ProbeContext) -> None:
         self._spec = spec
         self._timeout = timeout
