@@ -83,7 +83,7 @@ class ProbeStat:
     """One probe's accumulators: plain numbers, rendered through the shared templates at scrape time."""
 
     label: str
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))  # last: beyond all
+    cumulative: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))  # last: +Inf
     total: float = 0.0
     results: list[int] = field(default_factory=lambda: [0] * len(RESULTS))
     success: int = 0
@@ -91,7 +91,7 @@ class ProbeStat:
 
     def histogram(self, args: list[object]) -> str:
         """The histogram's lines; `args` is a scratch list of HISTOGRAM_ARGS items, reused across probes."""
-        cumulative = list(itertools.accumulate(self.buckets))
+        cumulative = self.cumulative
         args[0::2] = (self.label,) * (HISTOGRAM_ARGS // 2)
         args[1:2 * len(cumulative):2] = cumulative
         args[-3], args[-1] = self.total, cumulative[-1]
@@ -113,7 +113,9 @@ class ProbeMetrics:
         if stat is None:
             key = obs.key
             stat = self.stats[key] = ProbeStat(labels(service=key.service, site=key.site, probe=key.probe))
-        stat.buckets[bisect.bisect_left(DURATION_BUCKETS, obs.latency)] += 1
+        cumulative = stat.cumulative  # kept cumulative: cheaper here than at every scrape
+        for index in range(bisect.bisect_left(DURATION_BUCKETS, obs.latency), len(cumulative)):
+            cumulative[index] += 1
         stat.total += obs.latency
         stat.results[RESULT_INDEX[obs.result]] += 1
         stat.success = 0 if obs.result is Result.FAIL else 1
@@ -182,13 +184,12 @@ class Labels:
 def render_estate(engine: Engine, names: Labels) -> Iterator[str]:
     """The site and service families. What they show is taken here, at once, so that the pieces stay
     consistent while the engine (or a reload) changes things between them."""
+    views = engine.services
     sites = [(names.sites[key], site.state) for key, site in engine.sites.items()]
+    active = [(names.sites[key], int(views[key[0]].active == key[1])) for key in engine.sites if key[0] in views]
     transitions = [(names.sites.get(k[:2]) or labels(service=k[0], site=k[1]), k[2], k[3], n)
                    for k, n in engine.transitions.items()]
-    services = [(names.services[name], view) for name, view in engine.services.items()]
-    configured = engine.config.services
-    active = [(names.sites[name, site], int(site == view.active))
-              for name, view in engine.services.items() if name in configured for site in configured[name].sites]
+    services = [(names.services[name], view) for name, view in views.items()]
     return itertools.chain(_render_sites(sites, transitions), _render_services(services, active))
 
 
