@@ -28,6 +28,7 @@ log = structlog.get_logger("bcd.scheduler")
 
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GRACE = 0.5  # seconds beyond a probe's own timeout before the scheduler cuts it off
+SWEEP = 0.25  # how often runs in flight are checked against that limit (a timer per run costs ~20 µs)
 EARLY = 0.001  # a run due this soon is started now (event-loop timers may fire up to a millisecond early)
 
 
@@ -38,7 +39,7 @@ class Job:
     key: ProbeKey
     interval: float
     timeout: float
-    fingerprint: str
+    fingerprint: bytes
 
 
 @dataclass(slots=True)
@@ -112,6 +113,9 @@ class Scheduler:
         self._tickets = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._limits: dict[asyncio.Task[None], float] = {}  # runs in flight → when the scheduler cuts them off
+        self._cut: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self.stats = SchedulerStats()
@@ -153,6 +157,8 @@ class Scheduler:
             self._remove(key)
         self._heap.clear()
         self._set_timer(math.inf)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -231,15 +237,35 @@ class Scheduler:
         self.stats.max_lateness = max(self.stats.max_lateness, lateness)
 
     async def _probe(self, job: Job, probe: Probe) -> ProbeResult:
+        """Run the probe; one that outlives its own timeout by GRACE is cut off (a safety net: each probe
+        keeps its own deadline) by the sweep, and that is a failed check."""
         begin = self._loop.time()
+        task: asyncio.Task[None] = asyncio.current_task()  # type: ignore[assignment]
+        self._limits[task] = begin + job.timeout + GRACE
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(SWEEP, self._sweep)
         try:
-            async with asyncio.timeout(job.timeout + GRACE):
-                return await probe.run()
-        except TimeoutError:
+            return await probe.run()
+        except asyncio.CancelledError:
+            if task not in self._cut:
+                raise
+            task.uncancel()
             return ProbeResult(Result.FAIL, self._loop.time() - begin, f"timeout after {job.timeout:g}s")
         except Exception as exc:  # a probe must not raise; if one does, it is a failed check, not a crash
             log.exception("probe_raised", service=job.key.service, site=job.key.site, probe=job.key.probe)
             return ProbeResult(Result.FAIL, self._loop.time() - begin, f"probe error: {exc!r}"[:200])
+        finally:
+            del self._limits[task]
+            self._cut.discard(task)
+
+    def _sweep(self) -> None:
+        """Cut off the runs past their limit; look again while any run is in flight."""
+        now = self._loop.time()
+        for task, limit in self._limits.items():
+            if limit <= now and task not in self._cut:
+                self._cut.add(task)
+                task.cancel()
+        self._sweeper = self._loop.call_later(SWEEP, self._sweep) if self._limits else None
 
     def _observation(self, key: ProbeKey, result: ProbeResult) -> Observation:
         return Observation(
