@@ -50,7 +50,7 @@ def jobs(config: Config) -> Iterator[Job]:
     for service, site, probe in config.all_probes():
         timing = config.timing(service, probe)
         spec = json.dumps([_PROBE.dump_python(probe, mode="json"), timing.interval, timing.timeout], sort_keys=True)
-        fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()  # kept per probe: keep it small
+        fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).digest()  # kept per probe: keep it small
         yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
 
 

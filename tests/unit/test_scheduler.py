@@ -30,7 +30,7 @@ class RecordingProbe:
         return ProbeResult(self.result, 0.001, "recorded")
 
 
-def job(name: str, interval: float = 0.1, timeout: float = 0.05, fingerprint: str = "v1") -> Job:
+def job(name: str, interval: float = 0.1, timeout: float = 0.05, fingerprint: bytes = b"v1") -> Job:
     return Job(ProbeKey("svc", "dorset", name), interval, timeout, fingerprint)
 
 
@@ -139,7 +139,7 @@ async def test_sync_keeps_unchanged_jobs_and_replaces_changed_ones(change: str) 
     scheduler = Scheduler(sink, max_concurrency=10)
     first, second = RecordingProbe(), RecordingProbe()
     scheduler.sync([job("a", interval=5.0)], builder({"a": first}))
-    jobs = {"same": [job("a", interval=5.0)], "changed": [job("a", interval=5.0, fingerprint="v2")], "removed": []}
+    jobs = {"same": [job("a", interval=5.0)], "changed": [job("a", interval=5.0, fingerprint=b"v2")], "removed": []}
     scheduler.sync(jobs[change], builder({"a": second}))
     scheduler.run_now([ProbeKey("svc", "dorset", "a")])
     if change != "removed":
