@@ -20,7 +20,7 @@ class HttpProbe:
     certificate expires within `cert_expiry_warn`; OK otherwise."""
 
     # one object per configured probe, tens of thousands of them: slots, no __dict__ (as every probe kind)
-    __slots__ = ("_ctx", "_host", "_regex", "_request", "_shown", "_spec", "_timeout", "_where")
+    __slots__ = ("_ctx", "_regex", "_request", "_shown", "_spec", "_timeout")
 
     def __init__(self, spec: HttpSpec, timeout: float, ctx: ProbeContext) -> None:
         self._spec = spec
@@ -28,8 +28,6 @@ class HttpProbe:
         self._ctx = ctx
         url = URL(spec.url)
         self._shown = str(url.with_user(None))  # credentials in the URL never reach a reason
-        self._where = f"{url.host}:{url.port}"
-        self._host = url.host
         self._regex = re.compile(spec.body_regex) if spec.body_regex is not None else None
         tls = None
         if url.scheme == "https":
@@ -48,6 +46,16 @@ class HttpProbe:
 
         reply = await exchange(self._request, on_phase, self._spec.max_body_bytes, self._body_matches)
         return self._judge(attempt, reply)
+
+    @property
+    def _host(self) -> str:
+        return self._request.host
+
+    @property
+    def _where(self) -> str:
+        """host:port for reasons, [v6]:port for IPv6 addresses (built when needed: thousands of probes are kept)."""
+        host = self._request.host
+        return f"[{host}]:{self._request.port}" if ":" in host else f"{host}:{self._request.port}"
 
     def _doing(self, phase: str) -> str:
         """What a timeout in this phase was waiting for (formatted when needed: thousands of probes are kept)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -163,6 +164,15 @@ async def test_connection_refused(ctx: ProbeContext) -> None:
     result = await probe(ctx, url=f"http://127.0.0.1:{port}/health")
     assert result.result is Result.FAIL
     assert result.reason == f"connection refused to 127.0.0.1:{port}"
+
+
+async def test_an_ipv6_address_is_shown_in_brackets(ctx: ProbeContext) -> None:
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: refused
+        result = await probe(ctx, url=f"http://[::1]:{port}/health")
+    assert result.result is Result.FAIL
+    assert result.reason == f"connection refused to [::1]:{port}"
 
 
 async def test_server_that_never_answers_times_out_on_time(ctx: ProbeContext) -> None:
