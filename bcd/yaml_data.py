@@ -10,6 +10,7 @@ gives the node tree for line numbers, which only a config with problems needs.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -30,6 +31,7 @@ LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser 
 STR = "tag:yaml.org,2002:str"
 MERGE = "tag:yaml.org,2002:merge"
 VALUE = "tag:yaml.org,2002:value"
+INTERN_UP_TO = 40  # characters
 PLAIN_TAGS = {MappingStartEvent: "tag:yaml.org,2002:map", SequenceStartEvent: "tag:yaml.org,2002:seq"}
 
 
@@ -107,8 +109,8 @@ class _Builder:
         tag = event.tag
         if tag is None or tag == "!":
             tag = self.loader.resolve(ScalarNode, event.value, event.implicit)
-        if tag == STR:
-            return event.value
+        if tag == STR:  # names recur in every service (probe and site names): one copy of each short text
+            return sys.intern(event.value) if len(event.value) <= INTERN_UP_TO else event.value
         node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         if tag == MERGE and key:
             return node  # a marker for mapping(): merge the value that follows
