@@ -102,6 +102,19 @@ class ProbeStat:
         return RESULTS_LINES % (label, ok, label, warn, label, fail)
 
 
+def _count(cumulative: list[int], start: int) -> None:
+    """One more observation in bucket `start` (and so in every bucket above it). Kept cumulative, which is
+    cheaper here than at every scrape; neighbours with equal counts keep sharing one int object (a count
+    above 256 is an object of its own: 12 per probe would be 8 MB at 20,000 probes)."""
+    old: int | None = None
+    new = 0
+    for index in range(start, len(cumulative)):
+        value = cumulative[index]
+        if value is not old:
+            old, new = value, value + 1
+        cumulative[index] = new
+
+
 class ProbeMetrics:
     """Per-probe accumulators, fed with every observation (the hot path: keep it cheap)."""
 
@@ -113,9 +126,7 @@ class ProbeMetrics:
         if stat is None:
             key = obs.key
             stat = self.stats[key] = ProbeStat(labels(service=key.service, site=key.site, probe=key.probe))
-        cumulative = stat.cumulative  # kept cumulative: cheaper here than at every scrape
-        for index in range(bisect.bisect_left(DURATION_BUCKETS, obs.latency), len(cumulative)):
-            cumulative[index] += 1
+        _count(stat.cumulative, bisect.bisect_left(DURATION_BUCKETS, obs.latency))
         stat.total += obs.latency
         stat.results[RESULT_INDEX[obs.result]] += 1
         stat.success = 0 if obs.result is Result.FAIL else 1

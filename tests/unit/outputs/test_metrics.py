@@ -13,7 +13,7 @@ from bcd.config import Config, parse
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
-from bcd.outputs.metrics import Metrics, RunnerCollector, escape
+from bcd.outputs.metrics import Metrics, ProbeMetrics, RunnerCollector, escape
 from bcd.runbooks.runner import Runner
 
 CONFIG = """
@@ -140,3 +140,15 @@ def test_duration_buckets_are_cumulative_and_inclusive(live: tuple[Engine, Metri
     results = 'bcd_probe_results_total{{service="payroll",site="dorset",probe="health",result="{}"}}'
     assert [sample(text, results.format(r)) for r in ("ok", "warn", "fail")] == [1, 1, 2]
     assert sample(text, 'bcd_probe_success{service="payroll",site="dorset",probe="health"}') == 0
+
+
+def test_a_probe_keeps_few_count_objects_however_long_it_runs() -> None:
+    """Counts above 256 are int objects of their own: equal cumulative counts must share one."""
+    metrics = ProbeMetrics()
+    key = ProbeKey("payroll", "dorset", "health")
+    for run in range(1000):
+        latency = 0.002 if run % 4 else 0.3  # two buckets get observations
+        metrics.record(Observation(key, Result.OK, latency, "ok", float(run)))
+    cumulative = metrics.stats[key].cumulative
+    assert cumulative == [750] * 6 + [1000] * 6  # le=0.005 … 0.25, then le=0.5 … +Inf
+    assert len({id(count) for count in cumulative}) == 2
