@@ -102,7 +102,7 @@ class SiteRules:
             raise ValueError(f"flap_low ({self.flap_low:g}) must not exceed flap_high ({self.flap_high:g})")
 
 
-def percent_state_change(history: Sequence[Result]) -> float:
+def percent_state_change(history: Sequence[Result] | str) -> float:
     """Nagios percent state change of up to the last 21 results (oldest first), weighted toward recent.
 
     A change between results x and x+1 weighs 0.75 + x * 0.5 / 19, so over 21 results the weights sum to 20
@@ -111,6 +111,9 @@ def percent_state_change(history: Sequence[Result]) -> float:
     recent = history[-HISTORY:]
     changes = sum(0.75 + x * 0.5 / 19 for x in range(len(recent) - 1) if recent[x] != recent[x + 1])
     return round(changes * 100 / 20, 6)
+
+
+CODES = {Result.OK: "o", Result.WARN: "w", Result.FAIL: "f"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,7 @@ class ProbeTrack:
     last: Result | None = None
     reason: str = ""
     at: float | None = None
-    history: tuple[Result, ...] = ()
+    history: str = ""  # the last 21 results, oldest first, a letter each (CODES): 70 bytes, a tuple took 224
     percent: float = field(init=False, default=0.0)  # percent state change over `history`, computed once
 
     def __post_init__(self) -> None:
@@ -138,7 +141,7 @@ class ProbeTrack:
             last=obs.result,
             reason=obs.reason,
             at=obs.at,
-            history=(*self.history, obs.result)[-HISTORY:],
+            history=(self.history + CODES[obs.result])[-HISTORY:],
         )
 
 
