@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from bcd import __version__
 from bcd.engine import Engine, ServiceView
+from bcd.health import SiteHealth
 from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Histogram, Scheduler
@@ -172,8 +173,9 @@ def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
 
 class Labels:
     """The escaped label sets of every site and service, kept between scrapes (about 3 MB at 20,000 sites;
-    escaping them afresh was the largest cost of a scrape after the probe histograms). Started afresh when
-    the config changes, so that removed services do not linger."""
+    escaping them afresh was the largest cost of a scrape after the probe histograms). When the config
+    changes, removed ones are dropped (into new dicts: a scrape in progress keeps the ones it took) and only
+    new ones are made."""
 
     def __init__(self) -> None:
         self._config: object = None
@@ -183,7 +185,11 @@ class Labels:
     def follow(self, engine: Engine) -> None:
         """Make sure every site and service of the engine has its label set."""
         if engine.config is not self._config:
-            self._config, self.sites, self.services = engine.config, {}, {}
+            self._config = engine.config
+            if self.sites.keys() - engine.sites.keys():
+                self.sites = {key: label for key, label in self.sites.items() if key in engine.sites}
+            if self.services.keys() - engine.services.keys():
+                self.services = {name: label for name, label in self.services.items() if name in engine.services}
         if len(self.sites) != len(engine.sites):
             for service, site in engine.sites.keys() - self.sites.keys():
                 self.sites[service, site] = labels(service=service, site=site)
@@ -193,58 +199,66 @@ class Labels:
 
 
 def render_estate(engine: Engine, names: Labels) -> Iterator[str]:
-    """The site and service families. What they show is taken here, at once, so that the pieces stay
-    consistent while the engine (or a reload) changes things between them."""
-    views = engine.services
-    sites = [(names.sites[key], site.state) for key, site in engine.sites.items()]
-    active = [(names.sites[key], int(views[key[0]].active == key[1])) for key in engine.sites if key[0] in views]
-    transitions = [(names.sites.get(k[:2]) or labels(service=k[0], site=k[1]), k[2], k[3], n)
-                   for k, n in engine.transitions.items()]
-    services = [(names.services[name], view) for name, view in views.items()]
-    return itertools.chain(_render_sites(sites, transitions), _render_services(services, active))
+    """The site and service families. The engine's tables are copied here at once (cheap copies of their
+    items, which are immutable), so that the pieces agree with each other while the engine, or a reload,
+    changes the tables between them; each piece then renders CHUNK items, never the whole estate at once."""
+    sites = list(engine.sites.items())
+    services = list(engine.services.items())
+    views = dict(services)
+    transitions = list(engine.transitions.items())
+    return itertools.chain(_render_sites(sites, transitions, names.sites),
+                           _render_services(services, sites, views, names))
 
 
-def _render_sites(sites: list[tuple[str, SiteState]], transitions: list[tuple[str, str, str, int]]) -> Iterator[str]:
+def _render_sites(sites: list[tuple[tuple[str, str], SiteHealth]],
+                  transitions: list[tuple[tuple[str, str, str, str], int]],
+                  label: dict[tuple[str, str], str]) -> Iterator[str]:
     yield _family("bcd_site_health", "gauge", "Health state of a service in a site (1 for the current state).")
     width = len(SITE_STATES)
     for part in chunks(sites):
-        yield "".join([SITE_HEALTH_LINES[state] % ((site,) * width) for site, state in part])
+        yield "".join([SITE_HEALTH_LINES[site.state] % ((label[key],) * width) for key, site in part])
     yield _family("bcd_site_up", "gauge", "Whether the service is up in the site.")
     for part in chunks(sites):
-        yield "".join([f"bcd_site_up{{{site}}} {int(state is SiteState.UP)}\n" for site, state in part])
+        yield "".join([f"bcd_site_up{{{label[key]}}} {int(site.state is SiteState.UP)}\n" for key, site in part])
     yield _family("bcd_health_transitions_total", "counter", "Health state transitions of a service in a site.")
     for counts in chunks(transitions):
         yield "".join([
-            f'bcd_health_transitions_total{{{site},from="{old}",to="{new}"}} {n}\n' for site, old, new, n in counts
+            f'bcd_health_transitions_total{{{label.get(k[:2]) or labels(service=k[0], site=k[1])},'
+            f'from="{k[2]}",to="{k[3]}"}} {n}\n'
+            for k, n in counts
         ])
 
 
-def _render_services(services: list[tuple[str, ServiceView]], active: list[tuple[str, int]]) -> Iterator[str]:
+def _render_services(services: list[tuple[str, ServiceView]], sites: list[tuple[tuple[str, str], SiteHealth]],
+                     views: dict[str, ServiceView], names: Labels) -> Iterator[str]:
     yield _family("bcd_service_status", "gauge", "Status of a service (1 for the current status).")
-    width = len(SERVICE_STATUSES)
+    width, label = len(SERVICE_STATUSES), names.services
     for part in chunks(services):
-        yield "".join([SERVICE_STATUS_LINES[view.status] % ((label,) * width) for label, view in part])
+        yield "".join([SERVICE_STATUS_LINES[view.status] % ((label[name],) * width) for name, view in part])
     yield _family("bcd_service_active_site", "gauge", "Which site is active for a service (1 for the active one).")
-    for lines in chunks(active):
-        yield "".join([f"bcd_service_active_site{{{site}}} {value}\n" for site, value in lines])
+    site_label = names.sites
+    for lines in chunks(sites):
+        yield "".join([
+            f"bcd_service_active_site{{{site_label[key]}}} {int(views[key[0]].active == key[1])}\n"
+            for key, _ in lines if key[0] in views
+        ])
 
 
 def render_runner(engine: Engine, runner: Runner | None, names: Labels) -> Iterator[str]:
     """The per-service runbook families (rendered by hand: one line per service, like the estate)."""
     if runner is None:
         return iter(())
-    services = [(names.services[name], int(name in runner.active), _guard(view))
-                for name, view in engine.services.items()]
-    return _render_runner(services)
+    return _render_runner(list(engine.services.items()), set(runner.active), names.services)
 
 
-def _render_runner(services: list[tuple[str, int, str | None]]) -> Iterator[str]:
+def _render_runner(services: list[tuple[str, ServiceView]], running: set[str],
+                   label: dict[str, str]) -> Iterator[str]:
     yield _family("bcd_runbook_running", "gauge", "Whether a runbook of the service is running.")
     for part in chunks(services):
-        yield "".join([f"bcd_runbook_running{{{label}}} {running}\n" for label, running, _ in part])
+        yield "".join([f"bcd_runbook_running{{{label[name]}}} {int(name in running)}\n" for name, _ in part])
     yield _family("bcd_service_blocked", "gauge", "1 with the guard's reason while a service is blocked.")
     for part in chunks(services):
-        yield "".join([_blocked_line(label, guard) for label, _, guard in part])
+        yield "".join([_blocked_line(label[name], _guard(view)) for name, view in part])
 
 
 def _blocked_line(label: str, guard: str | None) -> str:

@@ -118,6 +118,23 @@ def test_removed_service_disappears_after_reload(tmp_path: Path, live: tuple[Eng
     assert 'service="payroll"' in text
 
 
+def test_a_reload_in_the_middle_of_a_scrape_leaves_that_scrape_whole(
+    tmp_path: Path, live: tuple[Engine, Metrics]
+) -> None:
+    """A scrape goes out in pieces with the event loop running between them: a reload that removes a
+    service meanwhile must neither break the scrape nor leave it half old, half new."""
+    engine, metrics = live
+    metrics.labels.follow(engine)  # as after an earlier scrape
+    parts = metrics.parts()
+    started = [next(parts), next(parts)]  # the estate's tables are taken when its first piece is made
+    engine.apply_config(config(tmp_path))
+    text = "".join(started + list(parts))
+    check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, check=False)
+    assert check.returncode == 0, (check.stdout + check.stderr).decode()
+    assert sample(text, 'bcd_site_health{service="library",site="hampshire",state="up"}') is not None
+    assert 'service="library"' not in metrics.render().decode().split("# HELP bcd_probe_success")[0]
+
+
 @pytest.mark.parametrize(("raw", "escaped"), [("a", "a"), ('say "hi"', 'say \\"hi\\"'), ("back\\slash", "back\\\\slash"),
                                                ("two\nlines", "two\\nlines")])
 def test_label_values_are_escaped(raw: str, escaped: str) -> None:
