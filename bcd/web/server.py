@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bcd import __version__
+from bcd import __version__, heap
 from bcd.engine import Engine, ServiceView
 from bcd.outputs.metrics import CONTENT_TYPE
 from bcd.web import events, openapi, operations, status_page
@@ -45,6 +45,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         await response.write(piece.encode())
         await asyncio.sleep(0)  # write() returns at once while the socket takes it: yield anyway
     await response.write_eof()
+    heap.trim()  # the pieces were C-heap blocks of up to a few hundred KB: give the pages back
     return response
 
 
