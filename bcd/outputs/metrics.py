@@ -31,7 +31,7 @@ RESULTS = (Result.OK, Result.WARN, Result.FAIL)
 SITE_STATES = tuple(SiteState)
 SERVICE_STATUSES = tuple(ServiceStatus)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-CHUNK = 250  # items per piece of a scrape: a piece renders in a few ms, even when caches are cold
+CHUNK = 250  # items per piece of a scrape: a piece renders in a few ms, the first scrape (labels made) too
 T = TypeVar("T")
 
 
