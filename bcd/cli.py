@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fail-after", type=float, default=20.0, help="seconds before a site is failed")
     demo.add_argument("--cluster", action="store_true",
                       help="three instances and an embedded three-member etcd: a quorum decision")
+    demo.add_argument("--listen", metavar="HOST:PORT", help="the daemon's API (default 127.0.0.1:9847)")
     demo.set_defaults(handler=cmd_demo)
+
+    files = commands.add_parser("files", help="print where the example config, systemd unit, dashboards, "
+                                "alert rules and demo estate are")
+    files.add_argument("--copy", metavar="DIR", help="copy them into DIR instead (never overwrites)")
+    files.set_defaults(handler=cmd_files)
 
     status = commands.add_parser("status", help="show services and sites of a running daemon")
     add_client_arguments(status)
@@ -195,13 +201,22 @@ def run_loop(main_coro: Any) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.cluster and args.listen:
+        print("bcd demo: --listen is for the one-site demo (--cluster: BCD_DEMO_PORTS=p1,p2,p3)", file=sys.stderr)
+        return EXIT_USAGE
     if args.cluster:
         from bcd.demo_cluster import run_cluster_demo
 
         return run_loop(run_cluster_demo(args.fail_after))
     from bcd.demo import run_demo
 
-    return run_loop(run_demo(args.fail_after))
+    return run_loop(run_demo(args.fail_after, listen=args.listen))
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    from bcd import files
+
+    return files.command(args.copy)
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -11,16 +11,18 @@ import asyncio
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from bcd import config as config_module
+from bcd import files
 from bcd import logging as bcd_logging
 from bcd.app import Daemon
 from bcd.config import Config, ConfigError
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+DEMO_CONFIG = files.path("demo")  # config/demo.yaml, shipped in the package (see bcd/files.py)
 LOAD_BALANCER = ("127.0.0.1", 19100)  # the runbooks in demo.yaml call this simulated load balancer
 
 
@@ -123,10 +125,13 @@ def banner(config: Config, state_dir: str, fail_after: float) -> str:
     ])
 
 
-async def run_demo(fail_after: float, path: Path = DEMO_CONFIG) -> int:
+async def run_demo(fail_after: float, path: Path = DEMO_CONFIG, listen: str | None = None) -> int:
     state_dir = tempfile.mkdtemp(prefix="bcd-demo-")
+    overrides: dict[str, Any] = {"state_dir": state_dir}
+    if listen is not None:  # replaces demo.yaml's whole `server:` section, which holds only `listen`
+        overrides["server"] = {"listen": listen}
     try:
-        config = config_module.load(path, {"state_dir": state_dir})
+        config = config_module.load(path, overrides)
     except ConfigError as exc:
         print(exc)
         return 2
@@ -140,7 +145,7 @@ async def run_demo(fail_after: float, path: Path = DEMO_CONFIG) -> int:
         return 1
     print(banner(config, state_dir, fail_after), flush=True)
     victim = next(iter(config.services))
-    daemon = Daemon(str(path), config, {"state_dir": state_dir})
+    daemon = Daemon(str(path), config, overrides)
     narrator = asyncio.get_running_loop().create_task(narrate(daemon, config))
     breaker = asyncio.get_running_loop().call_later(fail_after, _fail, estate, victim, config.services[victim].active)
     try:
