@@ -131,6 +131,9 @@ async def test_the_demo_runs_from_the_wheel_and_stops_on_ctrl_c(venv: Path, tmp_
                         if response.status == 200:
                             break
                     await asyncio.sleep(0.2)
+                for page in ("/", "/api/v1/openapi.json"):  # the status page's files come from the wheel too
+                    async with session.get(f"{url}{page}") as response:
+                        assert response.status == 200, page
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
