@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import tarfile
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert run(sys.executable, "-m", "venv", "--without-pip", home).returncode == 0
     python = home / "bin" / "python"
     purelib = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
-    (Path(purelib) / "bcd-test-dependencies.pth").write_text(f"{Path(aiohttp.__file__).parents[1]}\n")
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))  # where aiohttp & co. are
+    (Path(purelib) / "bcd-test-dependencies.pth").write_text("".join(f"{path}\n" for path in ours))
     [wheel] = dist.glob("bcd-*.whl")
     installed = run(sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
                     "--no-index", "--disable-pip-version-check", wheel)
