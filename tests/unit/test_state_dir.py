@@ -53,6 +53,17 @@ def test_a_lock_held_by_another_process_names_it_and_dies_with_it(tmp_path: Path
     StateLock.acquire(tmp_path).release()
 
 
+def test_a_child_process_does_not_keep_the_lock(tmp_path: Path) -> None:
+    """A runbook step's process that outlives the daemon (kill -9) must not keep the next daemon out."""
+    lock = StateLock.acquire(tmp_path)
+    with subprocess.Popen(["/bin/sleep", "30"], close_fds=False) as child:
+        try:
+            lock.release()
+            StateLock.acquire(tmp_path).release()
+        finally:
+            child.kill()
+
+
 def test_a_state_dir_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(StateDirError, match=r"^cannot write .*file/state \(Not a directory\): the state_dir"):
