@@ -95,19 +95,19 @@ def set_aside_lost_journal(journal: Path, lock: StateLock, now: float | None = N
     error naming both paths; the daemon then starts afresh. Returns the new name, or None when nothing
     was set aside. A journal missing from a state_dir whose lock file was already there is logged too.
     A brand-new state_dir is quiet. Raises StateDirError if the files cannot be renamed."""
-    sides = [journal.with_name(journal.name + suffix) for suffix in SIDE_SUFFIXES]
     try:
-        empty = journal.exists() and journal.stat().st_size == 0
-        leftovers = [side for side in sides if side.exists()]
-        if not empty and not (leftovers and not journal.exists()):
-            if not journal.exists() and lock.existed:
+        if journal.exists() and journal.stat().st_size > 0:
+            return None  # a journal: open_database checks it
+        empty = journal.exists()
+        leftovers = [side for side in _sides(journal) if side.exists()]
+        if not empty and not leftovers:
+            if lock.existed:
                 log.error("journal_missing", journal=str(journal), lock=str(lock.path),
                           reason="a bcd used this state_dir before (its lock file is there) but its journal is "
                                  "gone: starting afresh, every service on its home site, no run history",
                           hint="restore the journal from a backup if you have one, then restart")
             return None
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        kept = journal.with_name(f"{journal.name}.empty-{stamp}")
+        kept = _unused(journal.with_name(f"{journal.name}.empty-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(now))}"))
         if empty:
             journal.rename(kept)
         for side in leftovers:
@@ -120,6 +120,18 @@ def set_aside_lost_journal(journal: Path, lock: StateLock, now: float | None = N
                      "reset to its home site, runs and events before this start are not in the new journal",
               hint="check each service's active site now; restore the journal from a backup if you have one")
     return kept
+
+
+def _sides(journal: Path) -> list[Path]:
+    return [journal.with_name(journal.name + suffix) for suffix in SIDE_SUFFIXES]
+
+
+def _unused(name: Path) -> Path:
+    """`name`, or `name.N`: a rename must never replace what an earlier start set aside."""
+    candidate, n = name, 1
+    while candidate.exists() or any(side.exists() for side in _sides(candidate)):
+        candidate, n = name.with_name(f"{name.name}.{n}"), n + 1
+    return candidate
 
 
 def open_database(path: Path) -> sqlite3.Connection:

@@ -56,8 +56,11 @@ def test_a_lock_held_by_another_process_names_it_and_dies_with_it(tmp_path: Path
 def test_a_child_process_does_not_keep_the_lock(tmp_path: Path) -> None:
     """A runbook step's process that outlives the daemon (kill -9) must not keep the next daemon out."""
     lock = StateLock.acquire(tmp_path)
-    with subprocess.Popen(["/bin/sleep", "30"], close_fds=False) as child:
+    sleeper = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"]
+    with subprocess.Popen(sleeper, close_fds=False, stdout=subprocess.PIPE, text=True) as child:
         try:
+            # once it runs: the kernel closes close-on-exec descriptors a moment after vfork's parent resumes
+            assert child.stdout is not None and child.stdout.readline() == "up\n"
             lock.release()
             StateLock.acquire(tmp_path).release()
         finally:
@@ -92,6 +95,20 @@ def test_an_empty_journal_and_its_wal_are_set_aside_under_names_sqlite_pairs(tmp
     assert (line["event"], line["log_level"], line["journal"], line["kept"]) == (
         "journal_lost", "error", str(journal), str(kept))
     assert line["reason"].startswith("the journal was empty (0 bytes): kept aside as ")
+    lock.release()
+
+
+def test_a_second_empty_journal_in_the_same_second_does_not_replace_the_first(tmp_path: Path) -> None:
+    journal = tmp_path / "bcd.sqlite"
+    lock = StateLock.acquire(tmp_path)
+    kept = []
+    for wal in (b"first", b"second"):
+        journal.write_bytes(b"")
+        (tmp_path / "bcd.sqlite-wal").write_bytes(wal)
+        with capture_logs():
+            kept.append(set_aside_lost_journal(journal, lock, NOON))
+    assert kept == [tmp_path / f"bcd.sqlite.empty-{STAMP}", tmp_path / f"bcd.sqlite.empty-{STAMP}.1"]
+    assert [Path(f"{path}-wal").read_bytes() for path in kept] == [b"first", b"second"]
     lock.release()
 
 
