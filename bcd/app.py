@@ -7,6 +7,7 @@ import hashlib
 import json
 import resource
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
+from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
+from bcd.web import listen
 from bcd.web.context import WebContext
 from bcd.web.server import build_app
 
@@ -68,7 +71,9 @@ def raise_open_files_limit() -> int:
 
 
 class Daemon:
-    """One running bcd. `run()` returns the process exit code."""
+    """One running bcd. `run()` returns the process exit code. Constructing it locks `state_dir` and opens the
+    journal (StateDirError if either cannot be done); `start()` binds `server.listen` before anything else
+    (ListenError)."""
 
     def __init__(
         self, config_path: str, config: Config, overrides: dict[str, Any] | None = None,
@@ -79,7 +84,8 @@ class Daemon:
         self.config = config
         self.overrides = overrides or {}
         self.bus = Bus()
-        self.journal = Journal(Path(config.state_dir) / "bcd.sqlite")
+        self.state_lock = StateLock.acquire(Path(config.state_dir))  # first: a second daemon touches nothing
+        self.journal = self._open_journal(Path(config.state_dir) / JOURNAL_NAME)
         self.engine = Engine(config, self.journal, self.bus)
         self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler, lambda: self.runner)
         self.metrics.reload.success_timestamp = time.time()
@@ -89,6 +95,7 @@ class Daemon:
         self._step_http: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._listeners: list[socket.socket] = []  # bound before probes start, served by _start_web
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self.mqtt: MqttOutput | None = None
@@ -116,6 +123,7 @@ class Daemon:
 
     async def start(self) -> None:
         """Start probing and serving; returns once the HTTP server is bound."""
+        self._listeners = listen.bind(self.config.server.listen, *self.config.server.host_port)
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
             log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
@@ -236,8 +244,9 @@ class Daemon:
             build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
         )
         await self._runner.setup()
-        host, port = self.config.server.host_port
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        for sock in self._listeners:
+            await web.SockSite(self._runner, sock).start()
+        self._listeners = []  # the sites close them
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
@@ -258,13 +267,24 @@ class Daemon:
                     await self.scheduler.stop()
                 if self._runner is not None:
                     await self._runner.cleanup()
+                for sock in self._listeners:  # bound, but the start failed before serving them
+                    sock.close()
         except TimeoutError:
             log.warning("shutdown_timeout", seconds=STOP_TIMEOUT)
         finally:
             self.engine.close()
             self.journal.close()
+            self.state_lock.release()
             log.info("stopped")
             self.notifier.close()
+
+    def _open_journal(self, path: Path) -> Journal:
+        try:
+            set_aside_lost_journal(path, self.state_lock)
+            return Journal(path)
+        except BaseException:
+            self.state_lock.release()
+            raise
 
     def ready(self) -> tuple[bool, str]:
         if self.scheduler is None:

@@ -1,4 +1,5 @@
-"""The `bcd` command. Exit codes: 0 ok, 1 operation failed, 2 usage or config error."""
+"""The `bcd` command. Exit codes: 0 ok, 1 operation failed, 2 usage or config error (for `bcd run`, also a
+state_dir or `server.listen` it cannot use: another bcd holds it, a port in use, an unusable journal)."""
 
 from __future__ import annotations
 
@@ -174,6 +175,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from bcd import logging as bcd_logging
     from bcd.app import Daemon
+    from bcd.state_dir import StateDirError
+    from bcd.web.listen import ListenError
 
     faulthandler.enable()  # a watchdog SIGABRT (or a segfault) leaves every thread's stack on stderr/journal
     overrides = {"vantage": args.vantage} if args.vantage else {}
@@ -181,12 +184,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_USAGE
     bcd_logging.setup(args.log_level)
-    daemon = Daemon(args.config, config, overrides)
     try:
+        daemon = Daemon(args.config, config, overrides)
         return run_loop(daemon.run())
     except ConfigError as exc:  # found while setting up (e.g. a TLS file that cannot be loaded)
         for issue in exc.issues:
             print(issue, file=sys.stderr)
+        return EXIT_USAGE
+    except (StateDirError, ListenError) as exc:  # state_dir locked or unusable, server.listen in use
+        print(f"bcd: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -27,6 +27,8 @@ from bcd import config as config_module
 from bcd import logging as bcd_logging
 from bcd.app import Daemon
 from bcd.coordination.etcd import EtcdClient, EtcdError
+from bcd.state_dir import StateDirError
+from bcd.web.listen import ListenError
 
 VANTAGES = ("dorset", "hampshire", "witness")
 FIRST_PORT = 9847  # the instances listen on 9847, 9848, 9849 (BCD_DEMO_PORTS="p1,p2,p3" to change)
@@ -195,7 +197,7 @@ async def run_cluster_demo(fail_after: float) -> int:
         tasks.append(loop.create_task(story(payroll, fail_after)))
         await stop.wait()
         return 0
-    except (OSError, TimeoutError, config_module.ConfigError) as exc:
+    except (OSError, TimeoutError, config_module.ConfigError, StateDirError, ListenError) as exc:
         print(f"bcd demo --cluster: cannot start: {exc}")
         return 1
     finally:

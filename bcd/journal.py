@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bcd.model import Event
+from bcd.state_dir import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_health (
@@ -62,10 +63,7 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = open_database(self.path)  # StateDirError if it is corrupt or cannot be written
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:

@@ -9,8 +9,7 @@ import aiohttp
 import pytest
 
 from tests.helpers.recorder import Recorder
-from tests.helpers.targets import HttpTarget
-from tests.integration.runbooks.daemon_kit import Estate
+from tests.integration.runbooks.daemon_kit import Estate, open_estate
 from tests.integration.runbooks.runner_kit import FakeHooks, Kit, open_journal
 
 
@@ -34,13 +33,6 @@ async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
 
 @pytest.fixture
 async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
-    """Two real HTTP targets (dorset active, hampshire standby), a recorder for runbook steps, and a
-    factory of daemons (subprocesses) on configs built from them; every daemon is stopped at the end."""
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    async with Recorder() as steps:
-        estate = Estate(tmp_path, dorset, hampshire, steps)
+    """daemon_kit's estate (two real HTTP targets, a recorder for runbook steps, a factory of daemons)."""
+    async with open_estate(tmp_path) as estate:
         yield estate
-        await estate.close()
-    await dorset.stop()
-    await hampshire.stop()
-

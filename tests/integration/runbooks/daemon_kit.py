@@ -9,7 +9,8 @@ import hashlib
 import json
 import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,20 @@ class Estate:
         for daemon in self.daemons:
             if daemon.proc is not None and daemon.proc.returncode is None:
                 await daemon.stop()
+
+
+@asynccontextmanager
+async def open_estate(tmp_path: Path) -> AsyncIterator[Estate]:
+    """Two real HTTP targets (dorset active, hampshire standby), a recorder for runbook steps, and a
+    factory of daemons (subprocesses) on configs built from them; every daemon is stopped at the end."""
+    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
+    try:
+        async with Recorder() as steps:
+            estate = Estate(tmp_path, dorset, hampshire, steps)
+            try:
+                yield estate
+            finally:
+                await estate.close()
+    finally:
+        await dorset.stop()
+        await hampshire.stop()
