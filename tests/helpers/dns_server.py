@@ -61,8 +61,10 @@ class DnsServer:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: DnsServer) -> None:
-        self.server = server
+    """Answers each datagram with `reply(datagram)`."""
+
+    def __init__(self, reply: Callable[[bytes], bytes]) -> None:
+        self.reply = reply
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,7 +72,7 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None
-        self.transport.sendto(self.server.answer(data, udp=True), addr)
+        self.transport.sendto(self.reply(data), addr)
 
 
 async def _tcp(server: DnsServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -94,7 +96,9 @@ async def dns_server(
     loop = asyncio.get_running_loop()
     tcp = await asyncio.start_server(lambda r, w: _tcp(server, r, w), "127.0.0.1", 0)
     server.port = tcp.sockets[0].getsockname()[1]
-    udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(server), local_addr=("127.0.0.1", server.port))
+    udp, _ = await loop.create_datagram_endpoint(
+        lambda: _Udp(lambda data: server.answer(data, udp=True)), local_addr=("127.0.0.1", server.port)
+    )
     try:
         yield server
     finally:
@@ -114,24 +118,11 @@ async def mute_udp_server() -> AsyncIterator[int]:
         transport.close()
 
 
-class _Garbage(asyncio.DatagramProtocol):
-    def __init__(self, reply: Callable[[bytes], bytes]) -> None:
-        self.reply = reply
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        assert self.transport is not None
-        self.transport.sendto(self.reply(data), addr)
-
-
 @asynccontextmanager
 async def garbage_udp_server(reply: Callable[[bytes], bytes]) -> AsyncIterator[int]:
     """A UDP socket on 127.0.0.1 that answers each query with `reply(query)` (no TCP); yields its port."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Garbage(reply), local_addr=("127.0.0.1", 0))
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(reply), local_addr=("127.0.0.1", 0))
     try:
         yield transport.get_extra_info("sockname")[1]
     finally:
