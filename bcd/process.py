@@ -156,20 +156,19 @@ def start_time(pid: int) -> int | None:
 
 
 def process_group(pid: int) -> int | None:
-    """The process group of `pid` (field 5 of /proc/PID/stat); None when there is no such process."""
+    """The process group of `pid` (field 5 of /proc/PID/stat); None when there is no such process or it is a
+    zombie (it runs nothing and holds nothing but its exit status)."""
     fields = _stat(pid)
-    return int(fields[2]) if fields else None
+    return int(fields[2]) if fields and fields[0] not in ("Z", "X") else None
 
 
 def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (field 3 onwards); None for no process or a
-    zombie (it runs nothing and holds nothing but its exit status)."""
+    """The fields of /proc/PID/stat after the command name (field 3, the state, onwards); None if no process."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = text.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else fields
+    return text.rsplit(")", 1)[1].split()
 
 
 def signal_name(number: int) -> str:
