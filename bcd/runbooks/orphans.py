@@ -18,7 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+from bcd.journal import RunJournal, RunRecord
 from bcd.process import process_group, start_time
+
+log = structlog.get_logger("bcd.runner")
 
 TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 KILL_WAIT = 1.0
@@ -45,6 +50,22 @@ class Orphan:
         if self.left:
             return f"{said}; still alive after SIGKILL: {', '.join(map(str, self.left))}"
         return f"{said}; terminated"
+
+
+def settle(journal: RunJournal, record: RunRecord, *, kill: bool) -> dict[int, str]:
+    """For an interrupted run: step seq → what became of the process group that step left running (found
+    from the journal; terminated when `kill`), each also logged as `orphan_process_group`."""
+    notes: dict[int, str] = {}
+    for seq, step, pgid, started in journal.unfinished_processes(record.id):
+        orphan = find(seq, step, pgid, started)
+        if orphan is None:
+            continue
+        if kill:
+            orphan = terminate(orphan)
+        notes[seq] = orphan.note(kill)
+        log.warning("orphan_process_group", run_id=record.id, service=record.service, step=step, pgid=pgid,
+                    pids=list(orphan.pids), terminated=kill, left=list(orphan.left), detail=notes[seq])
+    return notes
 
 
 def find(seq: int, step: str, pgid: int, started: int) -> Orphan | None:

@@ -193,7 +193,7 @@ class Runner:
         now = self.clock()
         stale = self.journal.unfinished()
         for record in stale:
-            notes = self._orphans(record)
+            notes = orphans.settle(self.journal, record, kill=self.kill_orphans)
             self.journal.mark_interrupted(record.id, now, "; ".join([INTERRUPTED, *notes.values()]), notes)
             self.stats.runs[(record.service, record.runbook, _trigger(record.trigger), "interrupted")] += 1
             reason = "; ".join(["interrupted: the daemon stopped during this run", *notes.values()])
@@ -203,21 +203,6 @@ class Runner:
                 run_id=record.id, result="interrupted",
             )
         return stale
-
-    def _orphans(self, record: RunRecord) -> dict[int, str]:
-        """Step seq → what became of the process group it left running, for the run's unfinished steps."""
-        notes: dict[int, str] = {}
-        for seq, step, pgid, started in self.journal.unfinished_processes(record.id):
-            orphan = orphans.find(seq, step, pgid, started)
-            if orphan is None:
-                continue
-            if self.kill_orphans:
-                orphan = orphans.terminate(orphan)
-            notes[seq] = orphan.note(self.kill_orphans)
-            log.warning("orphan_process_group", run_id=record.id, service=record.service, step=step, pgid=pgid,
-                        pids=list(orphan.pids), terminated=self.kill_orphans, left=list(orphan.left),
-                        detail=notes[seq])
-        return notes
 
     def start(self, request: RunRequest) -> ActiveRun:
         """Journal the run, then start it. Raises RunConflict if the service already has one."""
