@@ -151,7 +151,7 @@ class Daemon:
     def _start_runner(self) -> None:
         self.runner = Runner(
             self.engine.runs, self.engine, self._runbook_http, max_concurrent=self.config.runner.max_concurrent_runs,
-            secrets=self.config.secrets, broker=self._broker(self.config),
+            secrets=self.config.secrets, broker=self._broker(self.config), kill_orphans=self.config.runner.kill_orphans,
         )
         for record in self.runner.recover():
             log.warning("run_interrupted", run_id=record.id, service=record.service,

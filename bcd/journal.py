@@ -156,6 +156,10 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (run_id, seq)
 );
 """
+# Columns added since the first release, created on an existing database too: (table, column, definition).
+# pgid / pgid_start: a command step's process group and its leader's start time (see bcd.process).
+ADDED_COLUMNS = (("steps", "pgid", "INTEGER"), ("steps", "pgid_start", "INTEGER"))
+_STEP_COLUMNS = "run_id, seq, phase, name, kind, inputs, started, ended, attempts, outcome, output"
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +215,7 @@ class RunRecord:
         }
 
 
+INTERRUPTED = "the daemon stopped during this run; no step was re-run"
 _RUN_COLUMNS = (
     "id, service, runbook, kind, trigger, reason, from_site, to_site, dry_run, forced, evidence, started, ended, "
     "result, detail, acknowledged_by, detected_at, verified_at"
@@ -233,6 +238,10 @@ class RunJournal:
         for statement in RUNS_SCHEMA.split(";"):
             if statement.strip():
                 journal.execute(statement)
+        for table, column, definition in ADDED_COLUMNS:
+            present = {row[1] for row in journal.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in present:
+                journal.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def create(self, run: RunRecord) -> int:
         cursor = self._journal.execute(
@@ -275,7 +284,7 @@ class RunJournal:
 
     def step_started(self, step: StepRecord) -> None:
         self._journal.execute(
-            "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (step.run_id, step.seq, step.phase, step.name, step.kind, json.dumps(step.inputs), step.started,
              step.ended, step.attempts, step.outcome, step.output),
         )
@@ -285,6 +294,20 @@ class RunJournal:
             "UPDATE steps SET ended = ?, attempts = ?, outcome = ?, output = ? WHERE run_id = ? AND seq = ?",
             (ended, attempts, outcome, output, run_id, seq),
         )
+
+    def step_process(self, run_id: int, seq: int, pgid: int, start: int) -> None:
+        """Record the process group a step started (its leader's pid and start time)."""
+        self._journal.execute(
+            "UPDATE steps SET pgid = ?, pgid_start = ? WHERE run_id = ? AND seq = ?", (pgid, start, run_id, seq)
+        )
+
+    def unfinished_processes(self, run_id: int) -> list[tuple[int, str, int, int]]:
+        """(seq, step name, pgid, start time) of the run's unfinished steps that started a process group."""
+        rows = self._journal.execute(
+            "SELECT seq, name, pgid, pgid_start FROM steps WHERE run_id = ? AND ended IS NULL AND pgid IS NOT NULL "
+            "ORDER BY seq", (run_id,),
+        ).fetchall()
+        return [(row[0], row[1], row[2], row[3] or 0) for row in rows]
 
     def get(self, run_id: int) -> RunRecord | None:
         row = self._journal.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -300,7 +323,9 @@ class RunJournal:
         return [_run(row) for row in rows]
 
     def steps(self, run_id: int) -> list[StepRecord]:
-        rows = self._journal.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+        rows = self._journal.execute(
+            f"SELECT {_STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
         return [StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), *r[6:]) for r in rows]
 
     def unfinished(self) -> list[RunRecord]:
@@ -309,11 +334,17 @@ class RunJournal:
         ).fetchall()
         return [_run(row) for row in rows]
 
-    def mark_interrupted(self, run_id: int, now: float) -> None:
+    def mark_interrupted(self, run_id: int, now: float, detail: str = INTERRUPTED,
+                         notes: dict[int, str] | None = None) -> None:
+        """Mark the run and its unfinished steps interrupted; `notes` (seq → text) become those steps' output."""
+        for seq, note in (notes or {}).items():
+            self._journal.execute(
+                "UPDATE steps SET output = ? WHERE run_id = ? AND seq = ? AND ended IS NULL", (note, run_id, seq)
+            )
         self._journal.execute(
             "UPDATE steps SET outcome = 'interrupted', ended = ? WHERE run_id = ? AND ended IS NULL", (now, run_id)
         )
-        self.finish(run_id, "interrupted", now, "the daemon stopped during this run; no step was re-run")
+        self.finish(run_id, "interrupted", now, detail)
 
     def unacknowledged(self, service: str) -> RunRecord | None:
         row = self._journal.execute(

@@ -127,8 +127,12 @@ def describe_os_error(exc: Exception, target: str) -> str:
 
 
 def one_line(text: str, limit: int = REASON_LIMIT) -> str:
-    """Whitespace collapsed to single spaces, cut to `limit` characters with an ellipsis."""
+    """Whitespace collapsed to single spaces, other unprintable characters (ESC, NUL, DEL, C1 controls,
+    bidi overrides: a target's bytes, never to reach an operator's terminal raw) escaped as `\x1b`,
+    `\u202e`; cut to `limit` characters with an ellipsis."""
     flat = " ".join(text.split())
+    if not flat.isprintable():
+        flat = "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in flat)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

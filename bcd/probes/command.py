@@ -6,12 +6,10 @@ first line; more lines may follow, and after a `|` on a later line the rest of t
 
 from __future__ import annotations
 
-import asyncio
-
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, guarded
 from bcd.probes.specs import CommandSpec
-from bcd.process import BASE_ENV, kill_group, read_bounded, signal_name
+from bcd.process import BASE_ENV, run_child, signal_name
 
 MAX_OUTPUT = 65536
 _RESULTS = {0: Result.OK, 1: Result.WARN, 2: Result.FAIL}
@@ -84,9 +82,10 @@ def verdict(code: int, summary: str) -> tuple[Result, str]:
 
 
 class CommandProbe:
-    """Runs `argv` in its own session with a minimal environment (PATH, LANG, plus `env`); the verdict is
-    the exit status, the reason the summary line, perfdata parsed. On timeout or cancellation the whole
-    process group is killed and reaped; output beyond 64 KiB is read and discarded."""
+    """Runs `argv` in its own session with a minimal environment (PATH, LANG, plus `env`) and no fd but
+    0-2; the verdict is the exit status, the reason the summary line, perfdata parsed. The check is done
+    when the plugin exits (a helper it left running is not waited for). On timeout or cancellation the
+    whole process group is killed and reaped; output beyond 64 KiB is read and discarded."""
 
     __slots__ = ("_argv", "_ctx", "_env", "_timeout")
 
@@ -102,23 +101,9 @@ class CommandProbe:
         return await guarded(attempt, self._check(attempt), self._describe)
 
     async def _check(self, attempt: Attempt) -> ProbeResult:
-        process = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            env=self._env,
-            start_new_session=True,
-        )
-        try:
-            assert process.stdout is not None
-            output = await read_bounded(process.stdout, MAX_OUTPUT)
-            code = await process.wait()
-        except BaseException:
-            await kill_group(process)
-            raise
-        summary, perfdata = parse_output(output.decode(errors="replace"))
-        result, reason = verdict(code, summary)
+        finished = await run_child(self._argv, self._env, limit=MAX_OUTPUT)
+        summary, perfdata = parse_output(finished.output.decode(errors="replace"))
+        result, reason = verdict(finished.code, summary)
         return attempt.result(result, reason, perfdata=perfdata)
 
     def _describe(self, exc: Exception) -> str:

@@ -6,6 +6,7 @@ import ipaddress
 
 import dns.asyncquery
 import dns.exception
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdata
@@ -40,10 +41,16 @@ class DnsProbe:
 
     async def _check(self, attempt: Attempt) -> ProbeResult:
         query = dns.message.make_query(self._spec.name, self._rdtype)
+        server, port = self._spec.server, self._spec.port
         if self._spec.transport == "tcp":
-            response = await dns.asyncquery.tcp(query, self._spec.server, port=self._spec.port)
+            response = await dns.asyncquery.tcp(query, server, port=port)
         else:
-            response, _ = await dns.asyncquery.udp_with_fallback(query, self._spec.server, port=self._spec.port)
+            # Not udp_with_fallback: it takes any garbage with the TC bit set for a truncated answer and tries
+            # TCP, so a malformed answer was reported as "connection refused". Only a well-formed one says TC.
+            response = await dns.asyncquery.udp(query, server, port=port, raise_on_truncation=False)
+            if response.flags & dns.flags.TC:
+                attempt.doing = f"waiting for {self._where} to answer {self._spec.type} {self._spec.name} over TCP"
+                response = await dns.asyncquery.tcp(query, server, port=port)
         return self._judge(attempt, response)
 
     def _judge(self, attempt: Attempt, response: dns.message.Message) -> ProbeResult:
@@ -65,7 +72,7 @@ class DnsProbe:
 
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, dns.exception.DNSException):
-            return f"bad answer from {self._where} for {self._spec.name}: {exc}"
+            return f"malformed DNS answer from {self._where}: {exc}"
         return describe_os_error(exc, self._where)
 
 

@@ -6,18 +6,17 @@ import re
 
 from yarl import URL
 
-from bcd.durations import format_duration
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, describe_os_error, guarded, seconds
 from bcd.probes.http_client import BrokenBody, ClosedEarly, InvalidResponse, Reply, Request, exchange
 from bcd.probes.specs import HttpSpec
-from bcd.probes.tls import cert_expiry, client_context, describe_expiry
+from bcd.probes.tls import cert_expiry, client_context, expiry_verdict
 
 
 class HttpProbe:
     """Requests `spec.url` without following redirects. FAIL on an unexpected status, a body that does not
-    match `body_regex`, or any network/TLS error; WARN when slower than `max_latency` or when the server's
-    certificate expires within `cert_expiry_warn`; OK otherwise."""
+    match `body_regex`, any network/TLS error, or (with `cert_expiry_warn`) an expired certificate; WARN when
+    slower than `max_latency` or when the server's certificate expires within `cert_expiry_warn`; OK otherwise."""
 
     # one object per configured probe, tens of thousands of them: slots, no __dict__ (as every probe kind)
     __slots__ = ("_ctx", "_regex", "_request", "_shown", "_spec", "_timeout")
@@ -80,17 +79,15 @@ class HttpProbe:
             return attempt.result(Result.FAIL, f"{said}, expected {self._expected()}{moved}", expiry)
         if self._regex is not None and not self._regex.search(_decode(reply.body, reply.charset)):
             return attempt.result(Result.FAIL, f"body does not match {self._regex.pattern!r} ({said})", expiry)
+        cert = expiry_verdict(expiry, self._ctx.wall_clock(), spec.cert_expiry_warn, self._host)
+        if cert is not None and cert[0] is Result.FAIL:
+            return attempt.result(*cert, expiry)
         latency = attempt.elapsed()
         if spec.max_latency is not None and latency > spec.max_latency:
             slow = f"slow: {seconds(latency)} > max_latency {seconds(spec.max_latency)} ({said})"
             return attempt.result(Result.WARN, slow, expiry)
-        now = self._ctx.wall_clock()
-        if spec.cert_expiry_warn is not None and expiry is not None and expiry - now < spec.cert_expiry_warn:
-            soon = (
-                f"certificate of {self._host} {describe_expiry(expiry, now)}, "
-                f"within cert_expiry_warn {format_duration(spec.cert_expiry_warn)}"
-            )
-            return attempt.result(Result.WARN, soon, expiry)
+        if cert is not None:
+            return attempt.result(*cert, expiry)
         return attempt.result(Result.OK, f"{said} in {seconds(latency)}", expiry)
 
     def _status_ok(self, status: int) -> bool:

@@ -54,7 +54,9 @@ class HttpSpec:
     ca_file: str | None = None
     cert_file: str | None = Field(None, description="client certificate (PEM)")
     key_file: str | None = Field(None, description="client key (PEM)")
-    cert_expiry_warn: Duration | None = Field(None, description="certificate expiring sooner → warn")
+    cert_expiry_warn: Duration | None = Field(
+        None, description="certificate expiring sooner → warn; already expired → fail"
+    )
     max_body_bytes: int = Field(65536, ge=0, description="bytes of the body read for body_regex")
 
     _regex = field_validator("body_regex")(_check_regex)
@@ -82,6 +84,9 @@ class TcpSpec:
     tls_verify: bool = True
     ca_file: str | None = None
     server_name: str | None = None
+    cert_expiry_warn: Duration | None = Field(
+        None, description="certificate expiring sooner → warn; already expired → fail"
+    )
 
     _regex = field_validator("expect")(_check_regex)
 

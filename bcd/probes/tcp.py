@@ -8,7 +8,7 @@ import re
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, close_politely, describe_os_error, guarded, seconds
 from bcd.probes.specs import TcpSpec
-from bcd.probes.tls import client_context, peer_cert_expiry
+from bcd.probes.tls import client_context, expiry_verdict, peer_cert_expiry
 
 MAX_REPLY = 65536
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|[nrt0\\])")
@@ -29,8 +29,9 @@ def unescape(text: str) -> bytes:
 
 class TcpProbe:
     """Connects to host:port (TLS when `tls`), sends `send`, reads until `expect` matches (at most 64 KiB).
-    FAIL on a refused/failed connection, a TLS error, or a reply that ends or times out without matching;
-    OK otherwise. With TLS the server certificate's expiry is reported in `cert_expiry`."""
+    FAIL on a refused/failed connection, a TLS error, a reply that ends or times out without matching, or
+    (with `cert_expiry_warn`) an expired certificate; WARN when the certificate expires within
+    `cert_expiry_warn`; OK otherwise. With TLS the server certificate's expiry is reported in `cert_expiry`."""
 
     __slots__ = ("_ctx", "_expect", "_send", "_spec", "_ssl", "_timeout", "_where")
 
@@ -66,6 +67,17 @@ class TcpProbe:
         self, attempt: Attempt, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> ProbeResult:
         expiry = peer_cert_expiry(writer.get_extra_info("ssl_object"))
+        cert = expiry_verdict(expiry, self._ctx.wall_clock(), self._spec.cert_expiry_warn, self._spec.host)
+        if cert is not None and cert[0] is Result.FAIL:
+            return attempt.result(*cert, expiry)
+        result = await self._talk(attempt, reader, writer, expiry)
+        if cert is not None and result.result is Result.OK:
+            return attempt.result(*cert, expiry)
+        return result
+
+    async def _talk(
+        self, attempt: Attempt, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, expiry: float | None
+    ) -> ProbeResult:
         if self._send is not None:
             attempt.doing = f"sending to {self._where}"
             writer.write(self._send)

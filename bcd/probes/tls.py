@@ -10,6 +10,8 @@ from __future__ import annotations
 import ssl
 from datetime import UTC, datetime
 
+from bcd.durations import format_duration
+from bcd.model import Result
 from bcd.probes.base import ProbeSetupError
 
 
@@ -98,6 +100,17 @@ def _asn1_time(tag: int, text: str) -> float:
     else:
         raise ValueError(f"unexpected ASN.1 time tag {tag:#x}")
     return parsed.replace(tzinfo=UTC).timestamp()
+
+
+def expiry_verdict(expiry: float | None, now: float, warn: float | None, host: str) -> tuple[Result, str] | None:
+    """With `cert_expiry_warn` set (`warn`): FAIL for a certificate that has expired (verified or not: with
+    tls_verify false nothing else would notice), WARN for one expiring within `warn`; else None."""
+    if warn is None or expiry is None or expiry - now >= warn:
+        return None
+    if expiry <= now:
+        return Result.FAIL, f"certificate of {host} {describe_expiry(expiry, now)}"
+    return Result.WARN, f"certificate of {host} {describe_expiry(expiry, now)}, within cert_expiry_warn " \
+                        f"{format_duration(warn)}"
 
 
 def describe_expiry(expiry: float, now: float) -> str:

@@ -26,9 +26,10 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from bcd.broker import BrokerLink
-from bcd.journal import RunJournal, RunRecord, StepRecord
+from bcd.journal import INTERRUPTED, RunJournal, RunRecord, StepRecord
 from bcd.model import Event, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
+from bcd.runbooks import orphans
 from bcd.runbooks.render import mask, render
 from bcd.runbooks.specs import RENDERED, Runbook, Step
 from bcd.runbooks.steps import REGISTRY, StepContext, StepError, StepOutcome
@@ -163,6 +164,7 @@ class Runner:
         secrets: frozenset[str] = frozenset(),
         broker: BrokerLink | None = None,
         clock: Callable[[], float] = time.time,
+        kill_orphans: bool = True,
     ) -> None:
         self.journal = journal
         self.hooks = hooks
@@ -171,6 +173,7 @@ class Runner:
         self.secrets = secrets
         self.broker = broker
         self.clock = clock
+        self.kill_orphans = kill_orphans
         self.active: dict[str, ActiveRun] = {}  # service → its run in progress
         self.stats = RunStats()
 
@@ -184,14 +187,18 @@ class Runner:
 
     # -- control -------------------------------------------------------------------------------------
     def recover(self) -> list[RunRecord]:
-        """Mark runs the journal shows unfinished (the daemon died during them) as interrupted."""
+        """Mark runs the journal shows unfinished (the daemon died during them) as interrupted. Process groups
+        their steps left running are reported in the run (detail, step output, a log line) and terminated,
+        unless `kill_orphans` is false."""
         now = self.clock()
         stale = self.journal.unfinished()
         for record in stale:
-            self.journal.mark_interrupted(record.id, now)
+            notes = orphans.settle(self.journal, record, kill=self.kill_orphans)
+            self.journal.mark_interrupted(record.id, now, "; ".join([INTERRUPTED, *notes.values()]), notes)
             self.stats.runs[(record.service, record.runbook, _trigger(record.trigger), "interrupted")] += 1
+            reason = "; ".join(["interrupted: the daemon stopped during this run", *notes.values()])
             self.hooks.emit(
-                Event("run_finished", now, record.service, None, "interrupted: the daemon stopped during this run",
+                Event("run_finished", now, record.service, None, reason,
                       {"run_id": record.id, "result": "interrupted", "run_kind": record.kind}),
                 run_id=record.id, result="interrupted",
             )
@@ -342,6 +349,7 @@ class Runner:
         kind = REGISTRY[step.kind]
         timeout = step.timeout or kind.default_timeout(spec)
         ctx = self._context(run, variables)
+        ctx.process_started = lambda pgid, start: self.journal.step_process(run.id, run.seq, pgid, start)
         attempts = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(step.retry.attempts),

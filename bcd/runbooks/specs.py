@@ -186,6 +186,10 @@ class Token(Spec):
 
 class Runner(Spec):
     max_concurrent_runs: int = Field(4, ge=1, le=100)
+    kill_orphans: bool = Field(
+        True, description="at start, terminate process groups that steps of a crashed run left running "
+        "(false: only report them in the interrupted run)",
+    )
 
 
 Auth.model_rebuild()

@@ -68,6 +68,40 @@ def make_cert(directory: Path, days: int, name: str = "server") -> CertFiles:
     return CertFiles(cert, key)
 
 
+CA_CONFIG = """[ca]
+default_ca = test
+[test]
+database = index.txt
+new_certs_dir = .
+serial = serial
+default_md = sha256
+policy = any
+copy_extensions = copy
+[any]
+commonName = supplied
+"""
+
+
+def make_expired_cert(directory: Path, name: str = "expired") -> CertFiles:
+    """A self-signed EC certificate for localhost/127.0.0.1 that was valid on 1 January 2020 only (`openssl ca`
+    is the openssl command that takes a start date)."""
+    work = directory / f"{name}-ca"
+    work.mkdir()
+    (work / "ca.cnf").write_text(CA_CONFIG)
+    (work / "index.txt").write_text("")
+    (work / "serial").write_text("01\n")
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    for argv in (
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", "request.csr", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        ["openssl", "ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", str(key), "-in", "request.csr",
+         "-out", str(cert), "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-notext"],
+    ):
+        subprocess.run(argv, check=True, capture_output=True, cwd=work)
+    return CertFiles(cert, key)
+
+
 @asynccontextmanager
 async def serve_http(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
     """Serve `app` on 127.0.0.1 on a port chosen by the kernel; yields the base URL (no trailing slash)."""

@@ -42,6 +42,8 @@ class StepContext:
     wait_approval: Callable[[str, float], Awaitable[str]]
     broker: BrokerLink | None = None  # the `mqtt:` section's broker, for mqtt_publish steps
     extra: dict[str, Any] = field(default_factory=dict)
+    process_started: Callable[[int, int], None] = field(default=lambda pgid, start: None)
+    """A command step calls it with its child's process group and start time, to journal them."""
 
 
 class StepKind(Protocol):

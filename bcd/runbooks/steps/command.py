@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from bcd.process import BASE_ENV, kill_group, read_bounded, signal_name
+from bcd.process import BASE_ENV, run_child, signal_name
 from bcd.runbooks.specs import CommandStep
 from bcd.runbooks.steps.base import OUTPUT_LIMIT, StepContext, StepError, StepOutcome, bounded
 
@@ -21,19 +20,11 @@ class CommandKind:
     async def execute(self, spec: CommandStep, ctx: StepContext) -> StepOutcome:
         env = {**BASE_ENV, **{f"BCD_{k.upper()}": v for k, v in ctx.variables.items()}, **spec.env}
         try:
-            process = await asyncio.create_subprocess_exec(
-                *spec.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True,
-            )
+            finished = await run_child(spec.argv, env, limit=OUTPUT_LIMIT * 2, merge_stderr=True,
+                                       started=ctx.process_started)
         except OSError as exc:
             raise StepError(f"cannot run {spec.argv[0]}: {exc.strerror or exc}") from None
-        try:
-            assert process.stdout is not None
-            output = bounded((await read_bounded(process.stdout, OUTPUT_LIMIT * 2)).decode(errors="replace"))
-            code = await process.wait()
-        except BaseException:  # timeout or abort: nothing of the step may outlive it
-            await kill_group(process)
-            raise
+        code, output = finished.code, bounded(finished.output.decode(errors="replace"))
         if code == 0:
             return StepOutcome(f"{spec.argv[0]} exited 0", output)
         if code < 0:

@@ -60,6 +60,12 @@ async def test_environment_is_minimal_plus_env(ctx: ProbeContext) -> None:
     assert result.reason == "FOO=bar baz HOME=unset PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+async def test_control_bytes_of_plugin_output_are_escaped(ctx: ProbeContext) -> None:
+    script = r"printf '\033[31mCRITICAL\033[0m: disk\007 full\tnow\nsecond line\n'; exit 2"
+    result = await probe(ctx, "/bin/sh", "-c", script)
+    assert (result.result, result.reason) == (Result.FAIL, r"\x1b[31mCRITICAL\x1b[0m: disk\x07 full now")
+
+
 async def test_huge_output_is_bounded_and_drained(ctx: ProbeContext) -> None:
     script = "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo '|big=1'"
     result = await probe(ctx, "/bin/sh", "-c", script)

@@ -14,7 +14,7 @@ from bcd.model import ProbeResult, Result
 from bcd.probes.base import ProbeContext
 from bcd.probes.registry import build_probe
 from tests.helpers import free_port
-from tests.helpers.dns_server import DnsServer, dns_server, mute_udp_server
+from tests.helpers.dns_server import DnsServer, dns_server, garbage_udp_server, mute_udp_server
 
 RECORDS = {
     ("db.example.", "A"): ["10.0.0.1", "10.0.0.2"],
@@ -22,6 +22,7 @@ RECORDS = {
     ("www.example.", "CNAME"): ["db.example."],
     ("example.", "MX"): ["10 Mail.Example."],
     ("example.", "TXT"): ['"v=spf1 -all"'],
+    ("ctl.example.", "TXT"): ['"\\027[31mred\\008"'],  # ESC [31m red BACKSPACE
 }
 
 
@@ -82,3 +83,32 @@ async def test_nothing_listening_over_tcp(ctx: ProbeContext) -> None:
     port = free_port()
     result = await probe(ctx, port, name="db.example", transport="tcp")
     assert (result.result, result.reason) == (Result.FAIL, f"connection refused to 127.0.0.1:{port}")
+
+
+async def test_control_bytes_in_an_answer_are_escaped_in_the_reason(ctx: ProbeContext, server: DnsServer) -> None:
+    result = await probe(ctx, server.port, name="ctl.example", type="TXT")
+    assert result.reason == "TXT ctl.example: \\x1b[31mred\\x08"
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (lambda query: b"garbage", "The DNS packet passed to from_wire() is too short."),
+        # the query's id, then flags QR|TC and counts that promise records which are not there: not a
+        # truncated answer to retry over TCP (nothing listens there), a malformed one
+        (lambda query: query[:2] + b"\x83\x80\x00\x01\x00\x01\x00\x00\x00\x00" + b"\xff" * 20,
+         "A DNS compression pointer points forward instead of backward."),
+    ],
+    ids=["short", "truncated-garbage"],
+)
+async def test_a_malformed_answer_is_reported_as_such(ctx: ProbeContext, reply: Any, error: str) -> None:
+    async with garbage_udp_server(reply) as port:
+        result = await probe(ctx, port, name="db.example")
+    assert (result.result, result.reason) == (Result.FAIL, f"malformed DNS answer from 127.0.0.1:{port}: {error}")
+
+
+async def test_a_truncated_udp_answer_is_asked_again_over_tcp(ctx: ProbeContext) -> None:
+    async with dns_server(RECORDS, truncate_udp=True) as server:
+        result = await probe(ctx, server.port, name="db.example")
+        assert (result.result, result.reason) == (Result.OK, "A db.example: 10.0.0.1, 10.0.0.2")
+        assert server.queries == 2  # UDP (truncated), then TCP
