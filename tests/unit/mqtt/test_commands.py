@@ -1,5 +1,5 @@
 """MQTT commands: the pure `verify()` (table-driven), the replay memory, the signing recipe the README shows,
-and `MqttOutput.handle()` acting on a real Engine (real journal, real runner) with its metrics."""
+and `CommandReader.handle()` acting on a real Engine (real journal, real runner) with its metrics."""
 
 from __future__ import annotations
 
@@ -21,19 +21,9 @@ from bcd.config import MqttSettings, parse
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Event, Observation, ProbeKey, Result
+from bcd.mqtt.commands import MAX_COMMAND_BYTES, Action, Command, RecentIds, Refusal, canonical, sign, verify
+from bcd.mqtt.output import MqttCollector, MqttOutput
 from bcd.outputs.metrics import Metrics
-from bcd.outputs.mqtt import (
-    MAX_COMMAND_BYTES,
-    Action,
-    Command,
-    MqttCollector,
-    MqttOutput,
-    RecentIds,
-    Refusal,
-    canonical,
-    sign,
-    verify,
-)
 from bcd.runbooks.runner import Runner
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -155,7 +145,7 @@ def test_refused_with_a_reason_and_the_id_to_reply_to(payload: bytes, reply_id: 
 
 def test_a_replayed_id_is_refused() -> None:
     result = check(raw(signed()), seen=frozenset({"c-1"}))
-    assert result == Refusal("c-1", "replayed: this id was seen before")
+    assert result == Refusal("c-1", "replayed: this id was seen before", signed=True)
 
 
 def test_a_retained_command_is_refused_even_when_valid() -> None:
@@ -258,7 +248,7 @@ class Live:
     async def send(self, **fields: Any) -> tuple[str, str]:
         self.count += 1
         obj = signed(**{"id": f"cmd-{self.count}", "ts": self.clock, **fields})
-        return await self.output.handle(raw(obj), KEY, retained=False, max_age=60.0)
+        return await self.output.reader.handle(raw(obj), KEY, retained=False, max_age=60.0)
 
 
 @pytest.fixture
@@ -322,11 +312,11 @@ async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
 
 async def test_refusals_are_counted_replayed_ids_too_and_no_key_refuses_all(live: Live) -> None:
     obj = signed(id="once")
-    assert (await live.output.handle(raw(obj), KEY, retained=False, max_age=60.0))[1].startswith("accepted")
-    assert await live.output.handle(raw(obj), KEY, retained=False, max_age=60.0) == (
+    assert (await live.output.reader.handle(raw(obj), KEY, retained=False, max_age=60.0))[1].startswith("accepted")
+    assert await live.output.reader.handle(raw(obj), KEY, retained=False, max_age=60.0) == (
         "once", "refused: replayed: this id was seen before")
-    assert (await live.output.handle(b"\x00garbage", KEY, retained=False, max_age=60.0))[0] == "invalid"
-    assert await live.output.handle(raw(signed(id="k")), None, retained=False, max_age=60.0) == (
+    assert (await live.output.reader.handle(b"\x00garbage", KEY, retained=False, max_age=60.0))[0] == "invalid"
+    assert await live.output.reader.handle(raw(signed(id="k")), None, retained=False, max_age=60.0) == (
         "k", "refused: commands unavailable: the hmac key cannot be read")
     assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 3
     assert metric(live, "bcd_mqtt_connected") == 0
