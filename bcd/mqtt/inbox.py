@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import aiomqtt
 
 PENDING_COMMANDS = 1000
-PENDING_REPLIES = 2000
+PENDING_REPLIES = 10_000  # as many as the replay memory holds ids: each signed command can be answered
 
 
 @dataclass(frozen=True, slots=True)

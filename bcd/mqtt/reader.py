@@ -46,11 +46,13 @@ class CommandReader:
         self.stats = stats
         self.clock = clock
         self.seen: RecentIds | None = None
+        self.max_age = 60.0
         self.inbox = Inbox()
         self._working: asyncio.Task[None] | None = None  # the command being carried out
 
     def remember(self, max_age: float) -> None:
         """Adopt a (new) `max_age`: ids are kept for twice the longest one seen, never forgotten early."""
+        self.max_age = max_age
         if self.seen is None:
             self.seen = RecentIds(max_age)
         self.seen.keep = max(self.seen.keep, 2 * max_age + 1)
@@ -96,6 +98,13 @@ class CommandReader:
             await asyncio.shield(self._working)
 
     async def _answer(self, command: Command) -> None:
+        age = self.clock() - command.ts
+        if age > self.max_age:  # it waited too long in the inbox: its sender may have given up on it
+            self.stats.commands["refused"] += 1
+            log.warning("mqtt_command_refused", id=command.id, why="stale after waiting in the inbox", age=age)
+            self.inbox.reply(Reply(command.id, f"refused: stale: ts is {age:.0f}s old after waiting in the inbox "
+                                               f"(max_age {self.max_age:g}s)", signed=True))
+            return
         self.inbox.reply(await self.carry_out(command))
 
     async def send_replies(self, client: aiomqtt.Client, prefix: str) -> None:
