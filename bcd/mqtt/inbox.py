@@ -99,7 +99,10 @@ class Inbox:
             await self._reply_ready.wait()
         return self._signed.popleft() if self._signed else self._unsigned.popleft()
 
-    def clear(self) -> None:
+    def clear(self) -> tuple[int, int]:
+        """Forget everything waiting: (commands, replies) forgotten."""
+        counts = len(self._commands), len(self._signed) + len(self._unsigned)
         self._commands.clear()
         self._signed.clear()
         self._unsigned.clear()
+        return counts

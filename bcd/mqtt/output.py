@@ -234,7 +234,7 @@ class MqttOutput:
             self._subscription = None
         self._events.clear()
         self._dirty.clear()
-        self.reader.inbox.clear()
+        self.reader.close()
 
     async def _backoff_sleep(self, seconds: float) -> None:
         """Sleep between attempts; cut short by new settings or a stop."""

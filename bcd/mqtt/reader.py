@@ -57,6 +57,15 @@ class CommandReader:
             self.seen = RecentIds(max_age)
         self.seen.keep = max(self.seen.keep, 2 * max_age + 1)
 
+    def close(self) -> None:
+        """MQTT is stopped or removed: what still waits is dropped, counted and logged (no reply can go)."""
+        commands, replies = self.inbox.clear()
+        self.stats.commands["dropped"] += commands
+        self.inbox.dropped_replies += replies
+        if commands or replies:
+            log.warning("mqtt_commands_dropped", commands=commands, replies=replies,
+                        why="MQTT stopped before they were carried out or answered")
+
     async def watch_link(self, client: aiomqtt.Client) -> None:
         """Wait for the link to be lost: `arrivals` hands every message on at once, so none is queued here."""
         async for _ in client.messages:

@@ -400,3 +400,13 @@ async def test_a_command_that_waited_past_max_age_in_the_inbox_is_refused_as_sta
     assert reply == Reply("slow", "refused: stale: ts is 61s old after waiting in the inbox (max_age 60s)", True)
     assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 1
     assert metric(live, 'bcd_mqtt_commands_total{result="accepted"}') == 0
+
+
+async def test_what_waits_when_mqtt_stops_is_counted_as_dropped(live: Live) -> None:
+    reader = live.output.reader
+    for command_id in ("w1", "w2"):
+        reader.arrive(message(raw(signed(id=command_id, action="ack"))), "bcd/unit/commands", KEY, 60.0)
+    reader.arrive(message(b"junk"), "bcd/unit/commands", KEY, 60.0)  # one reply waiting
+    await live.output.stop()
+    assert metric(live, 'bcd_mqtt_commands_total{result="dropped"}') == 2
+    assert metric(live, "bcd_mqtt_dropped_replies_total") == 1
