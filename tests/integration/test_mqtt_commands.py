@@ -44,6 +44,14 @@ async def test_deep_nesting_live_retained_and_after_a_reconnect_is_refused_and_c
     process, broker = start_mosquitto(tmp_path, conf, port)
     prefix, name = estate.prefix, f"watcher-{uuid.uuid4().hex[:6]}"
     commands, replies = f"{prefix}/commands", f"{prefix}/replies"
+
+    async def restart_broker() -> Broker:
+        nonlocal process
+        stop_process(process)  # the retained command is persisted
+        await daemon.wait_metric("bcd_mqtt_connected", 0)
+        process, restarted = start_mosquitto(tmp_path, conf, port)
+        return restarted
+
     try:
         daemon = await estate.start(estate.config(
             broker, commands={"enabled": True, "hmac_key_file": "mqtt_command_key"}))
@@ -55,19 +63,24 @@ async def test_deep_nesting_live_retained_and_after_a_reconnect_is_refused_and_c
             count = len(watcher.messages)
             await watcher.publish(commands, DEEP, retain=True)  # live: the broker clears the flag
             await watcher.wait(f"{replies}/invalid", since=count)
-        stop_process(process)  # the retained copy is persisted
-        await daemon.wait_metric("bcd_mqtt_connected", 0)
-        process, broker = start_mosquitto(tmp_path, conf, port)
+        broker = await restart_broker()
         async with Watcher(broker, identifier=name, clean_session=False) as watcher:
             await daemon.wait_metric("bcd_mqtt_connected", 1)
             reply = await daemon.wait_log(lambda line: line.get("event") == "mqtt_command_refused"
                                           and line.get("retained") is True)
             assert "more than 64 brackets" in reply["why"]
-            await watcher.publish(commands, b"", retain=True)  # clear it
-            await watcher.publish(commands, sign(command("after-1", action="ack")))
+            # a signed command published with retain while bcd listens: acted on once, like any live one
+            await watcher.publish(commands, sign(command("after-1", action="ack")), retain=True)
             accepted = payload(await watcher.wait(f"{replies}/after-1"))
             assert accepted == b"accepted: nothing to acknowledge", accepted
-        assert await daemon.metric('bcd_mqtt_commands_total{result="refused"}') == 4  # 3 deep + the empty one
+        broker = await restart_broker()
+        async with Watcher(broker, identifier=name, clean_session=False) as watcher:
+            await daemon.wait_metric("bcd_mqtt_connected", 1)
+            again = payload(await watcher.wait(f"{replies}/after-1"))  # its retained copy, at resubscription
+            assert again.startswith(b"refused: retained message"), again
+            await watcher.publish(commands, b"", retain=True)  # clear it (the empty message is refused too)
+            await watcher.wait(f"{replies}/invalid", lambda m: payload(m).startswith(b"refused: not JSON"))
+        assert await daemon.metric('bcd_mqtt_commands_total{result="refused"}') == 5  # 3 deep, 1 retained, 1 empty
         assert await daemon.metric('bcd_mqtt_commands_total{result="accepted"}') == 1
         assert await daemon.metric("bcd_mqtt_connected") == 1
         assert not [line for line in daemon.log_lines if line.get("event") == "mqtt_session_failed"]
