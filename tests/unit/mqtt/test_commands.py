@@ -169,7 +169,8 @@ def test_refused_with_a_reason_and_the_id_to_reply_to(payload: bytes, reply_id: 
     (b"{}" * 65, True),  # many brackets, however shallow: a command has one
     (b'{"reason":"' + b"[{" * 2000 + b'"}', False),  # brackets inside strings do not count
     (b'{"reason":"\\"' + b"[" * 100 + b'"}', False),  # an escaped quote does not end the string
-    (b'{"reason":"' + b"[" * 100, True),  # an unterminated string hides nothing
+    (b'{"reason":"' + b"[" * 100, False),  # an unterminated string: not JSON, and json.loads never nests in it
+    (b'{"a":"\\\\",' + b'"b":[' * 65, True),  # an escaped backslash does not escape the closing quote
 ])
 def test_brackets_are_counted_outside_strings(payload: bytes, nested: bool) -> None:
     assert too_nested(payload) is nested
