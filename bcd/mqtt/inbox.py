@@ -42,6 +42,9 @@ def arrivals(take: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiom
         def put_nowait(self, item: aiomqtt.Message) -> None:
             take(item)
 
+        async def put(self, item: aiomqtt.Message) -> None:  # aiomqtt 2.5 uses put_nowait; this too, in case
+            take(item)
+
     return Arrivals
 
 

@@ -58,5 +58,6 @@ async def test_arrivals_hand_each_message_on_and_queue_none() -> None:
     queue = arrivals(taken.append)(maxsize=1)
     for mid in range(3):  # more than maxsize: nothing is queued, so nothing can overflow
         queue.put_nowait(aiomqtt.Message("bcd/commands", b"{}", 1, False, mid, None))
-    assert [message.mid for message in taken] == [0, 1, 2]
+    await queue.put(aiomqtt.Message("bcd/commands", b"{}", 1, False, 3, None))
+    assert [message.mid for message in taken] == [0, 1, 2, 3]
     assert queue.qsize() == 0
