@@ -30,9 +30,9 @@ from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, ServiceStatus
+from bcd.mqtt.output import MqttCollector, MqttOutput
 from bcd.outputs.alerts import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
-from bcd.outputs.mqtt import MqttCollector, MqttOutput
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner

@@ -28,7 +28,7 @@ from bcd.config import Config, parse
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Event
-from bcd.outputs.mqtt import Backoff, MqttOutput
+from bcd.mqtt.output import Backoff, MqttOutput
 from tests.helpers import Broker, CertFiles, free_port, make_cert, start_mosquitto, stop_process
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.targets import HttpTarget

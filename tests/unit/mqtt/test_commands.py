@@ -1,5 +1,5 @@
 """MQTT commands: the pure `verify()` (table-driven), the replay memory, the signing recipe the README shows,
-and `MqttOutput.handle()` acting on a real Engine (real journal, real runner) with its metrics."""
+and `CommandReader.handle()` acting on a real Engine (real journal, real runner) with its metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 from pydantic import ValidationError
 
@@ -21,19 +22,20 @@ from bcd.config import MqttSettings, parse
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Event, Observation, ProbeKey, Result
-from bcd.outputs.metrics import Metrics
-from bcd.outputs.mqtt import (
+from bcd.mqtt.commands import (
     MAX_COMMAND_BYTES,
     Action,
     Command,
-    MqttCollector,
-    MqttOutput,
     RecentIds,
     Refusal,
     canonical,
     sign,
+    too_nested,
     verify,
 )
+from bcd.mqtt.inbox import Reply
+from bcd.mqtt.output import MqttCollector, MqttOutput
+from bcd.outputs.metrics import Metrics
 from bcd.runbooks.runner import Runner
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -140,6 +142,13 @@ REFUSALS: list[tuple[str, bytes, str | None, str]] = [
     ("zero duration", raw(signed(action="maintenance", duration="0s")), "c-1", "duration must be positive"),
     ("duration a bool", raw(signed(action="maintenance", duration=True)), "c-1", "duration must be a string"),
     ("stale", raw(signed(ts=NOW - 61)), "c-1", "stale: ts is 61s old (max_age 60s)"),
+    # payloads that raised out of verify() before (RecursionError, UnicodeEncodeError): refusals now
+    ("8 kB of brackets", b"[" * 8000, None, "more than 64 brackets"),
+    ("deep nesting, closed", b"[" * 4000 + b"]" * 4000, None, "more than 64 brackets"),
+    ("deep objects", b'{"a":' * 1000 + b"1" + b"}" * 1000, None, "more than 64 brackets"),
+    ("deep value in a command", raw(signed(reason=[[[[[[]]]]]] * 20)), None, "more than 64 brackets"),
+    ("lone surrogate in a field", raw(signed()).replace(b'"drill"', b'"\\ud800"'), "c-1", "lone surrogate"),
+    ("lone surrogate as sig", raw({**signed(), "sig": "\ud800"}), "c-1", "bad signature"),
     ("from the future", raw(signed(ts=NOW + 61)), "c-1", "ts is 61s in the future"),
 ]
 
@@ -153,9 +162,27 @@ def test_refused_with_a_reason_and_the_id_to_reply_to(payload: bytes, reply_id: 
     assert reason in result.reason, result.reason
 
 
+@pytest.mark.parametrize(("payload", "nested"), [
+    (b'{"id":"a"}', False),
+    (b"[" * 64, False),  # 64 levels are read (and refused later: not an object)
+    (b"[" * 65, True),
+    (b"{}" * 65, True),  # many brackets, however shallow: a command has one
+    (b'{"reason":"' + b"[{" * 2000 + b'"}', False),  # brackets inside strings do not count
+    (b'{"reason":"\\"' + b"[" * 100 + b'"}', False),  # an escaped quote does not end the string
+    (b'{"reason":"' + b"[" * 100, False),  # an unterminated string: not JSON, and json.loads never nests in it
+    (b'{"a":"\\\\",' + b'"b":[' * 65, True),  # an escaped backslash does not escape the closing quote
+])
+def test_brackets_are_counted_outside_strings(payload: bytes, nested: bool) -> None:
+    assert too_nested(payload) is nested
+
+
+def test_a_command_with_brackets_in_its_reason_is_accepted() -> None:
+    assert isinstance(check(raw(signed(reason="[ticket] {INC-1} " + "[" * 300))), Command)
+
+
 def test_a_replayed_id_is_refused() -> None:
     result = check(raw(signed()), seen=frozenset({"c-1"}))
-    assert result == Refusal("c-1", "replayed: this id was seen before")
+    assert result == Refusal("c-1", "replayed: this id was seen before", signed=True)
 
 
 def test_a_retained_command_is_refused_even_when_valid() -> None:
@@ -258,7 +285,7 @@ class Live:
     async def send(self, **fields: Any) -> tuple[str, str]:
         self.count += 1
         obj = signed(**{"id": f"cmd-{self.count}", "ts": self.clock, **fields})
-        return await self.output.handle(raw(obj), KEY, retained=False, max_age=60.0)
+        return await self.output.reader.handle(raw(obj), KEY, retained=False, max_age=60.0)
 
 
 @pytest.fixture
@@ -322,12 +349,65 @@ async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
 
 async def test_refusals_are_counted_replayed_ids_too_and_no_key_refuses_all(live: Live) -> None:
     obj = signed(id="once")
-    assert (await live.output.handle(raw(obj), KEY, retained=False, max_age=60.0))[1].startswith("accepted")
-    assert await live.output.handle(raw(obj), KEY, retained=False, max_age=60.0) == (
+    assert (await live.output.reader.handle(raw(obj), KEY, retained=False, max_age=60.0))[1].startswith("accepted")
+    assert await live.output.reader.handle(raw(obj), KEY, retained=False, max_age=60.0) == (
         "once", "refused: replayed: this id was seen before")
-    assert (await live.output.handle(b"\x00garbage", KEY, retained=False, max_age=60.0))[0] == "invalid"
-    assert await live.output.handle(raw(signed(id="k")), None, retained=False, max_age=60.0) == (
+    assert (await live.output.reader.handle(b"\x00garbage", KEY, retained=False, max_age=60.0))[0] == "invalid"
+    assert await live.output.reader.handle(raw(signed(id="k")), None, retained=False, max_age=60.0) == (
         "k", "refused: commands unavailable: the hmac key cannot be read")
     assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 3
     assert metric(live, "bcd_mqtt_connected") == 0
     assert metric(live, "bcd_mqtt_dropped_messages_total") == 0
+
+
+def message(payload: bytes, topic: str = "bcd/unit/commands", retain: bool = False) -> aiomqtt.Message:
+    return aiomqtt.Message(topic, payload, 1, retain, 1, None)
+
+
+async def test_a_command_that_does_not_fit_is_dropped_counted_answered_and_may_be_sent_again(live: Live) -> None:
+    reader = live.output.reader
+    reader.inbox.command_limit = 1
+    first, second = raw(signed(id="first", action="ack")), raw(signed(id="second", action="ack"))
+    for payload in (first, second, b"[" * 8000, b"junk"):
+        reader.arrive(message(payload), "bcd/unit/commands", KEY, 60.0)
+    reader.arrive(message(second, topic="bcd/unit/other"), "bcd/unit/commands", KEY, 60.0)  # not a command
+    replies = [await reader.inbox.next_reply() for _ in range(3)]
+    assert replies[0] == Reply("second", "dropped: too many commands in flight (1 waiting); send it again later",
+                               signed=True)
+    assert [reply.to for reply in replies[1:]] == ["invalid", "invalid"]
+    assert metric(live, 'bcd_mqtt_commands_total{result="dropped"}') == 1
+    assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 2
+    assert (await reader.inbox.next_command()).id == "first"
+    reader.arrive(message(second), "bcd/unit/commands", KEY, 60.0)  # the dropped id was not remembered
+    assert (await reader.inbox.next_command()).id == "second"
+
+
+async def test_a_retained_command_is_refused_as_it_arrives(live: Live) -> None:
+    live.output.reader.arrive(message(raw(signed(id="kept")), retain=True), "bcd/unit/commands", KEY, 60.0)
+    reply = await live.output.reader.inbox.next_reply()
+    assert (reply.to, reply.text.split(":")[:2]) == ("kept", ["refused", " retained message"])
+    assert len(live.output.reader.inbox) == 0
+
+
+async def test_a_command_that_waited_past_max_age_in_the_inbox_is_refused_as_stale(live: Live) -> None:
+    reader = live.output.reader
+    reader.arrive(message(raw(signed(id="slow", action="ack"))), "bcd/unit/commands", KEY, 60.0)
+    live.clock = NOW + 61
+    worker = asyncio.create_task(reader.work())
+    try:
+        reply = await asyncio.wait_for(reader.inbox.next_reply(), 5)
+    finally:
+        worker.cancel()
+    assert reply == Reply("slow", "refused: stale: ts is 61s old after waiting in the inbox (max_age 60s)", True)
+    assert metric(live, 'bcd_mqtt_commands_total{result="refused"}') == 1
+    assert metric(live, 'bcd_mqtt_commands_total{result="accepted"}') == 0
+
+
+async def test_what_waits_when_mqtt_stops_is_counted_as_dropped(live: Live) -> None:
+    reader = live.output.reader
+    for command_id in ("w1", "w2"):
+        reader.arrive(message(raw(signed(id=command_id, action="ack"))), "bcd/unit/commands", KEY, 60.0)
+    reader.arrive(message(b"junk"), "bcd/unit/commands", KEY, 60.0)  # one reply waiting
+    await live.output.stop()
+    assert metric(live, 'bcd_mqtt_commands_total{result="dropped"}') == 2
+    assert metric(live, "bcd_mqtt_dropped_replies_total") == 1

@@ -7,26 +7,26 @@ Under `<prefix>` (default `bcd/<instance>`):
 - `events`: every bus event as JSON (QoS 1, not retained), kept in a bounded buffer while the broker is away;
 - `commands` (only when enabled): HMAC-signed JSON commands, each answered on `replies/<id>`.
 
+One session is one connection and four parts under one TaskGroup: the publisher (state, events), the link
+watcher, the command worker and the reply sender. `bcd_mqtt_connected` is 1 only while all four run; a part
+that ends restarts the session. Each incoming message is screened as it arrives (`screen`: pure checks of
+`bcd.mqtt.commands`, never raising); signed commands wait in the bounded `Inbox` and are carried out one at
+a time, in arrival order (`execute`).
+
 The broker being away never stops the daemon: connection attempts back off with full jitter (tenacity),
 events wait in a bounded deque (what falls out is counted), and the state is re-sent after each connect.
-`verify()` is the pure half of the command path; `execute()` acts on a verified command.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
-import math
 import os
-import re
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Container, Iterable, Iterator
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -37,11 +37,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
-from bcd.durations import parse_duration
-from bcd.engine import Engine, RequestRefused
+from bcd.engine import Engine
 from bcd.lazy import lazy_import
-from bcd.model import Event, RunKind
-from bcd.policy import Request
+from bcd.model import Event
+from bcd.mqtt.inbox import arrivals
+from bcd.mqtt.reader import CommandReader, MqttStats
 from bcd.web.server import service_json
 
 if TYPE_CHECKING:
@@ -51,281 +51,12 @@ else:  # loaded on first use: only configs with an mqtt section need it
 
 log = structlog.get_logger("bcd.mqtt")
 
-MAX_COMMAND_BYTES = 8 * 1024
-MAX_REASON = 500
-MAX_BY = 64
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 STATE_KINDS = frozenset({"site_transition", "service_status", "active_changed", "acknowledged"})
 CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 10.0  # publish / subscribe / disconnect acknowledgements
 STOP_TIMEOUT = 2.0
 FLUSH_ON_STOP = 1.0
 STABLE_AFTER = 2.0  # a connection that lived this long resets the backoff when it is lost
-MAX_SEEN_IDS = 10_000
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Commands: the pure part
-
-
-class Action(StrEnum):
-    FAILOVER = "failover"
-    FAILBACK = "failback"
-    ACK = "ack"
-    MAINTENANCE = "maintenance"
-    APPROVE = "approve"
-    ABORT = "abort"
-
-
-COMMON_FIELDS = frozenset({"id", "action", "reason", "by", "ts", "sig"})
-ACTION_FIELDS: dict[Action, frozenset[str]] = {
-    Action.FAILOVER: frozenset({"service", "to"}),
-    Action.FAILBACK: frozenset({"service", "to"}),
-    Action.ACK: frozenset({"service"}),
-    Action.MAINTENANCE: frozenset({"service", "site", "duration", "end"}),
-    Action.APPROVE: frozenset({"run", "service"}),
-    Action.ABORT: frozenset({"run", "service"}),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A command whose signature, freshness and shape were verified."""
-
-    id: str
-    action: Action
-    reason: str
-    by: str
-    ts: float
-    service: str | None = None
-    to: str | None = None
-    site: str | None = None
-    duration: float | None = None
-    end: bool = False
-    run: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a command was refused; `id` is None when the payload had no usable id (reply on `replies/invalid`)."""
-
-    id: str | None
-    reason: str
-
-
-class _Malformed(Exception):
-    pass
-
-
-def canonical(obj: dict[str, Any]) -> bytes:
-    """The bytes a command's `sig` is computed over: the object without `sig`, keys sorted, no spaces."""
-    unsigned = {key: value for key, value in obj.items() if key != "sig"}
-    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def sign(obj: dict[str, Any], key: bytes) -> str:
-    """Hex HMAC-SHA256 of `canonical(obj)`: what a sender puts in `sig`."""
-    return hmac.new(key, canonical(obj), hashlib.sha256).hexdigest()
-
-
-def verify(
-    raw: bytes, key: bytes, now: float, seen: Container[str], *, max_age: float = 60.0, retained: bool = False
-) -> Command | Refusal:
-    """Check one command payload; pure: no clock, no I/O, `seen` is only read.
-
-    Refused: larger than 8 KiB, not a JSON object (or duplicate keys), a retained message, unsigned or with
-    a bad signature (constant-time compare), wrong field types or fields the action does not take, an
-    unknown action, `ts` more than `max_age` seconds from `now` either way, or an `id` in `seen`.
-    The caller records the id of every Command it gets back.
-    """
-    if len(raw) > MAX_COMMAND_BYTES:
-        return Refusal(None, f"payload too large: {len(raw)} bytes (limit {MAX_COMMAND_BYTES})")
-    try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, _Malformed) as exc:
-        return Refusal(None, f"not JSON: {exc}")
-    if not isinstance(obj, dict):
-        return Refusal(None, "not a JSON object")
-    raw_id = obj.get("id")
-    command_id = raw_id if isinstance(raw_id, str) and ID_PATTERN.match(raw_id) else None
-    if command_id is None:
-        return Refusal(None, "id must be a string of 1-64 letters, digits, '_', '.', ':' or '-'")
-    if retained:
-        return Refusal(command_id, "retained message: commands are never taken from retained messages")
-    sig = obj.get("sig")
-    if sig is None:
-        return Refusal(command_id, "unsigned: no sig")
-    if not isinstance(sig, str) or not hmac.compare_digest(sig.lower().encode(), sign(obj, key).encode()):
-        return Refusal(command_id, "bad signature")
-    try:
-        command = _parse(obj, command_id)
-    except _Malformed as exc:
-        return Refusal(command_id, str(exc))
-    age = now - command.ts
-    if age > max_age:
-        return Refusal(command_id, f"stale: ts is {age:.0f}s old (max_age {max_age:g}s)")
-    if -age > max_age:
-        return Refusal(command_id, f"ts is {-age:.0f}s in the future (max_age {max_age:g}s)")
-    if command_id in seen:
-        return Refusal(command_id, "replayed: this id was seen before")
-    return command
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Malformed(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise _Malformed(f"{name} is not a number")
-
-
-def _parse(obj: dict[str, Any], command_id: str) -> Command:
-    action_name = obj.get("action")
-    if not isinstance(action_name, str):
-        raise _Malformed("action must be a string")
-    try:
-        action = Action(action_name)
-    except ValueError:
-        raise _Malformed(f"unknown action {action_name!r}; one of {', '.join(Action)}") from None
-    extra = sorted(set(obj) - COMMON_FIELDS - ACTION_FIELDS[action])
-    if extra:
-        raise _Malformed(f"{action} does not take {', '.join(extra)}")
-    ts = obj.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-        raise _Malformed("ts must be a number (Unix seconds)")
-    reason = _text(obj, "reason", MAX_REASON, required=True, empty=True)
-    by = _text(obj, "by", MAX_BY, required=True)
-    needs_service = action not in (Action.APPROVE, Action.ABORT)
-    service = _text(obj, "service", 64, required=needs_service)
-    run = obj.get("run")
-    if action in (Action.APPROVE, Action.ABORT) and (isinstance(run, bool) or not isinstance(run, int) or run < 1):
-        raise _Malformed("run must be a positive integer (a run id)")
-    end = obj.get("end", False)
-    if not isinstance(end, bool):
-        raise _Malformed("end must be true or false")
-    duration: float | None = None
-    if action is Action.MAINTENANCE and not end:
-        if "duration" not in obj:
-            raise _Malformed("maintenance needs a duration (e.g. 2h), or end: true")
-        value = obj["duration"]
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise _Malformed("duration must be a string such as 2h, or seconds")
-        try:
-            duration = parse_duration(value)
-        except ValueError as exc:
-            raise _Malformed(f"duration: {exc}") from None
-        if duration <= 0:
-            raise _Malformed("duration must be positive")
-    return Command(
-        id=command_id, action=action, reason=reason or "", by=by or "", ts=float(ts), service=service,
-        to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,
-        run=run if isinstance(run, int) else None,
-    )
-
-
-def _text(obj: dict[str, Any], name: str, limit: int, *, required: bool = False, empty: bool = False) -> str | None:
-    value = obj.get(name)
-    if value is None:
-        if required:
-            raise _Malformed(f"{name} is required")
-        return None
-    if not isinstance(value, str):
-        raise _Malformed(f"{name} must be a string")
-    if len(value) > limit:
-        raise _Malformed(f"{name} is longer than {limit} characters")
-    if not value and not empty:
-        raise _Malformed(f"{name} must not be empty")
-    return value
-
-
-class RecentIds:
-    """Ids of accepted commands, kept long enough that a replay is always caught: a command is valid for
-    `max_age` either side of its `ts`, so an id is kept for twice that after it was seen. Bounded: when full
-    of ids still in their window, `add` refuses (the command is refused) rather than forget one early."""
-
-    def __init__(self, max_age: float, limit: int = MAX_SEEN_IDS) -> None:
-        self.keep = 2 * max_age + 1
-        self.limit = limit
-        self._ids: OrderedDict[str, float] = OrderedDict()
-
-    def __contains__(self, command_id: object) -> bool:
-        return command_id in self._ids
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, command_id: str, now: float) -> bool:
-        while self._ids:
-            oldest, at = next(iter(self._ids.items()))
-            if now - at <= self.keep:
-                break
-            del self._ids[oldest]
-        if len(self._ids) >= self.limit:
-            return False
-        self._ids[command_id] = now
-        return True
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Commands: acting on the engine
-
-
-async def execute(engine: Engine, command: Command) -> tuple[bool, str]:
-    """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal.
-    A failover/failback goes through `engine.submit()`, so on a cluster member it first takes the service's
-    lock in etcd (refused when another instance holds it or coordination is unavailable)."""
-    by = f"mqtt:{command.by}"
-    if command.service is not None and command.service not in engine.services:
-        return False, f"no service named {command.service!r}"
-    if command.action in (Action.FAILOVER, Action.FAILBACK):
-        assert command.service is not None
-        kind = RunKind.FAILOVER if command.action is Action.FAILOVER else RunKind.FAILBACK
-        try:
-            run = await engine.submit(command.service, Request(kind, command.to), by, command.reason or str(kind))
-        except RequestRefused as exc:
-            return False, exc.verdict.reason
-        return True, f"run {run.id}: {kind} of {command.service} to {run.request.to_site}"
-    if command.action is Action.ACK:
-        assert command.service is not None
-        ids = engine.acknowledge(command.service, by, command.reason or "acknowledged")
-        return True, f"acknowledged runs {ids}" if ids else "nothing to acknowledge"
-    if command.action is Action.MAINTENANCE:
-        assert command.service is not None
-        try:
-            if command.end:
-                sites = engine.end_maintenance(command.service, command.site, by)
-                return True, f"maintenance ended for {', '.join(sites) or 'no site'}"
-            assert command.duration is not None
-            sites = engine.start_maintenance(command.service, command.site, command.duration,
-                                             command.reason or "maintenance", by)
-        except KeyError as exc:
-            return False, str(exc.args[0]) if exc.args else "unknown site"
-        return True, f"maintenance of {', '.join(sites)} for {command.duration:g}s"
-    return _control(engine, command, by)
-
-
-def _control(engine: Engine, command: Command, by: str) -> tuple[bool, str]:
-    assert command.run is not None
-    record = engine.runs.get(command.run)
-    if record is None:
-        return False, f"no run {command.run}"
-    if command.service is not None and record.service != command.service:
-        return False, f"run {command.run} belongs to {record.service}, not {command.service}"
-    runner = engine.runner
-    if runner is None:
-        return False, "the runner is not started"
-    if command.action is Action.APPROVE:
-        if runner.approve(command.run, by):
-            return True, f"run {command.run} approved"
-        return False, f"run {command.run} is not waiting for approval"
-    if runner.abort(command.run, by):
-        return True, f"run {command.run} aborted"
-    return False, f"run {command.run} is not in progress"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -338,14 +69,6 @@ class Backoff:
 
     initial: float = 0.5
     maximum: float = 30.0
-
-
-@dataclass(slots=True)
-class MqttStats:
-    connected: bool = False
-    published: int = 0
-    dropped: int = 0
-    commands: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +105,7 @@ class MqttOutput:
         self._events: deque[Event] = deque(maxlen=1000)
         self._dirty: set[str] = set()
         self._published_services: set[str] = set()
-        self._seen: RecentIds | None = None
+        self.reader = CommandReader(engine, self.stats, clock)
         self._wake = asyncio.Event()
         self._leave = asyncio.Event()
         self._stopping = False
@@ -409,9 +132,7 @@ class MqttOutput:
             kept = deque(self._events, maxlen=settings.buffer)
             self.stats.dropped += len(self._events) - len(kept)
             self._events = kept
-        if self._seen is None:
-            self._seen = RecentIds(settings.commands.max_age)
-        self._seen.keep = max(self._seen.keep, 2 * settings.commands.max_age + 1)  # never forget ids early
+        self.reader.remember(settings.commands.max_age)
         self.settings, self.instance = settings, instance
         self._stopping = False
         self._mark_all_dirty()
@@ -441,6 +162,10 @@ class MqttOutput:
         if pump is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+
+    @property
+    def dropped_replies(self) -> int:
+        return self.reader.inbox.dropped_replies
 
     @property
     def dropped(self) -> int:
@@ -486,7 +211,7 @@ class MqttOutput:
             retrying = AsyncRetrying(
                 wait=wait_random_exponential(multiplier=self.backoff.initial, max=self.backoff.maximum),
                 stop=stop_never,
-                retry=retry_if_exception_type((aiomqtt.MqttError, OSError)),
+                retry=retry_if_exception_type((aiomqtt.MqttError, OSError, SessionBroken)),
                 reraise=True,
                 sleep=self._backoff_sleep,
                 before_sleep=self._log_retry,
@@ -509,6 +234,7 @@ class MqttOutput:
             self._subscription = None
         self._events.clear()
         self._dirty.clear()
+        self.reader.close()
 
     async def _backoff_sleep(self, seconds: float) -> None:
         """Sleep between attempts; cut short by new settings or a stop."""
@@ -553,21 +279,19 @@ class MqttOutput:
             identifier=self._client_id, clean_session=True, timeout=CALL_TIMEOUT, keepalive=30,
             will=aiomqtt.Will(status, b"offline", qos=1, retain=True),
             tls_context=target.link.tls, tls_insecure=target.link.tls_insecure,
-            max_queued_incoming_messages=100,
+            queue_type=arrivals(lambda message: self.reader.arrive(message, f"{target.prefix}/commands",
+                                                                   target.key, target.max_age)),
         )
         client._client.connect_timeout = CONNECT_TIMEOUT  # paho's own connect deadline (aiomqtt hides it)
         connected_at: float | None = None
         try:
             async with client:
                 connected_at = time.monotonic()
-                self.stats.connected = True
                 log.info("mqtt_connected", url=settings.url, prefix=target.prefix, commands=target.commands)
                 await self._serve(client, target)
                 await self._say_goodbye(client, status)
-        except (aiomqtt.MqttError, OSError, BaseExceptionGroup) as exc:
+        except (aiomqtt.MqttError, OSError, SessionBroken, BaseExceptionGroup) as exc:
             lost = _unwrap(exc) if isinstance(exc, BaseExceptionGroup) else exc
-            if lost is exc and isinstance(exc, BaseExceptionGroup):
-                raise  # not a connection problem: a bug, for the catch-all in _run
             if connected_at is None:
                 _abandon(client)
                 raise lost from None
@@ -586,6 +310,7 @@ class MqttOutput:
             raise lost
 
     async def _serve(self, client: aiomqtt.Client, target: _Target) -> None:
+        """Run the session's parts until asked to leave; raise SessionBroken if a part ended on its own."""
         await client.publish(f"{target.prefix}/status", b"online", qos=1, retain=True)
         self._mark_all_dirty()
         if target.commands:
@@ -593,11 +318,31 @@ class MqttOutput:
             if any(getattr(code, "value", code) >= 0x80 for code in granted):
                 log.error("mqtt_commands_not_subscribed", topic=f"{target.prefix}/commands",
                           hint="the broker refused the subscription (ACL?): no command will be read")
+        broken: list[str] = []
         async with asyncio.TaskGroup() as tasks:
-            # a lost link shows up as MqttError in the reader (even with no subscription) or in a publish
-            reader = tasks.create_task(self._read(client, target), name="mqtt-reader")
-            await self._publish_loop(client, target)
-            reader.cancel()
+            # a lost link shows up as MqttError in the link watcher (even with no subscription) or in a publish
+            parts = {tasks.create_task(self.reader.watch_link(client), name="mqtt-link"),
+                     tasks.create_task(self.reader.work(), name="mqtt-commands"),
+                     tasks.create_task(self.reader.send_replies(client, target.prefix), name="mqtt-replies")}
+
+            def ended(part: asyncio.Task[None]) -> None:
+                if part in parts:  # not cancelled by this session's end: restart the session
+                    self.stats.connected = False
+                    broken.append(part.get_name())
+                    self._request_leave()
+
+            for part in parts:
+                part.add_done_callback(ended)
+            self.stats.connected = True
+            try:
+                await self._publish_loop(client, target)
+            finally:
+                self.stats.connected = False
+                ending, parts = parts, set()
+                for part in ending:
+                    part.cancel()
+        if broken:
+            raise SessionBroken(f"{', '.join(broken)} ended")
 
     async def _say_goodbye(self, client: aiomqtt.Client, status: str) -> None:
         """Clean leave: send what is buffered (briefly), then `offline` (a clean DISCONNECT voids the Will)."""
@@ -644,49 +389,6 @@ class MqttOutput:
                 raise
         self.stats.published += 1
 
-    # -- commands ----------------------------------------------------------------------------------------
-    async def _read(self, client: aiomqtt.Client, target: _Target) -> None:
-        commands = f"{target.prefix}/commands"
-        async for message in client.messages:
-            if message.topic.value != commands:
-                continue
-            raw = message.payload if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
-            reply_to, text = await self.handle(bytes(raw), target.key, retained=bool(message.retain),
-                                         max_age=target.max_age)
-            await client.publish(f"{target.prefix}/replies/{reply_to}", text.encode(), qos=1)
-            self.stats.published += 1
-
-    async def handle(self, raw: bytes, key: bytes | None, *, retained: bool, max_age: float) -> tuple[str, str]:
-        """Verify and carry out one command payload; (reply topic suffix, reply text). Logs one line."""
-        now = self.clock()
-        if self._seen is None:
-            self._seen = RecentIds(max_age)
-        seen = self._seen
-        verdict = verify(raw, key or b"", now, seen, max_age=max_age, retained=retained)
-        if key is None:  # still verified above, for the id to reply to
-            verdict = Refusal(verdict.id, "commands unavailable: the hmac key cannot be read")
-        if isinstance(verdict, Command) and not seen.add(verdict.id, now):
-            verdict = Refusal(verdict.id, "too many recent commands: try again later")
-        if isinstance(verdict, Refusal):
-            self.stats.commands["refused"] += 1
-            log.warning("mqtt_command_refused", id=verdict.id, why=verdict.reason, retained=retained,
-                        size=len(raw))
-            return verdict.id or "invalid", f"refused: {verdict.reason}"
-        try:
-            accepted, detail = await execute(self.engine, verdict)
-        except Exception as exc:
-            log.exception("mqtt_command_failed", id=verdict.id, action=str(verdict.action))
-            accepted, detail = False, f"internal error: {type(exc).__name__}"
-        self.stats.commands["accepted" if accepted else "refused"] += 1
-        log_fields = {"id": verdict.id, "action": str(verdict.action), "service": verdict.service,
-                      "by": f"mqtt:{verdict.by}", "run": verdict.run, "reason": verdict.reason}
-        if accepted:
-            log.info("mqtt_command_accepted", detail=detail, **log_fields)
-            return verdict.id, f"accepted: {detail}"
-        log.warning("mqtt_command_refused", why=detail, **log_fields)
-        return verdict.id, f"refused: {detail}"
-
-
 def event_payload(event: Event) -> dict[str, Any]:
     """`Event.to_dict()`, except that the event's own fields win over `data` keys of the same name: such a
     key (a run's or a step's `kind`) is renamed after the event's subject (`run_kind`, `step_kind`)."""
@@ -714,12 +416,19 @@ def _abandon(client: aiomqtt.Client) -> None:
         inner.disconnect()
 
 
+class SessionBroken(Exception):
+    """A part of the session ended on its own (a bug): the session is restarted, never left half-alive."""
+
+
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """A TaskGroup's failure as one exception: its first connection error if that is all it holds."""
+    """A TaskGroup's failure as one exception: its first connection error if that is all it holds, else a
+    SessionBroken (logged with the traceback of what broke it)."""
     leaves = list(_leaves(group))
-    if leaves and all(isinstance(leaf, aiomqtt.MqttError | OSError) for leaf in leaves):
+    if leaves and all(isinstance(leaf, aiomqtt.MqttError | OSError | SessionBroken) for leaf in leaves):
         return leaves[0]
-    return group
+    log.error("mqtt_session_failed", exc_info=group, hint="restarting the session")
+    return SessionBroken(_describe(next((leaf for leaf in leaves if not isinstance(leaf, aiomqtt.MqttError)),
+                                        group)))
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
@@ -743,7 +452,8 @@ def _describe(exc: BaseException | None) -> str:
 
 
 class MqttCollector(Collector):
-    """`bcd_mqtt_*`: rendered only while MQTT is configured."""
+    """`bcd_mqtt_*`: rendered only while MQTT is configured. `bcd_mqtt_connected` is 1 while the session
+    runs whole: connected, publishing, and reading commands."""
 
     def __init__(self, output: Callable[[], MqttOutput | None]) -> None:
         self._output = output
@@ -759,7 +469,9 @@ class MqttCollector(Collector):
                                   value=output.dropped)
         yield CounterMetricFamily("bcd_mqtt_published_messages", "Messages published to the broker.",
                                   value=stats.published)
+        yield CounterMetricFamily("bcd_mqtt_dropped_replies", "Replies to commands dropped, not published.",
+                                  value=output.dropped_replies)
         commands = CounterMetricFamily("bcd_mqtt_commands", "MQTT commands by result.", labels=["result"])
-        for result in ("accepted", "refused"):
+        for result in ("accepted", "refused", "dropped"):
             commands.add_metric([result], stats.commands[result])
         yield commands

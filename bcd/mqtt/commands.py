@@ -1,0 +1,275 @@
+"""MQTT commands, the pure part: what a command is, how it is signed, and `verify()`, which turns any payload
+into a `Command` or a `Refusal` (never an exception). No clock, no I/O: the caller passes `now` and `seen`.
+
+Cheap checks come first, so a flood of junk costs little: the size, then a count of brackets (so `json.loads`
+never meets nesting deep enough to recurse out of the stack), then JSON, then the signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Container
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bcd.durations import parse_duration
+
+MAX_COMMAND_BYTES = 8 * 1024
+MAX_BRACKETS = 64  # outside strings; a command has one
+MAX_REASON = 500
+MAX_BY = 64
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+MAX_SEEN_IDS = 10_000
+
+
+
+class Action(StrEnum):
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    ACK = "ack"
+    MAINTENANCE = "maintenance"
+    APPROVE = "approve"
+    ABORT = "abort"
+
+
+COMMON_FIELDS = frozenset({"id", "action", "reason", "by", "ts", "sig"})
+ACTION_FIELDS: dict[Action, frozenset[str]] = {
+    Action.FAILOVER: frozenset({"service", "to"}),
+    Action.FAILBACK: frozenset({"service", "to"}),
+    Action.ACK: frozenset({"service"}),
+    Action.MAINTENANCE: frozenset({"service", "site", "duration", "end"}),
+    Action.APPROVE: frozenset({"run", "service"}),
+    Action.ABORT: frozenset({"run", "service"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command whose signature, freshness and shape were verified."""
+
+    id: str
+    action: Action
+    reason: str
+    by: str
+    ts: float
+    service: str | None = None
+    to: str | None = None
+    site: str | None = None
+    duration: float | None = None
+    end: bool = False
+    run: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a command was refused; `id` is None when the payload had no usable id (reply on `replies/invalid`).
+    `signed`: the signature was good (its sender holds the key), so the reply goes before those to junk."""
+
+    id: str | None
+    reason: str
+    signed: bool = False
+
+
+class _Malformed(Exception):
+    pass
+
+
+def canonical(obj: dict[str, Any]) -> bytes:
+    """The bytes a command's `sig` is computed over: the object without `sig`, keys sorted, no spaces."""
+    unsigned = {key: value for key, value in obj.items() if key != "sig"}
+    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sign(obj: dict[str, Any], key: bytes) -> str:
+    """Hex HMAC-SHA256 of `canonical(obj)`: what a sender puts in `sig`."""
+    return hmac.new(key, canonical(obj), hashlib.sha256).hexdigest()
+
+
+def verify(
+    raw: bytes, key: bytes, now: float, seen: Container[str], *, max_age: float = 60.0, retained: bool = False
+) -> Command | Refusal:
+    """Check one command payload; pure: no clock, no I/O, `seen` is only read. Never raises.
+
+    Refused: larger than 8 KiB, more than `MAX_BRACKETS` brackets outside strings, not a JSON object
+    (or duplicate keys), a retained message, unsigned or with a bad signature (constant-time compare), wrong
+    field types or fields the action does not take, an unknown action, `ts` more than `max_age` seconds from
+    `now` either way, or an `id` in `seen`. Anything unforeseen is a refusal too ("unreadable").
+    The caller records the id of every Command it gets back.
+    """
+    try:
+        return _verify(raw, key, now, seen, max_age=max_age, retained=retained)
+    except Exception as exc:  # the checks above should leave nothing; a payload must never break the reader
+        return Refusal(None, f"unreadable: {type(exc).__name__}")
+
+
+def too_nested(raw: bytes, limit: int = MAX_BRACKETS) -> bool:
+    """Whether `raw` has more than `limit` opening brackets outside JSON strings, which bounds how deep it can
+    nest. A command is one flat object (one bracket); `json.loads` recurses once per level, so this check,
+    linear and without recursion, makes a RecursionError impossible. All C-speed byte operations: at most
+    about 0.1 ms for 8 KiB of crafted brackets and quotes."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes, then escaped quotes
+    outside = b"".join(unescaped.split(b'"')[::2])  # even pieces lie between strings
+    return outside.count(b"[") + outside.count(b"{") > limit
+
+
+def _read(raw: bytes) -> tuple[dict[str, Any], str] | Refusal:
+    """The payload as a JSON object with a usable id, cheapest checks first."""
+    if len(raw) > MAX_COMMAND_BYTES:
+        return Refusal(None, f"payload too large: {len(raw)} bytes (limit {MAX_COMMAND_BYTES})")
+    if too_nested(raw):
+        return Refusal(None, f"not a command: more than {MAX_BRACKETS} brackets (a command is one flat object)")
+    try:
+        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, _Malformed) as exc:
+        return Refusal(None, f"not JSON: {exc}")
+    if not isinstance(obj, dict):
+        return Refusal(None, "not a JSON object")
+    raw_id = obj.get("id")
+    if not (isinstance(raw_id, str) and ID_PATTERN.match(raw_id)):
+        return Refusal(None, "id must be a string of 1-64 letters, digits, '_', '.', ':' or '-'")
+    return obj, raw_id
+
+
+def _verify(raw: bytes, key: bytes, now: float, seen: Container[str], *, max_age: float, retained: bool
+            ) -> Command | Refusal:
+    read = _read(raw)
+    if isinstance(read, Refusal):
+        return read
+    obj, command_id = read
+    if retained:
+        return Refusal(command_id, "retained message: commands are never taken from retained messages")
+    sig = obj.get("sig")
+    if sig is None:
+        return Refusal(command_id, "unsigned: no sig")
+    try:
+        expected = sign(obj, key)
+    except UnicodeEncodeError:
+        return Refusal(command_id, "not JSON: a string holds a lone surrogate (\\ud800-\\udfff) escape")
+    if not isinstance(sig, str) or not hmac.compare_digest(sig.lower().encode("utf-8", "replace"),
+                                                           expected.encode()):
+        return Refusal(command_id, "bad signature")
+    try:
+        command = _parse(obj, command_id)
+    except _Malformed as exc:
+        return Refusal(command_id, str(exc), signed=True)
+    age = now - command.ts
+    if age > max_age:
+        return Refusal(command_id, f"stale: ts is {age:.0f}s old (max_age {max_age:g}s)", signed=True)
+    if -age > max_age:
+        return Refusal(command_id, f"ts is {-age:.0f}s in the future (max_age {max_age:g}s)", signed=True)
+    if command_id in seen:
+        return Refusal(command_id, "replayed: this id was seen before", signed=True)
+    return command
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Malformed(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise _Malformed(f"{name} is not a number")
+
+
+def _parse(obj: dict[str, Any], command_id: str) -> Command:
+    action_name = obj.get("action")
+    if not isinstance(action_name, str):
+        raise _Malformed("action must be a string")
+    try:
+        action = Action(action_name)
+    except ValueError:
+        raise _Malformed(f"unknown action {action_name!r}; one of {', '.join(Action)}") from None
+    extra = sorted(set(obj) - COMMON_FIELDS - ACTION_FIELDS[action])
+    if extra:
+        raise _Malformed(f"{action} does not take {', '.join(extra)}")
+    ts = obj.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise _Malformed("ts must be a number (Unix seconds)")
+    reason = _text(obj, "reason", MAX_REASON, required=True, empty=True)
+    by = _text(obj, "by", MAX_BY, required=True)
+    needs_service = action not in (Action.APPROVE, Action.ABORT)
+    service = _text(obj, "service", 64, required=needs_service)
+    run = obj.get("run")
+    if action in (Action.APPROVE, Action.ABORT) and (isinstance(run, bool) or not isinstance(run, int) or run < 1):
+        raise _Malformed("run must be a positive integer (a run id)")
+    end = obj.get("end", False)
+    if not isinstance(end, bool):
+        raise _Malformed("end must be true or false")
+    duration: float | None = None
+    if action is Action.MAINTENANCE and not end:
+        if "duration" not in obj:
+            raise _Malformed("maintenance needs a duration (e.g. 2h), or end: true")
+        value = obj["duration"]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _Malformed("duration must be a string such as 2h, or seconds")
+        try:
+            duration = parse_duration(value)
+        except ValueError as exc:
+            raise _Malformed(f"duration: {exc}") from None
+        if duration <= 0:
+            raise _Malformed("duration must be positive")
+    return Command(
+        id=command_id, action=action, reason=reason or "", by=by or "", ts=float(ts), service=service,
+        to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,
+        run=run if isinstance(run, int) else None,
+    )
+
+
+def _text(obj: dict[str, Any], name: str, limit: int, *, required: bool = False, empty: bool = False) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise _Malformed(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise _Malformed(f"{name} must be a string")
+    if len(value) > limit:
+        raise _Malformed(f"{name} is longer than {limit} characters")
+    if not value and not empty:
+        raise _Malformed(f"{name} must not be empty")
+    return value
+
+
+class RecentIds:
+    """Ids of accepted commands, kept long enough that a replay is always caught: a command is valid for
+    `max_age` either side of its `ts`, so an id is kept for twice that after it was seen. Bounded: when full
+    of ids still in their window, `add` refuses (the command is refused) rather than forget one early."""
+
+    def __init__(self, max_age: float, limit: int = MAX_SEEN_IDS) -> None:
+        self.keep = 2 * max_age + 1
+        self.limit = limit
+        self._ids: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, command_id: str, now: float) -> bool:
+        while self._ids:
+            oldest, at = next(iter(self._ids.items()))
+            if now - at <= self.keep:
+                break
+            del self._ids[oldest]
+        if len(self._ids) >= self.limit:
+            return False
+        self._ids[command_id] = now
+        return True
+
+    def forget(self, command_id: str) -> None:
+        """Drop an id that was added but never acted on (the command was dropped): a resend may use it."""
+        self._ids.pop(command_id, None)
+
