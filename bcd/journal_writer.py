@@ -69,7 +69,7 @@ class JournalWriter:
     `call_later` schedules the flush and the retries (default: the running event loop; a test passes a fake)."""
 
     def __init__(self, journal: Journal, bus: Bus, clock: Callable[[], float] = time.time,
-                 call_later: CallLater | None = None) -> None:
+                 call_later: CallLater | None = None, max_events: int = MAX_QUEUED_EVENTS) -> None:
         self.journal = journal
         self.bus = bus
         self.clock = clock
@@ -78,7 +78,7 @@ class JournalWriter:
         self.services: dict[str, SavedService] = {}
         self._staged: list[tuple[Event, dict[str, object]]] = []
         self._flush_timer: Timer | None = None
-        self._queue = _Queue()
+        self._queue = _Queue(max_events)
         self.failing_since: float | None = None
         self.error = ""
         self.write_errors = 0
@@ -178,7 +178,7 @@ class JournalWriter:
             self._failed(exc)
             return None
         entries, dropped = queue.size, queue.dropped
-        self._queue = _Queue(dropped_total=queue.dropped_total)
+        self._queue = _Queue(queue.limit, queue.dropped_total)
         if self.failing_since is not None:
             log.info("journal_recovered", written=entries, dropped=dropped, write_errors=self.write_errors,
                      failed_for=round(now - self.failing_since, 3))
@@ -196,7 +196,7 @@ class JournalWriter:
             self.failing_since = self.clock()
             log.error("journal_write_failed", error=self.error, queued=self._queue.size, path=str(self.journal.path),
                       hint="free space in state_dir (or fix the file); entries stay queued and are written when "
-                           f"it can (events: the first {MAX_QUEUED_EVENTS}); operator actions and runs are refused")
+                           f"it can (events: the first {self._queue.limit}); operator actions and runs are refused")
         if self._retry is None:
             self._retry = self._schedule(self._delay, self._retry_now)
             self._delay = min(self._delay * 2, RETRY_MAX)
@@ -215,7 +215,8 @@ class JournalWriter:
 class _Queue:
     """What has not been written yet: run records, the latest site and service rows, events in order."""
 
-    def __init__(self, dropped_total: int = 0) -> None:
+    def __init__(self, limit: int, dropped_total: int = 0) -> None:
+        self.limit = limit
         self.statements: list[tuple[str, tuple[Any, ...]]] = []
         self.sites: dict[tuple[str, str], SavedSite] = {}
         self.services: dict[str, SavedService] = {}
@@ -233,7 +234,7 @@ class _Queue:
         """Queue a batch; returns how many of its events were kept (a prefix: the newest are dropped)."""
         self.sites.update(sites)
         self.services.update(services)
-        room = max(0, MAX_QUEUED_EVENTS - len(self.events))
+        room = max(0, self.limit - len(self.events))
         kept, lost = events[:room], events[room:]
         self.events.extend(kept)
         if lost:
@@ -250,7 +251,7 @@ class _Queue:
         first, last = self._dropped_span
         return Event("journal_gap", now, None, None,
                      f"{self.dropped} events from {iso8601(first)} to {iso8601(last)} were not journaled: "
-                     f"the journal could not be written and {MAX_QUEUED_EVENTS} events were queued already",
+                     f"the journal could not be written and {self.limit} events were queued already",
                      {"dropped": self.dropped, "from": first, "to": last})
 
 
