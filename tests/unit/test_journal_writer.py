@@ -15,8 +15,7 @@ from bcd.bus import Bus
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
 from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalCollector, JournalWriter
 from bcd.model import Event
-
-BIG = "x" * 8000  # needs new pages: refused at once by a journal held at its current size
+from tests.helpers.sqlite_full import BIG, FullJournal
 
 
 @dataclass
@@ -45,20 +44,6 @@ class FakeTimers:
         def cancel(self) -> None:
             if self.entry in self.timers.due:
                 self.timers.due.remove(self.entry)
-
-
-class FullDisk:
-    """Makes a journal full (no new page) and gives the space back."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-
-    def fill(self) -> None:
-        pages = self.journal.execute("PRAGMA page_count").fetchone()[0]
-        self.journal.execute(f"PRAGMA max_page_count={pages}")
-
-    def free(self) -> None:
-        self.journal.execute("PRAGMA max_page_count=1073741823")
 
 
 def event(n: int, reason: str = "") -> Event:
@@ -97,7 +82,7 @@ def test_a_full_journal_logs_and_publishes_at_once_queues_in_order_and_retries_u
     timers, bus = FakeTimers(), Bus()
     seen = bus.subscribe("test")
     writer = writer_for(journal, timers, bus)
-    disk = FullDisk(journal)
+    disk = FullJournal(journal)
     disk.fill()
     with capture_logs() as logs:
         flushed(writer, timers, event(1, BIG), event(2))
@@ -132,7 +117,7 @@ def test_a_full_journal_logs_and_publishes_at_once_queues_in_order_and_retries_u
 def test_beyond_the_bound_the_newest_events_are_dropped_counted_and_recorded_as_a_gap(journal: Journal) -> None:
     timers = FakeTimers()
     writer = writer_for(journal, timers, max_events=3)
-    disk = FullDisk(journal)
+    disk = FullJournal(journal)
     disk.fill()
     flushed(writer, timers, event(1, BIG), event(2), event(3))
     flushed(writer, timers, event(4), event(5))
@@ -150,7 +135,7 @@ def test_beyond_the_bound_the_newest_events_are_dropped_counted_and_recorded_as_
 def test_state_rows_keep_their_latest_version_while_queued(journal: Journal) -> None:
     timers = FakeTimers()
     writer = writer_for(journal, timers)
-    disk = FullDisk(journal)
+    disk = FullJournal(journal)
     disk.fill()
     for n, base in enumerate(("down", "up", "down")):
         writer.sites[("payroll", "dorset")] = SavedSite("payroll", "dorset", base, False, None, "", float(n), BIG)
@@ -172,7 +157,7 @@ def test_a_run_or_step_is_refused_when_it_cannot_be_journaled_and_what_ended_is_
     runs = RunJournal(journal, writer)
     run_id = runs.create(run_record())
     runs.step_started(StepRecord(run_id, 1, "main", "stop", "command", {}, 2.0, None, 0, "running", ""))
-    disk = FullDisk(journal)
+    disk = FullJournal(journal)
     disk.fill()
     with pytest.raises(JournalWriteError, match="journal cannot be written: database or disk is full"):
         runs.step_started(StepRecord(run_id, 2, "main", "start", "command", {"x": BIG}, 3.0, None, 0, "running", ""))
@@ -206,7 +191,7 @@ def test_a_failure_seen_by_the_run_journal_alone_is_cleared_by_a_probe_write(jou
 
 
 def test_a_failed_commit_leaves_no_transaction_open(journal: Journal) -> None:
-    disk = FullDisk(journal)
+    disk = FullJournal(journal)
     disk.fill()
     with pytest.raises(sqlite3.OperationalError, match="full"), journal.transaction(sync=False):
         journal.append(event(1, BIG))
@@ -219,7 +204,7 @@ def test_a_failed_commit_leaves_no_transaction_open(journal: Journal) -> None:
 def test_the_collector_shows_errors_queue_drops_and_writability(journal: Journal) -> None:
     timers = FakeTimers()
     writer = writer_for(journal, timers, max_events=1)
-    FullDisk(journal).fill()
+    FullJournal(journal).fill()
     flushed(writer, timers, event(1, BIG), event(2))
     samples = {s.name: s.value for family in JournalCollector(lambda: writer).collect() for s in family.samples}
     assert samples == {"bcd_journal_write_errors_total": 1, "bcd_journal_queued_entries": 1,
@@ -229,7 +214,7 @@ def test_the_collector_shows_errors_queue_drops_and_writability(journal: Journal
 def test_close_writes_what_it_can_and_says_what_is_lost(journal: Journal) -> None:
     timers = FakeTimers()
     writer = writer_for(journal, timers)
-    FullDisk(journal).fill()
+    FullJournal(journal).fill()
     flushed(writer, timers, event(1, BIG))
     with capture_logs() as logs:
         writer.close()
