@@ -83,6 +83,7 @@ async def test_a_full_state_dir_is_loud_refuses_runs_and_loses_nothing_it_can_ke
             await eventually(lambda: fired(hooks, "BcdSiteDown"), WAIT, "BcdSiteDown sent to the webhook")
             blocked = await daemon.wait_service(lambda s: s.get("guard") == "journal_unwritable")
             assert blocked["status"] == "blocked" and "journal cannot be written" in blocked["reason"]
+            await eventually(lambda: fired(hooks, "BcdFailoverBlocked"), WAIT, "BcdFailoverBlocked sent")
             status, body = await daemon.get("/readyz")
             assert status == 503 and "journal cannot be written: database or disk is full since" in body
             metrics = await daemon.metrics()
