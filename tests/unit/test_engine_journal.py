@@ -17,21 +17,9 @@ from bcd.policy import Request
 from bcd.runbooks.runner import Runner
 from tests.helpers.sqlite_full import BIG, FullJournal
 from tests.integration.runbooks.runner_kit import eventually
+from tests.unit.outputs.test_metrics import CONFIG
 
-CONFIG = """
-state_dir: {state}
-sites: {{dorset: {{}}, hampshire: {{}}}}
-defaults: {{interval: 10s, timeout: 3s, rise: 1, fall: 1}}
-runbooks:
-  move: {{steps: [{{name: wait, sleep: {{duration: 1s}}}}]}}
-services:
-  payroll:
-    active: dorset
-    failover: {{runbook: move, mode: auto}}
-    sites:
-      dorset: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:1/"}}}}]}}
-      hampshire: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:2/"}}}}]}}
-"""
+AUTO = CONFIG.replace("mode: manual", "mode: auto")  # the estate of the metrics tests, failing over by itself
 
 
 def observe(engine: Engine, site: str, result: Result, reason: str = "") -> None:
@@ -40,7 +28,7 @@ def observe(engine: Engine, site: str, result: Result, reason: str = "") -> None
 
 async def test_no_run_starts_and_operators_are_refused_until_the_journal_is_written_again(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "bcd.sqlite")
-    engine = Engine(parse(CONFIG.format(state=tmp_path)), journal, Bus())
+    engine = Engine(parse(AUTO.format(state=tmp_path, extra="")), journal, Bus())
     runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
     engine.attach(runner)
     observe(engine, "hampshire", Result.OK)
