@@ -32,7 +32,6 @@ CREATE TABLE IF NOT EXISTS events (
     service TEXT, site TEXT, reason TEXT NOT NULL, data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_service ON events (service, id);
-CREATE TABLE IF NOT EXISTS writable (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
 """
 
 
@@ -96,8 +95,10 @@ class Journal:
                 self._db.execute("PRAGMA synchronous=FULL")
 
     def probe_write(self, now: float) -> None:
-        """One small committed write, to learn whether the journal can be written again (raises sqlite3.Error)."""
-        self._db.execute("INSERT OR REPLACE INTO writable VALUES (1, ?)", (now,))
+        """One small committed write, to learn whether the journal can be written again (raises sqlite3.Error).
+        Its one-row table is made here, not with the schema: opening a journal on a full disk must not need it."""
+        self._db.execute("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL)")
+        self._db.execute("INSERT OR REPLACE INTO write_probe VALUES (1, ?)", (now,))
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)

@@ -183,10 +183,16 @@ def test_a_failure_seen_by_the_run_journal_alone_is_cleared_by_a_probe_write(jou
     writer = writer_for(journal, timers)
     recovered: list[bool] = []
     writer.recovered = lambda: recovered.append(True)
+    full = FullJournal(journal)
+    full.fill()
     writer.report(sqlite3.OperationalError("disk I/O error"))
     assert writer.refusal() == "journal cannot be written: disk I/O error since 1970-01-12T13:46:40Z"
     assert writer.queued == 0
-    timers.fire()  # nothing queued: a small real write says the journal is writable again
+    timers.fire()  # nothing queued: a small real write tells whether the journal is writable again
+    assert writer.refusal() == "journal cannot be written: database or disk is full since 1970-01-12T13:46:40Z"
+    assert writer.write_errors == 2 and recovered == []
+    full.free()
+    timers.fire()
     assert writer.refusal() is None and recovered == [True]
 
 
