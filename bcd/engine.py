@@ -5,6 +5,8 @@ This is the edge around `bcd.health` and `bcd.policy`: it owns the current `Site
 (service, site) and the view of every service, writes each change to the journal before announcing it
 on the bus (one group commit per 50 ms, without waiting for the disk: probes re-derive health after a
 power cut; runs and steps are committed to disk at once by the runner), and logs one line per change.
+A journal that cannot be written never silences a change (`bcd.journal_writer`); while it lasts no run
+starts and operator actions are refused (JournalWriteError).
 """
 
 from __future__ import annotations
@@ -435,7 +437,7 @@ class Engine:
                   from_site=view.active, to_site=site)
         self._evaluate(service, now)
 
-    # -- outputs: journaled first (group commit), then logged and published ------------------------------
+    # -- outputs: journaled (group commit), then logged and published whatever the commit's fate --------
     def _announce_transition(self, site: SiteHealth, transition: Transition) -> None:
         key = (transition.service, transition.site)
         self.transitions[(*key, transition.from_state, transition.to_state)] += 1
