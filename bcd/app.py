@@ -29,6 +29,7 @@ from bcd.coordination import Coordinator, EtcdCoordinator, LocalCoordinator
 from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
 from bcd.journal import Journal
+from bcd.journal_writer import JournalCollector
 from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttCollector, MqttOutput
 from bcd.outputs.alerts import AlertCollector, AlertSender
@@ -88,6 +89,7 @@ class Daemon:
         self.journal = self._open_journal(Path(config.state_dir) / JOURNAL_NAME)
         self.engine = Engine(config, self.journal, self.bus)
         self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler, lambda: self.runner)
+        self.metrics.register(JournalCollector(lambda: self.engine.writer))
         self.metrics.reload.success_timestamp = time.time()
         self.scheduler: Scheduler | None = None
         self.runner: Runner | None = None
@@ -289,6 +291,9 @@ class Daemon:
     def ready(self) -> tuple[bool, str]:
         if self.scheduler is None:
             return False, "starting"
+        refusal = self.engine.writer.refusal()
+        if refusal is not None:
+            return False, refusal
         if not self.scheduler.all_ran_once():
             return False, "waiting for every probe to run once"
         return True, "config loaded, every probe has run"

@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 from bcd import policy
 from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsChanged, active_key, run_key
 from bcd.engine import QUIET_STATUSES, Engine, RequestRefused
-from bcd.journal import RunRecord
+from bcd.journal import JournalWriteError, RunRecord
 from bcd.model import Event, Guard, RunKind, RunResult, SiteState
 from bcd.policy import Quorum, Request, RunInfo, Verdict, Vote
 from bcd.runbooks.runner import ActiveRun, LostLock
@@ -584,9 +584,11 @@ class ClusterLink:
             try:
                 run = self.engine.start_run(service, action.kind, action.to_site, "auto", decision.reason,
                                             dry_run=action.dry_run, forced=False, fence=fence)
-            except Exception:
+            except Exception as exc:
                 self._fences.pop(service, None)
                 await self._release(lock)
+                if isinstance(exc, JournalWriteError):
+                    return  # nothing started: the refresh below shows the service blocked (journal_unwritable)
                 raise
             self._own(service, lock, fence, run)
             return

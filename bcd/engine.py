@@ -5,11 +5,12 @@ This is the edge around `bcd.health` and `bcd.policy`: it owns the current `Site
 (service, site) and the view of every service, writes each change to the journal before announcing it
 on the bus (one group commit per 50 ms, without waiting for the disk: probes re-derive health after a
 power cut; runs and steps are committed to disk at once by the runner), and logs one line per change.
+A journal that cannot be written never silences a change (`bcd.journal_writer`); while it lasts no run
+starts and operator actions are refused (JournalWriteError).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections import Counter
@@ -23,14 +24,14 @@ from bcd import health, policy
 from bcd.bus import Bus
 from bcd.config import Config, ProbeConfig
 from bcd.health import SiteHealth, SiteRules, Thresholds
-from bcd.journal import Journal, RunJournal, SavedService, SavedSite
+from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, SavedSite
+from bcd.journal_writer import JournalWriter
 from bcd.model import Event, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
 log = structlog.get_logger("bcd.engine")
 
-FLUSH_DELAY = 0.05  # group commit: a burst of transitions (e.g. at start) costs one commit per 50 ms
 QUIET_STATUSES = frozenset({ServiceStatus.OK, ServiceStatus.UNKNOWN})
 
 
@@ -81,7 +82,8 @@ class ClusterHooks(Protocol):
 class Engine:
     def __init__(self, config: Config, journal: Journal, bus: Bus, clock: Callable[[], float] = time.time):
         self.journal = journal
-        self.runs = RunJournal(journal)
+        self.writer = JournalWriter(journal, bus, clock)
+        self.runs = RunJournal(journal, self.writer)
         self.bus = bus
         self.clock = clock
         self.config = config
@@ -92,12 +94,8 @@ class Engine:
         self.last: dict[ProbeKey, Observation] = {}
         self.first_failure: dict[tuple[str, str], float] = {}
         self.transitions: Counter[tuple[str, str, str, str]] = Counter()
-        self._pending_sites: dict[tuple[str, str], SavedSite] = {}
-        self._pending_services: dict[str, SavedService] = {}
-        self._pending_events: list[tuple[Event, dict[str, object]]] = []
-        self._flush_scheduled = False
-        self._closed = False
         self._run_facts: dict[str, RunFacts] = {}
+        self.writer.recovered = self._run_facts.clear  # run records kept while it failed are written now
         self.cluster: ClusterHooks | None = None  # None: a lone instance (no `cluster:` section)
         self._restore()
         self.apply_config(config)
@@ -167,7 +165,7 @@ class Engine:
         if transition is not None:
             self._announce_transition(updated, transition)
         elif updated.effective is not current.effective:  # changed under a maintenance overlay: silent, but
-            self._pending_sites[key] = _saved(updated)    # persisted and re-decided (maintenance is a guard)
+            self.writer.sites[key] = _saved(updated)    # persisted and re-decided (maintenance is a guard)
             self.emit(Event("site_changed_in_maintenance", obs.at, obs.key.service, obs.key.site, updated.reason,
                             {"effective": str(updated.effective)}), effective=str(updated.effective))
             self._evaluate(obs.key.service, obs.at)
@@ -222,8 +220,8 @@ class Engine:
     def _evaluate(self, name: str, now: float) -> None:
         decision = policy.decide(self.snapshot(name), now)
         if decision.action is not None and self.runner is not None:
-            self._start_automatic(name, decision.action, decision.reason)
-            decision = policy.decide(self.snapshot(name), now)
+            held = self._start_automatic(name, decision.action, decision.reason)
+            decision = policy.decide(self.snapshot(name), now) if held is None else held
         self._set_status(name, decision.status, decision.reason, decision.guard, now)
 
     def refresh(self, name: str) -> None:
@@ -231,12 +229,29 @@ class Engine:
         if name in self.services:
             self._evaluate(name, self.clock())
 
-    def _start_automatic(self, name: str, action: policy.Action, reason: str) -> None:
-        if self.cluster is not None:  # the lock is taken first (asynchronously); the cluster starts the run
-            self.cluster.start_automatic(name, action, reason)
-            return
-        with contextlib.suppress(RunConflict):  # a run started in between: the next evaluation shows it
-            self._start_run(name, action.kind, action.to_site, "auto", reason, dry_run=action.dry_run, forced=False)
+    def _start_automatic(self, name: str, action: policy.Action, reason: str) -> policy.Decision | None:
+        """Start the run the policy asks for; while the journal cannot be written, none starts and the
+        service is blocked (guard journal_unwritable) by the Decision returned."""
+        refusal = self.writer.refusal()
+        try:
+            if refusal is not None:
+                raise JournalWriteError(refusal)
+            if self.cluster is not None:  # the lock is taken first (asynchronously); the cluster starts the run
+                self.cluster.start_automatic(name, action, reason)
+                return None
+            with contextlib.suppress(RunConflict):  # a run started in between: the next evaluation shows it
+                self._start_run(name, action.kind, action.to_site, "auto", reason, dry_run=action.dry_run,
+                                forced=False)
+            return None
+        except JournalWriteError as exc:
+            return policy.Decision(ServiceStatus.BLOCKED, f"{name}: {action.kind} to {action.to_site} not started: "
+                                   f"{exc}", Guard.JOURNAL_UNWRITABLE)
+
+    def writable(self) -> None:
+        """Raise JournalWriteError (HTTP 503) while the journal cannot be written: operator actions wait."""
+        refusal = self.writer.refusal()
+        if refusal is not None:
+            raise JournalWriteError(f"refused: {refusal}")
 
     def start_run(
         self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
@@ -293,7 +308,7 @@ class Engine:
                 self.services[name] = replace(view, reason=reason)
             return
         self.services[name] = ServiceView(name, status, view.active, now, reason, guard)
-        self._pending_services[name] = SavedService(name, str(status), view.active, now, reason)
+        self.writer.services[name] = SavedService(name, str(status), view.active, now, reason)
         data: dict[str, object] = {
             "from": str(view.status), "to": str(status), "active": view.active, "guard": guard and str(guard)
         }
@@ -303,7 +318,9 @@ class Engine:
 
     # -- operators -----------------------------------------------------------------------------------
     def request(self, name: str, request: Request, by: str, reason: str) -> ActiveRun:
-        """An operator's failover/failback: checked by the policy, then started. Raises RequestRefused."""
+        """An operator's failover/failback: checked by the policy, then started. Raises RequestRefused, or
+        JournalWriteError while the journal cannot be written."""
+        self.writable()
         verdict = policy.check_request(self.snapshot(name), request, self.clock())
         if verdict.to_site is None:
             raise RequestRefused(verdict)
@@ -324,6 +341,7 @@ class Engine:
         service's lock (raises RequestRefused when another instance holds it or nobody can say)."""
         if self.cluster is None:
             return self.request(name, request, by, reason)
+        self.writable()
         verdict = policy.check_request(self.snapshot(name), request, self.clock())
         if verdict.to_site is None:
             raise RequestRefused(verdict)
@@ -332,6 +350,7 @@ class Engine:
         return run
 
     def acknowledge(self, name: str, by: str, reason: str) -> list[int]:
+        self.writable()
         ids = self.runs.acknowledge(name, by)
         if self.cluster is not None:
             self.cluster.acknowledged(name, by)
@@ -344,6 +363,7 @@ class Engine:
     def start_maintenance(self, name: str, site: str | None, duration: float, reason: str, by: str) -> list[str]:
         """Maintenance for one site of a service, or all of them: probes go on, no alerts, no automation.
         Ends by itself at expiry (tick); persisted with the site's health. Returns the sites affected."""
+        self.writable()
         now = self.clock()
         sites = self._maintenance_sites(name, site)
         for site_name in sites:
@@ -356,6 +376,7 @@ class Engine:
         return sites
 
     def end_maintenance(self, name: str, site: str | None, by: str) -> list[str]:
+        self.writable()
         now = self.clock()
         sites = [s for s in self._maintenance_sites(name, site) if self.sites[(name, s)].maintenance_until is not None]
         for site_name in sites:
@@ -379,7 +400,7 @@ class Engine:
         if transition is not None:
             self._announce_transition(updated, transition)
         else:  # e.g. an extended maintenance: nothing to announce, but persist the new expiry
-            self._pending_sites[(updated.service, updated.site)] = _saved(updated)
+            self.writer.sites[(updated.service, updated.site)] = _saved(updated)
             self.emit(Event("maintenance_extended", self.clock(), updated.service, updated.site,
                             updated.maintenance_reason, {"until": updated.maintenance_until}))
 
@@ -399,7 +420,7 @@ class Engine:
             return
         now = self.clock()
         self.services[service] = replace(view, active=to_site)
-        self._pending_services[service] = SavedService(service, str(view.status), to_site, view.since, view.reason)
+        self.writer.services[service] = SavedService(service, str(view.status), to_site, view.since, view.reason)
         self.emit(Event("active_changed", now, service, to_site, f"run {run_id} made {to_site} active",
                         {"from": view.active, "to": to_site, "run_id": run_id}),
                   from_site=view.active, to_site=to_site, run_id=run_id)
@@ -411,18 +432,18 @@ class Engine:
             return
         now = self.clock()
         self.services[service] = replace(view, active=site)
-        self._pending_services[service] = SavedService(service, str(view.status), site, view.since, view.reason)
+        self.writer.services[service] = SavedService(service, str(view.status), site, view.since, view.reason)
         self.emit(Event("active_changed", now, service, site, reason, {"from": view.active, "to": site}),
                   from_site=view.active, to_site=site)
         self._evaluate(service, now)
 
-    # -- outputs: journaled first (group commit), then logged and published ------------------------------
+    # -- outputs: journaled (group commit), then logged and published whatever the commit's fate --------
     def _announce_transition(self, site: SiteHealth, transition: Transition) -> None:
         key = (transition.service, transition.site)
         self.transitions[(*key, transition.from_state, transition.to_state)] += 1
         if transition.to_state is SiteState.UP:
             self.first_failure.pop(key, None)
-        self._pending_sites[key] = _saved(site)
+        self.writer.sites[key] = _saved(site)
         event = Event(
             "site_transition", transition.at, transition.service, transition.site, transition.reason,
             {"from": str(transition.from_state), "to": str(transition.to_state)},
@@ -432,40 +453,12 @@ class Engine:
         self._evaluate(transition.service, transition.at)
 
     def emit(self, event: Event, **log_fields: object) -> None:
-        """Journal (the next group commit, within FLUSH_DELAY), then log and publish."""
-        self._pending_events.append((event, {"service": event.service, "site": event.site, **log_fields}))
-        if self._flush_scheduled:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        self._flush_scheduled = True
-        loop.call_later(FLUSH_DELAY, self.flush)
+        """Journal (the next group commit, within FLUSH_DELAY), then log and publish (bcd.journal_writer)."""
+        self.writer.emit(event, **log_fields)
 
     def close(self) -> None:
         """Write what is pending; afterwards nothing is written (the journal is about to close)."""
-        self.flush()
-        self._closed = True
-
-    def flush(self) -> None:
-        """Commit what this loop iteration changed in one transaction, then log and publish it."""
-        self._flush_scheduled = False
-        if self._closed or not (self._pending_sites or self._pending_services or self._pending_events):
-            return
-        sites, services, events = self._pending_sites, self._pending_services, self._pending_events
-        self._pending_sites, self._pending_services, self._pending_events = {}, {}, []
-        with self.journal.transaction(sync=False):
-            for saved_site in sites.values():
-                self.journal.save_site(saved_site)
-            for saved_service in services.values():
-                self.journal.save_service(saved_service)
-            journaled = [(self.journal.append(event), fields) for event, fields in events]
-        for event, fields in journaled:
-            log.info(event.kind, **{k: v for k, v in fields.items() if v is not None})
-            self.bus.publish(event)
-
+        self.writer.close()
 
 def _rules(config: Config) -> list[tuple[tuple[str, str], SiteRules]]:
     """The rules of every site; sites with equal rules share one object (most sites of an estate do)."""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bcd.model import Event
 from bcd.state_dir import open_database
@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_service ON events (service, id);
 """
+
+
+class JournalWriteError(Exception):
+    """The journal cannot be written (disk full, I/O error, read-only): what needed it is refused (HTTP 503)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +80,23 @@ class Journal:
         Health state and its events use that — probes re-derive them — while runs and steps always wait."""
         if not sync:
             self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
             self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # a failed COMMIT leaves it open; SQLITE_FULL may have ended it already
+                self._db.execute("ROLLBACK")
+            raise
         finally:
             if not sync:
                 self._db.execute("PRAGMA synchronous=FULL")
+
+    def probe_write(self, now: float) -> None:
+        """One small committed write, to learn whether the journal can be written again (raises sqlite3.Error).
+        Its one-row table is made here, not with the schema: opening a journal on a full disk must not need it."""
+        self._db.execute("CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL)")
+        self._db.execute("INSERT OR REPLACE INTO write_probe VALUES (1, ?)", (now,))
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
@@ -228,12 +238,28 @@ def _run(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(*values)
 
 
+class WriteFailures(Protocol):
+    """Told of every failed run-journal write; keeps the records that may be written later (JournalWriter)."""
+
+    @property
+    def failing(self) -> bool: ...
+
+    def report(self, exc: sqlite3.Error) -> None: ...
+
+    def keep(self, sql: str, params: tuple[Any, ...]) -> None: ...
+
+
 class RunJournal:
     """Runs and steps, in the same SQLite file. Every write commits (and fsyncs) before it returns:
-    a step is journaled as started before it runs, so kill -9 can never hide a step that ran."""
+    a step is journaled as started before it runs, so kill -9 can never hide a step that ran.
 
-    def __init__(self, journal: Journal) -> None:
+    When the journal cannot be written, a record of what is about to happen (a run created, a step started,
+    an acknowledgement) raises JournalWriteError, so that it does not happen; a record of what has happened
+    (a step's or a run's end) is kept by `failures` and written, in order, once the journal can be written."""
+
+    def __init__(self, journal: Journal, failures: WriteFailures | None = None) -> None:
         self._journal = journal
+        self._failures = failures
         journal.execute("SELECT 1")
         for statement in RUNS_SCHEMA.split(";"):
             if statement.strip():
@@ -243,8 +269,31 @@ class RunJournal:
             if column not in present:
                 journal.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        """A record that must be on disk before what it describes may happen: written now, or JournalWriteError
+        (reported to `failures`)."""
+        try:
+            return self._journal.execute(sql, params)
+        except sqlite3.Error as exc:
+            if self._failures is not None:
+                self._failures.report(exc)
+            raise JournalWriteError(f"journal cannot be written: {exc}") from exc
+
+    def _record(self, sql: str, params: tuple[Any, ...]) -> None:
+        """A record of what has already happened: written now or, while the journal cannot be written, kept by
+        `failures` in order and written when it can (raises JournalWriteError only without `failures`)."""
+        if self._failures is not None and self._failures.failing:
+            self._failures.keep(sql, params)  # behind what is kept already: the same row's updates stay in order
+            return
+        try:
+            self._write(sql, params)
+        except JournalWriteError:
+            if self._failures is None:
+                raise
+            self._failures.keep(sql, params)
+
     def create(self, run: RunRecord) -> int:
-        cursor = self._journal.execute(
+        cursor = self._write(
             f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.service, run.runbook, run.kind, run.trigger, run.reason, run.from_site, run.to_site,
              int(run.dry_run), int(run.forced), json.dumps(run.evidence), run.started, run.ended, run.result,
@@ -254,13 +303,13 @@ class RunJournal:
         return cursor.lastrowid
 
     def finish(self, run_id: int, result: str, ended: float, detail: str, verified_at: float | None = None) -> None:
-        self._journal.execute(
+        self._record(
             "UPDATE runs SET result = ?, ended = ?, detail = ?, verified_at = ? WHERE id = ?",
             (result, ended, detail, verified_at, run_id),
         )
 
     def set_result(self, run_id: int, result: str) -> None:
-        self._journal.execute("UPDATE runs SET result = ? WHERE id = ?", (result, run_id))
+        self._record("UPDATE runs SET result = ? WHERE id = ?", (result, run_id))
 
     def acknowledge(self, service: str, by: str) -> list[int]:
         rows = self._journal.execute(
@@ -270,12 +319,12 @@ class RunJournal:
         ).fetchall()
         ids = [row[0] for row in rows]
         for run_id in ids:
-            self._journal.execute("UPDATE runs SET acknowledged_by = ? WHERE id = ?", (by, run_id))
+            self._write("UPDATE runs SET acknowledged_by = ? WHERE id = ?", (by, run_id))
         return ids
 
     def acknowledge_run(self, run_id: int, by: str) -> bool:
         """Acknowledge one run (another cluster member acknowledged it); False when there was nothing to do."""
-        cursor = self._journal.execute(
+        cursor = self._write(
             "UPDATE runs SET acknowledged_by = ? WHERE id = ? AND acknowledged_by IS NULL AND result IN "
             "('failed', 'aborted', 'rolled_back', 'interrupted')",
             (by, run_id),
@@ -283,21 +332,21 @@ class RunJournal:
         return cursor.rowcount > 0
 
     def step_started(self, step: StepRecord) -> None:
-        self._journal.execute(
+        self._write(
             f"INSERT OR REPLACE INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (step.run_id, step.seq, step.phase, step.name, step.kind, json.dumps(step.inputs), step.started,
              step.ended, step.attempts, step.outcome, step.output),
         )
 
     def step_finished(self, run_id: int, seq: int, *, ended: float, attempts: int, outcome: str, output: str) -> None:
-        self._journal.execute(
+        self._record(
             "UPDATE steps SET ended = ?, attempts = ?, outcome = ?, output = ? WHERE run_id = ? AND seq = ?",
             (ended, attempts, outcome, output, run_id, seq),
         )
 
     def step_process(self, run_id: int, seq: int, pgid: int, start: int) -> None:
         """Record the process group a step started (its leader's pid and start time)."""
-        self._journal.execute(
+        self._record(
             "UPDATE steps SET pgid = ?, pgid_start = ? WHERE run_id = ? AND seq = ?", (pgid, start, run_id, seq)
         )
 
@@ -338,10 +387,10 @@ class RunJournal:
                          notes: dict[int, str] | None = None) -> None:
         """Mark the run and its unfinished steps interrupted; `notes` (seq → text) become those steps' output."""
         for seq, note in (notes or {}).items():
-            self._journal.execute(
+            self._record(
                 "UPDATE steps SET output = ? WHERE run_id = ? AND seq = ? AND ended IS NULL", (note, run_id, seq)
             )
-        self._journal.execute(
+        self._record(
             "UPDATE steps SET outcome = 'interrupted', ended = ? WHERE run_id = ? AND ended IS NULL", (now, run_id)
         )
         self.finish(run_id, "interrupted", now, detail)

@@ -51,6 +51,7 @@ class Guard(StrEnum):
     NO_RUNBOOK = "no_runbook"
     NO_QUORUM = "no_quorum"
     COORDINATION_UNAVAILABLE = "coordination_unavailable"
+    JOURNAL_UNWRITABLE = "journal_unwritable"
 
 
 class RunKind(StrEnum):

@@ -26,7 +26,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from bcd.broker import BrokerLink
-from bcd.journal import INTERRUPTED, RunJournal, RunRecord, StepRecord
+from bcd.journal import INTERRUPTED, JournalWriteError, RunJournal, RunRecord, StepRecord
 from bcd.model import Event, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.runbooks import orphans
@@ -205,7 +205,8 @@ class Runner:
         return stale
 
     def start(self, request: RunRequest) -> ActiveRun:
-        """Journal the run, then start it. Raises RunConflict if the service already has one."""
+        """Journal the run, then start it. Raises RunConflict if the service already has one, JournalWriteError
+        (nothing started) if the run cannot be journaled."""
         if request.service in self.active:
             raise RunConflict(f"run {self.active[request.service].id} of {request.service} is in progress")
         now = self.clock()
@@ -259,7 +260,13 @@ class Runner:
         detail = "the daemon stopped during this run"
         try:
             async with self._slots:
-                result, detail = await self._phases(run)
+                try:
+                    result, detail = await self._phases(run)
+                except JournalWriteError as exc:  # a step is never run unless journaled as started (rollback too)
+                    log.error("step_not_journaled", service=run.request.service, run_id=run.id, step=run.step_name,
+                              error=str(exc))
+                    result, detail = RunResult.FAILED, (f"{exc}: step {run.seq} {run.step_name!r} did not run, nor "
+                                                        "any after it (no rollback: it could not be journaled either)")
         finally:
             self._finish(run, result, detail)
 

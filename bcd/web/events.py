@@ -72,6 +72,10 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 def sse(event: Event) -> bytes:
+    """One SSE message; an event not journaled yet (id null) has no `id:` line, so a client's Last-Event-ID
+    stays at the last journaled event and a reconnect replays from there."""
+    if event.id is None:
+        return f"event: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n".encode()
     return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n".encode()
 
 
@@ -112,7 +116,7 @@ async def _follow(request: web.Request, response: web.StreamResponse, engine: En
                 except TimeoutError:
                     await response.write(b": heartbeat\n\n")
                     continue
-                if (event.id or 0) <= last or (service is not None and event.service != service):
+                if (event.id is not None and event.id <= last) or (service is not None and event.service != service):
                     continue
                 await response.write(sse(event))
     return response

@@ -40,6 +40,7 @@ def _op(summary: str, responses: dict[str, Any], *, body: Any = None, params: li
         op["parameters"] = params
     if operator:
         op["description"] = "Needs an operator token."
+        op["responses"]["503"] = PROBLEM  # the journal cannot be written: refused, try again later
     return op
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bcd.durations import parse_duration
 from bcd.engine import Engine, RequestRefused
+from bcd.journal import JournalWriteError
 from bcd.model import RunKind
 from bcd.policy import Request
 from bcd.web.auth import Caller, Denied, Role, require
@@ -98,6 +99,10 @@ def handler(func: Any) -> Any:
             return response
         except Problem as exc:
             return exc.response
+        except JournalWriteError as exc:  # nothing that needs the journal happens without it: try again later
+            response = problem(503, "Service Unavailable", str(exc))
+            response.headers["Retry-After"] = "10"
+            return response
 
     return wrapped
 
@@ -220,6 +225,8 @@ async def _control(request: web.Request, action: str) -> web.Response:
         return problem(404, "Not Found", f"no run {run_id}")
     assert engine.runner is not None
     runner = engine.runner
+    if action == "approve":
+        engine.writable()  # the approved step could not be journaled: refused now rather than failed later
     done = runner.approve(run_id, who.name) if action == "approve" else runner.abort(run_id, who.name)
     if not done:
         what = "waiting for approval" if action == "approve" else "in progress"
