@@ -165,7 +165,7 @@ class Engine:
         if transition is not None:
             self._announce_transition(updated, transition)
         elif updated.effective is not current.effective:  # changed under a maintenance overlay: silent, but
-            self.writer.sites[key] = _saved(updated)    # persisted and re-decided (maintenance is a guard)
+            self.writer.sites[key] = _saved(updated)       # persisted and re-decided (maintenance is a guard)
             self.emit(Event("site_changed_in_maintenance", obs.at, obs.key.service, obs.key.site, updated.reason,
                             {"effective": str(updated.effective)}), effective=str(updated.effective))
             self._evaluate(obs.key.service, obs.at)
