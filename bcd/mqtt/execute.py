@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bcd.engine import Engine, RequestRefused
+from bcd.journal import JournalWriteError
 from bcd.model import RunKind
 from bcd.mqtt.commands import Action, Command
 from bcd.policy import Request
@@ -11,7 +12,15 @@ from bcd.policy import Request
 async def execute(engine: Engine, command: Command) -> tuple[bool, str]:
     """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal.
     A failover/failback goes through `engine.submit()`, so on a cluster member it first takes the service's
-    lock in etcd (refused when another instance holds it or coordination is unavailable)."""
+    lock in etcd (refused when another instance holds it or coordination is unavailable). While the journal
+    cannot be written every action is refused with the journal's reason, as the API's 503 says."""
+    try:
+        return await _execute(engine, command)
+    except JournalWriteError as exc:
+        return False, str(exc)
+
+
+async def _execute(engine: Engine, command: Command) -> tuple[bool, str]:
     by = f"mqtt:{command.by}"
     if command.service is not None and command.service not in engine.services:
         return False, f"no service named {command.service!r}"
