@@ -283,16 +283,15 @@ class Daemon:
         that cannot be loaded must stop a start or a reload, not look like a dead site)."""
         assert self.context is not None
         probes: dict[ProbeKey, Probe] = {}
-        issues: list[config_module.ConfigIssue] = []
+        problems: list[config_module.Problem] = []
         for service, site, probe in config.all_probes():
             key = ProbeKey(service, site, probe.name)
             try:
                 probes[key] = build_probe(probe, config.timing(service, probe).timeout, self.context)
             except ProbeSetupError as exc:
-                loc = ("services", service, "sites", site, "probes", probe.name, probe.kind)
-                issues.append(config_module.issue_at(self.config_path, loc, str(exc)))
-        if issues:
-            raise ConfigError(issues)
+                problems.append((("services", service, "sites", site, "probes", probe.name, probe.kind), str(exc)))
+        if problems:
+            raise ConfigError(config_module.issues_in_file(self.config_path, problems))
         return lambda job: probes[job.key]
 
     async def _ticker(self) -> None:
