@@ -6,6 +6,11 @@ keeps the memory it needed at the peak for the rest of its life. `load()` builds
 event stream with SafeLoader's own resolver and scalar constructors, keeping only the data. What it does
 not handle (explicit collection tags such as `!!set` or `!!omap`) is left to `yaml.safe_load`. `compose()`
 gives the node tree for line numbers, which only a config with problems needs.
+
+Both refuse, while reading and before memory grows, what would otherwise grow without bound further on (in
+`${ENV}` expansion, validation, or the recursion of either): a text over MAX_BYTES, collections nested deeper
+than MAX_DEPTH (aliases expanded), an alias inside the collection it names, and aliases that stand for more
+than ALIAS_TEXT characters of YAML in all ("billion laughs"). `read()` also notes every key given twice.
 """
 
 from __future__ import annotations
