@@ -339,6 +339,8 @@ class Daemon:
                 log.error("config_reload_failed", config=self.config_path, reason=f"{type(exc).__name__}: {exc}",
                           exc_info=True)
                 return False
+            finally:
+                heap.trim()  # what a failed load of a large file took goes back to the system too
 
     async def _reload(self) -> bool:
         log.info("reloading", config=self.config_path)
@@ -383,20 +385,28 @@ async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     it. A daemon thread is left behind at exit; its result, if it comes after the loop closed, is dropped."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
+    threading.Thread(target=_deliver, args=(loop, future, function, args), name="bcd-reload", daemon=True).start()
+    try:
+        return await future
+    finally:
+        # The frames an exception passed through stay in its traceback: none of them may hold the future, which
+        # holds the exception (such a cycle would keep a failed load's data alive until a rare full collection).
+        del future
 
-    def settle(setter: Callable[[Any], object], value: object) -> None:
-        if not future.cancelled():  # the reload task was cancelled (shutdown)
-            setter(value)
 
-    def work() -> None:
-        setter: Callable[[Any], object]
-        value: object
-        try:
-            setter, value = future.set_result, function(*args)
-        except Exception as exc:  # delivered to the awaiting task
-            setter, value = future.set_exception, exc
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, setter, value)
+def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], function: Callable[..., Any],
+             args: tuple[Any, ...]) -> None:
+    setter: Callable[[Any], object]
+    value: object
+    try:
+        setter, value = future.set_result, function(*args)
+    except Exception as exc:  # raised in the awaiting task
+        setter, value = future.set_exception, exc
+    with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, future, setter, value)
+    del future, setter, value  # (see in_daemon_thread)
 
-    threading.Thread(target=work, name="bcd-reload", daemon=True).start()
-    return await future
+
+def _settle(future: asyncio.Future[Any], setter: Callable[[Any], object], value: object) -> None:
+    if not future.cancelled():  # the reload task was cancelled (shutdown)
+        setter(value)

@@ -3,7 +3,11 @@ never holds up the exit."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,3 +48,25 @@ async def test_the_load_runs_in_a_daemon_thread_and_its_outcome_comes_back() -> 
     assert thread.daemon  # not joined at exit: SIGTERM does not wait for a reload
     with pytest.raises(ZeroDivisionError):
         await in_daemon_thread(divmod, 1, 0)
+
+
+class Work:
+    """Stands for what a failed load held (its text, data and node tree)."""
+
+
+async def test_a_failure_in_the_thread_leaves_no_cycle_that_keeps_its_work_alive() -> None:
+    held: list[weakref.ref[Work]] = []
+
+    def fail() -> NoReturn:
+        work = Work()
+        held.append(weakref.ref(work))
+        raise ValueError(f"failed with {work}")  # its traceback holds this frame, and `work`
+
+    gc.disable()  # freed by reference counting alone, as the daemon (which collects rarely) needs
+    try:
+        with contextlib.suppress(ValueError):
+            await in_daemon_thread(fail)
+        await asyncio.sleep(0)  # the callback that delivered the outcome is done with it
+        assert held[0]() is None
+    finally:
+        gc.enable()
