@@ -461,17 +461,10 @@ def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) 
         return parse(text, name, overrides)
 
 
-def issues_at(name: str, text: str | None, problems: list[Problem], vetted: bool = False) -> list[ConfigIssue]:
-    """Each problem at its line in `text`, placed in one walk of the node tree (composed only here: the tree
-    of a 20,000-probe config costs about 130 MB at its peak, and a valid config never builds it). `vetted`:
-    the text passed yaml_data.read() (its limits) already."""
-    root = None
-    if problems and text is not None:
-        try:
-            root = yaml_data.compose(text, vetted=vetted)
-        except yaml.YAMLError:
-            root = None
-    lines = yaml_lines.lines_of(root, [loc for loc, _ in problems])
+def issues_at(name: str, text: str | None, data: Any, problems: list[Problem]) -> list[ConfigIssue]:
+    """Each problem at its line in `text` (which passed yaml_data.read(), giving `data`), all placed in one
+    pass over the text."""
+    lines = yaml_lines.lines_of(text, data, [loc for loc, _ in problems]) if text is not None else [1] * len(problems)
     return [ConfigIssue(name, line, ".".join(str(part) for part in loc), message)
             for line, (loc, message) in zip(lines, problems, strict=True)]
 
@@ -525,10 +518,10 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
     except ValidationError as exc:
         problems.extend(_validation_problems(exc))
     if issues or problems:
-        raise ConfigError(first_issues([*issues, *issues_at(name, text, problems, vetted=True)]))
+        raise ConfigError(first_issues([*issues, *issues_at(name, text, document.data, problems)]))
     config._secrets = frozenset(value for value in secrets if value)
-    config._warnings = tuple(str(issue) for issue in issues_at(name, text, list(_command_warnings(config)),
-                                                                   vetted=True))
+    config._warnings = tuple(str(issue) for issue in issues_at(name, text, document.data,
+                                                                   list(_command_warnings(config))))
     return config
 
 
@@ -602,9 +595,10 @@ def issues_in_file(path: str, problems: list[Problem]) -> list[ConfigIssue]:
     try:
         with open(path, encoding="utf-8") as file:
             text: str | None = file.read(yaml_data.MAX_BYTES + 1)
-    except (OSError, UnicodeDecodeError):
-        text = None
-    return first_issues(issues_at(path, text, problems))
+        data = yaml_data.load(text or "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        text, data = None, None
+    return first_issues(issues_at(path, text, data, problems))
 
 
 def credential_path(name: str) -> Path:

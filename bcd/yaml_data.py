@@ -4,10 +4,10 @@
 and only then builds the data. For a 20,000-probe config that tree peaks at about 130 MB, and the daemon
 keeps the memory it needed at the peak for the rest of its life. `load()` builds the same data from the
 event stream with SafeLoader's own resolver and scalar constructors, keeping only the data. What it does
-not handle (explicit collection tags such as `!!set` or `!!omap`) is left to `yaml.safe_load`. `compose()`
-gives the node tree for line numbers, which only a config with problems needs.
+not handle (explicit collection tags such as `!!set` or `!!omap`) is left to `yaml.safe_load` (line numbers
+come from bcd.yaml_lines, which needs no node tree either).
 
-Both refuse, while reading and before memory grows, what would otherwise grow without bound further on (in
+It refuses, while reading and before memory grows, what would otherwise grow without bound further on (in
 `${ENV}` expansion, validation, or the recursion of either): a text over MAX_BYTES, collections nested deeper
 than MAX_DEPTH (aliases expanded), an alias inside the collection it names, and aliases that stand for more
 than ALIAS_TEXT characters of YAML in all ("billion laughs"). `read()` also notes every key given twice.
@@ -92,19 +92,6 @@ def read(text: str) -> Document:
 def load(text: str) -> Any:
     """The data of a single-document YAML text, as `yaml.safe_load` would build it (within the limits)."""
     return read(text).data
-
-
-def compose(text: str, vetted: bool = False) -> yaml.Node | None:
-    """The node tree of a single-document YAML text (for the line numbers of problems). Unless `vetted` (the
-    text went through read() already), the limits are checked first."""
-    if not vetted:
-        read(text)
-    loader = LOADER(text)
-    try:
-        node: yaml.Node | None = loader.get_single_node()
-        return node
-    finally:
-        loader.dispose()
 
 
 def _plain(path: list[Any]) -> list[Any]:
@@ -270,4 +257,4 @@ class _Builder:
 
 
 __all__ = ["LOADER", "MAX_BYTES", "TOO_LARGE", "Document", "Duplicate", "LimitError", "MappingNode", "SequenceNode",
-           "compose", "load", "read"]
+           "load", "read"]

@@ -77,12 +77,6 @@ def test_anchored_collections_are_shared_like_safe_load() -> None:
     assert data["use"] is data["base"]
 
 
-def test_compose_gives_lines() -> None:
-    root = yaml_data.compose("a: 1\nb:\n  c: 2\n")
-    assert isinstance(root, yaml.MappingNode)
-    assert root.value[1][1].value[0][0].start_mark.line == 2
-
-
 # -------------------------------------------------------------------------------------------------------------
 # Limits, checked while reading: nothing grows before they are enforced
 
@@ -131,11 +125,6 @@ def test_unsupported_tags_are_loaded_within_the_limits_too() -> None:
     assert yaml_data.load("s: !!set {a, b}\n") == {"s": {"a", "b"}}
     with pytest.raises(yaml_data.LimitError):
         yaml_data.load("s: !!set {a, b}\nx: &x [*x]\n")
-
-
-def test_compose_checks_the_limits_unless_the_text_was_read() -> None:
-    with pytest.raises(yaml_data.LimitError):
-        yaml_data.compose("a: " + "[" * 900 + "]" * 900 + "\n")
 
 
 # -------------------------------------------------------------------------------------------------------------

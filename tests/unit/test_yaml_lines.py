@@ -1,4 +1,4 @@
-"""bcd.yaml_lines: the line of many paths in one walk of the node tree."""
+"""bcd.yaml_lines: the line of many paths in one pass over the text."""
 
 from __future__ import annotations
 
@@ -28,7 +28,6 @@ TEXT = textwrap.dedent(
 
 
 def test_each_path_gets_the_line_of_its_deepest_existing_node() -> None:
-    root = yaml_data.compose(TEXT)
     paths = [
         ("services", "payroll", "active"),
         ("services", "payroll", "sites", "dorset", "probes", 0, "tcp", "port"),
@@ -41,14 +40,15 @@ def test_each_path_gets_the_line_of_its_deepest_existing_node() -> None:
         ("elsewhere",),
         (),
     ]
-    assert lines_of(root, paths) == [5, 10, 11, 9, 11, 4, 8, 14, 1, 1]
+    assert lines_of(TEXT, yaml_data.load(TEXT), paths) == [5, 10, 11, 9, 11, 4, 8, 14, 1, 1]
 
 
-def test_without_a_tree_every_path_is_on_the_first_line() -> None:
-    assert lines_of(None, [("a",), ("b", 1)]) == [1, 1]
+def test_an_empty_document_puts_every_path_on_the_first_line() -> None:
+    assert lines_of("", None, [("a",), ("b", 1)]) == [1, 1]
+    assert lines_of("# nothing\n", None, []) == []
 
 
-def test_the_same_path_twice_and_paths_through_aliases() -> None:
-    text = "base: &b {x: 1,\n  y: 2}\nuse: *b\n"
-    root = yaml_data.compose(text)
-    assert lines_of(root, [("use", "y"), ("use", "y"), ("base", "x")]) == [2, 2, 1]
+def test_the_same_path_twice_and_a_path_through_an_alias() -> None:
+    text = "base: &b {x: 1,\n  y: 2}\nuse:\n  *b\n"
+    data = yaml_data.load(text)
+    assert lines_of(text, data, [("base", "y"), ("base", "y"), ("use", "y")]) == [2, 2, 3]  # an alias ends the way: its key's line
