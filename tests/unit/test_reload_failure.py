@@ -66,6 +66,9 @@ async def test_a_failure_in_the_thread_leaves_no_cycle_that_keeps_its_work_alive
     try:
         with contextlib.suppress(ValueError):
             await in_daemon_thread(fail)
+        for thread in threading.enumerate():
+            if thread.name == "bcd-reload":
+                thread.join()  # it may still be between handing over its outcome and ending
         await asyncio.sleep(0)  # the callback that delivered the outcome is done with it
         assert held[0]() is None
     finally:
