@@ -465,8 +465,11 @@ def issues_at(name: str, text: str | None, data: Any, problems: list[Problem]) -
     """Each problem at its line in `text` (which passed yaml_data.read(), giving `data`), all placed in one
     pass over the text."""
     lines = yaml_lines.lines_of(text, data, [loc for loc, _ in problems]) if text is not None else [1] * len(problems)
-    return [ConfigIssue(name, line, ".".join(str(part) for part in loc), message)
-            for line, (loc, message) in zip(lines, problems, strict=True)]
+    return [ConfigIssue(name, line, dotted(loc), message) for line, (loc, message) in zip(lines, problems, strict=True)]
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
 
 
 CLEARER_UP_TO = 1_000_000  # characters: beyond, the pure-Python parser takes seconds to find the same error
@@ -474,8 +477,8 @@ CLEARER_UP_TO = 1_000_000  # characters: beyond, the pure-Python parser takes se
 
 def _syntax_error(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
     """The error of the pure-Python parser when it has one: its messages say more than libyaml's
-    ("expected ',' or ']', but got ':'" rather than "did not find expected ',' or ']'"). Only parsed (no
-    composition: the limits of yaml_data hold only there), and only for a text of reasonable size."""
+    ("expected ',' or ']', but got ':'" rather than "did not find expected ',' or ']'"). Only its parser runs
+    (composing could recurse or expand aliases past yaml_data's limits), and only on a text of reasonable size."""
     if len(text) > CLEARER_UP_TO:
         return exc
     try:
@@ -507,8 +510,8 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
         raise ConfigError([ConfigIssue(name, 1, "", "the file is empty")])
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
-    issues = [ConfigIssue(name, duplicate.line, ".".join(str(part) for part in duplicate.path),
-                          f"duplicate key (first at line {duplicate.first_line})") for duplicate in document.duplicates]
+    issues = [ConfigIssue(name, twice.line, dotted(twice.path), f"duplicate key (first at line {twice.first_line})")
+              for twice in document.duplicates]
     problems: list[Problem] = []
     secrets: set[str] = set()
     data = _expand_env(data, (), lambda loc, msg: problems.append((loc, msg)), secrets)
