@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import resource
 import signal
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -47,6 +49,7 @@ log = structlog.get_logger("bcd.app")
 
 STOP_TIMEOUT = 4.0
 TICK = 1.0
+T = TypeVar("T")
 _PROBE = TypeAdapter(ProbeConfig)  # dumps a probe's config (a pydantic dataclass: no model_dump)
 
 
@@ -308,16 +311,15 @@ class Daemon:
         that cannot be loaded must stop a start or a reload, not look like a dead site)."""
         assert self.context is not None
         probes: dict[ProbeKey, Probe] = {}
-        issues: list[config_module.ConfigIssue] = []
+        problems: list[config_module.Problem] = []
         for service, site, probe in config.all_probes():
             key = ProbeKey(service, site, probe.name)
             try:
                 probes[key] = build_probe(probe, config.timing(service, probe).timeout, self.context)
             except ProbeSetupError as exc:
-                loc = ("services", service, "sites", site, "probes", probe.name, probe.kind)
-                issues.append(config_module.issue_at(self.config_path, loc, str(exc)))
-        if issues:
-            raise ConfigError(issues)
+                problems.append((("services", service, "sites", site, "probes", probe.name, probe.kind), str(exc)))
+        if problems:
+            raise ConfigError(config_module.issues_in_file(self.config_path, problems))
         return lambda job: probes[job.key]
 
     async def _ticker(self) -> None:
@@ -352,14 +354,23 @@ class Daemon:
     async def reload(self) -> bool:
         """Load the config file again; keep the running config if the new one is invalid. One reload at a
         time; the file is read and validated in a thread (seconds for a very large estate), so probes keep
-        their schedule meanwhile."""
+        their schedule meanwhile. Any failure, expected or not, is a `config_reload_failed` and a 0 in
+        bcd_config_last_reload_successful."""
         async with self._reload_lock:
-            return await self._reload()
+            try:
+                return await self._reload()
+            except Exception as exc:  # a bug must not leave a dead task and a metric saying all is well
+                self.metrics.reload.successful = False
+                log.error("config_reload_failed", config=self.config_path, reason=f"{type(exc).__name__}: {exc}",
+                          exc_info=True)
+                return False
+            finally:
+                heap.trim()  # what a failed load of a large file took goes back to the system too
 
     async def _reload(self) -> bool:
         log.info("reloading", config=self.config_path)
         try:
-            new = await asyncio.to_thread(config_module.load, self.config_path, self.overrides)
+            new = await in_daemon_thread(config_module.load, self.config_path, self.overrides)
         except ConfigError as exc:
             self.metrics.reload.successful = False
             log.error("config_reload_failed", config=self.config_path, errors=[str(i) for i in exc.issues])
@@ -391,3 +402,36 @@ class Daemon:
         self.metrics.reload.success_timestamp = time.time()
         log.info("reloaded", services=len(new.services), probes=len(self.scheduler.keys))
         return True
+
+
+async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a thread of its own that never delays the exit: a thread cannot be stopped, and
+    asyncio.to_thread's executor is joined when the loop closes, so SIGTERM during a long reload waited for
+    it. A daemon thread is left behind at exit; its result, if it comes after the loop closed, is dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    threading.Thread(target=_deliver, args=(loop, future, function, args), name="bcd-reload", daemon=True).start()
+    try:
+        return await future
+    finally:
+        # The frames an exception passed through stay in its traceback: none of them may hold the future, which
+        # holds the exception (such a cycle would keep a failed load's data alive until a rare full collection).
+        del future
+
+
+def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], function: Callable[..., Any],
+             args: tuple[Any, ...]) -> None:
+    setter: Callable[[Any], object]
+    value: object
+    try:
+        setter, value = future.set_result, function(*args)
+    except Exception as exc:  # raised in the awaiting task
+        setter, value = future.set_exception, exc
+    with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, future, setter, value)
+    del future, setter, value  # (see in_daemon_thread)
+
+
+def _settle(future: asyncio.Future[Any], setter: Callable[[Any], object], value: object) -> None:
+    if not future.cancelled():  # the reload task was cancelled (shutdown)
+        setter(value)

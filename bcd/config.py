@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import PydanticCustomError
 
-from bcd import heap, yaml_data
+from bcd import heap, yaml_data, yaml_lines
 from bcd.durations import Duration
 from bcd.probes.specs import FORBID, CommandSpec, DnsSpec, HttpSpec, MqttSpec, TcpSpec
 from bcd.runbooks.specs import Auth, Runbook, Runner, Transfer
@@ -412,15 +412,38 @@ class ConfigIssue:
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
-        return f"{self.file}:{self.line}: {where}{self.message}"
+        return printable(f"{self.file}:{self.line}: {where}{self.message}")
+
+
+# control characters (a name with a newline or NUL is refused, and must not split the line that says so)
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
+def printable(text: str) -> str:
+    """`text` on one line: control characters as Python escapes (a newline as \\n, NUL as \\x00)."""
+    return text.translate(_ESCAPES)
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; `issues` lists every problem found."""
+    """The configuration cannot be used; `issues` lists the problems found (see `first_issues`)."""
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
         super().__init__("\n".join(str(issue) for issue in issues))
         self.issues = issues
+
+
+SHOWN_ISSUES = 50  # a file with 20,000 problems gets the first ones and a count, not 20,000 lines
+Problem = tuple[tuple[str | int, ...], str]  # where (a path in the data) and what
+
+
+def first_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """The first SHOWN_ISSUES issues in file order, then one line counting the rest (at the next one's line)."""
+    issues = sorted(issues, key=lambda issue: issue.line)
+    if len(issues) <= SHOWN_ISSUES + 1:
+        return issues
+    rest = issues[SHOWN_ISSUES]
+    more = ConfigIssue(rest.file, rest.line, "", f"… and {len(issues) - SHOWN_ISSUES:,} more errors")
+    return [*issues[:SHOWN_ISSUES], more]
 
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -430,67 +453,78 @@ def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) 
     """Read, expand `${ENV}` references, validate; raise ConfigError listing every problem."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            text = file.read(yaml_data.MAX_BYTES + 1)  # no more: a huge file is refused before it is in memory
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(name, 0, "", f"cannot read: {exc}")]) from None
     with heap.paused():
         return parse(text, name, overrides)
 
 
-class Lines:
-    """Where things are in a YAML text: its node tree, composed only when a problem needs a line number
-    (the tree of a 20,000-probe config costs about 130 MB at its peak; a valid config never builds it)."""
+def issues_at(name: str, text: str | None, data: Any, problems: list[Problem]) -> list[ConfigIssue]:
+    """Each problem at its line in `text` (which passed yaml_data.read(), giving `data`), all placed in one
+    pass over the text."""
+    lines = yaml_lines.lines_of(text, data, [loc for loc, _ in problems]) if text is not None else [1] * len(problems)
+    return [ConfigIssue(name, line, dotted(loc), message) for line, (loc, message) in zip(lines, problems, strict=True)]
 
-    def __init__(self, text: str | None) -> None:
-        self._text = text
-        self._root: yaml.Node | None = None
 
-    def of(self, loc: tuple[str | int, ...]) -> int:
-        if self._text is not None:
-            try:
-                self._root = yaml_data.compose(self._text)
-            except yaml.YAMLError:
-                self._root = None
-            self._text = None
-        return _line_of(self._root, loc)
+def dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+CLEARER_UP_TO = 1_000_000  # characters: beyond, the pure-Python parser takes seconds to find the same error
 
 
 def _syntax_error(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
     """The error of the pure-Python parser when it has one: its messages say more than libyaml's
-    ("expected ',' or ']', but got ':'" rather than "did not find expected ',' or ']'")."""
+    ("expected ',' or ']', but got ':'" rather than "did not find expected ',' or ']'"). Only its parser runs
+    (composing could recurse or expand aliases past yaml_data's limits), and only on a text of reasonable size."""
+    if len(text) > CLEARER_UP_TO:
+        return exc
     try:
-        yaml.load(text, Loader=yaml.SafeLoader)  # a safe loader
+        for _ in yaml.parse(text, Loader=yaml.SafeLoader):  # a safe loader
+            pass
     except yaml.YAMLError as clearer:
         return clearer
     return exc
 
 
-def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> Config:
+def _read(text: str, name: str) -> yaml_data.Document:
     try:
-        data = yaml_data.load(text)
+        return yaml_data.read(text)
+    except yaml_data.LimitError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
+        raise ConfigError([ConfigIssue(name, line, "", str(exc.problem))]) from None
     except yaml.YAMLError as fast:
-        exc = _syntax_error(text, fast)
-        mark = getattr(exc, "problem_mark", None)
+        error = _syntax_error(text, fast)
+        mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 0
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(error, "problem", None) or str(error)
         raise ConfigError([ConfigIssue(name, line, "", f"YAML syntax error: {problem}")]) from None
+
+
+def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> Config:
+    document = _read(text, name)
+    data = document.data
     if data is None:
         raise ConfigError([ConfigIssue(name, 1, "", "the file is empty")])
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
-    issues: list[ConfigIssue] = []
+    issues = [ConfigIssue(name, twice.line, dotted(twice.path), f"duplicate key (first at line {twice.first_line})")
+              for twice in document.duplicates]
+    problems: list[Problem] = []
     secrets: set[str] = set()
-    root = Lines(text)
-    data = _expand_env(data, (), lambda loc, msg: issues.append(_issue(name, root, loc, msg)), secrets)
+    data = _expand_env(data, (), lambda loc, msg: problems.append((loc, msg)), secrets)
     data.update(overrides or {})
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_validation_issues(name, root, exc))
-    if issues:
-        raise ConfigError(sorted(issues, key=lambda issue: issue.line))
+        problems.extend(_validation_problems(exc))
+    if issues or problems:
+        raise ConfigError(first_issues([*issues, *issues_at(name, text, document.data, problems)]))
     config._secrets = frozenset(value for value in secrets if value)
-    config._warnings = tuple(str(_issue(name, root, loc, msg)) for loc, msg in _command_warnings(config))
+    config._warnings = tuple(str(issue) for issue in issues_at(name, text, document.data,
+                                                                   list(_command_warnings(config))))
     return config
 
 
@@ -543,7 +577,7 @@ _MESSAGES = {
 }
 
 
-def _validation_issues(name: str, root: Lines, exc: ValidationError) -> Iterator[ConfigIssue]:
+def _validation_problems(exc: ValidationError) -> Iterator[Problem]:
     for error in exc.errors():
         loc = tuple(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -553,51 +587,21 @@ def _validation_issues(name: str, root: Lines, exc: ValidationError) -> Iterator
             # cross-field errors: one issue per problem, each at its own line (locations relative to the model
             # that raised them: the whole config, or e.g. a service)
             for problem_loc, text in error["ctx"]["problems"]:
-                yield _issue(name, root, loc + tuple(problem_loc), text)
+                yield loc + tuple(problem_loc), text
             continue
-        yield _issue(name, root, loc, message)
+        yield loc, message
 
 
-def _issue(name: str, root: Lines, loc: tuple[str | int, ...], message: str) -> ConfigIssue:
-    path = ".".join(str(part) for part in loc)
-    return ConfigIssue(name, root.of(loc), path, message)
-
-
-def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int:
-    """Line of the deepest node along `loc` (1-based); probes are also found by name."""
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in loc:
-        child = _child(node, part)
-        if child is None:
-            break
-        node, line = child
-    return line
-
-
-def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node, int] | None:
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == str(part):
-                return value, key.start_mark.line + 1
-    if isinstance(node, yaml.SequenceNode):
-        if isinstance(part, int) and part < len(node.value):
-            item = node.value[part]
-            return item, item.start_mark.line + 1
-        for item in node.value:  # a probe named in a cross-field message
-            if isinstance(item, yaml.MappingNode) and any(
-                k.value == "name" and v.value == str(part) for k, v in item.value
-            ):
-                return item, item.start_mark.line + 1
-    return None
-
-
-def issue_at(path: str, loc: tuple[str | int, ...], message: str) -> ConfigIssue:
-    """A problem found after loading (e.g. a TLS file that cannot be loaded), located in the file."""
+def issues_in_file(path: str, problems: list[Problem]) -> list[ConfigIssue]:
+    """Problems found after loading (e.g. TLS files that cannot be loaded), located in the file (the first
+    SHOWN_ISSUES of them, and a count of the rest)."""
     try:
-        text: str | None = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        text = None
-    return _issue(path, Lines(text), loc, message)
+        with open(path, encoding="utf-8") as file:
+            text: str | None = file.read(yaml_data.MAX_BYTES + 1)
+        data = yaml_data.load(text or "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        text, data = None, None
+    return first_issues(issues_at(path, text, data, problems))
 
 
 def credential_path(name: str) -> Path:

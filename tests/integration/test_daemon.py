@@ -7,8 +7,10 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,3 +260,86 @@ async def test_start_with_a_tls_file_that_cannot_be_loaded_exits_2(estate: Estat
     text = " ".join(str(line.get("line", "")) for line in process.log_lines)
     assert f"{estate.config_path}:" in text and "probes.opac.http: cannot load ca_file" in text
     assert "Traceback" not in text
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Hostile reloads: every failure is a config_reload_failed with the metric at 0, memory stays bounded, and
+# SIGTERM never waits for a reload
+
+CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
+HOSTILE = [
+    "invalid-recursive-alias.yaml",
+    "invalid-deep-nesting.yaml",
+    "invalid-alias-bomb.yaml",
+    "invalid-duplicate-keys.yaml",
+    "invalid-name-control-characters.yaml",
+]
+RSS_GROWTH_MB = 100
+
+
+def vm_rss_mb(daemon: DaemonProcess) -> float:
+    assert daemon.proc is not None
+    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def reload_and_wait(daemon: DaemonProcess, event: str) -> dict[str, Any]:
+    """SIGHUP, then the first `event` log line after it."""
+    mark = len(daemon.log_lines)
+    newer: Callable[[dict[str, Any]], bool] = lambda line: any(line is seen for seen in daemon.log_lines[mark:])  # noqa: E731
+    daemon.send(signal.SIGHUP)
+    return await daemon.wait_log(lambda line: line.get("event") == event and newer(line), timeout=60)
+
+
+def expected_errors(fixture: Path, config_path: Path) -> list[str]:
+    lines = fixture.read_bytes().decode().splitlines()
+    return [f"{config_path}{line.removeprefix('# expect: ' + fixture.name)}" for line in lines
+            if line.startswith("# expect: ")]
+
+
+async def test_every_hostile_reload_is_reported_and_the_daemon_carries_on(estate: Estate, daemon: DaemonProcess) -> None:
+    rss_before = vm_rss_mb(daemon)
+    huge = estate.tmp_path / "huge.yaml"
+    with huge.open("w") as out:  # over the 32 MB limit
+        out.write("sites: {dorset: {}}\n")
+        for _ in range(33):
+            out.write("#" * (1024 * 1024 - 1) + "\n")
+    for name in [*HOSTILE, huge.name]:
+        estate.write_config()
+        await reload_and_wait(daemon, "reloaded")
+        assert metric_value(await daemon.metrics(), "bcd_config_last_reload_successful") == 1
+        if name == huge.name:
+            huge.replace(estate.config_path)
+            expected = [f"{estate.config_path}:1: the file is larger than the limit of 32 MB"]
+        else:
+            estate.config_path.write_bytes((CONFIGS / name).read_bytes())
+            expected = expected_errors(CONFIGS / name, estate.config_path)
+        failed = await reload_and_wait(daemon, "config_reload_failed")
+        assert len(failed["errors"]) == len(expected), (name, failed)
+        for error, start in zip(failed["errors"], expected, strict=True):
+            assert error.startswith(start), (name, error)
+        assert metric_value(await daemon.metrics(), "bcd_config_last_reload_successful") == 0
+        assert vm_rss_mb(daemon) < rss_before + RSS_GROWTH_MB, name
+    assert not [line for line in daemon.log_lines if line.get("event") == "raw" and "Traceback" in line["line"]]
+    before = estate.dorset.requests
+    await daemon.wait_until(lambda: _async_true(estate.dorset.requests > before + 2))
+    assert await site_state(daemon, "payroll", "dorset") == "up"
+    assert (await daemon.get("/readyz"))[0] == 200
+
+
+async def test_sigterm_during_a_long_reload_exits_within_five_seconds(estate: Estate, daemon: DaemonProcess) -> None:
+    # 250,000 services with an unknown key each (26 MB): reading and validating it takes far longer than 5 s
+    estate.config_path.write_text("sites: {dorset: {}}\nservices:\n" + "".join(
+        f"  s{i}: {{active: dorset, bogus: 1, sites: {{dorset: {{probes: [{{name: p, tcp: {{host: h, port: 1}}}}]}}}}}}\n"
+        for i in range(250_000)))
+    await reload_and_wait(daemon, "reloading")
+    assert daemon.proc is not None
+    began = time.monotonic()
+    code = await daemon.stop(signal.SIGTERM)
+    elapsed = time.monotonic() - began
+    assert code == 0
+    assert elapsed < 5.0
+    finished = [line for line in daemon.log_lines if line.get("event") in ("reloaded", "config_reload_failed")]
+    assert finished == []  # the reload was still running: the exit did not wait for it

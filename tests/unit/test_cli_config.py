@@ -160,6 +160,33 @@ def test_unreadable_file(path: Path, message: str) -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_a_file_over_the_size_limit_is_one_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("w") as out:  # generated here rather than committed: 33 MB
+        out.write("sites:\n  dorset: {}\n")
+        for _ in range(33):
+            out.write("#" * (1024 * 1024 - 1) + "\n")
+    result = _run(bcd_command("check-config", str(path)))
+    assert_never_leaks(result)
+    assert result.returncode == 2
+    assert result.stderr == f"{path}:1: the file is larger than the limit of 32 MB\n"
+
+
+def test_thousands_of_errors_print_the_first_fifty_and_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "many.yaml"
+    path.write_text("sites: {dorset: {}}\nservices:\n" + "".join(
+        f"  s{i}: {{active: dorset, bogus: 1, sites: {{dorset: {{probes: [{{name: p, tcp: {{host: h, port: 1}}}}]}}}}}}\n"
+        for i in range(5000)))
+    result = _run(bcd_command("check-config", str(path)))
+    assert_never_leaks(result)
+    assert result.returncode == 2
+    printed = result.stderr.splitlines()
+    assert len(printed) == 51
+    assert printed[0] == f"{path}:3: services.s0.bogus: unknown key"
+    assert printed[49] == f"{path}:52: services.s49.bogus: unknown key"
+    assert printed[50] == f"{path}:53: … and 4,950 more errors"
+
+
 def test_schema_is_json_schema_of_the_config() -> None:
     result = outcome("schema")
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,18 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from bcd.config import Config, ConfigError, ConfigIssue, credential_path, load, parse, read_credential, split_listen
+from bcd.config import (
+    SHOWN_ISSUES,
+    Config,
+    ConfigError,
+    ConfigIssue,
+    credential_path,
+    first_issues,
+    load,
+    parse,
+    read_credential,
+    split_listen,
+)
 from bcd.probes.specs import CommandSpec, TcpSpec
 
 MINIMAL = "sites:\n  dorset: {}\n"
@@ -381,6 +392,99 @@ def test_issue_and_error_text() -> None:
     error = ConfigError(issues)
     assert error.issues == issues
     assert str(error) == "a.yaml:3: defaults.rise: too small\na.yaml:1: empty"
+
+
+def test_control_characters_are_escaped_in_every_part_of_an_issue() -> None:
+    issue = ConfigIssue("a\nb.yaml", 3, "sites.dor\nset", "bad name 'pay\x00roll'\u2028")
+    assert str(issue) == "a\\nb.yaml:3: sites.dor\\nset: bad name 'pay\\x00roll'\\u2028"
+    assert "\n" not in str(ConfigError([issue, issue])).split("\n")[0]
+
+
+def test_names_with_a_newline_or_nul_are_refused_on_one_line_each() -> None:
+    printed = issues_of(
+        """\
+        sites:
+          "dor\\nset": {}
+          "a\\0b": {}
+        """
+    )
+    assert printed == [
+        "bcd.yaml:2: sites.dor\\nset.[key]: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'",
+        "bcd.yaml:3: sites.a\\x00b.[key]: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'",
+    ]
+
+
+def test_many_errors_show_the_first_ones_in_file_order_and_count_the_rest() -> None:
+    services = "".join(f"  s{i}: {{active: dorset, bogus: 1, sites: {{dorset: {{probes: [{{name: p, tcp: {{host: h, port: 1}}}}]}}}}}}\n"
+                       for i in range(SHOWN_ISSUES + 30))
+    printed = issues_of(MINIMAL + "services:\n" + services)
+    assert len(printed) == SHOWN_ISSUES + 1
+    assert printed[:2] == ["bcd.yaml:4: services.s0.bogus: unknown key", "bcd.yaml:5: services.s1.bogus: unknown key"]
+    assert printed[-2] == f"bcd.yaml:{3 + SHOWN_ISSUES}: services.s{SHOWN_ISSUES - 1}.bogus: unknown key"
+    assert printed[-1] == f"bcd.yaml:{4 + SHOWN_ISSUES}: … and 30 more errors"
+
+
+def test_one_more_error_than_shown_is_shown_rather_than_counted() -> None:
+    issues = [ConfigIssue("a.yaml", line, "", "bad") for line in range(SHOWN_ISSUES + 1, 0, -1)]
+    assert first_issues(issues) == sorted(issues, key=lambda issue: issue.line)
+
+
+def test_duplicate_keys_are_errors_naming_both_lines() -> None:
+    printed = issues_of(
+        """\
+        sites:
+          dorset: {}
+        services:
+          payroll:
+            active: dorset
+            sites: {dorset: {probes: [{name: web, tcp: {host: h, port: 1}}]}}
+          payroll:
+            active: dorset
+            active: dorset
+            sites: {dorset: {probes: [{name: web, tcp: {host: h, port: 1}}]}}
+        """
+    )
+    assert printed == [
+        "bcd.yaml:7: services.payroll: duplicate key (first at line 4)",
+        "bcd.yaml:9: services.payroll.active: duplicate key (first at line 8)",
+    ]
+
+
+def test_errors_under_a_duplicated_key_point_at_the_copy_that_counts() -> None:
+    printed = issues_of(
+        """\
+        sites:
+          dorset: {}
+        defaults: {rise: 1}
+        defaults:
+          rise: 0
+        """
+    )
+    assert printed == [
+        "bcd.yaml:4: defaults: duplicate key (first at line 3)",
+        "bcd.yaml:5: defaults.rise: Input should be greater than or equal to 1",
+    ]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("sites: {dorset: {}}\nservices:\n  payroll:\n    labels: &x [*x]\n",
+     "bcd.yaml:4: alias *x refers to a collection that contains it"),
+    ("sites: {dorset: {}}\nlabels: " + "[" * 900 + "]" * 900 + "\n", "bcd.yaml:2: collections nested deeper than 64 levels"),
+])
+def test_limits_are_errors_at_their_line(text: str, expected: str) -> None:
+    assert issues_of(text) == [expected]
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "bcd.yaml"
+    with path.open("w") as out:
+        out.write(MINIMAL)
+        for _ in range(33):
+            out.write("#" * (1024 * 1024 - 1) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert [str(issue) for issue in caught.value.issues] == [
+        f"{path}:1: the file is larger than the limit of 32 MB"]
 
 
 # -------------------------------------------------------------------------------------------------------------

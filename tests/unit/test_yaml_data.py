@@ -77,7 +77,79 @@ def test_anchored_collections_are_shared_like_safe_load() -> None:
     assert data["use"] is data["base"]
 
 
-def test_compose_gives_lines() -> None:
-    root = yaml_data.compose("a: 1\nb:\n  c: 2\n")
-    assert isinstance(root, yaml.MappingNode)
-    assert root.value[1][1].value[0][0].start_mark.line == 2
+# -------------------------------------------------------------------------------------------------------------
+# Limits, checked while reading: nothing grows before they are enforced
+
+
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{cur}: &{cur} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, cur in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(("text", "problem", "line"), [
+    ("a: &x [*x]\n", "alias *x refers to a collection that contains it", 1),
+    ("a: &x {b: [1, *x]}\n", "alias *x refers to a collection that contains it", 1),
+    ("a:\n  b: " + "[" * 900 + "]" * 900 + "\n", "collections nested deeper than 64 levels", 2),
+    ("a: " + "[" * 64 + "]" * 64 + "\n", "collections nested deeper than 64 levels", 1),
+    ("a: &a " + "[" * 40 + "]" * 40 + "\nb: [[[[[[[[[[[[[[[[[[[[[[[[[*a]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+     "alias *a nests collections deeper than 64 levels", 2),
+    (BOMB, "aliases add more than 32 MB to the document (at *g)", 8),
+])
+def test_limits_are_yaml_errors_at_their_line(text: str, problem: str, line: int) -> None:
+    with pytest.raises(yaml_data.LimitError) as raised:
+        yaml_data.load(text)
+    assert raised.value.problem == problem
+    assert raised.value.problem_mark is not None
+    assert raised.value.problem_mark.line + 1 == line
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    assert yaml_data.load("a: " + "[" * 63 + "]" * 63 + "\n")["a"] == yaml.safe_load("[" * 63 + "]" * 63)
+
+
+def test_merged_defaults_in_every_one_of_many_entries_are_within_the_limits() -> None:
+    defaults = "defaults: &d {interval: 10s, timeout: 3s, rise: 2, fall: 3, labels: {team: payroll, tier: gold}}\n"
+    text = defaults + "".join(f"s{i}: {{<<: *d, name: n{i}}}\n" for i in range(20_000))
+    data = yaml_data.load(text)
+    assert data["s19999"] == {"interval": "10s", "timeout": "3s", "rise": 2, "fall": 3,
+                              "labels": {"team": "payroll", "tier": "gold"}, "name": "n19999"}
+
+
+def test_a_document_over_the_size_limit_is_refused_before_parsing() -> None:
+    with pytest.raises(yaml_data.LimitError) as raised:
+        yaml_data.load("a: 1\n" + "#" * yaml_data.MAX_BYTES)
+    assert raised.value.problem == yaml_data.TOO_LARGE
+
+
+def test_unsupported_tags_are_loaded_within_the_limits_too() -> None:
+    assert yaml_data.load("s: !!set {a, b}\n") == {"s": {"a", "b"}}
+    with pytest.raises(yaml_data.LimitError):
+        yaml_data.load("s: !!set {a, b}\nx: &x [*x]\n")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Duplicate keys: the data is safe_load's (the last wins), and every duplicate is noted with both lines
+
+
+def test_duplicate_keys_are_noted_at_every_level() -> None:
+    text = (
+        "a: 1\n"
+        "b:\n"
+        "  list:\n"
+        "    - {x: 1, y: 2, x: 3}\n"
+        "  c: 1\n"
+        "  c: 2\n"
+        "a: 2\n"
+        "m: {<<: {k: 1}, k: 2}\n"
+    )
+    document = yaml_data.read(text)
+    assert document.data == yaml.safe_load(text)
+    assert document.duplicates == [
+        yaml_data.Duplicate(("b", "list", 0, "x"), 4, 4),
+        yaml_data.Duplicate(("b", "c"), 6, 5),
+        yaml_data.Duplicate(("a",), 7, 1),
+    ]
+
+
+def test_no_duplicates_in_an_ordinary_document() -> None:
+    assert yaml_data.read("a: {b: 1, c: [{b: 1}, {b: 2}]}\nb: 1\n").duplicates == []
