@@ -3,13 +3,15 @@ systemd would, on an estate of a few services whose sites are real HTTP targets 
 whose `command` steps record each execution (bench/soak_step.py), while chaos strikes at seeded random
 moments: kill -9 of the daemon (also in the middle of a step), restarts of a real mosquitto, target flaps
 (so that automatic failovers and failbacks happen), SIGHUP storms with good and bad config files, API load
-(viewer GETs, operator acks) and MQTT load (signed, unsigned, forged and junk commands).
+(viewer GETs, operator acks) and MQTT load (signed, unsigned, forged and junk commands). With --cluster, two
+daemons (vantages dorset and hampshire) coordinate through a real three-member etcd, whose members are
+killed and started again too.
 
-At the end it checks, from the recorder, the journal (`state/bcd.sqlite`) and every incarnation's stderr:
-no step ran twice, no run lost, no step outlived a crash, every transition journaled and logged, memory and
-open fds flat; prints a summary and exits 1 if a check failed.
+At the end it checks, from the recorder, the journal (`state*/bcd.sqlite`) and every incarnation's stderr:
+no step ran twice, no run lost, no step outlived a crash, one run per service at a time, every transition
+journaled and logged, memory and open fds flat; prints a summary and exits 1 if a check failed.
 
-Usage: python bench/soak.py [SECONDS] [--seed N] [--workdir DIR]   (default 600 s; `make soak`)
+Usage: python bench/soak.py [SECONDS] [--seed N] [--workdir DIR] [--cluster]   (default 600 s; `make soak`)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,17 +30,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import soak_checks as checks
-from soak_checks import Check, Incarnation, read_recorder, resources, step_alive
+from soak_checks import Check, Incarnation, StepRun, read_recorder, step_alive
+from soak_daemon import Supervised, daemon_env
 from soak_load import ApiLoad, MqttLoad
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the test helpers: real targets, mosquitto on a free port
+sys.path.insert(0, str(ROOT))  # the test helpers: real targets, mosquitto and etcd on free ports
 from tests.helpers import free_port, start_mosquitto, stop_process  # noqa: E402
+from tests.helpers.etcd import EtcdCluster  # noqa: E402
 from tests.helpers.targets import HttpTarget  # noqa: E402
 
 STEP_SCRIPT = Path(__file__).resolve().parent / "soak_step.py"
@@ -46,56 +51,73 @@ SERVICES = ["payroll", "library", "parking"]
 SITES = ["dorset", "hampshire"]
 OPERATOR, VIEWER = "soak-operator-token-0123456789", "soak-viewer-token-0123456789"
 MQTT_KEY = b"soak-mqtt-command-key-0123456789"
-PREFIX = "bcd/soak"
 BAD_CONFIGS = {  # name -> how to spoil the good file's text
     "syntax error": lambda text: text + "\nservices: [\n",
     "unknown key": lambda text: text.replace('"instance"', '"bogus": 1, "instance"', 1),
     "timeout over interval": lambda text: text.replace('"timeout": "200ms"', '"timeout": "2s"', 1),
-    "duplicate key": lambda text: text.replace('"instance": "soak"', '"instance": "soak", "instance": "soak2"', 1),
+    "duplicate key": lambda text: text.replace('"instance": ', '"instance": "x", "instance": ', 1),
     "recursive alias": lambda text: text.replace("{", '{"x": &a [*a], ', 1),
 }
 OUTCOMES = ("reloaded", "config_reload_failed")
-MAX_INCARNATIONS = 500
 
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass
+class Member:
+    """One daemon of the soak (the only one, named "", or a cluster vantage) and its load."""
+
+    name: str
+    port: int
+    daemon: Supervised
+    api: ApiLoad
+    mqtt: MqttLoad
+    alive_at_ready: set[tuple[int, str]] = field(default_factory=set)
+
+    @property
+    def state(self) -> Path:
+        return self.daemon.work / (f"state-{self.name}" if self.name else "state")
+
+    @property
+    def prefix(self) -> str:
+        return f"bcd/soak-{self.name}" if self.name else "bcd/soak"
+
+    def executions(self, all_executions: list[StepRun]) -> list[StepRun]:
+        """This member's step executions, with the step names as its journal has them."""
+        mark = f"{self.name}." if self.name else ""
+        return [dataclasses.replace(e, step=e.step.removeprefix(mark)) for e in all_executions
+                if e.step.startswith(mark) and (self.name or "." not in e.step)]
+
+
 class Soak:
-    def __init__(self, seconds: float, seed: int, work: Path) -> None:
-        self.seconds, self.seed, self.work = seconds, seed, work
+    def __init__(self, seconds: float, seed: int, work: Path, cluster: bool) -> None:
+        self.seconds, self.seed, self.work, self.cluster = seconds, seed, work, cluster
         self.rng = random.Random(seed)
-        self.api_port = free_port()
-        self.config_path = work / "bcd.yaml"
         self.recorder = work / "steps.log"
-        self.incarnations: list[Incarnation] = []
-        self.current: tuple[Incarnation, asyncio.subprocess.Process] | None = None
+        self.members: list[Member] = []
         self.targets: dict[tuple[str, str], HttpTarget] = {}
         self.broker: subprocess.Popen[bytes] | None = None
         self.broker_port = 0
+        self.etcd: EtcdCluster | None = None
         self.findings: list[str] = []  # each fails the soak
         self.broker_stops: list[float] = []
-        self.alive_at_ready: set[tuple[int, str]] = set()
         self.chaos: Counter[str] = Counter()
         self.reloads: Counter[str] = Counter()
-        self.stopping = False
         self.load_done = False
         self.flaps: set[asyncio.Task[None]] = set()
-        self.log_changed = asyncio.Event()
-        lo, hi = min(20.0, seconds / 5), min(120.0, seconds / 2)
-        self.life_range = (lo, hi)  # how long an incarnation lives (after ready) before its kill -9
-        self.api = ApiLoad(f"http://127.0.0.1:{self.api_port}", OPERATOR, VIEWER, SERVICES, self.rng)
-        self.mqtt: MqttLoad | None = None
+        self.life_range = (min(20.0, seconds / 5), min(120.0, seconds / 2))  # an incarnation's life before kill -9
         self.began = time.monotonic()
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.began:6.1f}s] {text}", flush=True)
 
     # -- the estate -----------------------------------------------------------------------------------------
-    def estate(self, description: str = "") -> dict[str, Any]:
+    def estate(self, member: Member, description: str = "") -> dict[str, Any]:
         def step(name: str) -> dict[str, Any]:
-            argv = [sys.executable, "-S", str(STEP_SCRIPT), str(self.recorder), "{run_id}", name, str(STEP_SECONDS)]
+            token = f"{member.name}.{name}" if member.name else name
+            argv = [sys.executable, "-S", str(STEP_SCRIPT), str(self.recorder), "{run_id}", token, str(STEP_SECONDS)]
             return {"name": name, "command": {"argv": argv}, "timeout": "30s"}
 
         services = {
@@ -107,163 +129,105 @@ class Soak:
                           for site in SITES},
             } for name in SERVICES
         }
-        return {
-            "instance": "soak", "vantage": "dorset", "state_dir": str(self.work / "state"),
-            "server": {"listen": f"127.0.0.1:{self.api_port}"},
+        config: dict[str, Any] = {
+            "instance": f"soak-{member.name}" if member.name else "soak", "vantage": member.name or "dorset",
+            "state_dir": str(member.state), "server": {"listen": f"127.0.0.1:{member.port}"},
             "sites": {site: {} for site in SITES},
             "defaults": {"interval": "250ms", "timeout": "200ms", "rise": 2, "fall": 2},
             "services": services,
             "runbooks": {"move": {"description": "Move {service} from {from_site} to {to_site}",
                                   "steps": [step("fence"), step("promote")]}},
             "runner": {"max_concurrent_runs": 4},
-            "mqtt": {"url": f"mqtt://127.0.0.1:{self.broker_port}", "topic_prefix": PREFIX,
+            "mqtt": {"url": f"mqtt://127.0.0.1:{self.broker_port}", "topic_prefix": member.prefix,
                      "commands": {"enabled": True, "hmac_key_file": "mqtt_command_key"}},
             "auth": {"anonymous_read": False, "tokens": [
                 {"name": "soak-operator", "role": "operator", "sha256": sha256(OPERATOR)},
                 {"name": "soak-viewer", "role": "viewer", "sha256": sha256(VIEWER)}]},
         }
+        if self.etcd is not None:
+            config["cluster"] = {"name": f"soak-{self.seed}", "etcd": {"endpoints": self.etcd.endpoints},
+                                 "lease_ttl": "3s", "call_timeout": "500ms", "quorum": "majority"}
+        return config
 
-    def write_config(self, text: str) -> None:
-        """Replace the file atomically, so that a reload never reads half of it."""
-        temporary = self.config_path.with_suffix(".tmp")
-        temporary.write_text(text)
-        temporary.replace(self.config_path)
+    def write_config(self, member: Member, text: str | None = None) -> None:
+        """Replace the file atomically (so that a reload never reads half of it); the good config by default."""
+        path = member.daemon.config_path
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text if text is not None else self.good_config(member))
+        temporary.replace(path)
 
-    def good_config(self, description: str = "") -> str:
-        return json.dumps(self.estate(description), indent=2)
+    def good_config(self, member: Member, description: str = "") -> str:
+        return json.dumps(self.estate(member, description), indent=2)
 
-    # -- the daemon under a supervisor ----------------------------------------------------------------------
-    async def _spawn(self) -> tuple[Incarnation, asyncio.subprocess.Process]:
-        env = {**os.environ, "CREDENTIALS_DIRECTORY": str(self.work / "creds")}
-        env.pop("NOTIFY_SOCKET", None)
-        spawned = time.time()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bcd", "run", "-c", str(self.config_path), cwd=ROOT, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=1 << 22,
-        )
-        number = len(self.incarnations) + 1
-        inc = Incarnation(number, proc.pid, spawned, self.work / f"daemon-{number}.log")
-        self.incarnations.append(inc)
-        return inc, proc
+    def add_member(self, name: str) -> Member:
+        port = free_port()
+        config = self.work / (f"bcd-{name}.yaml" if name else "bcd.yaml")
+        daemon = Supervised(name, config, port, self.work, env=daemon_env(self.work), findings=self.findings,
+                            say=self.say)
+        api = ApiLoad(f"http://127.0.0.1:{port}", OPERATOR, VIEWER, SERVICES, self.rng)
+        mqtt = MqttLoad(self.broker_port, f"bcd/soak-{name}" if name else "bcd/soak", MQTT_KEY, services=SERVICES,
+                        sites=SITES, rng=self.rng)
+        member = Member(name, port, daemon, api, mqtt)
+        daemon.on_ready = lambda inc: self._look_for_orphans(member, inc)
+        self.write_config(member)
+        self.members.append(member)
+        return member
 
-    async def _read_log(self, inc: Incarnation, stream: asyncio.StreamReader) -> None:
-        with inc.log_path.open("wb") as out:
-            async for raw in stream:
-                out.write(raw)
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    line = {"event": "raw", "line": raw.decode(errors="replace").rstrip()}
-                inc.lines.append(line if isinstance(line, dict) else {"event": "raw", "line": str(line)})
-                self.log_changed.set()
-
-    async def _await_ready(self, inc: Incarnation) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            for _ in range(300):  # 60 s
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"http://127.0.0.1:{self.api_port}/readyz") as response:
-                        if response.status == 200:
-                            inc.ready_at = time.time()
-                            self.say(f"incarnation {inc.number} (pid {inc.pid}) ready")
-                            self._look_for_orphans(inc)
-                            return
-                await asyncio.sleep(0.2)
-        self.findings.append(f"incarnation {inc.number} was not ready within 60 s")
-
-    def _look_for_orphans(self, inc: Incarnation) -> None:
+    def _look_for_orphans(self, member: Member, inc: Incarnation) -> None:
         """Step processes of earlier incarnations still running now that this one is ready."""
         executions, _ = read_recorder(self.recorder)
-        for e in executions:
+        for e in member.executions(executions):
             if e.start < inc.spawned and e.end is None and step_alive(e.pid):
-                self.alive_at_ready.add((e.run_id, e.step))
-
-    async def supervise(self) -> None:
-        quick_deaths = 0
-        for _ in range(MAX_INCARNATIONS):
-            inc, proc = await self._spawn()
-            self.current = (inc, proc)
-            assert proc.stderr is not None
-            reader = asyncio.create_task(self._read_log(inc, proc.stderr))
-            ready = asyncio.create_task(self._await_ready(inc))
-            inc.exit_code = await proc.wait()
-            inc.died = inc.died or time.time()
-            ready.cancel()
-            try:
-                await asyncio.wait_for(asyncio.shield(reader), 5)
-            except TimeoutError:  # something else holds the daemon's stderr open: a finding of its own
-                reader.cancel()
-                self.findings.append(f"incarnation {inc.number}: its stderr stayed open 5 s after it exited")
-            self.current = None
-            if not inc.ended_by:
-                tail = [line.get("event") for line in inc.lines[-5:]]
-                self.findings.append(f"incarnation {inc.number} exited on its own with {inc.exit_code}; last: {tail}")
-                quick_deaths = quick_deaths + 1 if inc.died - inc.spawned < 5 else 0
-            if self.stopping or quick_deaths >= 5:
-                self.stopping = True
-                return
-            await asyncio.sleep(0.2)  # systemd's RestartSec default: 100 ms
-
-    async def wait_ready(self, timeout: float) -> tuple[Incarnation, asyncio.subprocess.Process] | None:
-        for _ in range(int(timeout * 10)):
-            current = self.current
-            if current is not None and current[0].ready_at is not None and current[0].ended_by == "":
-                return current
-            if self.stopping:
-                return None
-            await asyncio.sleep(0.1)
-        return None
-
-    async def wait_log(self, inc: Incarnation, start: int, events: tuple[str, ...], count: int,
-                       timeout: float) -> list[dict[str, Any]]:
-        """The first `count` lines from index `start` whose event is one of `events` (fewer on timeout)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [line for line in inc.lines[start:] if line.get("event") in events]
-            left = deadline - time.monotonic()
-            if len(found) >= count or left <= 0 or inc.died is not None:
-                return found[:count]
-            self.log_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.log_changed.wait(), min(left, 1.0))
+                member.alive_at_ready.add((e.run_id, e.step))
 
     # -- chaos ----------------------------------------------------------------------------------------------
     async def chaos_loop(self, deadline: float) -> None:
-        lives: dict[int, float] = {}
+        lives: dict[tuple[str, int], float] = {}
         while time.monotonic() < deadline:
-            current = await self.wait_ready(min(60.0, max(0.1, deadline - time.monotonic())))
+            member = self.rng.choice(self.members)
+            current = await member.daemon.wait_ready(min(60.0, max(0.1, deadline - time.monotonic())))
             if current is None:
                 continue
             inc, proc = current
-            life = lives.setdefault(inc.number, self.rng.uniform(*self.life_range))
+            life = lives.setdefault((member.name, inc.number), self.rng.uniform(*self.life_range))
             assert inc.ready_at is not None
             if time.time() - inc.ready_at >= life:
-                await self.kill9(inc, proc, mid_step=self.rng.random() < 0.6)
+                await self.kill9(member, mid_step=self.rng.random() < 0.6, deadline=deadline)
                 continue
-            action = self.rng.choices(["flap", "broker", "sighup"], [5, 1, 2])[0]
+            actions, weights = ["flap", "broker", "sighup", "etcd"], [5, 1, 2, 2 if self.etcd else 0]
+            action = self.rng.choices(actions, weights)[0]
             if action == "flap":
                 self.flap(self.rng.choice(SERVICES), self.rng.choice(SITES), self.rng.uniform(1.0, 5.0))
             elif action == "broker":
                 await self.restart_broker()
+            elif action == "etcd":
+                await self.restart_etcd_member()
             else:
-                await self.sighup_storm(inc, proc)
+                await self.sighup_storm(member, inc, proc)
             await asyncio.sleep(self.rng.uniform(0.5, 3.0))
 
-    async def kill9(self, inc: Incarnation, proc: asyncio.subprocess.Process, mid_step: bool) -> None:
+    async def kill9(self, member: Member, *, mid_step: bool, deadline: float) -> None:
+        """kill -9 of `member`'s daemon; mid-step: provoke runs, kill whichever daemon starts a step first."""
         how = "kill -9"
         if mid_step:
-            start = len(inc.lines)
+            starts = {m.name: len(m.daemon.incarnations[-1].lines) for m in self.members}
             self.flap(self.rng.choice(SERVICES), "dorset", 3.0)
             self.flap(self.rng.choice(SERVICES), "hampshire", 3.0)
-            if await self.wait_log(inc, start, ("step_started",), 1, 25.0):
-                await asyncio.sleep(self.rng.uniform(0.1, 1.5))
-                how = "kill -9 mid-step"
-        if inc.died is not None:
+            for _ in range(250):  # 25 s at most, and not past the end of the chaos
+                if time.monotonic() > deadline:
+                    break
+                started = [m for m in self.members if any(line.get("event") == "step_started" for line in
+                                                          m.daemon.incarnations[-1].lines[starts[m.name]:])]
+                if started:
+                    member, how = started[0], "kill -9 mid-step"
+                    await asyncio.sleep(self.rng.uniform(0.1, 1.5))
+                    break
+                await asyncio.sleep(0.1)
+        current = member.daemon.current
+        if current is None or current[0].died is not None or current[0].ended_by:
             return
-        inc.ended_by, inc.died = how, time.time()
-        proc.send_signal(signal.SIGKILL)
+        member.daemon.kill9(current[0], current[1], how)
         self.chaos[how] += 1
-        self.say(f"{how} of incarnation {inc.number} (pid {inc.pid})")
 
     def flap(self, service: str, site: str, hold: float) -> None:
         target = self.targets[(service, site)]
@@ -298,51 +262,59 @@ class Soak:
             except RuntimeError:
                 await asyncio.sleep(0.5)
         self.findings.append(f"mosquitto could not be started again on port {self.broker_port}")
-        self.stopping = True
+        self.load_done = True
 
-    async def sighup_storm(self, inc: Incarnation, proc: asyncio.subprocess.Process) -> None:
+    async def restart_etcd_member(self) -> None:
+        """kill -9 one etcd member (two of three keep the quorum), then start it again."""
+        assert self.etcd is not None
+        index = self.rng.randrange(len(self.etcd.members))
+        self.etcd.kill(index)
+        await asyncio.sleep(self.rng.uniform(1.0, 5.0))
+        try:
+            await self.etcd.restart(index, timeout=30.0)
+        except (TimeoutError, AssertionError) as exc:
+            self.findings.append(f"etcd member {index} did not come back: {exc}")
+            self.load_done = True
+            return
+        self.chaos["etcd member kill -9 and restart"] += 1
+        self.say(f"etcd member m{index} killed and started again")
+
+    async def sighup_storm(self, member: Member, inc: Incarnation, proc: asyncio.subprocess.Process) -> None:
         """k SIGHUPs on one file (good or bad), each reload reported as it should be; then the good file again."""
         variant = self.rng.choice([*BAD_CONFIGS, "good", "good"])
-        good = self.good_config(f"reloaded by the soak at {time.time():.0f}")
-        self.write_config(good if variant == "good" else BAD_CONFIGS[variant](self.good_config()))
+        good = self.good_config(member, f"reloaded by the soak at {time.time():.0f}")
+        self.write_config(member, good if variant == "good" else BAD_CONFIGS[variant](self.good_config(member)))
         storms = self.rng.randint(1, 5)
         try:
-            await self._hup(inc, proc, storms, variant, "reloaded" if variant == "good" else "config_reload_failed")
+            expected = "reloaded" if variant == "good" else "config_reload_failed"
+            await self._hup(member, inc, proc, storms, variant=variant, expected=expected)
         finally:
-            self.write_config(self.good_config())
-        await self._hup(inc, proc, 1, "good (restored)", "reloaded")
+            self.write_config(member)
+        await self._hup(member, inc, proc, 1, variant="good (restored)", expected="reloaded")
         self.chaos[f"SIGHUP storm ({variant})"] += 1
-        self.say(f"{storms} SIGHUP on a {variant} config, then the good one again")
+        self.say(f"{storms} SIGHUP {'to ' + member.name + ' ' if member.name else ''}on a {variant} config, "
+                 "then the good one again")
 
-    async def _hup(self, inc: Incarnation, proc: asyncio.subprocess.Process, count: int, variant: str,
-                   expected: str) -> None:
-        start = len(inc.lines)
+    async def _hup(self, member: Member, inc: Incarnation, proc: asyncio.subprocess.Process, count: int, *,
+                   variant: str, expected: str) -> None:
+        start, label = len(inc.lines), member.daemon.label
         for _ in range(count):
             if inc.died is not None:
                 return
             proc.send_signal(signal.SIGHUP)
             await asyncio.sleep(self.rng.uniform(0.0, 0.05))
-        outcomes = await self.wait_log(inc, start, OUTCOMES, count, 10.0 + 2 * count)
+        outcomes = await member.daemon.wait_log(inc, start, OUTCOMES, count, 10.0 + 2 * count)
         if inc.died is not None and not inc.ended_by:
-            self.findings.append(f"SIGHUP x{count} with a {variant} config: the daemon died")
+            self.findings.append(f"{label}SIGHUP x{count} with a {variant} config: the daemon died")
             return
         for line in outcomes:
             self.reloads[f"{variant}: {line['event']}"] += 1
             if line["event"] != expected:
-                self.findings.append(f"SIGHUP with a {variant} config: {line['event']}, expected {expected}")
+                self.findings.append(f"{label}SIGHUP with a {variant} config: {line['event']}, expected {expected}")
         if len(outcomes) < count and inc.died is None:
             self.reloads[f"{variant}: not reported"] += count - len(outcomes)
-            self.findings.append(f"SIGHUP x{count} with a {variant} config: {count - len(outcomes)} reloads "
+            self.findings.append(f"{label}SIGHUP x{count} with a {variant} config: {count - len(outcomes)} reloads "
                                  f"neither `reloaded` nor `config_reload_failed` within {10 + 2 * count} s")
-
-    # -- sampling -------------------------------------------------------------------------------------------
-    async def sample_loop(self) -> None:
-        while not self.stopping:
-            current = self.current
-            if current is not None and current[0].ready_at is not None and current[0].died is None:
-                with contextlib.suppress(OSError, ValueError, StopIteration):
-                    current[0].samples.append(resources(current[0].pid))
-            await asyncio.sleep(2.0)
 
     # -- the whole run --------------------------------------------------------------------------------------
     async def run(self) -> bool:
@@ -353,15 +325,20 @@ class Soak:
                 self.targets[(service, site)] = await HttpTarget().start()
         self.broker, broker = await asyncio.to_thread(start_mosquitto, self.work)
         self.broker_port = broker.port
-        self.mqtt = MqttLoad(self.broker_port, PREFIX, MQTT_KEY, services=SERVICES, sites=SITES, rng=self.rng)
-        self.write_config(self.good_config())
+        if self.cluster:
+            (self.work / "etcd").mkdir(exist_ok=True)
+            self.etcd = EtcdCluster(self.work / "etcd")
+            await asyncio.to_thread(self.etcd.start)
+        for name in (SITES if self.cluster else [""]):
+            self.add_member(name)
         deadline = time.monotonic() + self.seconds
-        supervisor = asyncio.create_task(self.supervise())
-        sampler = asyncio.create_task(self.sample_loop())
-        loads = [asyncio.create_task(self.api.run(lambda: self.load_done)),
-                 asyncio.create_task(self.mqtt.run(lambda: self.load_done))]
-        if await self.wait_ready(90.0) is None:
-            self.findings.append("the first daemon never became ready")
+        tasks = [asyncio.create_task(m.daemon.supervise()) for m in self.members]
+        samplers = [asyncio.create_task(m.daemon.sample_loop()) for m in self.members]
+        loads = [asyncio.create_task(load.run(lambda: self.load_done))
+                 for m in self.members for load in (m.api, m.mqtt)]
+        ready = [await m.daemon.wait_ready(90.0) for m in self.members]
+        if None in ready:
+            self.findings.append("a first daemon never became ready")
         else:
             await self.chaos_loop(deadline)
         self.load_done = True
@@ -369,99 +346,102 @@ class Soak:
         await asyncio.wait(loads, timeout=15)
         for task in [*loads, *self.flaps]:
             task.cancel()
-        await self.stop_daemon()
-        await asyncio.wait_for(supervisor, 30)
-        sampler.cancel()
-        return self.report()
-
-    async def stop_daemon(self) -> None:
-        """Calm: targets up, good config, running runs finished (up to 60 s); then SIGTERM, as systemd stops."""
         for target in self.targets.values():
             target.status = 200
-        self.write_config(self.good_config())
-        current = await self.wait_ready(60.0)
+        for member in self.members:
+            self.write_config(member)
+        await asyncio.gather(*(self.stop_member(m) for m in self.members))
+        await asyncio.wait(tasks, timeout=30)
+        for task in samplers:
+            task.cancel()
+        return self.report()
+
+    async def stop_member(self, member: Member) -> None:
+        """Calm: runs in progress finished (up to 60 s), the command channel answers; then SIGTERM."""
+        current = await member.daemon.wait_ready(60.0)
         if current is None:
-            self.stopping = True
-            if self.current is not None:
-                self.current[0].ended_by = "kill -9"
-                self.current[1].kill()
+            member.daemon.kill_now()
             return
-        inc, proc = current
+        inc = current[0]
         start = len(inc.lines)
-        finished = 0
         for _ in range(60):
             finished = sum(1 for line in inc.lines[start:] if line.get("event") == "run_finished")
             started = sum(1 for line in inc.lines[start:] if line.get("event") == "run_started")
-            services = await self.api.get_json("/api/v1/services")
+            services = await member.api.get_json("/api/v1/services")
             busy = [s["name"] for s in (services or {}).get("services", []) if s.get("status") == "failing_over"]
             if not busy and finished >= started:
                 break
             await asyncio.sleep(1.0)
-        assert self.mqtt is not None
-        reply = await self.mqtt.answered(45.0)
-        if reply is None:
-            self.findings.append("MQTT: a signed command sent after the chaos got no reply within 45 s")
-        self.stopping = True
-        inc.ended_by = "SIGTERM"
-        began = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.wait_for(proc.wait(), 15)
-            if code != 0 or time.monotonic() - began > 5.5:
-                self.findings.append(f"SIGTERM: exit {code} after {time.monotonic() - began:.1f} s (want 0 within 5 s)")
-        except TimeoutError:
-            self.findings.append("SIGTERM: still running after 15 s; killed")
-            proc.kill()
-        inc.died = time.time()
+        if await member.mqtt.answered(45.0) is None:
+            self.findings.append(f"{member.daemon.label}MQTT: a signed command sent after the chaos got no reply "
+                                 "within 45 s")
+        await member.daemon.terminate(current)
 
     def cleanup(self) -> None:
-        """End what this soak started: the daemon, mosquitto, and step processes left running."""
-        if self.current is not None and self.current[1].returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.current[1].kill()
+        """End what this soak started: daemons, mosquitto, etcd, and step processes left running."""
+        for member in self.members:
+            member.daemon.kill_now()
         if self.broker is not None and self.broker.poll() is None:
             stop_process(self.broker)
+        if self.etcd is not None:
+            self.etcd.stop_all()
         executions, _ = read_recorder(self.recorder)
-        for e in executions:
-            if e.end is None and step_alive(e.pid):
-                self.alive_at_ready.add((e.run_id, e.step))
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(e.pid, signal.SIGKILL)
+        for member in self.members:
+            for e in member.executions(executions):
+                if e.end is None and step_alive(e.pid):
+                    member.alive_at_ready.add((e.run_id, e.step))
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(e.pid, signal.SIGKILL)
 
     # -- the verdict ----------------------------------------------------------------------------------------
+    def member_checks(self, member: Member, executions: list[StepRun], bad: list[str]
+                      ) -> tuple[list[Check], list[str], checks.JournalView]:
+        self.findings += [f"{member.daemon.label}API: {line}" for line in member.api.server_errors]
+        self.findings += [f"{member.daemon.label}MQTT: {line}" for line in member.mqtt.wrongly_accepted]
+        mine, incarnations = member.executions(executions), member.daemon.incarnations
+        journal = checks.read_journal(member.state / "bcd.sqlite")
+        ran_on, gap = checks.check_ran_on(mine, journal, incarnations, member.alive_at_ready)
+        results = [
+            checks.check_steps_once(mine, bad), checks.check_runs_kept(mine, journal), ran_on,
+            checks.check_transitions(journal, incarnations), checks.check_memory(incarnations),
+            checks.check_fds(incarnations), checks.check_logs(incarnations, self.broker_stops),
+        ]
+        if member.name:
+            results = [dataclasses.replace(c, name=f"{c.name} ({member.name})") for c in results]
+        return results, [f"{member.daemon.label}{line}" for line in gap], journal
+
     def report(self) -> bool:
         self.cleanup()
-        assert self.mqtt is not None
-        self.findings += [f"API: {line}" for line in self.api.server_errors]
-        self.findings += [f"MQTT: {line}" for line in self.mqtt.wrongly_accepted]
         executions, bad = read_recorder(self.recorder)
-        journal = checks.read_journal(self.work / "state" / "bcd.sqlite")
-        ran_on, gap = checks.check_ran_on(executions, journal, self.incarnations, self.alive_at_ready)
-        results: list[Check] = [
-            checks.check_steps_once(executions, bad),
-            checks.check_runs_kept(executions, journal),
-            ran_on,
-            checks.check_transitions(journal, self.incarnations),
-            checks.check_memory(self.incarnations),
-            checks.check_fds(self.incarnations),
-            checks.check_logs(self.incarnations, self.broker_stops),
-            Check("no other finding", not self.findings, f"{len(self.findings)} findings", tuple(self.findings)),
-        ]
-        assert self.mqtt is not None
-        figures = {
-            "incarnations": Counter(i.ended_by or "died on its own" for i in self.incarnations),
-            "chaos": self.chaos, "reloads": self.reloads, "API": self.api.counts, "MQTT": self.mqtt.counts,
-            "MQTT replies": self.mqtt.replies,
+        results: list[Check] = []
+        notes: list[str] = []
+        runs: list[tuple[list[StepRun], checks.JournalView, list[Incarnation]]] = []
+        for member in self.members:
+            more, gap, journal = self.member_checks(member, executions, bad)
+            results += more
+            notes += gap
+            runs.append((member.executions(executions), journal, member.daemon.incarnations))
+        results.append(checks.check_one_run_at_a_time(runs))
+        results.append(Check("no other finding", not self.findings, f"{len(self.findings)} findings",
+                             tuple(self.findings)))
+        figures: dict[str, Counter[str]] = {
+            "incarnations": Counter(f"{m.daemon.label}{i.ended_by or 'died on its own'}"
+                                    for m in self.members for i in m.daemon.incarnations),
+            "chaos": self.chaos, "reloads": self.reloads,
+            "API": sum((m.api.counts for m in self.members), Counter()),
+            "MQTT": sum((m.mqtt.counts for m in self.members), Counter()),
+            "MQTT replies": sum((m.mqtt.replies for m in self.members), Counter()),
         }
-        print(f"\nchaos soak: {self.seconds:.0f} s, seed {self.seed}, work dir {self.work}")
-        checks.print_summary(figures, gap, results)
+        mode = "cluster of 2 daemons, 3 etcd members" if self.cluster else "one daemon"
+        print(f"\nchaos soak: {self.seconds:.0f} s, {mode}, seed {self.seed}, work dir {self.work}")
+        checks.print_summary(figures, notes, results)
         ok = all(c.ok for c in results)
         print(f"\nsoak {'passed' if ok else 'FAILED'}")
         return ok
 
 
 async def main_async(args: argparse.Namespace, work: Path) -> bool:
-    soak = Soak(args.seconds, args.seed, work)
+    soak = Soak(args.seconds, args.seed, work, args.cluster)
     print(f"chaos soak for {args.seconds:.0f} s, seed {args.seed}, work dir {work}", flush=True)
     task = asyncio.current_task()
     assert task is not None
@@ -480,6 +460,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="kept afterwards (default: a new temp dir)")
+    parser.add_argument("--cluster", action="store_true", help="two daemons over a three-member etcd")
     args = parser.parse_args()
     args.seconds = args.duration if args.duration is not None else args.seconds
     args.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)

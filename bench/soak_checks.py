@@ -83,6 +83,7 @@ def read_recorder(path: Path) -> tuple[list[StepRun], list[str]]:
 @dataclass(frozen=True)
 class JournalView:
     runs: dict[int, str]  # id -> result
+    services: dict[int, str]  # run id -> service
     steps: dict[tuple[int, str], tuple[str, str, float | None]]  # (run, name) -> (kind, outcome, ended)
     transitions: list[tuple[float, tuple[str, str, str, str, str]]]  # (at, (service, site, from, to, reason))
 
@@ -90,6 +91,7 @@ class JournalView:
 def read_journal(path: Path) -> JournalView:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         runs = dict(db.execute("SELECT id, result FROM runs"))
+        services = dict(db.execute("SELECT id, service FROM runs"))
         rows = db.execute("SELECT run_id, name, kind, outcome, ended FROM steps")
         steps = {(run, name): (kind, outcome, ended) for run, name, kind, outcome, ended in rows}
         transitions = []
@@ -99,7 +101,7 @@ def read_journal(path: Path) -> JournalView:
             fields = json.loads(data)
             transitions.append((at, (service, site, fields["from"], fields["to"], reason)))
     db.close()
-    return JournalView(runs, steps, transitions)
+    return JournalView(runs, services, steps, transitions)
 
 
 def owner(incarnations: list[Incarnation], at: float) -> Incarnation | None:
@@ -269,6 +271,30 @@ def check_fds(incarnations: list[Incarnation]) -> Check:
 
 
 UNHANDLED = ("Task exception was never retrieved", "Exception in callback", "Unhandled exception")
+
+
+def check_one_run_at_a_time(members: list[tuple[list[StepRun], JournalView, list[Incarnation]]]) -> Check:
+    """No two runs of one service had steps running at the same moment, in one daemon or across a cluster.
+    A step with no `end` line counts until its daemon died."""
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for index, (executions, journal, incarnations) in enumerate(members):
+        for e in executions:
+            inc = owner(incarnations, e.start)
+            end = e.end if e.end is not None else (inc.died if inc is not None and inc.died else e.start)
+            who = f"member {index + 1} run {e.run_id}" if len(members) > 1 else f"run {e.run_id}"
+            spans.setdefault(journal.services.get(e.run_id, "?"), []).append((e.start, end, who))
+    details: list[str] = []
+    for service, items in sorted(spans.items()):
+        items.sort()
+        last_end, last_who = float("-inf"), ""
+        for start, end, who in items:
+            if start < last_end and who != last_who:
+                details.append(f"{service}: {who} started a step {last_end - start:.1f}s before {last_who} ended")
+            if end > last_end:
+                last_end, last_who = end, who
+    count = sum(len(items) for items in spans.values())
+    return Check("one run per service at a time", not details, f"{count} step executions over {len(spans)} services",
+                 tuple(details))
 
 
 def last_error(traceback: str) -> str:

@@ -40,7 +40,7 @@ def incarnation(number: int, spawned: float, died: float, ended_by: str, ready: 
 def journal(transitions: list[tuple[float, tuple[str, str, str, str, str]]] | None = None,
             steps: dict[tuple[int, str], tuple[str, str, float | None]] | None = None,
             runs: dict[int, str] | None = None) -> JournalView:
-    return JournalView(runs or {}, steps or {}, list(transitions or []))
+    return JournalView(runs or {}, dict.fromkeys(runs or {}, "payroll"), steps or {}, list(transitions or []))
 
 
 def test_the_recorder_reads_what_the_step_script_writes(tmp_path: Path) -> None:
