@@ -15,6 +15,8 @@ from soak_checks import (  # noqa: E402
     JournalView,
     StepRun,
     check_flat,
+    check_logs,
+    check_one_run_at_a_time,
     check_ran_on,
     check_runs_kept,
     check_steps_once,
@@ -125,3 +127,25 @@ def test_memory_growing_in_an_incarnation_fails_and_noise_does_not() -> None:
 def test_the_exception_line_of_a_grouped_traceback() -> None:
     text = "  + Exception Group Traceback\n    | File x\n    | RecursionError: maximum recursion depth\n    +----"
     assert last_error(text) == "RecursionError: maximum recursion depth"
+
+
+def test_two_runs_of_one_service_at_once_fail_even_across_members() -> None:
+    inc = incarnation(1, 0.0, 100.0, "SIGTERM")
+    kept = journal(runs={1: "interrupted", 2: "succeeded"})
+    orphan = [StepRun(1, "fence", 10, 10.0, 16.0)]  # ran on while run 2 began
+    check = check_one_run_at_a_time([([*orphan, StepRun(2, "fence", 11, 14.0, 20.0)], kept, [inc])])
+    assert check.details == ("payroll: run 2 started a step 2.0s before run 1 ended",)
+    assert check_one_run_at_a_time([([*orphan, StepRun(2, "fence", 11, 16.5, 20.0)], kept, [inc])]).ok
+    across = check_one_run_at_a_time([(orphan, kept, [inc]), ([StepRun(1, "fence", 12, 15.0, 18.0)], kept, [inc])])
+    assert across.details == ("payroll: member 2 run 1 started a step 1.0s before member 1 run 1 ended",)
+
+
+def test_an_unhandled_exception_or_a_link_lost_without_a_broker_stop_fails() -> None:
+    inc = incarnation(1, 0.0, 100.0, "SIGTERM")
+    inc.lines = [{"event": "mqtt_connection_lost", "level": "warning"}]
+    assert check_logs([inc], broker_stops=[50.0]).ok
+    assert check_logs([inc], broker_stops=[]).details == ("incarnation 1: MQTT link lost 1 times, broker stopped 0",)
+    inc.lines = [{"event": "Task exception was never retrieved", "level": "error",
+                  "exception": "Traceback\n  File x\nRecursionError: maximum recursion depth exceeded"}]
+    check = check_logs([inc], broker_stops=[])
+    assert check.details == ("Task exception was never retrieved (RecursionError: maximum recursion depth exceeded)",)
