@@ -196,6 +196,8 @@ class Soak:
                 continue
             actions, weights = ["flap", "broker", "sighup", "etcd"], [5, 1, 2, 2 if self.etcd else 0]
             action = self.rng.choices(actions, weights)[0]
+            if action == "broker" and time.time() - max(self.broker_stops, default=0.0) < 30:
+                action = "flap"  # a broker restart at most every 30 s: bcd's reconnect backoff reaches 30 s
             if action == "flap":
                 self.flap(self.rng.choice(SERVICES), self.rng.choice(SITES), self.rng.uniform(1.0, 5.0))
             elif action == "broker":

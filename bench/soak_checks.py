@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 GROUP_COMMIT_SPAN = 1.0  # s: events of one group commit are emitted within 50 ms; slack for a loaded loop
-WARM_UP = 20.0  # s after an incarnation is ready before its memory and fd samples count
+WARM_UP = 30.0  # s after an incarnation is ready before its memory and fd samples count
 MIN_SPAN = 30.0  # s of samples after warm-up needed to judge an incarnation's slope
 RSS_SLOPE_LIMIT = 30.0  # MB/h
 RSS_GROWTH_LIMIT = 3.0  # MB over the judged window: below this, a slope is noise
@@ -258,7 +258,7 @@ def check_flat(incarnations: list[Incarnation], which: int, name: str, unit: str
         if slope > slope_limit and growth > growth_limit:
             details.append(lines[-1] + f": above {slope_limit:g} {unit}/h")
     summary = (f"max {peak:.1f} {unit}; worst slope {worst:+.1f} {unit}/h over {judged} incarnations judged "
-               f"(limit {slope_limit:g} {unit}/h)")
+               f"(fails above {slope_limit:g} {unit}/h with more than {growth_limit:g} {unit} fitted growth)")
     return Check(name, not details, summary, tuple(details or lines))
 
 
