@@ -424,8 +424,9 @@ class Soak:
             notes += gap
             runs.append((member.executions(executions), journal, member.daemon.incarnations))
         results.append(checks.check_one_run_at_a_time(runs))
+        counted = Counter(self.findings)
         results.append(Check("no other finding", not self.findings, f"{len(self.findings)} findings",
-                             tuple(self.findings)))
+                             tuple(f"{n}x {line}" if n > 1 else line for line, n in counted.items())))
         figures: dict[str, Counter[str]] = {
             "incarnations": Counter(f"{m.daemon.label}{i.ended_by or 'died on its own'}"
                                     for m in self.members for i in m.daemon.incarnations),
