@@ -1,6 +1,7 @@
 """One `bcd run` under a supervisor for the chaos soak (bench/soak.py): restarted when it dies, as systemd
 would; every incarnation's stderr kept (in memory, parsed, and in `daemon[-NAME]-N.log`), its readiness,
-its end and how it came, and its memory and open fds sampled."""
+its end and how it came, and its memory and open fds sampled; and a `Member` of the soak: one such daemon with
+its API and MQTT load."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from soak_checks import Incarnation, resources
+from soak_checks import Incarnation, StepRun, resources
+from soak_load import ApiLoad, MqttLoad
 
 MAX_INCARNATIONS = 500
 Current = tuple[Incarnation, asyncio.subprocess.Process]
@@ -168,3 +171,29 @@ def daemon_env(work: Path, **extra: str) -> dict[str, str]:
     env = {**os.environ, "CREDENTIALS_DIRECTORY": str(work / "creds"), **extra}
     env.pop("NOTIFY_SOCKET", None)
     return env
+
+
+@dataclass
+class Member:
+    """One daemon of the soak (the only one, named "", or a cluster vantage) and its load."""
+
+    name: str
+    port: int
+    daemon: Supervised
+    api: ApiLoad
+    mqtt: MqttLoad
+    alive_at_ready: set[tuple[int, str]] = field(default_factory=set)
+
+    @property
+    def state(self) -> Path:
+        return self.daemon.work / (f"state-{self.name}" if self.name else "state")
+
+    @property
+    def prefix(self) -> str:
+        return f"bcd/soak-{self.name}" if self.name else "bcd/soak"
+
+    def executions(self, all_executions: list[StepRun]) -> list[StepRun]:
+        """This member's step executions, with the step names as its journal has them."""
+        mark = f"{self.name}." if self.name else ""
+        return [replace(e, step=e.step.removeprefix(mark)) for e in all_executions
+                if e.step.startswith(mark) and (self.name or "." not in e.step)]
