@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEB_PACKAGES := mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core
 PYTEST_ARGS ?=
 
-.PHONY: install deps test lint unit demo bench clean
+.PHONY: install deps test lint unit demo bench soak clean
 
 # Debian packages the test suite talks to for real (broker, promtool, Nagios plugins).
 deps:
@@ -45,6 +45,11 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
+
+# chaos soak (bench/soak.py): SOAK_SECONDS=3600 make soak for an hour; needs mosquitto (make deps)
+SOAK_SECONDS ?= 600
+soak: install
+	$(BIN)/python bench/soak.py $(SOAK_SECONDS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
