@@ -18,6 +18,13 @@ def problem(status: int, title: str, detail: str = "", **extra: object) -> web.R
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
 
 
+class Problem(Exception):
+    """Raised inside a handler: `operations.handler` returns its response."""
+
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
