@@ -113,9 +113,8 @@ def document() -> dict[str, Any]:
         "/readyz": {"get": {"summary": "Readiness: config loaded and every probe has run once", "security": [],
                             "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"},
                                                                                           "Not ready")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
-            "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}
-        }}},
+        "/metrics": {"get": _op("metrics", "Prometheus metrics (a read: a token unless auth.anonymous_read)", {
+            "200": {"description": "text exposition format", "content": {"text/plain": STRING}}})},
         "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "responses": {"200": _json({"type": "object"})}}},
         "/api/v1/services": {"get": _op("listServices", "Every service with its sites", {"200": _json({

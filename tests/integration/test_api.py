@@ -82,6 +82,10 @@ async def test_reads_need_a_token_when_tokens_are_configured(api: tuple[Api, Htt
     assert status == 401
     status, _, _ = await daemon.call("POST", "/api/v1/services/payroll/ack", token=VIEWER, body={})
     assert status == 403
+    status, content_type, _ = await daemon.call("GET", "/metrics", token=None)  # a read like the others
+    assert (status, content_type) == (401, "application/problem+json")
+    status, _, text = await daemon.call("GET", "/metrics", token=VIEWER)
+    assert status == 200 and "bcd_build_info" in text
 
 
 async def test_maintenance_start_and_end_through_api_and_cli(api: tuple[Api, HttpTarget, HttpTarget]) -> None:
