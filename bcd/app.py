@@ -32,11 +32,13 @@ from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.outputs.alerts import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
 from bcd.outputs.mqtt import MqttCollector, MqttOutput
+from bcd.outputs.shortages import ShortageCollector, Shortages
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
 from bcd.web.context import WebContext
+from bcd.web.limits import ConnectionStats, HttpCollector, LimitedSite
 from bcd.web.server import build_app
 
 log = structlog.get_logger("bcd.app")
@@ -83,6 +85,8 @@ class Daemon:
         self.engine = Engine(config, self.journal, self.bus)
         self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler, lambda: self.runner)
         self.metrics.reload.success_timestamp = time.time()
+        self.shortages = Shortages()
+        self.metrics.register(ShortageCollector(self.shortages))
         self.scheduler: Scheduler | None = None
         self.runner: Runner | None = None
         self.context: ProbeContext | None = None
@@ -233,11 +237,13 @@ class Daemon:
     async def _start_web(self) -> None:
         context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready)
         self._runner = web.AppRunner(
-            build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
+            build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True,
+            keepalive_timeout=self.config.server.idle_timeout,  # also closes a connection whose request head lags
         )
         await self._runner.setup()
-        host, port = self.config.server.host_port
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        connections = ConnectionStats()
+        await LimitedSite(self._runner, self.config.server, connections).start()
+        self.metrics.register(HttpCollector(self._runner, connections))
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
@@ -275,6 +281,9 @@ class Daemon:
 
     # -- the flow ------------------------------------------------------------------------------------
     def _observe(self, obs: Observation) -> None:
+        if obs.internal is not None:  # bcd's own shortage, not the target's failure: counted, health untouched
+            self.shortages.record(obs)
+            return
         self.metrics.probes.record(obs)
         self.engine.observe(obs)
 
@@ -364,5 +373,7 @@ class Daemon:
         heap.settle()
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()
+        self.shortages = Shortages()
+        self.metrics.register(ShortageCollector(self.shortages))
         log.info("reloaded", services=len(new.services), probes=len(self.scheduler.keys))
         return True

@@ -3,6 +3,7 @@ strict types. Anything else is a Problem (400 or 404 problem+json), never an exc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, TypeVar
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bcd.web.context import CONTEXT
 from bcd.web.problems import Problem, problem
 
 INT64 = (-(2**63), 2**63 - 1)  # SQLite's integers: a larger one overflows inside the driver
@@ -77,7 +79,12 @@ def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
 
 async def body_of(request: web.Request, model: type[B]) -> B:
     """The request's JSON body as `model` (an empty body is `{}`), or a 400 Problem saying what is wrong."""
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(request.app[CONTEXT].engine().config.server.request_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        detail = "the body did not arrive in time (server.request_timeout)"
+        raise Problem(problem(408, "Request Timeout", detail)) from None
     if too_deep(raw):
         raise Problem(problem(400, "Bad Request", f"the body is nested too deep (at most {MAX_DEPTH} levels)"))
     try:

@@ -57,6 +57,12 @@ class Api(DaemonProcess):
             parsed = json.loads(text) if response.content_type.endswith("json") else text
             return response.status, response.content_type, parsed
 
+    async def metrics_with(self, token: str) -> str:
+        status, _, text = await self.call("GET", "/metrics", token=token)
+        assert status == 200, (status, text)
+        assert isinstance(text, str)
+        return text
+
     def cli(self, *args: str, token: str = OPERATOR) -> subprocess.CompletedProcess[str]:
         env = {"BCD_URL": self.url, "BCD_TOKEN": token, "PATH": "/usr/bin:/bin"}
         return subprocess.run([sys.executable, "-m", "bcd", *args], capture_output=True, text=True, env=env,
