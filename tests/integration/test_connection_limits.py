@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.helpers.api import CONFIG, VIEWER, Api, sha
+from tests.helpers.api import CONFIG, VIEWER, Api, api_daemon, sha
 from tests.helpers.api import OPERATOR as OPERATOR_TOKEN
 from tests.helpers.daemon import free_port
 from tests.helpers.targets import HttpTarget
@@ -161,3 +161,18 @@ async def test_probes_without_a_file_descriptor_are_internal_errors_not_a_down_s
         assert service["sites"]["dorset"]["state"] in ("up", "unknown"), service["sites"]["dorset"]
         assert not [e for e in daemon.log_lines if e.get("event") == "site_transition"
                     and e.get("to_state") in ("down", "degraded")]
+
+
+async def test_a_body_that_does_not_arrive_in_time_gets_408(tmp_path: Path) -> None:
+    config = CONFIG.replace('server: {{listen: "127.0.0.1:{port}"}}',
+                            'server: {{listen: "127.0.0.1:{port}", request_timeout: 1s}}')
+    async with api_daemon(tmp_path, config) as (daemon, _, _):
+        head = (f"POST /api/v1/services/payroll/ack HTTP/1.1\r\nHost: localhost\r\n"
+                f"Authorization: Bearer {OPERATOR_TOKEN}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: 100\r\n\r\n{{").encode()
+        reader, writer = await hold(daemon.port, head)  # and the other 99 bytes never come
+        answer = await asyncio.wait_for(reader.read(1000), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408") and b"server.request_timeout" in answer
+        status, _, _ = await daemon.call("GET", "/api/v1/services", token=VIEWER)
+        assert status == 200
