@@ -27,7 +27,8 @@ log = structlog.get_logger("bcd.web")
 
 RESERVE_FILES = 64  # the daemon's own files: journal, logs, broker, etcd, listening socket
 MIN_CONNECTIONS = 8
-LINGER = 1.0
+LINGER = 0.5
+LINGERING = 16
 
 
 def _refusal() -> bytes:
@@ -42,25 +43,39 @@ REFUSAL = _refusal()
 
 
 def connection_cap(configured: int, open_files: int) -> int:
-    """`configured`, or fewer if the open-files limit could not hold that many beside the probes."""
-    return max(MIN_CONNECTIONS, min(configured, (open_files - RESERVE_FILES) // 2))
+    """`configured`, or fewer if the open-files limit could not hold that many (and the refusals lingering)
+    beside the probes."""
+    return max(MIN_CONNECTIONS, min(configured, (open_files - RESERVE_FILES) // 2 - LINGERING))
 
 
 @dataclass
 class ConnectionStats:
     cap: int = 0
     refused: int = 0
+    lingering: int = 0
 
 
 class _Refuse(asyncio.Protocol):
-    """Answers 503 without reading the request and half-closes; closes for good LINGER seconds later. Closing at
-    once, with the client's request still unread, would reset the connection and lose the answer."""
+    """Answers 503 without reading the request and half-closes; closes for good LINGER seconds later (closing at
+    once, with the client's request unread, would reset the connection and lose the answer). At most LINGERING
+    refused connections wait so: past that, a flood's file descriptors are given back at once."""
+
+    def __init__(self, stats: ConnectionStats) -> None:
+        self._stats = stats
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         transport.write(REFUSAL)
         transport.write_eof()
-        asyncio.get_running_loop().call_later(LINGER, transport.close)
+        if self._stats.lingering >= LINGERING:
+            transport.close()
+            return
+        self._stats.lingering += 1
+        asyncio.get_running_loop().call_later(LINGER, self._close, transport)
+
+    def _close(self, transport: asyncio.Transport) -> None:
+        self._stats.lingering -= 1
+        transport.close()
 
 
 class _Capped:
@@ -73,7 +88,7 @@ class _Capped:
     def __call__(self) -> asyncio.BaseProtocol:
         if len(self._server.connections) >= self._stats.cap:
             self._stats.refused += 1
-            return _Refuse()
+            return _Refuse(self._stats)
         return self._server()
 
 
