@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION_PATTERN = r"^\d+(\.\d+)?(ms|s|m|h|d)$"  # the canonical form, for schemas
+MAINTENANCE = (1.0, 366 * 86400.0)  # shortest and longest maintenance: a longer one is a mistake, far ones overflow
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 
 

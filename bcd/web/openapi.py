@@ -115,8 +115,8 @@ def document() -> dict[str, Any]:
                                                                                           "Not ready")}}},
         "/metrics": {"get": _op("metrics", "Prometheus metrics (a read: a token unless auth.anonymous_read)", {
             "200": {"description": "text exposition format", "content": {"text/plain": STRING}}})},
-        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
-                                         "responses": {"200": _json({"type": "object"})}}},
+        "/api/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
+                                         "responses": {"200": _json({"type": "object"}), "4XX": PROBLEM}}},
         "/api/v1/services": {"get": _op("listServices", "Every service with its sites", {"200": _json({
             "type": "object", "required": ["services"],
             "properties": {"services": {"type": "array", "items": _ref("Service")}}})})},

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from bcd.durations import DURATION_PATTERN, parse_between
+from bcd.durations import DURATION_PATTERN, MAINTENANCE, parse_between
 from bcd.engine import Engine, RequestRefused
 from bcd.model import RunKind
 from bcd.policy import Request
@@ -16,8 +16,6 @@ from bcd.web.context import CONTEXT
 from bcd.web.inputs import Body, body_of, clamped
 from bcd.web.inputs import run_id as path_run_id
 from bcd.web.problems import Problem, problem
-
-MAINTENANCE = (1.0, 366 * 86400.0)  # 1s .. 366d: a longer one is a mistake (and far ones overflow dates)
 
 
 class TransferBody(Body):
