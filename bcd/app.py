@@ -7,6 +7,7 @@ import hashlib
 import json
 import resource
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
 from bcd.web.context import WebContext
-from bcd.web.limits import ConnectionStats, HttpCollector, LimitedSite
+from bcd.web.limits import HttpCollector, LimitedSite, connection_stats
 from bcd.web.server import build_app
 
 log = structlog.get_logger("bcd.app")
@@ -241,8 +242,10 @@ class Daemon:
             keepalive_timeout=self.config.server.idle_timeout,  # also closes a connection whose request head lags
         )
         await self._runner.setup()
-        connections = ConnectionStats()
-        await LimitedSite(self._runner, self.config.server, connections).start()
+        connections = connection_stats(self.config.server)
+        host, port = self.config.server.host_port
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        await LimitedSite(self._runner, sock, connections).start()
         self.metrics.register(HttpCollector(self._runner, connections))
 
     async def shutdown(self) -> None:

@@ -37,7 +37,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
-from bcd.durations import MAINTENANCE, parse_between
+from bcd.durations import parse_duration
 from bcd.engine import Engine, RequestRefused
 from bcd.lazy import lazy_import
 from bcd.model import Event, RunKind
@@ -216,9 +216,11 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise _Malformed("duration must be a string such as 2h, or seconds")
         try:
-            duration = parse_between(value, *MAINTENANCE)
+            duration = parse_duration(value)
         except ValueError as exc:
             raise _Malformed(f"duration: {exc}") from None
+        if duration <= 0:
+            raise _Malformed("duration must be positive")
     return Command(
         id=command_id, action=action, reason=reason or "", by=by or "", ts=float(ts), service=service,
         to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,

@@ -1,23 +1,21 @@
-"""What a request carries, read with bounds: integers SQLite can hold, JSON bodies of a bounded depth and
+"""What a request carries, read with bounds: integers SQLite can hold, JSON bodies of a bounded nesting and
 strict types. Anything else is a Problem (400 or 404 problem+json), never an exception that becomes a 500."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bcd.json_nesting import too_nested
 from bcd.web.context import CONTEXT
 from bcd.web.problems import Problem, problem
 
 INT64 = (-(2**63), 2**63 - 1)  # SQLite's integers: a larger one overflows inside the driver
-MAX_DEPTH = 32  # bodies are flat objects; json.loads recurses once per level and a deep one exhausts the stack
-# a string (to its end, or to the end of the body if unterminated: one pass, no backtracking) or a bracket
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+MAX_BRACKETS = 32  # bodies are flat objects; json.loads recurses once per level and a deep one exhausts the stack
 
 
 class Body(BaseModel):
@@ -62,21 +60,6 @@ def run_id(request: web.Request) -> int:
     return value
 
 
-def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether `raw` nests arrays/objects deeper than `limit` (brackets inside strings do not count)."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    depth = 0
-    for match in _TOKENS.finditer(raw):
-        token = match[0]
-        if token[:1] == b'"':
-            continue
-        depth += 1 if token in b"[{" else -1
-        if depth > limit:
-            return True
-    return False
-
-
 async def body_of(request: web.Request, model: type[B]) -> B:
     """The request's JSON body as `model` (an empty body is `{}`), or a 400 Problem saying what is wrong."""
     try:
@@ -85,8 +68,9 @@ async def body_of(request: web.Request, model: type[B]) -> B:
     except TimeoutError:
         detail = "the body did not arrive in time (server.request_timeout)"
         raise Problem(problem(408, "Request Timeout", detail)) from None
-    if too_deep(raw):
-        raise Problem(problem(400, "Bad Request", f"the body is nested too deep (at most {MAX_DEPTH} levels)"))
+    if too_nested(raw, MAX_BRACKETS):
+        detail = f"the body nests too deep: more than {MAX_BRACKETS} brackets (a body is one flat object)"
+        raise Problem(problem(400, "Bad Request", detail))
     try:
         data: Any = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -92,29 +93,34 @@ class _Capped:
         return self._server()
 
 
-class LimitedSite(web.BaseSite):
-    """A TCP site like aiohttp's TCPSite, with the connection cap."""
+def connection_stats(settings: Server) -> ConnectionStats:
+    """The cap for this server's connections, all its listening sockets together (logged if lowered)."""
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    stats = ConnectionStats(cap=connection_cap(settings.max_connections, open_files))
+    if stats.cap < settings.max_connections:
+        log.warning("http_connections_capped", cap=stats.cap, max_connections=settings.max_connections,
+                    open_files_limit=open_files, hint="raise LimitNOFILE to allow server.max_connections")
+    return stats
 
-    def __init__(self, runner: web.BaseRunner, settings: Server, stats: ConnectionStats) -> None:
+
+class LimitedSite(web.BaseSite):
+    """Serves a bound, listening socket like aiohttp's SockSite, with the connection cap of `stats`."""
+
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, stats: ConnectionStats) -> None:
         super().__init__(runner)
-        self._host, self._port = settings.host_port
+        self._sock = sock
         self._stats = stats
-        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        stats.cap = connection_cap(settings.max_connections, open_files)
-        if stats.cap < settings.max_connections:
-            log.warning("http_connections_capped", cap=stats.cap, max_connections=settings.max_connections,
-                        open_files_limit=open_files, hint="raise LimitNOFILE to allow server.max_connections")
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
 
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            _Capped(server, self._stats), self._host, self._port, reuse_address=True)
+        self._server = await asyncio.get_running_loop().create_server(_Capped(server, self._stats), sock=self._sock)
 
 
 class HttpCollector(Collector):

@@ -48,7 +48,7 @@ async def test_a_run_limit_beyond_sqlite_integers_is_refused(daemon: Api) -> Non
 async def test_a_deeply_nested_body_is_refused(daemon: Api) -> None:
     deep = b"[" * 30_000 + b"]" * 30_000
     problem = await expect(daemon, 400, "POST", "/api/v1/services/payroll/ack", raw=deep)
-    assert "deep" in str(problem["detail"])
+    assert "nests too deep" in str(problem["detail"])
     deep_object = b'{"reason": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
     await expect(daemon, 400, "POST", "/api/v1/services/payroll/failover", raw=deep_object)
 
