@@ -236,7 +236,8 @@ class Daemon:
             return None
 
     async def _start_web(self) -> None:
-        context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready)
+        context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready,
+                             server=self.config.server)
         self._runner = web.AppRunner(
             build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True,
             keepalive_timeout=self.config.server.idle_timeout,  # also closes a connection whose request head lags

@@ -65,7 +65,7 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
     host = request.headers.get("Host")
     if host is None or request.path in ANY_HOST:
         return await handler(request)
-    if not allowed_hosts(request.app[CONTEXT].engine().config.server).allows(host):
+    if not allowed_hosts(request.app[CONTEXT].server).allows(host):
         return problem(421, "Misdirected Request", f"this server does not answer for host {host[:100]!r}; "
                        "add it to server.allowed_hosts")
     return await handler(request)

@@ -63,7 +63,7 @@ def run_id(request: web.Request) -> int:
 async def body_of(request: web.Request, model: type[B]) -> B:
     """The request's JSON body as `model` (an empty body is `{}`), or a 400 Problem saying what is wrong."""
     try:
-        async with asyncio.timeout(request.app[CONTEXT].engine().config.server.request_timeout):
+        async with asyncio.timeout(request.app[CONTEXT].server.request_timeout):
             raw = await request.read()
     except TimeoutError:
         detail = "the body did not arrive in time (server.request_timeout)"
