@@ -36,6 +36,7 @@ from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttCollector, MqttOutput
 from bcd.outputs.alerts import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
+from bcd.outputs.shortages import ShortageCollector, Shortages
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
@@ -43,6 +44,7 @@ from bcd.scheduler import Job, Scheduler
 from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
 from bcd.web import listen
 from bcd.web.context import WebContext
+from bcd.web.limits import HttpCollector, LimitedSite, connection_stats
 from bcd.web.server import build_app
 
 log = structlog.get_logger("bcd.app")
@@ -94,6 +96,8 @@ class Daemon:
         self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler, lambda: self.runner)
         self.metrics.register(JournalCollector(lambda: self.engine.writer))
         self.metrics.reload.success_timestamp = time.time()
+        self.shortages = Shortages()
+        self.metrics.register(ShortageCollector(self.shortages))
         self.scheduler: Scheduler | None = None
         self.runner: Runner | None = None
         self.context: ProbeContext | None = None
@@ -244,14 +248,18 @@ class Daemon:
             return None
 
     async def _start_web(self) -> None:
-        context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready)
+        context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready,
+                             server=self.config.server)
         self._runner = web.AppRunner(
-            build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True
+            build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True,
+            keepalive_timeout=self.config.server.idle_timeout,  # also closes a connection whose request head lags
         )
         await self._runner.setup()
+        connections = connection_stats(self.config.server)
         for sock in self._listeners:
-            await web.SockSite(self._runner, sock).start()
+            await LimitedSite(self._runner, sock, connections).start()
         self._listeners = []  # the sites close them
+        self.metrics.register(HttpCollector(self._runner, connections))
 
     async def shutdown(self) -> None:
         self.notifier.stopping()
@@ -303,6 +311,9 @@ class Daemon:
 
     # -- the flow ------------------------------------------------------------------------------------
     def _observe(self, obs: Observation) -> None:
+        if obs.internal is not None:  # bcd's own shortage, not the target's failure: counted, health untouched
+            self.shortages.record(obs)
+            return
         self.metrics.probes.record(obs)
         self.engine.observe(obs)
 

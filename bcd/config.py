@@ -63,6 +63,12 @@ class Flapping(Model):
 
 class Server(Model):
     listen: str = Field("127.0.0.1:9847", description="host:port of the HTTP server ([::1]:port for IPv6)")
+    allowed_hosts: tuple[Annotated[str, Field(min_length=1, max_length=255)], ...] | None = Field(
+        None, description="Host header values answered (name, or name:port); others get 421. Default: the listen "
+        "host, localhost, 127.0.0.1, [::1] and any IP address (DNS rebinding needs a name)")
+    max_connections: int = Field(256, ge=1, le=65536, description="open connections at once; more are closed")
+    idle_timeout: Duration = Field(15.0, description="an idle kept-alive connection is closed after this")
+    request_timeout: Duration = Field(10.0, description="a request's head and body must have come within this")
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DURATION_PATTERN = r"^\d+(\.\d+)?(ms|s|m|h|d)$"  # the canonical form, for schemas
+MAINTENANCE = (1.0, 366 * 86400.0)  # shortest and longest maintenance: a longer one is a mistake, far ones overflow
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 
 
@@ -31,6 +33,16 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def parse_between(value: Any, low: float, high: float) -> float:
+    """`parse_duration`, then refuse a duration shorter than `low` or longer than `high` seconds."""
+    seconds = parse_duration(value)
+    if seconds < low:
+        raise ValueError(f"must be at least {format_duration(low)}; got {value!r}")
+    if seconds > high:
+        raise ValueError(f"must be at most {format_duration(high)}; got {value!r}")
+    return seconds
+
+
 def format_duration(seconds: float) -> str:
     for unit in ("d", "h", "m", "s"):
         size = _UNITS[unit]
@@ -43,5 +55,5 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$"}),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
 ]

@@ -83,6 +83,7 @@ class ProbeResult:
     reason: str
     cert_expiry: float | None = None
     perfdata: tuple[tuple[str, str], ...] = ()
+    internal: str | None = None  # bcd could not run the check (EMFILE, ENOMEM, …): no evidence about the target
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class Observation:
     vantage: str | None = None
     cert_expiry: float | None = None
     perfdata: tuple[tuple[str, str], ...] = ()
+    internal: str | None = None  # as ProbeResult.internal: counted as bcd's own error, never seen by health
 
     @property
     def ok(self) -> bool:

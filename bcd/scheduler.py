@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from bcd.model import Observation, ProbeKey, ProbeResult, Result
-from bcd.probes.base import Probe
+from bcd.probes.base import Probe, local_shortage
 
 log = structlog.get_logger("bcd.scheduler")
 
@@ -255,7 +255,8 @@ class Scheduler:
             return ProbeResult(Result.FAIL, self._loop.time() - begin, f"timeout after {job.timeout:g}s")
         except Exception as exc:  # a probe must not raise; if one does, it is a failed check, not a crash
             log.exception("probe_raised", service=job.key.service, site=job.key.site, probe=job.key.probe)
-            return ProbeResult(Result.FAIL, self._loop.time() - begin, f"probe error: {exc!r}"[:200])
+            return ProbeResult(Result.FAIL, self._loop.time() - begin, f"probe error: {exc!r}"[:200],
+                               internal=local_shortage(exc))
         finally:
             del self._limits[task]
             self._cut.discard(task)
@@ -279,4 +280,5 @@ class Scheduler:
             vantage=self._vantage,
             cert_expiry=result.cert_expiry,
             perfdata=result.perfdata,
+            internal=result.internal,
         )

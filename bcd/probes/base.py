@@ -7,11 +7,12 @@ raises (except CancelledError), finishes within its timeout, and says in one lin
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeAlias
 
 from bcd import __version__
@@ -91,7 +92,28 @@ async def guarded(
     except TimeoutError:
         return attempt.result(Result.FAIL, f"timeout after {seconds(attempt.timeout)} {attempt.doing}")
     except Exception as exc:
+        if (internal := local_shortage(exc)) is not None:
+            return replace(attempt.result(Result.FAIL, f"bcd could not run the check: {describe(exc)}"),
+                           internal=internal)
         return attempt.result(Result.FAIL, describe(exc))
+
+
+LOCAL_SHORTAGES = {errno.EMFILE: "EMFILE", errno.ENFILE: "ENFILE", errno.ENOMEM: "ENOMEM", errno.ENOBUFS: "ENOBUFS"}
+
+
+def local_shortage(exc: BaseException) -> str | None:
+    """The errno name if `exc` (or what caused it) says bcd's own host ran out of something (file descriptors,
+    memory, buffers): that is no evidence against the target. None otherwise."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a library may wrap the OSError a few levels deep
+        if seen is None:
+            return None
+        if isinstance(seen, MemoryError):
+            return "ENOMEM"
+        if isinstance(seen, OSError) and seen.errno in LOCAL_SHORTAGES:
+            return LOCAL_SHORTAGES[seen.errno]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def close_politely(writer: asyncio.StreamWriter, attempt: Attempt, grace: float = 1.0) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from bcd.config import Server
 from bcd.engine import Engine
 from bcd.outputs.metrics import Metrics
 
@@ -16,6 +17,7 @@ class WebContext:
     engine: Callable[[], Engine]
     metrics: Metrics
     ready: Callable[[], tuple[bool, str]]
+    server: Server  # as at start: a reload does not change the server (README: `server` needs a restart)
 
 
 CONTEXT = web.AppKey("context", WebContext)

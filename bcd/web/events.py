@@ -13,6 +13,7 @@ from bcd.engine import Engine
 from bcd.model import Event
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT
+from bcd.web.inputs import clamped, integer, query_int
 from bcd.web.operations import caller, handler
 from bcd.web.problems import problem
 
@@ -43,26 +44,19 @@ async def _end_streams(app: web.Application) -> None:
         task.cancel()
 
 
-def _int(request: web.Request, name: str, default: int) -> int:
-    try:
-        return int(request.query.get(name, default))
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{name} must be an integer") from None
-
-
 @handler
 async def list_events(request: web.Request) -> web.Response:
     """Events after the id `since` (exclusive), oldest first; `next` is the cursor for the next page.
     Without `since`, `tail=N` gives the newest N events."""
     caller(request, Role.VIEWER)
     engine = request.app[CONTEXT].engine()
-    since = _int(request, "since", 0)
-    limit = min(max(_int(request, "limit", 100), 1), MAX_PAGE)
+    since = query_int(request, "since", 0)
+    limit = clamped(request, "limit", 100, MAX_PAGE)
     service = request.query.get("service")
     if service is not None and service not in engine.services:
         return problem(404, "Not Found", f"no service named {service!r}")
     if "tail" in request.query and "since" not in request.query:
-        events = engine.journal.last_events(min(max(_int(request, "tail", 50), 1), MAX_PAGE), service)
+        events = engine.journal.last_events(clamped(request, "tail", 50, MAX_PAGE), service)
     else:
         events = engine.journal.events(after=since, service=service, limit=limit)
     return web.json_response({
@@ -85,6 +79,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     caller(request, Role.VIEWER)
     engine = request.app[CONTEXT].engine()
     service = request.query.get("service")
+    last = integer(request.headers.get("Last-Event-ID", "0") or "0", "Last-Event-ID")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     task = asyncio.current_task()
@@ -92,7 +87,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if task is not None:
         streams.add(task)
     try:
-        return await _follow(request, response, engine, service)
+        return await _follow(response, engine, service, last)
     except asyncio.CancelledError:
         return response
     finally:
@@ -100,10 +95,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             streams.discard(task)
 
 
-async def _follow(request: web.Request, response: web.StreamResponse, engine: Engine,
-                  service: str | None) -> web.StreamResponse:
+async def _follow(response: web.StreamResponse, engine: Engine, service: str | None,
+                  last: int) -> web.StreamResponse:
     async with engine.bus.subscription("sse", size=1000) as live:
-        last = int(request.headers.get("Last-Event-ID", "0") or 0)
         for event in engine.journal.events(after=last, service=service, limit=MAX_PAGE) if last else []:
             await response.write(sse(event))
             last = event.id or last

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bcd import __version__
 from bcd.model import RunResult, ServiceStatus, SiteState
+from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -19,8 +20,9 @@ BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 STRING = {"schema": {"type": "string"}}
 
 
-def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json(schema: dict[str, Any], description: str = "OK", links: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {**response, "links": links} if links else response
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -31,9 +33,10 @@ def _body(model: Any) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
 
 
-def _op(summary: str, responses: dict[str, Any], *, body: Any = None, params: list[Any] | None = None,
+def _op(name: str, summary: str, responses: dict[str, Any], *, body: Any = None, params: list[Any] | None = None,
         operator: bool = False) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {**responses, "4XX": PROBLEM}, "security": BEARER}
+    op: dict[str, Any] = {"operationId": name, "summary": summary, "responses": {**responses, "4XX": PROBLEM},
+                          "security": BEARER}
     if body is not None:
         op["requestBody"] = _body(body)
     if params:
@@ -48,8 +51,13 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
+INTEGER = {"type": "integer", "minimum": INT64[0], "maximum": INT64[1]}  # beyond: 400 (a run id: 404)
+PAGE = {**INTEGER, "description": "clamped to 1..500"}
 SERVICE = _param("service", "path", {"type": "string"})
-RUN = _param("run", "path", {"type": "integer"})
+RUN = _param("run", "path", INTEGER)
+# a run a call started can be followed, approved or aborted (also what schemathesis's stateful phase walks)
+RUN_LINKS = {name: {"operationId": name, "parameters": {"run": "$response.body#/id"}}
+             for name in ("getRun", "approveRun", "abortRun")}
 SITE_HEALTH = {
     "type": "object",
     "required": ["state", "since", "reason", "probes"],
@@ -106,48 +114,51 @@ def document() -> dict[str, Any]:
         "/readyz": {"get": {"summary": "Readiness: config loaded and every probe has run once", "security": [],
                             "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"},
                                                                                           "Not ready")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
-            "200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}
-        }}},
-        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
-                                         "responses": {"200": _json({"type": "object"})}}},
-        "/api/v1/services": {"get": _op("Every service with its sites", {"200": _json({
+        "/metrics": {"get": _op("metrics", "Prometheus metrics (a read: a token unless auth.anonymous_read)", {
+            "200": {"description": "text exposition format", "content": {"text/plain": STRING}}})},
+        "/api/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
+                                         "responses": {"200": _json({"type": "object"}), "4XX": PROBLEM}}},
+        "/api/v1/services": {"get": _op("listServices", "Every service with its sites", {"200": _json({
             "type": "object", "required": ["services"],
             "properties": {"services": {"type": "array", "items": _ref("Service")}}})})},
-        "/api/v1/services/{service}": {"get": _op("One service", {"200": _json(_ref("Service"))}, params=[SERVICE])},
+        "/api/v1/services/{service}": {"get": _op("getService", "One service", {"200": _json(_ref("Service"))},
+                                                  params=[SERVICE])},
         "/api/v1/services/{service}/failover": {"post": _op(
-            "Start a failover (operator)", {"202": _json(_ref("Run"), "The run started")},
+            "failover", "Start a failover (operator)", {"202": _json(_ref("Run"), "The run started", RUN_LINKS)},
             body=TransferBody, params=[SERVICE], operator=True)},
         "/api/v1/services/{service}/failback": {"post": _op(
-            "Start a failback to the home site (operator)", {"202": _json(_ref("Run"), "The run started")},
+            "failback", "Start a failback to the home site (operator)",
+            {"202": _json(_ref("Run"), "The run started", RUN_LINKS)},
             body=TransferBody, params=[SERVICE], operator=True)},
         "/api/v1/services/{service}/ack": {"post": _op(
-            "Acknowledge failed or interrupted runs, re-arming automation (operator)",
+            "acknowledge", "Acknowledge failed or interrupted runs, re-arming automation (operator)",
             {"200": _json({"type": "object"})}, body=ReasonBody, params=[SERVICE], operator=True)},
         "/api/v1/services/{service}/maintenance": {
-            "post": _op("Start maintenance of the service or one site (operator)", {"201": _json({"type": "object"})},
-                        body=MaintenanceBody, params=[SERVICE], operator=True),
-            "delete": _op("End maintenance (operator)", {"200": _json({"type": "object"})},
+            "post": _op("startMaintenance", "Start maintenance of the service or one site (operator)",
+                        {"201": _json({"type": "object"})}, body=MaintenanceBody, params=[SERVICE], operator=True),
+            "delete": _op("endMaintenance", "End maintenance (operator)", {"200": _json({"type": "object"})},
                           params=[SERVICE, _param("site", "query", {"type": "string"})], operator=True),
         },
-        "/api/v1/runs": {"get": _op("Recent runs, newest first", {"200": _json({
+        "/api/v1/runs": {"get": _op("listRuns", "Recent runs, newest first", {"200": _json({
             "type": "object", "required": ["runs"], "properties": {"runs": {"type": "array", "items": _ref("Run")}}})},
-            params=[_param("service", "query", {"type": "string"}), _param("limit", "query", {"type": "integer"})])},
-        "/api/v1/runs/{run}": {"get": _op("One run with its steps", {"200": _json(_ref("Run"))}, params=[RUN])},
-        "/api/v1/runs/{run}/approve": {"post": _op("Approve a run waiting in an approval step (operator)",
+            params=[_param("service", "query", {"type": "string"}), _param("limit", "query", PAGE)])},
+        "/api/v1/runs/{run}": {"get": _op("getRun", "One run with its steps", {"200": _json(_ref("Run"))},
+                                          params=[RUN])},
+        "/api/v1/runs/{run}/approve": {"post": _op("approveRun", "Approve a run waiting in an approval step (operator)",
                                                    {"202": _json({"type": "object"})}, body=ReasonBody, params=[RUN],
                                                    operator=True)},
-        "/api/v1/runs/{run}/abort": {"post": _op("Abort a run; its rollback runs (operator)",
+        "/api/v1/runs/{run}/abort": {"post": _op("abortRun", "Abort a run; its rollback runs (operator)",
                                                  {"202": _json({"type": "object"})}, body=ReasonBody, params=[RUN],
                                                  operator=True)},
-        "/api/v1/events": {"get": _op("Journal events after a cursor, oldest first", {"200": _json({
+        "/api/v1/events": {"get": _op("listEvents", "Journal events after a cursor, oldest first", {"200": _json({
             "type": "object", "required": ["events", "next"],
             "properties": {"events": {"type": "array", "items": _ref("Event")}, "next": {"type": "integer"}}})},
-            params=[_param(n, "query", {"type": "integer"}) for n in ("since", "limit", "tail")]
-            + [_param("service", "query", {"type": "string"})])},
-        "/api/v1/events/stream": {"get": _op("Live events as server-sent events (Last-Event-ID resumes)", {
-            "200": {"description": "text/event-stream", "content": {"text/event-stream": STRING}},
-        }, params=[_param("service", "query", {"type": "string"})])},
+            params=[_param("since", "query", INTEGER), _param("limit", "query", PAGE), _param("tail", "query", PAGE),
+                    _param("service", "query", {"type": "string"})])},
+        "/api/v1/events/stream": {"get": _op(
+            "streamEvents", "Live events as server-sent events (Last-Event-ID resumes)",
+            {"200": {"description": "text/event-stream", "content": {"text/event-stream": STRING}}},
+            params=[_param("service", "query", {"type": "string"}), _param("Last-Event-ID", "header", INTEGER)])},
     }
     return {
         "openapi": "3.1.0",

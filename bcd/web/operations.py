@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from bcd.durations import parse_duration
+from bcd.durations import DURATION_PATTERN, MAINTENANCE, parse_between
 from bcd.engine import Engine, RequestRefused
 from bcd.journal import JournalWriteError
 from bcd.model import RunKind
 from bcd.policy import Request
 from bcd.web.auth import Caller, Denied, Role, require
 from bcd.web.context import CONTEXT
-from bcd.web.problems import problem
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-B = TypeVar("B", bound=Body)
+from bcd.web.inputs import Body, body_of, clamped
+from bcd.web.inputs import run_id as path_run_id
+from bcd.web.problems import Problem, problem
 
 
 class TransferBody(Body):
@@ -34,7 +28,7 @@ class TransferBody(Body):
 
 class MaintenanceBody(Body):
     site: str | None = None
-    duration: str = Field(description="e.g. 30m, 2h")
+    duration: str = Field(description="1s to 366d, e.g. 30m, 2h", pattern=DURATION_PATTERN)
     reason: str = Field(min_length=1, max_length=500)
 
 
@@ -54,13 +48,6 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/runs/{run}/abort", abort)
 
 
-class Problem(Exception):
-    """Raised inside a handler: `handler` returns its response."""
-
-    def __init__(self, response: web.Response) -> None:
-        self.response = response
-
-
 def _engine(request: web.Request) -> Engine:
     return request.app[CONTEXT].engine()
 
@@ -71,18 +58,6 @@ def caller(request: web.Request, role: Role) -> Caller:
         return require(_engine(request).config.auth, request, role)
     except Denied as exc:
         raise Problem(problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden", str(exc))) from None
-
-
-async def _body(request: web.Request, model: type[B]) -> B:
-    try:
-        raw = await request.read()
-        data: Any = json.loads(raw) if raw.strip() else {}
-        return model.model_validate(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, ValidationError):
-            errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-            raise Problem(problem(400, "Bad Request", "invalid request body", errors=errors)) from None
-        raise Problem(problem(400, "Bad Request", f"the body is not JSON: {exc}")) from None
 
 
 def _service(request: web.Request) -> str:
@@ -110,7 +85,7 @@ def handler(func: Any) -> Any:
 async def _transfer(request: web.Request, kind: RunKind) -> web.Response:
     who = caller(request, Role.OPERATOR)
     name = _service(request)
-    body = await _body(request, TransferBody)
+    body = await body_of(request, TransferBody)
     engine = _engine(request)
     try:
         run = await engine.submit(name, Request(kind, body.to, body.force, body.dry_run), who.name, body.reason)
@@ -136,7 +111,7 @@ async def failback(request: web.Request) -> web.Response:
 async def acknowledge(request: web.Request) -> web.Response:
     who = caller(request, Role.OPERATOR)
     name = _service(request)
-    body = await _body(request, ReasonBody)
+    body = await body_of(request, ReasonBody)
     ids = _engine(request).acknowledge(name, who.name, body.reason or "acknowledged")
     return web.json_response({"service": name, "acknowledged": ids})
 
@@ -145,13 +120,11 @@ async def acknowledge(request: web.Request) -> web.Response:
 async def start_maintenance(request: web.Request) -> web.Response:
     who = caller(request, Role.OPERATOR)
     name = _service(request)
-    body = await _body(request, MaintenanceBody)
+    body = await body_of(request, MaintenanceBody)
     try:
-        seconds = parse_duration(body.duration)
+        seconds = parse_between(body.duration, *MAINTENANCE)
     except ValueError as exc:
         return problem(400, "Bad Request", f"duration: {exc}")
-    if seconds <= 0:
-        return problem(400, "Bad Request", "duration must be positive")
     engine = _engine(request)
     try:
         sites = engine.start_maintenance(name, body.site, seconds, body.reason, who.name)
@@ -176,26 +149,16 @@ async def end_maintenance(request: web.Request) -> web.Response:
 async def list_runs(request: web.Request) -> web.Response:
     caller(request, Role.VIEWER)
     service = request.query.get("service")
-    try:
-        limit = min(int(request.query.get("limit", "50")), 500)
-    except ValueError:
-        return problem(400, "Bad Request", "limit must be an integer")
+    limit = clamped(request, "limit", 50, 500)
     runs = _engine(request).runs.recent(service, limit)
     return web.json_response({"runs": [run.to_dict() for run in runs]})
-
-
-def _run_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["run"])
-    except ValueError:
-        raise Problem(problem(404, "Not Found", "run ids are integers")) from None
 
 
 @handler
 async def get_run(request: web.Request) -> web.Response:
     caller(request, Role.VIEWER)
     engine = _engine(request)
-    run_id = _run_id(request)
+    run_id = path_run_id(request)
     record = engine.runs.get(run_id)
     if record is None:
         return problem(404, "Not Found", f"no run {run_id}")
@@ -219,8 +182,8 @@ async def abort(request: web.Request) -> web.Response:
 async def _control(request: web.Request, action: str) -> web.Response:
     who = caller(request, Role.OPERATOR)
     engine = _engine(request)
-    run_id = _run_id(request)
-    await _body(request, ReasonBody)
+    run_id = path_run_id(request)
+    await body_of(request, ReasonBody)
     if engine.runs.get(run_id) is None:
         return problem(404, "Not Found", f"no run {run_id}")
     assert engine.runner is not None

@@ -13,6 +13,7 @@ from bcd.outputs.metrics import CONTENT_TYPE
 from bcd.web import events, openapi, operations, status_page
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT, WebContext
+from bcd.web.hosts import host_middleware
 from bcd.web.operations import handler
 from bcd.web.problems import problem, problem_middleware
 
@@ -22,7 +23,7 @@ MAX_BODY = 64 * 1024
 
 
 def build_app(context: WebContext) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[problem_middleware, host_middleware], client_max_size=MAX_BODY)
     app[CONTEXT] = context
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
@@ -36,9 +37,12 @@ def build_app(context: WebContext) -> web.Application:
     return app
 
 
+@handler
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Streamed in pieces: a large estate's exposition is never held whole in memory, and the event loop
-    runs between pieces (probes due during a scrape start on time)."""
+    runs between pieces (probes due during a scrape start on time). A read like the API's: a token unless
+    reads are anonymous."""
+    operations.caller(request, Role.VIEWER)
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE})
     await response.prepare(request)
     for piece in request.app[CONTEXT].metrics.parts():

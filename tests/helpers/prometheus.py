@@ -267,7 +267,10 @@ class Prometheus:
         example = yaml.safe_load(SCRAPE_EXAMPLE.read_text())
         (job,) = example["scrape_configs"]
         every = f"{round(self.interval * 1000)}ms"
-        job = {**job, "scrape_interval": every, "scrape_timeout": every, "static_configs": [{"targets": self.targets}]}
+        token = self.directory / "bcd-token"  # the example's credentials_file, here
+        token.write_text(OPERATOR_TOKEN)
+        job = {**job, "scrape_interval": every, "scrape_timeout": every, "static_configs": [{"targets": self.targets}],
+               "authorization": {**job["authorization"], "credentials_file": str(token)}}
         return {
             "global": {"scrape_interval": every, "evaluation_interval": every},
             "rule_files": [str(RULES)],

@@ -4,7 +4,6 @@ maintenance, events (paginated and live), request limits; and the CLI that speak
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,69 +17,14 @@ import pytest
 from openapi_spec_validator import validate
 
 from bcd.web.openapi import document
-from tests.helpers.daemon import DaemonProcess, free_port
+from tests.helpers.api import VIEWER, Api, api_daemon
 from tests.helpers.targets import HttpTarget
-
-OPERATOR = "operator-secret-token"
-VIEWER = "viewer-secret-token"
-
-CONFIG = """
-state_dir: {state}
-server: {{listen: "127.0.0.1:{port}"}}
-sites: {{dorset: {{}}, hampshire: {{}}}}
-defaults: {{interval: 200ms, timeout: 150ms, rise: 1, fall: 2}}
-auth:
-  tokens:
-    - {{name: alice, role: operator, sha256: {operator}}}
-    - {{name: grafana, role: viewer, sha256: {viewer}}}
-runbooks:
-  move: {{steps: [{{name: pause, sleep: {{duration: 10ms}}}}]}}
-services:
-  payroll:
-    active: dorset
-    labels: {{owner: dorset-cc}}
-    failover: {{runbook: move, mode: manual}}
-    sites:
-      dorset: {{probes: [{{name: health, http: {{url: "{dorset}"}}}}]}}
-      hampshire: {{probes: [{{name: health, http: {{url: "{hampshire}"}}}}]}}
-"""
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-class Api(DaemonProcess):
-    async def call(self, method: str, path: str, token: str | None = OPERATOR, body: Any = None,
-                   raw: bytes | None = None) -> tuple[int, str, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession() as session, session.request(
-            method, self.url + path, headers=headers, json=body, data=raw
-        ) as response:
-            text = await response.text()
-            parsed = json.loads(text) if response.content_type.endswith("json") else text
-            return response.status, response.content_type, parsed
-
-    def cli(self, *args: str, token: str = OPERATOR) -> subprocess.CompletedProcess[str]:
-        env = {"BCD_URL": self.url, "BCD_TOKEN": token, "PATH": "/usr/bin:/bin"}
-        return subprocess.run([sys.executable, "-m", "bcd", *args], capture_output=True, text=True, env=env,
-                              timeout=30, check=False)
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[tuple[Api, HttpTarget, HttpTarget]]:
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    port = free_port()
-    path = tmp_path / "bcd.yaml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", port=port, operator=sha(OPERATOR), viewer=sha(VIEWER),
-                                  dorset=dorset.url, hampshire=hampshire.url))
-    daemon = Api(path, port)
-    await daemon.start()
-    await daemon.wait_ready()
-    yield daemon, dorset, hampshire
-    await daemon.stop()
-    await dorset.stop()
-    await hampshire.stop()
+    async with api_daemon(tmp_path) as started:
+        yield started
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -138,6 +82,10 @@ async def test_reads_need_a_token_when_tokens_are_configured(api: tuple[Api, Htt
     assert status == 401
     status, _, _ = await daemon.call("POST", "/api/v1/services/payroll/ack", token=VIEWER, body={})
     assert status == 403
+    status, content_type, _ = await daemon.call("GET", "/metrics", token=None)  # a read like the others
+    assert (status, content_type) == (401, "application/problem+json")
+    status, _, text = await daemon.call("GET", "/metrics", token=VIEWER)
+    assert status == 200 and "bcd_build_info" in text
 
 
 async def test_maintenance_start_and_end_through_api_and_cli(api: tuple[Api, HttpTarget, HttpTarget]) -> None:

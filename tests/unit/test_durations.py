@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from bcd.durations import Duration, format_duration, parse_duration
+from bcd.durations import Duration, format_duration, parse_between, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -145,3 +145,17 @@ def test_json_schema_is_a_string_with_a_unit() -> None:
         assert SCHEMA_PATTERN.fullmatch(good)
     for bad in ("10", "1h30m", "10 seconds"):
         assert not SCHEMA_PATTERN.fullmatch(bad)
+
+
+@pytest.mark.parametrize(("value", "message"), [("0.0000001ms", "must be at least 1s; got '0.0000001ms'"),
+                                                ("0s", "must be at least 1s"),
+                                                ("99999999999999999d", "must be at most 366d"),
+                                                ("367d", "must be at most 366d"), ("soon", "expected a duration")])
+def test_parse_between_rejects(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_between(value, 1.0, 366 * 86400.0)
+
+
+def test_parse_between_keeps_the_ends() -> None:
+    assert parse_between("1s", 1.0, 366 * 86400.0) == 1.0
+    assert parse_between("366d", 1.0, 366 * 86400.0) == 366 * 86400.0
