@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bcd.durations import parse_duration
+from bcd.durations import MAINTENANCE, parse_between
+from bcd.json_nesting import too_nested
 
 MAX_COMMAND_BYTES = 8 * 1024
 MAX_BRACKETS = 64  # outside strings; a command has one
+MAX_RUN_ID = 2**63 - 1  # SQLite's largest integer: a larger id would overflow inside the driver
 MAX_REASON = 500
 MAX_BY = 64
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -108,23 +110,11 @@ def verify(
         return Refusal(None, f"unreadable: {type(exc).__name__}")
 
 
-def too_nested(raw: bytes, limit: int = MAX_BRACKETS) -> bool:
-    """Whether `raw` has more than `limit` opening brackets outside JSON strings, which bounds how deep it can
-    nest. A command is one flat object (one bracket); `json.loads` recurses once per level, so this check,
-    linear and without recursion, makes a RecursionError impossible. All C-speed byte operations: at most
-    about 0.1 ms for 8 KiB of crafted brackets and quotes."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return False
-    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escaped backslashes, then escaped quotes
-    outside = b"".join(unescaped.split(b'"')[::2])  # even pieces lie between strings
-    return outside.count(b"[") + outside.count(b"{") > limit
-
-
 def _read(raw: bytes) -> tuple[dict[str, Any], str] | Refusal:
     """The payload as a JSON object with a usable id, cheapest checks first."""
     if len(raw) > MAX_COMMAND_BYTES:
         return Refusal(None, f"payload too large: {len(raw)} bytes (limit {MAX_COMMAND_BYTES})")
-    if too_nested(raw):
+    if too_nested(raw, MAX_BRACKETS):  # a command is one flat object: json.loads cannot recurse deep
         return Refusal(None, f"not a command: more than {MAX_BRACKETS} brackets (a command is one flat object)")
     try:
         obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
@@ -202,7 +192,8 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
     needs_service = action not in (Action.APPROVE, Action.ABORT)
     service = _text(obj, "service", 64, required=needs_service)
     run = obj.get("run")
-    if action in (Action.APPROVE, Action.ABORT) and (isinstance(run, bool) or not isinstance(run, int) or run < 1):
+    is_id = isinstance(run, int) and not isinstance(run, bool) and 1 <= run <= MAX_RUN_ID
+    if action in (Action.APPROVE, Action.ABORT) and not is_id:
         raise _Malformed("run must be a positive integer (a run id)")
     end = obj.get("end", False)
     if not isinstance(end, bool):
@@ -215,11 +206,9 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise _Malformed("duration must be a string such as 2h, or seconds")
         try:
-            duration = parse_duration(value)
+            duration = parse_between(value, *MAINTENANCE)  # as the API: a far end would overflow the reason's date
         except ValueError as exc:
             raise _Malformed(f"duration: {exc}") from None
-        if duration <= 0:
-            raise _Malformed("duration must be positive")
     return Command(
         id=command_id, action=action, reason=reason or "", by=by or "", ts=float(ts), service=service,
         to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,

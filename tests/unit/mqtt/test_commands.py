@@ -21,8 +21,10 @@ from bcd.bus import Bus
 from bcd.config import MqttSettings, parse
 from bcd.engine import Engine
 from bcd.journal import Journal
+from bcd.json_nesting import too_nested
 from bcd.model import Event, Observation, ProbeKey, Result
 from bcd.mqtt.commands import (
+    MAX_BRACKETS,
     MAX_COMMAND_BYTES,
     Action,
     Command,
@@ -30,7 +32,6 @@ from bcd.mqtt.commands import (
     Refusal,
     canonical,
     sign,
-    too_nested,
     verify,
 )
 from bcd.mqtt.inbox import Reply
@@ -139,7 +140,9 @@ REFUSALS: list[tuple[str, bytes, str | None, str]] = [
     ("end not a bool", raw(signed(action="maintenance", end="yes")), "c-1", "end must be true or false"),
     ("no duration", raw(signed(action="maintenance")), "c-1", "maintenance needs a duration"),
     ("bad duration", raw(signed(action="maintenance", duration="soon")), "c-1", "duration: expected a duration"),
-    ("zero duration", raw(signed(action="maintenance", duration="0s")), "c-1", "duration must be positive"),
+    ("zero duration", raw(signed(action="maintenance", duration="0s")), "c-1", "duration: must be at least 1s"),
+    ("far-off end", raw(signed(action="maintenance", duration="99999999999999999d")), "c-1", "duration: must be at most 366d"),
+    ("run beyond 64 bits", raw(signed(action="approve", run=2**63)), "c-1", "run must be a positive integer"),
     ("duration a bool", raw(signed(action="maintenance", duration=True)), "c-1", "duration must be a string"),
     ("stale", raw(signed(ts=NOW - 61)), "c-1", "stale: ts is 61s old (max_age 60s)"),
     # payloads that raised out of verify() before (RecursionError, UnicodeEncodeError): refusals now
@@ -173,7 +176,7 @@ def test_refused_with_a_reason_and_the_id_to_reply_to(payload: bytes, reply_id: 
     (b'{"a":"\\\\",' + b'"b":[' * 65, True),  # an escaped backslash does not escape the closing quote
 ])
 def test_brackets_are_counted_outside_strings(payload: bytes, nested: bool) -> None:
-    assert too_nested(payload) is nested
+    assert too_nested(payload, MAX_BRACKETS) is nested
 
 
 def test_a_command_with_brackets_in_its_reason_is_accepted() -> None:
