@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -15,7 +14,7 @@ import structlog
 
 from bcd import policy
 from bcd.cluster.fence import Fence
-from bcd.cluster.records import KEEP_RUNS, Holder, RemoteRun, RunLedger, decoded, mirrored_finished, prunable
+from bcd.cluster.records import KEEP_RUNS, ActiveSite, Holder, RemoteRun, RunLedger, mirrored_finished, prunable
 from bcd.cluster.views import VIEW_MIN_GAP, PeerView, Views
 from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsChanged, active_key
 from bcd.engine import Engine, RequestRefused
@@ -172,17 +171,17 @@ class ClusterLink:
         for service in changed & set(self.engine.services):
             self.engine.refresh(service)
 
-    def _adopt(self, service: str, active: dict[str, Any]) -> None:
-        site = active.get("site")
+    def _adopt(self, service: str, active: ActiveSite) -> None:
+        site = active.site
         view = self.engine.services.get(service)
-        if not isinstance(site, str) or view is None or view.active == site or service in self._busy:
+        if view is None or view.active == site or service in self._busy:
             return
         runner = self.engine.runner
         if runner is not None and service in runner.active:
             return
-        log.info("active_adopted", service=service, site=site, run=active.get("run"), token=active.get("token"))
-        self.engine.adopt_active(service, site, f"the cluster says {site} is active (run {active.get('run')}, "
-                                                f"token {active.get('token')})")
+        log.info("active_adopted", service=service, site=site, run=active.run, token=active.token)
+        self.engine.adopt_active(service, site, f"the cluster says {site} is active (run {active.run}, "
+                                                f"token {active.token})")
 
     def _reconcile(self, service: str) -> bool:
         """Mirror finished runs of others, journal orphaned runs as interrupted, carry acknowledgements over.
@@ -378,8 +377,9 @@ class ClusterLink:
         """Holding the lock: adopt the cluster's active site, and refuse to run over an orphaned run (marking
         it interrupted). False (lock released) when the run must not start."""
         try:
-            active = decoded((await self.coordinator.read(active_key(service))).get(active_key(service), b""))
-            if active:
+            active = ActiveSite.from_json((await self.coordinator.read(active_key(service))).get(active_key(service),
+                                                                                                b""))
+            if active is not None:
                 self._adopt_now(service, active)
             await self._write_acknowledgements(service, lock)  # first: an ack never covers an orphan found now
             orphans = await self._close_orphans(service, lock)
@@ -393,11 +393,11 @@ class ClusterLink:
             return False
         return True
 
-    def _adopt_now(self, service: str, active: dict[str, Any]) -> None:
-        site = active.get("site")
+    def _adopt_now(self, service: str, active: ActiveSite) -> None:
         view = self.engine.services.get(service)
-        if isinstance(site, str) and view is not None and view.active != site:
-            self.engine.adopt_active(service, site, f"the cluster says {site} is active (run {active.get('run')})")
+        if view is not None and view.active != active.site:
+            self.engine.adopt_active(service, active.site, f"the cluster says {active.site} is active (run "
+                                                           f"{active.run})")
 
     def _fence(self, service: str, lock: Lock) -> Fence:
         # the holder is what EtcdCoordinator writes at the lock key: a run is alive while that key still says so
@@ -431,9 +431,8 @@ class ClusterLink:
                 try:
                     await fence.write()
                     if record is not None and record.result == str(RunResult.SUCCEEDED) and not record.dry_run:
-                        value = json.dumps({"site": record.to_site, "run": f"{self.vantage}:{run.id}",
-                                            "token": lock.token, "at": self.wall_clock()}).encode()
-                        if await self.coordinator.fenced_put(lock, active_key(service), value):
+                        value = ActiveSite(record.to_site, f"{self.vantage}:{run.id}", lock.token, self.wall_clock())
+                        if await self.coordinator.fenced_put(lock, active_key(service), value.to_json()):
                             log.info("active_recorded", service=service, site=record.to_site, token=lock.token)
                     await self._prune(service, lock)
                 except (LostLock, CoordinationUnavailable) as exc:

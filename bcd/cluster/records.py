@@ -178,6 +178,29 @@ def _optional(data: Mapping[str, Any], name: str, convert: Callable[[Any], T]) -
     return None if data.get(name) is None else _field(data, name, convert)
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveSite:
+    """A service's active site as the store holds it, written (fenced) by the lock holder after a run moved it."""
+
+    site: str
+    run: str | None = None  # `<vantage>:<run id>` of the run that moved it
+    token: int | None = None
+    at: float | None = None  # the holder's wall clock
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> ActiveSite | None:
+        """The active site in the store's bytes; None when they do not name a site."""
+        data = decoded(raw)
+        site, run, token, at = data.get("site"), data.get("run"), data.get("token"), data.get("at")
+        if not isinstance(site, str):
+            return None
+        return cls(site, str(run) if run is not None else None, token if isinstance(token, int) else None,
+                   float(at) if isinstance(at, int | float) else None)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"site": self.site, "run": self.run, "token": self.token, "at": self.at}).encode()
+
+
 def prunable(records: Mapping[str, RemoteRun | None], keep: int) -> list[str]:
     """The keys of run records to delete: beyond the `keep` newest (by token), those that are finished and need
     no acknowledgement (or have one); an unfinished record or an unacknowledged failure stays whatever its age.
@@ -246,17 +269,17 @@ class RunLedger:
         self._unreadable.pop(key, None)
         return run
 
-    def update(self, everything: Mapping[str, bytes]) -> tuple[set[str], dict[str, dict[str, Any]]]:
+    def update(self, everything: Mapping[str, bytes]) -> tuple[set[str], dict[str, ActiveSite]]:
         """Take a read of the whole cluster prefix: (services whose records or lock changed, active sites)."""
         locks: dict[str, Holder] = {}
         records: dict[str, list[RemoteRun]] = {}
-        actives: dict[str, dict[str, Any]] = {}
+        actives: dict[str, ActiveSite] = {}
         for key, raw in everything.items():
             kind, _, rest = key.partition("/")
             if kind == "locks" and (holder := Holder.from_json(decoded(raw))) is not None:
                 locks[rest] = holder
-            elif kind == "active":
-                actives[rest] = decoded(raw)
+            elif kind == "active" and (active := ActiveSite.from_json(raw)) is not None:
+                actives[rest] = active
             elif kind == "runs" and (run := self.parse(key, raw)) is not None:
                 records.setdefault(rest.split("/")[0], []).append(run)
         for items in records.values():

@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bcd.cluster import RemoteRun, prunable
-from bcd.cluster.records import Holder, RecordUnreadable, RemoteStep, RunLedger, mirrored, mirrored_finished
+from bcd.cluster.records import ActiveSite, Holder, RecordUnreadable, RemoteStep, RunLedger, mirrored, mirrored_finished
 from bcd.model import RunKind, RunResult
 
 WRITTEN = {  # a record as a lock holder writes it (every key bcd has always written)
@@ -74,7 +74,7 @@ def test_the_ledger_skips_an_unreadable_record_and_keeps_the_others() -> None:
     assert [(line["event"], line["key"], line["reason"]) for line in logged] == [
         ("run_record_unreadable", "runs/payroll/42", "no 'vantage'")]
     assert changed == {"payroll"}
-    assert actives == {"payroll": {"site": "dorset"}}
+    assert actives == {"payroll": ActiveSite("dorset")}
     assert [run.token for run in ledger.records["payroll"]] == [41]
     shown = ledger.remote_run("payroll", held_here=False)
     assert shown is not None
@@ -120,3 +120,11 @@ CASES: list[tuple[str, dict[str, RemoteRun | None], int, list[str]]] = [
 @pytest.mark.parametrize(("found", "keep", "deleted"), [case[1:] for case in CASES], ids=[case[0] for case in CASES])
 def test_prunable(found: dict[str, Any], keep: int, deleted: list[str]) -> None:
     assert prunable(found, keep) == deleted
+
+
+def test_the_active_site_is_read_once_into_a_value() -> None:
+    active = ActiveSite("hampshire", "dorset:4", 57, 1000.5)
+    assert json.loads(active.to_json()) == {"site": "hampshire", "run": "dorset:4", "token": 57, "at": 1000.5}
+    assert ActiveSite.from_json(active.to_json()) == active
+    assert ActiveSite.from_json(b'{"run": "dorset:4"}') is None  # names no site: nothing to adopt
+    assert ActiveSite.from_json(b"not json") is None
