@@ -24,8 +24,9 @@ The link between the engine and the coordinator, built by the composition root w
   lock marks its record interrupted. Nobody re-runs a step. Acknowledgements travel the same way.
 
 One idea per file: `views.py` (our view, the others', votes and quorum), `fence.py` (a run's hold on its lock),
-`records.py` (run records in etcd as `RemoteRun` values: mirrored here, pruned beyond `KEEP_RUNS`),
-`executor.py` (`ClusterLink`: the lock executor and the followers of runs elsewhere), `metrics.py`.
+`records.py` (run records in etcd as `RemoteRun` values; which to prune beyond `KEEP_RUNS`), `mirror.py`
+(other instances' runs journaled here), `executor.py` (`ClusterLink`: the lock executor, and the periodic read
+of the store), `metrics.py`.
 """
 
 from bcd.cluster.executor import SYNC_EVERY, ClusterLink

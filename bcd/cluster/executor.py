@@ -14,7 +14,8 @@ import structlog
 
 from bcd import policy
 from bcd.cluster.fence import Fence
-from bcd.cluster.records import KEEP_RUNS, ActiveSite, Holder, RemoteRun, RunLedger, mirrored_finished, prunable
+from bcd.cluster.mirror import Mirror
+from bcd.cluster.records import KEEP_RUNS, ActiveSite, Holder, RemoteRun, RunLedger, prunable
 from bcd.cluster.views import VIEW_MIN_GAP, PeerView, Views
 from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsChanged, active_key
 from bcd.engine import Engine, RequestRefused
@@ -50,6 +51,7 @@ class ClusterLink:
         self.views = Views(coordinator, engine, vantage=vantage, quorum=quorum, lease_ttl=lease_ttl, clock=clock,
                            wall_clock=wall_clock)
         self.ledger = RunLedger(vantage)
+        self.mirror = Mirror(engine, self.ledger, vantage=vantage, wall_clock=wall_clock)
         self.margin = call_timeout  # steps stop this long before the lock's validity ends
         self.clock = clock
         self.wall_clock = wall_clock
@@ -161,7 +163,8 @@ class ClusterLink:
         for service, active in actives.items():
             self._adopt(service, active)
         for service in self.engine.services:
-            if self._reconcile(service) and service not in self._busy:
+            held = self._fences.get(service)
+            if self.mirror.reconcile(service, held.token if held else None) and service not in self._busy:
                 self._busy.add(service)
                 self._spawn(self._mark_orphans(service))
         for service in list(self._pending_acks):
@@ -182,42 +185,6 @@ class ClusterLink:
         log.info("active_adopted", service=service, site=site, run=active.run, token=active.token)
         self.engine.adopt_active(service, site, f"the cluster says {site} is active (run {active.run}, "
                                                 f"token {active.token})")
-
-    def _reconcile(self, service: str) -> bool:
-        """Mirror finished runs of others, journal orphaned runs as interrupted, carry acknowledgements over.
-        True when an orphaned record is left to mark interrupted in the store."""
-        orphaned = False
-        held = self._fences.get(service)
-        for run in self.ledger.records.get(service, []):
-            ours = run.vantage == self.vantage
-            local_id = self.ledger.local_id(run)
-            if run.unfinished:
-                if self.ledger.alive(service, run) or (held is not None and held.token == run.token):
-                    continue
-                # the holder lost its lock before the run finished: nobody re-runs its steps
-                if not ours and local_id is None:
-                    self._mirror(service, run, orphaned=True)
-                orphaned = True
-                continue
-            if not ours and local_id is None:
-                local_id = self._mirror(service, run, orphaned=False)
-            by = run.acknowledged_by
-            if by and local_id is not None and self.engine.runs.acknowledge_run(local_id, by):
-                log.info("acknowledgement_adopted", service=service, run_id=local_id, by=by)
-                self.engine.run_changed(service)
-        return orphaned
-
-    def _mirror(self, service: str, run: RemoteRun, *, orphaned: bool) -> int:
-        """Journal another instance's run here and announce it; its local run id."""
-        now = self.wall_clock()
-        record = self.ledger.mirror(run, service, orphaned=orphaned, now=now, create=self.engine.runs.create)
-        if orphaned:
-            log.warning("run_interrupted", service=service, run_id=record.id, remote_run=run.name, token=run.token,
-                        reason="lost_lock", hint="the service stays blocked until an operator acknowledges (bcd ack)")
-        self.engine.emit(mirrored_finished(record, run, now), run_id=record.id, result=record.result,
-                         remote_run=run.name)
-        self.engine.run_changed(service)
-        return record.id
 
     async def _mark_orphans(self, service: str) -> None:
         """Take the lock and mark every unfinished record of `service` interrupted (whoever ran it)."""
@@ -247,7 +214,7 @@ class ClusterLink:
                 continue
             orphans.append(run)
             if run.vantage != self.vantage and run.token not in self.ledger.mirrored:
-                self._mirror(service, run, orphaned=True)
+                self.mirror.journal(service, run, orphaned=True)
             marked = replace(run, result=RunResult.INTERRUPTED, ended=self.wall_clock(),
                              detail=f"lost_lock: the holder lost the lock before the run finished; marked by "
                                     f"{self.vantage}; no step was re-run")
