@@ -27,7 +27,7 @@ from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
 from bcd.cluster import ClusterCollector, ClusterLink
 from bcd.config import Config, ConfigError, ProbeConfig
-from bcd.coordination import Coordinator, EtcdCoordinator, LocalCoordinator
+from bcd.coordination import EtcdCoordinator
 from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
 from bcd.journal import Journal
@@ -109,7 +109,6 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self.mqtt: MqttOutput | None = None
         self.alerts: AlertSender | None = None
-        self.coordinator: Coordinator | None = None
         self.cluster: ClusterLink | None = None  # with a `cluster:` section only
         self._etcd: EtcdClient | None = None
 
@@ -169,12 +168,10 @@ class Daemon:
         self.metrics.register(RunnerCollector(lambda: self.runner))
 
     async def _start_coordination(self) -> None:
-        """A lone instance: a LocalCoordinator on the journal's SQLite file. A cluster member: an etcd client and
-        coordinator, and the cluster link the engine decides and runs through."""
+        """A cluster member: an etcd client and coordinator, and the cluster link the engine decides and runs
+        through. A lone instance has none: its runner runs alone, with the run id as `{fence_token}`."""
         cluster = self.config.cluster
         if cluster is None:
-            self.coordinator = LocalCoordinator(self.journal.path, vantage=self.config.vantage or "local")
-            await self.coordinator.start()
             return
         assert self.config.vantage is not None  # the config refuses a cluster member without one
         etcd = cluster.etcd
@@ -189,7 +186,6 @@ class Daemon:
         coordinator = EtcdCoordinator(self._etcd, cluster=cluster.name, vantage=self.config.vantage,
                                       lease_ttl=cluster.lease_ttl, keepalive=cluster.keepalive_interval,
                                       on_lost=self._lock_lost)
-        self.coordinator = coordinator
         self.cluster = ClusterLink(coordinator, self.engine, vantage=self.config.vantage, quorum=cluster.quorum,
                                    lease_ttl=cluster.lease_ttl, call_timeout=cluster.call_timeout)
         self.engine.attach_cluster(self.cluster)
@@ -201,8 +197,6 @@ class Daemon:
     async def _stop_coordination(self) -> None:
         if self.cluster is not None:
             await self.cluster.stop()  # stops its coordinator
-        elif self.coordinator is not None:
-            await self.coordinator.stop()
         if self._etcd is not None:
             await self._etcd.close()
 

@@ -1,7 +1,7 @@
 """Coordination between bcd instances: exclusive run locks with fencing tokens, fenced records, shared views.
 
-`LocalCoordinator` is the single-instance default; `EtcdCoordinator` coordinates one instance per site
-through etcd. Both satisfy `Coordinator` (base.py).
+`EtcdCoordinator` coordinates one instance per site through etcd and satisfies `Coordinator` (base.py). A lone
+instance (no `cluster:` section) has no coordinator: its runner runs alone, with the run id as `{fence_token}`.
 """
 
 from bcd.coordination.base import (
@@ -15,7 +15,6 @@ from bcd.coordination.base import (
     run_key,
 )
 from bcd.coordination.etcd_coordinator import EtcdCoordinator
-from bcd.coordination.local import LocalCoordinator
 
 __all__ = [
     "CoordinationError",
@@ -23,7 +22,6 @@ __all__ = [
     "Coordinator",
     "EtcdCoordinator",
     "Keys",
-    "LocalCoordinator",
     "Lock",
     "ViewsChanged",
     "active_key",
@@ -33,4 +31,4 @@ __all__ = [
 
 def implementations() -> tuple[type[Coordinator], ...]:
     """Every Coordinator implementation (mypy checks here that each satisfies the Protocol)."""
-    return (LocalCoordinator, EtcdCoordinator)
+    return (EtcdCoordinator,)

@@ -1,7 +1,7 @@
 """What bcd needs from coordination, whichever store provides it.
 
-Two implementations satisfy `Coordinator`: `LocalCoordinator` (one instance, the default: in-process locks,
-fencing tokens kept in SQLite) and `EtcdCoordinator` (one instance per site sharing an etcd cluster).
+`EtcdCoordinator` (one instance per site sharing an etcd cluster) satisfies `Coordinator`; tests may give the
+cluster link another implementation of the same protocol.
 
 Keys live under `/bcd/<cluster>/`:
 - `views/<vantage>`           one instance's view of every service and site, bound to that instance's lease

@@ -212,6 +212,7 @@ class CuttableProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.accepted = 0  # connections accepted so far (a client's reconnects show here)
 
     @property
     def endpoint(self) -> str:
@@ -239,6 +240,7 @@ class CuttableProxy:
             writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         self._writers.add(writer)
         try:
             await self._flowing.wait()

@@ -31,23 +31,8 @@ from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Event, Observation, ProbeKey, Result
 from bcd.runbooks.runner import Runner
+from tests.helpers import estates
 from tests.helpers.etcd import EtcdCluster, wait_for
-
-CONFIG = """
-instance: unit
-state_dir: {state}
-sites: {{dorset: {{}}, hampshire: {{}}}}
-defaults: {{interval: 10s, timeout: 3s, rise: 1, fall: 1}}
-runbooks:
-  move: {{steps: [{{name: settle, sleep: {{duration: 10ms}}}}]}}
-services:
-  payroll:
-    active: dorset
-    failover: {{runbook: move, mode: auto, cooldown: 0s}}
-    sites:
-      dorset: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:1/"}}}}]}}
-      hampshire: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:2/"}}}}]}}
-"""
 
 
 class Interleaved(EtcdCoordinator):
@@ -122,7 +107,8 @@ async def member(tmp_path: Path, etcd_cluster: EtcdCluster, request: pytest.Fixt
                  ) -> AsyncIterator[Member]:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     endpoints = etcd_cluster.endpoints
-    engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus())
+    config = parse(estates.payroll(tmp_path, step="{name: settle, sleep: {duration: 10ms}}", mode="auto"))
+    engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), Bus())
     events = engine.bus.subscribe("test")
     async with EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as ours, \
             EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as theirs, EtcdClient(endpoints) as store:
@@ -225,3 +211,19 @@ async def test_votes_cover_every_site_and_the_standby_needs_a_quorum_too(member:
     await member.peer_sees(dorset="down", hampshire="up")  # now both see hampshire up: the failover goes ahead
     await member.event(lambda event: event.kind == "run_started")
     assert len(member.coordinator.granted) == 1
+
+
+async def test_a_run_of_another_instance_is_mirrored_with_its_kind(member: Member) -> None:
+    record = {"vantage": "hampshire", "run_id": 9, "token": 9, "service": "payroll", "kind": "failback",
+              "runbook": "move", "trigger": "olive", "reason": "planned", "from": "hampshire", "to": "dorset",
+              "dry_run": False, "forced": False, "result": "succeeded", "started": 1000.0, "ended": 1001.0,
+              "detail": "payroll now active in dorset", "steps": [], "acknowledged_by": None}
+    await member.store.put(f"{member.prefix}runs/payroll/9", json.dumps(record).encode())
+    await member.store.put(f"{member.prefix}runs/payroll/10", b'{"vantage": "hampshire", "token": 10}')
+
+    finished = await member.event(lambda event: event.kind == "run_finished")
+    shown = finished.to_dict()  # what the API and the SSE stream send
+    assert (shown["kind"], shown["run_kind"], shown["remote_run"], shown["result"]) == (
+        "run_finished", "failback", "hampshire:9", "succeeded")
+    (mirrored,) = member.engine.runs.recent("payroll", 10)  # the malformed record is skipped, not mirrored
+    assert (mirrored.kind, mirrored.evidence["remote_run"]) == ("failback", "hampshire:9")

@@ -3,7 +3,6 @@ down fails over exactly once across the cluster; a site one vantage sees down do
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from tests.integration.cluster.kit import ClusterEstate, Member, gauge
@@ -91,5 +90,6 @@ async def test_a_site_down_for_one_vantage_only_is_blocked_without_quorum(estate
 
     estate.dorset.down_for = set()  # the link is back
     await hampshire_bcd.wait_service(lambda s: s["status"] == "ok")
-    await asyncio.sleep(0)
+    await estate.dorset_probed([dorset_bcd, hampshire_bcd], 4)  # both had the time to act, and did not
     assert estate.steps.requests == []
+    assert await dorset_bcd.runs() == [] and await hampshire_bcd.runs() == []

@@ -23,7 +23,7 @@ from bcd.coordination.etcd import (
     prefix_end,
 )
 from tests.helpers import free_port, silent_server
-from tests.helpers.etcd import EtcdCluster, wait_for
+from tests.helpers.etcd import EtcdCluster, cuttable_proxies, wait_for
 
 
 async def put_retrying(client: EtcdClient, key: str, value: bytes, timeout: float = 5.0) -> int:
@@ -166,10 +166,10 @@ async def test_watch_resumes_after_its_member_is_killed(etcd_cluster: EtcdCluste
 
 
 async def test_watch_reopens_an_idle_stream_without_losing_events(etcd_cluster: EtcdCluster, prefix: str) -> None:
-    async with EtcdClient(etcd_cluster.endpoints, watch_idle_timeout=0.2) as client, \
-            aclosing(client.watch(prefix)) as events:
+    async with cuttable_proxies(etcd_cluster) as (proxy, *_), \
+            EtcdClient([proxy.endpoint], watch_idle_timeout=0.2) as client, aclosing(client.watch(prefix)) as events:
         pending = asyncio.ensure_future(anext(events))
-        await asyncio.sleep(0.5)  # two idle timeouts: the stream was reopened at least twice
+        await wait_for(lambda: proxy.accepted >= 3)  # the stream, then two reopened after idling (a connection each)
         assert not pending.done()
         revision = await client.put(prefix + "k", b"v")
         async with asyncio.timeout(3):

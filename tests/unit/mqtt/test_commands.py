@@ -38,6 +38,7 @@ from bcd.mqtt.inbox import Reply
 from bcd.mqtt.output import MqttCollector, MqttOutput
 from bcd.outputs.metrics import Metrics
 from bcd.runbooks.runner import Runner
+from tests.helpers import estates
 
 KEY = b"0123456789abcdef0123456789abcdef"
 NOW = 1_700_000_000.0
@@ -252,22 +253,7 @@ def test_commands_need_a_key_and_prefixes_have_no_wildcards() -> None:
 
 # -- acting on a real engine --------------------------------------------------------------------------------
 
-CONFIG = """
-instance: unit
-state_dir: {state}
-sites: {{dorset: {{}}, hampshire: {{}}}}
-defaults: {{interval: 10s, timeout: 3s, rise: 1, fall: 1}}
-runbooks:
-  move: {{steps: [{{name: hold, approval: {{timeout: 1h}}}}]}}
-services:
-  payroll:
-    active: dorset
-    failover: {{runbook: move, mode: manual, cooldown: 0s}}
-    sites:
-      dorset: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:1/"}}}}]}}
-      hampshire: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:2/"}}}}]}}
-mqtt: {{url: "mqtt://127.0.0.1:1", commands: {{enabled: true, hmac_key_file: key}}}}
-"""
+MQTT = 'mqtt: {url: "mqtt://127.0.0.1:1", commands: {enabled: true, hmac_key_file: key}}'
 
 
 class Live:
@@ -293,7 +279,7 @@ class Live:
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    config = parse(CONFIG.format(state=tmp_path))
+    config = parse(estates.payroll(tmp_path, step="{name: hold, approval: {timeout: 1h}}", mode="manual", extra=MQTT))
     bus = Bus()
     engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), bus)
     runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
