@@ -6,8 +6,9 @@ import asyncio
 
 import aiomqtt
 
+from bcd.mqtt.client import arrivals
 from bcd.mqtt.commands import Action, Command
-from bcd.mqtt.inbox import Inbox, Reply, arrivals
+from bcd.mqtt.inbox import Inbox, Reply
 
 
 def command(command_id: str) -> Command:
