@@ -48,8 +48,8 @@ async def connected(
 ) -> AsyncIterator[aiomqtt.Client]:
     """A client connected to `link` (MQTT 3.1.1, clean session) for the body of the `async with`.
 
-    `call_timeout` bounds each call that waits for the broker (publish, subscribe, disconnect); `connect_timeout`
-    the TCP/TLS connect; `will` is a retained QoS 1 (topic, payload); `on_message` gets every incoming message
+    `call_timeout` bounds each wait for the broker (CONNACK, SUBACK, PUBACK, disconnect); `connect_timeout` the
+    TCP/TLS connect; `will` is a retained QoS 1 (topic, payload); `on_message` gets every incoming message
     at once (quick, must not raise). Raises aiomqtt.MqttError when the connect fails; a connect that fails or
     is cancelled leaves no socket behind. After a CONNACK, leaving the body disconnects as aiomqtt does."""
     client = aiomqtt.Client(

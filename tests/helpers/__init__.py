@@ -143,6 +143,13 @@ class SilentServer:
         self._changed.set()
         writer.close()
 
+    async def wait_accepted(self, count: int, timeout: float = 5.0) -> None:
+        """Return once `count` connections were accepted."""
+        async with asyncio.timeout(timeout):
+            while self.accepted < count:
+                self._changed.clear()
+                await self._changed.wait()
+
     async def wait_closed_by_client(self, count: int, timeout: float = 5.0) -> None:
         """Return once `count` connections were closed by the client side."""
         async with asyncio.timeout(timeout):

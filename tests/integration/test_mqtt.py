@@ -29,7 +29,16 @@ from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Event
 from bcd.mqtt.output import Backoff, MqttOutput
-from tests.helpers import Broker, CertFiles, free_port, make_cert, start_mosquitto, stop_process
+from tests.helpers import (
+    Broker,
+    CertFiles,
+    free_port,
+    make_cert,
+    silent_server,
+    sockets_connected_to,
+    start_mosquitto,
+    stop_process,
+)
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.targets import HttpTarget
 
@@ -491,3 +500,12 @@ async def test_tls_with_a_ca_file(inproc: InProcess, secured: Any) -> None:
         await inproc.output.stop()
         await watcher.wait(f"{prefix}/status", lambda m: payload(m) == b"offline")
     gc.collect()  # the sockets of the failed handshakes, while the filter above applies
+
+
+async def test_a_stop_while_waiting_for_connack_leaves_no_socket_open(inproc: InProcess) -> None:
+    async with silent_server() as server:  # accepts the connection, never answers CONNECT
+        inproc.apply(inproc.config({"url": f"mqtt://127.0.0.1:{server.port}"}))
+        await server.wait_accepted(1)
+        await inproc.output.stop()  # the session is cancelled waiting for CONNACK (after STOP_TIMEOUT)
+        assert sockets_connected_to(server.port) == []
+    assert not inproc.output.stats.connected
