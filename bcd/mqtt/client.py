@@ -11,7 +11,10 @@ used by the MQTT output, the `mqtt:` probe and `mqtt_publish:` steps alike.
 - A refused subscription is a SUBACK code, not an exception (`refused`); a refused CONNACK carries a code
   that paho words (`connack_text`).
 
-aiomqtt and paho are loaded on first use (`bcd.lazy`): a daemon without MQTT never loads them.
+aiomqtt and paho are loaded on first use (`bcd.lazy`): a daemon without MQTT never loads them. The
+workarounds lean on private names (aiomqtt's `_client` and `_client_connect`, paho's `_sock_close`), all
+here: tests/integration/test_mqtt_client.py and the publish step's and the output's socket tests fail if a
+release moves them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from bcd.lazy import lazy_import
 
 if TYPE_CHECKING:
     import aiomqtt
-    import aiomqtt.exceptions
     import paho.mqtt.client as paho
 else:  # loaded on first use: only configs that talk MQTT need them
     aiomqtt = lazy_import("aiomqtt")
