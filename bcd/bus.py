@@ -37,10 +37,8 @@ class Subscription:
 class Bus:
     def __init__(self) -> None:
         self._subscribers: list[Subscription] = []
-        self.published = 0
 
     def publish(self, event: Event) -> None:
-        self.published += 1
         for subscriber in self._subscribers:
             subscriber.offer(event)
 
@@ -60,6 +58,3 @@ class Bus:
             yield subscription
         finally:
             self.unsubscribe(subscription)
-
-    def dropped(self) -> dict[str, int]:
-        return {subscriber.name: subscriber.dropped for subscriber in self._subscribers}

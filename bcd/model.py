@@ -69,10 +69,6 @@ class RunResult(StrEnum):
     INTERRUPTED = "interrupted"
     DRY_RUN = "dry_run"
 
-    @property
-    def finished(self) -> bool:
-        return self not in (RunResult.RUNNING, RunResult.WAITING_APPROVAL)
-
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
@@ -124,19 +120,6 @@ class Transition:
     to_state: SiteState
     reason: str
     at: float
-
-
-@dataclass(frozen=True, slots=True)
-class StatusChange:
-    """A change of a service's status, with the evidence."""
-
-    service: str
-    from_status: ServiceStatus
-    to_status: ServiceStatus
-    active: str
-    reason: str
-    at: float
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,7 +145,8 @@ class Scheduler:
                 self._arm(entry)
 
     def run_now(self, keys: Iterable[ProbeKey]) -> None:
-        """Start these probes at once (e.g. to confirm a suspect site faster)."""
+        """Start these probes at once (e.g. to confirm a suspect site faster). Nothing calls it yet: issue 16
+        wires it up (re-probe a suspect site at once); tests/unit/test_scheduler.py holds it to its word."""
         for key in keys:
             entry = self._entries.get(key)
             if entry is not None and not entry.running:

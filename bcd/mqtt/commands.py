@@ -31,7 +31,7 @@ MAX_SEEN_IDS = 10_000
 
 
 
-class Action(StrEnum):
+class CommandAction(StrEnum):
     FAILOVER = "failover"
     FAILBACK = "failback"
     ACK = "ack"
@@ -41,13 +41,13 @@ class Action(StrEnum):
 
 
 COMMON_FIELDS = frozenset({"id", "action", "reason", "by", "ts", "sig"})
-ACTION_FIELDS: dict[Action, frozenset[str]] = {
-    Action.FAILOVER: frozenset({"service", "to"}),
-    Action.FAILBACK: frozenset({"service", "to"}),
-    Action.ACK: frozenset({"service"}),
-    Action.MAINTENANCE: frozenset({"service", "site", "duration", "end"}),
-    Action.APPROVE: frozenset({"run", "service"}),
-    Action.ABORT: frozenset({"run", "service"}),
+ACTION_FIELDS: dict[CommandAction, frozenset[str]] = {
+    CommandAction.FAILOVER: frozenset({"service", "to"}),
+    CommandAction.FAILBACK: frozenset({"service", "to"}),
+    CommandAction.ACK: frozenset({"service"}),
+    CommandAction.MAINTENANCE: frozenset({"service", "site", "duration", "end"}),
+    CommandAction.APPROVE: frozenset({"run", "service"}),
+    CommandAction.ABORT: frozenset({"run", "service"}),
 }
 
 
@@ -56,7 +56,7 @@ class Command:
     """A command whose signature, freshness and shape were verified."""
 
     id: str
-    action: Action
+    action: CommandAction
     reason: str
     by: str
     ts: float
@@ -178,9 +178,9 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
     if not isinstance(action_name, str):
         raise _Malformed("action must be a string")
     try:
-        action = Action(action_name)
+        action = CommandAction(action_name)
     except ValueError:
-        raise _Malformed(f"unknown action {action_name!r}; one of {', '.join(Action)}") from None
+        raise _Malformed(f"unknown action {action_name!r}; one of {', '.join(CommandAction)}") from None
     extra = sorted(set(obj) - COMMON_FIELDS - ACTION_FIELDS[action])
     if extra:
         raise _Malformed(f"{action} does not take {', '.join(extra)}")
@@ -189,17 +189,17 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
         raise _Malformed("ts must be a number (Unix seconds)")
     reason = _text(obj, "reason", MAX_REASON, required=True, empty=True)
     by = _text(obj, "by", MAX_BY, required=True)
-    needs_service = action not in (Action.APPROVE, Action.ABORT)
+    needs_service = action not in (CommandAction.APPROVE, CommandAction.ABORT)
     service = _text(obj, "service", 64, required=needs_service)
     run = obj.get("run")
     is_id = isinstance(run, int) and not isinstance(run, bool) and 1 <= run <= MAX_RUN_ID
-    if action in (Action.APPROVE, Action.ABORT) and not is_id:
+    if not needs_service and not is_id:
         raise _Malformed("run must be a positive integer (a run id)")
     end = obj.get("end", False)
     if not isinstance(end, bool):
         raise _Malformed("end must be true or false")
     duration: float | None = None
-    if action is Action.MAINTENANCE and not end:
+    if action is CommandAction.MAINTENANCE and not end:
         if "duration" not in obj:
             raise _Malformed("maintenance needs a duration (e.g. 2h), or end: true")
         value = obj["duration"]

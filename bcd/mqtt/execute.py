@@ -5,7 +5,7 @@ from __future__ import annotations
 from bcd.engine import Engine, RequestRefused
 from bcd.journal import JournalWriteError
 from bcd.model import RunKind
-from bcd.mqtt.commands import Action, Command
+from bcd.mqtt.commands import Command, CommandAction
 from bcd.policy import Request
 
 
@@ -24,19 +24,19 @@ async def _execute(engine: Engine, command: Command) -> tuple[bool, str]:
     by = f"mqtt:{command.by}"
     if command.service is not None and command.service not in engine.services:
         return False, f"no service named {command.service!r}"
-    if command.action in (Action.FAILOVER, Action.FAILBACK):
+    if command.action in (CommandAction.FAILOVER, CommandAction.FAILBACK):
         assert command.service is not None
-        kind = RunKind.FAILOVER if command.action is Action.FAILOVER else RunKind.FAILBACK
+        kind = RunKind.FAILOVER if command.action is CommandAction.FAILOVER else RunKind.FAILBACK
         try:
             run = await engine.submit(command.service, Request(kind, command.to), by, command.reason or str(kind))
         except RequestRefused as exc:
             return False, exc.verdict.reason
         return True, f"run {run.id}: {kind} of {command.service} to {run.request.to_site}"
-    if command.action is Action.ACK:
+    if command.action is CommandAction.ACK:
         assert command.service is not None
         ids = engine.acknowledge(command.service, by, command.reason or "acknowledged")
         return True, f"acknowledged runs {ids}" if ids else "nothing to acknowledge"
-    if command.action is Action.MAINTENANCE:
+    if command.action is CommandAction.MAINTENANCE:
         assert command.service is not None
         try:
             if command.end:
@@ -61,7 +61,7 @@ def _control(engine: Engine, command: Command, by: str) -> tuple[bool, str]:
     runner = engine.runner
     if runner is None:
         return False, "the runner is not started"
-    if command.action is Action.APPROVE:
+    if command.action is CommandAction.APPROVE:
         if runner.approve(command.run, by):
             return True, f"run {command.run} approved"
         return False, f"run {command.run} is not waiting for approval"

@@ -1,23 +1,22 @@
 """The command inbox: verified commands waiting to be carried out, and replies waiting to be published.
 
 aiomqtt queues every incoming message before anyone reads it, and drops what overflows that queue with only
-a log warning. bcd hands aiomqtt a queue class that queues nothing (`arrivals`): each message is screened as
-it arrives (size, brackets, JSON, signature: microseconds), junk is refused there, and only signed commands
-wait here, in a bounded queue whose overflow is refused with a reply and counted.
+a log warning. bcd hands aiomqtt a queue class that queues nothing (`bcd.mqtt.client.arrivals`): each
+message is screened as it arrives (size, brackets, JSON, signature: microseconds), junk is refused there,
+and only signed commands wait here, in a bounded queue whose overflow is refused with a reply and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bcd.mqtt.commands import Command
 
 if TYPE_CHECKING:
-    import aiomqtt
+    pass
 
 PENDING_COMMANDS = 1000
 PENDING_REPLIES = 10_000  # as many as the replay memory holds ids: each signed command can be answered
@@ -31,21 +30,6 @@ class Reply:
     to: str
     text: str
     signed: bool = False
-
-
-def arrivals(take: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """A queue class for aiomqtt's `queue_type` that hands each incoming message to `take` at once (in paho's
-    callback, on the event loop) and queues none: aiomqtt's own queue cannot overflow, and `client.messages`
-    only ever ends, with MqttError, when the link is lost. `take` must be quick and must not raise."""
-
-    class Arrivals(asyncio.Queue[Any]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            take(item)
-
-        async def put(self, item: aiomqtt.Message) -> None:  # aiomqtt 2.5 uses put_nowait; this too, in case
-            take(item)
-
-    return Arrivals
 
 
 class Inbox:

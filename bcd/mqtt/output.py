@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -40,7 +41,7 @@ from bcd.config import Config, MqttSettings, read_credential
 from bcd.engine import Engine
 from bcd.lazy import lazy_import
 from bcd.model import Event
-from bcd.mqtt.inbox import arrivals
+from bcd.mqtt.client import connected, refused
 from bcd.mqtt.reader import CommandReader, MqttStats
 from bcd.web.server import service_json
 
@@ -52,7 +53,6 @@ else:  # loaded on first use: only configs with an mqtt section need it
 log = structlog.get_logger("bcd.mqtt")
 
 STATE_KINDS = frozenset({"site_transition", "service_status", "active_changed", "acknowledged"})
-CONNECT_TIMEOUT = 5.0
 CALL_TIMEOUT = 10.0  # publish / subscribe / disconnect acknowledgements
 STOP_TIMEOUT = 2.0
 FLUSH_ON_STOP = 1.0
@@ -274,18 +274,12 @@ class MqttOutput:
         self._leave.clear()
         target = self._target(settings)
         status = f"{target.prefix}/status"
-        client = aiomqtt.Client(
-            target.link.host, target.link.port, username=target.link.username, password=target.link.password,
-            identifier=self._client_id, clean_session=True, timeout=CALL_TIMEOUT, keepalive=30,
-            will=aiomqtt.Will(status, b"offline", qos=1, retain=True),
-            tls_context=target.link.tls, tls_insecure=target.link.tls_insecure,
-            queue_type=arrivals(lambda message: self.reader.arrive(message, f"{target.prefix}/commands",
-                                                                   target.key, target.max_age)),
-        )
-        client._client.connect_timeout = CONNECT_TIMEOUT  # paho's own connect deadline (aiomqtt hides it)
+        on_message = partial(self.reader.arrive, topic=f"{target.prefix}/commands", key=target.key,
+                             max_age=target.max_age)
         connected_at: float | None = None
         try:
-            async with client:
+            async with connected(target.link, identifier=self._client_id, call_timeout=CALL_TIMEOUT, keepalive=30,
+                                 will=(status, b"offline"), on_message=on_message) as client:
                 connected_at = time.monotonic()
                 log.info("mqtt_connected", url=settings.url, prefix=target.prefix, commands=target.commands)
                 await self._serve(client, target)
@@ -293,12 +287,7 @@ class MqttOutput:
         except (aiomqtt.MqttError, OSError, SessionBroken, BaseExceptionGroup) as exc:
             lost = _unwrap(exc) if isinstance(exc, BaseExceptionGroup) else exc
             if connected_at is None:
-                _abandon(client)
                 raise lost from None
-        except asyncio.CancelledError:
-            if connected_at is None:
-                _abandon(client)
-            raise
         else:
             log.info("mqtt_disconnected", url=settings.url, reason="clean stop or new settings")
             return
@@ -315,7 +304,7 @@ class MqttOutput:
         self._mark_all_dirty()
         if target.commands:
             granted = await client.subscribe(f"{target.prefix}/commands", qos=1)
-            if any(getattr(code, "value", code) >= 0x80 for code in granted):
+            if refused(granted):
                 log.error("mqtt_commands_not_subscribed", topic=f"{target.prefix}/commands",
                           hint="the broker refused the subscription (ACL?): no command will be read")
         broken: list[str] = []
@@ -404,16 +393,6 @@ def event_payload(event: Event) -> dict[str, Any]:
 
 def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, default=str, separators=(",", ":")).encode("utf-8")
-
-
-def _abandon(client: aiomqtt.Client) -> None:
-    """Close the socket of an attempt that failed before CONNACK (e.g. bad credentials): aiomqtt 2.5 leaves
-    it open and registered with the loop. paho's disconnect() closes it unless aiomqtt's on_disconnect
-    callback raises first (it does once its CONNACK future is settled): detach that callback."""
-    inner = client._client
-    inner.on_disconnect = None
-    with contextlib.suppress(Exception):
-        inner.disconnect()
 
 
 class SessionBroken(Exception):

@@ -23,6 +23,7 @@ from bcd import __version__
 from bcd.engine import Engine, ServiceView
 from bcd.health import SiteHealth
 from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
+from bcd.probes.perfdata import PERFDATA_HELP, Perfdata, samples
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Histogram, Scheduler
 
@@ -121,6 +122,9 @@ class ProbeMetrics:
 
     def __init__(self) -> None:
         self.stats: dict[ProbeKey, ProbeStat] = {}
+        # the last run's perfdata, only for probes whose last run reported some (command probes): no field
+        # on ProbeStat, so the 20,000 HTTP probes of a large estate do not pay for it
+        self.perfdata: dict[ProbeKey, Perfdata] = {}
 
     def record(self, obs: Observation) -> None:
         stat = self.stats.get(obs.key)
@@ -133,11 +137,17 @@ class ProbeMetrics:
         stat.success = 0 if obs.result is Result.FAIL else 1
         if obs.cert_expiry is not None:
             stat.cert_expiry = obs.cert_expiry
+        if obs.perfdata:
+            self.perfdata[obs.key] = obs.perfdata
+        elif self.perfdata:
+            self.perfdata.pop(obs.key, None)
 
     def retain(self, keys: set[ProbeKey]) -> None:
         """Forget probes removed by a reload."""
         for key in set(self.stats) - keys:
             del self.stats[key]
+        for key in set(self.perfdata) - keys:
+            del self.perfdata[key]
 
 
 def _family(name: str, kind: str, help_text: str) -> str:
@@ -169,6 +179,12 @@ def render_probes(metrics: ProbeMetrics) -> Iterator[str]:
         for s in stats
         if s.cert_expiry is not None
     )
+    yield _family("bcd_probe_perfdata", "gauge", PERFDATA_HELP)
+    yield "".join([
+        f'bcd_probe_perfdata{{{stat.label},label="{escape(label)}"}} {_fmt(value)}\n'
+        for key, items in list(metrics.perfdata.items()) if (stat := metrics.stats.get(key)) is not None
+        for label, value in samples(items)
+    ])
 
 
 class Labels:

@@ -8,7 +8,7 @@ from yarl import URL
 
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, describe_os_error, guarded, seconds
-from bcd.probes.http_client import BrokenBody, ClosedEarly, InvalidResponse, Reply, Request, exchange
+from bcd.probes.http_client import BrokenBody, ClosedEarly, HttpRequest, InvalidResponse, Reply, exchange
 from bcd.probes.specs import HttpSpec
 from bcd.probes.tls import cert_expiry, client_context, expiry_verdict
 
@@ -31,8 +31,8 @@ class HttpProbe:
         tls = None
         if url.scheme == "https":
             tls = client_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file)
-        self._request = Request.build(url, spec.method, headers=spec.headers, body=spec.body,
-                                      user_agent=ctx.user_agent, tls=tls, read_body=self._regex is not None)
+        self._request = HttpRequest.build(url, spec.method, headers=spec.headers, body=spec.body,
+                                          user_agent=ctx.user_agent, tls=tls, read_body=self._regex is not None)
 
     async def run(self) -> ProbeResult:
         """Check once (see the class docstring); never raises except CancelledError."""

@@ -63,7 +63,7 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
-class Request:
+class HttpRequest:
     """A request prepared once per probe: the bytes to send and where to send them."""
 
     host: str
@@ -84,7 +84,7 @@ class Request:
         user_agent: str,
         tls: ssl.SSLContext | None,
         read_body: bool,
-    ) -> Request:
+    ) -> HttpRequest:
         """`headers` are validated by the spec (tokens as names, no line breaks in values)."""
         fields = {"host": ("Host", url.host_port_subcomponent or ""), "user-agent": ("User-Agent", user_agent),
                   "accept": ("Accept", "*/*")}
@@ -104,7 +104,7 @@ class Request:
 
 
 async def exchange(
-    request: Request, on_phase: Callable[[str], None], body_limit: int, body_done: Callable[[bytes], bool]
+    request: HttpRequest, on_phase: Callable[[str], None], body_limit: int, body_done: Callable[[bytes], bool]
 ) -> Reply:
     """Connect, send, and read the reply; `on_phase` hears "resolving", "connecting", "connected" and
     "reading". The body is read (only when `request.read_body`) until it ends, `body_limit` bytes have come,

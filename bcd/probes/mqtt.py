@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from bcd.broker import BrokerLink
 from bcd.config import read_credential
 from bcd.lazy import lazy_import
 from bcd.model import ProbeResult, Result
+from bcd.mqtt.client import connack_text, connected, refused
 from bcd.probes.base import Attempt, ProbeContext, guarded, seconds
 from bcd.probes.specs import MqttSpec
 from bcd.probes.tls import client_context
@@ -19,10 +20,8 @@ from bcd.probes.tls import client_context
 if TYPE_CHECKING:
     import aiomqtt
     import aiomqtt.exceptions
-    import paho.mqtt.client as paho
-else:  # loaded on first use: only configs with mqtt probes need them
+else:  # loaded on first use: only configs with mqtt probes need it
     aiomqtt = lazy_import("aiomqtt")
-    paho = lazy_import("paho.mqtt.client")
 
 _ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
 
@@ -53,49 +52,31 @@ class MqttProbe:
 
     async def _check(self, attempt: Attempt) -> ProbeResult:
         nonce = uuid.uuid4().hex
-        client = self._client(nonce)
-        connected = False
-        try:
-            async with client:
-                connected = True
-                if self._spec.topic is None:
-                    return attempt.result(Result.OK, f"connected to broker {self._where}")
-                return await self._round_trip(attempt, client, self._spec.topic, nonce)
-        except BaseException:
-            if not connected:
-                _abandon(client)
-            raise
+        # a connect cut short by the deadline leaves no socket behind (bcd.mqtt.client); paho's connect
+        # thread is bounded by our timeout, so a late connection cannot outlive the run that gave up on it
+        async with connected(
+            self._link(), identifier=f"bcd-probe-{nonce[:12]}", call_timeout=self._timeout,
+            connect_timeout=self._timeout, keepalive=max(10, math.ceil(2 * self._timeout)),
+        ) as client:
+            if self._spec.topic is None:
+                return attempt.result(Result.OK, f"connected to broker {self._where}")
+            return await self._round_trip(attempt, client, self._spec.topic, nonce)
 
-    def _client(self, nonce: str) -> aiomqtt.Client:
+    def _link(self) -> BrokerLink:
         password = None
         if self._spec.password_file is not None:
             try:
                 password = read_credential(self._spec.password_file)
             except OSError as exc:
                 raise _SetupFailed(f"cannot read password_file {self._spec.password_file}: {exc.strerror}") from None
-        client = aiomqtt.Client(
-            self._host,
-            self._port,
-            username=self._spec.username,
-            password=password,
-            identifier=f"bcd-probe-{nonce[:12]}",
-            clean_session=True,
-            timeout=self._timeout,
-            # a connection orphaned by a timeout before CONNACK is closed by paho after `keepalive`
-            keepalive=max(10, math.ceil(2 * self._timeout)),
-            tls_context=self._tls,
-            # paho checks the host name itself unless told not to, even when the context does not verify
-            tls_insecure=not self._spec.tls_verify if self._tls is not None else None,
-        )
-        # aiomqtt connects in an executor thread that cancellation cannot stop: bound it by our timeout
-        # (paho's default is 5 s), so a late connection cannot outlive the probe run that gave up on it.
-        _paho(client).connect_timeout = self._timeout
-        return client
+        # paho checks the host name itself unless told not to, even when the context does not verify
+        return BrokerLink(self._host, self._port, self._spec.username, password, self._tls,
+                          not self._spec.tls_verify if self._tls is not None else None)
 
     async def _round_trip(self, attempt: Attempt, client: aiomqtt.Client, topic: str, nonce: str) -> ProbeResult:
         attempt.doing = f"subscribing to {topic} on {self._where}"
         granted = await client.subscribe(topic, qos=1)
-        if any(getattr(code, "value", code) >= 0x80 for code in granted):
+        if refused(granted):
             return attempt.result(Result.FAIL, f"broker {self._where} refused the subscription to {topic}")
         attempt.doing = f"publishing to {topic} on {self._where}"
         await client.publish(topic, payload=nonce, qos=1)
@@ -110,7 +91,7 @@ class MqttProbe:
         if isinstance(exc, _SetupFailed):
             return str(exc)
         if isinstance(exc, aiomqtt.exceptions.MqttConnectError):
-            return f"broker {self._where} refused the connection: {_rc_text(exc)}"
+            return f"broker {self._where} refused the connection: {connack_text(exc)}"
         if isinstance(exc, aiomqtt.MqttError):
             text = _ERRNO.sub("", str(exc))
             if text == "Operation timed out":
@@ -123,29 +104,3 @@ class MqttProbe:
 
 class _SetupFailed(Exception):
     """This run cannot start (e.g. the password file is unreadable); the message is the reason."""
-
-
-def _rc_text(exc: aiomqtt.MqttCodeError) -> str:
-    rc = exc.rc
-    if isinstance(rc, int):
-        return paho.connack_string(rc)
-    return str(rc)
-
-
-def _paho(client: aiomqtt.Client) -> paho.Client:
-    # aiomqtt 2.x does not expose its paho client; two things need it (connect timeout, abandoning).
-    inner: paho.Client = client._client
-    return inner
-
-
-def _abandon(client: aiomqtt.Client) -> None:
-    """Close the socket of a connection attempt that failed or ran out of time before CONNACK.
-
-    aiomqtt 2.5 leaves the paho socket open (and registered with the loop) when `__aenter__` is cancelled
-    or fails after the TCP connection was made. paho's disconnect() sends DISCONNECT and closes it, unless
-    aiomqtt's on_disconnect callback raises first (it does once its CONNACK future was cancelled): detach it.
-    """
-    inner = _paho(client)
-    inner.on_disconnect = None
-    with contextlib.suppress(Exception):
-        inner.disconnect()

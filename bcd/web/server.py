@@ -10,6 +10,7 @@ from aiohttp import web
 from bcd import __version__, heap
 from bcd.engine import Engine, ServiceView
 from bcd.outputs.metrics import CONTENT_TYPE
+from bcd.probes.perfdata import perfdata_entry
 from bcd.web import events, openapi, operations, status_page
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT, WebContext
@@ -68,7 +69,8 @@ def service_json(engine: Engine, view: ServiceView) -> dict[str, Any]:
     for site_name, site_config in config.sites.items():
         site = engine.sites[(view.name, site_name)]
         probes = {
-            obs.key.probe: {"result": str(obs.result), "reason": obs.reason, "latency": obs.latency, "at": obs.at}
+            obs.key.probe: {"result": str(obs.result), "reason": obs.reason, "latency": obs.latency, "at": obs.at,
+                            **perfdata_entry(obs.perfdata)}
             for obs in engine.last_observations(view.name, site_name, site_config.probes)
         }
         sites[site_name] = {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import socket
 import ssl
@@ -141,12 +143,39 @@ class SilentServer:
         self._changed.set()
         writer.close()
 
+    async def wait_accepted(self, count: int, timeout: float = 5.0) -> None:
+        """Return once `count` connections were accepted."""
+        async with asyncio.timeout(timeout):
+            while self.accepted < count:
+                self._changed.clear()
+                await self._changed.wait()
+
     async def wait_closed_by_client(self, count: int, timeout: float = 5.0) -> None:
         """Return once `count` connections were closed by the client side."""
         async with asyncio.timeout(timeout):
             while self.closed < count:
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def sockets_connected_to(port: int) -> list[int]:
+    """The file descriptors of this process that are TCP sockets whose remote end is 127.0.0.1/::1 `port`
+    (read from /proc/self/fd and /proc/net/tcp{,6}: what the kernel holds, not what a library believes)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                if int(fields[2].rsplit(":", 1)[1], 16) == port:  # rem_address is HEXADDR:HEXPORT
+                    inodes.add(fields[9])
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                found.append(int(fd))
+    return found
 
 
 @asynccontextmanager

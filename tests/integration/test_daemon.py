@@ -157,6 +157,42 @@ async def test_reload_adds_and_removes_services_in_metrics(estate: Estate, daemo
     assert metric_value(metrics, "bcd_config_last_reload_successful") == 1
 
 
+BACKUPS = """
+  backups:
+    active: dorset
+    sites:
+      dorset: {probes: [{name: last-run, command: {argv: ["/bin/echo", "BACKUP OK | age=180s;3600;7200;0; size=2MB 'free space'=42%;80;90 load=U"]}}]}
+"""
+
+
+async def test_perfdata_on_the_api_and_as_gauges_gone_with_its_probe(estate: Estate, daemon: DaemonProcess) -> None:
+    series = 'bcd_probe_perfdata{service="backups",site="dorset",probe="last-run",label="%s"}'
+    estate.write_config(extra=BACKUPS)
+    daemon.send(signal.SIGHUP)
+    await daemon.wait_log(lambda e: e.get("event") == "reloaded" and e.get("services") == 2)
+    await daemon.wait_until(lambda: _metric_present(daemon, series % "age"))
+    metrics = await daemon.metrics()
+    assert [metric_value(metrics, series % label) for label in ("age", "size", "free space", "load")] == [
+        180, 2 * 1024**2, 0.42, None]  # seconds, bytes, a ratio; U is no sample
+    if shutil.which("promtool") is not None:
+        check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True,
+                               check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
+    entry = (await daemon.get_json("/api/v1/services/backups"))["sites"]["dorset"]["probes"]["last-run"]
+    assert entry["reason"] == "BACKUP OK"
+    assert entry["perfdata"][:2] == [
+        {"label": "age", "value": 180, "unit": "s", "warn": "3600", "crit": "7200", "min": 0, "max": None},
+        {"label": "size", "value": 2, "unit": "MB", "warn": None, "crit": None, "min": None, "max": None},
+    ]
+    assert [item["label"] for item in entry["perfdata"]] == ["age", "size", "free space", "load"]
+    http = (await daemon.get_json("/api/v1/services/payroll"))["sites"]["dorset"]["probes"]["health"]
+    assert "perfdata" not in http  # probes that report none keep their entry as it was
+    estate.write_config()
+    daemon.send(signal.SIGHUP)
+    await daemon.wait_log(lambda e: e.get("event") == "reloaded" and e.get("services") == 1)
+    assert "bcd_probe_perfdata{" not in await daemon.metrics()
+
+
 async def test_unchanged_probes_keep_state_across_reload(estate: Estate, daemon: DaemonProcess) -> None:
     estate.dorset.status = 500
     await daemon.wait_log(lambda e: e.get("event") == "site_transition" and e.get("to_state") == "down")

@@ -23,13 +23,22 @@ import aiomqtt
 import pytest
 from structlog.testing import capture_logs
 
-from bcd.bus import Bus
+from bcd.bus import Bus, Subscription
 from bcd.config import Config, parse
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Event
 from bcd.mqtt.output import Backoff, MqttOutput
-from tests.helpers import Broker, CertFiles, free_port, make_cert, start_mosquitto, stop_process
+from tests.helpers import (
+    Broker,
+    CertFiles,
+    free_port,
+    make_cert,
+    silent_server,
+    sockets_connected_to,
+    start_mosquitto,
+    stop_process,
+)
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.targets import HttpTarget
 
@@ -345,10 +354,31 @@ LIBRARY = """  library:
 """
 
 
+class ListenedBus(Bus):
+    """A real Bus that knows who listens to it (by subscription name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subscriptions: set[Subscription] = set()
+
+    def subscribe(self, name: str, size: int = 1000) -> Subscription:
+        subscription = super().subscribe(name, size)
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscriptions.discard(subscription)
+        super().unsubscribe(subscription)
+
+    @property
+    def listeners(self) -> list[str]:
+        return [subscription.name for subscription in self.subscriptions]
+
+
 class InProcess:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.bus = Bus()
+        self.bus = ListenedBus()
         self.engine = Engine(self.config({"url": "mqtt://127.0.0.1:1"}), Journal(tmp_path / "bcd.sqlite"), self.bus)
         self.output = MqttOutput(self.engine, self.bus, backoff=Backoff(initial=0.05, maximum=0.2))
 
@@ -406,7 +436,7 @@ async def test_buffered_while_away_newest_kept_then_flushed_in_order_after_new_s
 
         inproc.apply(inproc.config(None, library=False))  # a reload without `mqtt:`: goodbye, stop listening
         await watcher.wait(f"{prefix}/status", lambda m: payload(m) == b"offline")
-        await wait_for(lambda: "mqtt" not in inproc.bus.dropped())
+        await wait_for(lambda: "mqtt" not in inproc.bus.listeners)
     assert await retained(mosquitto, f"{prefix}/status") == b"offline"
     assert inproc.output.stats.published >= 6
 
@@ -470,3 +500,12 @@ async def test_tls_with_a_ca_file(inproc: InProcess, secured: Any) -> None:
         await inproc.output.stop()
         await watcher.wait(f"{prefix}/status", lambda m: payload(m) == b"offline")
     gc.collect()  # the sockets of the failed handshakes, while the filter above applies
+
+
+async def test_a_stop_while_waiting_for_connack_leaves_no_socket_open(inproc: InProcess) -> None:
+    async with silent_server() as server:  # accepts the connection, never answers CONNECT
+        inproc.apply(inproc.config({"url": f"mqtt://127.0.0.1:{server.port}"}))
+        await server.wait_accepted(1)
+        await inproc.output.stop()  # the session is cancelled waiting for CONNACK (after STOP_TIMEOUT)
+        assert sockets_connected_to(server.port) == []
+    assert not inproc.output.stats.connected

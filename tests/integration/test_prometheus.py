@@ -313,7 +313,9 @@ def test_scrape_passes_promtool_and_has_every_metric_the_dashboards_use(estate: 
     assert used - cluster_metrics() - exposed == set()  # the cluster scenario checks those
 
 
-NOT_ON_DASHBOARDS: frozenset[str] = frozenset()  # families left off the dashboards on purpose
+# families left off the dashboards on purpose: what a plugin's perfdata means differs per plugin (a panel is
+# the operator's to make for their own checks; the RPO panels of later issues will use it)
+NOT_ON_DASHBOARDS: frozenset[str] = frozenset({"bcd_probe_perfdata"})
 
 
 @needs_prometheus

@@ -25,7 +25,6 @@ async def test_a_slow_subscriber_loses_events_counted_and_never_blocks_publish()
     for n in range(5):
         bus.publish(event(n))
     assert slow.dropped == 3
-    assert bus.dropped() == {"slow": 3}
     assert [(await slow.get()).reason for _ in range(2)] == ["event 0", "event 1"]
 
 
@@ -36,4 +35,3 @@ async def test_subscription_context_unsubscribes() -> None:
         assert (await sub.get()).reason == "event 1"
     bus.publish(event(2))
     assert sub.queue.empty()
-    assert bus.dropped() == {}

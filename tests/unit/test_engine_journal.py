@@ -13,7 +13,7 @@ from bcd.config import parse
 from bcd.engine import Engine
 from bcd.journal import Journal, JournalWriteError
 from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus
-from bcd.mqtt.commands import Action, Command
+from bcd.mqtt.commands import Command, CommandAction
 from bcd.mqtt.execute import execute
 from bcd.policy import Request
 from bcd.runbooks.runner import Runner
@@ -55,7 +55,7 @@ async def test_no_run_starts_and_operators_are_refused_until_the_journal_is_writ
         engine.start_maintenance("payroll", None, 600.0, "works", "olive")
     with pytest.raises(JournalWriteError, match=refused):
         engine.end_maintenance("payroll", None, "olive")
-    for action in (Action.FAILOVER, Action.ACK):
+    for action in (CommandAction.FAILOVER, CommandAction.ACK):
         command = Command(f"c-{action}", action, "now", "olive", 100.0, service="payroll")
         accepted, said = await execute(engine, command)  # the MQTT reader's refusal says why, as the API's 503 does
         assert (accepted, said.startswith(refused)) == (False, True), said

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from bcd.broker import link_from_url
 from bcd.lazy import lazy_import
+from bcd.mqtt.client import connected
 from bcd.runbooks.specs import MqttPublishStep
 from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
 
@@ -30,10 +31,8 @@ class MqttPublishKind:
         if link is None:
             raise StepError("no broker: set mqtt.url or the step's url")
         try:
-            async with aiomqtt.Client(
-                link.host, link.port, username=link.username, password=link.password,
-                tls_context=link.tls, tls_insecure=link.tls_insecure, identifier=f"bcd-run-{ctx.run_id}",
-            ) as client:
+            async with connected(link, identifier=f"bcd-run-{ctx.run_id}",
+                                 call_timeout=DEFAULT_TIMEOUT) as client:
                 await client.publish(spec.topic, spec.payload, qos=spec.qos, retain=spec.retain)
         except aiomqtt.MqttError as exc:
             raise StepError(f"publish to {spec.topic} via {link.where}: {exc}", retryable=True) from None

@@ -20,7 +20,16 @@ from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import ProbeContext
 from bcd.probes.registry import build_probe
-from tests.helpers import Broker, CertFiles, free_port, silent_server, start_mosquitto, stop_process, wait_for_port
+from tests.helpers import (
+    Broker,
+    CertFiles,
+    free_port,
+    silent_server,
+    sockets_connected_to,
+    start_mosquitto,
+    stop_process,
+    wait_for_port,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,7 @@ async def test_broker_that_never_acknowledges_times_out_and_is_hung_up_on(ctx: P
         started = time.monotonic()
         result = await probe(ctx, f"mqtt://127.0.0.1:{server.port}", timeout=0.5)
         assert time.monotonic() - started < 0.5 + 0.5
+        assert sockets_connected_to(server.port) == []  # closed when the deadline cut the connect short
         await server.wait_closed_by_client(1)
     assert result.result is Result.FAIL
     assert result.reason == f"timeout after 0.5s connecting to broker 127.0.0.1:{server.port}"

@@ -15,7 +15,7 @@ import pytest
 from bcd.broker import broker_link, link_from_url
 from bcd.config import MqttSettings
 from tests.conftest import Broker
-from tests.helpers import free_port, make_cert, start_mosquitto, stop_process
+from tests.helpers import free_port, make_cert, silent_server, sockets_connected_to, start_mosquitto, stop_process
 from tests.integration.runbooks.runner_kit import Kit
 
 
@@ -108,3 +108,14 @@ async def test_the_mqtt_sections_ca_file_is_used_by_steps(kit: Kit, tls_broker: 
     await run.task
     assert kit.finished(run.id)[0].result == "succeeded"
     assert message.payload == b"hampshire"  # without the ca_file, the self-signed certificate fails verification
+
+
+async def test_a_publish_cut_short_before_connack_leaves_no_socket_open(kit: Kit) -> None:
+    async with silent_server() as server:  # accepts the TCP connection, never answers CONNECT
+        run, steps = await kit.run({"steps": [{
+            "name": "announce", "timeout": "300ms",
+            "mqtt_publish": {"topic": topic(), "payload": "x", "url": f"mqtt://127.0.0.1:{server.port}"},
+        }]})
+        assert (run.result, steps[0].output) == ("failed", "timeout after 0.3s")
+        assert server.accepted == 1  # the step did connect: the timeout cut it short waiting for CONNACK
+        assert sockets_connected_to(server.port) == []

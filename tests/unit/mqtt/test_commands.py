@@ -26,8 +26,8 @@ from bcd.model import Event, Observation, ProbeKey, Result
 from bcd.mqtt.commands import (
     MAX_BRACKETS,
     MAX_COMMAND_BYTES,
-    Action,
     Command,
+    CommandAction,
     RecentIds,
     Refusal,
     canonical,
@@ -69,15 +69,15 @@ def check(payload: bytes, *, seen: frozenset[str] = frozenset(), retained: bool 
 # -- accepted shapes ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("fields", "expected"), [
-    ({}, {"action": Action.FAILOVER, "service": "payroll", "to": None}),
-    ({"to": "hampshire"}, {"action": Action.FAILOVER, "to": "hampshire"}),
-    ({"action": "failback"}, {"action": Action.FAILBACK}),
-    ({"action": "ack", "reason": ""}, {"action": Action.ACK, "reason": ""}),
-    ({"action": "maintenance", "duration": "2h"}, {"action": Action.MAINTENANCE, "duration": 7200.0, "end": False}),
+    ({}, {"action": CommandAction.FAILOVER, "service": "payroll", "to": None}),
+    ({"to": "hampshire"}, {"action": CommandAction.FAILOVER, "to": "hampshire"}),
+    ({"action": "failback"}, {"action": CommandAction.FAILBACK}),
+    ({"action": "ack", "reason": ""}, {"action": CommandAction.ACK, "reason": ""}),
+    ({"action": "maintenance", "duration": "2h"}, {"action": CommandAction.MAINTENANCE, "duration": 7200.0, "end": False}),
     ({"action": "maintenance", "duration": 90, "site": "dorset"}, {"duration": 90.0, "site": "dorset"}),
     ({"action": "maintenance", "end": True}, {"end": True, "duration": None}),
-    ({"action": "approve", "run": 7, "service": None}, {"action": Action.APPROVE, "run": 7, "service": None}),
-    ({"action": "abort", "run": 3}, {"action": Action.ABORT, "run": 3, "service": "payroll"}),
+    ({"action": "approve", "run": 7, "service": None}, {"action": CommandAction.APPROVE, "run": 7, "service": None}),
+    ({"action": "abort", "run": 3}, {"action": CommandAction.ABORT, "run": 3, "service": "payroll"}),
     ({"ts": NOW - 59}, {"ts": NOW - 59}),  # just inside max_age, both ways
     ({"ts": int(NOW + 59)}, {"ts": NOW + 59}),
     ({"by": "ølive", "reason": "grève — test"}, {"by": "ølive", "reason": "grève — test"}),  # non-ASCII canonical form

@@ -6,12 +6,13 @@ import asyncio
 
 import aiomqtt
 
-from bcd.mqtt.commands import Action, Command
-from bcd.mqtt.inbox import Inbox, Reply, arrivals
+from bcd.mqtt.client import arrivals
+from bcd.mqtt.commands import Command, CommandAction
+from bcd.mqtt.inbox import Inbox, Reply
 
 
 def command(command_id: str) -> Command:
-    return Command(command_id, Action.ACK, "seen", "olive", 0.0, service="payroll")
+    return Command(command_id, CommandAction.ACK, "seen", "olive", 0.0, service="payroll")
 
 
 async def test_commands_wait_in_order_up_to_the_limit() -> None:

@@ -169,3 +169,33 @@ def test_a_probe_keeps_few_count_objects_however_long_it_runs() -> None:
     cumulative = metrics.stats[key].cumulative
     assert cumulative == [750] * 6 + [1000] * 6  # le=0.005 … 0.25, then le=0.5 … +Inf
     assert len({id(count) for count in cumulative}) == 2
+
+
+def test_perfdata_is_a_gauge_per_label_in_base_units_until_a_run_reports_none(live: tuple[Engine, Metrics]) -> None:
+    _, metrics = live
+    key = ProbeKey("library", "hampshire", "opac")
+    said = (("time", "12ms;100;200;0;"), ("used", "42%;80;90"), ("'free' disk", "2KB"), ("load", "U"))
+    metrics.probes.record(Observation(key, Result.OK, 0.02, "OK", 101.0, perfdata=said))
+    text = metrics.render().decode()
+    series = 'bcd_probe_perfdata{service="library",site="hampshire",probe="opac",label="%s"}'
+    assert sample(text, series % "time") == 0.012
+    assert sample(text, series % "used") == 0.42
+    assert sample(text, series % "'free' disk") == 2048
+    assert "load" not in text.split("# HELP bcd_probe_perfdata")[1]  # U: unknown, no sample
+    assert 'probe="health",label=' not in text  # HTTP probes report none
+    if shutil.which("promtool") is not None:
+        check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, check=False)
+        assert check.returncode == 0, (check.stdout + check.stderr).decode()
+    metrics.probes.record(Observation(key, Result.FAIL, 3.0, "timeout after 3s", 102.0))  # no perfdata this time
+    assert "bcd_probe_perfdata{" not in metrics.render().decode()
+
+
+def test_perfdata_of_a_removed_probe_disappears_after_reload(tmp_path: Path, live: tuple[Engine, Metrics]) -> None:
+    engine, metrics = live
+    metrics.probes.record(Observation(ProbeKey("library", "hampshire", "opac"), Result.OK, 0.02, "OK", 101.0,
+                                      perfdata=(("time", "12ms"),)))
+    assert 'bcd_probe_perfdata{service="library"' in metrics.render().decode()
+    engine.apply_config(config(tmp_path))
+    metrics.probes.retain({ProbeKey("payroll", "dorset", "health"), ProbeKey("payroll", "hampshire", "health")})
+    assert "bcd_probe_perfdata{" not in metrics.render().decode()
+    assert not metrics.probes.perfdata
