@@ -9,7 +9,7 @@ import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from bcd.config import read_credential
+from bcd.credentials import read_credential
 from bcd.lazy import lazy_import
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, guarded, seconds

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, field_validator
 from pydantic.dataclasses import dataclass
 
+from bcd.credentials import CredentialFile
 from bcd.durations import Duration
 
 FORBID = ConfigDict(extra="forbid")
@@ -51,9 +52,9 @@ class HttpSpec:
     body_regex: str | None = Field(None, description="regular expression the body must match")
     max_latency: Duration | None = Field(None, description="slower than this → warn")
     tls_verify: bool = True
-    ca_file: str | None = None
-    cert_file: str | None = Field(None, description="client certificate (PEM)")
-    key_file: str | None = Field(None, description="client key (PEM)")
+    ca_file: CredentialFile | None = None
+    cert_file: CredentialFile | None = Field(None, description="client certificate (PEM)")
+    key_file: CredentialFile | None = Field(None, description="client key (PEM)")
     cert_expiry_warn: Duration | None = Field(
         None, description="certificate expiring sooner → warn; already expired → fail"
     )
@@ -82,7 +83,7 @@ class TcpSpec:
     expect: str | None = Field(None, description="regular expression the reply must match")
     tls: bool = False
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: CredentialFile | None = None
     server_name: str | None = None
     cert_expiry_warn: Duration | None = Field(
         None, description="certificate expiring sooner → warn; already expired → fail"
@@ -120,6 +121,6 @@ class MqttSpec:
     url: Annotated[str, Field(pattern=r"^mqtts?://")]
     topic: str | None = Field(None, description="publish to and receive from this topic")
     username: str | None = None
-    password_file: str | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
+    password_file: CredentialFile | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: CredentialFile | None = None

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from bcd.credentials import CredentialFile
 from bcd.durations import Duration
 from bcd.probes.specs import FORBID, absolute_argv
 
@@ -75,7 +76,7 @@ class HttpStep(Templated):
     json_body: dict[str, Any] | None = Field(None, alias="json", description="JSON request body")
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(None, description="default any 2xx")
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: CredentialFile | None = None
 
 
 class CommandStep(Templated):
@@ -184,7 +185,9 @@ class Token(Spec):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")]
 
 
-class Runner(Spec):
+class RunnerSettings(Spec):
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Runner")
+
     max_concurrent_runs: int = Field(4, ge=1, le=100)
     kill_orphans: bool = Field(
         True, description="at start, terminate process groups that steps of a crashed run left running "

@@ -236,7 +236,7 @@ def model_fields() -> dict[str, set[str]]:
     ...), and every model that bcd.config or bcd.probes.specs defines."""
     models: list[type] = [
         value
-        for module in (bcd_config, probe_specs)
+        for module in (bcd_config.models, probe_specs)
         for value in vars(module).values()
         if _is_model(value) and value.__module__ == module.__name__
     ]
@@ -265,7 +265,7 @@ def yaml_keys(value: object) -> Iterator[str]:
 
 def test_model_walk_finds_every_probe_kind() -> None:
     fields = model_fields()
-    for kind in bcd_config.KINDS:
+    for kind in bcd_config.models.KINDS:
         assert kind in fields
     for spec_field in ("body_regex", "server_name", "transport", "argv", "password_file"):
         assert spec_field in fields

@@ -1,4 +1,4 @@
-"""The configuration: frozen pydantic models, and `load()` with `FILE:LINE: path: message` errors."""
+"""The configuration's models: parsed once, frozen, unknown keys rejected (`loader.py` reads the file)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ import socket
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
-from bcd import heap, yaml_data, yaml_lines
+from bcd.credentials import CredentialFile
 from bcd.durations import Duration
 from bcd.probes.specs import FORBID, CommandSpec, DnsSpec, HttpSpec, MqttSpec, TcpSpec
-from bcd.runbooks.specs import Auth, Runbook, Runner, Transfer
+from bcd.runbooks.specs import Auth, Runbook, RunnerSettings, Transfer
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME, max_length=64)]
@@ -29,16 +28,27 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# Timing, ProbeConfig, ServiceSite and ServiceConfig exist once per probe or service (tens of thousands): frozen,
-# slotted pydantic dataclasses like the probe specs, a quarter of the memory of BaseModels. The rest stay models.
+# TimingOverrides, ProbeConfig, ServiceSite and ServiceConfig exist once per probe or service (tens of thousands):
+# frozen, slotted pydantic dataclasses like the probe specs, a quarter of the memory of BaseModels. The rest stay
+# models.
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
-class Timing:
+class TimingOverrides:
     """Probe timing and thresholds; every field may be left to the level above."""
 
     interval: Duration | None = Field(None, description="time between two runs of a probe")
     timeout: Duration | None = Field(None, description="deadline of one probe run (< interval)")
     rise: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive successes to become up")
     fall: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive failures to become down")
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The effective interval, timeout, rise and fall of one probe (see `Config.timing`)."""
+
+    interval: float
+    timeout: float
+    rise: int
+    fall: int
 
 
 class Defaults(Model):
@@ -75,7 +85,8 @@ class Server(Model):
         return listen
 
 
-class Scheduler(Model):
+class SchedulerSettings(Model):
+    model_config = ConfigDict(title="Scheduler")
     max_concurrency: int = Field(1000, ge=1, description="probes in flight at once, all services together")
 
 
@@ -87,7 +98,7 @@ KINDS = ("http", "tcp", "dns", "command", "mqtt")
 
 
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
-class ProbeConfig(Timing):
+class ProbeConfig(TimingOverrides):
     name: Name
     http: HttpSpec | None = None
     tcp: TcpSpec | None = None
@@ -127,7 +138,7 @@ class ServiceSite:
 
 
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
-class ServiceConfig(Timing):
+class ServiceConfig(TimingOverrides):
     description: str = ""
     active: Name = Field(description="the site that serves today (its home); the others are standby")
     labels: dict[str, str] = Field({}, description="copied onto alerts, MQTT state and API objects")
@@ -148,7 +159,8 @@ class MqttCommands(Model):
     """Operator commands over MQTT: off unless enabled, and then only HMAC-signed, fresh, never replayed."""
 
     enabled: bool = False
-    hmac_key_file: str | None = Field(None, description="HMAC-SHA256 key; relative to $CREDENTIALS_DIRECTORY")
+    hmac_key_file: CredentialFile | None = Field(
+        None, description="HMAC-SHA256 key; relative to $CREDENTIALS_DIRECTORY")
     max_age: Duration = Field(60.0, description="refuse commands whose ts is older (or further ahead) than this")
 
     @model_validator(mode="after")
@@ -165,10 +177,11 @@ class MqttSettings(Model):
 
     url: Annotated[str, Field(pattern=r"^mqtts?://", description="mqtt://host:port or mqtts://host:port")]
     username: str | None = None
-    password_file: str | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
-    ca_file: str | None = Field(None, description="mqtts://: CA bundle that signed the broker's certificate")
-    cert_file: str | None = Field(None, description="mqtts://: client certificate (with key_file)")
-    key_file: str | None = Field(None, description="mqtts://: client key")
+    password_file: CredentialFile | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
+    ca_file: CredentialFile | None = Field(
+        None, description="mqtts://: CA bundle that signed the broker's certificate")
+    cert_file: CredentialFile | None = Field(None, description="mqtts://: client certificate (with key_file)")
+    key_file: CredentialFile | None = Field(None, description="mqtts://: client key")
     tls_verify: bool = Field(True, description="mqtts://: verify the broker's certificate and host name")
     topic_prefix: str | None = Field(None, description="topics live under it; default bcd/<instance>")
     buffer: int = Field(1000, ge=1, le=1_000_000, description="events kept while the broker is away")
@@ -207,7 +220,7 @@ class Webhook(Model):
     """A JSON POST of every firing/resolved change, signed with HMAC-SHA256 (X-Bcd-Signature)."""
 
     url: Annotated[str, Field(pattern=r"^https?://[^/]+")]
-    secret_file: str | None = Field(None, description="HMAC key; relative to $CREDENTIALS_DIRECTORY")
+    secret_file: CredentialFile | None = Field(None, description="HMAC key; relative to $CREDENTIALS_DIRECTORY")
     timeout: Duration = Field(10.0, description="deadline of one POST")
     attempts: int = Field(5, ge=1, le=20, description="tries per notification (jittered backoff)")
 
@@ -246,9 +259,9 @@ class Alerts(Model):
 
 class EtcdSettings(Model):
     endpoints: Annotated[list[Annotated[str, Field(pattern=r"^https?://")]], Field(min_length=1)]
-    ca_file: str | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY unless absolute")
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: CredentialFile | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY unless absolute")
+    cert_file: CredentialFile | None = None
+    key_file: CredentialFile | None = None
 
 
 class Cluster(Model):
@@ -285,13 +298,13 @@ class Config(Model):
         description="where the SQLite state and journal live",
     )
     server: Server = Field(default_factory=Server)
-    scheduler: Scheduler = Field(default_factory=Scheduler)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     sites: Annotated[dict[Name, SiteInfo], Field(min_length=1)]
     defaults: Defaults = Field(default_factory=Defaults)
     flapping: Flapping = Field(default_factory=Flapping)
     services: dict[Name, ServiceConfig] = {}
     runbooks: dict[Name, Runbook] = {}
-    runner: Runner = Field(default_factory=Runner)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
     auth: Auth = Field(default_factory=Auth)
     mqtt: MqttSettings | None = None
     alerts: Alerts = Field(default_factory=Alerts)
@@ -369,7 +382,7 @@ class Config(Model):
                 for probe in site.probes:
                     yield service_name, site_name, probe
 
-    def timing(self, service_name: str, probe: ProbeConfig) -> Defaults:
+    def timing(self, service_name: str, probe: ProbeConfig) -> Timing:
         """Effective interval/timeout/rise/fall of a probe: probe, else service, else defaults."""
         service = self.services[service_name]
         values: dict[str, Any] = {}
@@ -380,7 +393,7 @@ class Config(Model):
                     break
             else:
                 values[name] = getattr(self.defaults, name)
-        return Defaults.model_construct(**values)
+        return Timing(**values)
 
 
 def _executable(path: str) -> bool:
@@ -399,218 +412,15 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host, port
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Loading, with errors pointing at file and line
+class _SchemaNames(GenerateJsonSchema):
+    """Keeps the schema's definition names as they were before the settings models were renamed."""
+
+    RENAMED = {"SchedulerSettings": "Scheduler", "RunnerSettings": "Runner"}
+
+    def normalize_name(self, name: str) -> str:
+        return self.RENAMED.get(name) or super().normalize_name(name)
 
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    file: str
-    line: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}: " if self.path else ""
-        return printable(f"{self.file}:{self.line}: {where}{self.message}")
-
-
-# control characters (a name with a newline or NUL is refused, and must not split the line that says so)
-_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
-
-
-def printable(text: str) -> str:
-    """`text` on one line: control characters as Python escapes (a newline as \\n, NUL as \\x00)."""
-    return text.translate(_ESCAPES)
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; `issues` lists the problems found (see `first_issues`)."""
-
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        super().__init__("\n".join(str(issue) for issue in issues))
-        self.issues = issues
-
-
-SHOWN_ISSUES = 50  # a file with 20,000 problems gets the first ones and a count, not 20,000 lines
-Problem = tuple[tuple[str | int, ...], str]  # where (a path in the data) and what
-
-
-def first_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
-    """The first SHOWN_ISSUES issues in file order, then one line counting the rest (at the next one's line)."""
-    issues = sorted(issues, key=lambda issue: issue.line)
-    if len(issues) <= SHOWN_ISSUES + 1:
-        return issues
-    rest = issues[SHOWN_ISSUES]
-    more = ConfigIssue(rest.file, rest.line, "", f"… and {len(issues) - SHOWN_ISSUES:,} more errors")
-    return [*issues[:SHOWN_ISSUES], more]
-
-
-_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Config:
-    """Read, expand `${ENV}` references, validate; raise ConfigError listing every problem."""
-    name = str(path)
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read(yaml_data.MAX_BYTES + 1)  # no more: a huge file is refused before it is in memory
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([ConfigIssue(name, 0, "", f"cannot read: {exc}")]) from None
-    with heap.paused():
-        return parse(text, name, overrides)
-
-
-def issues_at(name: str, text: str | None, data: Any, problems: list[Problem]) -> list[ConfigIssue]:
-    """Each problem at its line in `text` (which passed yaml_data.read(), giving `data`), all placed in one
-    pass over the text."""
-    lines = yaml_lines.lines_of(text, data, [loc for loc, _ in problems]) if text is not None else [1] * len(problems)
-    return [ConfigIssue(name, line, dotted(loc), message) for line, (loc, message) in zip(lines, problems, strict=True)]
-
-
-def dotted(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
-
-
-CLEARER_UP_TO = 1_000_000  # characters: beyond, the pure-Python parser takes seconds to find the same error
-
-
-def _syntax_error(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
-    """The error of the pure-Python parser when it has one: its messages say more than libyaml's
-    ("expected ',' or ']', but got ':'" rather than "did not find expected ',' or ']'"). Only its parser runs
-    (composing could recurse or expand aliases past yaml_data's limits), and only on a text of reasonable size."""
-    if len(text) > CLEARER_UP_TO:
-        return exc
-    try:
-        for _ in yaml.parse(text, Loader=yaml.SafeLoader):  # a safe loader
-            pass
-    except yaml.YAMLError as clearer:
-        return clearer
-    return exc
-
-
-def _read(text: str, name: str) -> yaml_data.Document:
-    try:
-        return yaml_data.read(text)
-    except yaml_data.LimitError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
-        raise ConfigError([ConfigIssue(name, line, "", str(exc.problem))]) from None
-    except yaml.YAMLError as fast:
-        error = _syntax_error(text, fast)
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problem = getattr(error, "problem", None) or str(error)
-        raise ConfigError([ConfigIssue(name, line, "", f"YAML syntax error: {problem}")]) from None
-
-
-def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> Config:
-    document = _read(text, name)
-    data = document.data
-    if data is None:
-        raise ConfigError([ConfigIssue(name, 1, "", "the file is empty")])
-    if not isinstance(data, dict):
-        raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
-    issues = [ConfigIssue(name, twice.line, dotted(twice.path), f"duplicate key (first at line {twice.first_line})")
-              for twice in document.duplicates]
-    problems: list[Problem] = []
-    secrets: set[str] = set()
-    data = _expand_env(data, (), lambda loc, msg: problems.append((loc, msg)), secrets)
-    data.update(overrides or {})
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(_validation_problems(exc))
-    if issues or problems:
-        raise ConfigError(first_issues([*issues, *issues_at(name, text, document.data, problems)]))
-    config._secrets = frozenset(value for value in secrets if value)
-    config._warnings = tuple(str(issue) for issue in issues_at(name, text, document.data,
-                                                                   list(_command_warnings(config))))
-    return config
-
-
-def _command_warnings(config: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    """Files missing on this host (warnings: they may exist where bcd will run; `bcd run` refuses a
-    config whose TLS files it cannot load, so a typo never looks like a dead site)."""
-    for service_name, site_name, probe in config.all_probes():
-        for field_name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(probe.spec, field_name, None)
-            if path is not None and not os.access(path, os.R_OK):
-                where: tuple[str | int, ...] = (
-                    "services", service_name, "sites", site_name, "probes", probe.name, probe.kind, field_name)
-                yield where, f"warning: cannot read {path} on this host"
-    for name, runbook in config.runbooks.items():
-        for phase in ("steps", "rollback"):
-            for index, step in enumerate(getattr(runbook, phase)):
-                if step.command is None:
-                    continue
-                program = Path(step.command.argv[0])
-                loc: tuple[str | int, ...] = ("runbooks", name, phase, index, "command", "argv")
-                if not program.exists():
-                    yield loc, f"warning: {program} does not exist on this host"
-
-
-def _expand_env(value: Any, loc: tuple[str | int, ...], report: Any, secrets: set[str]) -> Any:
-    if isinstance(value, dict):
-        return {key: _expand_env(item, (*loc, key), report, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(item, (*loc, index), report, secrets) for index, item in enumerate(value)]
-    if isinstance(value, str) and "$" in value:
-
-        def replace(match: re.Match[str]) -> str:
-            if match.group(0) == "$$":
-                return "$"
-            variable = match.group(1)
-            if variable not in os.environ:
-                report(loc, f"environment variable {variable} is not set")
-                return ""
-            secrets.add(os.environ[variable])
-            return os.environ[variable]
-
-        return _ENV_REF.sub(replace, value)
-    return value
-
-
-_MESSAGES = {
-    "extra_forbidden": "unknown key",
-    "unexpected_keyword_argument": "unknown key",  # a pydantic dataclass's extra_forbidden
-    "dataclass_type": "Input should be a valid dictionary or instance of {class_name}",  # as a model says it
-}
-
-
-def _validation_problems(exc: ValidationError) -> Iterator[Problem]:
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] in _MESSAGES:
-            message = _MESSAGES[error["type"]].format(**error.get("ctx", {}))
-        if error["type"] == "cross_check":
-            # cross-field errors: one issue per problem, each at its own line (locations relative to the model
-            # that raised them: the whole config, or e.g. a service)
-            for problem_loc, text in error["ctx"]["problems"]:
-                yield loc + tuple(problem_loc), text
-            continue
-        yield loc, message
-
-
-def issues_in_file(path: str, problems: list[Problem]) -> list[ConfigIssue]:
-    """Problems found after loading (e.g. TLS files that cannot be loaded), located in the file (the first
-    SHOWN_ISSUES of them, and a count of the rest)."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            text: str | None = file.read(yaml_data.MAX_BYTES + 1)
-        data = yaml_data.load(text or "")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        text, data = None, None
-    return first_issues(issues_at(path, text, data, problems))
-
-
-def credential_path(name: str) -> Path:
-    """A `*_file:` value: absolute, else relative to $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
-    path = Path(name)
-    if path.is_absolute():
-        return path
-    return Path(os.environ.get("CREDENTIALS_DIRECTORY", ".")) / path
-
-
-def read_credential(name: str) -> str:
-    return credential_path(name).read_text(encoding="utf-8").strip()
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file (`bcd schema`)."""
+    return Config.model_json_schema(schema_generator=_SchemaNames)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import textwrap
 
-from bcd import yaml_data
-from bcd.yaml_lines import lines_of
+from bcd.config import yaml_data
+from bcd.config.yaml_lines import lines_of
 
 TEXT = textwrap.dedent(
     """\
