@@ -8,7 +8,7 @@ import socket
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -17,8 +17,9 @@ from pydantic_core import PydanticCustomError
 
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
-from bcd.probes.specs import FORBID, CommandSpec, DnsSpec, HttpSpec, MqttSpec, TcpSpec
+from bcd.probes.registry import KINDS as PROBE_KINDS
 from bcd.runbooks.specs import Auth, Runbook, RunnerSettings, Transfer
+from bcd.specs import FORBID
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME, max_length=64)]
@@ -94,20 +95,17 @@ class SiteInfo(Model):
     description: str = ""
 
 
-KINDS = ("http", "tcp", "dns", "command", "mqtt")
+KINDS = tuple(kind.name for kind in PROBE_KINDS)
 
 
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
-class ProbeConfig(TimingOverrides):
+class ProbeBase(TimingOverrides):
+    """What every configured probe has; `ProbeConfig` adds one optional key per kind of the probe registry."""
+
     name: Name
-    http: HttpSpec | None = None
-    tcp: TcpSpec | None = None
-    dns: DnsSpec | None = None
-    command: CommandSpec | None = None
-    mqtt: MqttSpec | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> ProbeConfig:
+    def _one_kind(self) -> ProbeBase:
         given = [kind for kind in KINDS if getattr(self, kind) is not None]
         if len(given) != 1:
             raise ValueError(f"a probe needs exactly one of {', '.join(KINDS)}; got {len(given)}")
@@ -118,9 +116,27 @@ class ProbeConfig(TimingOverrides):
         return next(kind for kind in KINDS if getattr(self, kind) is not None)
 
     @property
-    def spec(self) -> HttpSpec | TcpSpec | DnsSpec | CommandSpec | MqttSpec:
-        spec: HttpSpec | TcpSpec | DnsSpec | CommandSpec | MqttSpec = getattr(self, self.kind)
-        return spec
+    def spec(self) -> Any:
+        """The spec under the probe's kind key (that kind's `ProbeKind.spec`)."""
+        return getattr(self, self.kind)
+
+
+def _probe_config() -> type[ProbeBase]:
+    """ProbeBase with a `<kind>: <its spec> | None = None` field per probe kind of the registry, in its order."""
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": "ProbeConfig",
+        "__annotations__": {kind.name: kind.spec | None for kind in PROBE_KINDS},
+        **{kind.name: None for kind in PROBE_KINDS},
+    }
+    cls = type("ProbeConfig", (ProbeBase,), namespace)
+    return cast(type[ProbeBase], pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)(cls))
+
+
+if TYPE_CHECKING:
+    ProbeConfig = ProbeBase
+else:
+    ProbeConfig = _probe_config()
 
 
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)

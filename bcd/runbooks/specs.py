@@ -15,7 +15,7 @@ from pydantic.dataclasses import dataclass
 
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
-from bcd.probes.specs import FORBID, absolute_argv
+from bcd.specs import FORBID, absolute_argv
 
 TEMPLATE_NAMES = frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token"})
 RENDERED = {"rendered": True}
