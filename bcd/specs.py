@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import re
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 FORBID = ConfigDict(extra="forbid")
 """Config of the pydantic dataclasses: unknown keys are errors (type `unexpected_keyword_argument`)."""
+
+
+class Model(BaseModel):
+    """The base of the config's models (the once-per-probe objects are slotted dataclasses with FORBID)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_regex(value: str | None) -> str | None:

@@ -23,8 +23,6 @@ from bcd.config.models import (
     Defaults,
     EtcdSettings,
     Flapping,
-    MqttCommands,
-    MqttSettings,
     ProbeConfig,
     SchedulerSettings,
     Server,
@@ -37,6 +35,7 @@ from bcd.config.models import (
     json_schema,
     split_listen,
 )
+from bcd.config.mqtt import MqttCommands, MqttSettings
 from bcd.credentials import credential_path, read_credential
 
 __all__ = [
