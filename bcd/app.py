@@ -34,7 +34,7 @@ from bcd.journal import Journal
 from bcd.journal_writer import JournalCollector
 from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttCollector, MqttOutput
-from bcd.outputs.alerts import AlertCollector, AlertSender
+from bcd.outputs.alerts.sender import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe

@@ -34,3 +34,10 @@ def absolute_argv(argv: list[str]) -> list[str]:
     if not argv[0].startswith("/"):
         raise ValueError(f"argv[0] must be an absolute path, got {argv[0]!r}")
     return argv
+
+
+def positive(value: float) -> float:
+    """A field validator: `value` (a duration) must be more than zero."""
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value

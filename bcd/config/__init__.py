@@ -16,7 +16,6 @@ from bcd.config.loader import (
     printable,
 )
 from bcd.config.models import (
-    AlertmanagerSettings,
     Alerts,
     Cluster,
     Config,
@@ -31,7 +30,6 @@ from bcd.config.models import (
     SiteInfo,
     Timing,
     TimingOverrides,
-    Webhook,
     json_schema,
     split_listen,
 )
@@ -40,7 +38,6 @@ from bcd.credentials import credential_path, read_credential
 
 __all__ = [
     "SHOWN_ISSUES",
-    "AlertmanagerSettings",
     "Alerts",
     "Cluster",
     "Config",
@@ -60,7 +57,6 @@ __all__ = [
     "SiteInfo",
     "Timing",
     "TimingOverrides",
-    "Webhook",
     "credential_path",
     "first_issues",
     "issues_in_file",

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from bcd.config.mqtt import MqttSettings
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
+from bcd.outputs.alerts.registry import RECEIVERS
 from bcd.probes.registry import KINDS as PROBE_KINDS
 from bcd.runbooks.specs import Auth, Runbook, RunnerSettings, Transfer
 from bcd.specs import FORBID, Model
@@ -168,63 +169,45 @@ class ServiceConfig(TimingOverrides):
         return self
 
 
-class AlertmanagerSettings(Model):
-    """Alertmanager API v2 receivers: every firing alert is posted to each URL every `resend`."""
-
-    urls: list[Annotated[str, Field(pattern=r"^https?://[^/]+")]] = Field(
-        [], description="base URLs such as http://127.0.0.1:9093 (alerts go to <url>/api/v2/alerts)"
-    )
-    resend: Duration = Field(60.0, description="re-send firing alerts this often (endsAt = now + 4 x resend)")
-    timeout: Duration = Field(10.0, description="deadline of one POST")
-    attempts: int = Field(3, ge=1, le=20, description="tries per delivery (jittered backoff, 5xx and network errors)")
-
-    @field_validator("resend", "timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
+def _runbook_url(template: str | None) -> str | None:
+    if template is None:
+        return None
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template: {exc}") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or spec or conversion:
+            raise ValueError(f"placeholders must be label names such as {{alertname}}, got {{{name}}}")
+    return template
 
 
-class Webhook(Model):
-    """A JSON POST of every firing/resolved change, signed with HMAC-SHA256 (X-Bcd-Signature)."""
-
-    url: Annotated[str, Field(pattern=r"^https?://[^/]+")]
-    secret_file: CredentialFile | None = Field(None, description="HMAC key; relative to $CREDENTIALS_DIRECTORY")
-    timeout: Duration = Field(10.0, description="deadline of one POST")
-    attempts: int = Field(5, ge=1, le=20, description="tries per notification (jittered backoff)")
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
+def _alerts() -> type[Model]:
+    """The `alerts:` section: one key per receiver kind of the table (`alerts.alertmanager`, `alerts.webhooks`),
+    in its order, then what every receiver shares."""
+    receivers: dict[str, Any] = {kind.key: (kind.section, kind.default) for kind in RECEIVERS}
+    return cast(type[Model], create_model(
+        "Alerts", __config__=Model.model_config, __module__=__name__,
+        __doc__="Alerts derived from the live state, sent to Alertmanager and/or webhooks.",
+        __validators__={"_template": field_validator("runbook_url")(_runbook_url)},
+        **receivers,
+        runbook_url=(str | None, Field(None, description="runbook_url annotation; {alertname}, {service}… filled in")),
+        cert_expiry_warn=(Duration, Field(14 * 86400.0, description="BcdCertificateExpiring below this time left")),
+    ))
 
 
-class Alerts(Model):
-    """Alerts derived from the live state, sent to Alertmanager and/or webhooks."""
+if TYPE_CHECKING:
+    class Alerts(Model):
+        """The receivers' sections are read through the table: `getattr(alerts, kind.key)`."""
 
-    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
-    webhooks: list[Webhook] = []
-    runbook_url: str | None = Field(None, description="runbook_url annotation; {alertname}, {service}… filled in")
-    cert_expiry_warn: Duration = Field(14 * 86400.0, description="BcdCertificateExpiring below this time left")
+        runbook_url: str | None
+        cert_expiry_warn: float
 
-    @field_validator("runbook_url")
-    @classmethod
-    def _template(cls, template: str | None) -> str | None:
-        if template is None:
-            return None
-        try:
-            parsed = list(string.Formatter().parse(template))
-        except ValueError as exc:
-            raise ValueError(f"bad template: {exc}") from None
-        for _, name, spec, conversion in parsed:
-            if name is None:
-                continue
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or spec or conversion:
-                raise ValueError(f"placeholders must be label names such as {{alertname}}, got {{{name}}}")
-        return template
+        def __init__(self) -> None: ...
+else:
+    Alerts = _alerts()
 
 
 class EtcdSettings(Model):
