@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -31,7 +32,7 @@ from bcd.outputs.alert_rules import (
     WaitingRun,
     active_alerts,
 )
-from bcd.outputs.alerts.delivery import AlertStats, Key, ReceiverKind, Target, log
+from bcd.outputs.alerts.delivery import AlertStats, Key, ReceiverKind, Target
 from bcd.outputs.alerts.registry import RECEIVERS
 
 FULL_EVERY = 30.0
@@ -42,6 +43,8 @@ CHUNK = 200
 EVALUATE_GAP = 0.05
 """At most one evaluation per gap: a burst of events costs one evaluation, not one each."""
 RUN_EVENTS = frozenset({"run_finished", "acknowledged"})
+
+log = structlog.get_logger("bcd.alerts")
 
 
 def build_snapshot(engine: Engine, names: Iterable[str], failed_run: Callable[[str], FailedRun | None],

@@ -65,7 +65,7 @@ class WebhookTarget(Receiver):
             self.secret = read_credential(self.settings.secret_file).encode()
         except (OSError, UnicodeDecodeError) as exc:
             self.secret_error = f"cannot read secret_file {self.settings.secret_file}: {describe(exc)}"
-            log.error("webhook_secret_unreadable", receiver=self.label, error=self.secret_error)
+            log().error("webhook_secret_unreadable", receiver=self.label, error=self.secret_error)
 
     def joined(self, firing: Sequence[Alert]) -> None:
         if firing:  # a webhook added by a reload hears what already fires
