@@ -1,4 +1,4 @@
-"""bcd.yaml_lines: the line of many paths in one pass over the text."""
+"""bcd.config.yaml_lines: the line of many paths in one pass over the text."""
 
 from __future__ import annotations
 
