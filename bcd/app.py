@@ -34,7 +34,7 @@ from bcd.journal import Journal
 from bcd.journal_writer import JournalCollector
 from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttCollector, MqttOutput
-from bcd.outputs.alerts import AlertCollector, AlertSender
+from bcd.outputs.alerts.sender import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
 from bcd.outputs.shortages import ShortageCollector, Shortages
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
@@ -174,14 +174,10 @@ class Daemon:
         if cluster is None:
             return
         assert self.config.vantage is not None  # the config refuses a cluster member without one
-        etcd = cluster.etcd
-
-        def credential(name: str | None) -> str | None:
-            return str(config_module.credential_path(name)) if name else None
-
+        etcd = cluster.etcd  # its *_file paths are resolved by the config (bcd.credentials)
         self._etcd = EtcdClient(
             etcd.endpoints, request_timeout=max(0.1, cluster.call_timeout / 2), deadline=cluster.call_timeout,
-            ca_file=credential(etcd.ca_file), cert_file=credential(etcd.cert_file), key_file=credential(etcd.key_file),
+            ca_file=etcd.ca_file, cert_file=etcd.cert_file, key_file=etcd.key_file,
         )
         coordinator = EtcdCoordinator(self._etcd, cluster=cluster.name, vantage=self.config.vantage,
                                       lease_ttl=cluster.lease_ttl, keepalive=cluster.keepalive_interval,

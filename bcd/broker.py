@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from bcd.config import MqttSettings, read_credential
+from bcd.credentials import read_credential
+
+if TYPE_CHECKING:
+    from bcd.config.mqtt import MqttSettings
 
 
 @dataclass(frozen=True, slots=True)

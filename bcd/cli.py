@@ -13,7 +13,7 @@ from typing import Any
 
 from bcd import __version__
 from bcd import config as config_module
-from bcd.config import Config, ConfigError
+from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -166,7 +166,7 @@ def summary(path: str, config: Config) -> str:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(Config.model_json_schema(), indent=2))
+    print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
 
 

@@ -21,6 +21,8 @@ from bcd import files
 from bcd import logging as bcd_logging
 from bcd.app import Daemon
 from bcd.config import Config, ConfigError
+from bcd.probes.http import HttpSpec
+from bcd.probes.tcp import TcpSpec
 
 DEMO_CONFIG = files.path("demo")  # config/demo.yaml, shipped in the package (see bcd/files.py)
 LOAD_BALANCER = ("127.0.0.1", 19100)  # the runbooks in demo.yaml call this simulated load balancer
@@ -47,11 +49,12 @@ class Estate:
         self._balancer = await self._load_balancer(*LOAD_BALANCER)
         for service, site, probe in self.config.all_probes():
             endpoint = self.endpoints.setdefault((service, site), Endpoint(service, site))
-            if probe.http is not None:
-                url = urlsplit(probe.http.url)
+            spec = probe.spec
+            if isinstance(spec, HttpSpec):
+                url = urlsplit(spec.url)
                 endpoint.servers.append(await self._http(endpoint, url.hostname or "127.0.0.1", url.port or 80))
-            elif probe.tcp is not None:
-                endpoint.servers.append(await self._tcp(endpoint, probe.tcp.host, probe.tcp.port))
+            elif isinstance(spec, TcpSpec):
+                endpoint.servers.append(await self._tcp(endpoint, spec.host, spec.port))
 
     async def _http(self, endpoint: Endpoint, host: str, port: int) -> web.AppRunner:
         async def health(request: web.Request) -> web.Response:

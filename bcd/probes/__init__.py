@@ -1,4 +1,3 @@
-"""Probe kinds, one module each behind the `Probe` protocol (`base.py`), picked from one table
-(`registry.py`) by the config's kind key. Their config models live in `specs.py`.
-
-Kept empty so that reading a config (which imports `specs`) does not import every probe's library."""
+"""Probe kinds, one module each (`http.py`: its config spec, its probe behind the `Probe` protocol of `base.py`,
+and its `KIND` declaration), listed in one table (`registry.py`) that builds the config's probe keys and the
+dispatch."""

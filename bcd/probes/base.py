@@ -13,7 +13,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Generic, Protocol, TypeVar
 
 from bcd import __version__
 from bcd.model import ProbeResult, Result
@@ -31,8 +31,18 @@ class Probe(Protocol):
         ...
 
 
-ProbeFactory: TypeAlias = Callable[[Any, float, "ProbeContext"], Probe]
-"""Builds a probe from its spec (the pydantic model of its kind), its timeout and the shared context."""
+SpecT = TypeVar("SpecT")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKind(Generic[SpecT]):
+    """One probe kind, declared at the end of its module (`KIND = ProbeKind("http", HttpSpec, HttpProbe)`) and
+    listed in `registry.py`: the config key, the spec under that key, and what builds a probe from that spec
+    (mypy checks that `build` takes this kind's spec)."""
+
+    name: str
+    spec: type[SpecT]
+    build: Callable[[SpecT, float, ProbeContext], Probe]
 
 
 def user_agent(vantage: str | None = None) -> str:

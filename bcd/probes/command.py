@@ -6,10 +6,15 @@ first line; more lines may follow, and after a `|` on a later line the rest of t
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
+
 from bcd.model import ProbeResult, Result
-from bcd.probes.base import Attempt, ProbeContext, guarded
-from bcd.probes.specs import CommandSpec
+from bcd.probes.base import Attempt, ProbeContext, ProbeKind, guarded
 from bcd.process import BASE_ENV, run_child, signal_name
+from bcd.specs import FORBID, absolute_argv
 
 MAX_OUTPUT = 65536
 _RESULTS = {0: Result.OK, 1: Result.WARN, 2: Result.FAIL}
@@ -81,6 +86,16 @@ def verdict(code: int, summary: str) -> tuple[Result, str]:
     return Result.FAIL, f"unknown: exit status {code}: {said}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class CommandSpec:
+    """`command:` probe: a Nagios/monitoring-plugins check run without a shell."""
+
+    argv: Annotated[list[str], Field(min_length=1)]
+    env: dict[str, str] = Field({})
+
+    _absolute = field_validator("argv")(absolute_argv)
+
+
 class CommandProbe:
     """Runs `argv` in its own session with a minimal environment (PATH, LANG, plus `env`) and no fd but
     0-2; the verdict is the exit status, the reason the summary line, perfdata parsed. The check is done
@@ -110,3 +125,6 @@ class CommandProbe:
         if isinstance(exc, OSError):
             return f"unknown: cannot run {self._argv[0]}: {exc.strerror or exc}"
         return f"unknown: {type(exc).__name__}: {exc}"
+
+
+KIND = ProbeKind("command", CommandSpec, CommandProbe)

@@ -3,14 +3,56 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated, Literal
 
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
 from yarl import URL
 
+from bcd.credentials import CredentialFile
+from bcd.durations import Duration
 from bcd.model import ProbeResult, Result
-from bcd.probes.base import Attempt, ProbeContext, describe_os_error, guarded, seconds
+from bcd.probes.base import Attempt, ProbeContext, ProbeKind, describe_os_error, guarded, seconds
 from bcd.probes.http_client import BrokenBody, ClosedEarly, HttpRequest, InvalidResponse, Reply, exchange
-from bcd.probes.specs import HttpSpec
 from bcd.probes.tls import cert_expiry, client_context, expiry_verdict
+from bcd.specs import FORBID, check_regex
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class HttpSpec:
+    """`http:` probe: one request on a new connection."""
+
+    url: Annotated[str, Field(pattern=r"^https?://", description="http:// or https:// URL")]
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    headers: dict[str, str] = Field({})
+    body: str | None = Field(None, description="request body (POST/PUT)")
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        None, description="accepted status codes; default any 2xx"
+    )
+    body_regex: str | None = Field(None, description="regular expression the body must match")
+    max_latency: Duration | None = Field(None, description="slower than this → warn")
+    tls_verify: bool = True
+    ca_file: CredentialFile | None = None
+    cert_file: CredentialFile | None = Field(None, description="client certificate (PEM)")
+    key_file: CredentialFile | None = Field(None, description="client key (PEM)")
+    cert_expiry_warn: Duration | None = Field(
+        None, description="certificate expiring sooner → warn; already expired → fail"
+    )
+    max_body_bytes: int = Field(65536, ge=0, description="bytes of the body read for body_regex")
+
+    _regex = field_validator("body_regex")(check_regex)
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP token")
+            if "\r" in text or "\n" in text:
+                raise ValueError(f"header {name} contains a line break")
+        return value
 
 
 class HttpProbe:
@@ -115,3 +157,6 @@ def _decode(body: bytes, charset: str | None) -> str:
         return body.decode(charset or "utf-8", errors="replace")
     except LookupError:
         return body.decode("utf-8", errors="replace")
+
+
+KIND = ProbeKind("http", HttpSpec, HttpProbe)

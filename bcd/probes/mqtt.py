@@ -5,17 +5,20 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
+from pydantic import Field
+from pydantic.dataclasses import dataclass
+
 from bcd.broker import BrokerLink
-from bcd.config import read_credential
+from bcd.credentials import CredentialFile, read_credential
 from bcd.lazy import lazy_import
 from bcd.model import ProbeResult, Result
 from bcd.mqtt.client import connack_text, connected, refused
-from bcd.probes.base import Attempt, ProbeContext, guarded, seconds
-from bcd.probes.specs import MqttSpec
+from bcd.probes.base import Attempt, ProbeContext, ProbeKind, guarded, seconds
 from bcd.probes.tls import client_context
+from bcd.specs import FORBID
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -24,6 +27,18 @@ else:  # loaded on first use: only configs with mqtt probes need it
     aiomqtt = lazy_import("aiomqtt")
 
 _ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class MqttSpec:
+    """`mqtt:` probe: connect to a broker, optionally round-trip a message."""
+
+    url: Annotated[str, Field(pattern=r"^mqtts?://")]
+    topic: str | None = Field(None, description="publish to and receive from this topic")
+    username: str | None = None
+    password_file: CredentialFile | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY")
+    tls_verify: bool = True
+    ca_file: CredentialFile | None = None
 
 
 class MqttProbe:
@@ -104,3 +119,6 @@ class MqttProbe:
 
 class _SetupFailed(Exception):
     """This run cannot start (e.g. the password file is unreadable); the message is the reason."""
+
+
+KIND = ProbeKind("mqtt", MqttSpec, MqttProbe)

@@ -1,33 +1,38 @@
-"""The table of probe kinds: the config's kind key → the class that runs it."""
+"""The table of probe kinds. To add one, write `bcd/probes/<kind>.py` (its spec, its probe and a
+`KIND = ProbeKind(...)` line) and list its KIND here: the config's `<kind>:` key and the dispatch follow."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from bcd.probes.base import Probe, ProbeContext, ProbeFactory, ProbeSetupError
-from bcd.probes.command import CommandProbe
-from bcd.probes.dns import DnsProbe
-from bcd.probes.http import HttpProbe
-from bcd.probes.mqtt import MqttProbe
-from bcd.probes.tcp import TcpProbe
+from bcd.probes import command, dns, http, mqtt, tcp
+from bcd.probes.base import Probe, ProbeContext, ProbeKind, ProbeSetupError
 
-if TYPE_CHECKING:  # bcd.config imports bcd.probes.specs, which runs this package first
-    from bcd.config import ProbeConfig
+KINDS: tuple[ProbeKind[Any], ...] = (
+    http.KIND,
+    tcp.KIND,
+    dns.KIND,
+    command.KIND,
+    mqtt.KIND,
+)
+BY_NAME = {kind.name: kind for kind in KINDS}
 
-REGISTRY: dict[str, ProbeFactory] = {
-    "http": HttpProbe,
-    "tcp": TcpProbe,
-    "dns": DnsProbe,
-    "command": CommandProbe,
-    "mqtt": MqttProbe,
-}
-
-__all__ = ["REGISTRY", "Probe", "ProbeContext", "ProbeFactory", "ProbeSetupError", "build_probe"]
+__all__ = ["BY_NAME", "KINDS", "Probe", "ProbeContext", "ProbeKind", "ProbeSetupError", "build_probe"]
 
 
-def build_probe(config: ProbeConfig, timeout: float, ctx: ProbeContext) -> Probe:
+class Configured(Protocol):
+    """A configured probe (`bcd.config.ProbeConfig`): its kind's name and the spec given under it."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def spec(self) -> Any: ...
+
+
+def build_probe(config: Configured, timeout: float, ctx: ProbeContext) -> Probe:
     """The probe for one configured check, to be built once and `run()` every interval.
 
     Raises ProbeSetupError when the spec names files that cannot be loaded (TLS CA, client certificate).
     """
-    return REGISTRY[config.kind](config.spec, timeout, ctx)
+    return BY_NAME[config.kind].build(config.spec, timeout, ctx)

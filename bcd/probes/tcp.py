@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import re
 
+from pydantic import Field, field_validator
+from pydantic.dataclasses import dataclass
+
+from bcd.credentials import CredentialFile
+from bcd.durations import Duration
 from bcd.model import ProbeResult, Result
-from bcd.probes.base import Attempt, ProbeContext, close_politely, describe_os_error, guarded, seconds
-from bcd.probes.specs import TcpSpec
+from bcd.probes.base import Attempt, ProbeContext, ProbeKind, close_politely, describe_os_error, guarded, seconds
 from bcd.probes.tls import client_context, expiry_verdict, peer_cert_expiry
+from bcd.specs import FORBID, check_regex
 
 MAX_REPLY = 65536
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|[nrt0\\])")
@@ -25,6 +30,25 @@ def unescape(text: str) -> bytes:
         pos = match.end()
     out += text[pos:].encode()
     return bytes(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class TcpSpec:
+    """`tcp:` probe: connect, optionally send and expect."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    send: str | None = Field(None, description="text sent after connecting (\\n escapes allowed)")
+    expect: str | None = Field(None, description="regular expression the reply must match")
+    tls: bool = False
+    tls_verify: bool = True
+    ca_file: CredentialFile | None = None
+    server_name: str | None = None
+    cert_expiry_warn: Duration | None = Field(
+        None, description="certificate expiring sooner → warn; already expired → fail"
+    )
+
+    _regex = field_validator("expect")(check_regex)
 
 
 class TcpProbe:
@@ -109,3 +133,6 @@ def _preview(data: bytes | bytearray, limit: int = 60) -> str:
         return "nothing"
     text = repr(bytes(data[:limit]))
     return text + ("…" if len(data) > limit else "")
+
+
+KIND = ProbeKind("tcp", TcpSpec, TcpProbe)

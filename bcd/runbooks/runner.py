@@ -31,8 +31,10 @@ from bcd.model import Event, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.runbooks import orphans
 from bcd.runbooks.render import mask, render
-from bcd.runbooks.specs import RENDERED, Runbook, Step
-from bcd.runbooks.steps import REGISTRY, StepContext, StepError, StepOutcome
+from bcd.runbooks.specs import Runbook, Step
+from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
+from bcd.runbooks.steps.registry import BY_NAME
+from bcd.runbooks.templates import RENDERED
 from bcd.scheduler import Histogram
 
 log = structlog.get_logger("bcd.runner")
@@ -353,7 +355,7 @@ class Runner:
     async def _attempts(
         self, run: ActiveRun, step: Step, spec: Any, variables: dict[str, str]
     ) -> tuple[int, StepOutcome]:
-        kind = REGISTRY[step.kind]
+        kind = BY_NAME[step.kind].kind
         timeout = step.timeout or kind.default_timeout(spec)
         ctx = self._context(run, variables)
         ctx.process_started = lambda pgid, start: self.journal.step_process(run.id, run.seq, pgid, start)

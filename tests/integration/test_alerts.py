@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bcd.outputs.alerts import receiver_label, signature
+from bcd.outputs.alerts.delivery import receiver_label, signature
 from tests.helpers import free_port, serve_http, silent_server, stop_process
 from tests.helpers.daemon import DaemonProcess
 from tests.helpers.recorder import Recorder

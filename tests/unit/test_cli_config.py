@@ -26,7 +26,7 @@ from pydantic.dataclasses import is_pydantic_dataclass
 from pydantic.fields import FieldInfo
 
 from bcd import config as bcd_config
-from bcd.probes import specs as probe_specs
+from bcd.probes.registry import KINDS as PROBE_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "tests" / "data" / "configs"
@@ -233,13 +233,12 @@ def _models_in(annotation: object) -> Iterator[type]:
 
 def model_fields() -> dict[str, set[str]]:
     """Config key -> the models having it: every model reachable from Config (probe specs, runbook steps,
-    ...), and every model that bcd.config or bcd.probes.specs defines."""
+    ...), every model that bcd.config defines, and the spec of every probe kind."""
     models: list[type] = [
         value
-        for module in (bcd_config, probe_specs)
-        for value in vars(module).values()
-        if _is_model(value) and value.__module__ == module.__name__
-    ]
+        for value in vars(bcd_config.models).values()
+        if _is_model(value) and value.__module__ == bcd_config.models.__name__
+    ] + [kind.spec for kind in PROBE_KINDS]
     seen: set[type] = set()
     fields: dict[str, set[str]] = {}
     while models:
@@ -265,7 +264,7 @@ def yaml_keys(value: object) -> Iterator[str]:
 
 def test_model_walk_finds_every_probe_kind() -> None:
     fields = model_fields()
-    for kind in bcd_config.KINDS:
+    for kind in bcd_config.models.KINDS:
         assert kind in fields
     for spec_field in ("body_regex", "server_name", "transport", "argv", "password_file"):
         assert spec_field in fields

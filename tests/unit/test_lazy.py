@@ -40,3 +40,14 @@ def test_the_daemon_does_not_load_mqtt_until_used() -> None:
     code = "import sys, bcd.app; print(type(sys.modules['paho.mqtt.client']).__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "_LazyModule"
+
+
+def test_the_daemon_does_not_load_dnspython_until_a_dns_probe_is_built() -> None:
+    import subprocess
+
+    code = ("import sys, bcd.app; print('dns.asyncquery' in sys.modules); "
+            "from bcd.probes.registry import BY_NAME; from bcd.probes.dns import DnsSpec; "
+            "from bcd.probes.base import ProbeContext; BY_NAME['dns'].build(DnsSpec(name='a', server='127.0.0.1'), 1.0, "
+            "ProbeContext()); print('dns.asyncquery' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from bcd.runbooks.specs import ApprovalStep
-from bcd.runbooks.steps.base import StepContext, StepOutcome
+from bcd.durations import Duration
+from bcd.runbooks.steps.base import StepContext, StepOutcome, StepPlugin
+from bcd.runbooks.templates import Spec
+
+
+class ApprovalStep(Spec):
+    """`approval:` step: wait for an operator's approve (API, CLI or MQTT)."""
+
+    timeout: Duration = 900.0
+    prompt: str = ""
 
 
 class ApprovalKind:
@@ -18,3 +26,6 @@ class ApprovalKind:
     async def execute(self, spec: ApprovalStep, ctx: StepContext) -> StepOutcome:
         by = await ctx.wait_approval(spec.prompt, spec.timeout)
         return StepOutcome(f"approved by {by}")
+
+
+KIND = StepPlugin("approval", ApprovalStep, ApprovalKind())

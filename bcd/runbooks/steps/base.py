@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-import aiohttp
-
-from bcd.broker import BrokerLink
 from bcd.model import SiteState
+
+if TYPE_CHECKING:  # annotations only: the config, which imports every step kind, stays light
+    import aiohttp
+
+    from bcd.broker import BrokerLink
 
 OUTPUT_LIMIT = 4096
 
@@ -46,17 +48,34 @@ class StepContext:
     """A command step calls it with its child's process group and start time, to journal them."""
 
 
-class StepKind(Protocol):
+SpecT = TypeVar("SpecT")
+SpecT_contra = TypeVar("SpecT_contra", contravariant=True)
+
+
+class StepKind(Protocol[SpecT_contra]):
     """One kind of runbook step. `execute` gets the spec with templates already rendered."""
 
-    retry_timeouts: bool
-    """Whether a timed-out attempt may be retried (network calls: yes; commands: no)."""
+    @property
+    def retry_timeouts(self) -> bool:
+        """Whether a timed-out attempt may be retried (network calls: yes; commands: no)."""
+        ...
 
-    def default_timeout(self, spec: Any) -> float: ...
+    def default_timeout(self, spec: SpecT_contra) -> float: ...
 
-    async def execute(self, spec: Any, ctx: StepContext) -> StepOutcome:
+    async def execute(self, spec: SpecT_contra, ctx: StepContext) -> StepOutcome:
         """Do the step once; raise StepError on failure. Cancellation must leave nothing running."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlugin(Generic[SpecT]):
+    """One step kind, declared at the end of its module (`KIND = StepPlugin("http", HttpStep, HttpKind())`) and
+    listed in `registry.py`: the key of a step, the spec under that key, and what runs it (mypy checks that
+    `kind` takes this spec)."""
+
+    name: str
+    spec: type[SpecT]
+    kind: StepKind[SpecT]
 
 
 def bounded(text: str, limit: int = OUTPUT_LIMIT) -> str:

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
 
 from bcd.process import BASE_ENV, run_child, signal_name
-from bcd.runbooks.specs import CommandStep
-from bcd.runbooks.steps.base import OUTPUT_LIMIT, StepContext, StepError, StepOutcome, bounded
+from bcd.runbooks.steps.base import OUTPUT_LIMIT, StepContext, StepError, StepOutcome, StepPlugin, bounded
+from bcd.runbooks.templates import Templated
+from bcd.specs import absolute_argv
+
+
+class CommandStep(Templated):
+    """`command:` step: argv run without a shell; BCD_* variables describe the run."""
+
+    argv: Annotated[list[str], Field(min_length=1)]
+    env: dict[str, str] = {}
+    retryable_exit_codes: list[int] = Field([], description="non-zero exit codes worth retrying")
+
+    _absolute = field_validator("argv")(absolute_argv)
+
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -31,3 +45,6 @@ class CommandKind:
             raise StepError(f"{spec.argv[0]} killed by {signal_name(-code)}", output=output)
         retryable = code in spec.retryable_exit_codes
         raise StepError(f"{spec.argv[0]} exited {code}", retryable=retryable, output=output)
+
+
+KIND = StepPlugin("command", CommandStep, CommandKind())

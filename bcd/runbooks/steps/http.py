@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import aiohttp
+from pydantic import Field
 
-from bcd.runbooks.specs import HttpStep
-from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome, bounded
+from bcd.credentials import CredentialFile
+from bcd.lazy import lazy_import
+from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome, StepPlugin, bounded
+from bcd.runbooks.templates import Templated
+
+if TYPE_CHECKING:
+    import aiohttp
+else:  # loaded on first use: the config, which imports every step kind, does not need it
+    aiohttp = lazy_import("aiohttp")
+
+
+class HttpStep(Templated):
+    """`http:` step: one request; 5xx and connection errors may be retried."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = {}
+    body: str | None = None
+    json_body: dict[str, Any] | None = Field(None, alias="json", description="JSON request body")
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(None, description="default any 2xx")
+    tls_verify: bool = True
+    ca_file: CredentialFile | None = None
+
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -38,3 +59,6 @@ class HttpKind:
         if passed:
             return StepOutcome(summary, body)
         raise StepError(f"{summary} (expected {expected or '2xx'})", retryable=response.status >= 500, output=body)
+
+
+KIND = StepPlugin("http", HttpStep, HttpKind())

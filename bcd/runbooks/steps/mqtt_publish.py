@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from bcd.broker import link_from_url
 from bcd.lazy import lazy_import
 from bcd.mqtt.client import connected
-from bcd.runbooks.specs import MqttPublishStep
-from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
+from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome, StepPlugin
+from bcd.runbooks.templates import Templated
+
+
+class MqttPublishStep(Templated):
+    """`mqtt_publish:` step: one message through the broker of the `mqtt:` section (or `url`)."""
+
+    topic: str
+    payload: str = ""
+    retain: bool = False
+    qos: Literal[0, 1, 2] = 1
+    url: str | None = Field(None, pattern=r"^mqtts?://", description="default: the mqtt section's url")
+
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -37,3 +50,6 @@ class MqttPublishKind:
         except aiomqtt.MqttError as exc:
             raise StepError(f"publish to {spec.topic} via {link.where}: {exc}", retryable=True) from None
         return StepOutcome(f"published {len(spec.payload)} bytes to {spec.topic}{' (retained)' if spec.retain else ''}")
+
+
+KIND = StepPlugin("mqtt_publish", MqttPublishStep, MqttPublishKind())

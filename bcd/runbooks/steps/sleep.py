@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bcd.runbooks.specs import SleepStep
-from bcd.runbooks.steps.base import StepContext, StepOutcome
+from bcd.durations import Duration
+from bcd.runbooks.steps.base import StepContext, StepOutcome, StepPlugin
+from bcd.runbooks.templates import Spec
+
+
+class SleepStep(Spec):
+    duration: Duration
 
 
 class SleepKind:
@@ -19,3 +24,6 @@ class SleepKind:
     async def execute(self, spec: SleepStep, ctx: StepContext) -> StepOutcome:
         await asyncio.sleep(spec.duration)
         return StepOutcome(f"slept {spec.duration:g}s")
+
+
+KIND = StepPlugin("sleep", SleepStep, SleepKind())

@@ -5,11 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bcd.durations import Duration
 from bcd.model import SiteState
-from bcd.runbooks.specs import WaitHealthyStep
-from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
+from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome, StepPlugin
+from bcd.runbooks.templates import Templated
 
 POLL = 0.1
+
+
+class WaitHealthyStep(Templated):
+    """`wait_healthy:` step: wait until the service is `up` in `site`."""
+
+    site: str
+    within: Duration = 120.0
 
 
 class WaitHealthyKind:
@@ -28,3 +36,6 @@ class WaitHealthyKind:
             await asyncio.sleep(POLL)
         ctx.extra["verified_site"] = spec.site
         return StepOutcome(f"{ctx.service} is up in {spec.site}")
+
+
+KIND = StepPlugin("wait_healthy", WaitHealthyStep, WaitHealthyKind())

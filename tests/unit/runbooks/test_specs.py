@@ -7,17 +7,10 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from bcd.runbooks.specs import (
-    RENDERED,
-    TEMPLATE_NAMES,
-    CommandStep,
-    HttpStep,
-    Runbook,
-    Step,
-    Transfer,
-    check_templates,
-    template_fields,
-)
+from bcd.runbooks.specs import Runbook, Step, Transfer
+from bcd.runbooks.steps.command import CommandStep
+from bcd.runbooks.steps.http import HttpStep
+from bcd.runbooks.templates import RENDERED, TEMPLATE_NAMES, check_templates, template_fields
 
 
 def errors(model: Any, data: Any) -> str:

@@ -25,7 +25,7 @@ from yaml.events import (
     StreamEndEvent,
 )
 
-from bcd.yaml_data import LOADER
+from bcd.config.yaml_data import LOADER
 
 Path = tuple[str | int, ...]
 

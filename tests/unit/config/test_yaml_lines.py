@@ -1,11 +1,11 @@
-"""bcd.yaml_lines: the line of many paths in one pass over the text."""
+"""bcd.config.yaml_lines: the line of many paths in one pass over the text."""
 
 from __future__ import annotations
 
 import textwrap
 
-from bcd import yaml_data
-from bcd.yaml_lines import lines_of
+from bcd.config import yaml_data
+from bcd.config.yaml_lines import lines_of
 
 TEXT = textwrap.dedent(
     """\

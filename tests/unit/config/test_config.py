@@ -23,7 +23,8 @@ from bcd.config import (
     read_credential,
     split_listen,
 )
-from bcd.probes.specs import CommandSpec, TcpSpec
+from bcd.probes.command import CommandSpec
+from bcd.probes.tcp import TcpSpec
 
 MINIMAL = "sites:\n  dorset: {}\n"
 

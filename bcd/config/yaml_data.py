@@ -5,7 +5,7 @@ and only then builds the data. For a 20,000-probe config that tree peaks at abou
 keeps the memory it needed at the peak for the rest of its life. `load()` builds the same data from the
 event stream with SafeLoader's own resolver and scalar constructors, keeping only the data. What it does
 not handle (explicit collection tags such as `!!set` or `!!omap`) is left to `yaml.safe_load` (line numbers
-come from bcd.yaml_lines, which needs no node tree either).
+come from bcd.config.yaml_lines, which needs no node tree either).
 
 It refuses, while reading and before memory grows, what would otherwise grow without bound further on (in
 `${ENV}` expansion, validation, or the recursion of either): a text over MAX_BYTES, collections nested deeper

@@ -1,0 +1,221 @@
+"""Reading a config file: `load()` and `parse()`, with every problem as `FILE:LINE: path: message`."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bcd import heap
+from bcd.config.models import Config
+from bcd.config.yaml_data import MAX_BYTES, Document, LimitError
+from bcd.config.yaml_data import load as load_yaml
+from bcd.config.yaml_data import read as read_yaml
+from bcd.config.yaml_lines import lines_of
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: " if self.path else ""
+        return printable(f"{self.file}:{self.line}: {where}{self.message}")
+
+
+# control characters (a name with a newline or NUL is refused, and must not split the line that says so)
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+
+
+def printable(text: str) -> str:
+    """`text` on one line: control characters as Python escapes (a newline as \\n, NUL as \\x00)."""
+    return text.translate(_ESCAPES)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `issues` lists the problems found (see `first_issues`)."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        super().__init__("\n".join(str(issue) for issue in issues))
+        self.issues = issues
+
+
+SHOWN_ISSUES = 50  # a file with 20,000 problems gets the first ones and a count, not 20,000 lines
+Problem = tuple[tuple[str | int, ...], str]  # where (a path in the data) and what
+
+
+def first_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """The first SHOWN_ISSUES issues in file order, then one line counting the rest (at the next one's line)."""
+    issues = sorted(issues, key=lambda issue: issue.line)
+    if len(issues) <= SHOWN_ISSUES + 1:
+        return issues
+    rest = issues[SHOWN_ISSUES]
+    more = ConfigIssue(rest.file, rest.line, "", f"… and {len(issues) - SHOWN_ISSUES:,} more errors")
+    return [*issues[:SHOWN_ISSUES], more]
+
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Config:
+    """Read, expand `${ENV}` references, validate; raise ConfigError listing every problem."""
+    name = str(path)
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(MAX_BYTES + 1)  # no more: a huge file is refused before it is in memory
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(name, 0, "", f"cannot read: {exc}")]) from None
+    with heap.paused():
+        return parse(text, name, overrides)
+
+
+def issues_at(name: str, text: str | None, data: Any, problems: list[Problem]) -> list[ConfigIssue]:
+    """Each problem at its line in `text` (which passed yaml_data.read(), giving `data`), all placed in one
+    pass over the text."""
+    lines = lines_of(text, data, [loc for loc, _ in problems]) if text is not None else [1] * len(problems)
+    return [ConfigIssue(name, line, dotted(loc), message) for line, (loc, message) in zip(lines, problems, strict=True)]
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+CLEARER_UP_TO = 1_000_000  # characters: beyond, the pure-Python parser takes seconds to find the same error
+
+
+def _syntax_error(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
+    """The error of the pure-Python parser when it has one: its messages say more than libyaml's
+    ("expected ',' or ']', but got ':'" rather than "did not find expected ',' or ']'"). Only its parser runs
+    (composing could recurse or expand aliases past yaml_data's limits), and only on a text of reasonable size."""
+    if len(text) > CLEARER_UP_TO:
+        return exc
+    try:
+        for _ in yaml.parse(text, Loader=yaml.SafeLoader):  # a safe loader
+            pass
+    except yaml.YAMLError as clearer:
+        return clearer
+    return exc
+
+
+def _read(text: str, name: str) -> Document:
+    try:
+        return read_yaml(text)
+    except LimitError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
+        raise ConfigError([ConfigIssue(name, line, "", str(exc.problem))]) from None
+    except yaml.YAMLError as fast:
+        error = _syntax_error(text, fast)
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError([ConfigIssue(name, line, "", f"YAML syntax error: {problem}")]) from None
+
+
+def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> Config:
+    document = _read(text, name)
+    data = document.data
+    if data is None:
+        raise ConfigError([ConfigIssue(name, 1, "", "the file is empty")])
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
+    issues = [ConfigIssue(name, twice.line, dotted(twice.path), f"duplicate key (first at line {twice.first_line})")
+              for twice in document.duplicates]
+    problems: list[Problem] = []
+    secrets: set[str] = set()
+    data = _expand_env(data, (), lambda loc, msg: problems.append((loc, msg)), secrets)
+    data.update(overrides or {})
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc))
+    if issues or problems:
+        raise ConfigError(first_issues([*issues, *issues_at(name, text, document.data, problems)]))
+    config._secrets = frozenset(value for value in secrets if value)
+    config._warnings = tuple(str(issue) for issue in issues_at(name, text, document.data,
+                                                                   list(_command_warnings(config))))
+    return config
+
+
+def _command_warnings(config: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Files missing on this host (warnings: they may exist where bcd will run; `bcd run` refuses a
+    config whose TLS files it cannot load, so a typo never looks like a dead site)."""
+    for service_name, site_name, probe in config.all_probes():
+        for field_name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(probe.spec, field_name, None)
+            if path is not None and not os.access(path, os.R_OK):
+                where: tuple[str | int, ...] = (
+                    "services", service_name, "sites", site_name, "probes", probe.name, probe.kind, field_name)
+                yield where, f"warning: cannot read {path} on this host"
+    for name, runbook in config.runbooks.items():
+        for phase in ("steps", "rollback"):
+            for index, step in enumerate(getattr(runbook, phase)):
+                if step.command is None:
+                    continue
+                program = Path(step.command.argv[0])
+                loc: tuple[str | int, ...] = ("runbooks", name, phase, index, "command", "argv")
+                if not program.exists():
+                    yield loc, f"warning: {program} does not exist on this host"
+
+
+def _expand_env(value: Any, loc: tuple[str | int, ...], report: Any, secrets: set[str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _expand_env(item, (*loc, key), report, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(item, (*loc, index), report, secrets) for index, item in enumerate(value)]
+    if isinstance(value, str) and "$" in value:
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(0) == "$$":
+                return "$"
+            variable = match.group(1)
+            if variable not in os.environ:
+                report(loc, f"environment variable {variable} is not set")
+                return ""
+            secrets.add(os.environ[variable])
+            return os.environ[variable]
+
+        return _ENV_REF.sub(replace, value)
+    return value
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "unexpected_keyword_argument": "unknown key",  # a pydantic dataclass's extra_forbidden
+    "dataclass_type": "Input should be a valid dictionary or instance of {class_name}",  # as a model says it
+}
+
+
+def _validation_problems(exc: ValidationError) -> Iterator[Problem]:
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] in _MESSAGES:
+            message = _MESSAGES[error["type"]].format(**error.get("ctx", {}))
+        if error["type"] == "cross_check":
+            # cross-field errors: one issue per problem, each at its own line (locations relative to the model
+            # that raised them: the whole config, or e.g. a service)
+            for problem_loc, text in error["ctx"]["problems"]:
+                yield loc + tuple(problem_loc), text
+            continue
+        yield loc, message
+
+
+def issues_in_file(path: str, problems: list[Problem]) -> list[ConfigIssue]:
+    """Problems found after loading (e.g. TLS files that cannot be loaded), located in the file (the first
+    SHOWN_ISSUES of them, and a count of the rest)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text: str | None = file.read(MAX_BYTES + 1)
+        data = load_yaml(text or "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        text, data = None, None
+    return first_issues(issues_at(path, text, data, problems))

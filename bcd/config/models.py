@@ -1,0 +1,385 @@
+"""The configuration's models: parsed once, frozen, unknown keys rejected (`loader.py` reads the file)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+
+from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import PydanticCustomError
+
+from bcd.config.mqtt import MqttSettings
+from bcd.credentials import CredentialFile
+from bcd.durations import Duration
+from bcd.outputs.alerts.registry import RECEIVERS
+from bcd.probes.registry import KINDS as PROBE_KINDS
+from bcd.runbooks.specs import Auth, Runbook, RunnerSettings, Transfer
+from bcd.specs import FORBID, Model
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+Name = Annotated[str, Field(pattern=NAME, max_length=64)]
+
+
+# TimingOverrides, ProbeConfig, ServiceSite and ServiceConfig exist once per probe or service (tens of thousands):
+# frozen, slotted pydantic dataclasses like the probe specs, a quarter of the memory of BaseModels. The rest stay
+# models.
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class TimingOverrides:
+    """Probe timing and thresholds; every field may be left to the level above."""
+
+    interval: Duration | None = Field(None, description="time between two runs of a probe")
+    timeout: Duration | None = Field(None, description="deadline of one probe run (< interval)")
+    rise: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive successes to become up")
+    fall: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive failures to become down")
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The effective interval, timeout, rise and fall of one probe (see `Config.timing`)."""
+
+    interval: float
+    timeout: float
+    rise: int
+    fall: int
+
+
+class Defaults(Model):
+    interval: Duration = 10.0
+    timeout: Duration = 3.0
+    rise: int = Field(2, ge=1, le=100, strict=True)
+    fall: int = Field(3, ge=1, le=100, strict=True)
+
+
+class Flapping(Model):
+    """Nagios-style flap detection: weighted percent state change over the last 21 results."""
+
+    high: float = Field(30.0, gt=0, le=100, description="start flapping above this percentage")
+    low: float = Field(25.0, ge=0, le=100, description="stop flapping below this percentage")
+
+    @model_validator(mode="after")
+    def _order(self) -> Flapping:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
+class Server(Model):
+    listen: str = Field("127.0.0.1:9847", description="host:port of the HTTP server ([::1]:port for IPv6)")
+    allowed_hosts: tuple[Annotated[str, Field(min_length=1, max_length=255)], ...] | None = Field(
+        None, description="Host header values answered (name, or name:port); others get 421. Default: the listen "
+        "host, localhost, 127.0.0.1, [::1] and any IP address (DNS rebinding needs a name)")
+    max_connections: int = Field(256, ge=1, le=65536, description="open connections at once; more are closed")
+    idle_timeout: Duration = Field(15.0, description="an idle kept-alive connection is closed after this")
+    request_timeout: Duration = Field(10.0, description="a request's head and body must have come within this")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_listen(self.listen)
+
+    @field_validator("listen")
+    @classmethod
+    def _parse(cls, listen: str) -> str:
+        split_listen(listen)
+        return listen
+
+
+class SchedulerSettings(Model):
+    model_config = ConfigDict(title="Scheduler")
+    max_concurrency: int = Field(1000, ge=1, description="probes in flight at once, all services together")
+
+
+class SiteInfo(Model):
+    description: str = ""
+
+
+KINDS = tuple(kind.name for kind in PROBE_KINDS)
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class ProbeBase(TimingOverrides):
+    """What every configured probe has; `ProbeConfig` adds one optional key per kind of the probe registry."""
+
+    name: Name
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProbeBase:
+        given = [kind for kind in KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a probe needs exactly one of {', '.join(KINDS)}; got {len(given)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in KINDS if getattr(self, kind) is not None)
+
+    @property
+    def spec(self) -> Any:
+        """The spec under the probe's kind key (that kind's `ProbeKind.spec`)."""
+        return getattr(self, self.kind)
+
+
+def _probe_config() -> type[ProbeBase]:
+    """ProbeBase with a `<kind>: <its spec> | None = None` field per probe kind of the registry, in its order."""
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": "ProbeConfig",
+        "__annotations__": {kind.name: kind.spec | None for kind in PROBE_KINDS},
+        **{kind.name: None for kind in PROBE_KINDS},
+    }
+    cls = type("ProbeConfig", (ProbeBase,), namespace)
+    return cast(type[ProbeBase], pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)(cls))
+
+
+if TYPE_CHECKING:
+    ProbeConfig = ProbeBase
+else:
+    ProbeConfig = _probe_config()
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class ServiceSite:
+    probes: Annotated[list[ProbeConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ServiceSite:
+        seen: set[str] = set()
+        for probe in self.probes:
+            if probe.name in seen:
+                raise ValueError(f"probe name {probe.name!r} is used twice")
+            seen.add(probe.name)
+        return self
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class ServiceConfig(TimingOverrides):
+    description: str = ""
+    active: Name = Field(description="the site that serves today (its home); the others are standby")
+    labels: dict[str, str] = Field({}, description="copied onto alerts, MQTT state and API objects")
+    failover: Transfer | None = Field(None, description="runbook and mode for moving away from the active site")
+    failback: Transfer | None = Field(None, description="runbook and mode for moving back home")
+    sites: Annotated[dict[Name, ServiceSite], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _active_declared(self) -> ServiceConfig:
+        if self.active not in self.sites:
+            message = f"active site {self.active!r} is not one of this service's sites"
+            raise PydanticCustomError("cross_check", "{summary}", {"summary": f"active: {message}",
+                                                                   "problems": [(("active",), message)]})
+        return self
+
+
+def _runbook_url(template: str | None) -> str | None:
+    if template is None:
+        return None
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template: {exc}") from None
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or spec or conversion:
+            raise ValueError(f"placeholders must be label names such as {{alertname}}, got {{{name}}}")
+    return template
+
+
+def _alerts() -> type[Model]:
+    """The `alerts:` section: one key per receiver kind of the table (`alerts.alertmanager`, `alerts.webhooks`),
+    in its order, then what every receiver shares."""
+    receivers: dict[str, Any] = {kind.key: (kind.section, kind.default) for kind in RECEIVERS}
+    return cast(type[Model], create_model(
+        "Alerts", __config__=Model.model_config, __module__=__name__,
+        __doc__="Alerts derived from the live state, sent to Alertmanager and/or webhooks.",
+        __validators__={"_template": field_validator("runbook_url")(_runbook_url)},
+        **receivers,
+        runbook_url=(str | None, Field(None, description="runbook_url annotation; {alertname}, {service}… filled in")),
+        cert_expiry_warn=(Duration, Field(14 * 86400.0, description="BcdCertificateExpiring below this time left")),
+    ))
+
+
+if TYPE_CHECKING:
+    class Alerts(Model):
+        """The receivers' sections are read through the table: `getattr(alerts, kind.key)`."""
+
+        runbook_url: str | None
+        cert_expiry_warn: float
+
+        def __init__(self) -> None: ...
+else:
+    Alerts = _alerts()
+
+
+class EtcdSettings(Model):
+    endpoints: Annotated[list[Annotated[str, Field(pattern=r"^https?://")]], Field(min_length=1)]
+    ca_file: CredentialFile | None = Field(None, description="relative to $CREDENTIALS_DIRECTORY unless absolute")
+    cert_file: CredentialFile | None = None
+    key_file: CredentialFile | None = None
+
+
+class Cluster(Model):
+    """One bcd per data centre (plus a witness), coordinated through etcd: quorum before failover,
+    exactly one executor per run. Without this section bcd runs alone with a local lock."""
+
+    name: Annotated[str, Field(pattern=NAME)]
+    etcd: EtcdSettings
+    lease_ttl: Duration = Field(10.0, description="our lease; views and locks vanish this long after we die")
+    keepalive: Duration | None = Field(None, description="lease keepalive interval; default lease_ttl / 3")
+    call_timeout: Duration = Field(1.0, description="deadline of one etcd call, all endpoints together")
+    quorum: Literal["majority", "all"] | Annotated[int, Field(ge=1)] = Field(
+        "majority", description="how many live vantages must see the active site down")
+
+    @property
+    def keepalive_interval(self) -> float:
+        return self.keepalive if self.keepalive is not None else self.lease_ttl / 3
+
+    @model_validator(mode="after")
+    def _timing(self) -> Cluster:
+        if self.keepalive_interval + 2 * self.call_timeout > self.lease_ttl:
+            raise ValueError(
+                f"keepalive ({self.keepalive_interval:g}s) + 2 x call_timeout ({self.call_timeout:g}s) must not exceed "
+                f"lease_ttl ({self.lease_ttl:g}s): the lease could expire between two keepalives"
+            )
+        return self
+
+
+class Config(Model):
+    instance: Name = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "bcd")
+    vantage: Name | None = Field(None, description="the site this daemon runs in")
+    state_dir: str = Field(
+        default_factory=lambda: os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "./var",
+        description="where the SQLite state and journal live",
+    )
+    server: Server = Field(default_factory=Server)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    sites: Annotated[dict[Name, SiteInfo], Field(min_length=1)]
+    defaults: Defaults = Field(default_factory=Defaults)
+    flapping: Flapping = Field(default_factory=Flapping)
+    services: dict[Name, ServiceConfig] = {}
+    runbooks: dict[Name, Runbook] = {}
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    auth: Auth = Field(default_factory=Auth)
+    mqtt: MqttSettings | None = None
+    alerts: Alerts = Field(default_factory=Alerts)
+    cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
+    _secrets: frozenset[str] = PrivateAttr(default=frozenset())
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        """Values that came from ${ENV} references: masked wherever inputs are journaled or shown."""
+        return self._secrets
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Problems that do not stop the config from loading (FILE:LINE: path: warning: …)."""
+        return self._warnings
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
+        problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
+                    *self._step_commands(), *self._cluster_vantage()]
+        if problems:
+            summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
+            raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
+        return self
+
+    def _undeclared_sites(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        for service_name, service in self.services.items():
+            for site in service.sites:
+                if site not in self.sites:
+                    loc = ("services", service_name, "sites", site)
+                    yield loc, f"site {site!r} is not declared under sites"
+
+    def _cluster_vantage(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        if self.cluster is not None and self.vantage is None:
+            yield ("cluster",), "a cluster member needs a vantage (in the file, --vantage or BCD_VANTAGE)"
+
+    def _step_commands(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        """A runbook command that exists here but cannot be executed is an error (missing: a warning)."""
+        for name, runbook in self.runbooks.items():
+            for phase in ("steps", "rollback"):
+                for step in getattr(runbook, phase):
+                    program = step.command.argv[0] if step.command is not None else None
+                    if program is not None and os.path.exists(program) and not _executable(program):
+                        loc = ("runbooks", name, phase, step.name, "command", "argv")
+                        yield loc, f"{program} is not an executable file"
+
+    def _runbook_refs(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        for name, service in self.services.items():
+            for which in ("failover", "failback"):
+                transfer: Transfer | None = getattr(service, which)
+                if transfer is not None and transfer.runbook not in self.runbooks:
+                    yield ("services", name, which, "runbook"), f"unknown runbook {transfer.runbook!r}"
+
+    def _step_sites(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        for name, runbook in self.runbooks.items():
+            for phase in ("steps", "rollback"):
+                for step in getattr(runbook, phase):
+                    site = step.wait_healthy.site if step.wait_healthy is not None else None
+                    if site is not None and "{" not in site and site not in self.sites:
+                        loc = ("runbooks", name, phase, step.name, "wait_healthy", "site")
+                        yield loc, f"site {site!r} is not declared under sites"
+
+    def _timeouts(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        for service_name, site_name, probe in self.all_probes():
+            timing = self.timing(service_name, probe)
+            if timing.timeout >= timing.interval:
+                loc = ("services", service_name, "sites", site_name, "probes", probe.name)
+                yield loc, f"timeout ({timing.timeout:g}s) must be shorter than interval ({timing.interval:g}s)"
+
+    def all_probes(self) -> Iterator[tuple[str, str, ProbeConfig]]:
+        for service_name, service in self.services.items():
+            for site_name, site in service.sites.items():
+                for probe in site.probes:
+                    yield service_name, site_name, probe
+
+    def timing(self, service_name: str, probe: ProbeConfig) -> Timing:
+        """Effective interval/timeout/rise/fall of a probe: probe, else service, else defaults."""
+        service = self.services[service_name]
+        values: dict[str, Any] = {}
+        for name in ("interval", "timeout", "rise", "fall"):
+            for level in (probe, service):
+                if getattr(level, name) is not None:
+                    values[name] = getattr(level, name)
+                    break
+            else:
+                values[name] = getattr(self.defaults, name)
+        return Timing(**values)
+
+
+def _executable(path: str) -> bool:
+    # mode bits, not os.access: for root, access(X_OK) can say yes to a file nobody may execute
+    return os.path.isfile(path) and bool(os.stat(path).st_mode & 0o111) and os.access(path, os.X_OK)
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", listen)
+    if not match:
+        raise ValueError(f"listen must be host:port or [ipv6]:port, got {listen!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range")
+    return host, port
+
+
+class _SchemaNames(GenerateJsonSchema):
+    """Keeps the schema's definition names as they were before the settings models were renamed."""
+
+    RENAMED = {"SchedulerSettings": "Scheduler", "RunnerSettings": "Runner"}
+
+    def normalize_name(self, name: str) -> str:
+        return self.RENAMED.get(name) or super().normalize_name(name)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a config file (`bcd schema`)."""
+    return Config.model_json_schema(schema_generator=_SchemaNames)
