@@ -97,7 +97,7 @@ class Daemon:
         self.engine = Engine(config, self.journal, self.bus)
         self.view = EngineView(self.engine)  # what the outputs and the web read
         self.operations = Operations(self.engine)  # what they act through
-        self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler, lambda: self.runner)
+        self.metrics = Metrics(self.view, lambda: self.scheduler)
         self.metrics.register(JournalCollector(lambda: self.engine.writer))
         self.metrics.reload.success_timestamp = time.time()
         self.shortages = Shortages()
@@ -170,7 +170,7 @@ class Daemon:
             log.warning("run_interrupted", run_id=record.id, service=record.service,
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
         self.engine.attach(self.runner)
-        self.metrics.register(RunnerCollector(lambda: self.runner))
+        self.metrics.register(RunnerCollector(lambda: None if self.runner is None else self.runner.stats))
 
     async def _start_coordination(self) -> None:
         """A lone instance: a LocalCoordinator on the journal's SQLite file. A cluster member: an etcd client and

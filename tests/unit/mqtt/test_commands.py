@@ -302,7 +302,7 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     engine.attach(runner)
     holder: dict[str, Live] = {}
     output = MqttOutput(EngineView(engine), Operations(engine), bus, clock=lambda: holder["live"].clock)
-    metrics = Metrics(lambda: engine, lambda: None)
+    metrics = Metrics(EngineView(engine), lambda: None)
     metrics.register(MqttCollector(lambda: output))
     output.settings = config.mqtt  # no connection: handle() is what is under test
     holder["live"] = live = Live(engine, output, runner, metrics)
