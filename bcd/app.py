@@ -34,6 +34,7 @@ from bcd.journal import Journal
 from bcd.journal_writer import JournalCollector
 from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttCollector, MqttOutput
+from bcd.operations import Operations
 from bcd.outputs.alerts.sender import AlertCollector, AlertSender
 from bcd.outputs.metrics import Metrics, RunnerCollector
 from bcd.outputs.shortages import ShortageCollector, Shortages
@@ -42,6 +43,7 @@ from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
 from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
+from bcd.view import EngineView
 from bcd.web import listen
 from bcd.web.context import WebContext
 from bcd.web.limits import HttpCollector, LimitedSite, connection_stats
@@ -93,7 +95,9 @@ class Daemon:
         self.state_lock = StateLock.acquire(Path(config.state_dir))  # first: a second daemon touches nothing
         self.journal = self._open_journal(Path(config.state_dir) / JOURNAL_NAME)
         self.engine = Engine(config, self.journal, self.bus)
-        self.metrics = Metrics(lambda: self.engine, lambda: self.scheduler, lambda: self.runner)
+        self.view = EngineView(self.engine)  # what the outputs and the web read
+        self.operations = Operations(self.engine)  # what they act through
+        self.metrics = Metrics(self.view, lambda: self.scheduler)
         self.metrics.register(JournalCollector(lambda: self.engine.writer))
         self.metrics.reload.success_timestamp = time.time()
         self.shortages = Shortages()
@@ -140,10 +144,10 @@ class Daemon:
         self._step_http = aiohttp.ClientSession()
         await self._start_coordination()  # before the runner: in a cluster no run may start without the lock
         self._start_runner()
-        self.mqtt = MqttOutput(self.engine, self.bus)  # subscribes now: the runner's recovery events go out too
+        self.mqtt = MqttOutput(self.view, self.operations, self.bus)  # subscribes now: recovery events go out
         self.mqtt.apply(self.config)
         self.metrics.register(MqttCollector(lambda: self.mqtt))
-        self.alerts = AlertSender(lambda: self.engine, self.bus, self.config)
+        self.alerts = AlertSender(self.view, self.bus, self.config)
         self.alerts.start()
         self.metrics.register(AlertCollector(self.alerts))
         self.scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
@@ -165,7 +169,7 @@ class Daemon:
             log.warning("run_interrupted", run_id=record.id, service=record.service,
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
         self.engine.attach(self.runner)
-        self.metrics.register(RunnerCollector(lambda: self.runner))
+        self.metrics.register(RunnerCollector(lambda: None if self.runner is None else self.runner.stats))
 
     async def _start_coordination(self) -> None:
         """A cluster member: an etcd client and coordinator, and the cluster link the engine decides and runs
@@ -238,7 +242,7 @@ class Daemon:
             return None
 
     async def _start_web(self) -> None:
-        context = WebContext(engine=lambda: self.engine, metrics=self.metrics, ready=self.ready,
+        context = WebContext(view=self.view, operations=self.operations, metrics=self.metrics, ready=self.ready,
                              server=self.config.server)
         self._runner = web.AppRunner(
             build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True,

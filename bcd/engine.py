@@ -317,35 +317,23 @@ class Engine:
                   guard=guard and str(guard), reason=reason)
 
     # -- operators -----------------------------------------------------------------------------------
-    def request(self, name: str, request: Request, by: str, reason: str) -> ActiveRun:
-        """An operator's failover/failback: checked by the policy, then started. Raises RequestRefused, or
-        JournalWriteError while the journal cannot be written."""
-        self.writable()
-        verdict = policy.check_request(self.snapshot(name), request, self.clock())
-        if verdict.to_site is None:
-            raise RequestRefused(verdict)
-        if self.cluster is not None:  # the cluster lock is taken asynchronously: submit() does it
-            raise RequestRefused(Verdict(None, f"{name}: this instance is a cluster member; its runs start through "
-                                               "submit() (the API, the CLI and MQTT: they take the cluster lock)"))
-        trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
-        try:
-            run = self._start_run(name, request.kind, verdict.to_site, by, trigger_reason,
-                                  dry_run=request.dry_run, forced=request.force)
-        except RunConflict as exc:
-            raise RequestRefused(Verdict(None, str(exc), Guard.RUN_IN_PROGRESS, conflict=True)) from None
-        self._evaluate(name, self.clock())
-        return run
-
     async def submit(self, name: str, request: Request, by: str, reason: str) -> ActiveRun:
-        """An operator's failover/failback, as request() does; in a cluster, once this instance holds the
-        service's lock (raises RequestRefused when another instance holds it or nobody can say)."""
-        if self.cluster is None:
-            return self.request(name, request, by, reason)
+        """An operator's failover/failback (through `bcd.operations`): checked by the policy, then started; in a
+        cluster once this instance holds the service's lock. Raises RequestRefused (also when another instance
+        holds the lock or nobody can say), or JournalWriteError while the journal cannot be written."""
         self.writable()
         verdict = policy.check_request(self.snapshot(name), request, self.clock())
         if verdict.to_site is None:
             raise RequestRefused(verdict)
-        run = await self.cluster.start_requested(name, request, verdict.to_site, by, reason)
+        if self.cluster is not None:
+            run = await self.cluster.start_requested(name, request, verdict.to_site, by, reason)
+        else:
+            trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
+            try:
+                run = self._start_run(name, request.kind, verdict.to_site, by, trigger_reason,
+                                      dry_run=request.dry_run, forced=request.force)
+            except RunConflict as exc:
+                raise RequestRefused(Verdict(None, str(exc), Guard.RUN_IN_PROGRESS, conflict=True)) from None
         self._evaluate(name, self.clock())
         return run
 

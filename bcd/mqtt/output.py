@@ -38,12 +38,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
-from bcd.engine import Engine
 from bcd.lazy import lazy_import
 from bcd.model import Event
 from bcd.mqtt.client import connected, refused
 from bcd.mqtt.reader import CommandReader, MqttStats
-from bcd.web.server import service_json
+from bcd.operations import Operations
+from bcd.view import EstateView, service_json
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -93,9 +93,9 @@ class MqttOutput:
     `mqtt:` is gone; `stop()` publishes `offline` and disconnects cleanly.
     """
 
-    def __init__(self, engine: Engine, bus: Bus, *, clock: Callable[[], float] = time.time,
-                 backoff: Backoff = Backoff()) -> None:
-        self.engine = engine
+    def __init__(self, estate: EstateView, operations: Operations, bus: Bus, *,
+                 clock: Callable[[], float] = time.time, backoff: Backoff = Backoff()) -> None:
+        self.estate = estate
         self.bus = bus
         self.clock = clock
         self.backoff = backoff
@@ -105,7 +105,7 @@ class MqttOutput:
         self._events: deque[Event] = deque(maxlen=1000)
         self._dirty: set[str] = set()
         self._published_services: set[str] = set()
-        self.reader = CommandReader(engine, self.stats, clock)
+        self.reader = CommandReader(operations, self.stats, clock)
         self._wake = asyncio.Event()
         self._leave = asyncio.Event()
         self._stopping = False
@@ -178,7 +178,7 @@ class MqttOutput:
         self._wake.set()
 
     def _mark_all_dirty(self) -> None:
-        self._dirty.update(self.engine.services)
+        self._dirty.update(self.estate.services)
         self._dirty.update(self._published_services)  # removed services get their retained state cleared
         self._wake.set()
 
@@ -356,8 +356,8 @@ class MqttOutput:
         """Publish one dirty service state (first) or one buffered event; on failure it stays queued."""
         if self._dirty:
             name = self._dirty.pop()
-            view = self.engine.services.get(name)
-            payload = b"" if view is None else _json(service_json(self.engine, view))  # empty clears it
+            view = self.estate.services.get(name)
+            payload = b"" if view is None else _json(service_json(self.estate, view))  # empty clears it
             try:
                 await client.publish(f"{prefix}/services/{name}", payload, qos=1, retain=True)
             except BaseException:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bcd.engine import Engine
 from bcd.mqtt.commands import Command, RecentIds, Refusal, verify
 from bcd.mqtt.execute import execute
 from bcd.mqtt.inbox import Inbox, Reply
+from bcd.operations import Operations
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -41,8 +41,8 @@ class CommandReader:
     """Reads commands for `MqttOutput`; the inbox, the replay memory and the command in progress outlive a
     session, so what was accepted before a lost link is carried out and answered after it."""
 
-    def __init__(self, engine: Engine, stats: MqttStats, clock: Callable[[], float] = time.time) -> None:
-        self.engine = engine
+    def __init__(self, operations: Operations, stats: MqttStats, clock: Callable[[], float] = time.time) -> None:
+        self.operations = operations
         self.stats = stats
         self.clock = clock
         self.seen: RecentIds | None = None
@@ -172,7 +172,7 @@ class CommandReader:
     async def carry_out(self, command: Command) -> Reply:
         """Act on a verified command: the reply saying what happened or why not (counted, logged)."""
         try:
-            accepted, detail = await execute(self.engine, command)
+            accepted, detail = await execute(self.operations, command)
         except Exception as exc:
             log.exception("mqtt_command_failed", id=command.id, action=str(command.action))
             accepted, detail = False, f"internal error: {type(exc).__name__}"

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from bcd import __version__
-from bcd.engine import Engine, ServiceView
 from bcd.health import SiteHealth
 from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
 from bcd.probes.perfdata import PERFDATA_HELP, Perfdata, samples
-from bcd.runbooks.runner import Runner
 from bcd.scheduler import Histogram, Scheduler
+from bcd.view import EstateView, ServiceView
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RESULTS = (Result.OK, Result.WARN, Result.FAIL)
@@ -198,30 +197,31 @@ class Labels:
         self.sites: dict[tuple[str, str], str] = {}
         self.services: dict[str, str] = {}
 
-    def follow(self, engine: Engine) -> None:
-        """Make sure every site and service of the engine has its label set."""
-        if engine.config is not self._config:
-            self._config = engine.config
-            if self.sites.keys() - engine.sites.keys():
-                self.sites = {key: label for key, label in self.sites.items() if key in engine.sites}
-            if self.services.keys() - engine.services.keys():
-                self.services = {name: label for name, label in self.services.items() if name in engine.services}
-        if len(self.sites) != len(engine.sites):
-            for service, site in engine.sites.keys() - self.sites.keys():
+    def follow(self, estate: EstateView) -> None:
+        """Make sure every site and service of the estate has its label set."""
+        sites, services = estate.sites, estate.services
+        if estate.config is not self._config:
+            self._config = estate.config
+            if self.sites.keys() - sites.keys():
+                self.sites = {key: label for key, label in self.sites.items() if key in sites}
+            if self.services.keys() - services.keys():
+                self.services = {name: label for name, label in self.services.items() if name in services}
+        if len(self.sites) != len(sites):
+            for service, site in sites.keys() - self.sites.keys():
                 self.sites[service, site] = labels(service=service, site=site)
-        if len(self.services) != len(engine.services):
-            for name in engine.services.keys() - self.services.keys():
+        if len(self.services) != len(services):
+            for name in services.keys() - self.services.keys():
                 self.services[name] = labels(service=name)
 
 
-def render_estate(engine: Engine, names: Labels) -> Iterator[str]:
-    """The site and service families. The engine's tables are copied here at once (cheap copies of their
+def render_estate(estate: EstateView, names: Labels) -> Iterator[str]:
+    """The site and service families. The estate's tables are copied here at once (cheap copies of their
     items, which are immutable), so that the pieces agree with each other while the engine, or a reload,
     changes the tables between them; each piece then renders CHUNK items, never the whole estate at once."""
-    sites = list(engine.sites.items())
-    services = list(engine.services.items())
+    sites = list(estate.sites.items())
+    services = list(estate.services.items())
     views = dict(services)
-    transitions = list(engine.transitions.items())
+    transitions = list(estate.transitions.items())
     return itertools.chain(_render_sites(sites, transitions, names.sites),
                            _render_services(services, sites, views, names))
 
@@ -260,11 +260,13 @@ def _render_services(services: list[tuple[str, ServiceView]], sites: list[tuple[
         ])
 
 
-def render_runner(engine: Engine, runner: Runner | None, names: Labels) -> Iterator[str]:
-    """The per-service runbook families (rendered by hand: one line per service, like the estate)."""
-    if runner is None:
+def render_runner(estate: EstateView, names: Labels) -> Iterator[str]:
+    """The per-service runbook families (rendered by hand: one line per service, like the estate); none
+    before the runner starts."""
+    running = estate.running()
+    if running is None:
         return iter(())
-    return _render_runner(list(engine.services.items()), set(runner.active), names.services)
+    return _render_runner(list(estate.services.items()), running, names.services)
 
 
 def _render_runner(services: list[tuple[str, ServiceView]], running: set[str],
@@ -338,15 +340,13 @@ def _scheduler_families(
 class Metrics:
     """Everything `/metrics` shows."""
 
-    def __init__(self, engine: Callable[[], Engine], scheduler: Callable[[], Scheduler | None],
-                 runner: Callable[[], Runner | None] = lambda: None) -> None:
+    def __init__(self, estate: EstateView, scheduler: Callable[[], Scheduler | None]) -> None:
         self.probes = ProbeMetrics()
         self.reload = ReloadState()
         self.labels = Labels()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(scheduler, self.reload))
-        self._engine = engine
-        self._runner = runner
+        self._estate = estate
 
     def register(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -354,9 +354,8 @@ class Metrics:
     def parts(self) -> Iterator[str]:
         """The exposition in pieces of at most CHUNK series each, so that a server can let the event loop
         run between them (probes due during a large scrape then start on time)."""
-        engine = self._engine()
-        self.labels.follow(engine)
-        runner, estate = render_runner(engine, self._runner(), self.labels), render_estate(engine, self.labels)
+        self.labels.follow(self._estate)
+        runner, estate = render_runner(self._estate, self.labels), render_estate(self._estate, self.labels)
         yield generate_latest(self.registry).decode()
         yield from runner
         yield from estate
@@ -375,17 +374,38 @@ def _histogram(name: str, help_text: str, label_names: list[str],
     return family
 
 
+class RunFigures(Protocol):
+    """What the runner counts for /metrics (`bcd.runbooks.runner.RunStats`)."""
+
+    @property
+    def runs(self) -> Mapping[tuple[str, str, str, str], int]: ...  # service, runbook, trigger, result
+
+    @property
+    def durations(self) -> Mapping[tuple[str, str], Histogram]: ...
+
+    @property
+    def step_durations(self) -> Mapping[tuple[str, str, str], Histogram]: ...
+
+    @property
+    def last_failover(self) -> Mapping[str, float]: ...
+
+    @property
+    def detection(self) -> Mapping[str, float]: ...
+
+    @property
+    def total(self) -> Mapping[str, float]: ...
+
+
 class RunnerCollector(Collector):
     """Runbook and failover metrics: the figures a recovery-time objective is measured by."""
 
-    def __init__(self, runner: Callable[[], Runner | None]) -> None:
-        self._runner = runner
+    def __init__(self, stats: Callable[[], RunFigures | None]) -> None:
+        self._stats = stats
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        runner = self._runner()
-        if runner is None:
+        stats = self._stats()
+        if stats is None:
             return
-        stats = runner.stats
         runs = CounterMetricFamily("bcd_runbook_runs", "Runbook runs by result.",
                                    labels=["service", "runbook", "trigger", "result"])
         for key, count in stats.runs.items():
@@ -404,7 +424,7 @@ class RunnerCollector(Collector):
         )
 
 
-def _per_service(*tables: tuple[str, str, dict[str, float]]) -> Iterator[GaugeMetricFamily]:
+def _per_service(*tables: tuple[str, str, Mapping[str, float]]) -> Iterator[GaugeMetricFamily]:
     for name, help_text, values in tables:
         family = GaugeMetricFamily(name, help_text, labels=["service"])
         for service, value in values.items():

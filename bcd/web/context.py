@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bcd.config import Server
-from bcd.engine import Engine
+from bcd.operations import Operations
 from bcd.outputs.metrics import Metrics
+from bcd.view import EstateView
 
 
 @dataclass
 class WebContext:
-    engine: Callable[[], Engine]
+    view: EstateView  # what the handlers read
+    operations: Operations  # what they act through
     metrics: Metrics
     ready: Callable[[], tuple[bool, str]]
     server: Server  # as at start: a reload does not change the server (README: `server` needs a restart)

@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bcd.engine import Engine
 from bcd.model import Event
+from bcd.view import EstateView
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT
 from bcd.web.inputs import clamped, integer, query_int
@@ -49,16 +49,16 @@ async def list_events(request: web.Request) -> web.Response:
     """Events after the id `since` (exclusive), oldest first; `next` is the cursor for the next page.
     Without `since`, `tail=N` gives the newest N events."""
     caller(request, Role.VIEWER)
-    engine = request.app[CONTEXT].engine()
+    estate = request.app[CONTEXT].view
     since = query_int(request, "since", 0)
     limit = clamped(request, "limit", 100, MAX_PAGE)
     service = request.query.get("service")
-    if service is not None and service not in engine.services:
+    if service is not None and service not in estate.services:
         return problem(404, "Not Found", f"no service named {service!r}")
     if "tail" in request.query and "since" not in request.query:
-        events = engine.journal.last_events(clamped(request, "tail", 50, MAX_PAGE), service)
+        events = estate.last_events(clamped(request, "tail", 50, MAX_PAGE), service)
     else:
-        events = engine.journal.events(after=since, service=service, limit=limit)
+        events = estate.events(after=since, service=service, limit=limit)
     return web.json_response({
         "events": [event.to_dict() for event in events],
         "next": events[-1].id if events else since,
@@ -77,7 +77,7 @@ def sse(event: Event) -> bytes:
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: what the journal holds after Last-Event-ID (if given), then live events."""
     caller(request, Role.VIEWER)
-    engine = request.app[CONTEXT].engine()
+    estate = request.app[CONTEXT].view
     service = request.query.get("service")
     last = integer(request.headers.get("Last-Event-ID", "0") or "0", "Last-Event-ID")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -87,7 +87,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     if task is not None:
         streams.add(task)
     try:
-        return await _follow(response, engine, service, last)
+        return await _follow(response, estate, service, last)
     except asyncio.CancelledError:
         return response
     finally:
@@ -95,10 +95,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             streams.discard(task)
 
 
-async def _follow(response: web.StreamResponse, engine: Engine, service: str | None,
+async def _follow(response: web.StreamResponse, estate: EstateView, service: str | None,
                   last: int) -> web.StreamResponse:
-    async with engine.bus.subscription("sse", size=1000) as live:
-        for event in engine.journal.events(after=last, service=service, limit=MAX_PAGE) if last else []:
+    async with estate.subscription("sse", size=1000) as live:
+        for event in estate.events(after=last, service=service, limit=MAX_PAGE) if last else []:
             await response.write(sse(event))
             last = event.id or last
         await response.write(b": connected\n\n")

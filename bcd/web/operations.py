@@ -8,10 +8,20 @@ from aiohttp import web
 from pydantic import Field
 
 from bcd.durations import DURATION_PATTERN, MAINTENANCE, parse_between
-from bcd.engine import Engine, RequestRefused
 from bcd.journal import JournalWriteError
 from bcd.model import RunKind
-from bcd.policy import Request
+from bcd.operations import (
+    Abort,
+    Accepted,
+    Acknowledge,
+    Approve,
+    EndMaintenance,
+    Intent,
+    Refusal,
+    Refused,
+    StartMaintenance,
+    Transfer,
+)
 from bcd.web.auth import Caller, Denied, Role, require
 from bcd.web.context import CONTEXT
 from bcd.web.inputs import Body, body_of, clamped
@@ -48,22 +58,20 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/runs/{run}/abort", abort)
 
 
-def _engine(request: web.Request) -> Engine:
-    return request.app[CONTEXT].engine()
-
-
 def caller(request: web.Request, role: Role) -> Caller:
     """The authenticated caller, or a Problem (401/403) to return."""
     try:
-        return require(_engine(request).config.auth, request, role)
+        return require(request.app[CONTEXT].view.config.auth, request, role)
     except Denied as exc:
         raise Problem(problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden", str(exc))) from None
 
 
 def _service(request: web.Request) -> str:
+    """The service of the path; an unknown one is refused (404) before the body is read."""
     name = request.match_info["service"]
-    if name not in _engine(request).services:
-        raise Problem(problem(404, "Not Found", f"no service named {name!r}"))
+    unknown = request.app[CONTEXT].operations.unknown_service(name)
+    if unknown is not None:
+        raise Problem(refused(unknown))
     return name
 
 
@@ -75,26 +83,44 @@ def handler(func: Any) -> Any:
         except Problem as exc:
             return exc.response
         except JournalWriteError as exc:  # nothing that needs the journal happens without it: try again later
-            response = problem(503, "Service Unavailable", str(exc))
-            response.headers["Retry-After"] = "10"
-            return response
+            return unavailable(str(exc))
 
     return wrapped
+
+
+def unavailable(detail: str) -> web.Response:
+    response = problem(503, "Service Unavailable", detail)
+    response.headers["Retry-After"] = "10"
+    return response
+
+
+def refused(outcome: Refused, **extra: object) -> web.Response:
+    """A refusal of `bcd.operations` as its problem: 404 unknown, 409 conflict, 503 unavailable."""
+    if outcome.kind is Refusal.NOT_FOUND:
+        return problem(404, "Not Found", outcome.reason)
+    if outcome.kind is Refusal.CONFLICT:
+        return problem(409, "Conflict", outcome.reason, **extra)
+    return unavailable(outcome.reason)
+
+
+async def _perform(request: web.Request, intent: Intent) -> Accepted | web.Response:
+    """The accepted outcome, or the refusal's problem to return."""
+    outcome = await request.app[CONTEXT].operations.perform(intent)
+    if isinstance(outcome, Refused):
+        guard = {"guard": outcome.guard and str(outcome.guard)} if isinstance(intent, Transfer) else {}
+        return refused(outcome, **guard)
+    return outcome
 
 
 async def _transfer(request: web.Request, kind: RunKind) -> web.Response:
     who = caller(request, Role.OPERATOR)
     name = _service(request)
     body = await body_of(request, TransferBody)
-    engine = _engine(request)
-    try:
-        run = await engine.submit(name, Request(kind, body.to, body.force, body.dry_run), who.name, body.reason)
-    except RequestRefused as exc:
-        verdict = exc.verdict
-        return problem(409, "Conflict", str(exc), guard=verdict.guard and str(verdict.guard))
-    record = engine.runs.get(run.id)
-    assert record is not None
-    return web.json_response(record.to_dict(), status=202)
+    done = await _perform(request, Transfer(name, kind, who.name, body.reason, body.to, body.force, body.dry_run))
+    if isinstance(done, web.Response):
+        return done
+    assert done.run is not None
+    return web.json_response(done.run.to_dict(), status=202)
 
 
 @handler
@@ -112,8 +138,10 @@ async def acknowledge(request: web.Request) -> web.Response:
     who = caller(request, Role.OPERATOR)
     name = _service(request)
     body = await body_of(request, ReasonBody)
-    ids = _engine(request).acknowledge(name, who.name, body.reason or "acknowledged")
-    return web.json_response({"service": name, "acknowledged": ids})
+    done = await _perform(request, Acknowledge(name, who.name, body.reason or "acknowledged"))
+    if isinstance(done, web.Response):
+        return done
+    return web.json_response({"service": name, "acknowledged": done.runs})
 
 
 @handler
@@ -125,24 +153,20 @@ async def start_maintenance(request: web.Request) -> web.Response:
         seconds = parse_between(body.duration, *MAINTENANCE)
     except ValueError as exc:
         return problem(400, "Bad Request", f"duration: {exc}")
-    engine = _engine(request)
-    try:
-        sites = engine.start_maintenance(name, body.site, seconds, body.reason, who.name)
-    except KeyError as exc:
-        return problem(404, "Not Found", str(exc.args[0]))
-    until = max((engine.sites[(name, s)].maintenance_until or 0.0) for s in sites)
-    return web.json_response({"service": name, "sites": sites, "until": until, "by": who.name}, status=201)
+    done = await _perform(request, StartMaintenance(name, body.site, seconds, who.name, body.reason))
+    if isinstance(done, web.Response):
+        return done
+    return web.json_response({"service": name, "sites": done.sites, "until": done.until, "by": who.name}, status=201)
 
 
 @handler
 async def end_maintenance(request: web.Request) -> web.Response:
     who = caller(request, Role.OPERATOR)
     name = _service(request)
-    try:
-        sites = _engine(request).end_maintenance(name, request.query.get("site"), who.name)
-    except KeyError as exc:
-        return problem(404, "Not Found", str(exc.args[0]))
-    return web.json_response({"service": name, "ended": sites, "by": who.name})
+    done = await _perform(request, EndMaintenance(name, request.query.get("site"), who.name))
+    if isinstance(done, web.Response):
+        return done
+    return web.json_response({"service": name, "ended": done.sites, "by": who.name})
 
 
 @handler
@@ -150,22 +174,21 @@ async def list_runs(request: web.Request) -> web.Response:
     caller(request, Role.VIEWER)
     service = request.query.get("service")
     limit = clamped(request, "limit", 50, 500)
-    runs = _engine(request).runs.recent(service, limit)
+    runs = request.app[CONTEXT].view.recent_runs(service, limit)
     return web.json_response({"runs": [run.to_dict() for run in runs]})
 
 
 @handler
 async def get_run(request: web.Request) -> web.Response:
     caller(request, Role.VIEWER)
-    engine = _engine(request)
+    estate = request.app[CONTEXT].view
     run_id = path_run_id(request)
-    record = engine.runs.get(run_id)
+    record = estate.run(run_id)
     if record is None:
         return problem(404, "Not Found", f"no run {run_id}")
-    active = engine.runner.find(run_id) if engine.runner is not None else None
     data = record.to_dict()
-    data["steps"] = [step.to_dict() for step in engine.runs.steps(run_id)]
-    data["waiting_approval"] = bool(active and active.approval is not None)
+    data["steps"] = [step.to_dict() for step in estate.run_steps(run_id)]
+    data["waiting_approval"] = estate.waiting_approval(run_id)
     return web.json_response(data)
 
 
@@ -181,17 +204,10 @@ async def abort(request: web.Request) -> web.Response:
 
 async def _control(request: web.Request, action: str) -> web.Response:
     who = caller(request, Role.OPERATOR)
-    engine = _engine(request)
     run_id = path_run_id(request)
-    await body_of(request, ReasonBody)
-    if engine.runs.get(run_id) is None:
-        return problem(404, "Not Found", f"no run {run_id}")
-    assert engine.runner is not None
-    runner = engine.runner
-    if action == "approve":
-        engine.writable()  # the approved step could not be journaled: refused now rather than failed later
-    done = runner.approve(run_id, who.name) if action == "approve" else runner.abort(run_id, who.name)
-    if not done:
-        what = "waiting for approval" if action == "approve" else "in progress"
-        return problem(409, "Conflict", f"run {run_id} is not {what}")
+    body = await body_of(request, ReasonBody)
+    control = Approve if action == "approve" else Abort
+    done = await _perform(request, control(run_id, who.name, reason=body.reason))
+    if isinstance(done, web.Response):
+        return done
     return web.json_response({"run": run_id, "action": action, "by": who.name}, status=202)

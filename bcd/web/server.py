@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
 from bcd import __version__, heap
-from bcd.engine import Engine, ServiceView
 from bcd.outputs.metrics import CONTENT_TYPE
-from bcd.probes.perfdata import perfdata_entry
+from bcd.view import service_json
 from bcd.web import events, openapi, operations, status_page
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT, WebContext
@@ -19,8 +17,6 @@ from bcd.web.operations import handler
 from bcd.web.problems import problem, problem_middleware
 
 MAX_BODY = 64 * 1024
-
-
 
 
 def build_app(context: WebContext) -> web.Application:
@@ -63,43 +59,19 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": ready, "reason": why}, status=200 if ready else 503)
 
 
-def service_json(engine: Engine, view: ServiceView) -> dict[str, Any]:
-    config = engine.config.services[view.name]
-    sites: dict[str, Any] = {}
-    for site_name, site_config in config.sites.items():
-        site = engine.sites[(view.name, site_name)]
-        probes = {
-            obs.key.probe: {"result": str(obs.result), "reason": obs.reason, "latency": obs.latency, "at": obs.at,
-                            **perfdata_entry(obs.perfdata)}
-            for obs in engine.last_observations(view.name, site_name, site_config.probes)
-        }
-        sites[site_name] = {
-            "state": str(site.state), "since": site.since, "reason": site.reason,
-            "maintenance_until": site.maintenance_until, "probes": probes,
-        }
-    data = {
-        "name": view.name, "description": config.description, "labels": config.labels,
-        "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
-        "reason": view.reason, "guard": view.guard and str(view.guard), "sites": sites,
-    }
-    if engine.cluster is not None:  # every vantage's view side by side, and who holds the lock
-        data.update(engine.cluster.service_json(view.name))
-    return data
-
-
 @handler
 async def list_services(request: web.Request) -> web.Response:
     operations.caller(request, Role.VIEWER)
-    engine = request.app[CONTEXT].engine()
-    return web.json_response({"services": [service_json(engine, v) for v in engine.services.values()]})
+    estate = request.app[CONTEXT].view
+    return web.json_response({"services": [service_json(estate, v) for v in estate.services.values()]})
 
 
 @handler
 async def get_service(request: web.Request) -> web.Response:
     operations.caller(request, Role.VIEWER)
-    engine = request.app[CONTEXT].engine()
+    estate = request.app[CONTEXT].view
     name = request.match_info["service"]
-    view = engine.services.get(name)
+    view = estate.services.get(name)
     if view is None:
         return problem(404, "Not Found", f"no service named {name!r}")
-    return web.json_response(service_json(engine, view))
+    return web.json_response(service_json(estate, view))

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bcd import __version__
-from bcd.engine import Engine
+from bcd.view import EstateView, service_json
 from bcd.web.auth import Denied, Role, require
 from bcd.web.context import CONTEXT
 from bcd.web.problems import problem
@@ -61,13 +61,13 @@ async def static(request: web.Request) -> web.Response:
 
 
 async def page(request: web.Request) -> web.Response:
-    engine = request.app[CONTEXT].engine()
+    estate = request.app[CONTEXT].view
     try:
-        require(engine.config.auth, request, Role.VIEWER)
+        require(estate.config.auth, request, Role.VIEWER)
         readable = True
     except Denied:  # reads need a token: the script asks for one and fills the page in
         readable = False
-    html = render(collect(engine, readable))
+    html = render(collect(estate, readable))
     return web.Response(text=html, content_type="text/html", charset="utf-8",
                         headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
@@ -86,21 +86,19 @@ class PageData:
     now: float
 
 
-def collect(engine: Engine, readable: bool) -> PageData:
-    from bcd.web.server import service_json  # server.py registers this module's routes
-
-    config = engine.config
+def collect(estate: EstateView, readable: bool) -> PageData:
+    config = estate.config
     services: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     if readable:
-        services = [service_json(engine, engine.services[name]) for name in config.services if name in engine.services]
-        for record in engine.runs.recent(None, RUNS_SHOWN):
+        services = [service_json(estate, estate.services[name]) for name in config.services if name in estate.services]
+        for record in estate.recent_runs(None, RUNS_SHOWN):
             run = record.to_dict()
             if record.result in IN_PROGRESS:
-                run["steps"] = [step.to_dict() for step in engine.runs.steps(record.id)]
+                run["steps"] = [step.to_dict() for step in estate.run_steps(record.id)]
             runs.append(run)
-        events = [event.to_dict() for event in reversed(engine.journal.last_events(EVENTS_SHOWN))]
+        events = [event.to_dict() for event in reversed(estate.last_events(EVENTS_SHOWN))]
     return PageData(
         instance=config.instance,
         sites={name: site.description for name, site in config.sites.items()},

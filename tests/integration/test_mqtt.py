@@ -29,6 +29,8 @@ from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Event
 from bcd.mqtt.output import Backoff, MqttOutput
+from bcd.operations import Operations
+from bcd.view import EngineView
 from tests.helpers import (
     Broker,
     CertFiles,
@@ -380,7 +382,7 @@ class InProcess:
         self.tmp_path = tmp_path
         self.bus = ListenedBus()
         self.engine = Engine(self.config({"url": "mqtt://127.0.0.1:1"}), Journal(tmp_path / "bcd.sqlite"), self.bus)
-        self.output = MqttOutput(self.engine, self.bus, backoff=Backoff(initial=0.05, maximum=0.2))
+        self.output = MqttOutput(EngineView(self.engine), Operations(self.engine), self.bus, backoff=Backoff(initial=0.05, maximum=0.2))
 
     def config(self, mqtt: dict[str, Any] | None, library: bool = True) -> Config:
         return parse(ENGINE_CONFIG.format(state=self.tmp_path, library=LIBRARY if library else "",

@@ -20,7 +20,6 @@ from prometheus_client.registry import Collector
 from bcd import __version__
 from bcd.bus import Bus, Subscription
 from bcd.config import Config
-from bcd.engine import Engine
 from bcd.health import SiteHealth
 from bcd.outputs.alert_rules import (
     ALERTNAMES,
@@ -34,6 +33,7 @@ from bcd.outputs.alert_rules import (
 )
 from bcd.outputs.alerts.delivery import AlertStats, Key, ReceiverKind, Target
 from bcd.outputs.alerts.registry import RECEIVERS
+from bcd.view import EstateView
 
 FULL_EVERY = 30.0
 """Re-derive every service this often even without events (certificates crossing cert_expiry_warn); between
@@ -47,29 +47,28 @@ RUN_EVENTS = frozenset({"run_finished", "acknowledged"})
 log = structlog.get_logger("bcd.alerts")
 
 
-def build_snapshot(engine: Engine, names: Iterable[str], failed_run: Callable[[str], FailedRun | None],
+def build_snapshot(estate: EstateView, names: Iterable[str], failed_run: Callable[[str], FailedRun | None],
                    ) -> AlertSnapshot:
-    """What the alert rules look at for the services `names`, read from the engine (and, through `failed_run`,
+    """What the alert rules look at for the services `names`, read from the estate view (and, through `failed_run`,
     the run journal). Costs O(sites + probes) of those services only."""
-    config = engine.config
-    runs = engine.runner.active if engine.runner is not None else {}
+    config = estate.config
     services = []
     for name in names:
-        service, view = config.services.get(name), engine.services.get(name)
+        service, view = config.services.get(name), estate.services.get(name)
         if service is None or view is None:
             continue
         sites: dict[str, SiteHealth] = {}
         certificates: list[Certificate] = []
         for site_name, site in service.sites.items():
-            health = engine.sites.get((name, site_name))
+            health = estate.sites.get((name, site_name))
             if health is not None:
                 sites[site_name] = health
-            for obs in engine.last_observations(name, site_name, site.probes):
+            for obs in estate.last_observations(name, site_name, site.probes):
                 if obs.cert_expiry is not None:
                     certificates.append(Certificate(site_name, obs.key.probe, obs.cert_expiry))
-        run = runs.get(name)
-        waiting = None if run is None or run.approval is None else WaitingRun(
-            run.id, str(run.request.kind), run.request.to_site, run.waiting_step)
+        run = estate.run_in_progress(name)
+        waiting = None if run is None or run.waiting_step is None else WaitingRun(
+            run.id, str(run.kind), run.to_site, run.waiting_step)
         services.append(ServiceFacts(
             name=name, status=view.status, active=view.active, since=view.since, reason=view.reason,
             guard=view.guard, labels=service.labels, sites=sites, failed_run=failed_run(name),
@@ -82,9 +81,9 @@ class AlertSender:
     """Derives the alerts and hands every change to the receivers. `start()`, `configure()` on reload,
     `await stop()`; `evaluate()` re-derives now."""
 
-    def __init__(self, engine: Callable[[], Engine], bus: Bus, config: Config,
+    def __init__(self, estate: EstateView, bus: Bus, config: Config,
                  clock: Callable[[], float] = time.time) -> None:
-        self._engine = engine
+        self._estate = estate
         self._bus = bus
         self.config = config
         self.clock = clock
@@ -227,7 +226,7 @@ class AlertSender:
                 self.evaluate(dirty)
             return
         self.evaluate(())  # resolves the alerts of services a reload removed
-        names = sorted(self._engine().config.services)
+        names = sorted(self._estate.config.services)
         for begin in range(0, len(names), CHUNK):  # a large estate in slices: the loop stays responsive
             self.evaluate(names[begin:begin + CHUNK])
             await asyncio.sleep(0)
@@ -236,10 +235,10 @@ class AlertSender:
         """Derive the alerts of `services` (default: every service) now; tell every receiver what started
         firing and what resolved. The alerts of services no longer configured resolve in any case."""
         now = self.clock()
-        engine = self._engine()
-        configured = engine.config.services
+        estate = self._estate
+        configured = estate.config.services
         names = set(configured) if services is None else {name for name in services if name in configured}
-        snapshot = build_snapshot(engine, sorted(names), lambda name: self._failed_run(engine, name))
+        snapshot = build_snapshot(estate, sorted(names), self._failed_run)
         derived: dict[str, dict[Key, Alert]] = {name: {} for name in names}
         for alert in active_alerts(snapshot, now):
             derived[alert.service][alert.labels] = alert
@@ -275,10 +274,10 @@ class AlertSender:
         else:
             self._by_service.pop(name, None)
 
-    def _failed_run(self, engine: Engine, service: str) -> FailedRun | None:
+    def _failed_run(self, service: str) -> FailedRun | None:
         """The service's unacknowledged failed run, cached until a run finishes or is acknowledged."""
         if service not in self._failed_runs:
-            record = engine.runs.unacknowledged(service)
+            record = self._estate.unacknowledged_run(service)
             self._failed_runs[service] = None if record is None else FailedRun(
                 record.id, record.runbook, record.kind, record.to_site, record.result, record.detail,
                 record.ended if record.ended is not None else record.started,

@@ -36,8 +36,10 @@ from bcd.mqtt.commands import (
 )
 from bcd.mqtt.inbox import Reply
 from bcd.mqtt.output import MqttCollector, MqttOutput
+from bcd.operations import Operations
 from bcd.outputs.metrics import Metrics
 from bcd.runbooks.runner import Runner
+from bcd.view import EngineView
 from tests.helpers import estates
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -285,8 +287,8 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
     engine.attach(runner)
     holder: dict[str, Live] = {}
-    output = MqttOutput(engine, bus, clock=lambda: holder["live"].clock)
-    metrics = Metrics(lambda: engine, lambda: None)
+    output = MqttOutput(EngineView(engine), Operations(engine), bus, clock=lambda: holder["live"].clock)
+    metrics = Metrics(EngineView(engine), lambda: None)
     metrics.register(MqttCollector(lambda: output))
     output.settings = config.mqtt  # no connection: handle() is what is under test
     holder["live"] = live = Live(engine, output, runner, metrics)

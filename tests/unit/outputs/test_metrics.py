@@ -15,6 +15,7 @@ from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
 from bcd.outputs.metrics import Metrics, ProbeMetrics, RunnerCollector, escape
 from bcd.runbooks.runner import Runner
+from bcd.view import EngineView
 
 CONFIG = """
 state_dir: {state}
@@ -54,9 +55,9 @@ def observe(engine: Engine, metrics: Metrics, service: str, site: str, probe: st
 def live(tmp_path: Path) -> tuple[Engine, Metrics]:
     engine = Engine(config(tmp_path, LIBRARY), Journal(tmp_path / "bcd.sqlite"), Bus())
     runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-    metrics = Metrics(lambda: engine, lambda: None, lambda: runner)
+    metrics = Metrics(EngineView(engine), lambda: None)
     engine.attach(runner)
-    metrics.register(RunnerCollector(lambda: runner))
+    metrics.register(RunnerCollector(lambda: runner.stats))
     observe(engine, metrics, "payroll", "dorset", "health", Result.FAIL)
     observe(engine, metrics, "payroll", "hampshire", "health", Result.OK)
     observe(engine, metrics, "library", "hampshire", "opac", Result.WARN)
@@ -124,7 +125,7 @@ def test_a_reload_in_the_middle_of_a_scrape_leaves_that_scrape_whole(
     """A scrape goes out in pieces with the event loop running between them: a reload that removes a
     service meanwhile must neither break the scrape nor leave it half old, half new."""
     engine, metrics = live
-    metrics.labels.follow(engine)  # as after an earlier scrape
+    metrics.labels.follow(EngineView(engine))  # as after an earlier scrape
     parts = metrics.parts()
     started = [next(parts), next(parts)]  # the estate's tables are taken when its first piece is made
     engine.apply_config(config(tmp_path))

@@ -1,0 +1,183 @@
+"""The one place that carries out an operator's or a machine's intent on the estate: failover, failback,
+acknowledge, maintenance start and end, approve and abort.
+
+Every surface (the HTTP API, the MQTT command reader, and the CLI through the API) checks who is asking
+in its own way, then hands a typed request naming `by` to `Operations.perform` and turns the typed outcome
+into its own answer. `perform` never raises for a refusal: an unknown service, site or run, a guard of the
+policy, a run not in the state asked for, or a journal that cannot be written each come back as `Refused`
+with a kind (that the API maps to its status) and a readable reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bcd.engine import Engine, RequestRefused
+from bcd.journal import JournalWriteError, RunRecord
+from bcd.model import Guard, RunKind
+from bcd.policy import Request
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A failover or failback of `service`, to `to` or to the site the policy picks."""
+
+    service: str
+    kind: RunKind
+    by: str
+    reason: str
+    to: str | None = None
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledge:
+    service: str
+    by: str
+    reason: str = "acknowledged"
+
+
+@dataclass(frozen=True, slots=True)
+class StartMaintenance:
+    """Maintenance of one site of `service` (or all of them) for `duration` seconds."""
+
+    service: str
+    site: str | None
+    duration: float
+    by: str
+    reason: str = "maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class EndMaintenance:
+    service: str
+    site: str | None
+    by: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Approve:
+    """Approve the step a run waits on; `service`, when given, must be the run's."""
+
+    run: int
+    by: str
+    service: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    run: int
+    by: str
+    service: str | None = None
+    reason: str = ""
+
+
+Intent = Transfer | Acknowledge | StartMaintenance | EndMaintenance | Approve | Abort
+
+
+class Refusal(StrEnum):
+    NOT_FOUND = "not_found"  # no such service, site or run (HTTP 404)
+    CONFLICT = "conflict"  # a guard of the policy, or the run is not in the state asked for (HTTP 409)
+    UNAVAILABLE = "unavailable"  # the journal cannot be written, or the runner is not started (HTTP 503)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Done: `detail` says what happened in a sentence; the rest is what the action produced."""
+
+    detail: str
+    run: RunRecord | None = None  # the run a transfer started
+    runs: list[int] = field(default_factory=list)  # the runs an acknowledgement covered
+    sites: list[str] = field(default_factory=list)  # the sites a maintenance start or end covered
+    until: float | None = None  # when the maintenance started ends
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    kind: Refusal
+    reason: str
+    guard: Guard | None = None  # the policy's guard that refused a transfer
+
+
+Outcome = Accepted | Refused
+
+
+class Operations:
+    """Carries out intents against the engine. Authorisation is the caller's: `by` names who asked."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def unknown_service(self, name: str) -> Refused | None:
+        """The refusal for a service that is not configured, or None."""
+        if name in self._engine.services:
+            return None
+        return Refused(Refusal.NOT_FOUND, f"no service named {name!r}")
+
+    async def perform(self, intent: Intent) -> Outcome:
+        """Carry out `intent`: Accepted, or Refused with its kind and reason. While the journal cannot be
+        written every action is refused (UNAVAILABLE) with the journal's reason."""
+        try:
+            return await self._perform(intent)
+        except JournalWriteError as exc:
+            return Refused(Refusal.UNAVAILABLE, str(exc))
+
+    async def _perform(self, intent: Intent) -> Outcome:
+        unknown = None if intent.service is None else self.unknown_service(intent.service)
+        if unknown is not None:
+            return unknown
+        if isinstance(intent, Approve | Abort):
+            return self._control(intent)
+        if isinstance(intent, Transfer):
+            return await self._transfer(intent)
+        if isinstance(intent, Acknowledge):
+            ids = self._engine.acknowledge(intent.service, intent.by, intent.reason)
+            return Accepted(f"acknowledged runs {ids}" if ids else "nothing to acknowledge", runs=ids)
+        try:
+            if isinstance(intent, StartMaintenance):
+                return self._start_maintenance(intent)
+            sites = self._engine.end_maintenance(intent.service, intent.site, intent.by)
+        except KeyError as exc:
+            return Refused(Refusal.NOT_FOUND, str(exc.args[0]) if exc.args else "unknown site")
+        return Accepted(f"maintenance ended for {', '.join(sites) or 'no site'}", sites=sites)
+
+    async def _transfer(self, intent: Transfer) -> Outcome:
+        """Through `engine.submit()`: on a cluster member it first takes the service's lock in etcd."""
+        request = Request(intent.kind, intent.to, intent.force, intent.dry_run)
+        try:
+            run = await self._engine.submit(intent.service, request, intent.by, intent.reason)
+        except RequestRefused as exc:
+            return Refused(Refusal.CONFLICT, str(exc), exc.verdict.guard)
+        record = self._engine.runs.get(run.id)
+        assert record is not None
+        detail = f"run {run.id}: {intent.kind} of {intent.service} to {run.request.to_site}"
+        return Accepted(detail, run=record)
+
+    def _start_maintenance(self, intent: StartMaintenance) -> Outcome:
+        engine = self._engine
+        sites = engine.start_maintenance(intent.service, intent.site, intent.duration, intent.reason, intent.by)
+        until = max((engine.sites[(intent.service, s)].maintenance_until or 0.0) for s in sites)
+        return Accepted(f"maintenance of {', '.join(sites)} for {intent.duration:g}s", sites=sites, until=until)
+
+    def _control(self, intent: Approve | Abort) -> Outcome:
+        engine = self._engine
+        record = engine.runs.get(intent.run)
+        if record is None:
+            return Refused(Refusal.NOT_FOUND, f"no run {intent.run}")
+        if intent.service is not None and record.service != intent.service:
+            return Refused(Refusal.CONFLICT, f"run {intent.run} belongs to {record.service}, not {intent.service}")
+        runner = engine.runner
+        if runner is None:
+            return Refused(Refusal.UNAVAILABLE, "the runner is not started")
+        if isinstance(intent, Approve):
+            engine.writable()  # the approved step could not be journaled: refused now rather than failed later
+            if runner.approve(intent.run, intent.by):
+                return Accepted(f"run {intent.run} approved")
+            return Refused(Refusal.CONFLICT, f"run {intent.run} is not waiting for approval")
+        if runner.abort(intent.run, intent.by):
+            return Accepted(f"run {intent.run} aborted")
+        return Refused(Refusal.CONFLICT, f"run {intent.run} is not in progress")

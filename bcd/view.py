@@ -1,0 +1,170 @@
+"""A read-only view of the estate, for the outputs and the web: what every service and site is, the runs,
+the last observations, the events and, in a cluster, every vantage's view. They read through `EstateView`
+and act through `bcd.operations`; they never import the engine or the runner.
+
+`EngineView` is the engine's implementation. Its tables are handed out as they are (no copy): a reader
+that needs them consistent across an await copies what it takes (the metrics renderer does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bcd.bus import Subscription
+from bcd.config import Config, ProbeConfig
+from bcd.engine import Engine, ServiceView
+from bcd.health import SiteHealth
+from bcd.journal import RunRecord, StepRecord
+from bcd.model import Event, Observation, RunKind
+from bcd.probes.perfdata import perfdata_entry
+
+__all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceView", "service_json"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInProgress:
+    id: int
+    kind: RunKind
+    to_site: str
+    waiting_step: str | None  # the step waiting for an operator's approval; None when it waits for none
+
+
+class EstateView(Protocol):
+    """What the outputs and the web read of the estate. Nothing here changes it."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def services(self) -> Mapping[str, ServiceView]: ...
+
+    @property
+    def sites(self) -> Mapping[tuple[str, str], SiteHealth]: ...
+
+    @property
+    def transitions(self) -> Mapping[tuple[str, str, str, str], int]:
+        """Health transitions counted by (service, site, from, to)."""
+
+    def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
+        """The last observation of each of these probes of a site that has run."""
+
+    def run(self, run_id: int) -> RunRecord | None: ...
+
+    def recent_runs(self, service: str | None = None, limit: int = 50) -> list[RunRecord]: ...
+
+    def run_steps(self, run_id: int) -> list[StepRecord]: ...
+
+    def unacknowledged_run(self, service: str) -> RunRecord | None: ...
+
+    def run_in_progress(self, service: str) -> RunInProgress | None: ...
+
+    def running(self) -> set[str] | None:
+        """The services with a run in progress; None before the runner starts."""
+
+    def waiting_approval(self, run_id: int) -> bool: ...
+
+    def events(self, after: int = 0, service: str | None = None, limit: int = 100) -> list[Event]: ...
+
+    def last_events(self, count: int, service: str | None = None) -> list[Event]: ...
+
+    def subscription(self, name: str, size: int = 1000) -> AbstractAsyncContextManager[Subscription]:
+        """Live events, from now on, while the context lasts."""
+
+    def cluster_json(self, service: str) -> dict[str, Any]:
+        """In a cluster, every vantage's view of the service and who holds its lock; {} alone."""
+
+
+class EngineView:
+    """`EstateView` over the engine's own tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @property
+    def config(self) -> Config:
+        return self._engine.config
+
+    @property
+    def services(self) -> Mapping[str, ServiceView]:
+        return self._engine.services
+
+    @property
+    def sites(self) -> Mapping[tuple[str, str], SiteHealth]:
+        return self._engine.sites
+
+    @property
+    def transitions(self) -> Mapping[tuple[str, str, str, str], int]:
+        return self._engine.transitions
+
+    def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
+        return self._engine.last_observations(service, site, probes)
+
+    def run(self, run_id: int) -> RunRecord | None:
+        return self._engine.runs.get(run_id)
+
+    def recent_runs(self, service: str | None = None, limit: int = 50) -> list[RunRecord]:
+        return self._engine.runs.recent(service, limit)
+
+    def run_steps(self, run_id: int) -> list[StepRecord]:
+        return self._engine.runs.steps(run_id)
+
+    def unacknowledged_run(self, service: str) -> RunRecord | None:
+        return self._engine.runs.unacknowledged(service)
+
+    def run_in_progress(self, service: str) -> RunInProgress | None:
+        runner = self._engine.runner
+        run = None if runner is None else runner.active.get(service)
+        if run is None:
+            return None
+        waiting = None if run.approval is None else run.waiting_step
+        return RunInProgress(run.id, run.request.kind, run.request.to_site, waiting)
+
+    def running(self) -> set[str] | None:
+        runner = self._engine.runner
+        return None if runner is None else set(runner.active)
+
+    def waiting_approval(self, run_id: int) -> bool:
+        runner = self._engine.runner
+        run = None if runner is None else runner.find(run_id)
+        return run is not None and run.approval is not None
+
+    def events(self, after: int = 0, service: str | None = None, limit: int = 100) -> list[Event]:
+        return self._engine.journal.events(after=after, service=service, limit=limit)
+
+    def last_events(self, count: int, service: str | None = None) -> list[Event]:
+        return self._engine.journal.last_events(count, service)
+
+    def subscription(self, name: str, size: int = 1000) -> AbstractAsyncContextManager[Subscription]:
+        return self._engine.bus.subscription(name, size)
+
+    def cluster_json(self, service: str) -> dict[str, Any]:
+        cluster = self._engine.cluster
+        return {} if cluster is None else cluster.service_json(service)
+
+
+def service_json(estate: EstateView, view: ServiceView) -> dict[str, Any]:
+    """A service as the API, the status page and MQTT show it: its status, and every site's health and
+    last observations (plus every vantage's view in a cluster)."""
+    config = estate.config.services[view.name]
+    sites: dict[str, Any] = {}
+    for site_name, site_config in config.sites.items():
+        site = estate.sites[(view.name, site_name)]
+        probes = {
+            obs.key.probe: {"result": str(obs.result), "reason": obs.reason, "latency": obs.latency, "at": obs.at,
+                            **perfdata_entry(obs.perfdata)}
+            for obs in estate.last_observations(view.name, site_name, site_config.probes)
+        }
+        sites[site_name] = {
+            "state": str(site.state), "since": site.since, "reason": site.reason,
+            "maintenance_until": site.maintenance_until, "probes": probes,
+        }
+    data = {
+        "name": view.name, "description": config.description, "labels": config.labels,
+        "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
+        "reason": view.reason, "guard": view.guard and str(view.guard), "sites": sites,
+    }
+    data.update(estate.cluster_json(view.name))  # every vantage's view side by side, and who holds the lock
+    return data
