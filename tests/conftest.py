@@ -1,13 +1,18 @@
-"""Fixtures shared by the whole suite: a real mosquitto broker, a self-signed certificate."""
+"""Fixtures shared by the whole suite: a real mosquitto broker, a self-signed certificate, a real runbook Runner
+kit with a recording HTTP server."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.helpers import Broker, CertFiles, make_cert, start_mosquitto, stop_process
 from tests.helpers.etcd import EtcdCluster
+from tests.helpers.recorder import Recorder
+from tests.helpers.runner_kit import FakeHooks, Kit, open_journal
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +52,21 @@ async def etcd_cluster(etcd_cluster_session: EtcdCluster) -> AsyncIterator[EtcdC
     for index, member in enumerate(etcd_cluster_session.members):
         if not member.running:
             await etcd_cluster_session.restart(index)
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[Recorder]:
+    """Records what runbook steps send; answers 200."""
+    async with Recorder() as server:
+        yield server
+
+
+@pytest.fixture
+async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
+    """A real Runner on a real journal (tmp SQLite file) and a real HTTP session; fake hooks only."""
+    journal, runs = open_journal(tmp_path / "bcd.sqlite")
+    async with aiohttp.ClientSession() as session:
+        kit = Kit(runs, FakeHooks(), session)
+        yield kit
+        await kit.runner.stop()
+    journal.close()

@@ -18,8 +18,8 @@ from bcd.mqtt.execute import execute
 from bcd.operations import Operations
 from bcd.policy import Request
 from bcd.runbooks.runner import Runner
+from tests.helpers.runner_kit import eventually
 from tests.helpers.sqlite_full import BIG, FullJournal
-from tests.integration.runbooks.runner_kit import eventually
 from tests.unit.outputs.test_metrics import CONFIG
 
 AUTO = CONFIG.replace("mode: manual", "mode: auto")  # the estate of the metrics tests, failing over by itself

@@ -19,8 +19,8 @@ import aiohttp
 
 from tests.helpers.daemon import DaemonProcess, free_port
 from tests.helpers.recorder import Recorder
+from tests.helpers.runner_kit import eventually
 from tests.helpers.targets import HttpTarget
-from tests.integration.runbooks.runner_kit import eventually
 
 OPERATOR_TOKEN = "operator-token-0123456789"
 VIEWER_TOKEN = "viewer-token-0123456789"

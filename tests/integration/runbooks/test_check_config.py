@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bcd.cli import main
-from tests.integration.runbooks.runner_kit import SCRIPTS
+from tests.helpers.runner_kit import SCRIPTS
 
 CONFIG = """\
 sites: {{dorset: {{}}, hampshire: {{}}}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.runbooks.runner_kit import Kit, command_step, read, read_pids, wait_gone
+from tests.helpers.runner_kit import Kit, command_step, read, read_pids, wait_gone
 
 
 async def test_argv_is_passed_literally_without_a_shell(kit: Kit, tmp_path: Path) -> None:

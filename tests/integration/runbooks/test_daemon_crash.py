@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.runner_kit import SCRIPTS, alive, eventually
 from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, Bcd, Estate, sample
-from tests.integration.runbooks.runner_kit import SCRIPTS, alive, eventually
 
 INTERRUPTED = "the daemon stopped during this run; no step was re-run"
 

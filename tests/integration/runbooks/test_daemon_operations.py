@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.helpers.runner_kit import SCRIPTS, alive, read_pids, wait_gone
 from tests.integration.runbooks.daemon_kit import VIEWER_TOKEN, Estate
-from tests.integration.runbooks.runner_kit import SCRIPTS, alive, read_pids, wait_gone
 
 
 async def test_abort_kills_the_step_runs_rollback_and_reports_aborted(estate: Estate, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.helpers.recorder import Recorder
+from tests.helpers.runner_kit import eventually
 from tests.integration.runbooks.daemon_kit import WAIT, Estate
-from tests.integration.runbooks.runner_kit import eventually
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
 

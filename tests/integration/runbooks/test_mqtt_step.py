@@ -16,7 +16,7 @@ from bcd.broker import broker_link, link_from_url
 from bcd.config import MqttSettings
 from tests.conftest import Broker
 from tests.helpers import free_port, make_cert, silent_server, sockets_connected_to, start_mosquitto, stop_process
-from tests.integration.runbooks.runner_kit import Kit
+from tests.helpers.runner_kit import Kit
 
 
 def topic() -> str:

@@ -3,7 +3,6 @@ time. A real Runner on a real journal; steps call a real HTTP server and run rea
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from bcd.model import RunResult
 from bcd.runbooks.runner import RunConflict
 from tests.helpers.recorder import Recorder
-from tests.integration.runbooks.runner_kit import Kit, command_step, http_step, read_pids, wait_gone
+from tests.helpers.runner_kit import Kit, command_step, http_step, read_pids, run_ended, wait_gone
 
 FAST_RETRY = {"attempts": 3, "wait": "10ms", "max_wait": "20ms"}
 
@@ -139,9 +138,7 @@ async def test_abort_of_a_sleep_step_runs_rollback(kit: Kit, recorder: Recorder)
     await kit.wait_step_started(run, "wait-ttl")
     assert kit.runner.abort(run.id, "olive")
     assert not kit.runner.abort(run.id, "olive")  # once is enough
-    assert run.task is not None
-    async with asyncio.timeout(5):
-        await run.task
+    await run_ended(run, 5)  # (a timeout cancelling the run would look like the abort)
     record, steps = kit.finished(run.id)
     assert record.result == "aborted"
     assert [(s.name, s.outcome) for s in steps] == [("wait-ttl", "aborted"), ("undo", "succeeded")]

@@ -12,8 +12,8 @@ from bcd.bus import Bus
 from bcd.journal import Journal, JournalWriteError, RunJournal
 from bcd.journal_writer import JournalWriter
 from tests.helpers.recorder import Recorder
+from tests.helpers.runner_kit import FakeHooks, Kit, eventually, http_step
 from tests.helpers.sqlite_full import BIG, FullJournal
-from tests.integration.runbooks.runner_kit import FakeHooks, Kit, eventually, http_step
 
 
 async def test_a_step_that_cannot_be_journaled_never_runs_and_the_runs_end_is_written_later(

@@ -1,5 +1,5 @@
-"""What the runner-level tests share: a real Runner on a real journal, driven through a small fake of the
-RunHooks interface (the only fake: everything the steps touch is real)."""
+"""What the runner tests share (unit and integration): a real Runner on a real journal, driven through a small
+fake of the RunHooks interface (the only fake: everything the steps touch is real)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bcd.model import Event, RunKind, SiteState
 from bcd.runbooks.runner import ActiveRun, Runner, RunRequest
 from bcd.runbooks.specs import Runbook
 
-SCRIPTS = Path(__file__).parents[2] / "data" / "scripts"
+SCRIPTS = Path(__file__).parents[1] / "data" / "scripts"
 
 
 class FakeHooks:
@@ -76,9 +76,7 @@ class Kit:
     async def run(self, runbook: dict[str, Any], **request: Any) -> tuple[RunRecord, list[StepRecord]]:
         """Start a run, wait for its end; the journaled run and steps."""
         run = self.start(runbook, **request)
-        assert run.task is not None
-        async with asyncio.timeout(20):
-            await run.task
+        await run_ended(run, 20)
         return self.finished(run.id)
 
     def finished(self, run_id: int) -> tuple[RunRecord, list[StepRecord]]:
@@ -90,6 +88,16 @@ class Kit:
         await self.hooks.wait_event(
             lambda e: e.kind == "step_started" and e.data["run_id"] == run.id and e.data["step"] == name
         )
+
+
+async def run_ended(run: ActiveRun, timeout: float = 10.0) -> None:
+    """Wait for a run's task to end; TimeoutError after `timeout`. The task is not cancelled then (a timeout
+    cancelling it would end the run as if aborted, and a test waiting for an abort would pass)."""
+    assert run.task is not None
+    done, _ = await asyncio.wait({run.task}, timeout=timeout)
+    if not done:
+        raise TimeoutError(f"run {run.id} did not end within {timeout:g}s")
+    run.task.result()
 
 
 def http_step(name: str, url: str, **options: Any) -> dict[str, Any]:
