@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from bcd.bus import Bus, Subscription
 from bcd.config import parse
@@ -405,14 +406,18 @@ async def test_an_automatic_failover_starts_when_the_active_site_goes_down(live:
     assert estate.engine.services["payroll"].active == "hampshire"
 
 
-async def test_events_are_journaled_in_one_commit_then_published_in_order(live: LiveFactory) -> None:
+async def test_events_are_journaled_in_one_commit_then_logged_and_published_in_order(live: LiveFactory) -> None:
     estate = await live()
-    observe(estate.engine, "dorset", Result.OK, 1000.0)
-    observe(estate.engine, "hampshire", Result.OK, 1000.0)
-    observe(estate.engine, "dorset", Result.FAIL, 1000.0)
-    assert estate.engine.journal.last_events(10) == []  # staged for the group commit, not written one by one
-    published = [await estate.events.get() for _ in range(5)]
-    assert [(event.kind, event.site) for event in published] == [
-        ("site_transition", "dorset"), ("service_status", None), ("site_transition", "hampshire"),
-        ("site_transition", "dorset"), ("service_status", None)]
+    with capture_logs() as logs:
+        observe(estate.engine, "dorset", Result.OK, 1000.0)
+        observe(estate.engine, "hampshire", Result.OK, 1000.0)
+        observe(estate.engine, "dorset", Result.FAIL, 1000.0)
+        assert estate.engine.journal.last_events(10) == []  # staged for the group commit, not written one by one
+        assert logs == []  # logged once journaled
+        published = [await estate.events.get() for _ in range(5)]
+    expected = [("site_transition", "dorset"), ("service_status", None), ("site_transition", "hampshire"),
+                ("site_transition", "dorset"), ("service_status", None)]
+    assert [(event.kind, event.site) for event in published] == expected
     assert published == estate.engine.journal.last_events(10)  # each published with its journal id, in order
+    assert [(line["event"], line.get("site")) for line in logs] == expected
+    assert all("journaled" not in line for line in logs)  # (a line says journaled=False when it could not be)
