@@ -421,3 +421,24 @@ async def test_events_are_journaled_in_one_commit_then_logged_and_published_in_o
     assert published == estate.engine.journal.last_events(10)  # each published with its journal id, in order
     assert [(line["event"], line.get("site")) for line in logs] == expected
     assert all("journaled" not in line for line in logs)  # (a line says journaled=False when it could not be)
+
+
+async def test_an_automatic_failover_held_by_the_cooldown_starts_on_the_tick_after_it(live: LiveFactory) -> None:
+    estate = await live(mode="auto", cooldown="1h")
+    await both_up(estate)
+    observe(estate.engine, "dorset", Result.FAIL, 1000.0)  # failed over to hampshire, ended at 1000
+    assert (await estate.wait("run_finished")).to_dict()["result"] == "succeeded"
+    observe(estate.engine, "dorset", Result.OK, 1000.0)
+    estate.clock.now = 1600.0
+    observe(estate.engine, "hampshire", Result.FAIL, 1600.0)
+    view_status, guard, reason = status(estate.engine)
+    assert (view_status, guard) == (ServiceStatus.BLOCKED, Guard.COOLDOWN), reason
+    assert "3000s" in reason
+
+    estate.clock.now = 4599.0
+    estate.engine.tick()
+    assert estate.runner.running("payroll") is None
+    estate.clock.now = 4600.0
+    estate.engine.tick()
+    started = await estate.wait("run_started")
+    assert (started.to_dict()["trigger"], started.to_dict()["to"], started.at) == ("auto", "dorset", 4600.0)
