@@ -11,11 +11,11 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bcd.model import Event
+from bcd.events import Event, EventKind, payload_from_json, payload_json
 from bcd.state_dir import open_database
 
 SCHEMA = """
@@ -126,9 +126,9 @@ class Journal:
         """Journal an event; returns it with its id."""
         cursor = self._db.execute(
             "INSERT INTO events (at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (event.at, event.kind, event.service, event.site, event.reason, json.dumps(event.data)),
+            (event.at, event.kind.value, event.service, event.site, event.reason, json.dumps(payload_json(event.data))),
         )
-        return Event(event.kind, event.at, event.service, event.site, event.reason, event.data, cursor.lastrowid)
+        return replace(event, id=cursor.lastrowid)
 
     def last_events(self, count: int, service: str | None = None) -> list[Event]:
         """The newest `count` events, oldest first."""
@@ -138,7 +138,7 @@ class Journal:
             sql += " WHERE service = ?"
             params = (service,)
         rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, count)).fetchall()
-        return [Event(r[2], r[1], r[3], r[4], r[5], json.loads(r[6]), r[0]) for r in reversed(rows)]
+        return [_event(row) for row in reversed(rows)]
 
     def events(self, after: int = 0, service: str | None = None, limit: int = 100) -> list[Event]:
         sql = "SELECT id, at, kind, service, site, reason, data FROM events WHERE id > ?"
@@ -147,7 +147,13 @@ class Journal:
             sql += " AND service = ?"
             params.append(service)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-        return [Event(r[2], r[1], r[3], r[4], r[5], json.loads(r[6]), r[0]) for r in rows]
+        return [_event(row) for row in rows]
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    """An event from its journal row: (id, at, kind, service, site, reason, the payload's JSON)."""
+    kind = EventKind(row[2])
+    return Event(kind, row[1], row[3], row[4], row[5], payload_from_json(kind, json.loads(row[6])), row[0])
 
 
 RUNS_SCHEMA = """

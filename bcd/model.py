@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bcd.events import Event as Event  # noqa: PLC0414 - re-exported for bcd/cluster.py until it imports bcd.events
+
 
 class Result(StrEnum):
     """Outcome of one probe run."""
@@ -137,27 +139,3 @@ class StatusChange:
     reason: str
     at: float
     extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """What goes on the bus and into the journal: a transition, a status change, a decision, a run event."""
-
-    kind: str
-    at: float
-    service: str | None
-    site: str | None
-    reason: str
-    data: dict[str, object] = field(default_factory=dict)
-    id: int | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {  # the event's own fields win over same-named data
-            **self.data,
-            "id": self.id,
-            "kind": self.kind,
-            "at": self.at,
-            "service": self.service,
-            "site": self.site,
-            "reason": self.reason,
-        }

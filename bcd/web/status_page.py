@@ -100,7 +100,7 @@ def collect(engine: Engine, readable: bool) -> PageData:
             if record.result in IN_PROGRESS:
                 run["steps"] = [step.to_dict() for step in engine.runs.steps(record.id)]
             runs.append(run)
-        events = [event.to_dict() for event in reversed(engine.journal.last_events(EVENTS_SHOWN))]
+        events = [event.to_json() for event in reversed(engine.journal.last_events(EVENTS_SHOWN))]
     return PageData(
         instance=config.instance,
         sites={name: site.description for name, site in config.sites.items()},

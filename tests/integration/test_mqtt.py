@@ -26,8 +26,8 @@ from structlog.testing import capture_logs
 from bcd.bus import Bus
 from bcd.config import Config, parse
 from bcd.engine import Engine
+from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal
-from bcd.model import Event
 from bcd.mqtt.output import Backoff, MqttOutput
 from tests.helpers import Broker, CertFiles, free_port, make_cert, start_mosquitto, stop_process
 from tests.helpers.daemon import DaemonProcess
@@ -377,7 +377,8 @@ async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def emit(engine: Engine, reason: str) -> None:
-    engine.emit(Event("test_event", time.time(), None, None, reason))
+    now = time.time()
+    engine.emit(Event(EventKind.JOURNAL_GAP, now, None, None, reason, JournalGap(0, now, now)))
 
 
 async def test_buffered_while_away_newest_kept_then_flushed_in_order_after_new_settings(
