@@ -38,7 +38,17 @@ from bcd.events import (
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, SavedSite
 from bcd.journal_writer import JournalWriter
-from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
+from bcd.model import (
+    Guard,
+    Observation,
+    ProbeKey,
+    Result,
+    RunKind,
+    ServiceStatus,
+    SiteState,
+    TransferMode,
+    Transition,
+)
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
@@ -499,7 +509,7 @@ def _saved(site: SiteHealth) -> SavedSite:
 def _rule(transfer: Any) -> TransferRule | None:
     if transfer is None:
         return None
-    return TransferRule(transfer.runbook, transfer.mode, transfer.cooldown)
+    return TransferRule(transfer.runbook, TransferMode(transfer.mode), transfer.cooldown)
 
 
 def _runbooks(config: Config) -> dict[str, set[str]]:

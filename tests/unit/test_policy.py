@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from bcd import health
 from bcd.health import SiteHealth
-from bcd.model import Guard, RunKind, ServiceStatus, SiteState
+from bcd.model import Guard, RunKind, ServiceStatus, SiteState, TransferMode
 from bcd.policy import (
     Action,
     Decision,
@@ -51,7 +51,7 @@ def site(name: str, state: SiteState, *, base: SiteState | None = None, since: f
 
 
 def transfer_rule(mode: str = "auto", cooldown: float = 1800.0, runbook: str = "move") -> TransferRule:
-    return TransferRule(runbook, mode, cooldown)
+    return TransferRule(runbook, TransferMode(mode), cooldown)
 
 
 def snap(*states: SiteState, names: tuple[str, ...] = ("dorset", "hampshire", "kent"), **fields: Any) -> Snapshot:
