@@ -200,7 +200,7 @@ class Runner:
             reason = "; ".join(["interrupted: the daemon stopped during this run", *notes.values()])
             self.hooks.emit(
                 Event(EventKind.RUN_FINISHED, now, record.service, None, reason,
-                      RunFinished(record.id, "interrupted", record.kind)),
+                      RunFinished(record.id, RunResult.INTERRUPTED.value, record.kind.value)),
                 run_id=record.id, result="interrupted",
             )
         return stale
@@ -212,9 +212,10 @@ class Runner:
             raise RunConflict(f"run {self.active[request.service].id} of {request.service} is in progress")
         now = self.clock()
         record = RunRecord(
-            0, request.service, request.runbook_name, str(request.kind), request.trigger, request.reason,
-            request.from_site, request.to_site, request.dry_run, request.forced, request.evidence, now, None,
-            str(RunResult.RUNNING), "", None, request.detected_at, None,
+            id=0, service=request.service, runbook=request.runbook_name, kind=request.kind, trigger=request.trigger,
+            reason=request.reason, from_site=request.from_site, to_site=request.to_site, dry_run=request.dry_run,
+            forced=request.forced, evidence=request.evidence, started=now, ended=None, result=RunResult.RUNNING,
+            detail="", acknowledged_by=None, detected_at=request.detected_at, verified_at=None,
         )
         run = ActiveRun(request, self.journal.create(record), now)
         self.active[request.service] = run
@@ -393,7 +394,7 @@ class Runner:
     async def _wait_approval(self, run: ActiveRun, prompt: str, limit: float) -> str:
         run.approval = asyncio.get_running_loop().create_future()
         run.waiting_step = prompt or run.step_name or f"step {run.seq}"
-        self.journal.set_result(run.id, str(RunResult.WAITING_APPROVAL))
+        self.journal.set_result(run.id, RunResult.WAITING_APPROVAL)
         self.hooks.emit(
             Event(EventKind.APPROVAL_WAITING, self.clock(), run.request.service, None,
                   f"run {run.id} waits for approval", ApprovalWaiting(run.id, run.waiting_step, limit)),
@@ -408,7 +409,7 @@ class Runner:
         finally:
             run.approval = None
             run.waiting_step = ""
-            self.journal.set_result(run.id, str(RunResult.RUNNING))
+            self.journal.set_result(run.id, RunResult.RUNNING)
             self.hooks.run_changed(run.request.service)
 
     def _variables(self, run: ActiveRun) -> dict[str, str]:
@@ -433,7 +434,7 @@ class Runner:
         succeeded = result is RunResult.SUCCEEDED
         verified = run.verified_at or (now if succeeded and self.hooks.site_state(
             request.service, request.to_site) is SiteState.UP else None)
-        self.journal.finish(run.id, str(result), now, detail, verified if succeeded else None)
+        self.journal.finish(run.id, result, now, detail, verified if succeeded else None)
         self.active.pop(request.service, None)
         self.stats.runs[(request.service, request.runbook_name, _trigger(request.trigger), str(result))] += 1
         self.stats.durations.setdefault((request.service, request.runbook_name), Histogram(DURATION_BUCKETS)).observe(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bcd.events import Event, EventKind, ServiceStatusChanged, SiteTransition
-from bcd.journal import Journal, SavedService, SavedSite
+from bcd.journal import Journal, RunJournal, RunRecord, SavedService, SavedSite
+from bcd.model import RunKind, RunResult
 
 DOWN = SiteTransition("up", "down")
 
@@ -58,3 +59,26 @@ def test_an_unsynced_transaction_commits_and_restores_full_sync(tmp_path: Path) 
     assert journal.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for runs and steps
     reopened = Journal(tmp_path / "j.sqlite")
     assert [e.reason for e in reopened.events()] == ["health"]
+
+
+def test_a_run_record_carries_its_kind_and_result_as_enums_through_the_journal(tmp_path: Path) -> None:
+    runs = RunJournal(Journal(tmp_path / "j.sqlite"))
+    record = RunRecord(
+        id=0, service="payroll", runbook="move", kind=RunKind.FAILBACK, trigger="auto", reason="home is up",
+        from_site="hampshire", to_site="dorset", dry_run=False, forced=False, evidence={}, started=1.0, ended=None,
+        result=RunResult.RUNNING, detail="", acknowledged_by=None, detected_at=None, verified_at=None,
+    )
+    run_id = runs.create(record)
+    runs.finish(run_id, RunResult.ROLLED_BACK, 2.0, "step 1 failed")
+    read = runs.get(run_id)
+    assert read is not None
+    assert (read.kind, read.result) == (RunKind.FAILBACK, RunResult.ROLLED_BACK)
+    assert type(read.kind) is RunKind and type(read.result) is RunResult
+    assert (read.to_dict()["kind"], read.to_dict()["result"]) == ("failback", "rolled_back")
+
+
+def test_a_run_record_takes_strings_for_its_enums_and_refuses_unknown_ones() -> None:
+    fields = ("payroll", "move", "failover", "auto", "r", "dorset", "hampshire", False, False, {}, 1.0, None)
+    assert RunRecord(0, *fields, "succeeded", "", None, None, None).kind is RunKind.FAILOVER
+    with pytest.raises(ValueError, match="'finished' is not a valid RunResult"):
+        RunRecord(0, *fields, "finished", "", None, None, None)

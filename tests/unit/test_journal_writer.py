@@ -15,6 +15,7 @@ from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition, payload_json
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
 from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalCollector, JournalWriter
+from bcd.model import RunResult
 from tests.helpers.sqlite_full import BIG, FullJournal
 
 
@@ -167,7 +168,7 @@ def test_a_run_or_step_is_refused_when_it_cannot_be_journaled_and_what_ended_is_
     assert writer.refusal() is not None and writer.write_errors == 2
     # what already happened is kept, in order, and written first when the journal can be written again
     runs.step_finished(run_id, 1, ended=4.0, attempts=1, outcome="succeeded", output=BIG)
-    runs.finish(run_id, "failed", 5.0, "step 2 'start' did not run")
+    runs.finish(run_id, RunResult.FAILED, 5.0, "step 2 'start' did not run")
     flushed(writer, timers, event(6))
     assert writer.queued == 3
     assert [r.result for r in runs.recent()] == ["running"]
