@@ -56,14 +56,6 @@ class Guard(StrEnum):
     JOURNAL_UNWRITABLE = "journal_unwritable"
 
 
-class TransferMode(StrEnum):
-    """How a service's failover or failback starts (its `mode:` in the config)."""
-
-    AUTO = "auto"  # by itself once the guards allow it
-    MANUAL = "manual"  # only by an operator
-    DRY_RUN = "dry-run"  # a dry run by itself, the real run by an operator
-
-
 class RunKind(StrEnum):
     FAILOVER = "failover"
     FAILBACK = "failback"

@@ -32,9 +32,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from bcd.health import SiteHealth, evaluate_service, evidence
-from bcd.model import Guard, RunKind, ServiceStatus, SiteState, TransferMode
+from bcd.model import Guard, RunKind, ServiceStatus, SiteState
+
+
+class TransferMode(StrEnum):
+    """How a service's failover or failback starts (its `mode:` in the config)."""
+
+    AUTO = "auto"  # by itself once the guards allow it
+    MANUAL = "manual"  # only by an operator
+    DRY_RUN = "dry-run"  # a dry run by itself, the real run by an operator
 
 
 @dataclass(frozen=True, slots=True)

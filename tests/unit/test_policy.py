@@ -14,13 +14,14 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from bcd import health
 from bcd.health import SiteHealth
-from bcd.model import Guard, RunKind, ServiceStatus, SiteState, TransferMode
+from bcd.model import Guard, RunKind, ServiceStatus, SiteState
 from bcd.policy import (
     Action,
     Decision,
     Request,
     RunInfo,
     Snapshot,
+    TransferMode,
     TransferRule,
     Verdict,
     check_request,
