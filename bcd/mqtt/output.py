@@ -38,8 +38,8 @@ from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
 from bcd.engine import Engine
-from bcd.events import Event
 from bcd.lazy import lazy_import
+from bcd.model import Event  # re-exported by bcd.model from bcd.events
 from bcd.mqtt.inbox import arrivals
 from bcd.mqtt.reader import CommandReader, MqttStats
 from bcd.web.server import service_json
