@@ -39,7 +39,7 @@ from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
 from bcd.engine import Engine
 from bcd.lazy import lazy_import
-from bcd.model import Event  # re-exported by bcd.model from bcd.events
+from bcd.model import Event
 from bcd.mqtt.inbox import arrivals
 from bcd.mqtt.reader import CommandReader, MqttStats
 from bcd.web.server import service_json
