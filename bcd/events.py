@@ -179,8 +179,8 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.JOURNAL_GAP: JournalGap,
 }
 
-# Keys written under another name before: journals keep them, and bcd/cluster.py still builds its
-# `run_finished` with `kind` until it is converted to the typed payload.
+# Keys written under another name before, which journals keep: a run mirrored from another instance was
+# journaled with `kind` (its run's kind, hidden by the event's own `kind` in the API and SSE).
 _LEGACY_KEYS = {EventKind.RUN_FINISHED: {"kind": "run_kind"}}
 
 
@@ -233,7 +233,7 @@ class Event:
     def __init__(self, kind: EventKind | str, at: float, service: str | None, site: str | None, reason: str,  # noqa: PLR0917
                  data: Payload | Mapping[str, object], id: int | None = None) -> None:
         """`kind` and `data` as an EventKind and its payload type (TypeError when they do not match). A plain
-        string and dict are read as their JSON form: the untyped path, kept while bcd/cluster.py uses it."""
+        string and dict are read as their JSON form: the untyped path, kept while bcd/cluster uses it."""
         kind = EventKind(kind)
         if isinstance(data, Mapping):
             data = payload_from_json(kind, data)

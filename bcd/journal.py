@@ -224,14 +224,14 @@ class RunRecord:
     detected_at: float | None
     verified_at: float | None
 
-    def __init__(  # noqa: PLR0917 - positional: the journal's row order, and bcd/cluster.py until converted
+    def __init__(  # noqa: PLR0917 - positional: the journal's row order
         self, id: int, service: str, runbook: str, kind: RunKind | str, trigger: str, reason: str,
         from_site: str, to_site: str, dry_run: bool, forced: bool, evidence: dict[str, Any], started: float,
         ended: float | None, result: RunResult | str, detail: str, acknowledged_by: str | None,
         detected_at: float | None, verified_at: float | None,
     ) -> None:
         """`kind` and `result` as strings too (ValueError for one no RunKind/RunResult has): the journal's
-        columns, and bcd/cluster.py's mirrored runs until it builds them typed."""
+        columns, and bcd/cluster's mirrored runs until it builds them typed."""
         values = locals()
         values.update(kind=RunKind(kind), result=RunResult(result))
         for name in RUN_FIELDS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bcd.events import Event as Event  # noqa: PLC0414 - re-exported for bcd/cluster.py until it imports bcd.events
+from bcd.events import Event as Event  # noqa: PLC0414 - re-exported while bcd/cluster imports it from here
 
 
 class Result(StrEnum):

@@ -118,3 +118,12 @@ def test_payload_json_is_the_journal_data_column(tmp_path: Path) -> None:
     journal.append(sample(EventKind.ACKNOWLEDGED, None))
     (data,) = journal.execute("SELECT data FROM events").fetchone()
     assert json.loads(data) == payload_json(SAMPLES[EventKind.ACKNOWLEDGED][0]) == {"runs": [3, 4], "by": "olive"}
+
+
+def test_a_mirrored_run_journaled_with_kind_reads_back_with_run_kind(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    old = {"run_id": 9, "result": "succeeded", "kind": "failback", "to": "dorset", "remote_run": "hampshire:3"}
+    journal.execute("INSERT INTO events (at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    (1.0, "run_finished", "payroll", None, "mirrored", json.dumps(old)))
+    (event,) = journal.events()
+    assert event.to_json()["run_kind"] == "failback" and event.to_json()["kind"] == "run_finished"
