@@ -143,7 +143,9 @@ class StepFinished:
 
 
 @dataclass(frozen=True, slots=True)
-class ViewsChanged:
+class RunNotStarted:
+    """`views_changed`: an automatic run was not started, as the instances' views changed; deciding again."""
+
     run_kind: str
     to_site: str = field(metadata=TO)
 
@@ -158,7 +160,7 @@ class JournalGap:
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
-    | StepStarted | StepFinished | ViewsChanged | JournalGap
+    | StepStarted | StepFinished | RunNotStarted | JournalGap
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -175,7 +177,7 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.APPROVAL_WAITING: ApprovalWaiting,
     EventKind.STEP_STARTED: StepStarted,
     EventKind.STEP_FINISHED: StepFinished,
-    EventKind.VIEWS_CHANGED: ViewsChanged,
+    EventKind.VIEWS_CHANGED: RunNotStarted,
     EventKind.JOURNAL_GAP: JournalGap,
 }
 

@@ -50,7 +50,7 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
         {"run_id": 7, "seq": 1, "step": "dns", "step_kind": "command", "phase": "main", "outcome": "succeeded",
          "output": "ok"},
     ),
-    EventKind.VIEWS_CHANGED: (events.ViewsChanged("failover", "hampshire"), {"run_kind": "failover", "to": "hampshire"}),
+    EventKind.VIEWS_CHANGED: (events.RunNotStarted("failover", "hampshire"), {"run_kind": "failover", "to": "hampshire"}),
     EventKind.JOURNAL_GAP: (events.JournalGap(2, 4.0, 5.0), {"dropped": 2, "from": 4.0, "to": 5.0}),
 }
 
