@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from bcd.model import Event
+from bcd.events import Event
 
 
 class Subscription:

@@ -21,6 +21,7 @@ from bcd import files
 from bcd import logging as bcd_logging
 from bcd.app import Daemon
 from bcd.config import Config, ConfigError
+from bcd.events import RunFinished
 from bcd.probes.http import HttpSpec
 from bcd.probes.tcp import TcpSpec
 
@@ -163,7 +164,7 @@ async def narrate(daemon: Daemon, config: Config) -> None:
     """Tell the operator, in one line each, what the runbooks did and how fast."""
     async with daemon.bus.subscription("demo") as events:
         async for event in events:
-            if event.kind != "run_finished" or daemon.runner is None:
+            if not isinstance(event.data, RunFinished) or daemon.runner is None:
                 continue
             stats = daemon.runner.stats
             service = event.service or ""
@@ -173,7 +174,7 @@ async def narrate(daemon: Daemon, config: Config) -> None:
             budget = probe_interval * config.defaults.fall
             timing = (f"; detection {detection:.1f}s, total {total:.1f}s (interval {probe_interval:g}s x fall "
                       f"{config.defaults.fall} = {budget:g}s)" if detection is not None and total is not None else "")
-            print(f"\n*** demo: run {event.data.get('run_id')} of {service}: {event.data.get('result')}"
+            print(f"\n*** demo: run {event.data.run_id} of {service}: {event.data.result}"
                   f" — {event.reason}{timing} ***\n", flush=True)
 
 

@@ -27,6 +27,7 @@ from bcd import config as config_module
 from bcd import logging as bcd_logging
 from bcd.app import Daemon
 from bcd.coordination.etcd import EtcdClient, EtcdError
+from bcd.events import RunFinished, RunStarted, ServiceStatusChanged
 from bcd.state_dir import StateDirError
 from bcd.web.listen import ListenError
 
@@ -237,13 +238,14 @@ async def narrate(vantage: str, daemon: Daemon) -> None:
         async for event in events:
             if event.kind not in STORY or event.service is None:
                 continue
-            if event.kind == "service_status":
-                guard = f" ({event.data['guard']})" if event.data.get("guard") else ""
-                line = f"{event.data.get('to')}{guard}: {event.reason}"
-            elif event.kind == "run_started":
-                line = f"run {event.data.get('run_id')} started ({event.data.get('trigger')}): {event.reason}"
-            elif event.kind == "run_finished":
-                line = f"run {event.data.get('run_id')} {event.data.get('result')}: {event.reason}"
+            data = event.data
+            if isinstance(data, ServiceStatusChanged):
+                guard = f" ({data.guard})" if data.guard else ""
+                line = f"{data.to_status}{guard}: {event.reason}"
+            elif isinstance(data, RunStarted):
+                line = f"run {data.run_id} started ({data.trigger}): {event.reason}"
+            elif isinstance(data, RunFinished):
+                line = f"run {data.run_id} {data.result}: {event.reason}"
             else:
                 line = f"active site now {event.site}: {event.reason}"
             print(f"[{vantage:<9}] {event.service}: {line}", flush=True)

@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from bcd import health, policy
+from bcd import events, health, policy
 from bcd.bus import Bus
 from bcd.config import Config, ProbeConfig
+from bcd.events import Event, EventKind
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, SavedSite
 from bcd.journal_writer import JournalWriter
-from bcd.model import Event, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
+from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
@@ -166,8 +167,9 @@ class Engine:
             self._announce_transition(updated, transition)
         elif updated.effective is not current.effective:  # changed under a maintenance overlay: silent, but
             self.writer.sites[key] = _saved(updated)       # persisted and re-decided (maintenance is a guard)
-            self.emit(Event("site_changed_in_maintenance", obs.at, obs.key.service, obs.key.site, updated.reason,
-                            {"effective": str(updated.effective)}), effective=str(updated.effective))
+            self.emit(Event(EventKind.SITE_CHANGED_IN_MAINTENANCE, obs.at, obs.key.service, obs.key.site,
+                            updated.reason, events.SiteChangedInMaintenance(str(updated.effective))),
+                      effective=str(updated.effective))
             self._evaluate(obs.key.service, obs.at)
 
     def tick(self) -> None:
@@ -309,10 +311,8 @@ class Engine:
             return
         self.services[name] = ServiceView(name, status, view.active, now, reason, guard)
         self.writer.services[name] = SavedService(name, str(status), view.active, now, reason)
-        data: dict[str, object] = {
-            "from": str(view.status), "to": str(status), "active": view.active, "guard": guard and str(guard)
-        }
-        self.emit(Event("service_status", now, name, None, reason, data),
+        data = events.ServiceStatusChanged(str(view.status), str(status), view.active, guard and str(guard))
+        self.emit(Event(EventKind.SERVICE_STATUS, now, name, None, reason, data),
                   from_status=str(view.status), to_status=str(status), active=view.active,
                   guard=guard and str(guard), reason=reason)
 
@@ -344,7 +344,8 @@ class Engine:
             self.cluster.acknowledged(name, by)
         self._run_facts.pop(name, None)
         now = self.clock()
-        self.emit(Event("acknowledged", now, name, None, f"{by}: {reason}", {"runs": ids, "by": by}), runs=ids, by=by)
+        self.emit(Event(EventKind.ACKNOWLEDGED, now, name, None, f"{by}: {reason}",
+                        events.Acknowledged(tuple(ids), by)), runs=ids, by=by)
         self._evaluate(name, now)
         return ids
 
@@ -358,8 +359,8 @@ class Engine:
             key = (name, site_name)
             updated, transition = health.start_maintenance(self.sites[key], now + duration, f"{by}: {reason}", now)
             self._replace_site(updated, transition)
-        self.emit(Event("maintenance_started", now, name, site, f"{by}: {reason}",
-                        {"sites": sites, "until": now + duration, "by": by}), sites=sites, by=by)
+        self.emit(Event(EventKind.MAINTENANCE_STARTED, now, name, site, f"{by}: {reason}",
+                        events.MaintenanceStarted(tuple(sites), now + duration, by)), sites=sites, by=by)
         self._evaluate(name, now)
         return sites
 
@@ -370,7 +371,8 @@ class Engine:
         for site_name in sites:
             updated, transition = health.end_maintenance(self.sites[(name, site_name)], now, f"ended by {by}")
             self._replace_site(updated, transition)
-        self.emit(Event("maintenance_ended", now, name, site, f"ended by {by}", {"sites": sites, "by": by}),
+        self.emit(Event(EventKind.MAINTENANCE_ENDED, now, name, site, f"ended by {by}",
+                        events.MaintenanceEnded(tuple(sites), by)),
                   sites=sites, by=by)
         self._evaluate(name, now)
         return sites
@@ -389,8 +391,8 @@ class Engine:
             self._announce_transition(updated, transition)
         else:  # e.g. an extended maintenance: nothing to announce, but persist the new expiry
             self.writer.sites[(updated.service, updated.site)] = _saved(updated)
-            self.emit(Event("maintenance_extended", self.clock(), updated.service, updated.site,
-                            updated.maintenance_reason, {"until": updated.maintenance_until}))
+            self.emit(Event(EventKind.MAINTENANCE_EXTENDED, self.clock(), updated.service, updated.site,
+                            updated.maintenance_reason, events.MaintenanceExtended(updated.maintenance_until)))
 
     # -- RunHooks ------------------------------------------------------------------------------------
     def site_state(self, service: str, site: str) -> SiteState:
@@ -409,8 +411,8 @@ class Engine:
         now = self.clock()
         self.services[service] = replace(view, active=to_site)
         self.writer.services[service] = SavedService(service, str(view.status), to_site, view.since, view.reason)
-        self.emit(Event("active_changed", now, service, to_site, f"run {run_id} made {to_site} active",
-                        {"from": view.active, "to": to_site, "run_id": run_id}),
+        self.emit(Event(EventKind.ACTIVE_CHANGED, now, service, to_site, f"run {run_id} made {to_site} active",
+                        events.ActiveChanged(view.active, to_site, run_id)),
                   from_site=view.active, to_site=to_site, run_id=run_id)
 
     def adopt_active(self, service: str, site: str, reason: str) -> None:
@@ -421,7 +423,7 @@ class Engine:
         now = self.clock()
         self.services[service] = replace(view, active=site)
         self.writer.services[service] = SavedService(service, str(view.status), site, view.since, view.reason)
-        self.emit(Event("active_changed", now, service, site, reason, {"from": view.active, "to": site}),
+        self.emit(Event(EventKind.ACTIVE_CHANGED, now, service, site, reason, events.ActiveChanged(view.active, site)),
                   from_site=view.active, to_site=site)
         self._evaluate(service, now)
 
@@ -433,8 +435,8 @@ class Engine:
             self.first_failure.pop(key, None)
         self.writer.sites[key] = _saved(site)
         event = Event(
-            "site_transition", transition.at, transition.service, transition.site, transition.reason,
-            {"from": str(transition.from_state), "to": str(transition.to_state)},
+            EventKind.SITE_TRANSITION, transition.at, transition.service, transition.site, transition.reason,
+            events.SiteTransition(str(transition.from_state), str(transition.to_state)),
         )
         self.emit(event, from_state=str(transition.from_state), to_state=str(transition.to_state),
                   reason=transition.reason)
@@ -474,7 +476,7 @@ def _saved(site: SiteHealth) -> SavedSite:
 def _rule(transfer: Any) -> TransferRule | None:
     if transfer is None:
         return None
-    return TransferRule(transfer.runbook, transfer.mode, transfer.cooldown)
+    return TransferRule(transfer.runbook, policy.TransferMode(transfer.mode), transfer.cooldown)
 
 
 def _runbooks(config: Config) -> dict[str, set[str]]:

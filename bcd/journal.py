@@ -11,11 +11,12 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from bcd.model import Event
+from bcd.events import Event, EventKind, payload_from_json, payload_json
+from bcd.model import RunKind, RunResult
 from bcd.state_dir import open_database
 
 SCHEMA = """
@@ -126,9 +127,9 @@ class Journal:
         """Journal an event; returns it with its id."""
         cursor = self._db.execute(
             "INSERT INTO events (at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (event.at, event.kind, event.service, event.site, event.reason, json.dumps(event.data)),
+            (event.at, event.kind.value, event.service, event.site, event.reason, json.dumps(payload_json(event.data))),
         )
-        return Event(event.kind, event.at, event.service, event.site, event.reason, event.data, cursor.lastrowid)
+        return replace(event, id=cursor.lastrowid)
 
     def last_events(self, count: int, service: str | None = None) -> list[Event]:
         """The newest `count` events, oldest first."""
@@ -138,7 +139,7 @@ class Journal:
             sql += " WHERE service = ?"
             params = (service,)
         rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, count)).fetchall()
-        return [Event(r[2], r[1], r[3], r[4], r[5], json.loads(r[6]), r[0]) for r in reversed(rows)]
+        return [_event(row) for row in reversed(rows)]
 
     def events(self, after: int = 0, service: str | None = None, limit: int = 100) -> list[Event]:
         sql = "SELECT id, at, kind, service, site, reason, data FROM events WHERE id > ?"
@@ -147,7 +148,13 @@ class Journal:
             sql += " AND service = ?"
             params.append(service)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-        return [Event(r[2], r[1], r[3], r[4], r[5], json.loads(r[6]), r[0]) for r in rows]
+        return [_event(row) for row in rows]
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    """An event from its journal row: (id, at, kind, service, site, reason, the payload's JSON)."""
+    kind = EventKind(row[2])
+    return Event(kind, row[1], row[3], row[4], row[5], payload_from_json(kind, json.loads(row[6])), row[0])
 
 
 RUNS_SCHEMA = """
@@ -194,12 +201,14 @@ class StepRecord:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RunRecord:
+    """One run as the journal holds it (`id` 0 before it is written)."""
+
     id: int
     service: str
     runbook: str
-    kind: str
+    kind: RunKind
     trigger: str
     reason: str
     from_site: str
@@ -209,22 +218,36 @@ class RunRecord:
     evidence: dict[str, Any]
     started: float
     ended: float | None
-    result: str
+    result: RunResult
     detail: str
     acknowledged_by: str | None
     detected_at: float | None
     verified_at: float | None
 
+    def __init__(  # noqa: PLR0917 - positional: the journal's row order
+        self, id: int, service: str, runbook: str, kind: RunKind | str, trigger: str, reason: str,
+        from_site: str, to_site: str, dry_run: bool, forced: bool, evidence: dict[str, Any], started: float,
+        ended: float | None, result: RunResult | str, detail: str, acknowledged_by: str | None,
+        detected_at: float | None, verified_at: float | None,
+    ) -> None:
+        """`kind` and `result` as strings too (ValueError for one no RunKind/RunResult has): the journal's
+        columns, and bcd/cluster's mirrored runs until it builds them typed."""
+        values = locals()
+        values.update(kind=RunKind(kind), result=RunResult(result))
+        for name in RUN_FIELDS:
+            object.__setattr__(self, name, values[name])
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "service": self.service, "runbook": self.runbook, "kind": self.kind,
+            "id": self.id, "service": self.service, "runbook": self.runbook, "kind": self.kind.value,
             "trigger": self.trigger, "reason": self.reason, "from": self.from_site, "to": self.to_site,
             "dry_run": self.dry_run, "forced": self.forced, "evidence": self.evidence, "started": self.started,
-            "ended": self.ended, "result": self.result, "detail": self.detail,
+            "ended": self.ended, "result": self.result.value, "detail": self.detail,
             "acknowledged_by": self.acknowledged_by, "detected_at": self.detected_at, "verified_at": self.verified_at,
         }
 
 
+RUN_FIELDS = tuple(RunRecord.__slots__)
 INTERRUPTED = "the daemon stopped during this run; no step was re-run"
 _RUN_COLUMNS = (
     "id, service, runbook, kind, trigger, reason, from_site, to_site, dry_run, forced, evidence, started, ended, "
@@ -233,9 +256,10 @@ _RUN_COLUMNS = (
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
-    values = list(row)
-    values[8], values[9], values[10] = bool(values[8]), bool(values[9]), json.loads(values[10])
-    return RunRecord(*values)
+    values = dict(zip(RUN_FIELDS, row, strict=True))
+    values.update(dry_run=bool(values["dry_run"]), forced=bool(values["forced"]),
+                  evidence=json.loads(values["evidence"]))
+    return RunRecord(**values)
 
 
 class WriteFailures(Protocol):
@@ -295,21 +319,22 @@ class RunJournal:
     def create(self, run: RunRecord) -> int:
         cursor = self._write(
             f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (run.service, run.runbook, run.kind, run.trigger, run.reason, run.from_site, run.to_site,
-             int(run.dry_run), int(run.forced), json.dumps(run.evidence), run.started, run.ended, run.result,
+            (run.service, run.runbook, run.kind.value, run.trigger, run.reason, run.from_site, run.to_site,
+             int(run.dry_run), int(run.forced), json.dumps(run.evidence), run.started, run.ended, run.result.value,
              run.detail, run.acknowledged_by, run.detected_at, run.verified_at),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def finish(self, run_id: int, result: str, ended: float, detail: str, verified_at: float | None = None) -> None:
+    def finish(self, run_id: int, result: RunResult, ended: float, detail: str,
+               verified_at: float | None = None) -> None:
         self._record(
             "UPDATE runs SET result = ?, ended = ?, detail = ?, verified_at = ? WHERE id = ?",
-            (result, ended, detail, verified_at, run_id),
+            (result.value, ended, detail, verified_at, run_id),
         )
 
-    def set_result(self, run_id: int, result: str) -> None:
-        self._record("UPDATE runs SET result = ? WHERE id = ?", (result, run_id))
+    def set_result(self, run_id: int, result: RunResult) -> None:
+        self._record("UPDATE runs SET result = ? WHERE id = ?", (result.value, run_id))
 
     def acknowledge(self, service: str, by: str) -> list[int]:
         rows = self._journal.execute(
@@ -393,7 +418,7 @@ class RunJournal:
         self._record(
             "UPDATE steps SET outcome = 'interrupted', ended = ? WHERE run_id = ? AND ended IS NULL", (now, run_id)
         )
-        self.finish(run_id, "interrupted", now, detail)
+        self.finish(run_id, RunResult.INTERRUPTED, now, detail)
 
     def unacknowledged(self, service: str) -> RunRecord | None:
         row = self._journal.execute(

@@ -35,8 +35,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from bcd.bus import Bus
+from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal, SavedService, SavedSite
-from bcd.model import Event
 
 log = structlog.get_logger("bcd.journal")
 
@@ -111,7 +111,7 @@ class JournalWriter:
         for index, (staged_event, fields) in enumerate(staged):
             event = published[index] if index < len(published) else staged_event
             extra = {} if event.id is not None else {"journaled": False}
-            log.info(event.kind, **{k: v for k, v in fields.items() if v is not None}, **extra)
+            log.info(event.kind.value, **{k: v for k, v in fields.items() if v is not None}, **extra)
             self.bus.publish(event)
 
     def close(self) -> None:
@@ -249,10 +249,10 @@ class _Queue:
         if not self.dropped or self._dropped_span is None:
             return None
         first, last = self._dropped_span
-        return Event("journal_gap", now, None, None,
+        return Event(EventKind.JOURNAL_GAP, now, None, None,
                      f"{self.dropped} events from {iso8601(first)} to {iso8601(last)} were not journaled: "
                      f"the journal could not be written and {self.limit} events were queued already",
-                     {"dropped": self.dropped, "from": first, "to": last})
+                     JournalGap(self.dropped, first, last))
 
 
 class JournalCollector(Collector):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+
+from bcd.events import Event as Event  # noqa: PLC0414 - re-exported while bcd/cluster imports it from here
 
 
 class Result(StrEnum):
@@ -120,27 +122,3 @@ class Transition:
     to_state: SiteState
     reason: str
     at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """What goes on the bus and into the journal: a transition, a status change, a decision, a run event."""
-
-    kind: str
-    at: float
-    service: str | None
-    site: str | None
-    reason: str
-    data: dict[str, object] = field(default_factory=dict)
-    id: int | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {  # the event's own fields win over same-named data
-            **self.data,
-            "id": self.id,
-            "kind": self.kind,
-            "at": self.at,
-            "service": self.service,
-            "site": self.site,
-            "reason": self.reason,
-        }

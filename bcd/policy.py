@@ -32,9 +32,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from bcd.health import SiteHealth, evaluate_service, evidence
 from bcd.model import Guard, RunKind, ServiceStatus, SiteState
+
+
+class TransferMode(StrEnum):
+    """How a service's failover or failback starts (its `mode:` in the config)."""
+
+    AUTO = "auto"  # by itself once the guards allow it
+    MANUAL = "manual"  # only by an operator
+    DRY_RUN = "dry-run"  # a dry run by itself, the real run by an operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +51,7 @@ class TransferRule:
     """A service's failover or failback settings, as the policy needs them."""
 
     runbook: str
-    mode: str  # auto | manual | dry-run
+    mode: TransferMode
     cooldown: float
 
 
@@ -287,7 +296,8 @@ def _guard(snap: Snapshot, target: str, rule: TransferRule | None, now: float) -
         elsewhere = _maintained_elsewhere(snap, name)
         if elsewhere:
             return Guard.MAINTENANCE, f"site {name} in maintenance on {', '.join(elsewhere)}"
-    if rule.mode != "manual" and snap.last_run_ended is not None and now - snap.last_run_ended < rule.cooldown:
+    if (rule.mode is not TransferMode.MANUAL and snap.last_run_ended is not None
+            and now - snap.last_run_ended < rule.cooldown):
         left = rule.cooldown - (now - snap.last_run_ended)
         return Guard.COOLDOWN, f"cooldown, {left:.0f}s left"
     return None
@@ -306,12 +316,12 @@ def _maintained_elsewhere(snap: Snapshot, site: str) -> list[str]:
 def _by_mode(snap: Snapshot, target: str, base: str) -> Decision:
     rule = snap.failover
     assert rule is not None
-    if rule.mode == "auto":
+    if rule.mode is TransferMode.AUTO:
         return Decision(
             ServiceStatus.FAILING_OVER, f"{snap.service}: starting failover to {target}: {base}",
             action=Action(RunKind.FAILOVER, target),
         )
-    if rule.mode == "dry-run" and not _dry_run_done(snap):
+    if rule.mode is TransferMode.DRY_RUN and not _dry_run_done(snap):
         return Decision(
             ServiceStatus.FAILOVER_PENDING, f"{snap.service}: dry run of failover to {target}: {base}",
             action=Action(RunKind.FAILOVER, target, dry_run=True),
@@ -330,7 +340,7 @@ def _healthy(snap: Snapshot, now: float) -> Decision:
     if (
         status is ServiceStatus.OK
         and rule is not None
-        and rule.mode == "auto"
+        and rule.mode is TransferMode.AUTO
         and snap.active != snap.home
         and snap.sites[snap.home].effective is SiteState.UP
         and (snap.quorum is None or snap.quorum.standby_up(snap.home))

@@ -370,26 +370,13 @@ class MqttOutput:
         else:
             event = self._events.popleft()
             try:
-                await client.publish(f"{prefix}/events", _json(event_payload(event)), qos=1)
+                await client.publish(f"{prefix}/events", _json(event.to_json()), qos=1)
             except BaseException:
                 if len(self._events) == self._events.maxlen:
                     self.stats.dropped += 1
                 self._events.appendleft(event)
                 raise
         self.stats.published += 1
-
-def event_payload(event: Event) -> dict[str, Any]:
-    """`Event.to_dict()`, except that the event's own fields win over `data` keys of the same name: such a
-    key (a run's or a step's `kind`) is renamed after the event's subject (`run_kind`, `step_kind`)."""
-    payload = event.to_dict()
-    own = {"id": event.id, "kind": event.kind, "at": event.at, "service": event.service, "site": event.site,
-           "reason": event.reason}
-    subject = event.kind.split("_")[0]
-    for key in own.keys() & event.data.keys():
-        payload[f"{subject}_{key}"] = event.data[key]
-    payload.update(own)
-    return payload
-
 
 def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, default=str, separators=(",", ":")).encode("utf-8")

@@ -26,8 +26,9 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from bcd.broker import BrokerLink
+from bcd.events import ApprovalWaiting, Event, EventKind, RunFinished, RunStarted, StepFinished, StepStarted
 from bcd.journal import INTERRUPTED, JournalWriteError, RunJournal, RunRecord, StepRecord
-from bcd.model import Event, RunKind, RunResult, SiteState
+from bcd.model import RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.runbooks import orphans
 from bcd.runbooks.render import mask, render
@@ -200,8 +201,8 @@ class Runner:
             self.stats.runs[(record.service, record.runbook, _trigger(record.trigger), "interrupted")] += 1
             reason = "; ".join(["interrupted: the daemon stopped during this run", *notes.values()])
             self.hooks.emit(
-                Event("run_finished", now, record.service, None, reason,
-                      {"run_id": record.id, "result": "interrupted", "run_kind": record.kind}),
+                Event(EventKind.RUN_FINISHED, now, record.service, None, reason,
+                      RunFinished(record.id, RunResult.INTERRUPTED.value, record.kind.value)),
                 run_id=record.id, result="interrupted",
             )
         return stale
@@ -213,20 +214,20 @@ class Runner:
             raise RunConflict(f"run {self.active[request.service].id} of {request.service} is in progress")
         now = self.clock()
         record = RunRecord(
-            0, request.service, request.runbook_name, str(request.kind), request.trigger, request.reason,
-            request.from_site, request.to_site, request.dry_run, request.forced, request.evidence, now, None,
-            str(RunResult.RUNNING), "", None, request.detected_at, None,
+            id=0, service=request.service, runbook=request.runbook_name, kind=request.kind, trigger=request.trigger,
+            reason=request.reason, from_site=request.from_site, to_site=request.to_site, dry_run=request.dry_run,
+            forced=request.forced, evidence=request.evidence, started=now, ended=None, result=RunResult.RUNNING,
+            detail="", acknowledged_by=None, detected_at=request.detected_at, verified_at=None,
         )
         run = ActiveRun(request, self.journal.create(record), now)
         self.active[request.service] = run
         if request.detected_at is not None and request.kind is RunKind.FAILOVER and not request.dry_run:
             self.stats.detection[request.service] = max(0.0, now - request.detected_at)
         self.hooks.emit(
-            Event("run_started", now, request.service, None, request.reason, {
-                "run_id": run.id, "run_kind": str(request.kind), "runbook": request.runbook_name,
-                "from": request.from_site, "to": request.to_site, "trigger": request.trigger,
-                "dry_run": request.dry_run, "forced": request.forced,
-            }),
+            Event(EventKind.RUN_STARTED, now, request.service, None, request.reason, RunStarted(
+                run.id, str(request.kind), request.runbook_name, request.from_site, request.to_site,
+                request.trigger, request.dry_run, request.forced,
+            )),
             run_id=run.id, kind=str(request.kind), to_site=request.to_site, trigger=request.trigger,
             dry_run=request.dry_run, forced=request.forced,
         )
@@ -319,7 +320,7 @@ class Runner:
         self.journal.step_started(StepRecord(
             run.id, seq, phase, step.name, step.kind, mask(rendered, self.secrets), started, None, 0, outcome_word, ""
         ))
-        self._step_event("step_started", run, step, seq=seq, phase=phase, data={"inputs": mask(rendered, self.secrets)})
+        self._step_event(run, StepStarted(run.id, seq, step.name, step.kind, phase, mask(rendered, self.secrets)))
         if request.dry_run:
             self.journal.step_finished(run.id, seq, ended=started, attempts=0, outcome="dry_run", output="")
             return True
@@ -348,8 +349,8 @@ class Runner:
             self.stats.step_durations.setdefault(
                 (request.service, request.runbook_name, step.name), Histogram(STEP_BUCKETS)
             ).observe(ended - started)
-            self._step_event("step_finished", run, step, seq=seq, phase=phase,
-                             data={"outcome": outcome, "output": mask(output[:500], self.secrets)})
+            self._step_event(run, StepFinished(run.id, seq, step.name, step.kind, phase, outcome,
+                                               mask(output[:500], self.secrets)))
         return ok
 
     async def _attempts(
@@ -395,10 +396,10 @@ class Runner:
     async def _wait_approval(self, run: ActiveRun, prompt: str, limit: float) -> str:
         run.approval = asyncio.get_running_loop().create_future()
         run.waiting_step = prompt or run.step_name or f"step {run.seq}"
-        self.journal.set_result(run.id, str(RunResult.WAITING_APPROVAL))
+        self.journal.set_result(run.id, RunResult.WAITING_APPROVAL)
         self.hooks.emit(
-            Event("approval_waiting", self.clock(), run.request.service, None, f"run {run.id} waits for approval",
-                  {"run_id": run.id, "step": run.waiting_step, "timeout": limit}),
+            Event(EventKind.APPROVAL_WAITING, self.clock(), run.request.service, None,
+                  f"run {run.id} waits for approval", ApprovalWaiting(run.id, run.waiting_step, limit)),
             run_id=run.id,
         )
         self.hooks.run_changed(run.request.service)
@@ -410,7 +411,7 @@ class Runner:
         finally:
             run.approval = None
             run.waiting_step = ""
-            self.journal.set_result(run.id, str(RunResult.RUNNING))
+            self.journal.set_result(run.id, RunResult.RUNNING)
             self.hooks.run_changed(run.request.service)
 
     def _variables(self, run: ActiveRun) -> dict[str, str]:
@@ -421,12 +422,12 @@ class Runner:
             "fence_token": str(request.fence.token if request.fence is not None else run.id),
         }
 
-    def _step_event(self, kind: str, run: ActiveRun, step: Step, *, seq: int, phase: str, data: dict[str, Any]) -> None:
+    def _step_event(self, run: ActiveRun, step: StepStarted | StepFinished) -> None:
+        logged = {"outcome": step.outcome, "output": step.output} if isinstance(step, StepFinished) else {}
+        kind = EventKind.STEP_FINISHED if isinstance(step, StepFinished) else EventKind.STEP_STARTED
         self.hooks.emit(
-            Event(kind, self.clock(), run.request.service, None, f"run {run.id} step {seq} {step.name!r}",
-                  {"run_id": run.id, "seq": seq, "step": step.name, "step_kind": step.kind, "phase": phase, **data}),
-            run_id=run.id, seq=seq, step=step.name, phase=phase,
-            **{key: value for key, value in data.items() if key != "inputs"},
+            Event(kind, self.clock(), run.request.service, None, f"run {run.id} step {step.seq} {step.step!r}", step),
+            run_id=step.run_id, seq=step.seq, step=step.step, phase=step.phase, **logged,
         )
 
     def _finish(self, run: ActiveRun, result: RunResult, detail: str) -> None:
@@ -435,7 +436,7 @@ class Runner:
         succeeded = result is RunResult.SUCCEEDED
         verified = run.verified_at or (now if succeeded and self.hooks.site_state(
             request.service, request.to_site) is SiteState.UP else None)
-        self.journal.finish(run.id, str(result), now, detail, verified if succeeded else None)
+        self.journal.finish(run.id, result, now, detail, verified if succeeded else None)
         self.active.pop(request.service, None)
         self.stats.runs[(request.service, request.runbook_name, _trigger(request.trigger), str(result))] += 1
         self.stats.durations.setdefault((request.service, request.runbook_name), Histogram(DURATION_BUCKETS)).observe(
@@ -446,8 +447,8 @@ class Runner:
                 self.stats.total[request.service] = max(0.0, verified - request.detected_at)
             self.hooks.run_succeeded(request.service, request.to_site, run.id)
         self.hooks.emit(
-            Event("run_finished", now, request.service, None, detail,
-                  {"run_id": run.id, "result": str(result), "run_kind": str(request.kind), "to": request.to_site}),
+            Event(EventKind.RUN_FINISHED, now, request.service, None, detail,
+                  RunFinished(run.id, str(result), str(request.kind), request.to_site)),
             run_id=run.id, result=str(result), detail=detail,
         )
         self.hooks.run_changed(request.service)

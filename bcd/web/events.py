@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bcd.model import Event
+from bcd.events import Event
 from bcd.view import EstateView
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT
@@ -60,7 +60,7 @@ async def list_events(request: web.Request) -> web.Response:
     else:
         events = estate.events(after=since, service=service, limit=limit)
     return web.json_response({
-        "events": [event.to_dict() for event in events],
+        "events": [event.to_json() for event in events],
         "next": events[-1].id if events else since,
     })
 
@@ -69,8 +69,8 @@ def sse(event: Event) -> bytes:
     """One SSE message; an event not journaled yet (id null) has no `id:` line, so a client's Last-Event-ID
     stays at the last journaled event and a reconnect replays from there."""
     if event.id is None:
-        return f"event: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n".encode()
-    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.to_dict())}\n\n".encode()
+        return f"event: {event.kind}\ndata: {json.dumps(event.to_json())}\n\n".encode()
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {json.dumps(event.to_json())}\n\n".encode()
 
 
 @handler

@@ -98,7 +98,7 @@ def collect(estate: EstateView, readable: bool) -> PageData:
             if record.result in IN_PROGRESS:
                 run["steps"] = [step.to_dict() for step in estate.run_steps(record.id)]
             runs.append(run)
-        events = [event.to_dict() for event in reversed(estate.last_events(EVENTS_SHOWN))]
+        events = [event.to_json() for event in reversed(estate.last_events(EVENTS_SHOWN))]
     return PageData(
         instance=config.instance,
         sites={name: site.description for name, site in config.sites.items()},

@@ -86,7 +86,7 @@ class Kit:
 
     async def wait_step_started(self, run: ActiveRun, name: str) -> None:
         await self.hooks.wait_event(
-            lambda e: e.kind == "step_started" and e.data["run_id"] == run.id and e.data["step"] == name
+            lambda e: e.kind == "step_started" and e.to_json()["run_id"] == run.id and e.to_json()["step"] == name
         )
 
 

@@ -26,8 +26,8 @@ from structlog.testing import capture_logs
 from bcd.bus import Bus, Subscription
 from bcd.config import Config, parse
 from bcd.engine import Engine
+from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal
-from bcd.model import Event
 from bcd.mqtt.output import Backoff, MqttOutput
 from bcd.operations import Operations
 from bcd.view import EngineView
@@ -409,7 +409,8 @@ async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def emit(engine: Engine, reason: str) -> None:
-    engine.emit(Event("test_event", time.time(), None, None, reason))
+    now = time.time()
+    engine.emit(Event(EventKind.JOURNAL_GAP, now, None, None, reason, JournalGap(0, now, now)))
 
 
 async def test_buffered_while_away_newest_kept_then_flushed_in_order_after_new_settings(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from bcd.bus import Bus
-from bcd.model import Event
+from bcd.events import Event, EventKind, SiteTransition
 
 
 def event(n: int) -> Event:
-    return Event("test", float(n), "svc", None, f"event {n}")
+    return Event(EventKind.SITE_TRANSITION, float(n), "svc", "a", f"event {n}", SiteTransition("up", "down"))
 
 
 async def test_every_subscriber_gets_every_event_in_order() -> None:

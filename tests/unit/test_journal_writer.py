@@ -12,9 +12,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from bcd.bus import Bus
+from bcd.events import Event, EventKind, SiteTransition, payload_json
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
 from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalCollector, JournalWriter
-from bcd.model import Event
+from bcd.model import RunResult
 from tests.helpers.sqlite_full import BIG, FullJournal
 
 
@@ -47,7 +48,8 @@ class FakeTimers:
 
 
 def event(n: int, reason: str = "") -> Event:
-    return Event("site_transition", float(n), "payroll", "dorset", reason or f"change {n}")
+    return Event(EventKind.SITE_TRANSITION, float(n), "payroll", "dorset", reason or f"change {n}",
+                 SiteTransition("up", "down"))
 
 
 @pytest.fixture
@@ -127,7 +129,7 @@ def test_beyond_the_bound_the_newest_events_are_dropped_counted_and_recorded_as_
     events = journal.events()
     assert [e.kind for e in events] == ["site_transition"] * 3 + ["journal_gap"]
     assert [e.at for e in events[:3]] == [1.0, 2.0, 3.0]  # the oldest are kept, in order
-    assert events[3].data == {"dropped": 2, "from": 4.0, "to": 5.0}
+    assert payload_json(events[3].data) == {"dropped": 2, "from": 4.0, "to": 5.0}
     assert events[3].reason.startswith("2 events from 1970-01-01T00:00:04Z to 1970-01-01T00:00:05Z were not journaled")
     assert writer.dropped == 2  # a counter: it stays
 
@@ -166,7 +168,7 @@ def test_a_run_or_step_is_refused_when_it_cannot_be_journaled_and_what_ended_is_
     assert writer.refusal() is not None and writer.write_errors == 2
     # what already happened is kept, in order, and written first when the journal can be written again
     runs.step_finished(run_id, 1, ended=4.0, attempts=1, outcome="succeeded", output=BIG)
-    runs.finish(run_id, "failed", 5.0, "step 2 'start' did not run")
+    runs.finish(run_id, RunResult.FAILED, 5.0, "step 2 'start' did not run")
     flushed(writer, timers, event(6))
     assert writer.queued == 3
     assert [r.result for r in runs.recent()] == ["running"]

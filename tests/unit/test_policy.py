@@ -21,6 +21,7 @@ from bcd.policy import (
     Request,
     RunInfo,
     Snapshot,
+    TransferMode,
     TransferRule,
     Verdict,
     check_request,
@@ -51,7 +52,7 @@ def site(name: str, state: SiteState, *, base: SiteState | None = None, since: f
 
 
 def transfer_rule(mode: str = "auto", cooldown: float = 1800.0, runbook: str = "move") -> TransferRule:
-    return TransferRule(runbook, mode, cooldown)
+    return TransferRule(runbook, TransferMode(mode), cooldown)
 
 
 def snap(*states: SiteState, names: tuple[str, ...] = ("dorset", "hampshire", "kent"), **fields: Any) -> Snapshot:

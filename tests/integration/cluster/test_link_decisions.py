@@ -137,7 +137,7 @@ async def member(tmp_path: Path, etcd_cluster: EtcdCluster, request: pytest.Fixt
 
 
 def status(guard: str | None) -> Callable[[Event], bool]:
-    return lambda event: event.kind == "service_status" and event.data.get("guard") == guard
+    return lambda event: event.kind == "service_status" and event.to_json().get("guard") == guard
 
 
 async def test_a_view_changed_between_the_decision_and_the_lock_stops_the_run(member: Member) -> None:
@@ -179,15 +179,15 @@ async def test_unchanged_views_run_and_the_holder_prunes_old_records(member: Mem
 
     started = await member.event(lambda event: event.kind == "run_started")
     (lock,) = member.coordinator.granted
-    finished = await member.event(lambda event: event.kind == "run_finished" and event.data.get("run_id")
-                                  == started.data["run_id"])
-    assert finished.data["result"] == "succeeded"
+    finished = await member.event(lambda event: event.kind == "run_finished" and event.to_json().get("run_id")
+                                  == started.to_json()["run_id"])
+    assert finished.to_json()["result"] == "succeeded"
     await wait_for(lambda: not member.link.holds("payroll"))  # final record written, records pruned, released
 
     records = await member.records()
     assert sorted(records) == sorted(f"runs/payroll/{token}" for token in (lock.token, 5, 4))
     assert records[f"runs/payroll/{lock.token}"]["result"] == "succeeded"
-    run = member.engine.runs.get(int(started.data["run_id"]))
+    run = member.engine.runs.get(int(started.to_json()["run_id"]))
     assert run is not None
     assert run.evidence["quorum"]["view_revisions"] == counted  # the views its lock's transaction checked
 
@@ -222,7 +222,7 @@ async def test_a_run_of_another_instance_is_mirrored_with_its_kind(member: Membe
     await member.store.put(f"{member.prefix}runs/payroll/10", b'{"vantage": "hampshire", "token": 10}')
 
     finished = await member.event(lambda event: event.kind == "run_finished")
-    shown = finished.to_dict()  # what the API and the SSE stream send
+    shown = finished.to_json()  # what the API and the SSE stream send
     assert (shown["kind"], shown["run_kind"], shown["remote_run"], shown["result"]) == (
         "run_finished", "failback", "hampshire:9", "succeeded")
     (mirrored,) = member.engine.runs.recent("payroll", 10)  # the malformed record is skipped, not mirrored

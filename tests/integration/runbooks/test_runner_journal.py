@@ -36,7 +36,7 @@ async def test_a_step_that_cannot_be_journaled_never_runs_and_the_runs_end_is_wr
         await run.task
         assert recorder.paths() == ["/first"]  # the second step never ran
         finished = next(e for e in kit.hooks.events if e.kind == "run_finished")
-        assert finished.data["result"] == "failed"
+        assert finished.to_json()["result"] == "failed"
         assert finished.reason.startswith("journal cannot be written: database or disk is full: step 3 'second' "
                                           "did not run, nor any after it")
         assert writer.refusal() is not None

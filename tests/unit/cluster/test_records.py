@@ -86,9 +86,8 @@ def test_a_mirrored_run_finished_event_carries_the_run_kind_as_the_runner_does()
     run = RemoteRun.from_json(json.dumps({**WRITTEN, "result": "succeeded", "ended": 1010.0}).encode())
     record = mirrored(run, "payroll", orphaned=False, now=2000.0)
     event = mirrored_finished(record, run, 2000.0)
-    assert event.data["run_kind"] == "failback"
-    assert event.to_dict()["run_kind"] == "failback"  # not overwritten by the event's own kind
-    assert event.to_dict()["kind"] == "run_finished"
+    assert event.to_json()["run_kind"] == "failback"  # not overwritten by the event's own kind
+    assert event.to_json()["kind"] == "run_finished"
 
 
 def records(*runs: tuple[int, str, str | None]) -> dict[str, RemoteRun | None]:

@@ -320,7 +320,7 @@ async def test_failover_approve_and_the_refusals_of_the_engine(live: Live) -> No
         "cmd-4", "refused: no service named 'library'")
     assert (await live.send(action="approve", run=run_id))[1] == f"accepted: run {run_id} approved"
     finished = await live.event("run_finished")
-    assert finished.data["result"] == "succeeded"
+    assert finished.to_json()["result"] == "succeeded"
     assert live.engine.services["payroll"].active == "hampshire"
     assert (await live.send(action="abort", run=run_id))[1] == f"refused: run {run_id} is not in progress"
     assert metric(live, 'bcd_mqtt_commands_total{result="accepted"}') == 2
