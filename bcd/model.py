@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bcd.events import Event as Event  # noqa: PLC0414 - re-exported while bcd/cluster imports it from here
-
 
 class Result(StrEnum):
     """Outcome of one probe run."""

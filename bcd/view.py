@@ -16,9 +16,10 @@ from typing import Any, Protocol
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
 from bcd.engine import Engine, ServiceView
+from bcd.events import Event
 from bcd.health import SiteHealth
 from bcd.journal import RunRecord, StepRecord
-from bcd.model import Event, Observation, RunKind
+from bcd.model import Observation, RunKind
 from bcd.probes.perfdata import perfdata_entry
 
 __all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceView", "service_json"]

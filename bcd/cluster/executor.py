@@ -19,8 +19,9 @@ from bcd.cluster.records import KEEP_RUNS, ActiveSite, Holder, RemoteRun, RunLed
 from bcd.cluster.views import VIEW_MIN_GAP, PeerView, Views
 from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsChanged, active_key
 from bcd.engine import Engine, RequestRefused
+from bcd.events import Event, EventKind, RunNotStarted
 from bcd.journal import JournalWriteError
-from bcd.model import Event, Guard, RunKind, RunResult
+from bcd.model import Guard, RunKind, RunResult
 from bcd.policy import Quorum, Request, RunInfo, Verdict, Vote
 from bcd.runbooks.runner import ActiveRun, LostLock
 
@@ -337,8 +338,8 @@ class ClusterLink:
     def _views_changed(self, service: str, action: policy.Action, why: str) -> None:
         reason = f"{service}: automatic {action.kind} to {action.to_site} not started: {why}; deciding again"
         log.info("views_changed", service=service, reason=reason)
-        self.engine.emit(Event("views_changed", self.wall_clock(), service, None, reason,
-                               {"run_kind": str(action.kind), "to": action.to_site}), reason=reason)
+        self.engine.emit(Event(EventKind.VIEWS_CHANGED, self.wall_clock(), service, None, reason,
+                               RunNotStarted(str(action.kind), action.to_site)), reason=reason)
 
     async def _ready_to_run(self, service: str, lock: Lock) -> bool:
         """Holding the lock: adopt the cluster's active site, and refuse to run over an orphaned run (marking

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 import structlog
 
+from bcd.events import Event, EventKind, RunFinished
 from bcd.journal import RunRecord
-from bcd.model import Event, RunKind, RunResult
+from bcd.model import RunKind, RunResult
 from bcd.policy import RunInfo
 
 log = structlog.get_logger("bcd.cluster")
@@ -221,22 +222,21 @@ def mirrored(run: RemoteRun, service: str, *, orphaned: bool, now: float) -> Run
     detail = (f"lost_lock: {run.vantage} lost the lock of {service} (token {run.token}) before run {run.name} "
               "finished; no step was re-run") if orphaned else run.detail
     return RunRecord(
-        id=0, service=service, runbook=run.runbook, kind=str(run.kind), trigger=run.trigger,
+        id=0, service=service, runbook=run.runbook, kind=run.kind, trigger=run.trigger,
         reason=f"run {run.name} on {run.vantage}: {run.reason}", from_site=run.from_site, to_site=run.to_site,
         dry_run=run.dry_run, forced=run.forced,
         evidence={"remote_run": run.name, "vantage": run.vantage, "token": run.token,
                   "steps": [step.to_json() for step in run.steps], "quorum": run.evidence},
-        started=run.started or now, ended=now if orphaned else (run.ended or now), result=str(result),
+        started=run.started or now, ended=now if orphaned else (run.ended or now), result=result,
         detail=detail, acknowledged_by=run.acknowledged_by, detected_at=None, verified_at=None,
     )
 
 
 def mirrored_finished(record: RunRecord, run: RemoteRun, at: float) -> Event:
-    """The `run_finished` event of a mirrored run (the same data keys as the runner's own)."""
-    return Event("run_finished", at, record.service, None,
+    """The `run_finished` event of a mirrored run (the runner's own, plus the remote run's name)."""
+    return Event(EventKind.RUN_FINISHED, at, record.service, None,
                  f"run {run.name} on {run.vantage} {record.result}: {record.detail}",
-                 {"run_id": record.id, "result": record.result, "run_kind": record.kind, "to": record.to_site,
-                  "remote_run": run.name})
+                 RunFinished(record.id, record.result.value, record.kind.value, record.to_site, run.name))
 
 
 class RunLedger:

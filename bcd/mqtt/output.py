@@ -38,8 +38,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
+from bcd.events import Event
 from bcd.lazy import lazy_import
-from bcd.model import Event
 from bcd.mqtt.client import connected, refused
 from bcd.mqtt.reader import CommandReader, MqttStats
 from bcd.operations import Operations

@@ -11,8 +11,9 @@ from typing import Any
 
 import aiohttp
 
+from bcd.events import Event
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
-from bcd.model import Event, RunKind, SiteState
+from bcd.model import RunKind, SiteState
 from bcd.runbooks.runner import ActiveRun, Runner, RunRequest
 from bcd.runbooks.specs import Runbook
 

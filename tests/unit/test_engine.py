@@ -17,8 +17,9 @@ from structlog.testing import capture_logs
 from bcd.bus import Bus, Subscription
 from bcd.config import parse
 from bcd.engine import Engine, RequestRefused
+from bcd.events import Event
 from bcd.journal import Journal
-from bcd.model import Event, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState
+from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState
 from bcd.policy import Request
 from bcd.runbooks.runner import Runner
 from tests.helpers import estates
@@ -104,7 +105,7 @@ def test_observations_move_sites_and_the_service_each_with_its_reason(tmp_path: 
         assert status(engine)[::2] == (service_status, service_reason), step
         (transition,) = journaled(engine, "site_transition", after)
         assert (transition.site, transition.reason, transition.at) == (site, site_reason, clock.now)
-        assert transition.to_dict()["to"] == str(site_state)
+        assert transition.to_json()["to"] == str(site_state)
         changes = journaled(engine, "service_status", after)
         assert [change.reason for change in changes] == ([] if step == 1 else [service_reason]), step
 
@@ -260,7 +261,7 @@ class Live:
     async def run_to_end(self, request: Request) -> Event:
         run = await self.engine.submit("payroll", request, "olive", "drill")
         finished = await self.wait("run_finished")
-        assert finished.to_dict()["run_id"] == run.id
+        assert finished.to_json()["run_id"] == run.id
         return finished
 
 
@@ -356,7 +357,7 @@ async def test_a_forced_request_passes_the_guards(live: LiveFactory) -> None:
     estate = await live()
     observe(estate.engine, "hampshire", Result.FAIL, 1000.0)
     finished = await estate.run_to_end(Request(RunKind.FAILOVER, to_site="hampshire", force=True))
-    assert finished.to_dict()["result"] == "succeeded"
+    assert finished.to_json()["result"] == "succeeded"
     (run,) = estate.engine.runs.recent()
     assert (run.forced, run.reason) == (True, "olive: drill (forced)")
 
@@ -367,10 +368,10 @@ async def test_a_successful_run_makes_its_target_active_and_the_journal_keeps_it
     estate = await live()
     await both_up(estate)
     finished = await estate.run_to_end(Request(RunKind.FAILOVER))
-    assert finished.to_dict()["result"] == "succeeded"
+    assert finished.to_json()["result"] == "succeeded"
     assert estate.engine.services["payroll"].active == "hampshire"
     (changed,) = journaled(estate.engine, "active_changed")
-    assert (changed.site, changed.reason) == ("hampshire", f"run {finished.to_dict()['run_id']} made hampshire active")
+    assert (changed.site, changed.reason) == ("hampshire", f"run {finished.to_json()['run_id']} made hampshire active")
     (saved,) = [row for row in estate.engine.journal.services() if row.service == "payroll"]
     assert saved.active == "hampshire"
     again = make_engine(tmp_path, Clock(9000.0))  # a restarted daemon: the config still says dorset
@@ -381,8 +382,8 @@ async def test_a_failed_run_blocks_its_service_until_acknowledged(live: LiveFact
     estate = await live(step=FALSE)
     await both_up(estate)
     finished = await estate.run_to_end(Request(RunKind.FAILOVER))
-    run_id = finished.to_dict()["run_id"]
-    assert finished.to_dict()["result"] == "failed"
+    run_id = finished.to_json()["run_id"]
+    assert finished.to_json()["result"] == "failed"
     view_status, guard, reason = status(estate.engine)
     assert (view_status, guard) == (ServiceStatus.BLOCKED, Guard.RUN_FAILED), reason
     with pytest.raises(RequestRefused, match=rf"run {run_id} of payroll needs acknowledging first \(bcd ack\)"):
@@ -393,7 +394,7 @@ async def test_a_failed_run_blocks_its_service_until_acknowledged(live: LiveFact
     assert acknowledged.reason == "olive: looked at it"
     assert status(estate.engine)[:2] == (ServiceStatus.OK, None)
     await estate.engine.submit("payroll", Request(RunKind.FAILOVER), "olive", "again")  # accepted now
-    assert (await estate.wait("run_started")).to_dict()["trigger"] == "olive"
+    assert (await estate.wait("run_started")).to_json()["trigger"] == "olive"
 
 
 async def test_an_automatic_failover_starts_when_the_active_site_goes_down(live: LiveFactory) -> None:
@@ -401,8 +402,8 @@ async def test_an_automatic_failover_starts_when_the_active_site_goes_down(live:
     await both_up(estate)
     observe(estate.engine, "dorset", Result.FAIL, 1010.0)
     started = await estate.wait("run_started")
-    assert (started.to_dict()["trigger"], started.to_dict()["to"]) == ("auto", "hampshire")
-    assert (await estate.wait("run_finished")).to_dict()["result"] == "succeeded"
+    assert (started.to_json()["trigger"], started.to_json()["to"]) == ("auto", "hampshire")
+    assert (await estate.wait("run_finished")).to_json()["result"] == "succeeded"
     assert estate.engine.services["payroll"].active == "hampshire"
 
 
@@ -427,7 +428,7 @@ async def test_an_automatic_failover_held_by_the_cooldown_starts_on_the_tick_aft
     estate = await live(mode="auto", cooldown="1h")
     await both_up(estate)
     observe(estate.engine, "dorset", Result.FAIL, 1000.0)  # failed over to hampshire, ended at 1000
-    assert (await estate.wait("run_finished")).to_dict()["result"] == "succeeded"
+    assert (await estate.wait("run_finished")).to_json()["result"] == "succeeded"
     observe(estate.engine, "dorset", Result.OK, 1000.0)
     estate.clock.now = 1600.0
     observe(estate.engine, "hampshire", Result.FAIL, 1600.0)
@@ -441,4 +442,4 @@ async def test_an_automatic_failover_held_by_the_cooldown_starts_on_the_tick_aft
     estate.clock.now = 4600.0
     estate.engine.tick()
     started = await estate.wait("run_started")
-    assert (started.to_dict()["trigger"], started.to_dict()["to"], started.at) == ("auto", "dorset", 4600.0)
+    assert (started.to_json()["trigger"], started.to_json()["to"], started.at) == ("auto", "dorset", 4600.0)

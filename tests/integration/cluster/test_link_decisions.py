@@ -28,8 +28,9 @@ from bcd.config import parse
 from bcd.coordination import EtcdCoordinator, Lock
 from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
+from bcd.events import Event
 from bcd.journal import Journal
-from bcd.model import Event, Observation, ProbeKey, Result
+from bcd.model import Observation, ProbeKey, Result
 from bcd.runbooks.runner import Runner
 from tests.helpers import estates
 from tests.helpers.etcd import EtcdCluster, wait_for

@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from bcd.bus import Bus
 from bcd.config import MqttSettings, parse
 from bcd.engine import Engine
+from bcd.events import Event
 from bcd.journal import Journal
 from bcd.json_nesting import too_nested
-from bcd.model import Event, Observation, ProbeKey, Result
+from bcd.model import Observation, ProbeKey, Result
 from bcd.mqtt.commands import (
     MAX_BRACKETS,
     MAX_COMMAND_BYTES,

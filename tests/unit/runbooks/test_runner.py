@@ -178,7 +178,7 @@ async def test_a_failed_step_aborts_and_rolls_back_unless_it_may_continue(
 async def test_an_approved_run_goes_on(kit: Kit) -> None:
     run = kit.start({"steps": [{"name": "ok?", "approval": {"timeout": "1h", "prompt": "move payroll?"}}, TRUE]})
     waiting = await kit.hooks.wait_event(lambda e: e.kind == "approval_waiting")
-    assert (waiting.reason, waiting.to_dict()["step"]) == (f"run {run.id} waits for approval", "move payroll?")
+    assert (waiting.reason, waiting.to_json()["step"]) == (f"run {run.id} waits for approval", "move payroll?")
     info = kit.runner.running("payroll")
     assert info is not None and (info.waiting_approval, info.step) == (True, "move payroll?")
     assert kit.journal.get(run.id).result == "waiting_approval"  # type: ignore[union-attr]
@@ -249,7 +249,7 @@ async def test_recover_marks_what_a_dead_daemon_left_unfinished_interrupted(kit:
     assert [(step.name, step.outcome) for step in steps] == [("hold", "interrupted")]
     assert kit.finished(ended.id)[0].result == "succeeded"  # a finished run is left as it was
     (event,) = kit.hooks.events
-    assert (event.kind, event.reason, event.to_dict()["result"]) == (
+    assert (event.kind, event.reason, event.to_json()["result"]) == (
         "run_finished", "interrupted: the daemon stopped during this run", "interrupted")
     unacknowledged = kit.journal.unacknowledged("payroll")
     assert unacknowledged is not None and unacknowledged.id == crashed.id  # a human looks before anything runs
@@ -276,4 +276,4 @@ async def test_a_dry_run_journals_each_step_rendered_and_masked_and_runs_none(ki
     assert steps[1].inputs["headers"] == {"Authorization": "***"}
     assert recorder.requests == []
     assert kit.hooks.succeeded == []  # a dry run moves nothing
-    assert secret not in repr([step.to_dict() for step in steps]) + repr([e.to_dict() for e in kit.hooks.events])
+    assert secret not in repr([step.to_dict() for step in steps]) + repr([e.to_json() for e in kit.hooks.events])
