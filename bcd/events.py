@@ -233,13 +233,11 @@ class Event:
     id: int | None
 
     def __init__(self, kind: EventKind | str, at: float, service: str | None, site: str | None, reason: str,  # noqa: PLR0917
-                 data: Payload | Mapping[str, object], id: int | None = None) -> None:
-        """`kind` and `data` as an EventKind and its payload type (TypeError when they do not match). A plain
-        string and dict are read as their JSON form: the untyped path, kept while bcd/cluster uses it."""
+                 data: Payload, id: int | None = None) -> None:
+        """`kind` and `data` as an EventKind and its payload type (TypeError when they do not match; a kind's
+        name as a string is taken, ValueError when no kind has it)."""
         kind = EventKind(kind)
-        if isinstance(data, Mapping):
-            data = payload_from_json(kind, data)
-        elif type(data) is not PAYLOADS[kind]:
+        if type(data) is not PAYLOADS[kind]:
             raise TypeError(f"a {kind} event carries a {PAYLOADS[kind].__name__}, not a {type(data).__name__}")
         for name, value in (("kind", kind), ("at", at), ("service", service), ("site", site), ("reason", reason),
                             ("data", data), ("id", id)):

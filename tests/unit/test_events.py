@@ -97,9 +97,10 @@ def test_an_optional_field_is_left_out_while_none_and_a_nullable_one_shown_as_nu
 
 
 def test_a_mirrored_run_keeps_its_run_kind_in_the_json_form() -> None:
-    # bcd/cluster.py builds its run_finished from a dict with `kind`; the API and SSE used to lose it
-    mirrored = Event("run_finished", 1.0, "payroll", None, "run run-1a on hampshire succeeded: done",
-                     {"run_id": 9, "result": "succeeded", "kind": "failover", "to": "hampshire", "remote_run": "run-1a"})
+    # the cluster's mirror once built its run_finished from a dict with `kind`; the API and SSE used to lose it
+    payload = payload_from_json(EventKind.RUN_FINISHED, {"run_id": 9, "result": "succeeded", "kind": "failover",
+                                                         "to": "hampshire", "remote_run": "run-1a"})
+    mirrored = Event(EventKind.RUN_FINISHED, 1.0, "payroll", None, "run run-1a on hampshire succeeded: done", payload)
     assert mirrored.data == events.RunFinished(9, "succeeded", "failover", "hampshire", "run-1a")
     assert (mirrored.to_json()["kind"], mirrored.to_json()["run_kind"]) == ("run_finished", "failover")
 
