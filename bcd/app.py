@@ -25,19 +25,27 @@ from bcd import config as config_module
 from bcd import heap, systemd
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
-from bcd.cluster import ClusterCollector, ClusterLink
+from bcd.cluster import ClusterLink
 from bcd.config import Config, ConfigError, ProbeConfig
 from bcd.coordination import EtcdCoordinator
 from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
 from bcd.journal import Journal
-from bcd.journal_writer import JournalCollector
 from bcd.model import Observation, ProbeKey, ServiceStatus
-from bcd.mqtt.output import MqttCollector, MqttOutput
+from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
-from bcd.outputs.alerts.sender import AlertCollector, AlertSender
-from bcd.outputs.metrics import Metrics, RunnerCollector
-from bcd.outputs.shortages import ShortageCollector, Shortages
+from bcd.outputs.alerts.sender import AlertSender
+from bcd.outputs.metrics import (
+    AlertCollector,
+    ClusterCollector,
+    HttpCollector,
+    JournalCollector,
+    Metrics,
+    MqttCollector,
+    RunnerCollector,
+    ShortageCollector,
+)
+from bcd.outputs.shortages import Shortages
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
@@ -46,7 +54,7 @@ from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
 from bcd.view import EngineView
 from bcd.web import listen
 from bcd.web.context import WebContext
-from bcd.web.limits import HttpCollector, LimitedSite, connection_stats
+from bcd.web.limits import LimitedSite, connection_stats
 from bcd.web.server import build_app
 
 log = structlog.get_logger("bcd.app")
@@ -189,7 +197,7 @@ class Daemon:
         self.cluster = ClusterLink(coordinator, self.engine, vantage=self.config.vantage, quorum=cluster.quorum,
                                    lease_ttl=cluster.lease_ttl, call_timeout=cluster.call_timeout)
         self.engine.attach_cluster(self.cluster)
-        self.metrics.register(ClusterCollector(self.cluster))
+        self.metrics.register(ClusterCollector(self.cluster, self.view))
         await self.cluster.start()
         log.info("cluster_member", cluster=cluster.name, vantage=self.config.vantage, endpoints=etcd.endpoints,
                  quorum=cluster.quorum, lease_ttl=cluster.lease_ttl)

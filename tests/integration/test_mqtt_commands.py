@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bcd.mqtt.output import MqttCollector
+from bcd.outputs.metrics import MqttCollector
 from tests.helpers import Broker, free_port, start_mosquitto, stop_process
 from tests.integration.test_mqtt import (
     KEY,

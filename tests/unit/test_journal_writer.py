@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from bcd.bus import Bus
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
-from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalCollector, JournalWriter
+from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalWriter
 from bcd.model import Event
+from bcd.outputs.metrics import JournalCollector
 from tests.helpers.sqlite_full import BIG, FullJournal
 
 

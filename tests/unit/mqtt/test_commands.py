@@ -35,9 +35,9 @@ from bcd.mqtt.commands import (
     verify,
 )
 from bcd.mqtt.inbox import Reply
-from bcd.mqtt.output import MqttCollector, MqttOutput
+from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
-from bcd.outputs.metrics import Metrics
+from bcd.outputs.metrics import Metrics, MqttCollector
 from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
 from tests.helpers import estates
