@@ -61,6 +61,7 @@ log = structlog.get_logger("bcd.app")
 
 STOP_TIMEOUT = 4.0
 TICK = 1.0
+TRIM_EVERY = 60.0  # seconds: the C heap is trimmed at most this often after scrapes of /metrics
 T = TypeVar("T")
 _PROBE = TypeAdapter(ProbeConfig)  # dumps a probe's config (a pydantic dataclass: no model_dump)
 
@@ -71,6 +72,16 @@ def jobs(config: Config) -> Iterator[Job]:
         spec = json.dumps([_PROBE.dump_python(probe, mode="json"), timing.interval, timing.timeout], sort_keys=True)
         fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).digest()  # kept per probe: keep it small
         yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
+
+
+def load_config(path: str, overrides: dict[str, Any] | None = None) -> Config:
+    """`bcd.config.load` with the garbage collector off, process-wide, for the duration: a load allocates
+    millions of objects, and the collections they would trigger walk them all again and again (twice the time
+    of the load). Also when a reload runs in its thread: a collection then would hold the GIL and stop the
+    event loop too, longer and more often than the load does; the full collection after it (heap.settle)
+    picks up whatever cycles the loop made meanwhile."""
+    with heap.paused():
+        return config_module.load(path, overrides)
 
 
 def raise_open_files_limit() -> int:
@@ -337,11 +348,15 @@ class Daemon:
 
     async def _ticker(self) -> None:
         settled = False
+        trimmed_at, scrapes = -TRIM_EVERY, self.metrics.scrapes
         while True:
             await asyncio.sleep(TICK)
             if not settled and self.scheduler is not None and self.scheduler.all_ran_once():
                 heap.freeze_survivors()
                 settled = True
+            if self.metrics.scrapes != scrapes and time.monotonic() - trimmed_at >= TRIM_EVERY:
+                heap.trim()  # a scrape's pieces were C-heap blocks of up to a few hundred KB: give the pages back
+                trimmed_at, scrapes = time.monotonic(), self.metrics.scrapes
             try:
                 self.engine.tick()
             except Exception:
@@ -383,7 +398,7 @@ class Daemon:
     async def _reload(self) -> bool:
         log.info("reloading", config=self.config_path)
         try:
-            new = await in_daemon_thread(config_module.load, self.config_path, self.overrides)
+            new = await in_daemon_thread(load_config, self.config_path, self.overrides)
         except ConfigError as exc:
             self.metrics.reload.successful = False
             log.error("config_reload_failed", config=self.config_path, errors=[str(i) for i in exc.issues])

@@ -6,6 +6,8 @@ the loop for 100-300 ms every few seconds in the benchmark, far beyond the laten
 So: what exists once the config is loaded, and again once every probe has run, is frozen (never walked
 again; still freed by reference counting when dropped), and full collections are made rare. Cycles still
 die young in the cheap generations; the rare full collection picks up the rest.
+
+Only the composition root (`bcd.app`) calls these: they change the whole process.
 """
 
 from __future__ import annotations

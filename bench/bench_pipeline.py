@@ -33,8 +33,8 @@ from typing import Any
 
 import aiohttp
 
-from bcd.app import Daemon
-from bcd.config import Config, load
+from bcd.app import Daemon, load_config
+from bcd.config import Config
 
 INTERVAL = 10.0
 TARGET_P99 = 0.050
@@ -106,7 +106,7 @@ def estate(probes: int, url: str, state_dir: str, port: int) -> Config:
             out.write(f"  svc{i:05d}:\n    active: dorset\n    sites:\n")
             for site in ("dorset", "hampshire"):
                 out.write(f"      {site}:\n        probes:\n          - {{name: health, http: {{url: '{url}'}}}}\n")
-    return load(path)
+    return load_config(str(path))
 
 
 def free_port() -> int:

@@ -51,6 +51,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(scheduler, self.reload))
         self._estate = estate
+        self.scrapes = 0  # read by the daemon, which trims the C heap after scrapes (bcd.heap)
 
     def register(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -58,6 +59,7 @@ class Metrics:
     def parts(self) -> Iterator[str]:
         """The exposition in pieces of at most CHUNK series each, so that a server can let the event loop
         run between them (probes due during a large scrape then start on time)."""
+        self.scrapes += 1
         self.labels.follow(self._estate)
         runner, estate = render_runner(self._estate, self.labels), render_estate(self._estate, self.labels)
         yield generate_latest(self.registry).decode()
