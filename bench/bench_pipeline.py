@@ -121,20 +121,16 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def running_daemon(config: Config) -> AsyncIterator[tuple[Daemon, list[float]]]:
     daemon = Daemon("<bench>", config)
-    await daemon.start()
-    assert daemon.scheduler is not None
-    samples: list[float] = []
-    record = daemon.scheduler._record_start
+    async with daemon.running() as parts:
+        samples: list[float] = []
+        record = parts.scheduler._record_start
 
-    def record_and_keep(lateness: float) -> None:
-        samples.append(max(lateness, 0.0))  # as the scheduler counts it: a run may start up to 1 ms early
-        record(lateness)
+        def record_and_keep(lateness: float) -> None:
+            samples.append(max(lateness, 0.0))  # as the scheduler counts it: a run may start up to 1 ms early
+            record(lateness)
 
-    daemon.scheduler._record_start = record_and_keep  # type: ignore[method-assign]
-    try:
+        parts.scheduler._record_start = record_and_keep  # type: ignore[method-assign]
         yield daemon, samples
-    finally:
-        await daemon.shutdown()
 
 
 SCRAPER = """
@@ -165,10 +161,10 @@ async def measure_pipeline(probes: int, url: str, warmup: float, window: float) 
         base_rss = rss_mb()
         config = estate(probes, url, state_dir, port)
         async with running_daemon(config) as (daemon, samples):
-            assert daemon.scheduler is not None
+            assert daemon.parts is not None
             await asyncio.sleep(warmup)
             samples.clear()
-            stats = daemon.scheduler.stats
+            stats = daemon.parts.scheduler.stats
             skipped, started = stats.skipped, stats.started
             cpu, wall = time.process_time(), time.monotonic()
             scrapes = await scrape_during(f"http://127.0.0.1:{port}/metrics", window)

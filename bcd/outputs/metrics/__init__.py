@@ -11,7 +11,7 @@ being rendered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
@@ -26,17 +26,18 @@ from bcd.outputs.metrics.families import (
     ReloadState,
     RunFigures,
     RunnerCollector,
+    SchedulerCollector,
     ShortageCollector,
 )
 from bcd.outputs.metrics.text import Labels, ProbeMetrics, escape, labels, render_estate, render_probes, render_runner
-from bcd.scheduler import Scheduler
 from bcd.view import EstateView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 __all__ = [
     "CONTENT_TYPE", "AlertCollector", "ClusterCollector", "DaemonCollector", "HttpCollector", "JournalCollector",
-    "Metrics", "MqttCollector", "ProbeMetrics", "ReloadState", "RunFigures", "RunnerCollector", "ShortageCollector",
+    "Metrics", "MqttCollector", "ProbeMetrics", "ReloadState", "RunFigures", "RunnerCollector", "SchedulerCollector",
+    "ShortageCollector",
     "escape", "labels",
 ]
 
@@ -44,12 +45,12 @@ __all__ = [
 class Metrics:
     """Everything `/metrics` shows."""
 
-    def __init__(self, estate: EstateView, scheduler: Callable[[], Scheduler | None]) -> None:
+    def __init__(self, estate: EstateView) -> None:
         self.probes = ProbeMetrics()
         self.reload = ReloadState()
         self.labels = Labels()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(DaemonCollector(scheduler, self.reload))
+        self.registry.register(DaemonCollector(self.reload))
         self._estate = estate
         self.scrapes = 0  # read by the daemon, which trims the C heap after scrapes (bcd.heap)
 

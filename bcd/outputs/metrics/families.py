@@ -9,7 +9,7 @@ families are rendered by hand in `bcd.outputs.metrics.text`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,8 +40,7 @@ class ReloadState:
 class DaemonCollector(Collector):
     """Daemon-level metrics (low cardinality) through prometheus-client."""
 
-    def __init__(self, scheduler: Callable[[], Scheduler | None], reload: ReloadState) -> None:
-        self._scheduler = scheduler
+    def __init__(self, reload: ReloadState) -> None:
         self._reload = reload
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
@@ -56,9 +55,16 @@ class DaemonCollector(Collector):
             "bcd_config_last_reload_success_timestamp_seconds", "When the config was last loaded successfully.",
             value=self._reload.success_timestamp,
         )
-        scheduler = self._scheduler()
-        if scheduler is not None:
-            yield from _scheduler_families(scheduler)
+
+
+class SchedulerCollector(Collector):
+    """`bcd_scheduler_*`: lateness, runs in flight, probes scheduled, runs skipped."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        return _scheduler_families(self._scheduler)
 
 
 def _scheduler_families(
@@ -117,13 +123,11 @@ class RunFigures(Protocol):
 class RunnerCollector(Collector):
     """Runbook and failover metrics: the figures a recovery-time objective is measured by."""
 
-    def __init__(self, stats: Callable[[], RunFigures | None]) -> None:
+    def __init__(self, stats: RunFigures) -> None:
         self._stats = stats
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        stats = self._stats()
-        if stats is None:
-            return
+        stats = self._stats
         runs = CounterMetricFamily("bcd_runbook_runs", "Runbook runs by result.",
                                    labels=["service", "runbook", "trigger", "result"])
         for key, count in stats.runs.items():
@@ -154,12 +158,12 @@ class MqttCollector(Collector):
     """`bcd_mqtt_*`: rendered only while MQTT is configured. `bcd_mqtt_connected` is 1 while the session
     runs whole: connected, publishing, and reading commands."""
 
-    def __init__(self, output: Callable[[], MqttOutput | None]) -> None:
+    def __init__(self, output: MqttOutput) -> None:
         self._output = output
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        output = self._output()
-        if output is None or output.settings is None:
+        output = self._output
+        if output.settings is None:
             return
         stats = output.stats
         yield GaugeMetricFamily("bcd_mqtt_connected", "Whether bcd is connected to its MQTT broker.",
@@ -211,11 +215,11 @@ class JournalCollector(Collector):
     """`bcd_journal_write_errors_total`, `bcd_journal_queued_entries`, `bcd_journal_dropped_total`,
     `bcd_journal_writable`."""
 
-    def __init__(self, writer: Callable[[], JournalWriter]) -> None:
+    def __init__(self, writer: JournalWriter) -> None:
         self._writer = writer
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        writer = self._writer()
+        writer = self._writer
         yield CounterMetricFamily("bcd_journal_write_errors", "Journal writes that failed (each retry counts).",
                                   value=writer.write_errors)
         yield GaugeMetricFamily("bcd_journal_queued_entries",
