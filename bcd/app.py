@@ -71,7 +71,6 @@ log = structlog.get_logger("bcd.app")
 
 STOP_TIMEOUT = 4.0
 TICK = 1.0
-TRIM_EVERY = 60.0  # seconds: the C heap is trimmed at most this often after scrapes of /metrics
 T = TypeVar("T")
 _PROBE = TypeAdapter(ProbeConfig)  # dumps a probe's config (a pydantic dataclass: no model_dump)
 
@@ -375,15 +374,14 @@ class Daemon:
 
     async def _ticker(self, scheduler: Scheduler) -> None:
         settled = False
-        trimmed_at, scrapes = -TRIM_EVERY, self.metrics.scrapes
+        trims = heap.TrimTimer()
         while True:
             await asyncio.sleep(TICK)
             if not settled and scheduler.all_ran_once():
                 heap.freeze_survivors()
                 settled = True
-            if self.metrics.scrapes != scrapes and time.monotonic() - trimmed_at >= TRIM_EVERY:
-                heap.trim()  # a scrape's pieces were C-heap blocks of up to a few hundred KB: give the pages back
-                trimmed_at, scrapes = time.monotonic(), self.metrics.scrapes
+            if trims.due(self.metrics.scrapes, time.monotonic()):
+                heap.trim()
             try:
                 self.engine.tick()
             except Exception:

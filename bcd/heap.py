@@ -16,7 +16,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 THRESHOLDS = (700, 10, 1000)  # CPython's defaults, but a full collection after 1,000 (not 10) middle ones
 
@@ -53,6 +55,23 @@ def trim() -> None:
     config load are several MB of resident memory for nothing)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+@dataclass(slots=True)
+class TrimTimer:
+    """When to trim after scrapes of /metrics (each leaves C-heap blocks of up to a few hundred KB): at the
+    first look after a scrape, then at most once every `every` seconds while scrapes go on."""
+
+    every: float = 60.0
+    _at: float = -math.inf
+    _scrapes: int = 0
+
+    def due(self, scrapes: int, now: float) -> bool:
+        """`scrapes`: how many there have been so far; `now`: a monotonic clock."""
+        if scrapes == self._scrapes or now - self._at < self.every:
+            return False
+        self._at, self._scrapes = now, scrapes
+        return True
 
 
 @contextlib.contextmanager
