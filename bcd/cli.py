@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bcd import __version__
-from bcd import config as config_module
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
 
@@ -127,8 +126,10 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_or_report(path: str, overrides: dict[str, Any] | None = None) -> Config | None:
     """Load a config, or print every problem as FILE:LINE: path: message and return None."""
+    from bcd.app import load_config  # the daemon's way (garbage collector off while loading); imported late:
+    # it brings aiohttp and the rest, which the client commands do not need
     try:
-        return config_module.load(path, overrides)
+        return load_config(path, overrides)
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)

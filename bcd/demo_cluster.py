@@ -11,6 +11,7 @@ the new active site.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -174,7 +175,7 @@ async def run_cluster_demo(fail_after: float) -> int:
     bcd_logging.setup("warning")
     cluster = EmbeddedEtcd(base, etcd)
     payroll = Payroll()
-    daemons: list[Daemon] = []
+    daemons = contextlib.AsyncExitStack()  # each daemon running, stopped on the way out
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -191,8 +192,7 @@ async def run_cluster_demo(fail_after: float) -> int:
             overrides = {"vantage": vantage, "state_dir": str(base / vantage),
                          "server": {"listen": f"127.0.0.1:{port}"}}
             daemon = Daemon(str(config_path), config_module.load(config_path, overrides), overrides)
-            await daemon.start()
-            daemons.append(daemon)
+            await daemons.enter_async_context(daemon.running())
             tasks.append(loop.create_task(narrate(vantage, daemon)))
         print(banner(base, fail_after, ports), flush=True)
         tasks.append(loop.create_task(story(payroll, fail_after)))
@@ -204,8 +204,7 @@ async def run_cluster_demo(fail_after: float) -> int:
     finally:
         for task in tasks:
             task.cancel()
-        for daemon in daemons:
-            await daemon.shutdown()
+        await daemons.aclose()
         await payroll.stop()
         cluster.stop()
 

@@ -6,6 +6,8 @@ the loop for 100-300 ms every few seconds in the benchmark, far beyond the laten
 So: what exists once the config is loaded, and again once every probe has run, is frozen (never walked
 again; still freed by reference counting when dropped), and full collections are made rare. Cycles still
 die young in the cheap generations; the rare full collection picks up the rest.
+
+Only the composition root (`bcd.app`) calls these: they change the whole process.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 THRESHOLDS = (700, 10, 1000)  # CPython's defaults, but a full collection after 1,000 (not 10) middle ones
 
@@ -51,6 +55,23 @@ def trim() -> None:
     config load are several MB of resident memory for nothing)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+@dataclass(slots=True)
+class TrimTimer:
+    """When to trim after scrapes of /metrics (each leaves C-heap blocks of up to a few hundred KB): at the
+    first look after a scrape, then at most once every `every` seconds while scrapes go on."""
+
+    every: float = 60.0
+    _at: float = -math.inf
+    _scrapes: int = 0
+
+    def due(self, scrapes: int, now: float) -> bool:
+        """`scrapes`: how many there have been so far; `now`: a monotonic clock."""
+        if scrapes == self._scrapes or now - self._at < self.every:
+            return False
+        self._at, self._scrapes = now, scrapes
+        return True
 
 
 @contextlib.contextmanager

@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, JournalGap
@@ -253,23 +251,3 @@ class _Queue:
                      f"{self.dropped} events from {iso8601(first)} to {iso8601(last)} were not journaled: "
                      f"the journal could not be written and {self.limit} events were queued already",
                      JournalGap(self.dropped, first, last))
-
-
-class JournalCollector(Collector):
-    """`bcd_journal_write_errors_total`, `bcd_journal_queued_entries`, `bcd_journal_dropped_total`,
-    `bcd_journal_writable`."""
-
-    def __init__(self, writer: Callable[[], JournalWriter]) -> None:
-        self._writer = writer
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        writer = self._writer()
-        yield CounterMetricFamily("bcd_journal_write_errors", "Journal writes that failed (each retry counts).",
-                                  value=writer.write_errors)
-        yield GaugeMetricFamily("bcd_journal_queued_entries",
-                                "Entries (events, state rows, run records) waiting to be written to the journal.",
-                                value=writer.queued)
-        yield CounterMetricFamily("bcd_journal_dropped", "Events never journaled: the queue was full.",
-                                  value=writer.dropped)
-        yield GaugeMetricFamily("bcd_journal_writable", "1 while the journal can be written, 0 while it cannot.",
-                                value=0 if writer.failing else 1)

@@ -24,6 +24,7 @@ import structlog
 
 from bcd.model import Observation, ProbeKey, ProbeResult, Result
 from bcd.probes.base import Probe, local_shortage
+from bcd.stats import Histogram
 
 log = structlog.get_logger("bcd.scheduler")
 
@@ -51,34 +52,6 @@ class _Entry:
     ticket: int = 0  # of its one valid place in the heap; older places are stale and skipped
     running: bool = False
     runs: int = 0
-
-
-@dataclass(slots=True)
-class Histogram:
-    """Cumulative-bucket histogram kept as plain numbers (cheap on the hot path)."""
-
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.bounds)
-
-    def observe(self, value: float) -> None:
-        self.total += value
-        self.count += 1
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[index] += 1
-                break
-
-    def cumulative(self) -> list[int]:
-        running, out = 0, []
-        for count in self.counts:
-            running += count
-            out.append(running)
-        return out
 
 
 @dataclass(slots=True)

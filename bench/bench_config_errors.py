@@ -63,11 +63,12 @@ CASES = {
 
 def one(case: str, path: Path) -> None:
     """In a fresh process: load the file and print the figures as JSON."""
-    from bcd.config import ConfigError, load
+    from bcd.app import load_config
+    from bcd.config import ConfigError
 
     began, cpu = time.perf_counter(), time.process_time()
     try:
-        load(path)
+        load_config(str(path))
         issues = 0
     except ConfigError as exc:
         issues = len(exc.issues)

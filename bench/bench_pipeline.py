@@ -33,8 +33,8 @@ from typing import Any
 
 import aiohttp
 
-from bcd.app import Daemon
-from bcd.config import Config, load
+from bcd.app import Daemon, load_config
+from bcd.config import Config
 
 INTERVAL = 10.0
 TARGET_P99 = 0.050
@@ -106,7 +106,7 @@ def estate(probes: int, url: str, state_dir: str, port: int) -> Config:
             out.write(f"  svc{i:05d}:\n    active: dorset\n    sites:\n")
             for site in ("dorset", "hampshire"):
                 out.write(f"      {site}:\n        probes:\n          - {{name: health, http: {{url: '{url}'}}}}\n")
-    return load(path)
+    return load_config(str(path))
 
 
 def free_port() -> int:
@@ -121,20 +121,16 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def running_daemon(config: Config) -> AsyncIterator[tuple[Daemon, list[float]]]:
     daemon = Daemon("<bench>", config)
-    await daemon.start()
-    assert daemon.scheduler is not None
-    samples: list[float] = []
-    record = daemon.scheduler._record_start
+    async with daemon.running() as parts:
+        samples: list[float] = []
+        record = parts.scheduler._record_start
 
-    def record_and_keep(lateness: float) -> None:
-        samples.append(max(lateness, 0.0))  # as the scheduler counts it: a run may start up to 1 ms early
-        record(lateness)
+        def record_and_keep(lateness: float) -> None:
+            samples.append(max(lateness, 0.0))  # as the scheduler counts it: a run may start up to 1 ms early
+            record(lateness)
 
-    daemon.scheduler._record_start = record_and_keep  # type: ignore[method-assign]
-    try:
+        parts.scheduler._record_start = record_and_keep  # type: ignore[method-assign]
         yield daemon, samples
-    finally:
-        await daemon.shutdown()
 
 
 SCRAPER = """
@@ -165,10 +161,10 @@ async def measure_pipeline(probes: int, url: str, warmup: float, window: float) 
         base_rss = rss_mb()
         config = estate(probes, url, state_dir, port)
         async with running_daemon(config) as (daemon, samples):
-            assert daemon.scheduler is not None
+            assert daemon.parts is not None
             await asyncio.sleep(warmup)
             samples.clear()
-            stats = daemon.scheduler.stats
+            stats = daemon.parts.scheduler.stats
             skipped, started = stats.skipped, stats.started
             cpu, wall = time.process_time(), time.monotonic()
             scrapes = await scrape_during(f"http://127.0.0.1:{port}/metrics", window)

@@ -30,8 +30,7 @@ of the store), `metrics.py`.
 """
 
 from bcd.cluster.executor import SYNC_EVERY, ClusterLink
-from bcd.cluster.metrics import ClusterCollector
 from bcd.cluster.records import KEEP_RUNS, RemoteRun, prunable
 from bcd.cluster.views import VIEW_MIN_GAP
 
-__all__ = ["KEEP_RUNS", "SYNC_EVERY", "VIEW_MIN_GAP", "ClusterCollector", "ClusterLink", "RemoteRun", "prunable"]
+__all__ = ["KEEP_RUNS", "SYNC_EVERY", "VIEW_MIN_GAP", "ClusterLink", "RemoteRun", "prunable"]

@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from bcd import heap
 from bcd.config.models import Config
 from bcd.config.yaml_data import MAX_BYTES, Document, LimitError
 from bcd.config.yaml_data import load as load_yaml
@@ -74,8 +73,7 @@ def load(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) 
             text = file.read(MAX_BYTES + 1)  # no more: a huge file is refused before it is in memory
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(name, 0, "", f"cannot read: {exc}")]) from None
-    with heap.paused():
-        return parse(text, name, overrides)
+    return parse(text, name, overrides)
 
 
 def issues_at(name: str, text: str | None, data: Any, problems: list[Problem]) -> list[ConfigIssue]:

@@ -25,14 +25,12 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never, wait_random_exponential
 
 from bcd.broker import BrokerLink, broker_link
@@ -411,33 +409,3 @@ def _describe(exc: BaseException | None) -> str:
     text = str(exc) or type(exc).__name__
     cause = exc.__cause__
     return f"{text}: {cause}" if cause is not None and str(cause) not in text else text
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Metrics
-
-
-class MqttCollector(Collector):
-    """`bcd_mqtt_*`: rendered only while MQTT is configured. `bcd_mqtt_connected` is 1 while the session
-    runs whole: connected, publishing, and reading commands."""
-
-    def __init__(self, output: Callable[[], MqttOutput | None]) -> None:
-        self._output = output
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        output = self._output()
-        if output is None or output.settings is None:
-            return
-        stats = output.stats
-        yield GaugeMetricFamily("bcd_mqtt_connected", "Whether bcd is connected to its MQTT broker.",
-                                value=int(stats.connected))
-        yield CounterMetricFamily("bcd_mqtt_dropped_messages", "Events dropped before they could be published.",
-                                  value=output.dropped)
-        yield CounterMetricFamily("bcd_mqtt_published_messages", "Messages published to the broker.",
-                                  value=stats.published)
-        yield CounterMetricFamily("bcd_mqtt_dropped_replies", "Replies to commands dropped, not published.",
-                                  value=output.dropped_replies)
-        commands = CounterMetricFamily("bcd_mqtt_commands", "MQTT commands by result.", labels=["result"])
-        for result in ("accepted", "refused", "dropped"):
-            commands.add_metric([result], stats.commands[result])
-        yield commands

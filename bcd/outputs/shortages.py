@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import structlog
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
 
 from bcd.model import Observation
-from bcd.probes.base import LOCAL_SHORTAGES
 
 log = structlog.get_logger("bcd.probes")
 
@@ -41,19 +38,3 @@ class Shortages:
             log.error("probe_internal_error", reason=reason, service=obs.key.service, site=obs.key.site,
                       probe=obs.key.probe, detail=obs.reason, runs_lost_since_last=self.counts[reason] - count,
                       hint="bcd itself is short of resources: raise LimitNOFILE/memory; health states are kept")
-
-
-class ShortageCollector(Collector):
-    """`bcd_probe_internal_errors_total{reason}`, every known reason shown from the start."""
-
-    def __init__(self, shortages: Shortages) -> None:
-        self._shortages = shortages
-
-    def collect(self) -> Iterable[CounterMetricFamily]:
-        family = CounterMetricFamily("bcd_probe_internal_errors",
-                                     "Probe runs bcd could not make for a local shortage (not the target's fault).",
-                                     labels=["reason"])
-        counts = self._shortages.counts
-        for reason in sorted({*LOCAL_SHORTAGES.values(), *counts}):
-            family.add_metric([reason], counts[reason])
-        yield family

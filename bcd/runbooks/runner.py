@@ -36,7 +36,7 @@ from bcd.runbooks.specs import Runbook, Step
 from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
 from bcd.runbooks.steps.registry import BY_NAME
 from bcd.runbooks.templates import RENDERED
-from bcd.scheduler import Histogram
+from bcd.stats import Histogram
 
 log = structlog.get_logger("bcd.runner")
 

@@ -13,14 +13,11 @@ import asyncio
 import json
 import resource
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
 import structlog
 from aiohttp import web
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from bcd.config import Server
 
@@ -121,21 +118,3 @@ class LimitedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._server = await asyncio.get_running_loop().create_server(_Capped(server, self._stats), sock=self._sock)
-
-
-class HttpCollector(Collector):
-    """`bcd_http_connections` (open now), `bcd_http_connections_limit`, `bcd_http_connections_refused_total`."""
-
-    def __init__(self, runner: web.BaseRunner, stats: ConnectionStats) -> None:
-        self._runner = runner
-        self._stats = stats
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        server = self._runner.server
-        yield GaugeMetricFamily("bcd_http_connections", "Open connections to bcd's HTTP server.",
-                                value=len(server.connections) if server is not None else 0)
-        yield GaugeMetricFamily("bcd_http_connections_limit", "Most connections the HTTP server holds at once.",
-                                value=self._stats.cap)
-        yield CounterMetricFamily("bcd_http_connections_refused",
-                                  "Connections answered 503 and closed because the server was at its limit.",
-                                  value=self._stats.refused)

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from bcd import __version__, heap
+from bcd import __version__
 from bcd.outputs.metrics import CONTENT_TYPE
 from bcd.view import service_json
 from bcd.web import events, openapi, operations, status_page
@@ -46,7 +46,6 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         await response.write(piece.encode())
         await asyncio.sleep(0)  # write() returns at once while the socket takes it: yield anyway
     await response.write_eof()
-    heap.trim()  # the pieces were C-heap blocks of up to a few hundred KB: give the pages back
     return response
 
 

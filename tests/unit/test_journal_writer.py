@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition, payload_json
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
-from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalCollector, JournalWriter
+from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalWriter
 from bcd.model import RunResult
+from bcd.outputs.metrics import JournalCollector
 from tests.helpers.sqlite_full import BIG, FullJournal
 
 
@@ -214,7 +215,7 @@ def test_the_collector_shows_errors_queue_drops_and_writability(journal: Journal
     writer = writer_for(journal, timers, max_events=1)
     FullJournal(journal).fill()
     flushed(writer, timers, event(1, BIG), event(2))
-    samples = {s.name: s.value for family in JournalCollector(lambda: writer).collect() for s in family.samples}
+    samples = {s.name: s.value for family in JournalCollector(writer).collect() for s in family.samples}
     assert samples == {"bcd_journal_write_errors_total": 1, "bcd_journal_queued_entries": 1,
                        "bcd_journal_dropped_total": 1, "bcd_journal_writable": 0}
 

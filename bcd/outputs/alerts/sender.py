@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -14,15 +13,12 @@ from urllib.parse import quote
 
 import aiohttp
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from bcd import __version__
 from bcd.bus import Bus, Subscription
 from bcd.config import Config
 from bcd.health import SiteHealth
 from bcd.outputs.alert_rules import (
-    ALERTNAMES,
     Alert,
     AlertSnapshot,
     Certificate,
@@ -301,34 +297,3 @@ def _log_labels(alert: Alert) -> dict[str, str]:
     names = ("service", "site", "probe", "severity", "guard")
     fields = {key: alert.labels[key] for key in names if key in alert.labels}
     return {**fields, "summary": alert.annotations["summary"]}
-
-
-class AlertCollector(Collector):
-    """`bcd_alerts_firing{alertname}`, `bcd_alert_notifications_total{receiver,result}`, and the drops."""
-
-    def __init__(self, sender: AlertSender) -> None:
-        self._sender = sender
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        sender = self._sender
-        firing = GaugeMetricFamily("bcd_alerts_firing", "Alerts firing now, by alertname.", labels=["alertname"])
-        counts = Counter(alert.name for alert in sender.firing.values())
-        for name in ALERTNAMES:
-            firing.add_metric([name], counts[name])
-        yield firing
-        notifications = CounterMetricFamily(
-            "bcd_alert_notifications", "Deliveries to alert receivers (after retries), by result.",
-            labels=["receiver", "result"],
-        )
-        dropped = CounterMetricFamily(
-            "bcd_alert_notifications_dropped", "Alert changes dropped because a receiver's backlog was full.",
-            labels=["receiver"],
-        )
-        labels = sorted({target.label for target in sender.targets.values()}
-                        | {receiver for receiver, _ in sender.stats.notifications})
-        for label in labels:
-            for result in ("success", "failure"):
-                notifications.add_metric([label, result], sender.stats.notifications[(label, result)])
-            dropped.add_metric([label], sender.stats.dropped[label])
-        yield notifications
-        yield dropped

@@ -36,9 +36,9 @@ from bcd.mqtt.commands import (
     verify,
 )
 from bcd.mqtt.inbox import Reply
-from bcd.mqtt.output import MqttCollector, MqttOutput
+from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
-from bcd.outputs.metrics import Metrics
+from bcd.outputs.metrics import Metrics, MqttCollector
 from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
 from tests.helpers import estates
@@ -289,8 +289,8 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     engine.attach(runner)
     holder: dict[str, Live] = {}
     output = MqttOutput(EngineView(engine), Operations(engine), bus, clock=lambda: holder["live"].clock)
-    metrics = Metrics(EngineView(engine), lambda: None)
-    metrics.register(MqttCollector(lambda: output))
+    metrics = Metrics(EngineView(engine))
+    metrics.register(MqttCollector(output))
     output.settings = config.mqtt  # no connection: handle() is what is under test
     holder["live"] = live = Live(engine, output, runner, metrics)
     for site, result in (("dorset", Result.FAIL), ("hampshire", Result.OK)):

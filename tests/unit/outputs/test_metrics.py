@@ -55,9 +55,9 @@ def observe(engine: Engine, metrics: Metrics, service: str, site: str, probe: st
 def live(tmp_path: Path) -> tuple[Engine, Metrics]:
     engine = Engine(config(tmp_path, LIBRARY), Journal(tmp_path / "bcd.sqlite"), Bus())
     runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-    metrics = Metrics(EngineView(engine), lambda: None)
+    metrics = Metrics(EngineView(engine))
     engine.attach(runner)
-    metrics.register(RunnerCollector(lambda: runner.stats))
+    metrics.register(RunnerCollector(runner.stats))
     observe(engine, metrics, "payroll", "dorset", "health", Result.FAIL)
     observe(engine, metrics, "payroll", "hampshire", "health", Result.OK)
     observe(engine, metrics, "library", "hampshire", "opac", Result.WARN)

@@ -1,36 +1,28 @@
-"""Prometheus metrics, built from the live model at scrape time.
+"""The hand-rendered families: every family with a series per probe, site or service.
 
-Nothing here is registered per label set, so a service or probe removed by a reload simply stops being
-rendered. The per-probe families (tens of thousands of series for a large estate) are rendered directly
-in the text exposition format from plain counters with pre-escaped label strings: prometheus-client's
-generic sample path costs several microseconds a line, which at 20,000 probes blows the scrape budget.
-Daemon-level families go through prometheus-client's registry and its text encoder.
+A large estate has tens of thousands of these series. They are rendered directly in the text exposition
+format from plain counters, through %-templates and label strings escaped once and kept: prometheus-client's
+generic sample path costs several microseconds a line, which at 20,000 probes blows the scrape budget (the
+bench's scrape figures). Everything else goes through prometheus-client (`bcd.outputs.metrics.families`).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
-
-from bcd import __version__
 from bcd.health import SiteHealth
 from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
 from bcd.probes.perfdata import PERFDATA_HELP, Perfdata, samples
-from bcd.scheduler import Histogram, Scheduler
 from bcd.view import EstateView, ServiceView
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RESULTS = (Result.OK, Result.WARN, Result.FAIL)
 SITE_STATES = tuple(SiteState)
 SERVICE_STATUSES = tuple(ServiceStatus)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CHUNK = 250  # items per piece of a scrape: a piece renders in a few ms, the first scrape (labels made) too
 T = TypeVar("T")
 
@@ -285,148 +277,3 @@ def _blocked_line(label: str, guard: str | None) -> str:
 
 def _guard(view: ServiceView) -> str | None:
     return str(view.guard) if view.status is ServiceStatus.BLOCKED and view.guard is not None else None
-
-
-@dataclass(slots=True)
-class ReloadState:
-    successful: bool = True
-    success_timestamp: float = 0.0
-
-
-class DaemonCollector(Collector):
-    """Daemon-level metrics (low cardinality) through prometheus-client."""
-
-    def __init__(self, scheduler: Callable[[], Scheduler | None], reload: ReloadState) -> None:
-        self._scheduler = scheduler
-        self._reload = reload
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        build = GaugeMetricFamily("bcd_build_info", "bcd version.", labels=["version"])
-        build.add_metric([__version__], 1)
-        yield build
-        yield GaugeMetricFamily(
-            "bcd_config_last_reload_successful", "Whether the last config (re)load succeeded.",
-            value=int(self._reload.successful),
-        )
-        yield GaugeMetricFamily(
-            "bcd_config_last_reload_success_timestamp_seconds", "When the config was last loaded successfully.",
-            value=self._reload.success_timestamp,
-        )
-        scheduler = self._scheduler()
-        if scheduler is not None:
-            yield from _scheduler_families(scheduler)
-
-
-def _scheduler_families(
-    scheduler: Scheduler,
-) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-    stats = scheduler.stats
-    lateness = stats.lateness
-    buckets = [(repr(b), c) for b, c in zip(lateness.bounds, lateness.cumulative(), strict=True)]
-    yield HistogramMetricFamily(
-        "bcd_scheduler_lateness_seconds", "How late probe runs started after their due time.",
-        buckets=[*buckets, ("+Inf", lateness.count)], sum_value=lateness.total,
-    )
-    yield GaugeMetricFamily(
-        "bcd_scheduler_probes_in_flight", "Probe runs in progress.", value=scheduler.in_flight
-    )
-    yield GaugeMetricFamily("bcd_scheduler_probes", "Probes scheduled.", value=len(scheduler.keys))
-    yield CounterMetricFamily(
-        "bcd_scheduler_skipped_probes", "Probe runs skipped because the previous run was still going or late.",
-        value=stats.skipped,
-    )
-
-
-class Metrics:
-    """Everything `/metrics` shows."""
-
-    def __init__(self, estate: EstateView, scheduler: Callable[[], Scheduler | None]) -> None:
-        self.probes = ProbeMetrics()
-        self.reload = ReloadState()
-        self.labels = Labels()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(DaemonCollector(scheduler, self.reload))
-        self._estate = estate
-
-    def register(self, collector: Collector) -> None:
-        self.registry.register(collector)
-
-    def parts(self) -> Iterator[str]:
-        """The exposition in pieces of at most CHUNK series each, so that a server can let the event loop
-        run between them (probes due during a large scrape then start on time)."""
-        self.labels.follow(self._estate)
-        runner, estate = render_runner(self._estate, self.labels), render_estate(self._estate, self.labels)
-        yield generate_latest(self.registry).decode()
-        yield from runner
-        yield from estate
-        yield from render_probes(self.probes)
-
-    def render(self) -> bytes:
-        return "".join(self.parts()).encode()
-
-
-def _histogram(name: str, help_text: str, label_names: list[str],
-               items: Iterable[tuple[tuple[str, ...], Histogram]]) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, help_text, labels=label_names)
-    for label_values, h in items:
-        buckets = [(repr(b), c) for b, c in zip(h.bounds, h.cumulative(), strict=True)]
-        family.add_metric(list(label_values), [*buckets, ("+Inf", h.count)], h.total)
-    return family
-
-
-class RunFigures(Protocol):
-    """What the runner counts for /metrics (`bcd.runbooks.runner.RunStats`)."""
-
-    @property
-    def runs(self) -> Mapping[tuple[str, str, str, str], int]: ...  # service, runbook, trigger, result
-
-    @property
-    def durations(self) -> Mapping[tuple[str, str], Histogram]: ...
-
-    @property
-    def step_durations(self) -> Mapping[tuple[str, str, str], Histogram]: ...
-
-    @property
-    def last_failover(self) -> Mapping[str, float]: ...
-
-    @property
-    def detection(self) -> Mapping[str, float]: ...
-
-    @property
-    def total(self) -> Mapping[str, float]: ...
-
-
-class RunnerCollector(Collector):
-    """Runbook and failover metrics: the figures a recovery-time objective is measured by."""
-
-    def __init__(self, stats: Callable[[], RunFigures | None]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        stats = self._stats()
-        if stats is None:
-            return
-        runs = CounterMetricFamily("bcd_runbook_runs", "Runbook runs by result.",
-                                   labels=["service", "runbook", "trigger", "result"])
-        for key, count in stats.runs.items():
-            runs.add_metric(list(key), count)
-        yield runs
-        yield _histogram("bcd_runbook_duration_seconds", "Duration of runbook runs.", ["service", "runbook"],
-                         stats.durations.items())
-        yield _histogram("bcd_runbook_step_duration_seconds", "Duration of runbook steps.",
-                         ["service", "runbook", "step"], stats.step_durations.items())
-        yield from _per_service(
-            ("bcd_failover_last_timestamp_seconds", "When the last successful run ended.", stats.last_failover),
-            ("bcd_failover_detection_seconds", "Last failover: first failing observation to run start.",
-             stats.detection),
-            ("bcd_failover_total_seconds", "Last failover: first failing observation to target verified healthy.",
-             stats.total),
-        )
-
-
-def _per_service(*tables: tuple[str, str, Mapping[str, float]]) -> Iterator[GaugeMetricFamily]:
-    for name, help_text, values in tables:
-        family = GaugeMetricFamily(name, help_text, labels=["service"])
-        for service, value in values.items():
-            family.add_metric([service], value)
-        yield family

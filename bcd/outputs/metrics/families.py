@@ -1,0 +1,338 @@
+"""Every family of /metrics that goes through prometheus-client: the daemon-level ones, low in cardinality.
+
+Each part of the daemon owns its figures (plain numbers it updates as it works: `SchedulerStats`, `RunStats`,
+`MqttStats`, `AlertStats`, the journal writer's counters, `Shortages`, `ConnectionStats`, the cluster link's
+view) and this module alone turns them into families at scrape time. The per-probe, per-site and per-service
+families are rendered by hand in `bcd.outputs.metrics.text`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from bcd import __version__
+from bcd.journal_writer import JournalWriter
+from bcd.model import SiteState
+from bcd.mqtt.output import MqttOutput
+from bcd.outputs.alert_rules import ALERTNAMES
+from bcd.outputs.alerts.sender import AlertSender
+from bcd.outputs.shortages import Shortages
+from bcd.probes.base import LOCAL_SHORTAGES
+from bcd.scheduler import Scheduler
+from bcd.stats import Histogram
+from bcd.view import EstateView
+from bcd.web.limits import ConnectionStats
+
+
+@dataclass(slots=True)
+class ReloadState:
+    successful: bool = True
+    success_timestamp: float = 0.0
+
+
+class DaemonCollector(Collector):
+    """Daemon-level metrics (low cardinality) through prometheus-client."""
+
+    def __init__(self, reload: ReloadState) -> None:
+        self._reload = reload
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        build = GaugeMetricFamily("bcd_build_info", "bcd version.", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        yield GaugeMetricFamily(
+            "bcd_config_last_reload_successful", "Whether the last config (re)load succeeded.",
+            value=int(self._reload.successful),
+        )
+        yield GaugeMetricFamily(
+            "bcd_config_last_reload_success_timestamp_seconds", "When the config was last loaded successfully.",
+            value=self._reload.success_timestamp,
+        )
+
+
+class SchedulerCollector(Collector):
+    """`bcd_scheduler_*`: lateness, runs in flight, probes scheduled, runs skipped."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        return _scheduler_families(self._scheduler)
+
+
+def _scheduler_families(
+    scheduler: Scheduler,
+) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+    stats = scheduler.stats
+    lateness = stats.lateness
+    buckets = [(repr(b), c) for b, c in zip(lateness.bounds, lateness.cumulative(), strict=True)]
+    yield HistogramMetricFamily(
+        "bcd_scheduler_lateness_seconds", "How late probe runs started after their due time.",
+        buckets=[*buckets, ("+Inf", lateness.count)], sum_value=lateness.total,
+    )
+    yield GaugeMetricFamily(
+        "bcd_scheduler_probes_in_flight", "Probe runs in progress.", value=scheduler.in_flight
+    )
+    yield GaugeMetricFamily("bcd_scheduler_probes", "Probes scheduled.", value=len(scheduler.keys))
+    yield CounterMetricFamily(
+        "bcd_scheduler_skipped_probes", "Probe runs skipped because the previous run was still going or late.",
+        value=stats.skipped,
+    )
+
+
+
+
+def _histogram(name: str, help_text: str, label_names: list[str],
+               items: Iterable[tuple[tuple[str, ...], Histogram]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, help_text, labels=label_names)
+    for label_values, h in items:
+        buckets = [(repr(b), c) for b, c in zip(h.bounds, h.cumulative(), strict=True)]
+        family.add_metric(list(label_values), [*buckets, ("+Inf", h.count)], h.total)
+    return family
+
+
+class RunFigures(Protocol):
+    """What the runner counts for /metrics (`bcd.runbooks.runner.RunStats`)."""
+
+    @property
+    def runs(self) -> Mapping[tuple[str, str, str, str], int]: ...  # service, runbook, trigger, result
+
+    @property
+    def durations(self) -> Mapping[tuple[str, str], Histogram]: ...
+
+    @property
+    def step_durations(self) -> Mapping[tuple[str, str, str], Histogram]: ...
+
+    @property
+    def last_failover(self) -> Mapping[str, float]: ...
+
+    @property
+    def detection(self) -> Mapping[str, float]: ...
+
+    @property
+    def total(self) -> Mapping[str, float]: ...
+
+
+class RunnerCollector(Collector):
+    """Runbook and failover metrics: the figures a recovery-time objective is measured by."""
+
+    def __init__(self, stats: RunFigures) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
+        stats = self._stats
+        runs = CounterMetricFamily("bcd_runbook_runs", "Runbook runs by result.",
+                                   labels=["service", "runbook", "trigger", "result"])
+        for key, count in stats.runs.items():
+            runs.add_metric(list(key), count)
+        yield runs
+        yield _histogram("bcd_runbook_duration_seconds", "Duration of runbook runs.", ["service", "runbook"],
+                         stats.durations.items())
+        yield _histogram("bcd_runbook_step_duration_seconds", "Duration of runbook steps.",
+                         ["service", "runbook", "step"], stats.step_durations.items())
+        yield from _per_service(
+            ("bcd_failover_last_timestamp_seconds", "When the last successful run ended.", stats.last_failover),
+            ("bcd_failover_detection_seconds", "Last failover: first failing observation to run start.",
+             stats.detection),
+            ("bcd_failover_total_seconds", "Last failover: first failing observation to target verified healthy.",
+             stats.total),
+        )
+
+
+def _per_service(*tables: tuple[str, str, Mapping[str, float]]) -> Iterator[GaugeMetricFamily]:
+    for name, help_text, values in tables:
+        family = GaugeMetricFamily(name, help_text, labels=["service"])
+        for service, value in values.items():
+            family.add_metric([service], value)
+        yield family
+
+
+class MqttCollector(Collector):
+    """`bcd_mqtt_*`: rendered only while MQTT is configured. `bcd_mqtt_connected` is 1 while the session
+    runs whole: connected, publishing, and reading commands."""
+
+    def __init__(self, output: MqttOutput) -> None:
+        self._output = output
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        output = self._output
+        if output.settings is None:
+            return
+        stats = output.stats
+        yield GaugeMetricFamily("bcd_mqtt_connected", "Whether bcd is connected to its MQTT broker.",
+                                value=int(stats.connected))
+        yield CounterMetricFamily("bcd_mqtt_dropped_messages", "Events dropped before they could be published.",
+                                  value=output.dropped)
+        yield CounterMetricFamily("bcd_mqtt_published_messages", "Messages published to the broker.",
+                                  value=stats.published)
+        yield CounterMetricFamily("bcd_mqtt_dropped_replies", "Replies to commands dropped, not published.",
+                                  value=output.dropped_replies)
+        commands = CounterMetricFamily("bcd_mqtt_commands", "MQTT commands by result.", labels=["result"])
+        for result in ("accepted", "refused", "dropped"):
+            commands.add_metric([result], stats.commands[result])
+        yield commands
+
+
+class AlertCollector(Collector):
+    """`bcd_alerts_firing{alertname}`, `bcd_alert_notifications_total{receiver,result}`, and the drops."""
+
+    def __init__(self, sender: AlertSender) -> None:
+        self._sender = sender
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        sender = self._sender
+        firing = GaugeMetricFamily("bcd_alerts_firing", "Alerts firing now, by alertname.", labels=["alertname"])
+        counts = Counter(alert.name for alert in sender.firing.values())
+        for name in ALERTNAMES:
+            firing.add_metric([name], counts[name])
+        yield firing
+        notifications = CounterMetricFamily(
+            "bcd_alert_notifications", "Deliveries to alert receivers (after retries), by result.",
+            labels=["receiver", "result"],
+        )
+        dropped = CounterMetricFamily(
+            "bcd_alert_notifications_dropped", "Alert changes dropped because a receiver's backlog was full.",
+            labels=["receiver"],
+        )
+        labels = sorted({target.label for target in sender.targets.values()}
+                        | {receiver for receiver, _ in sender.stats.notifications})
+        for label in labels:
+            for result in ("success", "failure"):
+                notifications.add_metric([label, result], sender.stats.notifications[(label, result)])
+            dropped.add_metric([label], sender.stats.dropped[label])
+        yield notifications
+        yield dropped
+
+
+class JournalCollector(Collector):
+    """`bcd_journal_write_errors_total`, `bcd_journal_queued_entries`, `bcd_journal_dropped_total`,
+    `bcd_journal_writable`."""
+
+    def __init__(self, writer: JournalWriter) -> None:
+        self._writer = writer
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        writer = self._writer
+        yield CounterMetricFamily("bcd_journal_write_errors", "Journal writes that failed (each retry counts).",
+                                  value=writer.write_errors)
+        yield GaugeMetricFamily("bcd_journal_queued_entries",
+                                "Entries (events, state rows, run records) waiting to be written to the journal.",
+                                value=writer.queued)
+        yield CounterMetricFamily("bcd_journal_dropped", "Events never journaled: the queue was full.",
+                                  value=writer.dropped)
+        yield GaugeMetricFamily("bcd_journal_writable", "1 while the journal can be written, 0 while it cannot.",
+                                value=0 if writer.failing else 1)
+
+
+class ShortageCollector(Collector):
+    """`bcd_probe_internal_errors_total{reason}`, every known reason shown from the start."""
+
+    def __init__(self, shortages: Shortages) -> None:
+        self._shortages = shortages
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily("bcd_probe_internal_errors",
+                                     "Probe runs bcd could not make for a local shortage (not the target's fault).",
+                                     labels=["reason"])
+        counts = self._shortages.counts
+        for reason in sorted({*LOCAL_SHORTAGES.values(), *counts}):
+            family.add_metric([reason], counts[reason])
+        yield family
+
+
+class HttpCollector(Collector):
+    """`bcd_http_connections` (open now), `bcd_http_connections_limit`, `bcd_http_connections_refused_total`."""
+
+    def __init__(self, runner: web.BaseRunner, stats: ConnectionStats) -> None:
+        self._runner = runner
+        self._stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        server = self._runner.server
+        yield GaugeMetricFamily("bcd_http_connections", "Open connections to bcd's HTTP server.",
+                                value=len(server.connections) if server is not None else 0)
+        yield GaugeMetricFamily("bcd_http_connections_limit", "Most connections the HTTP server holds at once.",
+                                value=self._stats.cap)
+        yield CounterMetricFamily("bcd_http_connections_refused",
+                                  "Connections answered 503 and closed because the server was at its limit.",
+                                  value=self._stats.refused)
+
+
+class Vote(Protocol):
+    @property
+    def state(self) -> SiteState: ...
+
+
+class Peer(Protocol):
+    @property
+    def age(self) -> float: ...
+
+
+class ClusterFigures(Protocol):
+    """What the cluster link shows for /metrics (`bcd.cluster.ClusterLink`)."""
+
+    @property
+    def vantage(self) -> str: ...
+
+    @property
+    def suspect(self) -> bool: ...
+
+    @property
+    def available(self) -> bool: ...
+
+    def peers(self) -> Mapping[str, Peer]: ...
+
+    def votes(self, service: str, site: str) -> Iterable[Vote]: ...
+
+    def holds(self, service: str) -> bool: ...
+
+
+class ClusterCollector(Collector):
+    """bcd_cluster_members, bcd_cluster_coordination_up, bcd_vantage_view_age_seconds, bcd_site_votes,
+    bcd_lock_held."""
+
+    def __init__(self, link: ClusterFigures, estate: EstateView) -> None:
+        self._link = link
+        self._estate = estate
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        link = self._link
+        members = GaugeMetricFamily("bcd_cluster_members", "Live vantages whose view this instance sees.",
+                                    labels=["vantage"])
+        ages = GaugeMetricFamily("bcd_vantage_view_age_seconds", "Seconds since each vantage's view was written.",
+                                 labels=["vantage"])
+        if not link.suspect:
+            members.add_metric([link.vantage], 1)
+            ages.add_metric([link.vantage], 0.0)
+        for vantage, peer in sorted(link.peers().items()):
+            members.add_metric([vantage], 1)
+            ages.add_metric([vantage], peer.age)
+        yield members
+        yield GaugeMetricFamily("bcd_cluster_coordination_up", "Whether coordination (etcd and our lease) is up.",
+                                value=int(link.available))
+        yield ages
+        yield from _cluster_services(link, self._estate)
+
+
+def _cluster_services(link: ClusterFigures, estate: EstateView) -> Iterator[GaugeMetricFamily]:
+    votes = GaugeMetricFamily("bcd_site_votes", "Live vantages seeing the site in each state.",
+                              labels=["service", "site", "state"])
+    held = GaugeMetricFamily("bcd_lock_held", "Whether this instance holds the service's run lock.",
+                             labels=["service"])
+    for name, service in estate.config.services.items():
+        for site in service.sites:
+            counts = dict.fromkeys(SiteState, 0)
+            for vote in link.votes(name, site):
+                counts[vote.state] += 1
+            for state, count in counts.items():
+                votes.add_metric([name, site, str(state)], count)
+        held.add_metric([name], int(link.holds(name)))
+    yield votes
+    yield held

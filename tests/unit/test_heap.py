@@ -1,0 +1,22 @@
+"""The C heap is trimmed after scrapes of /metrics on a timer, not after every scrape."""
+
+from __future__ import annotations
+
+from bcd.heap import TrimTimer
+
+
+def test_the_first_scrape_is_trimmed_at_once_then_at_most_once_a_minute() -> None:
+    timer = TrimTimer(every=60.0)
+    assert not timer.due(0, 1000.0)  # nothing scraped yet
+    assert timer.due(1, 1001.0)  # the first scrape: trimmed at the next look
+    assert not timer.due(1, 1002.0)  # no scrape since
+    assert not timer.due(5, 1030.0)  # scrapes every 10 s: not each one
+    assert not timer.due(6, 1060.9)
+    assert timer.due(6, 1061.0)  # a minute after the last trim
+    assert not timer.due(6, 2000.0)  # scrapes stopped: nothing to give back
+
+
+def test_a_scrape_after_a_quiet_spell_is_trimmed_at_once() -> None:
+    timer = TrimTimer(every=60.0)
+    assert timer.due(1, 10.0)
+    assert timer.due(2, 500.0)
