@@ -306,7 +306,8 @@ class Daemon:
             build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True,
             keepalive_timeout=self.config.server.idle_timeout,  # also closes a connection whose request head lags
         )
-        self._stops.append(runner.cleanup)  # the last part built, the first stopped
+        # built last, stopped last but one: SSE clients see the runner's last events as it stops
+        self._stops.insert(1, runner.cleanup)
         await runner.setup()
         connections = connection_stats(self.config.server)
         while listeners:
