@@ -37,7 +37,10 @@ QUIET_STATUSES = frozenset({ServiceStatus.OK, ServiceStatus.UNKNOWN})
 
 
 @dataclass(frozen=True, slots=True)
-class ServiceView:
+class ServiceState:
+    """A service's status and active site as this instance decides them (a vantage's published view of the sites
+    is another thing: bcd/cluster/views.py)."""
+
     name: str
     status: ServiceStatus
     active: str
@@ -90,7 +93,7 @@ class Engine:
         self.config = config
         self.runner: Runner | None = None
         self.sites: dict[tuple[str, str], SiteHealth] = {}
-        self.services: dict[str, ServiceView] = {}
+        self.services: dict[str, ServiceState] = {}
         self.rules: dict[tuple[str, str], SiteRules] = {}
         self.last: dict[ProbeKey, Observation] = {}
         self.first_failure: dict[tuple[str, str], float] = {}
@@ -126,19 +129,19 @@ class Engine:
         }
         self.last = {key: obs for key, obs in self.last.items() if (key.service, key.site) in self.rules}
         self.transitions = Counter({k: v for k, v in self.transitions.items() if (k[0], k[1]) in self.rules})
-        self.services = {name: self._service_view(name, now) for name in config.services}
+        self.services = {name: self._service_state(name, now) for name in config.services}
         if self.runner is not None:
             self.runner.stats.retain(set(config.services))
             self.runner.stats.declare(_runbooks(config))
         for name in list(self.services):
             self._evaluate(name, now)
 
-    def _service_view(self, name: str, now: float) -> ServiceView:
+    def _service_state(self, name: str, now: float) -> ServiceState:
         service = self.config.services[name]
         known = self.services.get(name)
         if known is not None and known.active in service.sites:
             return known
-        return ServiceView(name, ServiceStatus.UNKNOWN, service.active, now, "starting")
+        return ServiceState(name, ServiceStatus.UNKNOWN, service.active, now, "starting")
 
     def _restore(self) -> None:
         for saved in self.journal.sites():
@@ -148,7 +151,7 @@ class Engine:
                 since=saved.since, reason=saved.reason,
             )
         for service in self.journal.services():
-            self.services[service.service] = ServiceView(
+            self.services[service.service] = ServiceState(
                 service.service, ServiceStatus(service.status), service.active, service.since, service.reason
             )
 
@@ -309,7 +312,7 @@ class Engine:
             if reason != view.reason:
                 self.services[name] = replace(view, reason=reason)
             return
-        self.services[name] = ServiceView(name, status, view.active, now, reason, guard)
+        self.services[name] = ServiceState(name, status, view.active, now, reason, guard)
         self.writer.services[name] = SavedService(name, str(status), view.active, now, reason)
         data = events.ServiceStatusChanged(str(view.status), str(status), view.active, guard and str(guard))
         self.emit(Event(EventKind.SERVICE_STATUS, now, name, None, reason, data),

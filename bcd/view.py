@@ -15,14 +15,14 @@ from typing import Any, Protocol
 
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
-from bcd.engine import Engine, ServiceView
+from bcd.engine import Engine, ServiceState
 from bcd.events import Event
 from bcd.health import SiteHealth
 from bcd.journal import RunRecord, StepRecord
 from bcd.model import Observation, RunKind
 from bcd.probes.perfdata import perfdata_entry
 
-__all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceView", "service_json"]
+__all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceState", "service_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class EstateView(Protocol):
     def config(self) -> Config: ...
 
     @property
-    def services(self) -> Mapping[str, ServiceView]: ...
+    def services(self) -> Mapping[str, ServiceState]: ...
 
     @property
     def sites(self) -> Mapping[tuple[str, str], SiteHealth]: ...
@@ -89,7 +89,7 @@ class EngineView:
         return self._engine.config
 
     @property
-    def services(self) -> Mapping[str, ServiceView]:
+    def services(self) -> Mapping[str, ServiceState]:
         return self._engine.services
 
     @property
@@ -146,7 +146,7 @@ class EngineView:
         return {} if cluster is None else cluster.service_json(service)
 
 
-def service_json(estate: EstateView, view: ServiceView) -> dict[str, Any]:
+def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
     """A service as the API, the status page and MQTT show it: its status, and every site's health and
     last observations (plus every vantage's view in a cluster)."""
     config = estate.config.services[view.name]

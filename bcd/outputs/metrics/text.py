@@ -17,7 +17,7 @@ from typing import TypeVar
 from bcd.health import SiteHealth
 from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState
 from bcd.probes.perfdata import PERFDATA_HELP, Perfdata, samples
-from bcd.view import EstateView, ServiceView
+from bcd.view import EstateView, ServiceState
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RESULTS = (Result.OK, Result.WARN, Result.FAIL)
@@ -237,8 +237,8 @@ def _render_sites(sites: list[tuple[tuple[str, str], SiteHealth]],
         ])
 
 
-def _render_services(services: list[tuple[str, ServiceView]], sites: list[tuple[tuple[str, str], SiteHealth]],
-                     views: dict[str, ServiceView], names: Labels) -> Iterator[str]:
+def _render_services(services: list[tuple[str, ServiceState]], sites: list[tuple[tuple[str, str], SiteHealth]],
+                     views: dict[str, ServiceState], names: Labels) -> Iterator[str]:
     yield _family("bcd_service_status", "gauge", "Status of a service (1 for the current status).")
     width, label = len(SERVICE_STATUSES), names.services
     for part in chunks(services):
@@ -261,7 +261,7 @@ def render_runner(estate: EstateView, names: Labels) -> Iterator[str]:
     return _render_runner(list(estate.services.items()), running, names.services)
 
 
-def _render_runner(services: list[tuple[str, ServiceView]], running: set[str],
+def _render_runner(services: list[tuple[str, ServiceState]], running: set[str],
                    label: dict[str, str]) -> Iterator[str]:
     yield _family("bcd_runbook_running", "gauge", "Whether a runbook of the service is running.")
     for part in chunks(services):
@@ -275,5 +275,5 @@ def _blocked_line(label: str, guard: str | None) -> str:
     return f'bcd_service_blocked{{{label},reason="{guard or "none"}"}} {int(guard is not None)}\n'
 
 
-def _guard(view: ServiceView) -> str | None:
+def _guard(view: ServiceState) -> str | None:
     return str(view.guard) if view.status is ServiceStatus.BLOCKED and view.guard is not None else None
