@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
 from bcd.model import RunKind, RunResult
-from bcd.state_dir import open_database
+from bcd.state_dir import not_writable, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_health (
@@ -69,7 +69,18 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_database(self.path)  # StateDirError if it is corrupt or cannot be written
-        self._db.executescript(SCHEMA)
+        self.create(SCHEMA.split(";"))
+
+    def create(self, statements: Iterable[str]) -> None:
+        """Run schema statements at start. A disk with room for the open's check but not for the schema
+        raises StateDirError (one line, exit 2), not sqlite3's error."""
+        try:
+            for statement in statements:
+                if statement.strip():
+                    self._db.execute(statement)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise not_writable(self.path, exc) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -284,14 +295,11 @@ class RunJournal:
     def __init__(self, journal: Journal, failures: WriteFailures | None = None) -> None:
         self._journal = journal
         self._failures = failures
-        journal.execute("SELECT 1")
-        for statement in RUNS_SCHEMA.split(";"):
-            if statement.strip():
-                journal.execute(statement)
+        journal.create(RUNS_SCHEMA.split(";"))
         for table, column, definition in ADDED_COLUMNS:
             present = {row[1] for row in journal.execute(f"PRAGMA table_info({table})").fetchall()}
             if column not in present:
-                journal.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                journal.create([f"ALTER TABLE {table} ADD COLUMN {column} {definition}"])
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         """A record that must be on disk before what it describes may happen: written now, or JournalWriteError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -22,3 +22,26 @@ def immutable(path: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@contextmanager
+def small_tmpfs(directory: Path, size: str = "2m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `directory`, unmounted at the end (skips the test where mount is refused)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file into `directory` until the filesystem is full; returns it."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as out, suppress(OSError):  # ENOSPC: full
+        while True:
+            out.write(b"\0" * 4096)
+    return filler

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.daemon import free_port
-from tests.helpers.files import immutable
+from tests.helpers.files import fill, immutable, small_tmpfs
 from tests.integration.runbooks.daemon_kit import WAIT, Bcd, Estate, open_estate
 
 EXIT_USAGE = 2
@@ -152,3 +153,18 @@ async def test_an_unwritable_journal_file_is_one_line_and_exit_2(estate: Estate)
         code, lines, _ = await refused(estate, estate.config())
     assert code == EXIT_USAGE
     assert len(lines) == 1 and lines[0].startswith(f"bcd: cannot write {journal} ("), lines
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+@pytest.mark.parametrize("free_kb", [8, 64])
+async def test_a_new_state_dir_on_a_nearly_full_disk_is_one_line_and_exit_2(estate: Estate, free_kb: int) -> None:
+    """Room for the lock and the open's check, not for the schema: this was a traceback."""
+    with small_tmpfs(estate.state_dir.parent / "small", "1m") as disk:
+        filler = fill(disk)
+        os.truncate(filler, filler.stat().st_size - free_kb * 1024)
+        config = estate.config()
+        config["state_dir"] = str(disk / "state")
+        code, lines, _ = await refused(estate, config)
+    assert code == EXIT_USAGE
+    assert len(lines) == 1 and lines[0].startswith(f"bcd: cannot write {disk / 'state' / 'bcd.sqlite'} ("), lines
+    assert no_probe_ran(estate)

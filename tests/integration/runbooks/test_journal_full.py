@@ -9,41 +9,17 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers.files import fill, small_tmpfs
 from tests.helpers.recorder import Recorder
 from tests.helpers.runner_kit import eventually
 from tests.integration.runbooks.daemon_kit import WAIT, Estate
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
-
-
-@contextlib.contextmanager
-def small_tmpfs(directory: Path, size: str = "2m") -> Iterator[Path]:
-    """A tmpfs of `size` mounted on `directory`, unmounted at the end (skips the test where mount is refused)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield directory
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Write a file into `directory` until the filesystem is full; returns it."""
-    filler = directory / "filler"
-    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):  # ENOSPC: full
-        while True:
-            out.write(b"\0" * 4096)
-    return filler
 
 
 def journaled_events(state_dir: Path) -> list[tuple[str, Any, Any, str]]:
