@@ -15,6 +15,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
+from bcd import dependencies
 from bcd.config.mqtt import MqttSettings
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
@@ -164,6 +165,8 @@ class ServiceConfig(TimingOverrides):
     labels: dict[str, str] = Field({}, description="copied onto alerts, MQTT state and API objects")
     failover: Transfer | None = Field(None, description="runbook and mode for moving away from the active site")
     failback: Transfer | None = Field(None, description="runbook and mode for moving back home")
+    depends_on: list[Name] = Field([], description="services this one needs: they move first, and while one of "
+                                                   "them is down at a site it is paged as the root cause")
     sites: Annotated[dict[Name, ServiceSite], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -285,7 +288,7 @@ class Config(Model):
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
         problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
-                    *self._step_commands(), *self._cluster_vantage()]
+                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies()]
         if problems:
             summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
@@ -297,6 +300,17 @@ class Config(Model):
                 if site not in self.sites:
                     loc = ("services", service_name, "sites", site)
                     yield loc, f"site {site!r} is not declared under sites"
+
+    def _dependencies(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        graph = {name: service.depends_on for name, service in self.services.items()}
+        for name, needs in graph.items():
+            unknown = [need for need in needs if need not in graph]
+            if unknown:
+                yield ("services", name, "depends_on"), f"unknown service {', '.join(map(repr, unknown))}"
+        known = {name: [need for need in needs if need in graph] for name, needs in graph.items()}
+        loop = dependencies.cycle(known)
+        if loop is not None:
+            yield ("services", loop[0], "depends_on"), f"dependency cycle: {' -> '.join(loop)}"
 
     def _cluster_vantage(self) -> Iterator[tuple[tuple[str, ...], str]]:
         if self.cluster is not None and self.vantage is None:

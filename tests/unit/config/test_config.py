@@ -547,3 +547,35 @@ def test_read_credential(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     assert read_credential("mqtt-password") == "s3cret"
     with pytest.raises(FileNotFoundError):
         read_credential("absent")
+
+
+def test_dependencies_must_name_services_and_must_not_loop() -> None:
+    probes = "sites: {dorset: {probes: [{name: t, tcp: {host: h, port: 1}}]}}"
+    assert issues_of(
+        f"""\
+        sites:
+          dorset: {{}}
+        services:
+          directory:
+            active: dorset
+            depends_on: [payroll]
+            {probes}
+          sql:
+            active: dorset
+            depends_on: [directory, nosuch]
+            {probes}
+          payroll:
+            active: dorset
+            depends_on:
+              - sql
+            {probes}
+        """
+    ) == [
+        "bcd.yaml:6: services.directory.depends_on: dependency cycle: directory -> payroll -> sql -> directory",
+        "bcd.yaml:10: services.sql.depends_on: unknown service 'nosuch'",
+    ]
+
+
+def test_dependencies_are_kept_in_the_config() -> None:
+    config = one_probe(service={"depends_on": []})
+    assert config.services["payroll"].depends_on == []
