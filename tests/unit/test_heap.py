@@ -20,3 +20,10 @@ def test_a_scrape_after_a_quiet_spell_is_trimmed_at_once() -> None:
     timer = TrimTimer(every=60.0)
     assert timer.due(1, 10.0)
     assert timer.due(2, 500.0)
+
+
+def test_by_default_each_scrape_at_prometheus_intervals_is_trimmed() -> None:
+    timer = TrimTimer()
+    assert timer.due(1, 100.0)
+    assert timer.due(2, 115.0)  # scraped every 15 s: each one
+    assert not timer.due(3, 120.0)  # a burst of scrapes: not each one
