@@ -51,7 +51,17 @@ class Timing:
     fall: int
 
 
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class Objectives:
+    """A service's recovery objectives: how long it may take to be served again (RTO) and how much recent
+    data it may lose (RPO). Either may be left out (no objective)."""
+
+    rto: Duration | None = Field(default=None, description="recovery time objective: first failure to served again")
+    rpo: Duration | None = Field(default=None, description="recovery point objective: most data lag a failover accepts")
+
+
 class Defaults(Model):
+    objectives: Objectives = Field(Objectives(), description="for services that set none")
     interval: Duration = 10.0
     timeout: Duration = 3.0
     rise: int = Field(2, ge=1, le=100, strict=True)
@@ -165,6 +175,8 @@ class ServiceConfig(TimingOverrides):
     labels: dict[str, str] = Field({}, description="copied onto alerts, MQTT state and API objects")
     failover: Transfer | None = Field(None, description="runbook and mode for moving away from the active site")
     failback: Transfer | None = Field(None, description="runbook and mode for moving back home")
+    objectives: Objectives = Field(Objectives(),
+                                   description="RTO and RPO; each left out is the one under defaults:")
     depends_on: list[Name] = Field([], description="services this one needs: they move first, and while one of "
                                                    "them is down at a site it is paged as the root cause")
     sites: Annotated[dict[Name, ServiceSite], Field(min_length=1)]
@@ -348,6 +360,12 @@ class Config(Model):
             if timing.timeout >= timing.interval:
                 loc = ("services", service_name, "sites", site_name, "probes", probe.name)
                 yield loc, f"timeout ({timing.timeout:g}s) must be shorter than interval ({timing.interval:g}s)"
+
+    def objectives(self, service_name: str) -> Objectives:
+        """The service's effective objectives: each one it leaves out is the defaults'."""
+        own, default = self.services[service_name].objectives, self.defaults.objectives
+        return Objectives(rto=own.rto if own.rto is not None else default.rto,
+                          rpo=own.rpo if own.rpo is not None else default.rpo)
 
     def all_probes(self) -> Iterator[tuple[str, str, ProbeConfig]]:
         for service_name, service in self.services.items():

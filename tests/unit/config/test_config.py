@@ -579,3 +579,11 @@ def test_dependencies_must_name_services_and_must_not_loop() -> None:
 def test_dependencies_are_kept_in_the_config() -> None:
     config = one_probe(service={"depends_on": []})
     assert config.services["payroll"].depends_on == []
+
+
+def test_objectives_fall_back_one_by_one_to_the_defaults() -> None:
+    config = one_probe(defaults={"objectives": {"rto": "30m", "rpo": "5m"}}, service={"objectives": {"rto": "1h"}})
+    assert (config.objectives("payroll").rto, config.objectives("payroll").rpo) == (3600.0, 300.0)
+    assert (one_probe().objectives("payroll").rto, one_probe().objectives("payroll").rpo) == (None, None)
+    assert issues_of("sites: {dorset: {}}\ndefaults:\n  objectives: {rto: soon}\n")[0].startswith(
+        "bcd.yaml:3: defaults.objectives.rto:")
