@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.helpers.daemon import free_port
+from tests.helpers import estates
+from tests.helpers.daemon import Daemons, free_port
 from tests.helpers.etcd import EtcdCluster
 from tests.helpers.recorder import Recorder
 from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, WAIT, Bcd, sha256
@@ -85,7 +86,7 @@ class ClusterEstate:
         self.steps = steps
         self.name = name
         self.config_path = tmp_path / "bcd.yaml"
-        self.members: list[Member] = []
+        self.members = Daemons()
 
     def step(self, name: str = "switch", path: str = "/switch") -> dict[str, Any]:
         """An http step that POSTs the run's facts and its fencing token to the recorder."""
@@ -100,14 +101,8 @@ class ClusterEstate:
             "server": {"listen": "127.0.0.1:${BCD_PORT}"},
             "sites": {"dorset": {}, "hampshire": {}, "witness": {}},
             "defaults": {"interval": "250ms", "timeout": "200ms", "rise": 1, "fall": 2},
-            "services": {"payroll": {
-                "active": "dorset",
-                "failover": {"runbook": "move", "mode": mode, "cooldown": "1h"},
-                "sites": {
-                    "dorset": {"probes": [{"name": "health", "http": {"url": self.dorset.url}}]},
-                    "hampshire": {"probes": [{"name": "health", "http": {"url": self.hampshire.url}}]},
-                },
-            }},
+            "services": {"payroll": estates.payroll_service(
+                self.dorset.url, self.hampshire.url, failover={"runbook": "move", "mode": mode, "cooldown": "1h"})},
             "runbooks": {"move": {"steps": steps or [self.step()]}},
             "auth": {"anonymous_read": True,
                      "tokens": [{"name": "olive", "role": "operator", "sha256": sha256(OPERATOR_TOKEN)}]},
@@ -122,9 +117,7 @@ class ClusterEstate:
         text = json.dumps(config, indent=2).replace("bcd-{vantage}", "bcd")
         self.config_path.write_text(text)
         started = [Member(self.config_path, vantage, self.tmp_path / f"state-{vantage}", env) for vantage in vantages]
-        self.members.extend(started)
-        await asyncio.gather(*(member.start() for member in started))
-        await asyncio.gather(*(member.wait_ready(WAIT) for member in started))
+        await asyncio.gather(*(self.members.start(member, timeout=WAIT) for member in started))
         everyone = set(vantages)
         for member in started:
             await member.wait_service(lambda s: s["status"] == "ok" and set(s.get("views", {})) == everyone
@@ -141,9 +134,7 @@ class ClusterEstate:
         await members[0].wait_until(done, WAIT, 0.05)
 
     async def close(self) -> None:
-        for member in self.members:
-            if member.proc is not None and member.proc.returncode is None:
-                await member.stop()
+        await self.members.stop_all()
 
 
 def _unknown_sites(views: dict[str, Any]) -> list[str]:
