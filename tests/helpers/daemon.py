@@ -127,6 +127,13 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
+    async def exit_code(self, timeout: float = 15.0) -> int:
+        """Its exit code once it exits by itself (TimeoutError after `timeout`), every line it wrote read."""
+        assert self.proc is not None
+        async with asyncio.timeout(timeout):
+            await self.proc.wait()
+        return await self.stop()
+
     async def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:

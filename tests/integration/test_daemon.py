@@ -266,11 +266,7 @@ async def test_start_with_a_tls_file_that_cannot_be_loaded_exits_2(estate: Estat
     estate.write_config(extra=BAD_CA % broken)
     process = estate.daemon()
     await process.start()
-    assert process.proc is not None
-    async with asyncio.timeout(15):
-        code = await process.proc.wait()
-    assert code == 2
-    await process.stop()
+    assert await process.exit_code(15) == 2
     text = " ".join(str(line.get("line", "")) for line in process.log_lines)
     assert f"{estate.config_path}:" in text and "probes.opac.http: cannot load ca_file" in text
     assert "Traceback" not in text

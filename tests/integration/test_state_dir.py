@@ -4,7 +4,6 @@ state_dir refused with one line and exit 2 — never a traceback, never a probe 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -32,10 +31,7 @@ async def refused(estate: Estate, config: dict[str, Any], path: Path | None = No
     path = write_config(path or estate.config_path, config)
     daemon = Bcd(path, int(config["server"]["listen"].rsplit(":", 1)[1]))
     await daemon.start()
-    assert daemon.proc is not None
-    async with asyncio.timeout(WAIT):
-        code = await daemon.proc.wait()
-    await daemon.stop()  # collects the rest of stderr
+    code = await daemon.exit_code(WAIT)
     return code, [line["line"] for line in daemon.log_lines if line.get("event") == "raw"], daemon
 
 
