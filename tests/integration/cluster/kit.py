@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.helpers import estates
-from tests.helpers.daemon import Daemons, free_port
+from tests.helpers.daemon import free_port
 from tests.helpers.etcd import EtcdCluster
 from tests.helpers.recorder import Recorder
 from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, WAIT, Bcd, sha256
@@ -86,7 +86,7 @@ class ClusterEstate:
         self.steps = steps
         self.name = name
         self.config_path = tmp_path / "bcd.yaml"
-        self.members = Daemons()
+        self.members: list[Member] = []
 
     def step(self, name: str = "switch", path: str = "/switch") -> dict[str, Any]:
         """An http step that POSTs the run's facts and its fencing token to the recorder."""
@@ -117,7 +117,9 @@ class ClusterEstate:
         text = json.dumps(config, indent=2).replace("bcd-{vantage}", "bcd")
         self.config_path.write_text(text)
         started = [Member(self.config_path, vantage, self.tmp_path / f"state-{vantage}", env) for vantage in vantages]
-        await asyncio.gather(*(self.members.start(member, timeout=WAIT) for member in started))
+        self.members.extend(started)
+        await asyncio.gather(*(member.start() for member in started))
+        await asyncio.gather(*(member.wait_ready(WAIT) for member in started))
         everyone = set(vantages)
         for member in started:
             await member.wait_service(lambda s: s["status"] == "ok" and set(s.get("views", {})) == everyone
@@ -134,7 +136,9 @@ class ClusterEstate:
         await members[0].wait_until(done, WAIT, 0.05)
 
     async def close(self) -> None:
-        await self.members.stop_all()
+        for member in self.members:
+            if member.running:
+                await member.stop()
 
 
 def _unknown_sites(views: dict[str, Any]) -> list[str]:
