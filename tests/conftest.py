@@ -1,5 +1,5 @@
 """Fixtures shared by the whole suite: a real mosquitto broker, a self-signed certificate, a real runbook Runner
-kit with a recording HTTP server."""
+kit with a recording HTTP server, bcd daemons stopped after the test."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import Broker, CertFiles, make_cert, start_mosquitto, stop_process
+from tests.helpers.daemon import Daemons
 from tests.helpers.etcd import EtcdCluster
 from tests.helpers.recorder import Recorder
 from tests.helpers.runner_kit import FakeHooks, Kit, open_journal
@@ -70,3 +71,12 @@ async def kit(tmp_path: Path) -> AsyncIterator[Kit]:
         yield kit
         await kit.runner.stop()
     journal.close()
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[Daemons]:
+    """`await daemons.start(DaemonProcess(...))` starts `bcd run` and waits until it is ready; every daemon
+    still running is stopped after the test."""
+    started = Daemons()
+    yield started
+    await started.stop_all()

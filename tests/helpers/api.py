@@ -13,8 +13,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.helpers.daemon import DaemonProcess, free_port
-from tests.helpers.targets import HttpTarget
+from tests.helpers.daemon import DaemonProcess, free_port, running, write_config
+from tests.helpers.targets import HttpTarget, two_sites
 
 OPERATOR = "operator-secret-token"
 VIEWER = "viewer-secret-token"
@@ -72,17 +72,11 @@ class Api(DaemonProcess):
 @asynccontextmanager
 async def api_daemon(tmp_path: Path, config: str = CONFIG) -> AsyncIterator[tuple[Api, HttpTarget, HttpTarget]]:
     """The daemon on `config` (CONFIG's placeholders filled in), ready, with its two targets; stopped after."""
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    port = free_port()
-    path = tmp_path / "bcd.yaml"
-    path.write_text(config.format(state=tmp_path / "state", port=port, operator=sha(OPERATOR), viewer=sha(VIEWER),
-                                  dorset=dorset.url, hampshire=hampshire.url))
-    daemon = Api(path, port)
-    await daemon.start()
-    try:
-        await daemon.wait_ready()
-        yield daemon, dorset, hampshire
-    finally:
-        assert await daemon.stop() == 0
-        await dorset.stop()
-        await hampshire.stop()
+    async with two_sites() as (dorset, hampshire):
+        port = free_port()
+        path = write_config(tmp_path / "bcd.yaml", config.format(
+            state=tmp_path / "state", port=port, operator=sha(OPERATOR), viewer=sha(VIEWER), dorset=dorset.url,
+            hampshire=hampshire.url))
+        async with running(Api(path, port)) as daemon:
+            yield daemon, dorset, hampshire
+            assert await daemon.stop() == 0

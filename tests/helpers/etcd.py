@@ -18,10 +18,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bcd.coordination.etcd import EtcdClient, EventType
 from tests.helpers import CertFiles, free_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
@@ -198,6 +199,18 @@ async def wait_for(check: Callable[[], object | Awaitable[object]], timeout: flo
             if result:
                 return
             await asyncio.sleep(every)
+
+
+async def wait_deleted(endpoints: list[str], key: str, since: int, timeout: float = 30.0) -> int:
+    """Return once etcd reports `key` deleted at revision `since` or later (a deletion that already happened
+    counts: the key is watched from `since` on); the deletion's revision. A key bound to a lease is deleted
+    when the lease expires, so this is the event of a frozen or partitioned holder's lease running out."""
+    async with EtcdClient(endpoints) as client, asyncio.timeout(timeout), \
+            aclosing(client.watch(key, prefix=False, start_revision=since)) as events:
+        async for event in events:
+            if event.type is EventType.DELETE:
+                return event.revision
+    raise AssertionError(f"the watch on {key} ended")  # it does not: a broken stream is reopened
 
 
 class CuttableProxy:

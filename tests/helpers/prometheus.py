@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import free_port
+from tests.helpers import estates, free_port
+from tests.helpers.daemon import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "grafana" / "dashboards"
@@ -168,8 +169,7 @@ class Bcd:
         self.process: subprocess.Popen[bytes] | None = None
 
     def spawn(self) -> None:
-        path = self.directory / "bcd.yaml"
-        path.write_text(json.dumps(self.config, indent=2))
+        path = write_config(self.directory / "bcd.yaml", self.config)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bcd", "run", "-c", str(path)],
@@ -625,12 +625,9 @@ class ClusterPair:
                 "server": {"listen": f"127.0.0.1:{port}"},
                 "sites": {"dorset": {}, "hampshire": {}},
                 "defaults": {"interval": "500ms", "timeout": "400ms", "rise": 1, "fall": 3},
-                "services": {"payroll": {
-                    "active": "dorset",
-                    "failover": {"runbook": "move", "mode": "manual"},
-                    "sites": {site: {"probes": [{"name": "health", "http": {"url": self.target.url(f"/{site}")}}]}
-                              for site in ("dorset", "hampshire")},
-                }},
+                "services": {"payroll": estates.payroll_service(
+                    self.target.url("/dorset"), self.target.url("/hampshire"),
+                    failover={"runbook": "move", "mode": "manual"})},
                 "runbooks": {"move": {"steps": [{"name": "settle", "sleep": {"duration": "1s"}}]}},
                 "auth": operator_auth(),
                 "cluster": {"name": name, "etcd": {"endpoints": list(endpoints)},

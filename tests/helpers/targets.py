@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from aiohttp import web
 
 
@@ -38,3 +41,16 @@ class HttpTarget:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+@asynccontextmanager
+async def two_sites() -> AsyncIterator[tuple[HttpTarget, HttpTarget]]:
+    """dorset's and hampshire's targets, answering 200 until told otherwise; stopped when the block ends."""
+    dorset, hampshire = HttpTarget(), HttpTarget()
+    try:
+        await dorset.start()
+        await hampshire.start()
+        yield dorset, hampshire
+    finally:
+        await dorset.stop()
+        await hampshire.stop()

@@ -27,9 +27,9 @@ from aiohttp import web
 
 from bcd.outputs.alerts.delivery import receiver_label, signature
 from tests.helpers import free_port, serve_http, silent_server, stop_process
-from tests.helpers.daemon import DaemonProcess
+from tests.helpers.daemon import DaemonProcess, Daemons, metric_value, site_is, status_is
 from tests.helpers.recorder import Recorder
-from tests.helpers.targets import HttpTarget
+from tests.helpers.targets import HttpTarget, two_sites
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 SECRET = "s3cret-webhook-key"
@@ -69,31 +69,18 @@ class Estate:
             alerts=alerts,
         ))
 
-    async def daemon(self, alerts: str) -> DaemonProcess:
+    async def daemon(self, daemons: Daemons, alerts: str) -> DaemonProcess:
         self.write_config(alerts)
-        process = DaemonProcess(self.config_path, self.port, env={"CREDENTIALS_DIRECTORY": str(self.tmp_path)})
-        await process.start()
-        await process.wait_ready()
-        await process.wait_until(lambda: _status_is(process, "payroll", "ok"))
+        env = {"CREDENTIALS_DIRECTORY": str(self.tmp_path)}
+        process = await daemons.start(DaemonProcess(self.config_path, self.port, env=env))
+        await process.wait_until(lambda: status_is(process, "payroll", "ok"))
         return process
 
 
 @pytest.fixture
 async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    yield Estate(tmp_path, dorset, hampshire)
-    await dorset.stop()
-    await hampshire.stop()
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[list[DaemonProcess]]:
-    """Daemons a test started: stopped at the end, whatever happened."""
-    started: list[DaemonProcess] = []
-    yield started
-    for process in started:
-        if process.proc is not None and process.proc.returncode is None:
-            await process.stop()
+    async with two_sites() as (dorset, hampshire):
+        yield Estate(tmp_path, dorset, hampshire)
 
 
 @pytest.fixture
@@ -137,23 +124,6 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
 # -- helpers ---------------------------------------------------------------------------------------------
 
 
-async def _status_is(daemon: DaemonProcess, service: str, status: str) -> bool:
-    data = await daemon.get_json(f"/api/v1/services/{service}")
-    return bool(data["status"] == status)
-
-
-async def _site_is(daemon: DaemonProcess, service: str, site: str, state: str) -> bool:
-    data = await daemon.get_json(f"/api/v1/services/{service}")
-    return bool(data["sites"][site]["state"] == state)
-
-
-def metric_value(text: str, sample: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def parse_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -188,13 +158,13 @@ def site_down_payroll_dorset(alert: dict[str, Any]) -> bool:
 
 
 async def test_site_down_reaches_alertmanager_with_labels_then_resolves(
-    estate: Estate, alertmanager: str, daemons: list[DaemonProcess]
+    estate: Estate, alertmanager: str, daemons: Daemons
 ) -> None:
     daemon = await estate.daemon(
+        daemons,
         f'  alertmanager: {{urls: ["{alertmanager}"], resend: 500ms}}\n'
         '  runbook_url: "https://wiki.example/bcd/{alertname}"\n'
     )
-    daemons.append(daemon)
     assert await am_alerts(alertmanager, "BcdSiteDown") == []
 
     estate.dorset.status = 503
@@ -276,15 +246,15 @@ class WebhookReceiver:
                 await self.changed.wait()
 
 
-async def test_webhook_gets_signed_firing_then_resolved(estate: Estate, daemons: list[DaemonProcess]) -> None:
+async def test_webhook_gets_signed_firing_then_resolved(estate: Estate, daemons: Daemons) -> None:
     receiver = WebhookReceiver(SECRET.encode())
     app = web.Application()
     app.router.add_post("/bcd", receiver.handle)
     async with serve_http(app) as base:
         daemon = await estate.daemon(
+            daemons,
             f'  webhooks: [{{url: "{base}/bcd", secret_file: webhook_secret, attempts: 4}}]\n'
         )
-        daemons.append(daemon)
         estate.dorset.status = 503
 
         def about_dorset(status: str) -> Any:
@@ -312,16 +282,16 @@ async def test_webhook_gets_signed_firing_then_resolved(estate: Estate, daemons:
 # -- receivers that are down --------------------------------------------------------------------------------
 
 
-async def test_receivers_down_or_silent_never_stop_the_daemon(estate: Estate, daemons: list[DaemonProcess]) -> None:
+async def test_receivers_down_or_silent_never_stop_the_daemon(estate: Estate, daemons: Daemons) -> None:
     closed = free_port()  # nothing listens there
     async with silent_server() as silent:
         daemon = await estate.daemon(
+            daemons,
             f'  alertmanager: {{urls: ["http://127.0.0.1:{closed}"], resend: 300ms, attempts: 2, timeout: 300ms}}\n'
             f'  webhooks: [{{url: "http://127.0.0.1:{silent.port}/hook", timeout: 300ms, attempts: 2}}]\n'
         )
-        daemons.append(daemon)
         estate.dorset.status = 503
-        await daemon.wait_until(lambda: _site_is(daemon, "payroll", "dorset", "down"))
+        await daemon.wait_until(lambda: site_is(daemon, "payroll", "dorset", "down"))
         am_failures = f'bcd_alert_notifications_total{{receiver="alertmanager:127.0.0.1:{closed}",result="failure"}}'
         hook_failures = f'bcd_alert_notifications_total{{receiver="webhook:127.0.0.1:{silent.port}",result="failure"}}'
 
@@ -339,7 +309,7 @@ async def test_receivers_down_or_silent_never_stop_the_daemon(estate: Estate, da
         log = await daemon.wait_log(lambda e: e.get("event") == "alert_delivery_failed")
         assert log["receiver"] in (f"alertmanager:127.0.0.1:{closed}", f"webhook:127.0.0.1:{silent.port}")
         estate.dorset.status = 200  # the daemon keeps probing and deciding meanwhile
-        await daemon.wait_until(lambda: _site_is(daemon, "payroll", "dorset", "up"))
+        await daemon.wait_until(lambda: site_is(daemon, "payroll", "dorset", "up"))
         loop = asyncio.get_running_loop()
         began = loop.time()
         assert await daemon.stop() == 0
@@ -349,10 +319,9 @@ async def test_receivers_down_or_silent_never_stop_the_daemon(estate: Estate, da
 # -- resend, and a receiver added by a reload --------------------------------------------------------------
 
 
-async def test_firing_alerts_are_resent_with_a_moving_ends_at(estate: Estate, daemons: list[DaemonProcess]) -> None:
+async def test_firing_alerts_are_resent_with_a_moving_ends_at(estate: Estate, daemons: Daemons) -> None:
     async with Recorder(statuses=(200,)) as fake_am, Recorder(statuses=(200,)) as hook:
-        daemon = await estate.daemon(f'  alertmanager: {{urls: ["{fake_am.url("")}"], resend: 200ms}}\n')
-        daemons.append(daemon)
+        daemon = await estate.daemon(daemons, f'  alertmanager: {{urls: ["{fake_am.url("")}"], resend: 200ms}}\n')
         estate.dorset.status = 503
 
         def posts_with_alert() -> list[dict[str, Any]]:

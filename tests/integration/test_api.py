@@ -18,6 +18,7 @@ from openapi_spec_validator import validate
 
 from bcd.web.openapi import document
 from tests.helpers.api import VIEWER, Api, api_daemon
+from tests.helpers.daemon import running
 from tests.helpers.targets import HttpTarget
 
 
@@ -115,15 +116,10 @@ async def test_maintenance_blocks_automation_and_survives_restart(
     dorset.status = 503
     await daemon.wait_log(lambda e: e.get("event") == "service_status" and e.get("guard") == "maintenance")
     assert await daemon.stop() == 0
-    again = Api(daemon.config_path, daemon.port)
-    await again.start()
-    try:
-        await again.wait_ready()
+    async with running(Api(daemon.config_path, daemon.port)) as again:
         _, _, service = await again.call("GET", "/api/v1/services/payroll", token=VIEWER)
         assert service["sites"]["dorset"]["state"] == "maintenance"
         assert service["status"] == "blocked" and service["guard"] == "maintenance"
-    finally:
-        await again.stop()
 
 
 async def test_events_pagination_tail_and_service_filter(api: tuple[Api, HttpTarget, HttpTarget]) -> None:

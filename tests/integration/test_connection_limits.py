@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import resource
-import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -18,42 +17,21 @@ from aiohttp import web
 from bcd.web.limits import connection_cap
 from tests.helpers.api import CONFIG, VIEWER, Api, api_daemon, sha
 from tests.helpers.api import OPERATOR as OPERATOR_TOKEN
-from tests.helpers.daemon import free_port
-from tests.helpers.targets import HttpTarget
-
-
-class LimitedApi(Api):
-    """The daemon with a hard limit on open files (it lifts its soft limit to the hard one by itself)."""
-
-    def __init__(self, config_path: Path, port: int, open_files: int) -> None:
-        super().__init__(config_path, port)
-        self.open_files = open_files
-
-    async def start(self) -> None:
-        limit = self.open_files
-
-        def lower_limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bcd", "run", "-c", str(self.config_path),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env=self.env, preexec_fn=lower_limit,
-        )
-        self._reader = asyncio.create_task(self._read_log())
+from tests.helpers.daemon import free_port, running, write_config
+from tests.helpers.runner_kit import eventually
+from tests.helpers.targets import HttpTarget, two_sites
 
 
 @asynccontextmanager
-async def limited(tmp_path: Path, config: str, open_files: int, **targets: str) -> AsyncIterator[LimitedApi]:
+async def limited(tmp_path: Path, config: str, open_files: int, **targets: str) -> AsyncIterator[Api]:
+    """The daemon with a hard limit on open files (it lifts its soft limit to the hard one by itself), started."""
     port = free_port()
-    path = tmp_path / "bcd.yaml"
-    path.write_text(config.format(state=tmp_path / "state", port=port, operator=sha(OPERATOR_TOKEN),
-                                  viewer=sha(VIEWER), **targets))
-    daemon = LimitedApi(path, port, open_files)
-    await daemon.start()
-    try:
+    path = write_config(tmp_path / "bcd.yaml", config.format(
+        state=tmp_path / "state", port=port, operator=sha(OPERATOR_TOKEN), viewer=sha(VIEWER), **targets))
+    daemon = Api(path, port)
+    daemon.preexec_fn = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    async with running(daemon, ready=False):
         yield daemon
-    finally:
         assert await daemon.stop() == 0
 
 
@@ -70,9 +48,9 @@ async def hold(port: int, head: bytes) -> tuple[asyncio.StreamReader, asyncio.St
 async def test_a_flood_of_idle_connections_is_refused_cleanly_and_no_site_goes_down(tmp_path: Path) -> None:
     config = CONFIG.replace('server: {{listen: "127.0.0.1:{port}"}}',
                             'server: {{listen: "127.0.0.1:{port}", idle_timeout: 3s}}')
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
     # what broke it: 320 idle connections against an open-files limit of 300
-    async with limited(tmp_path, config, 300, dorset=dorset.url, hampshire=hampshire.url) as daemon:
+    async with two_sites() as (dorset, hampshire), \
+            limited(tmp_path, config, 300, dorset=dorset.url, hampshire=hampshire.url) as daemon:
         await daemon.wait_ready()
         capped = await daemon.wait_log(lambda e: e.get("event") == "http_connections_capped")
         cap = capped["cap"]
@@ -98,8 +76,6 @@ async def test_a_flood_of_idle_connections_is_refused_cleanly_and_no_site_goes_d
         assert {site["state"] for site in service["sites"].values()} == {"up"}
         assert not [e for e in daemon.log_lines if e.get("event") == "site_transition" and e.get("to_state") != "up"]
         assert not [e for e in daemon.log_lines if e.get("level") == "error"]  # no accept() without a descriptor
-    await dorset.stop()
-    await hampshire.stop()
 
 
 class SlowTarget:
@@ -157,7 +133,8 @@ async def test_probes_without_a_file_descriptor_are_internal_errors_not_a_down_s
         daemon = await stack.enter_async_context(limited(tmp_path, MANY_PROBES, 100, slow=slow.url, fast=fast.url))
         line = await daemon.wait_log(lambda e: e.get("event") == "probe_internal_error", timeout=20)
         assert line["reason"] == "EMFILE" and "bcd could not run the check" in line["detail"]
-        await asyncio.sleep(5)  # two more rounds of probes with EMFILE among them
+        rounds = fast.requests + 2  # two more rounds of probes (hampshire's one probe runs once a round)
+        await eventually(lambda: fast.requests >= rounds, 20, "two more rounds of probes")
         metrics = await daemon.metrics_with(VIEWER)
         assert counter(metrics, 'bcd_probe_internal_errors_total{reason="EMFILE"}') > 0
         _, _, service = await daemon.call("GET", "/api/v1/services/payroll", token=VIEWER)

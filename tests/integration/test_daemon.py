@@ -14,8 +14,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.daemon import DaemonProcess, free_port
-from tests.helpers.targets import HttpTarget
+from tests.helpers.daemon import (
+    DaemonProcess,
+    Daemons,
+    free_port,
+    metric_value,
+    site_is,
+    site_state,
+    status_is,
+)
+from tests.helpers.targets import HttpTarget, two_sites
 
 CONFIG = """
 instance: test-bcd
@@ -64,43 +72,24 @@ class Estate:
 
 @pytest.fixture
 async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    estate = Estate(tmp_path, dorset, hampshire)
-    estate.write_config()
-    yield estate
-    await dorset.stop()
-    await hampshire.stop()
+    async with two_sites() as (dorset, hampshire):
+        estate = Estate(tmp_path, dorset, hampshire)
+        estate.write_config()
+        yield estate
 
 
 @pytest.fixture
-async def daemon(estate: Estate) -> AsyncIterator[DaemonProcess]:
-    process = estate.daemon()
-    await process.start()
-    await process.wait_ready()
-    await process.wait_until(lambda: _status_is(process, "payroll", "ok"))
-    yield process
-    if process.proc is not None and process.proc.returncode is None:
-        await process.stop()
-
-
-def metric_value(text: str, sample: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-async def site_state(daemon: DaemonProcess, service: str, site: str) -> str:
-    data = await daemon.get_json(f"/api/v1/services/{service}")
-    state: str = data["sites"][site]["state"]
-    return state
+async def daemon(estate: Estate, daemons: Daemons) -> DaemonProcess:
+    process = await daemons.start(estate.daemon())
+    await process.wait_until(lambda: status_is(process, "payroll", "ok"))
+    return process
 
 
 async def test_ready_after_every_probe_ran_then_sites_rise_to_up(daemon: DaemonProcess) -> None:
     data = await daemon.get_json("/api/v1/services/payroll")
     assert all(site["probes"] for site in data["sites"].values())  # ready: every probe has an observation
-    await daemon.wait_until(lambda: _site_is(daemon, "payroll", "dorset", "up"))
-    await daemon.wait_until(lambda: _site_is(daemon, "payroll", "hampshire", "up"))
+    await daemon.wait_until(lambda: site_is(daemon, "payroll", "dorset", "up"))
+    await daemon.wait_until(lambda: site_is(daemon, "payroll", "hampshire", "up"))
     data = await daemon.get_json("/api/v1/services/payroll")
     assert data["status"] == "ok"
     assert data["active"] == "dorset"
@@ -210,35 +199,24 @@ async def test_sigterm_stops_within_five_seconds_with_exit_zero(daemon: DaemonPr
     assert loop.time() - began < 5.0
 
 
-async def test_restart_remembers_down_site_and_does_not_reannounce(estate: Estate, daemon: DaemonProcess) -> None:
+async def test_restart_remembers_down_site_and_does_not_reannounce(
+    estate: Estate, daemon: DaemonProcess, daemons: Daemons
+) -> None:
     estate.dorset.status = 503
     await daemon.wait_log(lambda e: e.get("event") == "site_transition" and e.get("to_state") == "down")
     assert await daemon.stop() == 0
     journal = estate.state_dir / "bcd.sqlite"
     count_before = _count_events(journal)
 
-    again = estate.daemon()
-    await again.start()
-    try:
-        await again.wait_until(lambda: _api_up(again))
-        assert await site_state(again, "payroll", "dorset") == "down"  # known before any probe ran again
-        await again.wait_ready()
-        requests = estate.dorset.requests
-        await again.wait_until(lambda: _async_true(estate.dorset.requests >= requests + 3))
-        assert await site_state(again, "payroll", "dorset") == "down"
-        assert _count_events(journal) == count_before
-        assert not [e for e in again.log_lines if e.get("event") in ("site_transition", "service_status")]
-    finally:
-        await again.stop()
-
-
-async def _status_is(daemon: DaemonProcess, service: str, status: str) -> bool:
-    data = await daemon.get_json(f"/api/v1/services/{service}")
-    return bool(data["status"] == status)
-
-
-async def _site_is(daemon: DaemonProcess, service: str, site: str, state: str) -> bool:
-    return await site_state(daemon, service, site) == state
+    again = await daemons.start(estate.daemon(), ready=False)
+    await again.wait_until(lambda: _api_up(again))
+    assert await site_state(again, "payroll", "dorset") == "down"  # known before any probe ran again
+    await again.wait_ready()
+    requests = estate.dorset.requests
+    await again.wait_until(lambda: _async_true(estate.dorset.requests >= requests + 3))
+    assert await site_state(again, "payroll", "dorset") == "down"
+    assert _count_events(journal) == count_before
+    assert not [e for e in again.log_lines if e.get("event") in ("site_transition", "service_status")]
 
 
 def _count_events(path: Path) -> int:
@@ -288,11 +266,7 @@ async def test_start_with_a_tls_file_that_cannot_be_loaded_exits_2(estate: Estat
     estate.write_config(extra=BAD_CA % broken)
     process = estate.daemon()
     await process.start()
-    assert process.proc is not None
-    async with asyncio.timeout(15):
-        code = await process.proc.wait()
-    assert code == 2
-    await process.stop()
+    assert await process.exit_code(15) == 2
     text = " ".join(str(line.get("line", "")) for line in process.log_lines)
     assert f"{estate.config_path}:" in text and "probes.opac.http: cannot load ca_file" in text
     assert "Traceback" not in text

@@ -34,6 +34,7 @@ from bcd.view import EngineView
 from tests.helpers import (
     Broker,
     CertFiles,
+    estates,
     free_port,
     make_cert,
     silent_server,
@@ -41,8 +42,8 @@ from tests.helpers import (
     start_mosquitto,
     stop_process,
 )
-from tests.helpers.daemon import DaemonProcess
-from tests.helpers.targets import HttpTarget
+from tests.helpers.daemon import DaemonProcess, Daemons, metric_value, site_is, write_config
+from tests.helpers.targets import HttpTarget, two_sites
 
 KEY = "k3y-for-tests-0123456789abcdef"
 
@@ -133,10 +134,7 @@ def command(command_id: str, **fields: Any) -> dict[str, Any]:
 
 class Bcd(DaemonProcess):
     async def metric(self, sample: str) -> float | None:
-        for line in (await self.metrics()).splitlines():
-            if line.startswith(sample + " "):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+        return metric_value(await self.metrics(), sample)
 
     async def wait_metric(self, sample: str, value: float, timeout: float = 15.0) -> None:
         async def holds() -> bool:
@@ -146,11 +144,7 @@ class Bcd(DaemonProcess):
 
     async def wait_site(self, site: str, state: str) -> None:
         """Until the API shows payroll's `site` in `state`."""
-        async def holds() -> bool:
-            data = await self.get_json("/api/v1/services/payroll")
-            return bool(data["sites"][site]["state"] == state)
-
-        await self.wait_until(holds)
+        await self.wait_until(lambda: site_is(self, "payroll", site, state))
 
 
 class Estate:
@@ -160,7 +154,7 @@ class Estate:
         self.port = free_port()
         self.prefix = f"bcd-test/{uuid.uuid4().hex[:12]}"
         (tmp_path / "mqtt_command_key").write_text(KEY + "\n")
-        self.daemons: list[Bcd] = []
+        self.daemons = Daemons()
 
     def config(self, broker: Broker, **mqtt: Any) -> dict[str, Any]:
         return {
@@ -170,38 +164,25 @@ class Estate:
             "sites": {"dorset": {}, "hampshire": {}},
             "defaults": {"interval": "200ms", "timeout": "150ms", "rise": 1, "fall": 2},
             "runbooks": {"move": {"steps": [{"name": "pause", "sleep": {"duration": "100ms"}}]}},
-            "services": {"payroll": {
-                "active": "dorset", "labels": {"team": "hr"},
-                "failover": {"runbook": "move", "mode": "manual", "cooldown": "0s"},
-                "sites": {
-                    "dorset": {"probes": [{"name": "health", "http": {"url": self.dorset.url}}]},
-                    "hampshire": {"probes": [{"name": "health", "http": {"url": self.hampshire.url}}]},
-                },
-            }},
+            "services": {"payroll": estates.payroll_service(
+                self.dorset.url, self.hampshire.url, labels={"team": "hr"},
+                failover={"runbook": "move", "mode": "manual", "cooldown": "0s"})},
             "mqtt": {"url": f"mqtt://{broker.host}:{broker.port}", "topic_prefix": self.prefix, **mqtt},
         }
 
     async def start(self, config: dict[str, Any]) -> Bcd:
-        path = self.tmp_path / "bcd.yaml"
-        path.write_text(json.dumps(config))
-        daemon = Bcd(path, self.port, {"CREDENTIALS_DIRECTORY": str(self.tmp_path)})
-        self.daemons.append(daemon)
-        await daemon.start()
-        await daemon.wait_ready()
+        path = write_config(self.tmp_path / "bcd.yaml", config)
+        daemon = await self.daemons.start(Bcd(path, self.port, {"CREDENTIALS_DIRECTORY": str(self.tmp_path)}))
         await daemon.wait_metric("bcd_mqtt_connected", 1)
         return daemon
 
 
 @pytest.fixture
 async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    estate = Estate(tmp_path, dorset, hampshire)
-    yield estate
-    for daemon in estate.daemons:
-        if daemon.proc is not None and daemon.proc.returncode is None:
-            await daemon.stop()
-    await dorset.stop()
-    await hampshire.stop()
+    async with two_sites() as (dorset, hampshire):
+        estate = Estate(tmp_path, dorset, hampshire)
+        yield estate
+        await estate.daemons.stop_all()
 
 
 async def test_status_state_events_will_and_clean_stop(estate: Estate, mosquitto: Broker) -> None:

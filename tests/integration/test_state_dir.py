@@ -4,8 +4,6 @@ state_dir refused with one line and exit 2 — never a traceback, never a probe 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -14,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.daemon import free_port
+from tests.helpers.daemon import free_port, write_config
 from tests.helpers.files import fill, immutable, small_tmpfs
 from tests.integration.runbooks.daemon_kit import WAIT, Bcd, Estate, open_estate
 
@@ -30,14 +28,10 @@ async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
 async def refused(estate: Estate, config: dict[str, Any], path: Path | None = None) -> tuple[int, list[str], Bcd]:
     """Start `bcd run` on `config`, which must make it exit: its exit code and the stderr lines that are
     not JSON log lines."""
-    path = path or estate.config_path
-    path.write_text(json.dumps(config))
+    path = write_config(path or estate.config_path, config)
     daemon = Bcd(path, int(config["server"]["listen"].rsplit(":", 1)[1]))
     await daemon.start()
-    assert daemon.proc is not None
-    async with asyncio.timeout(WAIT):
-        code = await daemon.proc.wait()
-    await daemon.stop()  # collects the rest of stderr
+    code = await daemon.exit_code(WAIT)
     return code, [line["line"] for line in daemon.log_lines if line.get("event") == "raw"], daemon
 
 

@@ -22,9 +22,8 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.helpers.recorder import Recorder
 from tests.helpers.targets import HttpTarget
-from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, VIEWER_TOKEN, Bcd, Estate
+from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, VIEWER_TOKEN, Bcd, Estate, open_estate
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
@@ -170,13 +169,8 @@ def browser(chromium: WebDriver) -> Iterator[Browser]:
 @pytest.fixture
 async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
     """daemon_kit's estate: `payroll` in dorset (active) and hampshire, a recorder for runbook steps."""
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    async with Recorder() as steps:
-        estate = Estate(tmp_path, dorset, hampshire, steps)
+    async with open_estate(tmp_path) as estate:
         yield estate
-        await estate.close()
-    await dorset.stop()
-    await hampshire.stop()
 
 
 def _config(estate: Estate, **kwargs: Any) -> dict[str, Any]:

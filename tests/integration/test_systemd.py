@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.daemon import DaemonProcess, free_port
+from tests.helpers.daemon import DaemonProcess, Daemons, free_port
 from tests.helpers.targets import HttpTarget
 
 ROOT = Path(__file__).parents[2]
@@ -130,14 +130,9 @@ class SystemdDaemon(DaemonProcess):
         self.env.update(env)
         self.mdwe = mdwe
 
-    async def start(self) -> None:
+    def argv(self) -> list[str]:
         prefix = ["-c", MDWE_LAUNCHER] if self.mdwe else ["-m", "bcd"]
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, *prefix, "run", "-c", str(self.config_path),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-        )
-        self._reader = asyncio.create_task(self._read_log())
+        return [sys.executable, *prefix, "run", "-c", str(self.config_path)]
 
     @property
     def pid(self) -> int:
@@ -155,11 +150,11 @@ class Estate:
         self.text = CONFIG.format(state_dir=tmp_path / "state", port=self.port, url=target.url, tcp_port=tcp_port,
                                   plugin="[" + ", ".join(f'"{arg}"' for arg in plugin) + "]")
         self.config_path.write_text(self.text)
-        self.daemons: list[SystemdDaemon] = []
+        self.daemons = Daemons()  # the tests start them, and wait for READY=1
 
     def daemon(self, notify: NotifySocket, mdwe: bool = False, **env: str) -> SystemdDaemon:
         process = SystemdDaemon(self.config_path, self.port, {"NOTIFY_SOCKET": notify.address, **env}, mdwe)
-        self.daemons.append(process)
+        self.daemons.started.append(process)
         return process
 
 
@@ -169,9 +164,7 @@ async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
     listener = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
     estate = Estate(tmp_path, target, listener.sockets[0].getsockname()[1])
     yield estate
-    for process in estate.daemons:
-        if process.proc is not None and process.proc.returncode is None:
-            await process.stop(signal.SIGKILL)
+    await estate.daemons.stop_all(signal.SIGKILL)
     listener.close()
     await listener.wait_closed()
     await target.stop()

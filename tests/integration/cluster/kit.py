@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.helpers import estates
 from tests.helpers.daemon import free_port
 from tests.helpers.etcd import EtcdCluster
 from tests.helpers.recorder import Recorder
@@ -100,14 +101,8 @@ class ClusterEstate:
             "server": {"listen": "127.0.0.1:${BCD_PORT}"},
             "sites": {"dorset": {}, "hampshire": {}, "witness": {}},
             "defaults": {"interval": "250ms", "timeout": "200ms", "rise": 1, "fall": 2},
-            "services": {"payroll": {
-                "active": "dorset",
-                "failover": {"runbook": "move", "mode": mode, "cooldown": "1h"},
-                "sites": {
-                    "dorset": {"probes": [{"name": "health", "http": {"url": self.dorset.url}}]},
-                    "hampshire": {"probes": [{"name": "health", "http": {"url": self.hampshire.url}}]},
-                },
-            }},
+            "services": {"payroll": estates.payroll_service(
+                self.dorset.url, self.hampshire.url, failover={"runbook": "move", "mode": mode, "cooldown": "1h"})},
             "runbooks": {"move": {"steps": steps or [self.step()]}},
             "auth": {"anonymous_read": True,
                      "tokens": [{"name": "olive", "role": "operator", "sha256": sha256(OPERATOR_TOKEN)}]},
@@ -142,7 +137,7 @@ class ClusterEstate:
 
     async def close(self) -> None:
         for member in self.members:
-            if member.proc is not None and member.proc.returncode is None:
+            if member.running:
                 await member.stop()
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from typing import Any
 
+from bcd.coordination import Keys
+from tests.helpers.etcd import wait_deleted
 from tests.integration.cluster.kit import WAIT, ClusterEstate, Member, gauge
 
 
@@ -23,12 +24,6 @@ async def running_member(members: list[Member]) -> tuple[Member, dict[str, Any]]
                         if detail["steps"] and detail["steps"][0]["outcome"] == "running":
                             return member, detail
             await asyncio.sleep(0.05)
-
-
-async def wall_clock_past(moment: float) -> None:
-    """Return once the wall clock is past `moment` (what a frozen process would see when resumed: it cannot
-    announce anything while frozen, so the moment itself is what the test waits for)."""
-    await asyncio.sleep(max(0.0, moment - time.time()) + 0.05)
 
 
 async def test_the_holder_killed_mid_run_leaves_an_interrupted_run_that_nobody_reruns(estate: ClusterEstate) -> None:
@@ -114,7 +109,9 @@ async def test_a_frozen_holder_loses_its_lock_after_the_ttl_and_resumed_runs_no_
         assert blocked["guard"] == "run_interrupted"
         (mirrored,) = await survivor.runs()
         stale_token = mirrored["evidence"]["token"]
-        await wall_clock_past(run["steps"][0]["started"] + 2.0)  # the frozen holder's sleep step is over
+        # etcd deleted the holder's lock as its lease ran out: renewed at most a keepalive (TTL/3) before the
+        # freeze, the lease ended 2 s or more after it, so the 2 s sleep step, begun before the freeze, is over
+        await wait_deleted(estate.etcd.endpoints, Keys(estate.name).lock("payroll"), since=stale_token, timeout=WAIT)
     finally:
         holder.send(signal.SIGCONT)
 

@@ -16,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.helpers import netns
+from tests.helpers import estates, netns
+from tests.helpers.daemon import write_config
 from tests.helpers.etcd import wait_for
 from tests.integration.cluster.kit import WAIT, Member, VantageTarget, gauge
 from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, sha256
@@ -103,13 +103,8 @@ class SiteMember(Member):
         self.network = network
         self.url = f"http://{network.site_address}:{self.port}"
 
-    async def start(self) -> None:
-        argv = self.network.exec_argv([sys.executable, "-m", "bcd", "run", "-c", str(self.config_path)])
-        self.proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env=self.env,
-        )
-        self._reader = asyncio.create_task(self._read_log())
+    def argv(self) -> list[str]:
+        return self.network.exec_argv(super().argv())
 
 
 @dataclass
@@ -130,14 +125,8 @@ class PartitionEstate:
             "server": {"listen": "${BCD_LISTEN}:${BCD_PORT}"},
             "sites": {"dorset": {}, "hampshire": {}, "witness": {}},
             "defaults": {"interval": "250ms", "timeout": "200ms", "rise": 1, "fall": 2},
-            "services": {"payroll": {
-                "active": "dorset",
-                "failover": {"runbook": "move", "mode": "manual", "cooldown": "1s"},
-                "sites": {
-                    "dorset": {"probes": [{"name": "health", "http": {"url": self.dorset.url}}]},
-                    "hampshire": {"probes": [{"name": "health", "http": {"url": self.hampshire.url}}]},
-                },
-            }},
+            "services": {"payroll": estates.payroll_service(
+                self.dorset.url, self.hampshire.url, failover={"runbook": "move", "mode": "manual", "cooldown": "1s"})},
             "runbooks": {"move": {"steps": [self.target.step("hold", "/hold"), self.target.step("switch", "/switch")]}},
             "auth": {"anonymous_read": True,
                      "tokens": [{"name": "olive", "role": "operator", "sha256": sha256(OPERATOR_TOKEN)}]},
@@ -148,8 +137,7 @@ class PartitionEstate:
     async def start(self) -> tuple[Member, Member]:
         """Write the config (one file for both), start dorset (in its namespace) and hampshire (in the hub);
         return once both are ready, see payroll ok and see each other's view."""
-        config_path = self.tmp_path / "bcd.yaml"
-        config_path.write_text(json.dumps(self.config(), indent=2))
+        config_path = write_config(self.tmp_path / "bcd.yaml", self.config())
         dorset = SiteMember(config_path, "dorset", self.tmp_path / "state-dorset", self.network)
         hampshire = Member(config_path, "hampshire", self.tmp_path / "state-hampshire", {"BCD_LISTEN": "127.0.0.1"})
         self.members += [dorset, hampshire]
@@ -166,7 +154,7 @@ class PartitionEstate:
             self.network.heal()
         for member in self.members:
             try:
-                if member.proc is not None and member.proc.returncode is None:
+                if member.running:
                     await member.stop()
             finally:
                 with (self.tmp_path / f"bcd-{member.vantage}.log").open("w") as log:

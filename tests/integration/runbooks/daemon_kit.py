@@ -17,10 +17,11 @@ from typing import Any
 
 import aiohttp
 
-from tests.helpers.daemon import DaemonProcess, free_port
+from tests.helpers import estates
+from tests.helpers.daemon import DaemonProcess, Daemons, free_port, write_config
 from tests.helpers.recorder import Recorder
 from tests.helpers.runner_kit import eventually
-from tests.helpers.targets import HttpTarget
+from tests.helpers.targets import HttpTarget, two_sites
 
 OPERATOR_TOKEN = "operator-token-0123456789"
 VIEWER_TOKEN = "viewer-token-0123456789"
@@ -147,22 +148,18 @@ class Estate:
         self.port = free_port()
         self.state_dir = tmp_path / "state"
         self.config_path = tmp_path / "bcd.yaml"
-        self.daemons: list[Bcd] = []
+        self.daemons = Daemons()
 
     def service(
         self, *, mode: str = "auto", cooldown: str = "1h", failback: dict[str, Any] | None = None,
         dorset: dict[str, Any] | None = None, hampshire: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The `payroll` service, failing over with runbook `move` in `mode`."""
-        service: dict[str, Any] = {
-            "active": "dorset",
-            "failover": {"runbook": "move", "mode": mode, "cooldown": cooldown},
-            "sites": {
-                "dorset": {"probes": [{"name": "health", "http": {"url": self.dorset.url}, **(dorset or {})}]},
-                "hampshire": {"probes": [{"name": "health", "http": {"url": self.hampshire.url},
-                                          **(hampshire or {})}]},
-            },
-        }
+        """The `payroll` service, failing over with runbook `move` in `mode`; `dorset` and `hampshire` are added
+        to the sites' probes."""
+        service = estates.payroll_service(self.dorset.url, self.hampshire.url,
+                                          failover={"runbook": "move", "mode": mode, "cooldown": cooldown})
+        for site, extra in (("dorset", dorset), ("hampshire", hampshire)):
+            service["sites"][site]["probes"][0].update(extra or {})
         if failback is not None:
             service["failback"] = failback
         return service
@@ -201,11 +198,7 @@ class Estate:
         self, config: dict[str, Any], *, env: dict[str, str] | None = None, ok: tuple[str, ...] = ("payroll",)
     ) -> Bcd:
         """Write `config`, start `bcd run` on it; return once it is ready and the `ok` services are ok."""
-        self.config_path.write_text(json.dumps(config, indent=2))
-        daemon = Bcd(self.config_path, self.port, env)
-        self.daemons.append(daemon)
-        await daemon.start()
-        await daemon.wait_ready(WAIT)
+        daemon = await self.daemons.start(Bcd(write_config(self.config_path, config), self.port, env), timeout=WAIT)
         for name in ok:
             await daemon.wait_service(lambda s: s["status"] == "ok", name)
         return daemon
@@ -215,24 +208,14 @@ class Estate:
         goal = target.requests + count
         await eventually(lambda: target.requests >= goal, 10, f"{count} more probes of {target.url}")
 
-    async def close(self) -> None:
-        for daemon in self.daemons:
-            if daemon.proc is not None and daemon.proc.returncode is None:
-                await daemon.stop()
-
 
 @asynccontextmanager
 async def open_estate(tmp_path: Path) -> AsyncIterator[Estate]:
     """Two real HTTP targets (dorset active, hampshire standby), a recorder for runbook steps, and a
     factory of daemons (subprocesses) on configs built from them; every daemon is stopped at the end."""
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    try:
-        async with Recorder() as steps:
-            estate = Estate(tmp_path, dorset, hampshire, steps)
-            try:
-                yield estate
-            finally:
-                await estate.close()
-    finally:
-        await dorset.stop()
-        await hampshire.stop()
+    async with two_sites() as (dorset, hampshire), Recorder() as steps:
+        estate = Estate(tmp_path, dorset, hampshire, steps)
+        try:
+            yield estate
+        finally:
+            await estate.daemons.stop_all()
