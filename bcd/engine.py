@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from bcd import events, health, policy
+from bcd import dependencies, events, health, impact, policy
 from bcd.bus import Bus
 from bcd.config import Config, ProbeConfig
 from bcd.events import Event, EventKind
@@ -130,6 +130,8 @@ class Engine:
         self.last = {key: obs for key, obs in self.last.items() if (key.service, key.site) in self.rules}
         self.transitions = Counter({k: v for k, v in self.transitions.items() if (k[0], k[1]) in self.rules})
         self.services = {name: self._service_state(name, now) for name in config.services}
+        self.graph = {name: tuple(service.depends_on) for name, service in config.services.items()}
+        self.dependents = dependencies.dependents(self.graph)
         if self.runner is not None:
             self.runner.stats.retain(set(config.services))
             self.runner.stats.declare(_runbooks(config))
@@ -207,6 +209,8 @@ class Engine:
             dry_run_since=facts.last_dry_run,
             down_since=self.sites[(name, view.active)].since,
             quorum=self.cluster.quorum(name, view.active) if self.cluster is not None else None,
+            dependencies=impact.dependency_facts(self.graph, lambda need: tuple(self.config.services[need].sites),
+                                                 self.services, self.sites, name),
         )
 
     def _facts(self, name: str) -> RunFacts:
@@ -318,6 +322,9 @@ class Engine:
         self.emit(Event(EventKind.SERVICE_STATUS, now, name, None, reason, data),
                   from_status=str(view.status), to_status=str(status), active=view.active,
                   guard=guard and str(guard), reason=reason)
+        for dependent in sorted(self.dependents.get(name, ())):  # what waits for this service decides again
+            if dependent in self.services:
+                self._evaluate(dependent, now)
 
     # -- operators -----------------------------------------------------------------------------------
     async def submit(self, name: str, request: Request, by: str, reason: str) -> ActiveRun:
