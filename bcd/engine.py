@@ -130,7 +130,7 @@ class Engine:
         self.last = {key: obs for key, obs in self.last.items() if (key.service, key.site) in self.rules}
         self.transitions = Counter({k: v for k, v in self.transitions.items() if (k[0], k[1]) in self.rules})
         self.services = {name: self._service_state(name, now) for name in config.services}
-        self.graph = {name: tuple(service.depends_on) for name, service in config.services.items()}
+        self.graph = impact.GraphOf(config.services)
         self.dependents = dependencies.dependents(self.graph)
         if self.runner is not None:
             self.runner.stats.retain(set(config.services))

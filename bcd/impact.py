@@ -15,7 +15,7 @@ impacted themselves) and is not sent as a page; the root cause's own alert pages
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -118,6 +118,38 @@ def _root(graph: Graph, states: Mapping[str, StateLike], name: str) -> tuple[tup
         chain.append(failed[0])
         state = states[failed[0]]
     return tuple(chain), state
+
+
+class Needs(Protocol):
+    """A service's config, as far as dependencies go."""
+
+    @property
+    def depends_on(self) -> Sequence[str]: ...
+
+
+class GraphOf(Mapping[str, Sequence[str]]):
+    """The dependency graph read straight from the services' configs (nothing copied: O(1) to make)."""
+
+    def __init__(self, services: Mapping[str, Needs]) -> None:
+        self._services = services
+
+    def __getitem__(self, name: str) -> Sequence[str]:
+        return self._services[name].depends_on
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._services)
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+
+def blocked_by(graph: Graph, states: Mapping[str, StateLike], service: str) -> str:
+    """The root cause of `service` being blocked by a failed dependency (`dependency_failed`); "" otherwise."""
+    state = states.get(service)
+    if state is None or state.guard is not Guard.DEPENDENCY_FAILED:
+        return ""
+    chain, _ = _root(graph, states, service)
+    return chain[-1] if len(chain) > 1 else ""
 
 
 def impacted_by(graph: Graph, health: Mapping[tuple[str, str], SiteHealth], service: str, site: str) -> str:

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bcd import impact
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
 from bcd.engine import Engine, ServiceState
@@ -148,8 +149,10 @@ class EngineView:
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
     """A service as the API, the status page and MQTT show it: its status, and every site's health and
-    last observations (plus every vantage's view in a cluster)."""
+    last observations, with `impacted_by` naming the dependencies whose being down there explains the site's
+    (plus every vantage's view in a cluster)."""
     config = estate.config.services[view.name]
+    graph = impact.GraphOf(estate.config.services)
     sites: dict[str, Any] = {}
     for site_name, site_config in config.sites.items():
         site = estate.sites[(view.name, site_name)]
@@ -161,6 +164,7 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
         sites[site_name] = {
             "state": str(site.state), "since": site.since, "reason": site.reason,
             "maintenance_until": site.maintenance_until, "probes": probes,
+            "impacted_by": impact.impacted_by(graph, estate.sites, view.name, site_name) or None,
         }
     data = {
         "name": view.name, "description": config.description, "labels": config.labels,

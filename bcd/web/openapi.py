@@ -64,6 +64,8 @@ SITE_HEALTH = {
     "properties": {
         "state": {"enum": [str(s) for s in SiteState]}, "since": {"type": "number"}, "reason": {"type": "string"},
         "maintenance_until": {"type": ["number", "null"]},
+        "impacted_by": {"type": ["string", "null"], "description": "the dependencies down at this site that "
+                        "explain its being down (comma-separated); its alert is not sent"},
         "probes": {"type": "object", "additionalProperties": {"type": "object"}},
     },
 }

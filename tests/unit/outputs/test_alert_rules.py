@@ -249,3 +249,29 @@ def test_alerts_section_errors_point_at_the_line(change: str, expected: str) -> 
     with pytest.raises(ConfigError) as caught:
         parse(text, "bcd.yaml")
     assert any(str(issue).startswith(f"bcd.yaml:{expected}") for issue in caught.value.issues), caught.value.issues
+
+
+def test_a_dependents_site_down_carries_impacted_by() -> None:
+    facts = service(sites=DOWN_DORSET, status=ServiceStatus.FAILOVER_PENDING, guard=Guard.WAITING_FOR_DEPENDENCY,
+                    impacted={"dorset": "directory"})
+    alerts = derive(facts)
+    assert [(alert.name, alert.labels.get("impacted_by"), alert.impacted) for alert in alerts] == [
+        ("BcdSiteDown", "directory", True)]  # and no BcdFailoverPending: waiting for a dependency is automation
+
+
+def test_the_root_cause_is_not_impacted() -> None:
+    alerts = derive(service(sites=DOWN_DORSET, status=ServiceStatus.FAILING_OVER))
+    assert [(alert.name, alert.impacted) for alert in alerts] == [("BcdSiteDown", False)]
+    assert "impacted_by" not in alerts[0].labels
+
+
+def test_blocked_by_a_failed_dependency_carries_impacted_by() -> None:
+    facts = service(sites=DOWN_DORSET, status=ServiceStatus.BLOCKED, guard=Guard.DEPENDENCY_FAILED,
+                    blocked_by="directory", impacted={"dorset": "directory"})
+    assert {(alert.name, alert.labels.get("guard"), alert.labels["impacted_by"]) for alert in derive(facts)} == {
+        ("BcdSiteDown", None, "directory"), ("BcdFailoverBlocked", "dependency_failed", "directory")}
+
+
+def test_a_user_label_named_impacted_by_is_ignored() -> None:
+    alerts = derive(service(sites=DOWN_DORSET, labels={"impacted_by": "me"}))
+    assert not alerts[0].impacted
