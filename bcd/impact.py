@@ -15,7 +15,7 @@ impacted themselves) and is not sent as a page; the root cause's own alert pages
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,42 +89,16 @@ class StateLike(Protocol):
     def reason(self) -> str: ...
 
 
-def dependency_facts(graph: Graph, sites_of: Callable[[str], Sequence[str]], states: Mapping[str, StateLike],
-                     health: Mapping[tuple[str, str], SiteHealth], service: str) -> tuple[Dependency, ...]:
-    """The facts `hold()` looks at for each direct dependency of `service` (those not configured are left out)."""
-    facts = []
-    for name in sorted(graph.get(service, ())):
-        state = states.get(name)
-        if state is None:
-            continue
-        site = health.get((name, state.active))
-        chain, root = _root(graph, states, name)
-        facts.append(Dependency(
-            name, state.status, state.active, site is not None and site.effective is SiteState.UP,
-            tuple(sites_of(name)), root.guard, root.reason, chain if state.status in FAILED else (),
-        ))
-    return tuple(facts)
-
-
-def _root(graph: Graph, states: Mapping[str, StateLike], name: str) -> tuple[tuple[str, ...], StateLike]:
-    """Follow a service blocked by a failed dependency down to the service that failed on its own."""
-    chain = [name]
-    state = states[name]
-    while state.guard is Guard.DEPENDENCY_FAILED:
-        failed = [need for need in sorted(graph.get(chain[-1], ()))
-                  if need in states and states[need].status in FAILED and need not in chain]
-        if not failed:
-            break
-        chain.append(failed[0])
-        state = states[failed[0]]
-    return tuple(chain), state
-
-
 class Needs(Protocol):
     """A service's config, as far as dependencies go."""
 
     @property
     def depends_on(self) -> Sequence[str]: ...
+
+
+class ServiceLike(Needs, Protocol):
+    @property
+    def sites(self) -> Mapping[str, object]: ...
 
 
 class GraphOf(Mapping[str, Sequence[str]]):
@@ -141,6 +115,38 @@ class GraphOf(Mapping[str, Sequence[str]]):
 
     def __len__(self) -> int:
         return len(self._services)
+
+
+def dependency_facts(services: Mapping[str, ServiceLike], states: Mapping[str, StateLike],
+                     health: Mapping[tuple[str, str], SiteHealth], service: str) -> tuple[Dependency, ...]:
+    """The facts `hold()` looks at for each direct dependency of `service` (those not configured are left out)."""
+    graph = GraphOf(services)
+    facts = []
+    for name in sorted(graph.get(service, ())):
+        state = states.get(name)
+        if state is None:
+            continue
+        site = health.get((name, state.active))
+        chain, root = _root(graph, states, name)
+        facts.append(Dependency(
+            name, state.status, state.active, site is not None and site.effective is SiteState.UP,
+            tuple(services[name].sites), root.guard, root.reason, chain if state.status in FAILED else (),
+        ))
+    return tuple(facts)
+
+
+def _root(graph: Graph, states: Mapping[str, StateLike], name: str) -> tuple[tuple[str, ...], StateLike]:
+    """Follow a service blocked by a failed dependency down to the service that failed on its own."""
+    chain = [name]
+    state = states[name]
+    while state.guard is Guard.DEPENDENCY_FAILED:
+        failed = [need for need in sorted(graph.get(chain[-1], ()))
+                  if need in states and states[need].status in FAILED and need not in chain]
+        if not failed:
+            break
+        chain.append(failed[0])
+        state = states[failed[0]]
+    return tuple(chain), state
 
 
 def blocked_by(graph: Graph, states: Mapping[str, StateLike], service: str) -> str:

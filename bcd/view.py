@@ -22,6 +22,7 @@ from bcd.health import SiteHealth
 from bcd.journal import RunRecord, StepRecord
 from bcd.model import Observation, RunKind
 from bcd.probes.perfdata import perfdata_entry
+from bcd.site_loss import LostSite
 
 __all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceState", "service_json"]
 
@@ -49,6 +50,10 @@ class EstateView(Protocol):
     @property
     def transitions(self) -> Mapping[tuple[str, str, str, str], int]:
         """Health transitions counted by (service, site, from, to)."""
+
+    @property
+    def lost_sites(self) -> Mapping[str, LostSite]:
+        """The sites lost now (every service probed there down), by name."""
 
     def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
         """The last observation of each of these probes of a site that has run."""
@@ -100,6 +105,10 @@ class EngineView:
     @property
     def transitions(self) -> Mapping[tuple[str, str, str, str], int]:
         return self._engine.transitions
+
+    @property
+    def lost_sites(self) -> Mapping[str, LostSite]:
+        return self._engine.site_loss.lost
 
     def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
         return self._engine.last_observations(service, site, probes)

@@ -16,6 +16,7 @@ The alerts (labels beyond `alertname`, `service`, `severity`, `instance` and the
 | BcdRunbookFailed | an unacknowledged failed/aborted/rolled back/interrupted run | runbook | critical |
 | BcdApprovalWaiting | a run waits for an operator's approval | | critical |
 | BcdCertificateExpiring | a probe saw a certificate expiring within `cert_expiry_warn` | site, probe | warning |
+| BcdSiteLost | every service probed in a site is down there (`bcd.site_loss`) | site (no service) | critical |
 
 The root cause pages once (`depends_on`, `bcd.impact`): a dependent's BcdSiteDown for a site where a service it
 needs is down carries `impacted_by` (the root causes), and so does its BcdFailoverBlocked while a failed
@@ -42,6 +43,7 @@ from datetime import UTC, datetime
 
 from bcd.health import FrozenMap, SiteHealth
 from bcd.model import Guard, ServiceStatus, SiteState
+from bcd.site_loss import LostSite
 
 SITE_DOWN = "BcdSiteDown"
 SITE_FLAPPING = "BcdSiteFlapping"
@@ -50,9 +52,10 @@ FAILOVER_BLOCKED = "BcdFailoverBlocked"
 RUNBOOK_FAILED = "BcdRunbookFailed"
 APPROVAL_WAITING = "BcdApprovalWaiting"
 CERTIFICATE_EXPIRING = "BcdCertificateExpiring"
+SITE_LOST = "BcdSiteLost"
 ALERTNAMES = (
     SITE_DOWN, SITE_FLAPPING, FAILOVER_PENDING, FAILOVER_BLOCKED, RUNBOOK_FAILED, APPROVAL_WAITING,
-    CERTIFICATE_EXPIRING,
+    CERTIFICATE_EXPIRING, SITE_LOST,
 )
 
 CRITICAL = "critical"
@@ -122,6 +125,7 @@ class AlertSnapshot:
     services: Sequence[ServiceFacts]
     cert_expiry_warn: float = 14 * 86400.0
     runbook_url: str | None = None
+    lost_sites: Sequence[LostSite] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,28 @@ def active_alerts(snapshot: AlertSnapshot, now: float) -> list[Alert]:
     """Every alert that holds at `now`, sorted by label set (deterministic)."""
     alerts = [alert for service in snapshot.services for alert in _service_alerts(snapshot, service, now)]
     return sorted(alerts, key=lambda alert: sorted(alert.labels.items()))
+
+
+def site_alerts(snapshot: AlertSnapshot) -> list[Alert]:
+    """The estate's own alerts (no `service` label): one BcdSiteLost per lost site, naming its services and the
+    recovery plan to run (or that starts by itself)."""
+    alerts = []
+    for lost in sorted(snapshot.lost_sites, key=lambda lost: lost.site):
+        if lost.plans:
+            plans = ", ".join(lost.plans)
+            todo = f"recovery plan for {lost.site}: {plans} (`bcd plan run {lost.plans[0]} --reason …`; a plan with " \
+                   "trigger: auto has started by itself)"
+        else:
+            todo = f"no recovery plan is configured for {lost.site}: move its services (`bcd failover SERVICE`)"
+        labels = {"alertname": SITE_LOST, "site": lost.site, "severity": CRITICAL, "instance": snapshot.instance}
+        annotations = {
+            "summary": f"site {lost.site} is lost: all {len(lost.services)} services probed there are down",
+            "description": f"down in {lost.site}: {', '.join(lost.services)}; {todo}",
+        }
+        if snapshot.runbook_url:
+            annotations["runbook_url"] = render_template(snapshot.runbook_url, labels)
+        alerts.append(Alert(FrozenMap(sorted(labels.items())), FrozenMap(annotations), lost.since))
+    return alerts
 
 
 def _service_alerts(snapshot: AlertSnapshot, service: ServiceFacts, now: float) -> Iterator[Alert]:

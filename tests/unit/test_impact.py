@@ -69,6 +69,15 @@ class State:
 GRAPH = {"directory": (), "sql": ("directory",), "payroll": ("sql", "directory"), "web": ("payroll",)}
 
 
+@dataclass(frozen=True)
+class Service:
+    depends_on: tuple[str, ...]
+    sites: tuple[str, ...] = BOTH
+
+
+SERVICES = {name: Service(needs) for name, needs in GRAPH.items()}
+
+
 def health(**states: SiteState) -> dict[tuple[str, str], SiteHealth]:
     """`name_site=state` pairs; everything else up."""
     table = {(name, site): SiteHealth(name, site, SiteState.UP) for name in GRAPH for site in BOTH}
@@ -84,7 +93,7 @@ def test_facts_follow_a_failed_chain_to_its_root() -> None:
         "sql": State(BLOCKED, "dorset", FAILED, "sql: blocked"),
         "payroll": State(PENDING, "dorset", WAIT),
     }
-    facts = dependency_facts(GRAPH, lambda name: BOTH, states, health(sql_dorset=SiteState.DOWN), "payroll")
+    facts = dependency_facts(SERVICES, states, health(sql_dorset=SiteState.DOWN), "payroll")
     assert [fact.name for fact in facts] == ["directory", "sql"]
     sql = facts[1]
     assert (sql.chain, sql.guard, sql.reason, sql.active_up) == (
@@ -96,7 +105,7 @@ def test_facts_follow_a_failed_chain_to_its_root() -> None:
 
 def test_facts_of_a_dependency_that_is_well() -> None:
     states = {"directory": State(OK, "hampshire"), "sql": State(OK, "dorset")}
-    facts = dependency_facts(GRAPH, lambda name: BOTH, states, health(), "sql")
+    facts = dependency_facts(SERVICES, states, health(), "sql")
     assert facts == (Dependency("directory", OK, "hampshire", True, BOTH, None, "", ()),)
 
 

@@ -26,6 +26,7 @@ from bcd.outputs.alert_rules import (
     ServiceFacts,
     WaitingRun,
     active_alerts,
+    site_alerts,
 )
 from bcd.outputs.alerts.delivery import AlertStats, Key, ReceiverKind, Target
 from bcd.outputs.alerts.registry import RECEIVERS
@@ -39,6 +40,8 @@ CHUNK = 200
 EVALUATE_GAP = 0.05
 """At most one evaluation per gap: a burst of events costs one evaluation, not one each."""
 RUN_EVENTS = frozenset({"run_finished", "acknowledged"})
+ESTATE = ""
+"""The key of the alerts about the estate rather than one service (BcdSiteLost), where the services' names go."""
 
 log = structlog.get_logger("bcd.alerts")
 
@@ -73,7 +76,8 @@ def build_snapshot(estate: EstateView, names: Iterable[str], failed_run: Callabl
             impacted={site: cause for site in sites if (cause := impact.impacted_by(graph, estate.sites, name, site))},
             blocked_by=impact.blocked_by(graph, estate.services, name),
         ))
-    return AlertSnapshot(config.instance, services, config.alerts.cert_expiry_warn, config.alerts.runbook_url)
+    return AlertSnapshot(config.instance, services, config.alerts.cert_expiry_warn, config.alerts.runbook_url,
+                         tuple(estate.lost_sites.values()))
 
 
 class AlertSender:
@@ -248,6 +252,7 @@ class AlertSender:
         for alert in active_alerts(snapshot, now):
             (held if alert.impacted else derived)[alert.service][alert.labels] = alert
         derived.update({name: {} for name in self._by_service if name not in configured})
+        derived[ESTATE] = {alert.labels: alert for alert in site_alerts(snapshot)}  # no service: derived each time
         held.update({name: {} for name in self.suppressed if name not in configured})
         self._hold(held)
         fired: list[Alert] = []
@@ -310,6 +315,8 @@ class AlertSender:
         return self.config.instance
 
     def generator_url(self, alert: Alert) -> str:
+        if not alert.service:  # about the estate (BcdSiteLost): the status page
+            return f"http://{self._listen_address}/"
         return f"http://{self._listen_address}/api/v1/services/{quote(alert.service, safe='')}"
 
     @staticmethod
