@@ -178,7 +178,8 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
     data = {
         "name": view.name, "description": config.description, "labels": config.labels,
         "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
-        "reason": view.reason, "guard": view.guard and str(view.guard), "sites": sites,
+        "reason": view.reason, "guard": view.guard and str(view.guard), "depends_on": list(config.depends_on),
+        "sites": sites,
     }
     data.update(estate.cluster_json(view.name))  # every vantage's view side by side, and who holds the lock
     return data

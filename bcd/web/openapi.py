@@ -77,6 +77,7 @@ SERVICE_SCHEMA = {
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "status": {"enum": [str(s) for s in ServiceStatus]}, "active": {"type": "string"}, "home": {"type": "string"},
         "since": {"type": "number"}, "reason": {"type": "string"}, "guard": {"type": ["string", "null"]},
+        "depends_on": {"type": "array", "items": {"type": "string"}, "description": "the services it needs"},
         "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
         "views": {"type": "object", "description": "cluster members only: every live vantage's view of the "
                   "service's sites ({vantage: {age, sites: {site: {state, since, reason}}}})",
