@@ -45,6 +45,7 @@ class LostSite:
     since: float
     services: tuple[str, ...]
     plans: tuple[str, ...] = ()  # the recovery plans from this site, when `plans:` are configured
+    auto_plans: tuple[str, ...] = ()  # those of them with `trigger: auto`: they start on `site_lost`
 
 
 def probed(services: Mapping[str, ServiceSites]) -> dict[str, set[str]]:
@@ -57,21 +58,29 @@ def probed(services: Mapping[str, ServiceSites]) -> dict[str, set[str]]:
     return result
 
 
-def plans_for(config: object, site: str) -> tuple[str, ...]:
-    """The names of the recovery plans that move services away from `site` (none while the config has no
-    `plans:`). Tolerant of the plan's shape: its source site is read as `from_site`, `from_` or `source`."""
+def plans_for(config: object, site: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The recovery plans that move services away from `site`, and those of them with `trigger: auto` (none
+    while the config has no `plans:`). Tolerant of a plan's shape: its source site is read as `from_site`,
+    `from_`, `source` or a mapping's "from", its trigger as `trigger`."""
     plans = getattr(config, "plans", None)
     if not isinstance(plans, Mapping):
-        return ()
-    found = []
-    for name, plan in plans.items():
-        source = next((value for attr in ("from_site", "from_", "source")
-                       if isinstance(value := getattr(plan, attr, None), str)), None)
-        if source is None and isinstance(plan, Mapping):
-            source = plan.get("from")
+        return (), ()
+    found, auto = [], []
+    for name, plan in sorted(plans.items()):
+        source = _field(plan, "from_site", "from_", "source", "from")
         if source == site:
             found.append(str(name))
-    return tuple(sorted(found))
+            if _field(plan, "trigger") == "auto":
+                auto.append(str(name))
+    return tuple(found), tuple(auto)
+
+
+def _field(plan: object, *names: str) -> str | None:
+    for name in names:
+        value = plan.get(name) if isinstance(plan, Mapping) else getattr(plan, name, None)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 @dataclass
@@ -119,7 +128,7 @@ class SiteLoss:
         changes: list[Event] = []
         for site in sorted(now_lost - set(self.lost)):
             services = tuple(sorted(self._probed[site]))
-            lost = self.lost[site] = LostSite(site, at, services, plans_for(self.config, site))
+            lost = self.lost[site] = LostSite(site, at, services, *plans_for(self.config, site))
             reason = f"site {site} lost: every service probed there is down ({', '.join(services)})"
             changes.append(Event(EventKind.SITE_LOST, at, None, site, reason,
                                  events.SiteLost(services, lost.plans)))

@@ -161,10 +161,12 @@ def site_alerts(snapshot: AlertSnapshot) -> list[Alert]:
     recovery plan to run (or that starts by itself)."""
     alerts = []
     for lost in sorted(snapshot.lost_sites, key=lambda lost: lost.site):
-        if lost.plans:
-            plans = ", ".join(lost.plans)
-            todo = f"recovery plan for {lost.site}: {plans} (`bcd plan run {lost.plans[0]} --reason …`; a plan with " \
-                   "trigger: auto has started by itself)"
+        if lost.auto_plans:
+            todo = f"recovery plan {', '.join(lost.auto_plans)} starts by itself (trigger: auto): follow it in " \
+                   "`bcd plan list` and on the status page"
+        elif lost.plans:
+            todo = f"run the recovery plan for {lost.site}: `bcd plan run {lost.plans[0]} --reason …`" + (
+                f" (plans from {lost.site}: {', '.join(lost.plans)})" if len(lost.plans) > 1 else "")
         else:
             todo = f"no recovery plan is configured for {lost.site}: move its services (`bcd failover SERVICE`)"
         labels = {"alertname": SITE_LOST, "site": lost.site, "severity": CRITICAL, "instance": snapshot.instance}

@@ -131,15 +131,17 @@ def test_in_a_cluster_each_service_needs_a_quorum_and_ticks_confirm() -> None:
 @dataclass
 class Plan:
     from_site: str
+    trigger: str = "manual"
 
 
 def test_plans_are_read_when_the_config_has_them() -> None:
     class WithPlans:
-        plans = {"evacuate-dorset": Plan("dorset"), "leave-hampshire": {"from": "hampshire"}, "b": Plan("dorset")}
+        plans = {"evacuate-dorset": Plan("dorset", "auto"), "leave-hampshire": {"from": "hampshire"},
+                 "b": Plan("dorset")}
 
-    assert plans_for(WithPlans(), "dorset") == ("b", "evacuate-dorset")
-    assert plans_for(WithPlans(), "hampshire") == ("leave-hampshire",)
-    assert plans_for(parse(CONFIG), "dorset") == ()  # no `plans:` at all
+    assert plans_for(WithPlans(), "dorset") == (("b", "evacuate-dorset"), ("evacuate-dorset",))
+    assert plans_for(WithPlans(), "hampshire") == (("leave-hampshire",), ())
+    assert plans_for(parse(CONFIG), "dorset") == ((), ())  # no `plans:` at all
 
 
 def test_site_lost_names_the_plans() -> None:
@@ -148,9 +150,10 @@ def test_site_lost_names_the_plans() -> None:
 
     class Config:
         services = parse(CONFIG).services
-        plans = {"evacuate-dorset": Plan("dorset")}
+        plans = {"evacuate-dorset": Plan("dorset", "auto")}
 
     loss.configure(Config(), {})
     for name in ("directory", "sql"):
         loss.update(health(name, "dorset", SiteState.DOWN), 1.0, None)
     assert emitted[0][0].data == SiteLost(("directory", "sql"), ("evacuate-dorset",))
+    assert loss.lost["dorset"].auto_plans == ("evacuate-dorset",)

@@ -280,15 +280,17 @@ def test_a_user_label_named_impacted_by_is_ignored() -> None:
 
 
 def test_a_lost_site_pages_once_with_its_services_and_plan() -> None:
-    lost = [LostSite("dorset", NOW - 5, ("directory", "sql"), ("evacuate-dorset",)), LostSite("kent", NOW, ("web",))]
+    lost = [LostSite("dorset", NOW - 5, ("directory", "sql"), ("evacuate-dorset",)), LostSite("kent", NOW, ("web",)),
+            LostSite("wessex", NOW, ("web",), ("leave-wessex",), ("leave-wessex",))]
     alerts = site_alerts(AlertSnapshot("bcd-test", [], lost_sites=lost, runbook_url="https://wiki/{alertname}"))
     assert [dict(alert.labels) for alert in alerts] == [
         {"alertname": "BcdSiteLost", "site": site, "severity": "critical", "instance": "bcd-test"}
-        for site in ("dorset", "kent")]
-    dorset, kent = alerts
+        for site in ("dorset", "kent", "wessex")]
+    dorset, kent, wessex = alerts
     assert dorset.starts_at == NOW - 5 and dorset.service == ""
     assert dorset.annotations["summary"] == "site dorset is lost: all 2 services probed there are down"
-    assert dorset.annotations["description"].startswith(
-        "down in dorset: directory, sql; recovery plan for dorset: evacuate-dorset (`bcd plan run evacuate-dorset")
+    assert dorset.annotations["description"] == (
+        "down in dorset: directory, sql; run the recovery plan for dorset: `bcd plan run evacuate-dorset --reason …`")
     assert dorset.annotations["runbook_url"] == "https://wiki/BcdSiteLost"
     assert "no recovery plan is configured for kent" in kent.annotations["description"]
+    assert "recovery plan leave-wessex starts by itself (trigger: auto)" in wessex.annotations["description"]
