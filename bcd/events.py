@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     STEP_FINISHED = "step_finished"
     VIEWS_CHANGED = "views_changed"
     JOURNAL_GAP = "journal_gap"
+    SITE_LOST = "site_lost"
+    SITE_RECOVERED = "site_recovered"
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -157,10 +159,24 @@ class JournalGap:
     last: float = field(metadata=TO)
 
 
+@dataclass(frozen=True, slots=True)
+class SiteLost:
+    """`site_lost` (the envelope's `site`): every service probed there is down (by quorum in a cluster)."""
+
+    services: tuple[str, ...]
+    plans: tuple[str, ...] = ()  # the recovery plans configured from this site
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRecovered:
+    services: tuple[str, ...]
+    lost_since: float
+
+
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
-    | StepStarted | StepFinished | RunNotStarted | JournalGap
+    | StepStarted | StepFinished | RunNotStarted | JournalGap | SiteLost | SiteRecovered
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -179,6 +195,8 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.STEP_FINISHED: StepFinished,
     EventKind.VIEWS_CHANGED: RunNotStarted,
     EventKind.JOURNAL_GAP: JournalGap,
+    EventKind.SITE_LOST: SiteLost,
+    EventKind.SITE_RECOVERED: SiteRecovered,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

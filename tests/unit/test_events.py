@@ -52,6 +52,9 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
     ),
     EventKind.VIEWS_CHANGED: (events.RunNotStarted("failover", "hampshire"), {"run_kind": "failover", "to": "hampshire"}),
     EventKind.JOURNAL_GAP: (events.JournalGap(2, 4.0, 5.0), {"dropped": 2, "from": 4.0, "to": 5.0}),
+    EventKind.SITE_LOST: (events.SiteLost(("directory", "sql"), ("evacuate-dorset",)),
+                          {"services": ["directory", "sql"], "plans": ["evacuate-dorset"]}),
+    EventKind.SITE_RECOVERED: (events.SiteRecovered(("directory",), 3.0), {"services": ["directory"], "lost_since": 3.0}),
 }
 
 
