@@ -6,12 +6,14 @@ over a real three-member etcd:
   with none left the witness shows `blocked` (`no_executor`); the witness never takes a lock, and refuses an
   operator's failover or acknowledgement (it cannot share them without one);
 - ten services fail over to hampshire at once, ten independent lock races: hampshire's instance runs all ten,
-  and the other two log "waiting for hampshire", never "starting failover".
+  and the other two log "waiting for hampshire", never "starting failover";
+- hampshire's instance live but not acting (it does not see dorset down): dorset's waits the grace, then runs it.
 """
 
 from __future__ import annotations
 
 import signal
+from datetime import datetime
 from typing import Any
 
 from tests.integration.cluster.kit import ClusterEstate, Member
@@ -120,3 +122,30 @@ async def test_a_failover_to_hampshire_is_run_by_hampshires_instance_every_time(
                 ] == []
         assert any("waiting for hampshire" in line["reason"] for line in told)
         assert other.logged("lock acquired") == []
+
+
+async def test_while_the_target_sites_instance_does_not_act_another_executor_takes_over_after_the_grace(
+    estate: ClusterEstate,
+) -> None:
+    config = estate.config()
+    config["cluster"]["target_site_grace"] = "1s"
+    dorset, hampshire, witness = await estate.start(config, "dorset", "hampshire", "witness", cluster=WITNESS)
+    estate.dorset.down_for = {"dorset", "witness"}  # a quorum sees dorset down; hampshire's instance does not
+    for member in (dorset, hampshire, witness):
+        await member.wait_service(moved)
+
+    (run,) = await dorset.runs()  # hampshire's instance was live all along, and the grace let dorset's act
+    assert (run["result"], run["to"], run["evidence"].get("remote_run")) == ("succeeded", "hampshire", None)
+    waited = next(line for line in statuses(dorset) if line["to_status"] == "failing_over")
+    assert waited["reason"] == ("payroll: failover to hampshire: waiting for hampshire (the executing instance in the "
+                                "target site; dorset takes the lock itself if hampshire has not within 1s)")
+    over = await dorset.wait_log(lambda line: line.get("event") == "target_site_grace_over")
+    assert (over["service"], over["waited_for"], over["grace"]) == ("payroll", "hampshire", 1.0)
+    started = await dorset.wait_log(lambda line: line.get("event") == "run_started")
+    waited_for = timestamp(started) - timestamp(waited)
+    assert 0.9 <= waited_for < 5.0, waited_for  # the grace (the log's times are those of the group commit)
+    assert hampshire.logged("lock acquired") == [] and witness.logged("lock acquired") == []
+
+
+def timestamp(line: dict[str, Any]) -> float:
+    return datetime.fromisoformat(line["timestamp"]).timestamp()
