@@ -34,7 +34,7 @@ from bcd import config as config_module
 from bcd import heap, systemd
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
-from bcd.cluster import ClusterLink
+from bcd.cluster import ClusterLink, Preference
 from bcd.config import Config, ConfigError, ProbeConfig
 from bcd.coordination import EtcdCoordinator
 from bcd.coordination.etcd import EtcdClient
@@ -258,7 +258,8 @@ class Daemon:
                                       lease_ttl=cluster_config.lease_ttl, keepalive=cluster_config.keepalive_interval,
                                       on_lost=lost)
         link = ClusterLink(coordinator, self.engine, vantage=self.config.vantage, quorum=cluster_config.quorum,
-                           lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout)
+                           lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout,
+                           preference=Preference.configured(self.config.vantage, cluster_config))
         self.engine.attach_cluster(link)
         self.metrics.register(ClusterCollector(link, self.view))
         self._stops.append(link.stop)  # stops its coordinator; after the runner: final run records, then locks

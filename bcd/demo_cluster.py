@@ -1,11 +1,12 @@
-"""`bcd demo --cluster`: three bcd instances (dorset, hampshire, witness) and an embedded three-member etcd on
-loopback, watching `payroll` in dorset (active) and hampshire, and a quorum decision told as it happens.
+"""`bcd demo --cluster`: three bcd instances (dorset, hampshire, and a witness that votes but executes nothing,
+`cluster.executor: false`) and an embedded three-member etcd on loopback, watching `payroll` in dorset (active)
+and hampshire, and a quorum decision told as it happens.
 
 The story: after `fail_after` seconds the link from hampshire to dorset breaks (dorset's payroll answers 503
 to the hampshire vantage only): hampshire's bcd sees dorset down, the two others do not, so there is no quorum
 and nothing moves (`blocked`, `no_quorum`). After twice that, dorset's payroll stops answering everyone: three
-of three vantages see it down, exactly one instance takes the lock and runs the failover; all three agree on
-the new active site.
+of three vantages see it down, hampshire's instance (the target site's) takes the lock and runs the failover
+while the other two say they wait for it; all three agree on the new active site.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class Payroll:
 def demo_config(endpoints: list[str], payroll: Payroll) -> dict[str, Any]:
     return {
         "instance": "bcd-demo",
-        "sites": {"dorset": {}, "hampshire": {}, "witness": {"description": "the third place: votes only"}},
+        "sites": {"dorset": {}, "hampshire": {}, "witness": {"description": "the third place: votes, never executes"}},
         "defaults": {"interval": "500ms", "timeout": "400ms", "rise": 2, "fall": 3},
         "services": {"payroll": {
             "description": "Payroll (shared by both councils)", "active": "dorset",
@@ -189,8 +190,10 @@ async def run_cluster_demo(fail_after: float) -> int:
         config_path.write_text(json.dumps(demo_config(cluster.endpoints, payroll), indent=2))
         ports = demo_ports()
         for vantage, port in zip(VANTAGES, ports, strict=True):
-            overrides = {"vantage": vantage, "state_dir": str(base / vantage),
-                         "server": {"listen": f"127.0.0.1:{port}"}}
+            overrides: dict[str, Any] = {"vantage": vantage, "state_dir": str(base / vantage),
+                                         "server": {"listen": f"127.0.0.1:{port}"}}
+            if vantage == "witness":  # it votes and runs nothing: it may have no route to the load balancer
+                overrides["cluster"] = {**demo_config(cluster.endpoints, payroll)["cluster"], "executor": False}
             daemon = Daemon(str(config_path), config_module.load(config_path, overrides), overrides)
             await daemons.enter_async_context(daemon.running())
             tasks.append(loop.create_task(narrate(vantage, daemon)))
@@ -216,7 +219,8 @@ def banner(base: Path, fail_after: float, ports: list[int]) -> str:
         "", "bcd demo --cluster — three bcd instances and a three-member etcd on loopback", urls,
         f"  state      {base}",
         f"In {fail_after:g} s the link from hampshire to dorset breaks: no quorum, nothing moves.",
-        f"In {2 * fail_after:g} s payroll in dorset stops answering everyone: one instance fails it over.",
+        f"In {2 * fail_after:g} s payroll in dorset stops answering everyone: hampshire's instance fails it over,",
+        "the others wait for it (the witness votes but never runs a runbook: cluster.executor: false).",
         "Ctrl-C stops everything.", "",
     ])
 

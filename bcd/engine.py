@@ -71,7 +71,7 @@ class ClusterHooks(Protocol):
 
     def remote_run(self, service: str) -> RunInfo | None: ...
 
-    def start_automatic(self, service: str, action: policy.Action, reason: str) -> None: ...
+    def start_automatic(self, service: str, action: policy.Action, reason: str) -> policy.Decision | None: ...
 
     async def start_requested(self, service: str, request: Request, to_site: str, by: str,
                               reason: str) -> ActiveRun: ...
@@ -246,9 +246,8 @@ class Engine:
         try:
             if refusal is not None:
                 raise JournalWriteError(refusal)
-            if self.cluster is not None:  # the lock is taken first (asynchronously); the cluster starts the run
-                self.cluster.start_automatic(name, action, reason)
-                return None
+            if self.cluster is not None:  # the lock is taken first (asynchronously); the cluster starts the run,
+                return self.cluster.start_automatic(name, action, reason)  # or says whom this instance waits for
             with contextlib.suppress(RunConflict):  # a run started in between: the next evaluation shows it
                 self._start_run(name, action.kind, action.to_site, "auto", reason, dry_run=action.dry_run,
                                 forced=False)
@@ -349,9 +348,9 @@ class Engine:
 
     def acknowledge(self, name: str, by: str, reason: str) -> list[int]:
         self.writable()
-        ids = self.runs.acknowledge(name, by)
-        if self.cluster is not None:
+        if self.cluster is not None:  # first: it may refuse (RequestRefused: a witness cannot share it)
             self.cluster.acknowledged(name, by)
+        ids = self.runs.acknowledge(name, by)
         self._run_facts.pop(name, None)
         now = self.clock()
         self.emit(Event(EventKind.ACKNOWLEDGED, now, name, None, f"{by}: {reason}",

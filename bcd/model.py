@@ -51,6 +51,7 @@ class Guard(StrEnum):
     NO_RUNBOOK = "no_runbook"
     NO_QUORUM = "no_quorum"
     COORDINATION_UNAVAILABLE = "coordination_unavailable"
+    NO_EXECUTOR = "no_executor"
     JOURNAL_UNWRITABLE = "journal_unwritable"
     WAITING_FOR_DEPENDENCY = "waiting_for_dependency"  # failover_pending: a dependency moves first
     DEPENDENCY_FAILED = "dependency_failed"  # a dependency is blocked or unavailable

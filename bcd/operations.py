@@ -135,7 +135,10 @@ class Operations:
         if isinstance(intent, Transfer):
             return await self._transfer(intent)
         if isinstance(intent, Acknowledge):
-            ids = self._engine.acknowledge(intent.service, intent.by, intent.reason)
+            try:
+                ids = self._engine.acknowledge(intent.service, intent.by, intent.reason)
+            except RequestRefused as exc:  # a cluster witness: it takes no lock to share it with
+                return Refused(Refusal.CONFLICT, str(exc), exc.verdict.guard)
             return Accepted(f"acknowledged runs {ids}" if ids else "nothing to acknowledge", runs=ids)
         try:
             if isinstance(intent, StartMaintenance):

@@ -26,7 +26,8 @@ failover's target or an automatic failback's home, only when `quorum.needed` of 
 that a failover is `blocked` (`standby_not_up`, with the votes) and a failback waits. Without coordination
 nobody may act on its own: `blocked` (`coordination_unavailable`) wherever an automatic or pending action
 would follow, and an operator's request needs `force`. A vantage that sees every site of every service down
-suspects its own network and does not vote (`no_quorum`).
+suspects its own network and does not vote (`no_quorum`). A witness (`cluster.executor: false`) votes but runs
+nothing: with no executing instance live, an automatic failover or failback is `blocked` (`no_executor`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,15 @@ class Quorum:
     needed: int  # votes for "down" needed for a failover (and for "up" on its target)
     suspect_self: bool = False  # we see every site of every service down: our own network, probably
     standbys: Mapping[str, tuple[Vote, ...]] | None = None  # votes on every other site; None: not counted
+    executors: tuple[str, ...] | None = None  # live vantages that run runbooks (ours first); None: not counted
+
+    @property
+    def no_executor(self) -> str | None:
+        """Why nobody can run a runbook now (None while an executing instance is live, or when not counted)."""
+        if self.executors is None or self.executors:
+            return None
+        return (f"no executor: none of the live instances ({', '.join(self.live) or 'none'}) runs runbooks "
+                "(cluster.executor: false); an executing instance must be live to take the lock")
 
     @property
     def live(self) -> tuple[str, ...]:
@@ -285,6 +295,8 @@ def _cluster_guard(snap: Snapshot) -> tuple[Guard, str] | None:
         return Guard.COORDINATION_UNAVAILABLE, "coordination unavailable: no automatic action"
     if not quorum.reached:
         return Guard.NO_QUORUM, f"no quorum: {quorum.describe(snap.active)}"
+    if quorum.no_executor is not None:
+        return Guard.NO_EXECUTOR, quorum.no_executor
     return None
 
 
@@ -361,6 +373,9 @@ def _healthy(snap: Snapshot, now: float) -> Decision:
                 f"{snap.service}: failback to home site {snap.home} blocked (coordination unavailable: "
                 "no automatic action)", Guard.COORDINATION_UNAVAILABLE,
             )
+        if snap.quorum is not None and snap.quorum.no_executor is not None:
+            return Decision(ServiceStatus.BLOCKED, f"{snap.service}: failback to home site {snap.home} blocked "
+                                                   f"({snap.quorum.no_executor})", Guard.NO_EXECUTOR)
         return Decision(
             ServiceStatus.FAILING_OVER, f"{snap.service}: starting failback to home site {snap.home} (up again)",
             action=Action(RunKind.FAILBACK, snap.home),

@@ -8,6 +8,10 @@ The link between the engine and the coordinator, built by the composition root w
   sees every site of every service down suspects its own network: it withdraws its view and does not vote.
 - **Quorum.** `quorum()` gives the pure policy the live vantages' votes on every site of a service: the active
   site (down for a quorum?) and the others (up for a quorum?).
+- **Who executes.** A witness (`cluster.executor: false`) votes and publishes its view (with `"executor": false`
+  in it, so every instance knows the live executing ones) and never takes a lock; with none live a failover is
+  `blocked` (`no_executor`). The executing instance of a run's target site takes the lock first; the others
+  wait `target_site_grace` for it (`preference.py`). Whoever does not take the lock says whom it waits for.
 - **Exactly one executor.** A run starts only once this instance holds the service's lock: automatic runs
   from a task (one acquisition per service at a time), operators' runs from `start_requested()`. An automatic
   run's lock is taken only if every other vantage's view the decision counted is still at the revision it was
@@ -24,13 +28,14 @@ The link between the engine and the coordinator, built by the composition root w
   lock marks its record interrupted. Nobody re-runs a step. Acknowledgements travel the same way.
 
 One idea per file: `views.py` (our view, the others', votes and quorum), `fence.py` (a run's hold on its lock),
-`records.py` (run records in etcd as `RemoteRun` values; which to prune beyond `KEEP_RUNS`), `mirror.py`
-(other instances' runs journaled here), `executor.py` (`ClusterLink`: the lock executor, and the periodic read
-of the store), `metrics.py`.
+`preference.py` (who takes the lock: this instance, or whom it waits for), `records.py` (run records in etcd
+as `RemoteRun` values; which to prune beyond `KEEP_RUNS`), `mirror.py` (other instances' runs journaled here),
+`executor.py` (`ClusterLink`: the lock executor, and the periodic read of the store), `metrics.py`.
 """
 
 from bcd.cluster.executor import SYNC_EVERY, ClusterLink
+from bcd.cluster.preference import Preference
 from bcd.cluster.records import KEEP_RUNS, RemoteRun, prunable
 from bcd.cluster.views import VIEW_MIN_GAP
 
-__all__ = ["KEEP_RUNS", "SYNC_EVERY", "VIEW_MIN_GAP", "ClusterLink", "RemoteRun", "prunable"]
+__all__ = ["KEEP_RUNS", "SYNC_EVERY", "VIEW_MIN_GAP", "ClusterLink", "Preference", "RemoteRun", "prunable"]

@@ -15,13 +15,14 @@ import structlog
 from bcd import policy
 from bcd.cluster.fence import Fence
 from bcd.cluster.mirror import Mirror
-from bcd.cluster.records import KEEP_RUNS, ActiveSite, Holder, RemoteRun, RunLedger, prunable
+from bcd.cluster.preference import Preference
+from bcd.cluster.records import KEEP_RUNS, ActiveSite, Holder, RemoteRun, RunLedger, decoded, prunable
 from bcd.cluster.views import VIEW_MIN_GAP, PeerView, Views
 from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsChanged, active_key
 from bcd.engine import Engine, RequestRefused
 from bcd.events import Event, EventKind, RunNotStarted
 from bcd.journal import JournalWriteError
-from bcd.model import Guard, RunKind, RunResult
+from bcd.model import Guard, RunKind, RunResult, ServiceStatus
 from bcd.policy import Quorum, Request, RunInfo, Verdict, Vote
 from bcd.runbooks.runner import ActiveRun, LostLock
 
@@ -31,7 +32,8 @@ SYNC_EVERY = 0.5  # run records, locks and active sites are read this often
 
 
 class ClusterLink:
-    """Views, votes and the lock bridge of one instance (`vantage`). See the package docstring."""
+    """Views, votes and the lock bridge of one instance (`vantage`). See the package docstring; `preference`
+    says whether it takes a lock (a witness never does) and when."""
 
     def __init__(
         self,
@@ -45,12 +47,16 @@ class ClusterLink:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         keep_runs: int = KEEP_RUNS,
+        preference: Preference | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.engine = engine
         self.vantage = vantage
-        self.views = Views(coordinator, engine, vantage=vantage, quorum=quorum, lease_ttl=lease_ttl, clock=clock,
-                           wall_clock=wall_clock)
+        # without one: an executing instance that takes the lock at once (the config's default prefers the target's)
+        self.preference = preference or Preference(vantage=vantage, prefer_target_site=False, clock=clock)
+        self.executor = self.preference.executor
+        self.views = Views(coordinator, engine, vantage=vantage, executor=self.executor, quorum=quorum,
+                           lease_ttl=lease_ttl, clock=clock, wall_clock=wall_clock)
         self.ledger = RunLedger(vantage)
         self.mirror = Mirror(engine, self.ledger, vantage=vantage, wall_clock=wall_clock)
         self.margin = call_timeout  # steps stop this long before the lock's validity ends
@@ -62,6 +68,7 @@ class ClusterLink:
         self._busy: set[str] = set()  # services with a lock acquisition (or a held lock) of ours in flight
         self._not_before: dict[str, float] = {}  # service -> no automatic acquisition before (the lock was taken)
         self._refused_views: dict[str, dict[str, int]] = {}  # service -> counted views found changed in the store
+        self._lost_to: dict[str, str] = {}  # service -> who held the lock when our acquisition found it taken
         self._pending_acks: dict[str, str] = {}  # service -> who acknowledged, until written to the store
         self._fences: dict[str, Fence] = {}
 
@@ -140,19 +147,22 @@ class ClusterLink:
         if service in self._fences:
             return self.vantage
         holder = self.ledger.locks.get(service) if self.available else None
-        vantage = holder.vantage if holder is not None else None
+        vantage = holder.vantage if holder is not None else self._lost_to.get(service)
         return None if vantage == self.vantage else vantage
 
     def service_json(self, service: str) -> dict[str, Any]:
         """What the API adds to a service in a cluster."""
         holder = self.lock_holder(service)
-        return {"views": self.views.views_of(service),
+        return {"views": self.views.views_of(service), "executor": self.executor,
                 "lock": {"holder": holder, "held_here": service in self._fences} if holder else None,
                 "coordination": "up" if self.available else "down"}
 
     def remote_run(self, service: str) -> RunInfo | None:
         """A run of `service` by another instance, in progress as far as the store says."""
-        return self.ledger.remote_run(service, held_here=service in self._fences)
+        run = self.ledger.remote_run(service, held_here=service in self._fences)
+        if run is not None:
+            self.preference.forget(service)
+        return run
 
     # -- runs elsewhere ------------------------------------------------------------------------------
     async def _sync_once(self) -> None:
@@ -161,11 +171,13 @@ class ClusterLink:
         # one read at one revision: a run record and its lock are judged together (a holder writes its final
         # record before it releases the lock, so "unfinished, and the lock is not its holder's" means orphaned)
         changed, actives = self.ledger.update(await self.coordinator.read(""))
+        self._lost_to.clear()  # the ledger knows the holders now
         for service, active in actives.items():
             self._adopt(service, active)
         for service in self.engine.services:
             held = self._fences.get(service)
-            if self.mirror.reconcile(service, held.token if held else None) and service not in self._busy:
+            orphaned = self.mirror.reconcile(service, held.token if held else None)
+            if orphaned and self.executor and service not in self._busy:  # a witness leaves it to the next holder
                 self._busy.add(service)
                 self._spawn(self._mark_orphans(service))
         for service in list(self._pending_acks):
@@ -224,14 +236,23 @@ class ClusterLink:
         return orphans
 
     # -- starting runs under the lock ----------------------------------------------------------------
-    def start_automatic(self, service: str, action: policy.Action, reason: str) -> None:
+    def start_automatic(self, service: str, action: policy.Action, reason: str) -> policy.Decision | None:
+        """Take the lock and start the run (in a task), or say whom this instance waits for: the Decision the
+        service shows instead of "starting failover" (None: the policy's own)."""
         views = self.counted_views()  # the views this decision counted, read in the same loop iteration
-        if service in self._busy or self.clock() < self._not_before.get(service, 0.0):
-            return  # an acquisition (or our run) is in flight, or the lock was just found taken
+        if service in self._busy:
+            return None  # an acquisition (or our run) is in flight
+        wait = self.preference.wait(service, action, self.views.executors(), self.lock_holder(service))
+        if wait is not None:  # a waiting service is decided again every second (Engine.tick): so is the grace
+            status = ServiceStatus.FAILOVER_PENDING if action.dry_run else ServiceStatus.FAILING_OVER
+            return policy.Decision(status, wait.reason(service, action), wait.guard)
+        if self.clock() < self._not_before.get(service, 0.0):
+            return None  # the lock was just found taken (by whom: not known yet)
         if self._refused_views.get(service) == views:
-            return  # a counted view changed in the store: decide again once the change has arrived here
+            return None  # a counted view changed in the store: decide again once the change has arrived here
         self._busy.add(service)
         self._spawn(self._automatic(service, action, views))
+        return None
 
     async def _automatic(self, service: str, action: policy.Action, views: dict[str, int]) -> None:
         try:
@@ -267,6 +288,9 @@ class ClusterLink:
                               reason: str) -> ActiveRun:
         """An operator's run: once we hold the lock (or, forced, without coordination: the local lock only)."""
         trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
+        refusal = self.preference.refusal("runs no runbook", self.views.executors())
+        if refusal is not None:
+            raise RequestRefused(refusal)
         if service in self._busy:
             raise RequestRefused(Verdict(None, f"{service}: this instance is taking the lock already",
                                          Guard.RUN_IN_PROGRESS, conflict=True))
@@ -330,10 +354,19 @@ class ClusterLink:
             self._not_before[service] = self.clock() + SYNC_EVERY
             return None
         if lock is None:
+            await self._note_holder(service)
             log.info("lock_held_elsewhere", service=service, holder=self.lock_holder(service))
             self._not_before[service] = self.clock() + SYNC_EVERY  # until the next read shows who holds it
         self._refused_views.pop(service, None)
         return lock
+
+    async def _note_holder(self, service: str) -> None:
+        """Read who holds the lock we found taken, so that we say whom we wait for before the next sync."""
+        key = f"locks/{service}"
+        with contextlib.suppress(CoordinationUnavailable):
+            holder = Holder.from_json(decoded((await self.coordinator.read(key)).get(key, b"")))
+            if holder is not None:
+                self._lost_to[service] = holder.vantage
 
     def _views_changed(self, service: str, action: policy.Action, why: str) -> None:
         reason = f"{service}: automatic {action.kind} to {action.to_site} not started: {why}; deciding again"
@@ -383,6 +416,7 @@ class ClusterLink:
             dry_run=request.dry_run, forced=request.forced, started=run.started, ended=None, detail="",
             evidence=request.evidence.get("quorum"), acknowledged_by=None,
         )
+        self.preference.forget(service)
         self._spawn(self._owner(service, lock, fence, run), owner=True)
 
     async def _owner(self, service: str, lock: Lock, fence: Fence, run: ActiveRun) -> None:
@@ -429,7 +463,12 @@ class ClusterLink:
     # -- acknowledgements ----------------------------------------------------------------------------
     def acknowledged(self, service: str, by: str) -> None:
         """An operator acknowledged the service's runs here: the store learns it as soon as this instance
-        holds the lock (at once if free, else with its next run or the next read after the holder let go)."""
+        holds the lock (at once if free, else with its next run or the next read after the holder let go). A
+        witness takes no lock: RequestRefused, before anything is acknowledged here."""
+        refusal = self.preference.refusal("takes no lock, so it cannot share an acknowledgement",
+                                          self.views.executors())
+        if refusal is not None:
+            raise RequestRefused(refusal)
         self._pending_acks[service] = by
 
     async def _acknowledge(self, service: str) -> None:

@@ -38,6 +38,7 @@ class PeerView:
     at: float  # when it was made (its wall clock)
     age: float  # seconds since it was written, on our clock
     services: dict[str, dict[str, SiteView]]
+    executor: bool = True  # takes locks and runs runbooks (a view without the key comes from one that does)
 
     @classmethod
     def parse(cls, vantage: str, raw: bytes, age: float) -> PeerView | None:
@@ -48,7 +49,7 @@ class PeerView:
                           for site, item in sites.items()}
                 for service, sites in data["services"].items()
             }
-            return cls(vantage, float(data.get("at", 0.0)), age, services)
+            return cls(vantage, float(data.get("at", 0.0)), age, services, data.get("executor") is not False)
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("view_unreadable", vantage=vantage)
             return None
@@ -63,6 +64,7 @@ class Views:
         engine: Engine,
         *,
         vantage: str,
+        executor: bool = True,
         quorum: str | int = "majority",
         lease_ttl: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
@@ -71,6 +73,7 @@ class Views:
         self.coordinator = coordinator
         self.engine = engine
         self.vantage = vantage
+        self.executor = executor
         self.quorum_setting = quorum
         self.lease_ttl = lease_ttl
         self.republish = max(1.0, lease_ttl / 3)
@@ -115,7 +118,8 @@ class Views:
             now = self.clock()
             if (self._published is None or self._published[0] != content
                     or now - self._published[1] >= self.republish):
-                view = f'{{"vantage": {json.dumps(self.vantage)}, "at": {self.wall_clock()!r}, "services": {content}}}'
+                view = (f'{{"vantage": {json.dumps(self.vantage)}, "at": {self.wall_clock()!r}, '
+                        f'"executor": {json.dumps(self.executor)}, "services": {content}}}')
                 await self.coordinator.publish_view(view.encode())
                 self._published = (content, now)
         seen = {vantage: raw for vantage, (raw, _) in self.coordinator.views().items()}
@@ -144,7 +148,7 @@ class Views:
                 cached = self._parsed[vantage] = (raw, PeerView.parse(vantage, raw, age))
             parsed = cached[1]
             if parsed is not None:
-                result[vantage] = PeerView(parsed.vantage, parsed.at, age, parsed.services)
+                result[vantage] = PeerView(parsed.vantage, parsed.at, age, parsed.services, parsed.executor)
         return result
 
     def votes(self, service: str, site: str) -> list[Vote]:
@@ -165,7 +169,13 @@ class Views:
         standbys = {site: tuple(self.votes(service, site)) for site in self.engine.config.services[service].sites
                     if site != active}
         return Quorum(self.coordinator.available, votes, policy.quorum_needed(self.quorum_setting, len(votes)),
-                      self.suspect or self.suspects_itself(), standbys)
+                      self.suspect or self.suspects_itself(), standbys, self.executors())
+
+    def executors(self) -> tuple[str, ...]:
+        """The live vantages that take locks and run runbooks (ours first, unless we do not or suspect
+        ourselves: a view withdrawn is no executor either)."""
+        ours = (self.vantage,) if self.executor and not self.suspect and not self.suspects_itself() else ()
+        return ours + tuple(vantage for vantage, peer in sorted(self.peers().items()) if peer.executor)
 
     def counted_views(self) -> dict[str, int]:
         """The store revision of every other vantage's view that votes count now (see peers())."""
@@ -189,11 +199,11 @@ class Views:
         """Every live vantage's view of `service`, side by side (ours first)."""
         result: dict[str, Any] = {}
         if not self.suspect:
-            result[self.vantage] = {"age": 0.0, "sites": {
+            result[self.vantage] = {"age": 0.0, "executor": self.executor, "sites": {
                 site: {"state": str(health.effective), "since": health.since, "reason": health.reason}
                 for (name, site), health in self.engine.sites.items() if name == service}}
         for vantage, peer in sorted(self.peers().items()):
-            result[vantage] = {"age": round(peer.age, 3), "sites": {
+            result[vantage] = {"age": round(peer.age, 3), "executor": peer.executor, "sites": {
                 site: {"state": str(view.state), "since": view.since, "reason": view.reason}
                 for site, view in peer.services.get(service, {}).items()}}
         return result

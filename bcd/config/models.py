@@ -25,6 +25,7 @@ from bcd.runbooks.specs import Auth, Runbook, RunnerSettings, Transfer
 from bcd.specs import FORBID, Model
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+MAX_TARGET_SITE_GRACE = 60.0  # seconds: a failover waits this long at worst for a live but idle target site
 Name = Annotated[str, Field(pattern=NAME, max_length=64)]
 
 
@@ -249,10 +250,24 @@ class Cluster(Model):
     call_timeout: Duration = Field(1.0, description="deadline of one etcd call, all endpoints together")
     quorum: Literal["majority", "all"] | Annotated[int, Field(ge=1)] = Field(
         "majority", description="how many live vantages must see the active site down")
+    executor: bool = Field(True, strict=True, description="take service locks and run runbooks (false: a witness "
+                                                          "that only votes and publishes its view)")
+    prefer_target_site: bool = Field(True, strict=True, description="the executing instance in a run's target "
+                                                                    "site runs it while it is live")
+    target_site_grace: Duration = Field(10.0, description="how long the other executing instances wait for the "
+                                                          "target site's before taking the lock themselves")
 
     @property
     def keepalive_interval(self) -> float:
         return self.keepalive if self.keepalive is not None else self.lease_ttl / 3
+
+    @field_validator("target_site_grace")
+    @classmethod
+    def _short_grace(cls, value: float) -> float:
+        if value > MAX_TARGET_SITE_GRACE:
+            raise ValueError(f"must be at most {MAX_TARGET_SITE_GRACE:g}s (a failover waits this long when the "
+                             f"target site's instance is live but does not act); got {value:g}s")
+        return value
 
     @model_validator(mode="after")
     def _timing(self) -> Cluster:

@@ -80,11 +80,14 @@ SERVICE_SCHEMA = {
         "depends_on": {"type": "array", "items": {"type": "string"}, "description": "the services it needs"},
         "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
         "views": {"type": "object", "description": "cluster members only: every live vantage's view of the "
-                  "service's sites ({vantage: {age, sites: {site: {state, since, reason}}}})",
+                  "service's sites ({vantage: {age, executor, sites: {site: {state, since, reason}}}}; executor "
+                  "false: a witness, which votes and never runs a runbook)",
                   "additionalProperties": {"type": "object"}},
         "lock": {"type": ["object", "null"], "description": "cluster members only: who holds the run lock",
                  "properties": {"holder": {"type": "string"}, "held_here": {"type": "boolean"}}},
         "coordination": {"enum": ["up", "down"], "description": "cluster members only: etcd and our lease"},
+        "executor": {"type": "boolean", "description": "cluster members only: whether this instance takes locks and "
+                     "runs runbooks (false: a witness, cluster.executor: false)"},
     },
 }
 RUN_SCHEMA = {

@@ -19,7 +19,7 @@ FAILOVER, FAILBACK = RunKind.FAILOVER, RunKind.FAILBACK
 
 def quorum(*votes: tuple[str, SiteState], needed: int | None = None, available: bool = True,
            suspect_self: bool = False, standbys: dict[str, tuple[tuple[str, SiteState], ...]] | None = None,
-           ) -> Quorum:
+           executors: tuple[str, ...] | None = None) -> Quorum:
     """Votes on the active site as (vantage, state); `needed` defaults to a majority of them. `standbys`: votes
     on other sites, the same way (None: not counted)."""
     cast = tuple(Vote(vantage, state, "HTTP 503" if state is DOWN else "") for vantage, state in votes)
@@ -27,7 +27,7 @@ def quorum(*votes: tuple[str, SiteState], needed: int | None = None, available: 
         site: tuple(Vote(vantage, state, "HTTP 503" if state is DOWN else "") for vantage, state in site_votes)
         for site, site_votes in standbys.items()}
     return Quorum(available, cast, quorum_needed("majority", len(cast)) if needed is None else needed, suspect_self,
-                  others)
+                  others, executors)
 
 
 ALL_DOWN = quorum(("dorset", DOWN), ("hampshire", DOWN), ("witness", DOWN))
@@ -140,6 +140,24 @@ DECISIONS: list[tuple[str, Any, ServiceStatus, Guard | None, Action | None, str]
      snap(UP, UP, active="hampshire", failback=transfer_rule("auto", cooldown=0),
           quorum=quorum(("dorset", UP), ("hampshire", UP), standbys={"dorset": (("dorset", UP), ("hampshire", UP))})),
      ServiceStatus.FAILING_OVER, None, Action(FAILBACK, "dorset"), "starting failback"),
+    # a witness (cluster.executor: false) votes; somebody live must execute
+    ("a live executor: fail over", snap(DOWN, UP, quorum=quorum(*BOTH_DOWN, ("witness", DOWN),
+                                                                  executors=("hampshire",))),
+     ServiceStatus.FAILING_OVER, None, Action(FAILOVER, "hampshire"), "starting failover to hampshire"),
+    ("only witnesses live: no executor",
+     snap(DOWN, UP, quorum=quorum(("witness", DOWN), executors=())), ServiceStatus.BLOCKED, Guard.NO_EXECUTOR, None,
+     "payroll: failover blocked (no executor: none of the live instances (witness) runs runbooks "
+     "(cluster.executor: false); an executing instance must be live to take the lock): active dorset down"),
+    ("no quorum speaks before no executor",
+     snap(DOWN, UP, quorum=quorum(("witness", DOWN), ("other", UP), executors=())), ServiceStatus.BLOCKED,
+     Guard.NO_QUORUM, None, "no quorum"),
+    ("no automatic failback without an executor",
+     snap(UP, UP, active="hampshire", quorum=quorum(("witness", UP), executors=()),
+          failback=transfer_rule("auto", cooldown=0)),
+     ServiceStatus.BLOCKED, Guard.NO_EXECUTOR, None, "failback to home site dorset blocked (no executor: "),
+    ("manual mode without an executor is blocked too (nobody could run it)",
+     snap(DOWN, UP, quorum=quorum(("witness", DOWN), executors=()), failover=transfer_rule("manual")),
+     ServiceStatus.BLOCKED, Guard.NO_EXECUTOR, None, "no executor"),
 ]
 
 

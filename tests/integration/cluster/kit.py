@@ -110,13 +110,24 @@ class ClusterEstate:
                         "call_timeout": "500ms", "quorum": quorum},
         }
 
-    async def start(self, config: dict[str, Any], *vantages: str, env: dict[str, str] | None = None) -> list[Member]:
-        """Write `config` (once: every member reads the same file), start one member per vantage (with `env`
-        added to its environment); return once every member is ready, sees payroll ok and sees every other
-        member's view, past its first probes (no site still unknown in it)."""
+    async def start(self, config: dict[str, Any], *vantages: str, env: dict[str, str] | None = None,
+                    cluster: dict[str, dict[str, Any]] | None = None) -> list[Member]:
+        """Write `config` (once: every member reads the same file, except those given `cluster` settings of their
+        own: vantage -> keys of its `cluster:` section), start one member per vantage (with `env` added to its
+        environment); return once every member is ready, sees payroll ok and sees every other member's view,
+        past its first probes (no site still unknown in it)."""
         text = json.dumps(config, indent=2).replace("bcd-{vantage}", "bcd")
         self.config_path.write_text(text)
-        started = [Member(self.config_path, vantage, self.tmp_path / f"state-{vantage}", env) for vantage in vantages]
+
+        def path(vantage: str) -> Path:
+            if vantage not in (cluster or {}):
+                return self.config_path
+            own = self.tmp_path / f"bcd-{vantage}.yaml"
+            own_config = {**config, "cluster": {**config["cluster"], **(cluster or {})[vantage]}}
+            own.write_text(json.dumps(own_config, indent=2).replace("bcd-{vantage}", "bcd"))
+            return own
+
+        started = [Member(path(vantage), vantage, self.tmp_path / f"state-{vantage}", env) for vantage in vantages]
         self.members.extend(started)
         await asyncio.gather(*(member.start() for member in started))
         await asyncio.gather(*(member.wait_ready(WAIT) for member in started))
