@@ -77,7 +77,8 @@ SERVICE_SCHEMA = {
         "since": {"type": "number"}, "reason": {"type": "string"}, "guard": {"type": ["string", "null"]},
         "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
         "views": {"type": "object", "description": "cluster members only: every live vantage's view of the "
-                  "service's sites ({vantage: {age, sites: {site: {state, since, reason}}}})",
+                  "service's sites ({vantage: {age, stale, lease_ttl, sites: {site: {state, since, reason}}}}); "
+                  "age: seconds since this instance received it; stale: age is more than lease_ttl",
                   "additionalProperties": {"type": "object"}},
         "lock": {"type": ["object", "null"], "description": "cluster members only: who holds the run lock",
                  "properties": {"holder": {"type": "string"}, "held_here": {"type": "boolean"}}},
