@@ -96,13 +96,19 @@ class CommandReader:
             log.exception("mqtt_command_unreadable", hint="refused; no reply")
 
     def _drop(self, command: Command) -> None:
+        waiting = len(self.inbox)
+        self._turn_away(command, "dropped", f"dropped: too many commands in flight ({waiting} waiting)",
+                        waiting=waiting)
+
+    def _turn_away(self, command: Command, result: str, text: str, **fields: object) -> None:
+        """Answer a command that was never acted on (`text`, then "send it again later"), count it as
+        `result`, and forget its id: a resend with the same id is welcome."""
         if self.seen is not None:
-            self.seen.forget(command.id)  # never acted on: a resend with the same id is welcome
-        self.stats.commands["dropped"] += 1
-        log.warning("mqtt_command_dropped", id=command.id, action=str(command.action), service=command.service,
-                    why="too many commands in flight", waiting=len(self.inbox))
-        self.inbox.reply(Reply(command.id, f"dropped: too many commands in flight ({len(self.inbox)} "
-                                            "waiting); send it again later", signed=True))
+            self.seen.forget(command.id)
+        self.stats.commands[result] += 1
+        log.warning(f"mqtt_command_{'dropped' if result == 'dropped' else 'refused'}", id=command.id,
+                    action=str(command.action), service=command.service, why=text.split(": ", 1)[1], **fields)
+        self.inbox.reply(Reply(command.id, f"{text}; send it again later", signed=True))
 
     async def work(self) -> None:
         """Hand each waiting command, in arrival order, to its service's lane: a command waits only for those
@@ -112,18 +118,9 @@ class CommandReader:
         while True:
             command = await self.inbox.next_command()
             if not self.lanes.start(lane_of(command), partial(self._answer, command)):
-                self._refuse_busy(command)
+                self._turn_away(command, "busy", f"refused: busy: {self.lanes.limit} commands in flight "
+                                                 "(max_in_flight)", in_flight=len(self.lanes))
             await asyncio.sleep(0)  # a command that needs no wait (ack) ends here: a burst does not fill the lanes
-
-    def _refuse_busy(self, command: Command) -> None:
-        if self.seen is not None:
-            self.seen.forget(command.id)  # never acted on: a resend with the same id is welcome
-        self.stats.commands["busy"] += 1
-        limit = self.lanes.limit
-        log.warning("mqtt_command_refused", id=command.id, action=str(command.action), service=command.service,
-                    why="busy", in_flight=len(self.lanes), max_in_flight=limit)
-        self.inbox.reply(Reply(command.id, f"refused: busy: {limit} commands in flight (max_in_flight); send it "
-                                           "again later", signed=True))
 
     async def _answer(self, command: Command) -> None:
         age = self.clock() - command.ts
