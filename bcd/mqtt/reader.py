@@ -97,18 +97,18 @@ class CommandReader:
 
     def _drop(self, command: Command) -> None:
         waiting = len(self.inbox)
-        self._turn_away(command, "dropped", f"dropped: too many commands in flight ({waiting} waiting)",
+        self._turn_away(command, "dropped", "dropped", f"too many commands in flight ({waiting} waiting)",
                         waiting=waiting)
 
-    def _turn_away(self, command: Command, result: str, text: str, **fields: object) -> None:
-        """Answer a command that was never acted on (`text`, then "send it again later"), count it as
-        `result`, and forget its id: a resend with the same id is welcome."""
+    def _turn_away(self, command: Command, result: str, verdict: str, why: str, **fields: object) -> None:
+        """Answer a command that was never acted on (`<verdict>: <why>; send it again later`), log it
+        (`mqtt_command_<verdict>`), count it as `result`, and forget its id: a resend with it is welcome."""
         if self.seen is not None:
             self.seen.forget(command.id)
         self.stats.commands[result] += 1
-        log.warning(f"mqtt_command_{'dropped' if result == 'dropped' else 'refused'}", id=command.id,
-                    action=str(command.action), service=command.service, why=text.split(": ", 1)[1], **fields)
-        self.inbox.reply(Reply(command.id, f"{text}; send it again later", signed=True))
+        log.warning(f"mqtt_command_{verdict}", id=command.id, action=str(command.action), service=command.service,
+                    why=why, **fields)
+        self.inbox.reply(Reply(command.id, f"{verdict}: {why}; send it again later", signed=True))
 
     async def work(self) -> None:
         """Hand each waiting command, in arrival order, to its service's lane: a command waits only for those
@@ -118,8 +118,8 @@ class CommandReader:
         while True:
             command = await self.inbox.next_command()
             if not self.lanes.start(lane_of(command), partial(self._answer, command)):
-                self._turn_away(command, "busy", f"refused: busy: {self.lanes.limit} commands in flight "
-                                                 "(max_in_flight)", in_flight=len(self.lanes))
+                self._turn_away(command, "busy", "refused", f"busy: {self.lanes.limit} commands in flight "
+                                                            "(max_in_flight)", in_flight=len(self.lanes))
             await asyncio.sleep(0)  # a command that needs no wait (ack) ends here: a burst does not fill the lanes
 
     async def _answer(self, command: Command) -> None:
