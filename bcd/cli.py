@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show services and sites of a running daemon")
     add_client_arguments(status)
     status.add_argument("--json", action="store_true", help="print the API's JSON")
+    status.add_argument("--views", action="store_true", help="in a cluster: the reason of every vantage's view")
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
     return parser
@@ -372,16 +373,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    print(status_table(data["services"], colour=sys.stdout.isatty()))
+    print(status_table(data["services"], colour=sys.stdout.isatty(), every_view=args.views))
     return EXIT_OK
 
 
 COLOURS = {"up": "32", "degraded": "33", "down": "31", "flapping": "35", "maintenance": "36", "unknown": "90"}
 
 
-def status_table(services: list[dict[str, Any]], colour: bool) -> str:
+def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool = False) -> str:
     """One row per service. In a cluster (the API adds `views` and `lock`), every site cell also shows each
-    vantage's view of it, side by side, and a LOCK column names the instance holding the service's lock."""
+    vantage's view of it, side by side (`stale` when older than the lease), a LOCK column names the instance
+    holding the service's lock, and the lines under the table each view's age and reasons (`views_block`)."""
+    from bcd.status_views import view_mark, views_block
+
     sites = sorted({site for service in services for site in service["sites"]})
     cluster = any("views" in service for service in services)
     if not cluster:
@@ -397,7 +401,7 @@ def status_table(services: list[dict[str, Any]], colour: bool) -> str:
         for site in sites:
             state = service["sites"].get(site, {}).get("state", "-")
             views = service.get("views") or {}
-            seen = ", ".join(f"{vantage}: {view.get('sites', {}).get(site, {}).get('state', '-')}"
+            seen = ", ".join(f"{vantage}: {view.get('sites', {}).get(site, {}).get('state', '-')}{view_mark(view)}"
                              for vantage, view in views.items())
             pairs.append((state, f" ({seen})" if seen else ""))
         table.append((service, pairs))
@@ -415,6 +419,7 @@ def status_table(services: list[dict[str, Any]], colour: bool) -> str:
     coordination = sorted({str(s["coordination"]) for s in services if "coordination" in s})
     if coordination:
         rows.append(f"coordination (etcd): {', '.join(coordination)}")
+    rows.extend(views_block(services, every_view))
     return "\n".join(rows)
 
 

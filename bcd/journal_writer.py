@@ -1,8 +1,9 @@
 """The engine's group commit, and what happens when the journal cannot be written.
 
 The engine stages what one event-loop iteration changed (site rows, service rows, events); `flush()` commits
-it in one transaction (within FLUSH_DELAY, without waiting for the disk), then logs one line per event and
-publishes it on the bus (metrics, MQTT, alerts, SSE). The log line and the publication never depend on the
+it in one transaction (within FLUSH_DELAY, without waiting for the disk), then logs one line per event (its
+`timestamp` the event's own time, `logged_at` the commit's) and publishes it on the bus (metrics, MQTT,
+alerts, SSE). The log line and the publication never depend on the
 commit: an event that could not be journaled goes out at once with `id: null` (and `journaled=false` in its
 log line).
 
@@ -109,7 +110,8 @@ class JournalWriter:
         for index, (staged_event, fields) in enumerate(staged):
             event = published[index] if index < len(published) else staged_event
             extra = {} if event.id is not None else {"journaled": False}
-            log.info(event.kind.value, **{k: v for k, v in fields.items() if v is not None}, **extra)
+            # stamped with the event's own time (`at`), not this commit's: see bcd.logging
+            log.info(event.kind.value, at=event.at, **{k: v for k, v in fields.items() if v is not None}, **extra)
             self.bus.publish(event)
 
     def close(self) -> None:

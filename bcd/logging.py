@@ -1,11 +1,17 @@
 """structlog setup: JSON lines when stderr is not a TTY (with a `<N>` syslog prefix under systemd's
-journal), readable key=value on a TTY. Stdlib loggers (aiohttp, tenacity, asyncio) go the same way."""
+journal), readable key=value on a TTY. Stdlib loggers (aiohttp, tenacity, asyncio) go the same way.
+
+A line that reports something that happened earlier (an event, logged at the journal's next group commit)
+carries `at`, the Unix time it happened: its `timestamp` is then that time, and `logged_at` says when the
+line was written, so a timeline built from the log (journald, Loki) orders events as they happened."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -38,15 +44,37 @@ class _PriorityPrefix:
         return f"<{PRIORITY.get(level, 6)}>{text}"
 
 
+def own_time(logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+    """`timestamp` is the time in `at` (Unix seconds), when the line has one; `logged_at` the time of writing."""
+    at = event.pop("at", None)
+    if isinstance(at, int | float) and not isinstance(at, bool) and math.isfinite(at):
+        event["logged_at"] = event.get("timestamp")
+        event["timestamp"] = iso_time(at)
+    elif at is not None:
+        event["at"] = at  # not a time: an ordinary field
+    return event
+
+
+def iso_time(at: float) -> str:
+    """`at` as the TimeStamper writes the time of writing: ISO 8601, UTC, microseconds, `Z`."""
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+def stamps() -> list[Processor]:
+    """The processors every line goes through first: context, level, and its time (see `own_time`)."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        own_time,
+    ]
+
+
 def setup(level: str = "info", json: bool | None = None) -> None:
     """Configure structlog and stdlib logging once per process."""
     if json is None:
         json = not sys.stderr.isatty()
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
+    shared = stamps()
     renderer: Any
     if json:
         renderer = structlog.processors.JSONRenderer()

@@ -181,5 +181,17 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
         "reason": view.reason, "guard": view.guard and str(view.guard), "depends_on": list(config.depends_on),
         "sites": sites,
     }
-    data.update(estate.cluster_json(view.name))  # every vantage's view side by side, and who holds the lock
+    cluster = estate.cluster_json(view.name)  # every vantage's view side by side, and who holds the lock
+    if "views" in cluster and estate.config.cluster is not None:
+        _mark_stale(cluster["views"], estate.config.cluster.lease_ttl)
+    data.update(cluster)
     return data
+
+
+def _mark_stale(views: dict[str, Any], lease_ttl: float) -> None:
+    """Each view says whether it is `stale`: not received again for longer than the lease (`lease_ttl`), so the
+    vantage that published it may be gone, or this instance cut off from etcd (such views still count for
+    quorum until twice the lease)."""
+    for seen in views.values():
+        seen["stale"] = seen["age"] > lease_ttl
+        seen["lease_ttl"] = lease_ttl

@@ -11,6 +11,8 @@ from bcd.credentials import CredentialFile
 from bcd.durations import Duration
 from bcd.specs import Model
 
+MAX_IN_FLIGHT = 32  # each waits at most for etcd's deadline (a failover taking its lock): a burst, not a backlog
+
 
 class MqttCommands(Model):
     """Operator commands over MQTT: off unless enabled, and then only HMAC-signed, fresh, never replayed."""
@@ -19,6 +21,10 @@ class MqttCommands(Model):
     hmac_key_file: CredentialFile | None = Field(
         None, description="HMAC-SHA256 key; relative to $CREDENTIALS_DIRECTORY")
     max_age: Duration = Field(60.0, description="refuse commands whose ts is older (or further ahead) than this")
+    max_in_flight: int = Field(
+        MAX_IN_FLIGHT, ge=1, le=10_000,
+        description="commands carried out at once (running, or waiting behind one for the same service); "
+                    "one more is refused as busy")
 
     @model_validator(mode="after")
     def _key_when_enabled(self) -> MqttCommands:

@@ -10,8 +10,8 @@ Under `<prefix>` (default `bcd/<instance>`):
 One session is one connection and four parts under one TaskGroup: the publisher (state, events), the link
 watcher, the command worker and the reply sender. `bcd_mqtt_connected` is 1 only while all four run; a part
 that ends restarts the session. Each incoming message is screened as it arrives (`screen`: pure checks of
-`bcd.mqtt.commands`, never raising); signed commands wait in the bounded `Inbox` and are carried out one at
-a time, in arrival order (`execute`).
+`bcd.mqtt.commands`, never raising); signed commands wait in the bounded `Inbox` and are carried out side by
+side, in arrival order for each service, at most `max_in_flight` at once (`Lanes`, `execute`).
 
 The broker being away never stops the daemon: connection attempts back off with full jitter (tenacity),
 events wait in a bounded deque (what falls out is counted), and the state is re-sent after each connect.
@@ -130,7 +130,7 @@ class MqttOutput:
             kept = deque(self._events, maxlen=settings.buffer)
             self.stats.dropped += len(self._events) - len(kept)
             self._events = kept
-        self.reader.remember(settings.commands.max_age)
+        self.reader.remember(settings.commands.max_age, settings.commands.max_in_flight)
         self.settings, self.instance = settings, instance
         self._stopping = False
         self._mark_all_dirty()

@@ -1,8 +1,10 @@
-"""The MQTT command reader: every incoming message screened as it arrives, signed commands carried out one
-at a time in arrival order, every one answered on `replies/<id>` (or `replies/invalid`) and counted.
+"""The MQTT command reader: every incoming message screened as it arrives, signed commands carried out side
+by side (in order for each service, see `Lanes`), every one answered on `replies/<id>` (or `replies/invalid`)
+and counted.
 
 Nothing is dropped silently: what cannot be read is refused; what does not fit in the inbox is answered
-`dropped: …` and counted as `dropped`; a reply that cannot be kept is counted in `dropped_replies`.
+`dropped: …` and counted as `dropped`; a command that finds `max_in_flight` in flight is answered
+`refused: busy: …` and counted as `busy`; a reply that cannot be kept is counted in `dropped_replies`.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
 
+from bcd.config.mqtt import MAX_IN_FLIGHT
 from bcd.mqtt.commands import Command, RecentIds, Refusal, verify
 from bcd.mqtt.execute import execute
 from bcd.mqtt.inbox import Inbox, Reply
+from bcd.mqtt.lanes import Lanes
 from bcd.operations import Operations
 
 if TYPE_CHECKING:
@@ -38,7 +43,7 @@ class MqttStats:
 
 
 class CommandReader:
-    """Reads commands for `MqttOutput`; the inbox, the replay memory and the command in progress outlive a
+    """Reads commands for `MqttOutput`; the inbox, the replay memory and the commands in flight outlive a
     session, so what was accepted before a lost link is carried out and answered after it."""
 
     def __init__(self, operations: Operations, stats: MqttStats, clock: Callable[[], float] = time.time) -> None:
@@ -48,11 +53,14 @@ class CommandReader:
         self.seen: RecentIds | None = None
         self.max_age = 60.0
         self.inbox = Inbox()
-        self._working: asyncio.Task[None] | None = None  # the command being carried out
+        self.lanes = Lanes(MAX_IN_FLIGHT)  # the commands in flight
 
-    def remember(self, max_age: float) -> None:
-        """Adopt a (new) `max_age`: ids are kept for twice the longest one seen, never forgotten early."""
+    def remember(self, max_age: float, max_in_flight: int | None = None) -> None:
+        """Adopt a (new) `max_age`: ids are kept for twice the longest one seen, never forgotten early; and a
+        (new) `max_in_flight`: commands already in flight beyond it are not cut short."""
         self.max_age = max_age
+        if max_in_flight is not None:
+            self.lanes.limit = max_in_flight
         if self.seen is None:
             self.seen = RecentIds(max_age)
         self.seen.keep = max(self.seen.keep, 2 * max_age + 1)
@@ -88,23 +96,31 @@ class CommandReader:
             log.exception("mqtt_command_unreadable", hint="refused; no reply")
 
     def _drop(self, command: Command) -> None:
+        waiting = len(self.inbox)
+        self._turn_away(command, "dropped", "dropped", f"too many commands in flight ({waiting} waiting)",
+                        waiting=waiting)
+
+    def _turn_away(self, command: Command, result: str, verdict: str, why: str, **fields: object) -> None:
+        """Answer a command that was never acted on (`<verdict>: <why>; send it again later`), log it
+        (`mqtt_command_<verdict>`), count it as `result`, and forget its id: a resend with it is welcome."""
         if self.seen is not None:
-            self.seen.forget(command.id)  # never acted on: a resend with the same id is welcome
-        self.stats.commands["dropped"] += 1
-        log.warning("mqtt_command_dropped", id=command.id, action=str(command.action), service=command.service,
-                    why="too many commands in flight", waiting=len(self.inbox))
-        self.inbox.reply(Reply(command.id, f"dropped: too many commands in flight ({len(self.inbox)} "
-                                            "waiting); send it again later", signed=True))
+            self.seen.forget(command.id)
+        self.stats.commands[result] += 1
+        log.warning(f"mqtt_command_{verdict}", id=command.id, action=str(command.action), service=command.service,
+                    why=why, **fields)
+        self.inbox.reply(Reply(command.id, f"{verdict}: {why}; send it again later", signed=True))
 
     async def work(self) -> None:
-        """Carry out waiting commands one at a time, in arrival order. A lost link does not cut one short: it
-        runs on (shielded), its reply waits in the inbox, and the next session's worker waits for it first."""
+        """Hand each waiting command, in arrival order, to its service's lane: a command waits only for those
+        of its own service before it (a failover waiting for its lock in etcd holds up no other service). One
+        that finds `max_in_flight` in flight is refused as busy. A lost link cuts none short: they run on as
+        tasks of their own, and their replies wait in the inbox for the next session."""
         while True:
-            if self._working is not None:
-                await asyncio.shield(self._working)
             command = await self.inbox.next_command()
-            self._working = asyncio.get_running_loop().create_task(self._answer(command), name="mqtt-command")
-            await asyncio.shield(self._working)
+            if not self.lanes.start(lane_of(command), partial(self._answer, command)):
+                self._turn_away(command, "busy", "refused", f"busy: {self.lanes.limit} commands in flight "
+                                                            "(max_in_flight)", in_flight=len(self.lanes))
+            await asyncio.sleep(0)  # a command that needs no wait (ack) ends here: a burst does not fill the lanes
 
     async def _answer(self, command: Command) -> None:
         age = self.clock() - command.ts
@@ -184,3 +200,8 @@ class CommandReader:
         else:
             log.warning("mqtt_command_refused", why=detail, **log_fields)
         return Reply(command.id, f"{'accepted' if accepted else 'refused'}: {detail}", signed=True)
+
+
+def lane_of(command: Command) -> str:
+    """Commands for one service are carried out in order; an approve or abort naming no service is its run's."""
+    return command.service if command.service is not None else f"run {command.run}"

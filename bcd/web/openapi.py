@@ -80,8 +80,9 @@ SERVICE_SCHEMA = {
         "depends_on": {"type": "array", "items": {"type": "string"}, "description": "the services it needs"},
         "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
         "views": {"type": "object", "description": "cluster members only: every live vantage's view of the "
-                  "service's sites ({vantage: {age, executor, sites: {site: {state, since, reason}}}}; executor "
-                  "false: a witness, which votes and never runs a runbook)",
+                  "service's sites ({vantage: {age, stale, lease_ttl, executor, sites: {site: {state, since, "
+                  "reason}}}}); age: seconds since this instance received it; stale: age is more than lease_ttl; "
+                  "executor false: a witness, which votes and never runs a runbook)",
                   "additionalProperties": {"type": "object"}},
         "lock": {"type": ["object", "null"], "description": "cluster members only: who holds the run lock",
                  "properties": {"holder": {"type": "string"}, "held_here": {"type": "boolean"}}},

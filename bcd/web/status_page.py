@@ -220,7 +220,8 @@ def _estate_section(data: PageData) -> str:
 <p id="filter-count" class="filter-count">{shown} of {shown} services shown</p>
 </div>
 <p class="legend"><span aria-hidden="true">★</span> marks the active site; the reason for a site's state shows
-when you point at it.</p>
+when you point at it, and so do each vantage's view's age and reason. A view not received again for longer
+than the lease is marked stale.</p>
 <table id="estate" class="estate">
 <caption class="visually-hidden">Health of every service in every site</caption>
 <thead><tr><th scope="col">Service</th><th scope="col">Status</th>{heads}<th scope="col">Labels</th>
@@ -297,16 +298,36 @@ def _cluster_status(service: dict[str, Any]) -> str:
 
 
 def _views(service: dict[str, Any], site: str) -> str:
-    """In a cluster: every vantage's view of the site, side by side (status.js `viewsList`)."""
+    """In a cluster: every vantage's view of the site, side by side, a stale one saying so; each view's age and
+    reason show when you point at the list (status.js `viewsList`)."""
     views = service.get("views")
     if views is None:
         return ""
     items = "".join(
-        f'<li class="view-{_e(state)}" data-vantage="{_e(vantage)}">{_e(vantage)}: {_e(state)}</li>'
+        f'<li class="view-{_e(state)}{" view-stale" if view.get("stale") else ""}" data-vantage="{_e(vantage)}">'
+        f"{_e(vantage)}: {_e(state)}{_e(_stale_words(view))}</li>"
         for vantage, view in views.items()
         for state in [view.get("sites", {}).get(site, {}).get("state", "unknown")]
     )
-    return f'<ul class="views" aria-label="as each vantage sees it">{items}</ul>'
+    return (f'<ul class="views" aria-label="as each vantage sees it" title="{_e(_views_title(views, site))}">'
+            f"{items}</ul>")
+
+
+def _stale_words(view: dict[str, Any]) -> str:
+    """After a stale view's state (status.js `staleWords`)."""
+    if not view.get("stale"):
+        return ""
+    return f" — stale: not received for {view['age']:.1f}s (lease {view['lease_ttl']:g}s)"
+
+
+def _views_title(views: dict[str, Any], site: str) -> str:
+    """Each view of the site with its age and reason, one per line (status.js `viewsTitle`)."""
+    lines = []
+    for vantage, view in views.items():
+        seen = view.get("sites", {}).get(site, {})
+        lines.append(f"{vantage}: {seen.get('state', 'unknown')}, received {view['age']:.1f}s ago"
+                     f"{' (stale)' if view.get('stale') else ''}: {seen.get('reason', 'no view of this site')}")
+    return "\n".join(lines)
 
 
 def _active_runs(data: PageData) -> str:

@@ -118,7 +118,7 @@ async def flood(estate: Estate, broker: Broker, signed_count: int, junk_count: i
 
         async def counted() -> bool:
             total = 0.0
-            for result in ("accepted", "refused", "dropped"):
+            for result in ("accepted", "refused", "busy", "dropped"):
                 total += await daemon.metric(f'bcd_mqtt_commands_total{{result="{result}"}}') or 0
             return total == sent
 
@@ -131,11 +131,14 @@ async def flood(estate: Estate, broker: Broker, signed_count: int, junk_count: i
                    for message in watcher.messages if message.topic.value in wanted}
     accepted = [i for i, text in replies.items() if text.startswith("accepted")]
     dropped = [i for i, text in replies.items() if text.startswith("dropped: too many commands in flight")]
-    assert len(accepted) + len(dropped) == signed_count, set(replies.values()) - {"accepted: nothing to acknowledge"}
+    busy = [i for i, text in replies.items() if text.startswith("refused: busy: ")]
+    assert len(accepted) + len(dropped) + len(busy) == signed_count, (
+        set(replies.values()) - {"accepted: nothing to acknowledge"})
     metric = {result: await daemon.metric(f'bcd_mqtt_commands_total{{result="{result}"}}') or 0
-              for result in ("accepted", "refused", "dropped")}
+              for result in ("accepted", "refused", "busy", "dropped")}
     assert metric["accepted"] == len(accepted)  # each accepted once: nothing executed twice
     assert metric["dropped"] == len(dropped)
+    assert metric["busy"] == len(busy)
     assert metric["refused"] == junk_count
     assert sum(metric.values()) == sent
     executed = [line["id"] for line in daemon.log_lines if line.get("event") == "mqtt_command_accepted"]

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
+from bcd import logging as bcd_logging
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition, payload_json
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
@@ -230,3 +234,30 @@ def test_close_writes_what_it_can_and_says_what_is_lost(journal: Journal) -> Non
     assert [(line["event"], line["entries"]) for line in logs if line["event"] == "journal_entries_lost"] == [
         ("journal_entries_lost", 1)]
     assert timers.due == []
+
+
+def test_an_event_logged_at_a_later_commit_carries_its_own_time(journal: Journal) -> None:
+    timers = FakeTimers()
+    writer = JournalWriter(journal, Bus(), call_later=timers.call_later)
+    happened = time.time() - 30.0  # long before the commit, so a flush-time stamp could not pass for it
+    with capture_logs(processors=bcd_logging.stamps()) as logs:
+        writer.emit(Event(EventKind.SITE_TRANSITION, happened, "payroll", "dorset", "3 failures",
+                          SiteTransition("up", "down")))
+        assert logs == []  # nothing is logged before the group commit
+        timers.fire(writer.flush)
+    (line,) = [line for line in logs if line["event"] == "site_transition"]
+    assert line["timestamp"] == datetime.fromtimestamp(happened, UTC).isoformat().replace("+00:00", "Z")
+    logged = datetime.fromisoformat(line["logged_at"])
+    assert logged.timestamp() - happened >= 30.0
+    assert "at" not in line
+
+
+@pytest.mark.parametrize("at", ["soon", True, float("inf")])
+def test_a_line_whose_at_is_not_a_time_keeps_the_time_of_writing(at: object) -> None:
+    log = structlog.get_logger("test-own-time")
+    with capture_logs(processors=bcd_logging.stamps()) as logs:
+        log.info("checked", at=at)
+    (line,) = logs
+    assert "logged_at" not in line
+    assert abs(datetime.fromisoformat(line["timestamp"]).timestamp() - time.time()) < 60
+    assert line["at"] == at  # kept as an ordinary field

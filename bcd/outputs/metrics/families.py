@@ -175,7 +175,7 @@ class MqttCollector(Collector):
         yield CounterMetricFamily("bcd_mqtt_dropped_replies", "Replies to commands dropped, not published.",
                                   value=output.dropped_replies)
         commands = CounterMetricFamily("bcd_mqtt_commands", "MQTT commands by result.", labels=["result"])
-        for result in ("accepted", "refused", "dropped"):
+        for result in ("accepted", "refused", "busy", "dropped"):
             commands.add_metric([result], stats.commands[result])
         yield commands
 

@@ -205,14 +205,31 @@
         () => startMaintenance(service, site), { 'data-site': site })));
   }
 
-  // In a cluster (the API adds `views`): every vantage's view of the site, side by side (as _views renders it).
+  // In a cluster (the API adds `views`): every vantage's view of the site, side by side, a stale one saying
+  // so; their ages and reasons in the list's title (as _views renders it).
   function viewsList(service, site) {
     if (!service.views) return null;
-    return el('ul', { class: 'views', 'aria-label': 'as each vantage sees it' },
-      Object.entries(service.views).map(([vantage, view]) => {
+    const views = Object.entries(service.views);
+    return el('ul', { class: 'views', 'aria-label': 'as each vantage sees it', title: viewsTitle(views, site) },
+      views.map(([vantage, view]) => {
         const seen = ((view.sites || {})[site] || {}).state || 'unknown';
-        return el('li', { class: `view-${seen}`, 'data-vantage': vantage }, `${vantage}: ${seen}`);
+        return el('li', { class: `view-${seen}${view.stale ? ' view-stale' : ''}`, 'data-vantage': vantage },
+          `${vantage}: ${seen}${staleWords(view)}`);
       }));
+  }
+
+  // As _stale_words.
+  function staleWords(view) {
+    return view.stale ? ` — stale: not received for ${view.age.toFixed(1)}s (lease ${view.lease_ttl}s)` : '';
+  }
+
+  // As _views_title.
+  function viewsTitle(views, site) {
+    return views.map(([vantage, view]) => {
+      const seen = (view.sites || {})[site] || {};
+      return `${vantage}: ${seen.state || 'unknown'}, received ${view.age.toFixed(1)}s ago`
+        + `${view.stale ? ' (stale)' : ''}: ${seen.reason || 'no view of this site'}`;
+    }).join('\n');
   }
 
   // In a cluster: who holds the service's lock, and whether etcd can be reached (as _cluster_status renders it).

@@ -1,13 +1,15 @@
 """A signed MQTT `failover` command sent to one member of a two-member cluster takes the service's lock in etcd
-(as the API does) and starts exactly one run across the cluster; every member then agrees on the active site."""
+(as the API does) and starts exactly one run across the cluster; every member then agrees on the active site.
+A command for another service does not wait behind a failover waiting for etcd."""
 
 from __future__ import annotations
 
 import uuid
 
 from tests.helpers import Broker
+from tests.helpers.etcd import cuttable_proxies
 from tests.integration.cluster.kit import ClusterEstate, Member, gauge
-from tests.integration.test_mqtt import KEY, Watcher, command, sign
+from tests.integration.test_mqtt import KEY, Watcher, command, payload, sign
 
 
 async def test_a_signed_failover_sent_to_one_member_runs_exactly_once(estate: ClusterEstate, mosquitto: Broker,
@@ -48,3 +50,38 @@ async def test_a_signed_failover_sent_to_one_member_runs_exactly_once(estate: Cl
     assert receiver.logged("mqtt_command_accepted")
     assert not other.logged("step_started")
 
+
+
+async def test_a_command_for_another_service_is_answered_while_a_failover_waits_for_etcd(
+        estate: ClusterEstate, mosquitto: Broker) -> None:
+    """The receiver reaches etcd through a proxy the test cuts: its failover of payroll waits for etcd to answer
+    the lock's transaction (as behind a slow or partitioned etcd); an ack for billing sent after it is answered
+    at once, before it. Healed, the failover takes the lock and starts its run."""
+    (estate.tmp_path / "mqtt_command_key").write_text(KEY + "\n")
+    prefix = f"bcd-test/{uuid.uuid4().hex[:12]}"
+    config = estate.config(mode="manual")
+    config["services"]["billing"] = config["services"]["payroll"]
+    config["cluster"].update({"etcd": {"endpoints": ["${BCD_ETCD}"]}, "lease_ttl": "15s", "call_timeout": "4s"})
+    config["mqtt"] = {"url": f"mqtt://{mosquitto.host}:{mosquitto.port}", "topic_prefix": prefix + "/${BCD_VANTAGE}",
+                      "commands": {"enabled": True, "hmac_key_file": "mqtt_command_key"}}
+    env = {"CREDENTIALS_DIRECTORY": str(estate.tmp_path)}
+    async with cuttable_proxies(estate.etcd) as proxies:
+        (receiver,) = await estate.start(config, "dorset", env={**env, "BCD_ETCD": proxies[0].endpoint})
+        await receiver.wait_until(lambda: connected(receiver), 15.0)
+        commands, replies = f"{prefix}/dorset/commands", f"{prefix}/dorset/replies"
+        async with Watcher(mosquitto, f"{replies}/#") as watcher:
+            proxies[0].cut()
+            await watcher.publish(commands, sign(command("move-payroll", to="hampshire")))
+            await watcher.publish(commands, sign(command("ack-billing", action="ack", service="billing")))
+            # an etcd request waits up to half call_timeout (2 s): the ack is answered well within it
+            ack = await watcher.wait(f"{replies}/ack-billing", timeout=1.5)
+            assert payload(ack) == b"accepted: nothing to acknowledge"
+            assert [m.topic.value for m in watcher.messages] == [f"{replies}/ack-billing"]  # payroll still waits
+            proxies[0].heal()
+            moved = payload(await watcher.wait(f"{replies}/move-payroll"))
+            assert moved.startswith(b"accepted: run ") and moved.endswith(b"failover of payroll to hampshire"), moved
+    assert 'bcd_mqtt_commands_total{result="accepted"} 2.0' in (await receiver.metrics()).splitlines()
+
+
+async def connected(member: Member) -> bool:
+    return gauge(await member.metrics(), "bcd_mqtt_connected") == 1
