@@ -394,7 +394,7 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
         for service in services:
             cells = [_state_cell(service["sites"].get(site, {}).get("state", "-"), "", 12, colour) for site in sites]
             rows.append(f"{service['name']:<20} {service['status']:<16} {service['active']:<12} " + " ".join(cells))
-        return "\n".join(rows)
+        return "\n".join([*rows, *impact_lines(services)])
     table: list[tuple[dict[str, Any], list[tuple[str, str]]]] = []
     for service in services:
         pairs: list[tuple[str, str]] = []  # (state, every vantage's view of it)
@@ -420,7 +420,17 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
     if coordination:
         rows.append(f"coordination (etcd): {', '.join(coordination)}")
     rows.extend(views_block(services, every_view))
+    rows.extend(impact_lines(services))
     return "\n".join(rows)
+
+
+def impact_lines(services: list[dict[str, Any]]) -> list[str]:
+    """A line for each site of a service whose state a dependency being down there explains (its alerts are
+    held: the dependency pages)."""
+    lines = [f"{service['name']} at {site}: impacted by {health['impacted_by']} (its alerts are held)"
+             for service in services for site, health in sorted(service["sites"].items())
+             if health.get("impacted_by")]
+    return ["", *lines] if lines else []
 
 
 def _state_cell(state: str, extra: str, width: int, colour: bool) -> str:

@@ -50,3 +50,13 @@ def test_a_view_older_than_the_lease_is_stale_in_words_in_the_cells_and_under_th
 def test_a_lone_instance_prints_nothing_under_its_table() -> None:
     assert views_block([{"name": "payroll", "sites": {"dorset": {"state": "up"}}}]) == []
     assert view_mark({"age": 3.0, "stale": False}) == ""
+
+
+def test_a_site_whose_dependency_is_down_there_is_named_impacted_under_the_table() -> None:
+    services = [{"name": "directory", "status": "failing_over", "active": "dorset",
+                 "sites": {"dorset": {"state": "down", "impacted_by": None}, "hampshire": {"state": "up"}}},
+                {"name": "payroll", "status": "failover_pending", "active": "dorset",
+                 "sites": {"dorset": {"state": "down", "impacted_by": "directory"}, "hampshire": {"state": "up"}}}]
+    assert status_table(services, colour=False).splitlines()[-2:] == [
+        "", "payroll at dorset: impacted by directory (its alerts are held)"]
+    assert "impacted" not in status_table(services[:1], colour=False)
