@@ -1,0 +1,202 @@
+"""Every key of one cluster as etcd has it, kept by one watch instead of polling.
+
+- **A full read, then a watch.** One range of the whole prefix at revision R, then a watch from R + 1; each
+  event is applied as it arrives, so the cache is the store at the revision of the last event seen.
+- **A broken watch is resumed.** The client reopens a broken stream from the revision after the last event
+  it delivered (`etcd_watch.follow`); when no endpoint accepts a new stream, the watch is opened again after a
+  backoff from the revision after the cache's. Nothing is read again, nothing is missed.
+- **A compacted watch reads again.** When etcd compacted the revisions to resume from, the events in between
+  are gone: a full read replaces the cache and the watch goes on from that read's revision.
+- **A safety net.** Every `full_read_every` seconds the watch is closed, the prefix read in full and watched
+  again from there. A key the read finds that the watch should have delivered (its mod revision is not after
+  the cache's revision, yet the cache has another or none) is counted in `missed` and logged: it never should be.
+
+Keys are grouped by their first segment (`views`, `locks`, `runs`, `active`); each group counts its changes
+(`version`), so a reader of run records is not woken by views, which are rewritten every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import structlog
+
+from bcd.coordination.etcd import EtcdClient, EtcdCompacted, EtcdError, EventType, KeyValue, WatchEvent
+
+log = structlog.get_logger("bcd.coordination")
+
+FULL_READ_EVERY = 30.0  # seconds between the safety net's full reads
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One key as the cache has it, and when it arrived (on the cache's clock)."""
+
+    kv: KeyValue
+    received: float
+
+
+class KeyCache:
+    """The keys under `prefix` (relative to it, grouped by first segment), kept by one watch of `client`.
+
+    Run `run()` as a task; `ok` says whether the watch is open (or the last full read succeeded and the watch
+    is being opened). `full_reads`, `compactions`, `resumes` and `missed` count what happened, for the log,
+    the tests and the bench."""
+
+    def __init__(self, client: EtcdClient, prefix: str, *, full_read_every: float = FULL_READ_EVERY,
+                 max_backoff: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if full_read_every <= 0:
+            raise ValueError("full_read_every must be positive")
+        self._client = client
+        self._prefix = prefix
+        self.full_read_every = full_read_every
+        self._max_backoff = max_backoff
+        self._clock = clock
+        self._groups: dict[str, dict[str, Entry]] = {}
+        self._versions: dict[str, int] = {}
+        self._change = asyncio.Event()
+        self.revision = 0  # every change up to this store revision is applied
+        self.ok = False
+        self._next_full_read = 0.0  # on the event loop's clock
+        self.full_reads = 0
+        self.compactions = 0
+        self.resumes = 0
+        self.missed = 0
+
+    # ---- reading
+
+    def group(self, name: str) -> Mapping[str, Entry]:
+        """The keys of one group (e.g. "views": vantage -> entry); read-only, changes as events arrive."""
+        return self._groups.get(name, {})
+
+    def items(self, exclude: Collection[str] = ()) -> dict[str, bytes]:
+        """Relative keys to values, for every group but those in `exclude`."""
+        return {f"{name}/{key}": entry.kv.value for name, group in self._groups.items() if name not in exclude
+                for key, entry in group.items()}
+
+    def version(self, exclude: Collection[str] = ()) -> int:
+        """How many changes the groups (but those in `exclude`) have seen: it grows with each."""
+        return sum(count for name, count in self._versions.items() if name not in exclude)
+
+    async def changed(self, version: int, exclude: Collection[str] = ()) -> None:
+        """Return once version(exclude) is no longer `version`."""
+        while self.version(exclude) == version:
+            await self._change.wait()
+
+    # ---- applying
+
+    def _split(self, key: str) -> tuple[str, str]:
+        name, _, rest = key.removeprefix(self._prefix).partition("/")
+        return name, rest
+
+    def _bump(self, names: Iterable[str]) -> None:
+        for name in names:
+            self._versions[name] = self._versions.get(name, 0) + 1
+        self._change.set()
+        self._change = asyncio.Event()
+
+    def _apply(self, event: WatchEvent) -> None:
+        name, rest = self._split(event.kv.key)
+        group = self._groups.setdefault(name, {})
+        if event.type is EventType.PUT:
+            group[rest] = Entry(event.kv, self._clock())
+        elif group.pop(rest, None) is None:
+            self.revision = max(self.revision, event.revision)
+            return  # a delete of a key we never had: nothing changed here
+        self.revision = max(self.revision, event.revision)
+        self._bump((name,))
+
+    async def _full_read(self, why: str) -> None:
+        kvs, revision = await self._client.range(self._prefix, prefix=True)
+        now = self._clock()
+        groups: dict[str, dict[str, Entry]] = {}
+        for kv in kvs:
+            name, rest = self._split(kv.key)
+            old = self._groups.get(name, {}).get(rest)
+            keep = old is not None and old.kv.mod_revision == kv.mod_revision
+            groups.setdefault(name, {})[rest] = old if keep and old is not None else Entry(kv, now)
+        missed = self._missed(kvs)
+        changed = {name for name in set(groups) | set(self._groups)
+                   if _revisions(groups.get(name, {})) != _revisions(self._groups.get(name, {}))}
+        self._groups, self.revision = groups, revision
+        self.full_reads += 1
+        self._next_full_read = asyncio.get_running_loop().time() + self.full_read_every
+        self.ok = True
+        if missed:
+            self.missed += len(missed)
+            log.warning("cluster_watch_missed_keys", keys=missed[:10], count=len(missed), revision=revision,
+                        reason="the safety net's full read found changes the watch had not delivered; repaired")
+        log.debug("cluster_keys_read", reason=why, revision=revision, keys=len(kvs), changed=sorted(changed))
+        if changed:
+            self._bump(changed)
+
+    def _missed(self, kvs: Iterable[KeyValue]) -> list[str]:
+        """Keys a full read has at a revision the cache had reached, which the cache has otherwise (or not at
+        all): changes the watch should have delivered. (A key deleted is not told apart from one deleted after
+        the cache's revision, so deletions are not counted.)"""
+        missed = []
+        for kv in kvs:
+            name, rest = self._split(kv.key)
+            entry = self._groups.get(name, {}).get(rest)
+            if kv.mod_revision <= self.revision and (entry is None or entry.kv.mod_revision != kv.mod_revision):
+                missed.append(kv.key)
+        return missed
+
+    def _opened(self, _revision: int) -> None:
+        self.ok = True
+
+    # ---- the task
+
+    async def run(self) -> None:
+        """Keep the cache until cancelled: a full read first (unless resuming a cache that has one), then the
+        watch, resumed or read again as the module docstring says."""
+        backoff = 0.1
+        why: str | None = "start" if self.full_reads == 0 else None
+        while True:
+            try:
+                if why is not None:
+                    await self._full_read(why)
+                    why = None
+                else:
+                    self.resumes += 1
+                    log.info("cluster_watch_resumed", resume_from=self.revision + 1)
+                await self._watch()
+                why, backoff = "safety net", 0.1
+                continue
+            except EtcdCompacted as exc:
+                self.compactions += 1
+                log.info("cluster_watch_compacted", resume_from=self.revision + 1, compacted=exc.compact_revision,
+                         hint="reading every key again, then watching from there")
+                why, backoff = "compacted", 0.1
+                continue
+            except EtcdError as exc:
+                if self.ok:
+                    log.warning("cluster_watch_interrupted", reason=str(exc), resume_from=self.revision + 1)
+                self.ok = False
+            except Exception:  # the one catch-all of this task: log, read again, keep going
+                log.exception("cluster_watch_failed")
+                self.ok, why = False, "internal error"
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _watch(self) -> None:
+        """Apply the watch's events, from the revision after the cache's, until the safety net's full read is due
+        (then return)."""
+        window = asyncio.timeout_at(self._next_full_read)
+        try:
+            async with window, aclosing(self._client.watch(self._prefix, prefix=True,
+                                                           start_revision=self.revision + 1,
+                                                           opened=self._opened)) as events:
+                async for event in events:
+                    self._apply(event)
+        except TimeoutError:
+            if not window.expired():
+                raise
+
+
+def _revisions(group: Mapping[str, Entry]) -> dict[str, int]:
+    return {key: entry.kv.mod_revision for key, entry in group.items()}
