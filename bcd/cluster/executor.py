@@ -28,7 +28,7 @@ from bcd.runbooks.runner import ActiveRun, LostLock
 log = structlog.get_logger("bcd.cluster")
 
 SYNC_EVERY = 0.5  # an automatic run does not try a lock found taken again for this long
-RECHECK_EVERY = 1.0  # the watched records are gone through again when none changed for this long (no request)
+RECHECK_EVERY = 5.0  # the watched records are gone through again when none changed for this long (no request)
 
 
 class ClusterLink:
@@ -65,7 +65,7 @@ class ClusterLink:
         self._refused_views: dict[str, dict[str, int]] = {}  # service -> counted views found changed in the store
         self._pending_acks: dict[str, str] = {}  # service -> who acknowledged, until written to the store
         self._fences: dict[str, Fence] = {}
-        self._records_seen = -1  # the coordinator's records_version when they were last gone through
+        self._records_seen = self._ledger_at = -1  # the coordinator's records_version last seen; in the ledger
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -165,14 +165,17 @@ class ClusterLink:
 
     # -- runs elsewhere ------------------------------------------------------------------------------
     async def _sync_once(self) -> None:
-        self._records_seen = self.coordinator.records_version
+        self._records_seen = version = self.coordinator.records_version
         if not self.available:
             return
         # the records as the watch has them, at one revision: a run record and its lock are judged together (a
         # holder writes its final record before it releases the lock, so "unfinished, and the lock is not its
         # holder's" means orphaned)
-        changed, actives = self.ledger.update(self.coordinator.records())
-        for service, active in actives.items():
+        changed: set[str] = set()
+        if version != self._ledger_at:  # else a recheck: the ledger has them already
+            changed, _ = self.ledger.update(self.coordinator.records())
+            self._ledger_at = version
+        for service, active in self.ledger.actives.items():
             self._adopt(service, active)
         for service in self.engine.services:
             held = self._fences.get(service)

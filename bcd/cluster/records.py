@@ -247,6 +247,7 @@ class RunLedger:
         self.vantage = vantage
         self.locks: dict[str, Holder] = {}  # service -> holder
         self.records: dict[str, list[RemoteRun]] = {}  # service -> its run records, oldest token first
+        self.actives: dict[str, ActiveSite] = {}  # service -> its active site as the store has it
         self.mirrored: dict[int, int] = {}  # token -> local run id of records mirrored here
         self._unreadable: dict[str, bytes] = {}  # key -> the bytes last reported unreadable
         self._parsed: dict[str, tuple[bytes, RemoteRun | None]] = {}  # key -> (bytes, record) of the last update
@@ -293,7 +294,7 @@ class RunLedger:
             items.sort(key=lambda run: run.token)
         changed = {name for name in set(records) | set(self.records) if records.get(name) != self.records.get(name)}
         changed |= {name for name in set(locks) | set(self.locks) if locks.get(name) != self.locks.get(name)}
-        self.locks, self.records, self._parsed = locks, records, parsed
+        self.locks, self.records, self.actives, self._parsed = locks, records, actives, parsed
         return changed, actives
 
     def alive(self, service: str, run: RemoteRun) -> bool:

@@ -203,6 +203,26 @@ class EtcdClient:
         kvs = [KeyValue.from_json(kv) for kv in data.get("kvs", [])]
         return kvs, int64(data.get("header", {}).get("revision"))
 
+    async def range_all(self, prefix: str, *, page: int = 500, keys_only: bool = False,
+                        ) -> tuple[list[KeyValue], int]:
+        """Every key under `prefix` and the store revision they were read at, in pages of `page` keys all read
+        at that one revision (so no answer grows too big for `request_timeout`, however many keys there are).
+        `keys_only`: without their values. A revision compacted between two pages raises EtcdRequestError."""
+        fields, revision, kvs = range_fields(prefix, True), 0, []
+        while True:
+            body: dict[str, Any] = {**fields, "limit": str(page)}
+            if revision:
+                body["revision"] = str(revision)
+            if keys_only:
+                body["keys_only"] = True
+            data = await self._call("/v3/kv/range", body)
+            revision = revision or int64(data.get("header", {}).get("revision"))
+            batch = [KeyValue.from_json(kv) for kv in data.get("kvs", [])]
+            kvs += batch
+            if not data.get("more") or not batch:
+                return kvs, revision
+            fields = {**fields, "key": b64(batch[-1].key.encode("utf-8", "surrogateescape") + b"\0")}
+
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Write the key (bound to `lease` unless 0); returns the revision of the write."""
         body: dict[str, Any] = {"key": b64(key), "value": b64(value)}

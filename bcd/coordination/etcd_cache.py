@@ -7,9 +7,13 @@
   backoff from the revision after the cache's. Nothing is read again, nothing is missed.
 - **A compacted watch reads again.** When etcd compacted the revisions to resume from, the events in between
   are gone: a full read replaces the cache and the watch goes on from that read's revision.
-- **A safety net.** Every `full_read_every` seconds the watch is closed, the prefix read in full and watched
-  again from there. A key the read finds that the watch should have delivered (its mod revision is not after
-  the cache's revision, yet the cache has another or none) is counted in `missed` and logged: it never should be.
+- **A safety net.** Every `full_read_every` seconds the watch is closed, every key of the prefix listed with
+  its revision (not its value: the value of a key at a given mod revision never changes, so only keys whose
+  revision differs from the cache's are fetched) and the watch opened again from there. A key the read finds
+  that the watch should have delivered (its mod revision is not after the cache's revision, yet the cache has
+  another or none) is counted in `missed` and logged: it never should be.
+- Full reads go in pages (500 keys with their values, 2,000 without) at one revision (`EtcdClient.range_all`),
+  so thousands of run records never make one answer too big for the call's deadline.
 
 Keys are grouped by their first segment (`views`, `locks`, `runs`, `active`); each group counts its changes
 (`version`), so a reader of run records is not woken by views, which are rewritten every few seconds.
@@ -30,6 +34,7 @@ from bcd.coordination.etcd import EtcdClient, EtcdCompacted, EtcdError, EventTyp
 log = structlog.get_logger("bcd.coordination")
 
 FULL_READ_EVERY = 30.0  # seconds between the safety net's full reads
+FETCH_AT_MOST = 100  # keys the safety net fetches one by one; beyond that it reads every value again
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +116,28 @@ class KeyCache:
         self._bump((name,))
 
     async def _full_read(self, why: str) -> None:
-        kvs, revision = await self._client.range(self._prefix, prefix=True)
+        """Replace the cache with every key as etcd has it now. The safety net lists the keys without their
+        values and fetches only those whose revision differs from the cache's (normally none)."""
+        safety_net = why == "safety net"
+        listed, revision = await self._client.range_all(self._prefix, keys_only=safety_net,
+                                                        page=2000 if safety_net else 500)
+        stale = [kv for kv in listed if self._entry(kv.key, kv.mod_revision) is None]
+        if safety_net and len(stale) > FETCH_AT_MOST:
+            listed, revision = await self._client.range_all(self._prefix)
+            safety_net = False
+        missed = self._missed(listed)
         now = self._clock()
         groups: dict[str, dict[str, Entry]] = {}
-        for kv in kvs:
+        for kv in listed:
             name, rest = self._split(kv.key)
-            old = self._groups.get(name, {}).get(rest)
-            keep = old is not None and old.kv.mod_revision == kv.mod_revision
-            groups.setdefault(name, {})[rest] = old if keep and old is not None else Entry(kv, now)
-        missed = self._missed(kvs)
+            entry = self._entry(kv.key, kv.mod_revision)
+            if entry is None and safety_net:  # its value now (a newer one is replayed by the watch: no harm)
+                found, _ = await self._client.range(kv.key)
+                entry = Entry(found[0], now) if found else None
+            elif entry is None:
+                entry = Entry(kv, now)
+            if entry is not None:
+                groups.setdefault(name, {})[rest] = entry
         changed = {name for name in set(groups) | set(self._groups)
                    if _revisions(groups.get(name, {})) != _revisions(self._groups.get(name, {}))}
         self._groups, self.revision = groups, revision
@@ -130,21 +148,23 @@ class KeyCache:
             self.missed += len(missed)
             log.warning("cluster_watch_missed_keys", keys=missed[:10], count=len(missed), revision=revision,
                         reason="the safety net's full read found changes the watch had not delivered; repaired")
-        log.debug("cluster_keys_read", reason=why, revision=revision, keys=len(kvs), changed=sorted(changed))
+        log.debug("cluster_keys_read", reason=why, revision=revision, keys=len(listed), fetched=len(stale),
+                  changed=sorted(changed))
         if changed:
             self._bump(changed)
+
+    def _entry(self, key: str, mod_revision: int) -> Entry | None:
+        """The cache's entry of `key` if it is at `mod_revision`."""
+        name, rest = self._split(key)
+        entry = self._groups.get(name, {}).get(rest)
+        return entry if entry is not None and entry.kv.mod_revision == mod_revision else None
 
     def _missed(self, kvs: Iterable[KeyValue]) -> list[str]:
         """Keys a full read has at a revision the cache had reached, which the cache has otherwise (or not at
         all): changes the watch should have delivered. (A key deleted is not told apart from one deleted after
         the cache's revision, so deletions are not counted.)"""
-        missed = []
-        for kv in kvs:
-            name, rest = self._split(kv.key)
-            entry = self._groups.get(name, {}).get(rest)
-            if kv.mod_revision <= self.revision and (entry is None or entry.kv.mod_revision != kv.mod_revision):
-                missed.append(kv.key)
-        return missed
+        return [kv.key for kv in kvs
+                if kv.mod_revision <= self.revision and self._entry(kv.key, kv.mod_revision) is None]
 
     def _opened(self, _revision: int) -> None:
         self.ok = True
