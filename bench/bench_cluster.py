@@ -45,6 +45,7 @@ from bcd.model import RunResult  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.helpers.etcd import EtcdCluster  # noqa: E402
 
+CALL_TIMEOUT = "3s"  # not the default 1 s: on a shared, slow VM a 100 KB view put can take over 0.5 s
 BEFORE = "17e7483"  # the last commit where every instance read the whole cluster prefix every 0.5 s
 VANTAGES = ("dorset", "hampshire", "witness")
 TROUBLES = ("coordination unavailable", "coordination lease lost", "views watch interrupted",
@@ -119,14 +120,14 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def config(state: Path, vantage: str, port: int, *, services: int, url: str, etcd: str) -> Path:
     """One member's config (every member the same estate): `services` services in dorset and hampshire,
-    manual failover (nothing moves during the bench), the defaults of a cluster (lease 10 s)."""
+    manual failover (nothing moves during the bench), the defaults of a cluster (lease 10 s) but CALL_TIMEOUT."""
     state.mkdir(parents=True, exist_ok=True)
     path = state / "bcd.yaml"
     lines = [f"instance: bench-{vantage}", f"vantage: {vantage}", f"state_dir: {state}",
              f"server: {{listen: '127.0.0.1:{port}'}}", "sites: {dorset: {}, hampshire: {}, witness: {}}",
              "defaults: {interval: 10s, timeout: 3s, rise: 2, fall: 3}",
              "runbooks: {move: {steps: [{name: settle, sleep: {duration: 10ms}}]}}",
-             f"cluster: {{name: bench, etcd: {{endpoints: ['{etcd}']}}}}", "services:"]
+             f"cluster: {{name: bench, etcd: {{endpoints: ['{etcd}']}}, call_timeout: {CALL_TIMEOUT}}}", "services:"]
     for i in range(services):
         lines += [f"  svc{i:04d}:", "    active: dorset", "    failover: {runbook: move, mode: manual}",
                   "    sites:"]
@@ -240,6 +241,7 @@ async def main() -> None:
     parser.add_argument("--window", type=float, default=30.0, help="seconds (the safety net reads every 30 s)")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds (every site up: views settle)")
     parser.add_argument("--before", default=BEFORE, help="the commit measured as 'polling' ('' to skip)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the members' state and logs in DIR (else a temporary one)")
     args = parser.parse_args()
     if args.quick:
         args.services, args.window, args.warmup = 50, 5.0, 5.0
@@ -250,7 +252,8 @@ async def main() -> None:
           f"({args.runs} run records per service in etcd), {args.window:g} s window after {args.warmup:g} s:",
           flush=True)
     results = []
-    with target_server() as url, tempfile.TemporaryDirectory() as tmp:
+    with target_server() as url, tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         if args.before:
             with source_tree(args.before) as old:
                 results.append(await measure(f"polling ({args.before})", old, args, url, Path(tmp) / "before"))

@@ -148,8 +148,9 @@ class KeyCache:
             self.missed += len(missed)
             log.warning("cluster_watch_missed_keys", keys=missed[:10], count=len(missed), revision=revision,
                         reason="the safety net's full read found changes the watch had not delivered; repaired")
-        log.debug("cluster_keys_read", reason=why, revision=revision, keys=len(listed), fetched=len(stale),
-                  changed=sorted(changed))
+        report = log.debug if why == "safety net" else log.info  # the safety net's reads are routine
+        report("cluster_keys_read", reason=why, revision=revision, keys=len(listed), fetched=len(stale),
+               changed=sorted(changed))
         if changed:
             self._bump(changed)
 
