@@ -195,6 +195,11 @@ class KeyCache:
                 why, backoff = "compacted", 0.1
                 continue
             except EtcdError as exc:
+                if why == "safety net":  # the watch itself was fine: go on with it, try the net again later
+                    log.info("cluster_safety_net_read_failed", reason=str(exc), resume_from=self.revision + 1)
+                    self._next_full_read = asyncio.get_running_loop().time() + self.full_read_every
+                    why = None
+                    continue
                 if self.ok:
                     log.warning("cluster_watch_interrupted", reason=str(exc), resume_from=self.revision + 1)
                 self.ok = False
