@@ -17,18 +17,17 @@ The link between the engine and the coordinator, built by the composition root w
   valid less a safety margin. At the end the holder writes the final record and, after a successful run, the
   active site (fenced), deletes the service's run records beyond the newest `keep_runs` (fenced; a record
   that is unfinished or waits for an acknowledgement stays), then releases the lock.
-- **Runs outlive their executor only as records.** The run records, locks and active sites come from the
-  coordinator's watch (no polling); whenever they change (and every `RECHECK_EVERY` seconds, without a
-  request, to retry what failed while etcd was away) they are gone through: the active site is adopted; a
-  run elsewhere shows as in progress here; a finished run elsewhere is mirrored into the local journal (so
-  cooldowns and blocks agree); a run whose holder lost its lock before it finished is journaled
-  `interrupted` here and blocks the service, and whoever next holds the lock marks its record interrupted.
-  Nobody re-runs a step. Acknowledgements travel the same way.
+- **Runs outlive their executor only as records.** Every `SYNC_EVERY` seconds the run records, locks and
+  active sites as the coordinator's watch has them (no request) are gone through (parsed only once they
+  changed): the active site is adopted; a run elsewhere shows as in progress here; a finished
+  run elsewhere is mirrored into the local journal (so cooldowns and blocks agree); a run whose holder lost
+  its lock before it finished is journaled `interrupted` here and blocks the service, and whoever next holds the
+  lock marks its record interrupted. Nobody re-runs a step. Acknowledgements travel the same way.
 
 One idea per file: `views.py` (our view, the others', votes and quorum), `fence.py` (a run's hold on its lock),
 `records.py` (run records in etcd as `RemoteRun` values; which to prune beyond `KEEP_RUNS`), `mirror.py`
-(other instances' runs journaled here), `executor.py` (`ClusterLink`: the lock executor, and following the
-store's records), `metrics.py`.
+(other instances' runs journaled here), `executor.py` (`ClusterLink`: the lock executor, and the periodic read
+of the store), `metrics.py`.
 """
 
 from bcd.cluster.executor import SYNC_EVERY, ClusterLink

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -27,8 +27,7 @@ from bcd.runbooks.runner import ActiveRun, LostLock
 
 log = structlog.get_logger("bcd.cluster")
 
-SYNC_EVERY = 0.5  # an automatic run does not try a lock found taken again for this long
-RECHECK_EVERY = 5.0  # the watched records are gone through again when none changed for this long (no request)
+SYNC_EVERY = 0.5  # the watched run records, locks and active sites are gone through this often (no request)
 
 
 class ClusterLink:
@@ -65,14 +64,13 @@ class ClusterLink:
         self._refused_views: dict[str, dict[str, int]] = {}  # service -> counted views found changed in the store
         self._pending_acks: dict[str, str] = {}  # service -> who acknowledged, until written to the store
         self._fences: dict[str, Fence] = {}
-        self._records_seen = self._ledger_at = -1  # the coordinator's records_version last seen; in the ledger
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
         self.ledger.load_mirrored(self.engine.runs.recent(None, 1000))
         await self.coordinator.start()
-        self._spawn(self._loop("cluster-views", lambda: asyncio.sleep(VIEW_MIN_GAP), self.views.publish_once))
-        self._spawn(self._loop("cluster-sync", self._records_changed, self._sync_once))
+        self._spawn(self._loop("cluster-views", VIEW_MIN_GAP, self.views.publish_once))
+        self._spawn(self._loop("cluster-sync", SYNC_EVERY, self._sync_once))
 
     async def stop(self) -> None:
         """After the runner stopped: let the run owners write their final records and release, then stop."""
@@ -91,8 +89,7 @@ class ClusterLink:
         group.add(task)
         task.add_done_callback(group.discard)
 
-    async def _loop(self, name: str, wait: Callable[[], Awaitable[object]],
-                    once: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def _loop(self, name: str, every: float, once: Callable[[], Coroutine[Any, Any, None]]) -> None:
         while True:
             try:
                 await once()
@@ -100,13 +97,7 @@ class ClusterLink:
                 pass
             except Exception:  # the one catch-all of this task: log, keep the loop alive
                 log.exception(f"{name}_failed")
-            await wait()
-
-    async def _records_changed(self) -> None:
-        """Until the watched records change, or RECHECK_EVERY (retries of what failed for etcd being away)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RECHECK_EVERY):
-                await self.coordinator.records_changed(self._records_seen)
+            await asyncio.sleep(every)
 
     def lost(self, service: str) -> None:
         """The coordinator's on_lost: a lock of ours is gone (its lease lapsed or the fence refused a write)."""
@@ -165,16 +156,11 @@ class ClusterLink:
 
     # -- runs elsewhere ------------------------------------------------------------------------------
     async def _sync_once(self) -> None:
-        self._records_seen = version = self.coordinator.records_version
         if not self.available:
             return
-        # the records as the watch has them, at one revision: a run record and its lock are judged together (a
-        # holder writes its final record before it releases the lock, so "unfinished, and the lock is not its
-        # holder's" means orphaned)
-        changed: set[str] = set()
-        if version != self._ledger_at:  # else a recheck: the ledger has them already
-            changed, _ = self.ledger.update(self.coordinator.records())
-            self._ledger_at = version
+        # one read at one revision: a run record and its lock are judged together (a holder writes its final
+        # record before it releases the lock, so "unfinished, and the lock is not its holder's" means orphaned)
+        changed = self.ledger.follow(self.coordinator.records_version, self.coordinator.records)
         for service, active in self.ledger.actives.items():
             self._adopt(service, active)
         for service in self.engine.services:
@@ -345,7 +331,7 @@ class ClusterLink:
             return None
         if lock is None:
             log.info("lock_held_elsewhere", service=service, holder=self.lock_holder(service))
-            self._not_before[service] = self.clock() + SYNC_EVERY  # until the watch shows who holds it
+            self._not_before[service] = self.clock() + SYNC_EVERY  # until the next read shows who holds it
         self._refused_views.pop(service, None)
         return lock
 
@@ -443,17 +429,14 @@ class ClusterLink:
     # -- acknowledgements ----------------------------------------------------------------------------
     def acknowledged(self, service: str, by: str) -> None:
         """An operator acknowledged the service's runs here: the store learns it as soon as this instance
-        holds the lock (at once if free, else with its next run or once the holder let go)."""
+        holds the lock (at once if free, else with its next run or the next read after the holder let go)."""
         self._pending_acks[service] = by
-        if service not in self._busy:
-            self._busy.add(service)
-            self._spawn(self._acknowledge(service))
 
     async def _acknowledge(self, service: str) -> None:
         try:
             lock = await self.coordinator.acquire(service)
             if lock is None:
-                return  # held elsewhere: tried again once the records change (the holder lets go)
+                return  # held elsewhere: the next read tries again
             try:
                 await self._write_acknowledgements(service, lock)
             finally:

@@ -248,6 +248,7 @@ class RunLedger:
         self.locks: dict[str, Holder] = {}  # service -> holder
         self.records: dict[str, list[RemoteRun]] = {}  # service -> its run records, oldest token first
         self.actives: dict[str, ActiveSite] = {}  # service -> its active site as the store has it
+        self.version = -1  # the store's records_version last taken
         self.mirrored: dict[int, int] = {}  # token -> local run id of records mirrored here
         self._unreadable: dict[str, bytes] = {}  # key -> the bytes last reported unreadable
         self._parsed: dict[str, tuple[bytes, RemoteRun | None]] = {}  # key -> (bytes, record) of the last update
@@ -270,6 +271,15 @@ class RunLedger:
             return None
         self._unreadable.pop(key, None)
         return run
+
+    def follow(self, version: int, read: Callable[[], Mapping[str, bytes]]) -> set[str]:
+        """Take the store's records at `version` (its records_version), calling read() only when that is not
+        the version taken last: the services whose records or lock changed."""
+        if version == self.version:
+            return set()
+        changed, _ = self.update(read())
+        self.version = version
+        return changed
 
     def update(self, everything: Mapping[str, bytes]) -> tuple[set[str], dict[str, ActiveSite]]:
         """Take the whole cluster prefix (views aside): (services whose records or lock changed, active sites).

@@ -199,7 +199,3 @@ class Coordinator(Protocol):
     def records_version(self) -> int:
         """Grows with every change to records() (views do not count)."""
         ...
-
-    async def records_changed(self, version: int) -> None:
-        """Return once records_version is no longer `version`."""
-        ...

@@ -16,8 +16,8 @@
   so thousands of run records never make one answer too big for the call's deadline.
 
 Keys are grouped by their first segment (`views`, `locks`, `runs`, `active`); each group counts its changes
-(`version`), so a reader of run records is not woken by views, which are rewritten every few seconds.
-"""
+(`version`), so a reader of run records skips its work while only views changed (they are rewritten every few
+seconds)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,6 @@ class KeyCache:
         self._clock = clock
         self._groups: dict[str, dict[str, Entry]] = {}
         self._versions: dict[str, int] = {}
-        self._change = asyncio.Event()
         self.revision = 0  # every change up to this store revision is applied
         self.ok = False
         self._next_full_read = 0.0  # on the event loop's clock
@@ -87,11 +86,6 @@ class KeyCache:
         """How many changes the groups (but those in `exclude`) have seen: it grows with each."""
         return sum(count for name, count in self._versions.items() if name not in exclude)
 
-    async def changed(self, version: int, exclude: Collection[str] = ()) -> None:
-        """Return once version(exclude) is no longer `version`."""
-        while self.version(exclude) == version:
-            await self._change.wait()
-
     # ---- applying
 
     def _split(self, key: str) -> tuple[str, str]:
@@ -101,8 +95,6 @@ class KeyCache:
     def _bump(self, names: Iterable[str]) -> None:
         for name in names:
             self._versions[name] = self._versions.get(name, 0) + 1
-        self._change.set()
-        self._change = asyncio.Event()
 
     def _apply(self, event: WatchEvent) -> None:
         name, rest = self._split(event.kv.key)

@@ -118,9 +118,6 @@ class EtcdCoordinator:
     def records_version(self) -> int:
         return self.keys.version(exclude=("views",))
 
-    async def records_changed(self, version: int) -> None:
-        await self.keys.changed(version, exclude=("views",))
-
     def _set_healthy(self, healthy: bool, reason: str = "") -> None:
         if healthy and not self._healthy:
             log.info("coordination available", vantage=self.vantage, lease=self._lease_id)
