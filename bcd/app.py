@@ -256,7 +256,7 @@ class Daemon:
 
         coordinator = EtcdCoordinator(etcd, cluster=cluster_config.name, vantage=self.config.vantage,
                                       lease_ttl=cluster_config.lease_ttl, keepalive=cluster_config.keepalive_interval,
-                                      on_lost=lost)
+                                      on_lost=lost, full_read_every=cluster_config.full_read_every)
         link = ClusterLink(coordinator, self.engine, vantage=self.config.vantage, quorum=cluster_config.quorum,
                            lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout,
                            preference=Preference.configured(self.config.vantage, cluster_config))

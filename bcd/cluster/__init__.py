@@ -22,7 +22,8 @@ The link between the engine and the coordinator, built by the composition root w
   active site (fenced), deletes the service's run records beyond the newest `keep_runs` (fenced; a record
   that is unfinished or waits for an acknowledgement stays), then releases the lock.
 - **Runs outlive their executor only as records.** Every `SYNC_EVERY` seconds the run records, locks and
-  active sites are read: the active site is adopted; a run elsewhere shows as in progress here; a finished
+  active sites as the coordinator's watch has them (no request) are gone through (parsed only once they
+  changed): the active site is adopted; a run elsewhere shows as in progress here; a finished
   run elsewhere is mirrored into the local journal (so cooldowns and blocks agree); a run whose holder lost
   its lock before it finished is journaled `interrupted` here and blocks the service, and whoever next holds the
   lock marks its record interrupted. Nobody re-runs a step. Acknowledgements travel the same way.

@@ -28,7 +28,7 @@ from bcd.runbooks.runner import ActiveRun, LostLock
 
 log = structlog.get_logger("bcd.cluster")
 
-SYNC_EVERY = 0.5  # run records, locks and active sites are read this often
+SYNC_EVERY = 0.5  # the watched run records, locks and active sites are gone through this often (no request)
 
 
 class ClusterLink:
@@ -170,9 +170,9 @@ class ClusterLink:
             return
         # one read at one revision: a run record and its lock are judged together (a holder writes its final
         # record before it releases the lock, so "unfinished, and the lock is not its holder's" means orphaned)
-        changed, actives = self.ledger.update(await self.coordinator.read(""))
+        changed = self.ledger.follow(self.coordinator.records_version, self.coordinator.records)
         self._lost_to.clear()  # the ledger knows the holders now
-        for service, active in actives.items():
+        for service, active in self.ledger.actives.items():
             self._adopt(service, active)
         for service in self.engine.services:
             held = self._fences.get(service)

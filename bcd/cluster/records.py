@@ -247,8 +247,11 @@ class RunLedger:
         self.vantage = vantage
         self.locks: dict[str, Holder] = {}  # service -> holder
         self.records: dict[str, list[RemoteRun]] = {}  # service -> its run records, oldest token first
+        self.actives: dict[str, ActiveSite] = {}  # service -> its active site as the store has it
+        self.version = -1  # the store's records_version last taken
         self.mirrored: dict[int, int] = {}  # token -> local run id of records mirrored here
         self._unreadable: dict[str, bytes] = {}  # key -> the bytes last reported unreadable
+        self._parsed: dict[str, tuple[bytes, RemoteRun | None]] = {}  # key -> (bytes, record) of the last update
 
     def load_mirrored(self, runs: Iterable[RunRecord]) -> None:
         """Learn from the journal which records were mirrored before a restart."""
@@ -269,8 +272,19 @@ class RunLedger:
         self._unreadable.pop(key, None)
         return run
 
+    def follow(self, version: int, read: Callable[[], Mapping[str, bytes]]) -> set[str]:
+        """Take the store's records at `version` (its records_version), calling read() only when that is not
+        the version taken last: the services whose records or lock changed."""
+        if version == self.version:
+            return set()
+        changed, _ = self.update(read())
+        self.version = version
+        return changed
+
     def update(self, everything: Mapping[str, bytes]) -> tuple[set[str], dict[str, ActiveSite]]:
-        """Take a read of the whole cluster prefix: (services whose records or lock changed, active sites)."""
+        """Take the whole cluster prefix (views aside): (services whose records or lock changed, active sites).
+        A record whose bytes did not change since the last update is not parsed again."""
+        parsed: dict[str, tuple[bytes, RemoteRun | None]] = {}
         locks: dict[str, Holder] = {}
         records: dict[str, list[RemoteRun]] = {}
         actives: dict[str, ActiveSite] = {}
@@ -280,13 +294,17 @@ class RunLedger:
                 locks[rest] = holder
             elif kind == "active" and (active := ActiveSite.from_json(raw)) is not None:
                 actives[rest] = active
-            elif kind == "runs" and (run := self.parse(key, raw)) is not None:
-                records.setdefault(rest.split("/")[0], []).append(run)
+            elif kind == "runs":
+                known = self._parsed.get(key)
+                run = known[1] if known is not None and known[0] == raw else self.parse(key, raw)
+                parsed[key] = (raw, run)
+                if run is not None:
+                    records.setdefault(rest.split("/")[0], []).append(run)
         for items in records.values():
             items.sort(key=lambda run: run.token)
         changed = {name for name in set(records) | set(self.records) if records.get(name) != self.records.get(name)}
         changed |= {name for name in set(locks) | set(self.locks) if locks.get(name) != self.locks.get(name)}
-        self.locks, self.records = locks, records
+        self.locks, self.records, self.actives, self._parsed = locks, records, actives, parsed
         return changed, actives
 
     def alive(self, service: str, run: RemoteRun) -> bool:

@@ -248,6 +248,8 @@ class Cluster(Model):
     lease_ttl: Duration = Field(10.0, description="our lease; views and locks vanish this long after we die")
     keepalive: Duration | None = Field(None, description="lease keepalive interval; default lease_ttl / 3")
     call_timeout: Duration = Field(1.0, description="deadline of one etcd call, all endpoints together")
+    full_read_every: Duration = Field(30.0, gt=0, description="besides the watch, read every cluster key this often "
+                                                             "(a safety net)")
     quorum: Literal["majority", "all"] | Annotated[int, Field(ge=1)] = Field(
         "majority", description="how many live vantages must see the active site down")
     executor: bool = Field(True, strict=True, description="take service locks and run runbooks (false: a witness "

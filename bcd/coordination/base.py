@@ -189,3 +189,13 @@ class Coordinator(Protocol):
         """The store revision of each live view as views() has it, by vantage (for acquire(views=...));
         empty when the store has no revisions (a lone instance's only view is its own)."""
         ...
+
+    def records(self) -> dict[str, bytes]:
+        """Every key of the cluster but the views (locks, run records, active sites), relative keys to values,
+        as the store's watch has them now (no request is made)."""
+        ...
+
+    @property
+    def records_version(self) -> int:
+        """Grows with every change to records() (views do not count)."""
+        ...

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -113,6 +114,7 @@ class EtcdClient:
         self._preferred = 0
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self.requests: Counter[str] = Counter()  # calls made, by path (a watch stream opened counts once)
 
     @property
     def preferred_endpoint(self) -> str:
@@ -151,6 +153,7 @@ class EtcdClient:
         """`attempt(endpoint)` at the endpoints in turn, each under `request_timeout`, all under `deadline`: the
         first that succeeds wins; a transport error, a timeout or TryElsewhere moves on; EtcdUnavailable (saying
         `failed` and every endpoint's reason) when none did."""
+        self.requests[path] += 1
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.deadline
         failures: list[str] = []
@@ -200,6 +203,26 @@ class EtcdClient:
         kvs = [KeyValue.from_json(kv) for kv in data.get("kvs", [])]
         return kvs, int64(data.get("header", {}).get("revision"))
 
+    async def range_all(self, prefix: str, *, page: int = 500, keys_only: bool = False,
+                        ) -> tuple[list[KeyValue], int]:
+        """Every key under `prefix` and the store revision they were read at, in pages of `page` keys all read
+        at that one revision (so no answer grows too big for `request_timeout`, however many keys there are).
+        `keys_only`: without their values. A revision compacted between two pages raises EtcdRequestError."""
+        fields, revision, kvs = range_fields(prefix, True), 0, []
+        while True:
+            body: dict[str, Any] = {**fields, "limit": str(page)}
+            if revision:
+                body["revision"] = str(revision)
+            if keys_only:
+                body["keys_only"] = True
+            data = await self._call("/v3/kv/range", body)
+            revision = revision or int64(data.get("header", {}).get("revision"))
+            batch = [KeyValue.from_json(kv) for kv in data.get("kvs", [])]
+            kvs += batch
+            if not data.get("more") or not batch:
+                return kvs, revision
+            fields = {**fields, "key": b64(batch[-1].key.encode("utf-8", "surrogateescape") + b"\0")}
+
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         """Write the key (bound to `lease` unless 0); returns the revision of the write."""
         body: dict[str, Any] = {"key": b64(key), "value": b64(value)}
@@ -244,17 +267,19 @@ class EtcdClient:
         await self._call("/v3/lease/revoke", {"ID": str(lease_id)})
 
     def watch(
-        self, key: str, *, prefix: bool = True, start_revision: int | None = None
+        self, key: str, *, prefix: bool = True, start_revision: int | None = None,
+        opened: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         """Changes to the key (or the keys under the prefix) from `start_revision` on (from now when None).
 
         A broken stream (member killed, member lost its leader, idle past `watch_idle_timeout`) is reopened on
         any endpoint from the revision after the last event seen, so no event is lost or repeated. Raises
         EtcdUnavailable when no endpoint accepts a new stream within the call deadline, EtcdCompacted when
-        the revisions to resume from were compacted. Close the iterator (contextlib.aclosing) to end the watch.
+        the revisions to resume from were compacted. `opened(revision)` is called each time a stream is confirmed.
+        Close the iterator (contextlib.aclosing) to end the watch.
         """
         return follow(partial(self._open_watch, key, prefix), key=key, idle=self.watch_idle_timeout,
-                      start_revision=start_revision, endpoint=lambda: self.preferred_endpoint)
+                      start_revision=start_revision, endpoint=lambda: self.preferred_endpoint, opened=opened)
 
     async def _open_watch(self, key: str, prefix: bool, start_revision: int | None) -> tuple[Messages, int]:
         """A watch stream whose creation etcd confirmed: (its messages, the revision at creation)."""

@@ -11,9 +11,12 @@
   `on_lost(service)` is called, the old lease is revoked as soon as etcd answers (its keys may still exist) and
   a new lease is granted.
 - **Views.** Our view is written at `views/<vantage>` bound to the lease, and written again under each new
-  lease; a watch on `views/` keeps everyone's views, with the revision each was written at. acquire() may be
-  given the revisions of the views a decision counted: the lock is then created only if none of them has
-  changed since (the same transaction compares their mod revisions), else ViewsChanged.
+  lease. acquire() may be given the revisions of the views a decision counted: the lock is then created only
+  if none of them has changed since (the same transaction compares their mod revisions), else ViewsChanged.
+- **One watch, no polling.** Every key of the cluster (views, locks, run records, active sites) is kept by
+  one watch of the whole prefix (`KeyCache`, etcd_cache.py): a full read at start, after a compaction and
+  every `full_read_every` seconds as a safety net; a broken watch is resumed from the revision after the last
+  event seen. views() and records() answer from it, without a request.
 - **Fenced writes** (fenced_put, fenced_delete) are transactions conditional on the lock key's create revision
   still being the lock's token.
 """
@@ -25,22 +28,13 @@ import json
 import math
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from contextlib import aclosing, suppress
+from contextlib import suppress
 
 import structlog
 
 from bcd.coordination.base import CoordinationUnavailable, Keys, Lock, ViewsChanged
-from bcd.coordination.etcd import (
-    GRPC_NOT_FOUND,
-    Compare,
-    EtcdClient,
-    EtcdCompacted,
-    EtcdError,
-    EtcdRequestError,
-    EventType,
-    Op,
-    OpResult,
-)
+from bcd.coordination.etcd import GRPC_NOT_FOUND, Compare, EtcdClient, EtcdError, EtcdRequestError, Op, OpResult
+from bcd.coordination.etcd_cache import FULL_READ_EVERY, KeyCache
 
 log = structlog.get_logger("bcd.coordination")
 
@@ -65,6 +59,7 @@ class EtcdCoordinator:
         keepalive: float | None = None,
         on_lost: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        full_read_every: float = FULL_READ_EVERY,
     ) -> None:
         self._client = client
         self._keys = Keys(cluster)
@@ -87,20 +82,20 @@ class EtcdCoordinator:
         self._view: bytes | None = None  # what we want published
         self._published: tuple[int, bytes] | None = None  # (lease, value) etcd has, as far as we know
         self._view_sync = asyncio.Lock()
-        self._views: dict[str, tuple[bytes, float, int]] = {}  # vantage -> (view, when received, mod revision)
-        self._views_ok = False
+        self.keys = KeyCache(client, self._keys.prefix, full_read_every=full_read_every,
+                             max_backoff=max(1.0, self._requested_ttl / 3), clock=clock)
 
         self._healthy = False
         self._stopping = False
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._views_task: asyncio.Task[None] | None = None
+        self._keys_task: asyncio.Task[None] | None = None
 
     # ---- state
 
     @property
     def available(self) -> bool:
-        return (self._healthy and self._views_ok and self._lease_id != 0
+        return (self._healthy and self.keys.ok and self._lease_id != 0
                 and self._clock() < self._valid_until)
 
     @property
@@ -110,20 +105,28 @@ class EtcdCoordinator:
 
     def views(self) -> dict[str, tuple[bytes, float]]:
         now = self._clock()
-        return {vantage: (value, max(0.0, now - at)) for vantage, (value, at, _) in self._views.items()}
+        return {vantage: (entry.kv.value, max(0.0, now - entry.received))
+                for vantage, entry in self.keys.group("views").items()}
 
     def view_revisions(self) -> dict[str, int]:
-        return {vantage: revision for vantage, (_, _, revision) in self._views.items()}
+        return {vantage: entry.kv.mod_revision for vantage, entry in self.keys.group("views").items()}
+
+    def records(self) -> dict[str, bytes]:
+        return self.keys.items(exclude=("views",))
+
+    @property
+    def records_version(self) -> int:
+        return self.keys.version(exclude=("views",))
 
     def _set_healthy(self, healthy: bool, reason: str = "") -> None:
         if healthy and not self._healthy:
             log.info("coordination available", vantage=self.vantage, lease=self._lease_id)
-            if self._views_task is not None and not self._stopping:
-                # the views stream may be stalled behind the outage that just ended (a partition drops packets
-                # and closes nothing): read the views afresh rather than wait for the stream's idle timeout
-                self._views_task.cancel()
-                self._views_ok = False
-                self._views_task = self._spawn(self._watch_views(), "coordination-views")
+            if self._keys_task is not None and not self._stopping:
+                # the watch stream may be stalled behind the outage that just ended (a partition drops packets
+                # and closes nothing): resume it now rather than wait for the stream's idle timeout
+                self._keys_task.cancel()
+                self.keys.ok = False
+                self._keys_task = self._spawn(self.keys.run(), "coordination-keys")
         elif not healthy and self._healthy:
             log.warning("coordination unavailable", vantage=self.vantage, reason=reason)
         self._healthy = healthy
@@ -138,7 +141,7 @@ class EtcdCoordinator:
             self._set_healthy(False, str(exc))
             log.warning("coordination lease not granted yet", vantage=self.vantage, reason=str(exc))
         self._spawn(self._maintain(), "coordination-lease")
-        self._views_task = self._spawn(self._watch_views(), "coordination-views")
+        self._keys_task = self._spawn(self.keys.run(), "coordination-keys")
 
     def _spawn(self, work: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(work, name=name)
@@ -154,7 +157,7 @@ class EtcdCoordinator:
         for task in tasks:
             with suppress(asyncio.CancelledError):
                 await task
-        self._views_task = None
+        self._keys_task = None
         if self._expiry is not None:
             self._expiry.cancel()
         now = self._clock()
@@ -171,7 +174,7 @@ class EtcdCoordinator:
                 log.warning("coordination lease not revoked; it expires on its own", lease=lease_id, reason=str(exc))
         self._stale_leases.clear()
         self._healthy = False
-        self._views_ok = False
+        self.keys.ok = False
 
     # ---- lease
 
@@ -410,35 +413,6 @@ class EtcdCoordinator:
                         self._published = (lease_id, view)
             except EtcdError as exc:
                 self._set_healthy(False, str(exc))
-
-    async def _watch_views(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                kvs, revision = await self._client.range(self._keys.views, prefix=True)
-                now = self._clock()
-                self._views = {kv.key.removeprefix(self._keys.views): (kv.value, now, kv.mod_revision) for kv in kvs}
-                self._views_ok = True
-                backoff = 0.1
-                async with aclosing(self._client.watch(self._keys.views, prefix=True,
-                                                       start_revision=revision + 1)) as events:
-                    async for event in events:
-                        vantage = event.kv.key.removeprefix(self._keys.views)
-                        if event.type is EventType.PUT:
-                            self._views[vantage] = (event.kv.value, self._clock(), event.kv.mod_revision)
-                        else:
-                            self._views.pop(vantage, None)
-            except EtcdCompacted:
-                continue  # read the views again and watch from there
-            except EtcdError as exc:
-                if self._views_ok:
-                    log.warning("views watch interrupted", vantage=self.vantage, reason=str(exc))
-                self._views_ok = False
-            except Exception:  # the one catch-all of this task
-                log.exception("views watch failed")
-                self._views_ok = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max(1.0, self._ttl / 3))
 
 
 def _changed(counted: Sequence[tuple[str, int]], found: Sequence[OpResult]) -> str:

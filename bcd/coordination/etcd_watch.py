@@ -113,6 +113,10 @@ async def confirmed(response: aiohttp.ClientResponse) -> tuple[Messages, int]:
     return messages, int64(result.get("header", {}).get("revision"))
 
 
+def _unheard(_revision: int) -> None:
+    """What an unused `opened` hears."""
+
+
 async def follow(
     open_stream: Callable[[int | None], Awaitable[tuple[Messages, int]]],
     *,
@@ -120,14 +124,17 @@ async def follow(
     idle: float,
     start_revision: int | None,
     endpoint: Callable[[], str],
+    opened: Callable[[int], None] | None = None,
 ) -> AsyncGenerator[WatchEvent, None]:
     """The events of the streams `open_stream(from_revision)` opens, from `start_revision` on (from the
     first stream's creation when None), reopening a broken stream where it broke. Raises what `open_stream`
     raises, EtcdCompacted when the revisions to resume from were compacted, EtcdRequestError when etcd
-    cancels the watch. `endpoint()` names the member, for the log."""
+    cancels the watch. `endpoint()` names the member, for the log; `opened(revision)` is called each time
+    etcd confirms a stream (with the store's revision then)."""
     next_revision = start_revision
     while True:
         messages, created_revision = await open_stream(next_revision)
+        (opened or _unheard)(created_revision)
         if next_revision is None:
             next_revision = created_revision + 1
         try:

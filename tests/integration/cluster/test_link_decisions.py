@@ -74,6 +74,7 @@ class Member:
     coordinator: Interleaved
     peer: EtcdCoordinator  # hampshire's vantage
     store: EtcdClient  # the test's own client, for reading and seeding the store
+    client: EtcdClient  # this member's client
     prefix: str
     events: Subscription
 
@@ -126,7 +127,7 @@ async def member(tmp_path: Path, etcd_cluster: EtcdCluster, request: pytest.Fixt
         peer = EtcdCoordinator(theirs, cluster=name, vantage="hampshire", lease_ttl=3)
         await link.start()
         await peer.start()
-        live = Member(engine, runner, link, coordinator, peer, store, f"/bcd/{name}/", events)
+        live = Member(engine, runner, link, coordinator, peer, store, ours, f"/bcd/{name}/", events)
         live.observe("dorset", Result.OK)
         live.observe("hampshire", Result.OK)
         await wait_for(lambda: link.available and peer.available)
@@ -230,3 +231,22 @@ async def test_a_run_of_another_instance_is_mirrored_with_its_kind(member: Membe
         "run_finished", "failback", "hampshire:9", "succeeded")
     (mirrored,) = member.engine.runs.recent("payroll", 10)  # the malformed record is skipped, not mirrored
     assert (mirrored.kind, mirrored.evidence["remote_run"]) == ("failback", "hampshire:9")
+
+
+async def test_another_instance_s_records_and_view_arrive_through_the_watch_without_a_read(member: Member) -> None:
+    reads = member.client.requests["/v3/kv/range"]
+    record = {"vantage": "hampshire", "run_id": 3, "token": 3, "service": "payroll", "kind": "failover",
+              "runbook": "move", "trigger": "auto", "reason": "dorset down", "from": "dorset", "to": "hampshire",
+              "dry_run": False, "forced": False, "result": "succeeded", "started": 1000.0, "ended": 1001.0,
+              "detail": "payroll now active in hampshire", "steps": [], "acknowledged_by": None}
+    written = time.monotonic()
+    await member.store.put(f"{member.prefix}runs/payroll/3", json.dumps(record).encode())
+    await member.store.put(f"{member.prefix}active/payroll", b'{"site": "hampshire", "run": "hampshire:3"}')
+    finished = await member.event(lambda event: event.kind == "run_finished")
+    await wait_for(lambda: member.engine.services["payroll"].active == "hampshire")
+    arrived = time.monotonic() - written
+    await member.peer_sees(dorset="down")
+    assert finished.to_json()["remote_run"] == "hampshire:3"
+    # mirrored, adopted and seen with no read of the store: the records and the view came through the watch
+    assert member.client.requests["/v3/kv/range"] == reads
+    assert arrived < 1.0, arrived

@@ -67,6 +67,20 @@ async def test_put_range_delete(client: EtcdClient, prefix: str) -> None:
     assert await client.delete(prefix + "a") == 0
 
 
+async def test_range_all_reads_in_pages_at_one_revision(client: EtcdClient, prefix: str) -> None:
+    for i in range(7):
+        await client.put(f"{prefix}{i}", f"value {i}".encode())
+    await client.put(prefix.rstrip("/") + "0", b"outside the prefix")
+    before = client.requests["/v3/kv/range"]
+    kvs, revision = await client.range_all(prefix, page=3)
+    assert [(kv.key, kv.value) for kv in kvs] == [(f"{prefix}{i}", f"value {i}".encode()) for i in range(7)]
+    assert client.requests["/v3/kv/range"] - before == 3  # 3 + 3 + 1 keys
+    _, now = await client.range(prefix, prefix=True)
+    assert revision == now
+    listed, _ = await client.range_all(prefix, page=3, keys_only=True)
+    assert [(kv.key, kv.value, kv.mod_revision) for kv in listed] == [(kv.key, b"", kv.mod_revision) for kv in kvs]
+
+
 async def test_txn_create_if_absent(client: EtcdClient, prefix: str) -> None:
     key = prefix + "lock"
     create = ([Compare.create_revision(key, "=", 0)], [Op.put(key, b"mine"), Op.range(key)], [Op.range(key)])
