@@ -21,6 +21,7 @@ from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsCh
 from bcd.engine import Engine, RequestRefused
 from bcd.events import Event, EventKind, RunNotStarted
 from bcd.journal import JournalWriteError
+from bcd.lifetime import until_cancelled
 from bcd.model import Guard, RunKind, RunResult
 from bcd.policy import Quorum, Request, RunInfo, Verdict, Vote
 from bcd.runbooks.runner import ActiveRun, LostLock
@@ -66,6 +67,15 @@ class ClusterLink:
         self._fences: dict[str, Fence] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
+    async def run(self, ready: asyncio.Event) -> None:
+        """Its lifetime (bcd.lifetime): ready once the coordinator has started; when cancelled, `stop()`."""
+        try:
+            await self.start()
+            ready.set()
+            await until_cancelled()
+        finally:
+            await self.stop()
+
     async def start(self) -> None:
         self.ledger.load_mirrored(self.engine.runs.recent(None, 1000))
         await self.coordinator.start()

@@ -422,7 +422,7 @@ async def test_buffered_while_away_newest_kept_then_flushed_in_order_after_new_s
         inproc.apply(inproc.config(nowhere))
         for n in range(5):
             emit(inproc.engine, f"e{n}")
-        await wait_for(lambda: inproc.output.dropped == 2)
+        await wait_for(lambda: inproc.output.stats.dropped == 2)
         await wait_for(lambda: sum(entry["event"] == "mqtt_connect_failed" for entry in logs) >= 2)
     assert not inproc.output.stats.connected
 
