@@ -162,7 +162,7 @@ class Daemon:
         # Set once every part is running, None before and after: the parts need the running loop, and this
         # object is made before it (a locked state_dir is one line and exit 2 before any loop starts).
         self.parts: Parts | None = None
-        self._group: asyncio.TaskGroup | None = None  # the root task group, while `running()`
+        self._group: asyncio.TaskGroup | None = None  # the root task group, once every part runs
         self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -194,6 +194,7 @@ class Daemon:
                 probes = self._prebuilt(self.config)  # a probe that cannot be set up stops the start here
                 async with self._task_group() as lifetimes:
                     parts = await self._start(lifetimes, listeners, probes)
+                    self._group = lifetimes.group  # from now on a SIGHUP reloads at once (before: once started)
                     self._spawn(self._ticker(parts.scheduler))
                     self._start_systemd(parts.scheduler)
                     if self._reload_pending:
@@ -216,7 +217,6 @@ class Daemon:
         """The root task group, stopped by `_stop_all` however its body ends."""
         try:
             async with asyncio.TaskGroup() as group:
-                self._group = group
                 lifetimes = Lifetimes(group)
                 try:
                     yield lifetimes

@@ -41,14 +41,14 @@ class Lifetimes:
     """The parts of one run of the daemon, in the order they were started."""
 
     def __init__(self, group: asyncio.TaskGroup) -> None:
-        self._group = group
+        self.group = group
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, name: str, run: Run) -> None:
         """Start `run` in the task group; return once it is ready. Raises RuntimeError if it ends before (an
         error it raised fails the task group, which cancels this wait)."""
         ready = asyncio.Event()
-        task = self._group.create_task(run(ready), name=name)
+        task = self.group.create_task(run(ready), name=name)
         self._tasks.append(task)
         task.add_done_callback(lambda _: ready.set())
         await ready.wait()
