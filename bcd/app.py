@@ -7,7 +7,7 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
 
   the state_dir lock and the journal (in the constructor; then the engine, the estate view, operations, metrics);
   `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
-  the web server, set up but not yet serving (bcd.web.serving: it must stop last but one, so that SSE clients
+  the web server, set up but not yet serving (bcd.web.serving: it must stop last, so that SSE clients
   see the runner's last events);
   the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
   run without the lock; stopped after it: final run records, then the locks);
@@ -166,7 +166,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._reload_pending = False  # a SIGHUP that came before the task group
+        self._reload_pending = False  # a SIGHUP that came before every part ran
         self._said_stopping = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ class Daemon:
         context = WebContext(view=self.view, operations=self.operations, metrics=self.metrics, ready=self.ready,
                              server=self.config.server)
         web_server = WebServer(build_app(context), listeners, self.config.server)
-        await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last but one
+        await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last
         self.metrics.register(HttpCollector(web_server.runner, web_server.connections))
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
@@ -300,7 +300,8 @@ class Daemon:
 
     async def _start_coordination(self, lifetimes: Lifetimes) -> tuple[EtcdClient | None, ClusterLink | None]:
         """A cluster member: an etcd client and coordinator, and the cluster link the engine decides and runs
-        through. A lone instance has none: its runner runs alone, with the run id as `{fence_token}`."""
+        through. A lone instance has none: its runner runs alone, with the run id as `{fence_token}`. The link is
+        attached to the engine, like the runner (`_recovered_runner`): it takes the engine as its hooks."""
         cluster_config = self.config.cluster
         if cluster_config is None:
             return None, None
@@ -322,7 +323,7 @@ class Daemon:
                                       on_lost=lost)
         link = ClusterLink(coordinator, self.engine, vantage=self.config.vantage, quorum=cluster_config.quorum,
                            lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout)
-        self.engine.attach_cluster(link)  # the link takes the engine as its hooks: attached, like the runner
+        self.engine.attach_cluster(link)
         self.metrics.register(ClusterCollector(link, self.view))
         await lifetimes.start("cluster", link.run)  # stops after the runner: final run records, then locks
         log.info("cluster_member", cluster=cluster_config.name, vantage=self.config.vantage,

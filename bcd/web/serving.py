@@ -2,7 +2,7 @@
 
 The daemon starts its parts in order and stops them in reverse (bcd.lifetime). The server is the exception
 that proves the rule: it must answer last (every other part ready: an operator's request may start a run)
-and stop last but one (SSE clients see the runner's last events as it stops). So it is set up right after
+and stop last (SSE clients see the runner's last events as it stops). So it is set up right after
 `server.listen` is bound, and `open()` starts serving once everything else is ready; until then connections
 wait in the listen backlog.
 """
