@@ -53,7 +53,7 @@ from bcd.coordination.etcd import EtcdClient
 from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal
-from bcd.lifetime import Lifetimes, closing
+from bcd.lifetime import Lifetimes, closing, leaves
 from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
@@ -492,6 +492,6 @@ class Daemon:
 
 
 def _alone(failed: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The task group's one error as itself (a ConfigError or ListenError keeps its one-line report), else all."""
-    errors = [error for error in failed.exceptions if not isinstance(error, asyncio.CancelledError)]
-    return errors[0] if len(errors) == 1 and not isinstance(errors[0], BaseExceptionGroup) else failed
+    """The task groups' one error as itself (a part's own task group nests in the root's), else all of them."""
+    errors = [error for error in leaves(failed) if not isinstance(error, asyncio.CancelledError)]
+    return errors[0] if len(errors) == 1 else failed

@@ -10,7 +10,7 @@ each cleaned up before the next is cancelled. A part that fails fails the task g
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, NoReturn
 
 Run = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -69,3 +69,9 @@ class Lifetimes:
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    """The errors in `group` and in the groups nested in it (a part's own task group nests in the root's)."""
+    for error in group.exceptions:
+        yield from leaves(error) if isinstance(error, BaseExceptionGroup) else (error,)
