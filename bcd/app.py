@@ -1,10 +1,24 @@
 """Composition root: builds every part from the config, runs them, reloads on SIGHUP, stops on SIGTERM.
 
-The parts are built in one place (`Daemon.start`), in an order that matters: the state_dir lock and the journal
-(in the constructor), `server.listen` bound, coordination, the MQTT output and the alert sender (subscribed before
-anything happens), the runner (orphaned runs recovered before any probe starts), the scheduler, and last the
-HTTP server, serving before READY=1. They stop in reverse (the runner before MQTT and coordination: its last
-events and run records go out). The daemon's own loops (ticker, systemd, reloads) run under one task group.
+Lifetimes, one pattern (bcd.lifetime): each long-lived part is an `async def run(ready)` that starts what it runs,
+sets `ready` once the next part may rely on it, runs until cancelled and cleans up in its own `finally`. The root
+(`Daemon.running`) starts them one after another under one TaskGroup, each once the one before is ready, and
+stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, which matters:
+
+  the state_dir lock and the journal (in the constructor; then the engine, the estate view, operations, metrics);
+  `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
+  the web server, set up but not yet serving (bcd.web.serving: it must stop last, so that SSE clients
+  see the runner's last events);
+  the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
+  run without the lock; stopped after it: final run records, then the locks);
+  the MQTT output and the alert sender, subscribed to the bus before anything happens (stopped after the
+  runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
+  the runner, so that its last events are journaled and published while the outputs still run);
+  the runner (orphaned runs recovered first); the scheduler (stopped first: no observation starts a run while
+  the others stop); then the web server opens, and READY=1.
+
+The daemon's own loops (the ticker, systemd's watchdog and status, reloads) run in the same TaskGroup and are
+cancelled before the parts. A part that fails fails the TaskGroup: the daemon stops, and the error is raised.
 Only this module switches the garbage collector and trims the C heap (bcd.heap): both change the whole process.
 """
 
@@ -18,16 +32,14 @@ import resource
 import signal
 import socket
 import ssl
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
 from pydantic import TypeAdapter
 
 from bcd import config as config_module
@@ -38,8 +50,10 @@ from bcd.cluster import ClusterLink, Preference
 from bcd.config import Config, ConfigError, ProbeConfig
 from bcd.coordination import EtcdCoordinator
 from bcd.coordination.etcd import EtcdClient
+from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal
+from bcd.lifetime import Lifetimes, closing, leaves
 from bcd.model import Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
@@ -64,14 +78,13 @@ from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
 from bcd.view import EngineView
 from bcd.web import listen
 from bcd.web.context import WebContext
-from bcd.web.limits import LimitedSite, connection_stats
 from bcd.web.server import build_app
+from bcd.web.serving import WebServer
 
 log = structlog.get_logger("bcd.app")
 
 STOP_TIMEOUT = 4.0
 TICK = 1.0
-T = TypeVar("T")
 _PROBE = TypeAdapter(ProbeConfig)  # dumps a probe's config (a pydantic dataclass: no model_dump)
 
 
@@ -108,10 +121,10 @@ def raise_open_files_limit() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """What a started daemon runs, built by `Daemon.start` in the order of these fields (the web server,
-    which reads them, comes last). A lone instance has no etcd client and no cluster link."""
+    """What a running daemon runs, started by `Daemon.running` in the order of these fields (see the module
+    docstring). A lone instance has no etcd client and no cluster link."""
 
-    context: ProbeContext
+    web: WebServer
     step_http: aiohttp.ClientSession
     etcd: EtcdClient | None
     cluster: ClusterLink | None
@@ -123,7 +136,7 @@ class Parts:
 
 class Daemon:
     """One running bcd. `run()` returns the process exit code. Constructing it locks `state_dir` and opens the
-    journal (StateDirError if either cannot be done); `start()` binds `server.listen` before anything else
+    journal (StateDirError if either cannot be done); `running()` binds `server.listen` before anything else
     (ListenError)."""
 
     def __init__(
@@ -145,13 +158,16 @@ class Daemon:
         self.metrics.reload.success_timestamp = time.time()
         self.shortages = Shortages()
         self.metrics.register(ShortageCollector(self.shortages))
-        self.parts: Parts | None = None  # from start() on
-        self._stops: list[Callable[[], Awaitable[object]]] = []  # of what start() built, in its order
-        self._group: asyncio.TaskGroup | None = None  # the root task group, while `running()`
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.context = ProbeContext(user_agent(config.vantage if config.cluster else None))
+        # Set once every part is running, None before and after: the parts need the running loop, and this
+        # object is made before it (a locked state_dir is one line and exit 2 before any loop starts).
+        self.parts: Parts | None = None
+        self._group: asyncio.TaskGroup | None = None  # the root task group, once every part runs
+        self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._reload_pending = False  # a SIGHUP that came before the task group
+        self._reload_pending = False  # a SIGHUP that came before every part ran
+        self._said_stopping = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -169,75 +185,123 @@ class Daemon:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Parts]:
-        """Start every part, run the daemon's own loops (the ticker, systemd's watchdog and status, reloads)
-        under one task group, and on the way out cancel them and stop the parts in reverse order."""
+        """Start every part in order under one task group (returning once the HTTP server serves) and the
+        daemon's own loops beside them; on the way out stop them all (`_stop_all`), close the journal and
+        unlock. A part's failure stops the daemon and is raised (as itself if it is the only one)."""
         try:
-            parts = await self.start()
-            async with asyncio.TaskGroup() as group:
-                self._group = group
-                try:
+            listeners = listen.bind(self.config.server.listen, *self.config.server.host_port)
+            try:
+                probes = self._prebuilt(self.config)  # a probe that cannot be set up stops the start here
+                async with self._task_group() as lifetimes:
+                    parts = await self._start(lifetimes, listeners, probes)
+                    self._group = lifetimes.group  # from now on a SIGHUP reloads at once (before: once started)
                     self._spawn(self._ticker(parts.scheduler))
                     self._start_systemd(parts.scheduler)
                     if self._reload_pending:
                         self._spawn_reload()
                     yield parts
-                finally:
-                    self._group = None
-                    for task in list(self._tasks):
-                        task.cancel()  # a reload in progress too: SIGTERM never waits for its thread
+            finally:
+                for sock in listeners:  # those the web server never took
+                    sock.close()
         finally:
-            await self.shutdown()
+            if not self._said_stopping:  # the start failed before the task group
+                self.notifier.stopping()
+            self.engine.close()
+            self.journal.close()
+            self.state_lock.release()
+            log.info("stopped")
+            self.notifier.close()
 
-    async def start(self) -> Parts:
-        """Build and start every part, in order; returns once the HTTP server is serving. Each part's stop is
-        kept for shutdown(), also when a later part fails to start."""
-        listeners = listen.bind(self.config.server.listen, *self.config.server.host_port)
-        self._stops.append(lambda: _close_all(listeners))  # until the web server takes them
+    @contextlib.asynccontextmanager
+    async def _task_group(self) -> AsyncIterator[Lifetimes]:
+        """The root task group, stopped by `_stop_all` however its body ends."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                lifetimes = Lifetimes(group)
+                try:
+                    yield lifetimes
+                finally:
+                    await self._stop_all(lifetimes)
+        except BaseExceptionGroup as failed:
+            raise _alone(failed) from None
+
+    async def _stop_all(self, lifetimes: Lifetimes) -> None:
+        """Cancel the daemon's own loops, then stop the parts in reverse order, within STOP_TIMEOUT."""
+        self._group = None
+        for task in list(self._tasks):
+            task.cancel()  # a reload in progress too: SIGTERM never waits for its thread
+        self._said_stopping = True
+        self.notifier.stopping()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await lifetimes.stop()
+        except TimeoutError:
+            log.warning("shutdown_timeout", seconds=STOP_TIMEOUT)
+            lifetimes.abandon()
+        self.parts = None
+
+    async def _start(self, lifetimes: Lifetimes, listeners: list[socket.socket],
+                     probes: Callable[[Job], Probe]) -> Parts:
+        """Build and start every part, in order (each ready before the next is built); returns once the HTTP
+        server is serving."""
+        context = WebContext(view=self.view, operations=self.operations, metrics=self.metrics, ready=self.ready,
+                             server=self.config.server)
+        web_server = WebServer(build_app(context), listeners, self.config.server)
+        await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last
+        self.metrics.register(HttpCollector(web_server.runner, web_server.connections))
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
             log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
                         hint="raise LimitNOFILE, or lower scheduler.max_concurrency")
-        context = ProbeContext(user_agent(self.config.vantage if self.config.cluster else None))
         step_http = aiohttp.ClientSession()
-        self._stops.append(step_http.close)
-        etcd, cluster = await self._start_coordination()  # before the runner: in a cluster no run without the lock
+        await lifetimes.start("step-http", closing(step_http.close))
+        # before the runner: in a cluster no run without the lock
+        etcd, cluster = await self._start_coordination(lifetimes)
         mqtt = MqttOutput(self.view, self.operations, self.bus)  # subscribes now: recovery events go out
-        self._stops.append(mqtt.stop)  # after the runner: its last events go out, then `offline`
         mqtt.apply(self.config)
-        self.metrics.register(MqttCollector(mqtt))
+        self.metrics.register(MqttCollector(mqtt.stats))
+        await lifetimes.start("mqtt", mqtt.run)  # stops after the runner: its last events go out, then `offline`
         alerts = AlertSender(self.view, self.bus, self.config)
-        self._stops.append(alerts.stop)
-        alerts.start()
-        self.metrics.register(AlertCollector(alerts))
-        runner = self._start_runner(step_http)  # recovers orphaned runs before any probe starts
+        self.metrics.register(AlertCollector(alerts.stats))
+        await lifetimes.start("alerts", alerts.run)
+        # stops right after the runner: its last events are journaled and published while the outputs still run
+        await lifetimes.start("journal-flush", closing(self._flush_journal))
+        runner = self._recovered_runner(step_http)  # recovers orphaned runs before any probe starts
+        await lifetimes.start("runner", runner.run)
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
-        self._stops.append(scheduler.stop)  # first of the parts: no observation starts a run while they stop
-        self.metrics.register(SchedulerCollector(scheduler))
-        self.parts = Parts(context, step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
-        scheduler.sync(jobs(self.config), self._prebuilt(self.config))
-        await self._start_web(listeners)
+        self.metrics.register(SchedulerCollector(scheduler.stats))
+        await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile
+        self.parts = Parts(web_server, step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
+        scheduler.sync(jobs(self.config), probes)
+        await web_server.open()
         heap.settle()
         log.info("started", instance=self.config.instance, services=len(self.config.services),
-                 probes=len(scheduler.keys), listen=self.config.server.listen,
+                 probes=scheduler.stats.probes, listen=self.config.server.listen,
                  state=str(self.journal.path))
         return self.parts
 
-    def _start_runner(self, step_http: aiohttp.ClientSession) -> Runner:
+    async def _flush_journal(self) -> None:
+        self.engine.writer.flush()
+
+    def _recovered_runner(self, step_http: aiohttp.ClientSession) -> Runner:
         runner = Runner(
             self.engine.runs, self.engine, lambda: step_http, max_concurrent=self.config.runner.max_concurrent_runs,
             secrets=self.config.secrets, broker=self._broker(self.config), kill_orphans=self.config.runner.kill_orphans,
         )
-        self._stops.append(runner.stop)
         for record in runner.recover():
             log.warning("run_interrupted", run_id=record.id, service=record.service,
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
+        # Attached, not passed to the engine's constructor: the runner takes the engine as its hooks (a cycle one
+        # step must close), and attaching re-decides every service, which may start a run: that needs the
+        # running loop and the recovery above, while the engine is built before the loop (in the constructor).
         self.engine.attach(runner)
         self.metrics.register(RunnerCollector(runner.stats))
         return runner
 
-    async def _start_coordination(self) -> tuple[EtcdClient | None, ClusterLink | None]:
+    async def _start_coordination(self, lifetimes: Lifetimes) -> tuple[EtcdClient | None, ClusterLink | None]:
         """A cluster member: an etcd client and coordinator, and the cluster link the engine decides and runs
-        through. A lone instance has none: its runner runs alone, with the run id as `{fence_token}`."""
+        through. A lone instance has none: its runner runs alone, with the run id as `{fence_token}`. The link is
+        attached to the engine, like the runner (`_recovered_runner`): it takes the engine as its hooks."""
         cluster_config = self.config.cluster
         if cluster_config is None:
             return None, None
@@ -248,7 +312,7 @@ class Daemon:
             deadline=cluster_config.call_timeout, ca_file=etcd_config.ca_file, cert_file=etcd_config.cert_file,
             key_file=etcd_config.key_file,
         )
-        self._stops.append(etcd.close)
+        await lifetimes.start("etcd", closing(etcd.close))
         link: ClusterLink
 
         def lost(service: str) -> None:  # the coordinator is made first: the link is made from it
@@ -262,8 +326,7 @@ class Daemon:
                            preference=Preference.configured(self.config.vantage, cluster_config))
         self.engine.attach_cluster(link)
         self.metrics.register(ClusterCollector(link, self.view))
-        self._stops.append(link.stop)  # stops its coordinator; after the runner: final run records, then locks
-        await link.start()
+        await lifetimes.start("cluster", link.run)  # stops after the runner: final run records, then locks
         log.info("cluster_member", cluster=cluster_config.name, vantage=self.config.vantage,
                  endpoints=etcd_config.endpoints, quorum=cluster_config.quorum, lease_ttl=cluster_config.lease_ttl)
         return etcd, link
@@ -283,7 +346,7 @@ class Daemon:
     def _status_text(self) -> str:
         blocked = sum(view.status is ServiceStatus.BLOCKED for view in self.engine.services.values())
         runs = len(self.parts.runner.active) if self.parts is not None else 0
-        probes = len(self.parts.scheduler.keys) if self.parts is not None else 0
+        probes = self.parts.scheduler.stats.probes if self.parts is not None else 0
         ready, why = self.ready()
         notes = [] if ready else [why]
         if not self.metrics.reload.successful:
@@ -299,38 +362,6 @@ class Daemon:
         except (OSError, ssl.SSLError) as exc:  # mqtt_publish steps will fail and say so; the daemon goes on
             log.error("mqtt_broker_settings_unusable", error=str(exc), hint="fix the mqtt section's files, then reload")
             return None
-
-    async def _start_web(self, listeners: list[socket.socket]) -> None:
-        context = WebContext(view=self.view, operations=self.operations, metrics=self.metrics, ready=self.ready,
-                             server=self.config.server)
-        runner = web.AppRunner(
-            build_app(context), access_log=None, handle_signals=False, shutdown_timeout=1.0, handler_cancellation=True,
-            keepalive_timeout=self.config.server.idle_timeout,  # also closes a connection whose request head lags
-        )
-        # built last, stopped last but one: SSE clients see the runner's last events as it stops
-        self._stops.insert(1, runner.cleanup)
-        await runner.setup()
-        connections = connection_stats(self.config.server)
-        while listeners:
-            await LimitedSite(runner, listeners[0], connections).start()
-            listeners.pop(0)  # the site closes it now
-        self.metrics.register(HttpCollector(runner, connections))
-
-    async def shutdown(self) -> None:
-        """Stop what start() built, in reverse order, within STOP_TIMEOUT; then close the journal and unlock."""
-        self.notifier.stopping()
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT):
-                while self._stops:
-                    await self._stops.pop()()
-        except TimeoutError:
-            log.warning("shutdown_timeout", seconds=STOP_TIMEOUT)
-        finally:
-            self.engine.close()
-            self.journal.close()
-            self.state_lock.release()
-            log.info("stopped")
-            self.notifier.close()
 
     def _open_journal(self, path: Path) -> Journal:
         try:
@@ -361,13 +392,12 @@ class Daemon:
     def _prebuilt(self, config: Config) -> Callable[[Job], Probe]:
         """Build every probe of `config` up front; raise ConfigError if any cannot be set up (a TLS file
         that cannot be loaded must stop a start or a reload, not look like a dead site)."""
-        assert self.parts is not None
         probes: dict[ProbeKey, Probe] = {}
         problems: list[config_module.Problem] = []
         for service, site, probe in config.all_probes():
             key = ProbeKey(service, site, probe.name)
             try:
-                probes[key] = build_probe(probe, config.timing(service, probe).timeout, self.parts.context)
+                probes[key] = build_probe(probe, config.timing(service, probe).timeout, self.context)
             except ProbeSetupError as exc:
                 problems.append((("services", service, "sites", site, "probes", probe.name, probe.kind), str(exc)))
         if problems:
@@ -458,43 +488,11 @@ class Daemon:
         heap.settle()
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()
-        log.info("reloaded", services=len(new.services), probes=len(parts.scheduler.keys))
+        log.info("reloaded", services=len(new.services), probes=parts.scheduler.stats.probes)
         return True
 
 
-async def _close_all(sockets: list[socket.socket]) -> None:
-    for sock in sockets:  # bound, but the start failed before the web server took them
-        sock.close()
-
-
-async def in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)` in a thread of its own that never delays the exit: a thread cannot be stopped, and
-    asyncio.to_thread's executor is joined when the loop closes, so SIGTERM during a long reload waited for
-    it. A daemon thread is left behind at exit; its result, if it comes after the loop closed, is dropped."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-    threading.Thread(target=_deliver, args=(loop, future, function, args), name="bcd-reload", daemon=True).start()
-    try:
-        return await future
-    finally:
-        # The frames an exception passed through stay in its traceback: none of them may hold the future, which
-        # holds the exception (such a cycle would keep a failed load's data alive until a rare full collection).
-        del future
-
-
-def _deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], function: Callable[..., Any],
-             args: tuple[Any, ...]) -> None:
-    setter: Callable[[Any], object]
-    value: object
-    try:
-        setter, value = future.set_result, function(*args)
-    except Exception as exc:  # raised in the awaiting task
-        setter, value = future.set_exception, exc
-    with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-        loop.call_soon_threadsafe(_settle, future, setter, value)
-    del future, setter, value  # (see in_daemon_thread)
-
-
-def _settle(future: asyncio.Future[Any], setter: Callable[[Any], object], value: object) -> None:
-    if not future.cancelled():  # the reload task was cancelled (shutdown)
-        setter(value)
+def _alone(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The task groups' one error as itself (a part's own task group nests in the root's), else all of them."""
+    errors = [error for error in leaves(failed) if not isinstance(error, asyncio.CancelledError)]
+    return errors[0] if len(errors) == 1 else failed

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from bcd.lifetime import hold
 from bcd.model import Observation, ProbeKey, ProbeResult, Result
 from bcd.probes.base import Probe, local_shortage
 from bcd.stats import Histogram
@@ -56,10 +57,14 @@ class _Entry:
 
 @dataclass(slots=True)
 class SchedulerStats:
+    """The scheduler's figures, for /metrics and the bench."""
+
     lateness: Histogram = field(default_factory=lambda: Histogram(LATENESS_BUCKETS))
     started: int = 0
     skipped: int = 0
     max_lateness: float = 0.0
+    in_flight: int = 0
+    probes: int = 0  # scheduled
 
 
 def spread_offset(key: ProbeKey, interval: float) -> float:
@@ -93,7 +98,6 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
         self.stats = SchedulerStats()
-        self.in_flight = 0
         self.progress = 0  # bumps on every finished run: the watchdog's sign of life
 
     @property
@@ -116,6 +120,7 @@ class Scheduler:
                 entry = _Entry(job, build(job), now + spread_offset(key, job.interval))
                 self._entries[key] = entry
                 self._arm(entry)
+        self.stats.probes = len(self._entries)
 
     def run_now(self, keys: Iterable[ProbeKey]) -> None:
         """Start these probes at once (e.g. to confirm a suspect site faster). Nothing calls it yet: issue 16
@@ -127,9 +132,15 @@ class Scheduler:
                 entry.due = self._loop.time()
                 self._fire(entry)
 
+    async def run(self, ready: asyncio.Event) -> None:
+        """Its lifetime (bcd.lifetime): probes run on the loop's timers from `sync` on; when cancelled, every
+        job is dropped and the runs in flight are cancelled and awaited."""
+        await hold(ready, self.stop)
+
     async def stop(self) -> None:
         for key in list(self._entries):
             self._remove(key)
+        self.stats.probes = 0
         self._heap.clear()
         self._set_timer(math.inf)
         if self._sweeper is not None:
@@ -192,11 +203,11 @@ class Scheduler:
             async with self._slots:
                 started = self._loop.time()
                 self._record_start(started - due)
-                self.in_flight += 1
+                self.stats.in_flight += 1
                 try:
                     result = await self._probe(job, entry.probe)
                 finally:
-                    self.in_flight -= 1
+                    self.stats.in_flight -= 1
             entry.runs += 1
             self.progress += 1
             if self._entries.get(job.key) is entry:

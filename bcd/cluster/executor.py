@@ -22,6 +22,7 @@ from bcd.coordination import CoordinationUnavailable, Coordinator, Lock, ViewsCh
 from bcd.engine import Engine, RequestRefused
 from bcd.events import Event, EventKind, RunNotStarted
 from bcd.journal import JournalWriteError
+from bcd.lifetime import repeat, until_cancelled
 from bcd.model import Guard, RunKind, RunResult, ServiceStatus
 from bcd.policy import Quorum, Request, RunInfo, Verdict, Vote
 from bcd.runbooks.runner import ActiveRun, LostLock
@@ -73,11 +74,20 @@ class ClusterLink:
         self._fences: dict[str, Fence] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------
+    async def run(self, ready: asyncio.Event) -> None:
+        """Its lifetime (bcd.lifetime): ready once the coordinator has started; when cancelled, `stop()`."""
+        try:
+            await self.start()
+            ready.set()
+            await until_cancelled()
+        finally:
+            await self.stop()
+
     async def start(self) -> None:
         self.ledger.load_mirrored(self.engine.runs.recent(None, 1000))
         await self.coordinator.start()
-        self._spawn(self._loop("cluster-views", VIEW_MIN_GAP, self.views.publish_once))
-        self._spawn(self._loop("cluster-sync", SYNC_EVERY, self._sync_once))
+        self._spawn(repeat("cluster-views", VIEW_MIN_GAP, self.views.publish_once, (CoordinationUnavailable,)))
+        self._spawn(repeat("cluster-sync", SYNC_EVERY, self._sync_once, (CoordinationUnavailable,)))
 
     async def stop(self) -> None:
         """After the runner stopped: let the run owners write their final records and release, then stop."""
@@ -95,16 +105,6 @@ class ClusterLink:
         group = self._owners if owner else self._tasks
         group.add(task)
         task.add_done_callback(group.discard)
-
-    async def _loop(self, name: str, every: float, once: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        while True:
-            try:
-                await once()
-            except CoordinationUnavailable:
-                pass
-            except Exception:  # the one catch-all of this task: log, keep the loop alive
-                log.exception(f"{name}_failed")
-            await asyncio.sleep(every)
 
     def lost(self, service: str) -> None:
         """The coordinator's on_lost: a lock of ours is gone (its lease lapsed or the fence refused a write)."""

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from bcd.mqtt.commands import Command
-
-if TYPE_CHECKING:
-    pass
+from bcd.mqtt.stats import MqttStats
 
 PENDING_COMMANDS = 1000
 PENDING_REPLIES = 10_000  # as many as the replay memory holds ids: each signed command can be answered
@@ -34,12 +31,13 @@ class Reply:
 
 class Inbox:
     """Bounded: `offer` refuses a command when `PENDING_COMMANDS` wait; a reply that does not fit pushes out
-    the oldest reply to junk, or is dropped (counted in `dropped_replies`) when only signed ones wait."""
+    the oldest reply to junk, or is dropped (counted in `stats.dropped_replies`) when only signed ones wait."""
 
-    def __init__(self, commands: int = PENDING_COMMANDS, replies: int = PENDING_REPLIES) -> None:
+    def __init__(self, commands: int = PENDING_COMMANDS, replies: int = PENDING_REPLIES,
+                 stats: MqttStats | None = None) -> None:
         self.command_limit = commands
         self.reply_limit = replies
-        self.dropped_replies = 0
+        self.stats = stats if stats is not None else MqttStats()
         self._commands: deque[Command] = deque()
         self._signed: deque[Reply] = deque()
         self._unsigned: deque[Reply] = deque()
@@ -67,10 +65,10 @@ class Inbox:
     def reply(self, reply: Reply) -> None:
         if len(self._signed) + len(self._unsigned) >= self.reply_limit:
             if not (reply.signed and self._unsigned):
-                self.dropped_replies += 1
+                self.stats.dropped_replies += 1
                 return
             self._unsigned.popleft()
-            self.dropped_replies += 1
+            self.stats.dropped_replies += 1
         (self._signed if reply.signed else self._unsigned).append(reply)
         self._reply_ready.set()
 

@@ -38,8 +38,10 @@ from bcd.bus import Bus, Subscription
 from bcd.config import Config, MqttSettings, read_credential
 from bcd.events import Event
 from bcd.lazy import lazy_import
+from bcd.lifetime import hold
 from bcd.mqtt.client import connected, refused
-from bcd.mqtt.reader import CommandReader, MqttStats
+from bcd.mqtt.reader import CommandReader
+from bcd.mqtt.stats import MqttStats
 from bcd.operations import Operations
 from bcd.view import EstateView, service_json
 
@@ -88,7 +90,7 @@ class MqttOutput:
     """Keeps one connection to the broker of `config.mqtt` (see the module docstring).
 
     `apply(config)` starts it, changes its settings (reconnecting when they differ) or stops it when
-    `mqtt:` is gone; `stop()` publishes `offline` and disconnects cleanly.
+    `mqtt:` is gone; `stop()` (at the end of `run()`) publishes `offline` and disconnects cleanly.
     """
 
     def __init__(self, estate: EstateView, operations: Operations, bus: Bus, *,
@@ -108,6 +110,7 @@ class MqttOutput:
         self._leave = asyncio.Event()
         self._stopping = False
         self._subscription: Subscription | None = None
+        self._bus_drops = 0  # of the subscription's drops, those counted in stats.dropped
         self._pump: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._client_id = f"bcd-{os.getpid()}-{os.urandom(3).hex()}"
@@ -120,6 +123,7 @@ class MqttOutput:
             if self.settings is not None:
                 log.info("mqtt_disabled")
                 self.settings = None
+                self.stats.enabled = False
                 self._request_leave()
             return
         changed = (settings, instance) != (self.settings, self.instance)
@@ -132,6 +136,7 @@ class MqttOutput:
             self._events = kept
         self.reader.remember(settings.commands.max_age, settings.commands.max_in_flight)
         self.settings, self.instance = settings, instance
+        self.stats.enabled = True
         self._stopping = False
         self._mark_all_dirty()
         if self._subscription is None:
@@ -139,6 +144,10 @@ class MqttOutput:
             self._pump = asyncio.get_running_loop().create_task(self._drain_bus(), name="mqtt-bus")
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="mqtt")
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Its lifetime (bcd.lifetime): connected as `apply()` says until cancelled; then `stop()`."""
+        await hold(ready, self.stop)
 
     async def stop(self) -> None:
         """Flush what is buffered (briefly), publish `offline`, disconnect cleanly; cancel if that hangs."""
@@ -161,16 +170,6 @@ class MqttOutput:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
 
-    @property
-    def dropped_replies(self) -> int:
-        return self.reader.inbox.dropped_replies
-
-    @property
-    def dropped(self) -> int:
-        """Events lost: pushed out of the full buffer, or dropped by the bus before they reached it."""
-        bus_drops = self._subscription.dropped if self._subscription is not None else 0
-        return self.stats.dropped + bus_drops
-
     def _request_leave(self) -> None:
         self._leave.set()
         self._wake.set()
@@ -190,9 +189,15 @@ class MqttOutput:
     def _take_from_bus(self) -> None:
         if self._subscription is None:
             return
+        self._count_bus_drops()
         queue = self._subscription.queue
         while not queue.empty():
             self._keep(queue.get_nowait())
+
+    def _count_bus_drops(self) -> None:
+        if self._subscription is not None and self._subscription.dropped != self._bus_drops:
+            self.stats.dropped += self._subscription.dropped - self._bus_drops
+            self._bus_drops = self._subscription.dropped
 
     def _keep(self, event: Event) -> None:
         if len(self._events) == self._events.maxlen:
@@ -228,8 +233,9 @@ class MqttOutput:
             self._pump.cancel()
             self._pump = None
         if self._subscription is not None:
+            self._count_bus_drops()
             self.bus.unsubscribe(self._subscription)
-            self._subscription = None
+            self._subscription, self._bus_drops = None, 0
         self._events.clear()
         self._dirty.clear()
         self.reader.close()

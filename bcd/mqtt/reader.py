@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -24,6 +22,7 @@ from bcd.mqtt.commands import Command, RecentIds, Refusal, verify
 from bcd.mqtt.execute import execute
 from bcd.mqtt.inbox import Inbox, Reply
 from bcd.mqtt.lanes import Lanes
+from bcd.mqtt.stats import MqttStats
 from bcd.operations import Operations
 
 if TYPE_CHECKING:
@@ -32,14 +31,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bcd.mqtt")
 
 REPLY_WINDOW = 32  # replies awaiting their PUBACK at once
-
-
-@dataclass(slots=True)
-class MqttStats:
-    connected: bool = False
-    published: int = 0
-    dropped: int = 0
-    commands: Counter[str] = field(default_factory=Counter)
 
 
 class CommandReader:
@@ -52,7 +43,7 @@ class CommandReader:
         self.clock = clock
         self.seen: RecentIds | None = None
         self.max_age = 60.0
-        self.inbox = Inbox()
+        self.inbox = Inbox(stats=stats)
         self.lanes = Lanes(MAX_IN_FLIGHT)  # the commands in flight
 
     def remember(self, max_age: float, max_in_flight: int | None = None) -> None:
@@ -69,7 +60,7 @@ class CommandReader:
         """MQTT is stopped or removed: what still waits is dropped, counted and logged (no reply can go)."""
         commands, replies = self.inbox.clear()
         self.stats.commands["dropped"] += commands
-        self.inbox.dropped_replies += replies
+        self.stats.dropped_replies += replies
         if commands or replies:
             log.warning("mqtt_commands_dropped", commands=commands, replies=replies,
                         why="MQTT stopped before they were carried out or answered")

@@ -28,6 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from bcd.broker import BrokerLink
 from bcd.events import ApprovalWaiting, Event, EventKind, RunFinished, RunStarted, StepFinished, StepStarted
 from bcd.journal import INTERRUPTED, JournalWriteError, RunJournal, RunRecord, StepRecord
+from bcd.lifetime import hold
 from bcd.model import RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.runbooks import orphans
@@ -249,6 +250,10 @@ class Runner:
         run.aborted_by = by
         run.main.cancel()
         return True
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Its lifetime (bcd.lifetime): runs start from `start()`; when cancelled, `stop()`."""
+        await hold(ready, self.stop)
 
     async def stop(self) -> None:
         """Shutdown: runs in progress are cancelled and journaled as interrupted."""

@@ -403,7 +403,7 @@ async def test_buffered_while_away_newest_kept_then_flushed_in_order_after_new_s
         inproc.apply(inproc.config(nowhere))
         for n in range(5):
             emit(inproc.engine, f"e{n}")
-        await wait_for(lambda: inproc.output.dropped == 2)
+        await wait_for(lambda: inproc.output.stats.dropped == 2)
         await wait_for(lambda: sum(entry["event"] == "mqtt_connect_failed" for entry in logs) >= 2)
     assert not inproc.output.stats.connected
 
@@ -423,6 +423,17 @@ async def test_buffered_while_away_newest_kept_then_flushed_in_order_after_new_s
         await wait_for(lambda: "mqtt" not in inproc.bus.listeners)
     assert await retained(mosquitto, f"{prefix}/status") == b"offline"
     assert inproc.output.stats.published >= 6
+
+
+async def test_events_the_bus_dropped_are_counted_and_stay_counted_when_mqtt_is_removed(inproc: InProcess) -> None:
+    nowhere = {"url": f"mqtt://127.0.0.1:{free_port()}", "topic_prefix": "bcd-test/drops", "buffer": 3}
+    inproc.apply(inproc.config(nowhere))
+    for n in range(1005):  # one group commit: published at once, and the bus keeps 1000 of them for MQTT
+        emit(inproc.engine, f"e{n}")
+    await wait_for(lambda: inproc.output.stats.dropped == 5 + 997)  # the bus's drops, then the buffer's
+    inproc.apply(inproc.config(None))  # a reload without `mqtt:`: the subscription goes
+    await wait_for(lambda: "mqtt" not in inproc.bus.listeners)
+    assert inproc.output.stats.dropped == 1002  # a counter: the bus's drops are not forgotten with it
 
 
 @pytest.fixture(scope="module")

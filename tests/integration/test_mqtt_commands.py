@@ -175,7 +175,7 @@ async def test_a_reader_that_dies_restarts_the_session_and_connected_says_so(
     (inproc.tmp_path / "key").write_text(KEY)
     settings = {"url": f"mqtt://{mosquitto.host}:{mosquitto.port}", "topic_prefix": prefix,
                 "commands": {"enabled": True, "hmac_key_file": str(inproc.tmp_path / "key")}}
-    collector = MqttCollector(inproc.output)
+    collector = MqttCollector(inproc.output.stats)
 
     def connected() -> float:
         return next(family for family in collector.collect() if family.name == "bcd_mqtt_connected").samples[0].value

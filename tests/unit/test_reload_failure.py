@@ -15,7 +15,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from bcd import config as config_module
-from bcd.app import Daemon, in_daemon_thread
+from bcd.app import Daemon
+from bcd.daemon_thread import in_daemon_thread
 
 
 async def test_an_unexpected_exception_in_a_reload_is_a_reported_failure(

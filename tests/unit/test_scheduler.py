@@ -123,9 +123,9 @@ async def test_concurrency_cap_holds() -> None:
     scheduler.sync([job(name, interval=5.0, timeout=10.0) for name in probes], builder(dict(probes)))
     scheduler.run_now([ProbeKey("svc", "dorset", name) for name in probes])
     async with asyncio.timeout(5):
-        while scheduler.in_flight < 2:  # noqa: ASYNC110 - a gauge with no event to await; deadline above
+        while scheduler.stats.in_flight < 2:  # noqa: ASYNC110 - a gauge with no event to await; deadline above
             await asyncio.sleep(0.01)
-    assert scheduler.in_flight == 2
+    assert scheduler.stats.in_flight == 2
     assert sum(len(p.starts) for p in probes.values()) == 2
     hold.set()
     await sink.wait_for(lambda obs: len(obs) == 6)

@@ -98,14 +98,18 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@dataclass
+@dataclass(slots=True)
 class AlertStats:
-    """Counters for /metrics, keyed by receiver label."""
+    """The alert sender's figures for /metrics: alerts firing by alertname, and per receiver label."""
 
+    firing: Counter[str] = field(default_factory=Counter)  # alertname -> alerts firing now
+    suppressed: Counter[str] = field(default_factory=Counter)  # alertname -> alerts held now (impacted_by)
+    receivers: set[str] = field(default_factory=set)  # the labels of the receivers configured now
     notifications: Counter[tuple[str, str]] = field(default_factory=Counter)  # (receiver, success|failure)
     dropped: Counter[str] = field(default_factory=Counter)
 
     def retain(self, receivers: set[str]) -> None:
+        self.receivers = receivers
         self.notifications = Counter({k: v for k, v in self.notifications.items() if k[0] in receivers})
         self.dropped = Counter({k: v for k, v in self.dropped.items() if k in receivers})
 

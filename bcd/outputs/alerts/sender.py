@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -18,6 +19,7 @@ from bcd import __version__, dependencies, impact
 from bcd.bus import Bus, Subscription
 from bcd.config import Config
 from bcd.health import SiteHealth
+from bcd.lifetime import until_cancelled
 from bcd.outputs.alert_rules import (
     Alert,
     AlertSnapshot,
@@ -81,8 +83,8 @@ def build_snapshot(estate: EstateView, names: Iterable[str], failed_run: Callabl
 
 
 class AlertSender:
-    """Derives the alerts and hands every change to the receivers. `start()`, `configure()` on reload,
-    `await stop()`; `evaluate()` re-derives now."""
+    """Derives the alerts and hands every change to the receivers while `run()` runs; `configure()` on reload;
+    `evaluate()` re-derives now."""
 
     def __init__(self, estate: EstateView, bus: Bus, config: Config,
                  clock: Callable[[], float] = time.time) -> None:
@@ -99,7 +101,8 @@ class AlertSender:
         self.stats = AlertStats()
         self.targets: dict[tuple[str, str], Target] = {}
         self._target_tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        # while `run()` runs (receivers configured before it start with it):
+        self._tasks: asyncio.TaskGroup | None = None
         self._session: aiohttp.ClientSession | None = None
         self._subscription: Subscription | None = None
         self._wake = asyncio.Event()
@@ -109,31 +112,26 @@ class AlertSender:
         self.configure(config)
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Subscribe to the bus and start evaluating and delivering (needs a running loop)."""
-        self._session = aiohttp.ClientSession(
+    async def run(self, ready: asyncio.Event) -> None:
+        """Its lifetime (bcd.lifetime): subscribe to the bus, evaluate and deliver until cancelled; then the
+        receivers' tasks end, the subscription and the HTTP session are closed."""
+        session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None),  # each POST has its own deadline
             connector=aiohttp.TCPConnector(limit=32),
         )
-        self._subscription = self._bus.subscribe("alerts", 1000)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._listen(self._subscription)), loop.create_task(self._evaluate_loop())]
-        for key in self.targets:
-            self._start_target(key)
-        self._wake.set()
-
-    async def stop(self) -> None:
-        tasks = [*self._tasks, *self._target_tasks.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks, self._target_tasks = [], {}
-        if self._subscription is not None:
-            self._bus.unsubscribe(self._subscription)
-            self._subscription = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        async with session, self._bus.subscription("alerts", 1000) as subscription, asyncio.TaskGroup() as tasks:
+            self._session, self._subscription, self._tasks = session, subscription, tasks
+            try:
+                tasks.create_task(self._listen(subscription), name="alerts-listen")
+                tasks.create_task(self._evaluate_loop(), name="alerts-evaluate")
+                for key in self.targets:
+                    self._start_target(key)
+                self._wake.set()
+                ready.set()
+                await until_cancelled()
+            finally:
+                self._session = self._subscription = self._tasks = None
+                self._target_tasks.clear()  # cancelled with the task group
 
     def configure(self, config: Config) -> None:
         """Adopt a (re)loaded config: receivers added, removed or updated; secrets read again."""
@@ -167,9 +165,9 @@ class AlertSender:
             self._start_target(key)
 
     def _start_target(self, key: tuple[str, str]) -> None:
-        assert self._session is not None
+        assert self._session is not None and self._tasks is not None
         target = self.targets[key]
-        task = asyncio.get_running_loop().create_task(self._guard(target.label, target.run, self._session))
+        task = self._tasks.create_task(self._guard(target.label, target.run, self._session), name="alerts-receiver")
         self._target_tasks[key] = task
 
     @staticmethod
@@ -264,6 +262,7 @@ class AlertSender:
         for alert, _ in resolved:
             log.info("alert_resolved", alertname=alert.name, **_log_labels(alert))
         if fired or resolved:
+            self.stats.firing = Counter(alert.name for alert in self.firing.values())
             for target in self.targets.values():
                 target.changed(fired, resolved)
 
@@ -298,6 +297,7 @@ class AlertSender:
                     alerts[key] = replace(alert, starts_at=known[key].starts_at)
             if alerts:
                 self.suppressed[name] = alerts
+        self.stats.suppressed = Counter(alert.name for alerts in self.suppressed.values() for alert in alerts.values())
 
     def _failed_run(self, service: str) -> FailedRun | None:
         """The service's unacknowledged failed run, cached until a run finishes or is acknowledged."""

@@ -8,7 +8,6 @@ families are rendered by hand in `bcd.outputs.metrics.text`.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,12 +19,12 @@ from prometheus_client.registry import Collector
 from bcd import __version__
 from bcd.journal_writer import JournalWriter
 from bcd.model import SiteState
-from bcd.mqtt.output import MqttOutput
+from bcd.mqtt.stats import MqttStats
 from bcd.outputs.alert_rules import ALERTNAMES
-from bcd.outputs.alerts.sender import AlertSender
+from bcd.outputs.alerts.delivery import AlertStats
 from bcd.outputs.shortages import Shortages
 from bcd.probes.base import LOCAL_SHORTAGES
-from bcd.scheduler import Scheduler
+from bcd.scheduler import SchedulerStats
 from bcd.stats import Histogram
 from bcd.view import EstateView
 from bcd.web.limits import ConnectionStats
@@ -60,33 +59,23 @@ class DaemonCollector(Collector):
 class SchedulerCollector(Collector):
     """`bcd_scheduler_*`: lateness, runs in flight, probes scheduled, runs skipped."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
+    def __init__(self, stats: SchedulerStats) -> None:
+        self._stats = stats
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        return _scheduler_families(self._scheduler)
-
-
-def _scheduler_families(
-    scheduler: Scheduler,
-) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-    stats = scheduler.stats
-    lateness = stats.lateness
-    buckets = [(repr(b), c) for b, c in zip(lateness.bounds, lateness.cumulative(), strict=True)]
-    yield HistogramMetricFamily(
-        "bcd_scheduler_lateness_seconds", "How late probe runs started after their due time.",
-        buckets=[*buckets, ("+Inf", lateness.count)], sum_value=lateness.total,
-    )
-    yield GaugeMetricFamily(
-        "bcd_scheduler_probes_in_flight", "Probe runs in progress.", value=scheduler.in_flight
-    )
-    yield GaugeMetricFamily("bcd_scheduler_probes", "Probes scheduled.", value=len(scheduler.keys))
-    yield CounterMetricFamily(
-        "bcd_scheduler_skipped_probes", "Probe runs skipped because the previous run was still going or late.",
-        value=stats.skipped,
-    )
-
-
+        stats = self._stats
+        lateness = stats.lateness
+        buckets = [(repr(b), c) for b, c in zip(lateness.bounds, lateness.cumulative(), strict=True)]
+        yield HistogramMetricFamily(
+            "bcd_scheduler_lateness_seconds", "How late probe runs started after their due time.",
+            buckets=[*buckets, ("+Inf", lateness.count)], sum_value=lateness.total,
+        )
+        yield GaugeMetricFamily("bcd_scheduler_probes_in_flight", "Probe runs in progress.", value=stats.in_flight)
+        yield GaugeMetricFamily("bcd_scheduler_probes", "Probes scheduled.", value=stats.probes)
+        yield CounterMetricFamily(
+            "bcd_scheduler_skipped_probes", "Probe runs skipped because the previous run was still going or late.",
+            value=stats.skipped,
+        )
 
 
 def _histogram(name: str, help_text: str, label_names: list[str],
@@ -158,22 +147,21 @@ class MqttCollector(Collector):
     """`bcd_mqtt_*`: rendered only while MQTT is configured. `bcd_mqtt_connected` is 1 while the session
     runs whole: connected, publishing, and reading commands."""
 
-    def __init__(self, output: MqttOutput) -> None:
-        self._output = output
+    def __init__(self, stats: MqttStats) -> None:
+        self._stats = stats
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        output = self._output
-        if output.settings is None:
+        stats = self._stats
+        if not stats.enabled:
             return
-        stats = output.stats
         yield GaugeMetricFamily("bcd_mqtt_connected", "Whether bcd is connected to its MQTT broker.",
                                 value=int(stats.connected))
         yield CounterMetricFamily("bcd_mqtt_dropped_messages", "Events dropped before they could be published.",
-                                  value=output.dropped)
+                                  value=stats.dropped)
         yield CounterMetricFamily("bcd_mqtt_published_messages", "Messages published to the broker.",
                                   value=stats.published)
         yield CounterMetricFamily("bcd_mqtt_dropped_replies", "Replies to commands dropped, not published.",
-                                  value=output.dropped_replies)
+                                  value=stats.dropped_replies)
         commands = CounterMetricFamily("bcd_mqtt_commands", "MQTT commands by result.", labels=["result"])
         for result in ("accepted", "refused", "busy", "dropped"):
             commands.add_metric([result], stats.commands[result])
@@ -184,21 +172,19 @@ class AlertCollector(Collector):
     """`bcd_alerts_firing{alertname}`, `bcd_alerts_suppressed{alertname}`, `bcd_alert_notifications_total{receiver,
     result}`, and the drops."""
 
-    def __init__(self, sender: AlertSender) -> None:
-        self._sender = sender
+    def __init__(self, stats: AlertStats) -> None:
+        self._stats = stats
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        sender = self._sender
+        stats = self._stats
         firing = GaugeMetricFamily("bcd_alerts_firing", "Alerts firing now, by alertname.", labels=["alertname"])
-        counts = Counter(alert.name for alert in sender.firing.values())
         for name in ALERTNAMES:
-            firing.add_metric([name], counts[name])
+            firing.add_metric([name], stats.firing[name])
         yield firing
         suppressed = GaugeMetricFamily("bcd_alerts_suppressed", "Alerts held now because a dependency's own alert "
                                        "explains them (impacted_by): shown, not sent.", labels=["alertname"])
-        held = Counter(alert.name for alerts in sender.suppressed.values() for alert in alerts.values())
         for name in ALERTNAMES:
-            suppressed.add_metric([name], held[name])
+            suppressed.add_metric([name], stats.suppressed[name])
         yield suppressed
         notifications = CounterMetricFamily(
             "bcd_alert_notifications", "Deliveries to alert receivers (after retries), by result.",
@@ -208,12 +194,10 @@ class AlertCollector(Collector):
             "bcd_alert_notifications_dropped", "Alert changes dropped because a receiver's backlog was full.",
             labels=["receiver"],
         )
-        labels = sorted({target.label for target in sender.targets.values()}
-                        | {receiver for receiver, _ in sender.stats.notifications})
-        for label in labels:
+        for label in sorted(stats.receivers | {receiver for receiver, _ in stats.notifications}):
             for result in ("success", "failure"):
-                notifications.add_metric([label, result], sender.stats.notifications[(label, result)])
-            dropped.add_metric([label], sender.stats.dropped[label])
+                notifications.add_metric([label, result], stats.notifications[(label, result)])
+            dropped.add_metric([label], stats.dropped[label])
         yield notifications
         yield dropped
 

@@ -290,8 +290,9 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     holder: dict[str, Live] = {}
     output = MqttOutput(EngineView(engine), Operations(engine), bus, clock=lambda: holder["live"].clock)
     metrics = Metrics(EngineView(engine))
-    metrics.register(MqttCollector(output))
+    metrics.register(MqttCollector(output.stats))
     output.settings = config.mqtt  # no connection: handle() is what is under test
+    output.stats.enabled = True  # as apply() would say
     holder["live"] = live = Live(engine, output, runner, metrics)
     for site, result in (("dorset", Result.FAIL), ("hampshire", Result.OK)):
         engine.observe(Observation(ProbeKey("payroll", site, "health"), result, 0.01, f"{result}", NOW))

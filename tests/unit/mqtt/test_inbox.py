@@ -31,7 +31,7 @@ async def test_replies_to_signed_commands_go_first_and_push_out_junk_when_full()
         inbox.reply(reply)
     inbox.reply(Reply("s2", "dropped: too many", signed=True))  # full: the oldest junk reply goes
     inbox.reply(Reply("j2", "refused: unsigned"))  # full, and junk: dropped
-    assert inbox.dropped_replies == 2
+    assert inbox.stats.dropped_replies == 2
     order = [(await inbox.next_reply()).to for _ in range(3)]
     assert order == ["s1", "s2", "j1"]
 
@@ -40,7 +40,7 @@ async def test_a_reply_that_does_not_fit_among_signed_ones_is_dropped_and_counte
     inbox = Inbox(replies=1)
     inbox.reply(Reply("s1", "accepted", signed=True))
     inbox.reply(Reply("s2", "accepted", signed=True))
-    assert inbox.dropped_replies == 1
+    assert inbox.stats.dropped_replies == 1
     inbox.reply_again(Reply("s0", "accepted", signed=True))  # a failed publication goes first again
     assert [(await inbox.next_reply()).to for _ in range(2)] == ["s0", "s1"]
 
