@@ -52,6 +52,17 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
     ),
     EventKind.VIEWS_CHANGED: (events.RunNotStarted("failover", "hampshire"), {"run_kind": "failover", "to": "hampshire"}),
     EventKind.JOURNAL_GAP: (events.JournalGap(2, 4.0, 5.0), {"dropped": 2, "from": 4.0, "to": 5.0}),
+    EventKind.PLAN_STARTED: (events.PlanStarted("evacuate", 3, "dorset", "hampshire", 4, 30),
+                             {"plan": "evacuate", "plan_run": 3, "from": "dorset", "to": "hampshire", "groups": 4,
+                              "services": 30}),
+    EventKind.PLAN_GROUP_STARTED: (events.PlanGroupStarted("evacuate", 3, 2, ("sql", "ldap")),
+                                   {"plan": "evacuate", "plan_run": 3, "group": 2, "services": ["sql", "ldap"]}),
+    EventKind.PLAN_SERVICE_MOVED: (events.PlanServiceMoved("evacuate", 3, "moved", 7),
+                                   {"plan": "evacuate", "plan_run": 3, "state": "moved", "run_id": 7}),
+    EventKind.PLAN_GATE_WAITING: (events.PlanGateWaiting("evacuate", 3, 1, 1800.0),
+                                  {"plan": "evacuate", "plan_run": 3, "after_group": 1, "timeout": 1800.0}),
+    EventKind.PLAN_FINISHED: (events.PlanFinished("evacuate", 3, "succeeded"),
+                              {"plan": "evacuate", "plan_run": 3, "result": "succeeded"}),
 }
 
 
