@@ -10,7 +10,7 @@ passed over at run time).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -18,10 +18,33 @@ from bcd import dependencies
 from bcd.durations import Duration
 from bcd.specs import Model
 
-if TYPE_CHECKING:
-    from bcd.config.models import Config, ServiceConfig
-
 Problem = tuple[tuple[str | int, ...], str]
+
+
+class ServiceConfig(Protocol):
+    """What a plan reads of a service's config (bcd.config.models.ServiceConfig)."""
+
+    @property
+    def labels(self) -> dict[str, str]: ...
+
+    @property
+    def sites(self) -> Mapping[str, Any]: ...
+
+    @property
+    def depends_on(self) -> list[str]: ...
+
+
+class Config(Protocol):
+    """What the plans' checks read of the whole config (bcd.config.models.Config)."""
+
+    @property
+    def sites(self) -> Mapping[str, Any]: ...
+
+    @property
+    def services(self) -> Mapping[str, ServiceConfig]: ...
+
+    @property
+    def plans(self) -> Mapping[str, PlanConfig]: ...
 
 
 class LabelSelector(Model):

@@ -77,6 +77,12 @@ class PlanJournal:
                                     (plan,)).fetchone()
         return _run(row) if row else None
 
+    def results(self) -> dict[tuple[str, str], int]:
+        """Ended runs counted by (plan, state)."""
+        rows = self._journal.execute("SELECT plan, state, count(*) FROM plan_runs WHERE ended IS NOT NULL "
+                                     "GROUP BY plan, state").fetchall()
+        return {(plan, state): count for plan, state, count in rows}
+
     def unfinished(self) -> list[PlanRun]:
         """Runs the journal shows running or at a gate (the daemon stopped during them)."""
         rows = self._journal.execute("SELECT id, data FROM plan_runs WHERE state IN ('running', 'waiting_gate')"

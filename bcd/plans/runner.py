@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import structlog
 
 from bcd.config.plans import PlanConfig
 from bcd.events import Event, EventKind, PlanStarted
-from bcd.journal import JournalWriteError
+from bcd.journal import Journal, JournalWriteError
 from bcd.model import RunResult
 from bcd.operations import (
     Abort,
@@ -39,37 +38,26 @@ from bcd.plans import planner
 from bcd.plans.execute import Execution, Live
 from bcd.plans.model import MoveState, PlanRun, PlanState
 from bcd.plans.records import PlanBusy, PlanJournal
-from bcd.stats import Histogram
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.plans")
 
-DURATION_BUCKETS = (60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0)
 PlanLock = Callable[[str, str], Awaitable[str | None]]
 """In a cluster: take the plan's lock for this instance (None) or say who holds it (bcd.plans.lock)."""
 
 
-@dataclass
-class PlanStats:
-    """For /metrics: runs ended by (plan, result), and each plan's run durations."""
-
-    results: Counter[tuple[str, str]] = field(default_factory=Counter)
-    durations: dict[str, Histogram] = field(default_factory=dict)
-
-
 class PlanRunner:
-    def __init__(self, journal: PlanJournal, operations: Operations, estate: EstateView,
+    def __init__(self, journal: Journal, operations: Operations, estate: EstateView,
                  emit: Callable[[Event], None], *, clock: Callable[[], float] = time.time,
                  lock: PlanLock | None = None) -> None:
-        self.journal = journal
+        self.journal = PlanJournal(journal)
         self.estate = estate
         self.clock = clock
-        self.execution = Execution(journal, operations, estate, self._announce, clock)
+        self.execution = Execution(self.journal, operations, estate, self._announce, clock)
         self._emit = emit
         self._operations = operations
         self._lock = lock
         self.live: dict[int, Live] = {}  # plan run id -> its run in progress here
-        self.stats = PlanStats()
         self._listener: asyncio.Task[None] | None = None
         operations.attach_plans(self)
 
@@ -80,13 +68,13 @@ class PlanRunner:
         for run in stale:
             self.journal.save(replace(run, state=PlanState.INTERRUPTED,
                                       detail=f"the daemon stopped during this plan run: bcd plan resume {run.id}"))
-            self.stats.results[(run.plan, PlanState.INTERRUPTED.value)] += 1
             log.warning("plan_run_interrupted", plan=run.plan, plan_run=run.id,
                         hint=f"bcd plan resume {run.id} (or bcd plan abort {run.id})")
         return stale
 
-    async def start(self) -> None:
-        """Listen for runs' ends (what the moves wait for)."""
+    def start(self) -> None:
+        """Recover (see `recover`), then listen for runs' ends (what the moves wait for)."""
+        self.recover()
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="plan-runs")
 
     async def stop(self) -> None:
@@ -177,11 +165,6 @@ class PlanRunner:
                                                   detail=f"internal error: {exc!r}"))
         finally:
             self.live.pop(live.run.id, None)
-            run = live.run
-            if run.state is not PlanState.INTERRUPTED:
-                self.stats.results[(run.plan, run.state.value)] += 1
-                self.stats.durations.setdefault(run.plan, Histogram(DURATION_BUCKETS)).observe(
-                    (run.ended or self.clock()) - run.started)
 
     async def _resume(self, run: PlanRun, by: str) -> Outcome:
         if run.state is not PlanState.INTERRUPTED:
@@ -239,7 +222,6 @@ class PlanRunner:
             run = replace(run, state=PlanState.ABORTED, ended=self.clock(), detail=f"aborted by {intent.by}",
                           events=(*run.events, f"aborted by {intent.by}"))
             self.journal.save(run)
-            self.stats.results[(run.plan, run.state.value)] += 1
             return Accepted(f"plan run {run.id} aborted", plan_run=run)
         live.aborted_by = intent.by
         live.stopping = f"aborted by {intent.by}" + (" (moves in progress aborted)" if intent.now else "")
@@ -291,3 +273,11 @@ class PlanRunner:
 
     def _announce(self, event: Event) -> None:
         self._emit(event)
+
+
+def start_plans(journal: Journal, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
+                lock: PlanLock | None = None) -> PlanRunner:
+    """The daemon's plan runner, attached to `operations` and started (plan runs left unfinished recovered)."""
+    plans = PlanRunner(journal, operations, estate, emit, lock=lock)
+    plans.start()
+    return plans

@@ -28,7 +28,6 @@ from bcd.operations import (
     RunPlan,
 )
 from bcd.plans.model import MoveState, PlanRun, PlanState
-from bcd.plans.records import PlanJournal
 from bcd.plans.runner import PlanRunner
 from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
@@ -91,8 +90,8 @@ async def build(tmp_path: Path, graph: dict[str, list[str]], plan: str, **servic
         for site in ("dorset", "hampshire"):
             engine.observe(Observation(ProbeKey(name, site, "t"), Result.OK, 0.01, "ok", 100.0))
     operations = Operations(engine)
-    plans = PlanRunner(PlanJournal(engine.journal), operations, EngineView(engine), engine.emit)
-    await plans.start()
+    plans = PlanRunner(engine.journal, operations, EngineView(engine), engine.emit)
+    plans.start()
     return Estate(engine, runner, operations, plans, graph, [])
 
 
