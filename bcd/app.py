@@ -210,6 +210,7 @@ class Daemon:
         alerts.start()
         self.metrics.register(AlertCollector(alerts))
         runner = self._start_runner(step_http)  # recovers orphaned runs before any probe starts
+        self._stops.append(start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster).stop)
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self._stops.append(scheduler.stop)  # first of the parts: no observation starts a run while they stop
         self.metrics.register(SchedulerCollector(scheduler))
@@ -233,7 +234,6 @@ class Daemon:
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
         self.engine.attach(runner)
         self.metrics.register(RunnerCollector(runner.stats))
-        self._stops.append(start_plans(self.journal, self.operations, self.view, self.engine.emit).stop)
         return runner
 
     async def _start_coordination(self) -> tuple[EtcdClient | None, ClusterLink | None]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 import structlog
 
+from bcd.cluster import ClusterLink
 from bcd.config.plans import PlanConfig
 from bcd.events import Event, EventKind, PlanStarted
 from bcd.journal import Journal, JournalWriteError
@@ -36,14 +38,19 @@ from bcd.operations import (
 )
 from bcd.plans import planner
 from bcd.plans.execute import Execution, Live
+from bcd.plans.lock import ClusterPlanLock
 from bcd.plans.model import MoveState, PlanRun, PlanState
 from bcd.plans.records import PlanBusy, PlanJournal
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.plans")
 
-PlanLock = Callable[[str, str], Awaitable[str | None]]
-"""In a cluster: take the plan's lock for this instance (None) or say who holds it (bcd.plans.lock)."""
+class PlanLock(Protocol):
+    """In a cluster, the plans' etcd locks (bcd.plans.lock.ClusterPlanLock)."""
+
+    async def take(self, plan: str) -> tuple[int | None, str | None]: ...
+
+    async def release(self, plan: str) -> None: ...
 
 
 class PlanRunner:
@@ -129,16 +136,18 @@ class PlanRunner:
         planned, seconds = self.planned(intent.plan, config)
         if intent.dry_run:
             return Accepted(planner.describe(intent.plan, config, planned, seconds))
-        if self._lock is not None:
-            holder = await self._lock(intent.plan, intent.by)
-            if holder is not None:
-                return Refused(Refusal.CONFLICT, f"plan {intent.plan} is running: its lock is held by {holder}")
+        held = await self._take(intent.plan)
+        if isinstance(held, Refused):
+            return held
         run = PlanRun(0, intent.plan, config.from_site, config.to_site, intent.by, intent.reason, intent.force,
                       self.clock(), PlanState.RUNNING, planned.moves, planned.gates, objective=config.objective,
-                      events=(f"started by {intent.by}" + (" (forced)" if intent.force else ""),))
+                      events=(f"started by {intent.by}" + (" (forced)" if intent.force else "") + held,))
         try:
             run = self.journal.create(run)
-        except PlanBusy as exc:
+        except (PlanBusy, JournalWriteError) as exc:
+            await self._release(intent.plan)
+            if isinstance(exc, JournalWriteError):
+                raise
             return Refused(Refusal.CONFLICT, f"one run of a plan at a time: {exc.holder}")
         log.info("plan_started", plan=run.plan, plan_run=run.id, by=intent.by, reason=intent.reason,
                  forced=intent.force, groups=len(run.groups))
@@ -148,6 +157,20 @@ class PlanRunner:
                                          sum(m.group > 0 for m in run.moves))))
         self._launch(Live(run, config))
         return Accepted(f"plan run {run.id} of {run.plan} started: {len(run.groups)} group(s)", plan_run=run)
+
+    async def _take(self, plan: str) -> str | Refused:
+        """In a cluster, the plan's lock (" under plan lock token N" to journal), or the refusal naming its holder;
+        alone, "" (the journal's own lock is enough)."""
+        if self._lock is None:
+            return ""
+        token, holder = await self._lock.take(plan)
+        if token is None:
+            return Refused(Refusal.CONFLICT, f"plan {plan} is running elsewhere: its lock is held by {holder}")
+        return f" under plan lock token {token}"
+
+    async def _release(self, plan: str) -> None:
+        if self._lock is not None:
+            await self._lock.release(plan)
 
     def _launch(self, live: Live) -> None:
         self.live[live.run.id] = live
@@ -165,6 +188,7 @@ class PlanRunner:
                                                   detail=f"internal error: {exc!r}"))
         finally:
             self.live.pop(live.run.id, None)
+            await self._release(live.run.plan)
 
     async def _resume(self, run: PlanRun, by: str) -> Outcome:
         if run.state is not PlanState.INTERRUPTED:
@@ -172,17 +196,20 @@ class PlanRunner:
         config = self.plan_config(run.plan)
         if config is None:
             return Refused(Refusal.CONFLICT, f"plan {run.plan} is no longer configured")
-        if self._lock is not None:
-            holder = await self._lock(run.plan, by)
-            if holder is not None:
-                return Refused(Refusal.CONFLICT, f"plan {run.plan} is running: its lock is held by {holder}")
         run, blocked = self._settle(run, config)
         if blocked:
             self.journal.save(run)
             return Refused(Refusal.CONFLICT, blocked)
-        run = replace(run, state=PlanState.RUNNING, detail="", events=(*run.events, f"resumed by {by}"),
+        held = await self._take(run.plan)
+        if isinstance(held, Refused):
+            return held
+        run = replace(run, state=PlanState.RUNNING, detail="", events=(*run.events, f"resumed by {by}{held}"),
                       gates=tuple(replace(g, state="closed") if g.state == "waiting" else g for g in run.gates))
-        self.journal.save(run)
+        try:
+            self.journal.save(run)
+        except JournalWriteError:
+            await self._release(run.plan)
+            raise
         log.info("plan_resumed", plan=run.plan, plan_run=run.id, by=by)
         self._launch(Live(run, config))
         return Accepted(f"plan run {run.id} of {run.plan} resumed", plan_run=run)
@@ -276,8 +303,10 @@ class PlanRunner:
 
 
 def start_plans(journal: Journal, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
-                lock: PlanLock | None = None) -> PlanRunner:
-    """The daemon's plan runner, attached to `operations` and started (plan runs left unfinished recovered)."""
+                cluster: ClusterLink | None) -> PlanRunner:
+    """The daemon's plan runner, attached to `operations` and started (plan runs left unfinished recovered); in a
+    cluster with the plans' etcd locks. Stop it before the runner: a plan run is interrupted, then its moves."""
+    lock = ClusterPlanLock(cluster.coordinator) if cluster is not None else None
     plans = PlanRunner(journal, operations, estate, emit, lock=lock)
     plans.start()
     return plans
