@@ -144,6 +144,9 @@ async def test_kill_mid_plan_then_resume_runs_nothing_twice(tmp_path: Path) -> N
         states = {move["service"]: move["state"] for move in run["services"]}
         assert states["a"] == states["b"] == states["d"] == "moved" and states["slow"] == "moving"
         assert states["c"] == "pending"
+        status, _, html = await daemon.call("GET", "/", token=VIEWER)
+        assert status == 200 and f"<h3>Plan run {run_id}: evacuate dorset → hampshire</h3>" in html
+        assert "<strong>interrupted</strong>" in html
         status, _, body = await daemon.call("POST", f"/api/v1/plan-runs/{run_id}/resume")
         assert status == 409 and "slow (run " in body["detail"] and "was cut short" in body["detail"], body
         status, _, body = await daemon.call("POST", f"/api/v1/plan-runs/{run_id}/services/slow/done")
