@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from bcd import events, health, policy
+from bcd import dependencies, events, health, impact, policy, site_loss
 from bcd.bus import Bus
 from bcd.config import Config, ProbeConfig
 from bcd.events import Event, EventKind
@@ -101,6 +101,7 @@ class Engine:
         self._run_facts: dict[str, RunFacts] = {}
         self.writer.recovered = self._run_facts.clear  # run records kept while it failed are written now
         self.cluster: ClusterHooks | None = None  # None: a lone instance (no `cluster:` section)
+        self.site_loss = site_loss.SiteLoss(self.emit)  # which sites are lost (every service there down)
         self._restore()
         self.apply_config(config)
 
@@ -127,9 +128,11 @@ class Engine:
             key: health.reconfigure(self.sites.get(key) or SiteHealth.new(key[0], key[1], now), rule)
             for key, rule in self.rules.items()
         }
+        self.site_loss.configure(config, self.sites)
         self.last = {key: obs for key, obs in self.last.items() if (key.service, key.site) in self.rules}
         self.transitions = Counter({k: v for k, v in self.transitions.items() if (k[0], k[1]) in self.rules})
         self.services = {name: self._service_state(name, now) for name in config.services}
+        self.dependents = dependencies.dependents(impact.GraphOf(config.services))
         if self.runner is not None:
             self.runner.stats.retain(set(config.services))
             self.runner.stats.declare(_runbooks(config))
@@ -187,6 +190,7 @@ class Engine:
                 self._announce_transition(updated, transition)
         for name in [name for name, view in self.services.items() if view.status not in QUIET_STATUSES]:
             self._evaluate(name, now)
+        self.site_loss.confirm(now, self.cluster)
 
     # -- decisions -----------------------------------------------------------------------------------
     def snapshot(self, name: str) -> Snapshot:
@@ -207,6 +211,7 @@ class Engine:
             dry_run_since=facts.last_dry_run,
             down_since=self.sites[(name, view.active)].since,
             quorum=self.cluster.quorum(name, view.active) if self.cluster is not None else None,
+            dependencies=impact.dependency_facts(self.config.services, self.services, self.sites, name),
         )
 
     def _facts(self, name: str) -> RunFacts:
@@ -320,6 +325,8 @@ class Engine:
         self.emit(Event(EventKind.SERVICE_STATUS, now, name, None, reason, data),
                   from_status=str(view.status), to_status=str(status), active=view.active,
                   guard=guard and str(guard), reason=reason)
+        for dependent in sorted(self.dependents.get(name, ())):  # what waits for this service decides again
+            self._evaluate(dependent, now)
 
     # -- operators -----------------------------------------------------------------------------------
     async def submit(self, name: str, request: Request, by: str, reason: str) -> ActiveRun:
@@ -446,6 +453,7 @@ class Engine:
         )
         self.emit(event, from_state=str(transition.from_state), to_state=str(transition.to_state),
                   reason=transition.reason)
+        self.site_loss.update(site, transition.at, self.cluster)
         self._evaluate(transition.service, transition.at)
 
     def emit(self, event: Event, **log_fields: object) -> None:

@@ -38,6 +38,8 @@ class EventKind(StrEnum):
     PLAN_SERVICE_MOVED = "plan_service_moved"
     PLAN_GATE_WAITING = "plan_gate_waiting"
     PLAN_FINISHED = "plan_finished"
+    SITE_LOST = "site_lost"
+    SITE_RECOVERED = "site_recovered"
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -205,11 +207,25 @@ class PlanFinished:
     result: str
 
 
+@dataclass(frozen=True, slots=True)
+class SiteLost:
+    """`site_lost` (the envelope's `site`): every service probed there is down (by quorum in a cluster)."""
+
+    services: tuple[str, ...]
+    plans: tuple[str, ...] = ()  # the recovery plans configured from this site
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRecovered:
+    services: tuple[str, ...]
+    lost_since: float
+
+
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
-    | PlanGateWaiting | PlanFinished
+    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -233,6 +249,8 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.PLAN_SERVICE_MOVED: PlanServiceMoved,
     EventKind.PLAN_GATE_WAITING: PlanGateWaiting,
     EventKind.PLAN_FINISHED: PlanFinished,
+    EventKind.SITE_LOST: SiteLost,
+    EventKind.SITE_RECOVERED: SiteRecovered,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

@@ -52,6 +52,8 @@ class Guard(StrEnum):
     NO_QUORUM = "no_quorum"
     COORDINATION_UNAVAILABLE = "coordination_unavailable"
     JOURNAL_UNWRITABLE = "journal_unwritable"
+    WAITING_FOR_DEPENDENCY = "waiting_for_dependency"  # failover_pending: a dependency moves first
+    DEPENDENCY_FAILED = "dependency_failed"  # a dependency is blocked or unavailable
 
 
 class RunKind(StrEnum):

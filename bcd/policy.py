@@ -13,8 +13,9 @@ The rules, in order:
    - no other site `up` (degraded, unknown, flapping) → `blocked` (`standby_not_up` or `flapping`);
    - a standby `up`: `blocked` by maintenance (service, active or target site) or cooldown; else by mode:
      `manual` → `failover_pending`; `dry-run` → one dry run per episode, then `failover_pending`;
-     `auto` → start the failover runbook (`failing_over`). No failover runbook → `failover_needed`
-     (bcd only watches this service; a human moves it).
+     `auto` → start the failover runbook (`failing_over`) — once its dependencies are ready (`bcd.impact`:
+     `failover_pending`/`waiting_for_dependency` while one moves, `blocked`/`dependency_failed` when one
+     failed). No failover runbook → `failover_needed` (bcd only watches this service; a human moves it).
 4. Otherwise the health status stands (`ok`, `at_risk`, `unknown`); with an automatic failback
    configured, a service away from its home site moves back once home is `up` and no guard holds.
 
@@ -34,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bcd import impact
 from bcd.health import SiteHealth, evaluate_service, evidence
 from bcd.model import Guard, PlanRef, RunKind, ServiceStatus, SiteState
 
@@ -156,6 +158,7 @@ class Snapshot:
     dry_run_since: float | None = None  # when the last automatic dry run of this episode started
     down_since: float | None = None  # when the active site went down (start of the episode)
     quorum: Quorum | None = None  # the cluster's votes on the active site; None for a lone instance
+    dependencies: tuple[impact.Dependency, ...] = ()  # its `depends_on`, as they are now
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +321,12 @@ def _by_mode(snap: Snapshot, target: str, base: str) -> Decision:
     rule = snap.failover
     assert rule is not None
     if rule.mode is TransferMode.AUTO:
+        held = impact.hold(snap.service, target, snap.dependencies)
+        if held is not None:
+            waiting = held.guard is Guard.WAITING_FOR_DEPENDENCY
+            return Decision(ServiceStatus.FAILOVER_PENDING if waiting else ServiceStatus.BLOCKED,
+                            f"{snap.service}: failover to {target} {'' if waiting else 'blocked: '}{held.text}; "
+                            f"{base}", held.guard)
         return Decision(
             ServiceStatus.FAILING_OVER, f"{snap.service}: starting failover to {target}: {base}",
             action=Action(RunKind.FAILOVER, target),

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bcd import impact
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
 from bcd.engine import Engine, ServiceState
@@ -23,6 +24,7 @@ from bcd.model import Observation, RunKind
 from bcd.plans.model import PlanRun
 from bcd.plans.records import PlanJournal
 from bcd.probes.perfdata import perfdata_entry
+from bcd.site_loss import LostSite
 
 __all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceState", "service_json"]
 
@@ -50,6 +52,10 @@ class EstateView(Protocol):
     @property
     def transitions(self) -> Mapping[tuple[str, str, str, str], int]:
         """Health transitions counted by (service, site, from, to)."""
+
+    @property
+    def lost_sites(self) -> Mapping[str, LostSite]:
+        """The sites lost now (every service probed there down), by name."""
 
     def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
         """The last observation of each of these probes of a site that has run."""
@@ -111,6 +117,10 @@ class EngineView:
     def transitions(self) -> Mapping[tuple[str, str, str, str], int]:
         return self._engine.transitions
 
+    @property
+    def lost_sites(self) -> Mapping[str, LostSite]:
+        return self._engine.site_loss.lost
+
     def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
         return self._engine.last_observations(service, site, probes)
 
@@ -168,8 +178,10 @@ class EngineView:
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
     """A service as the API, the status page and MQTT show it: its status, and every site's health and
-    last observations (plus every vantage's view in a cluster)."""
+    last observations, with `impacted_by` naming the dependencies whose being down there explains the site's
+    (plus every vantage's view in a cluster)."""
     config = estate.config.services[view.name]
+    graph = impact.GraphOf(estate.config.services)
     sites: dict[str, Any] = {}
     for site_name, site_config in config.sites.items():
         site = estate.sites[(view.name, site_name)]
@@ -181,11 +193,13 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
         sites[site_name] = {
             "state": str(site.state), "since": site.since, "reason": site.reason,
             "maintenance_until": site.maintenance_until, "probes": probes,
+            "impacted_by": impact.impacted_by(graph, estate.sites, view.name, site_name) or None,
         }
     data = {
         "name": view.name, "description": config.description, "labels": config.labels,
         "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
-        "reason": view.reason, "guard": view.guard and str(view.guard), "sites": sites,
+        "reason": view.reason, "guard": view.guard and str(view.guard), "depends_on": list(config.depends_on),
+        "sites": sites,
     }
     data.update(estate.cluster_json(view.name))  # every vantage's view side by side, and who holds the lock
     return data

@@ -16,6 +16,13 @@ The alerts (labels beyond `alertname`, `service`, `severity`, `instance` and the
 | BcdRunbookFailed | an unacknowledged failed/aborted/rolled back/interrupted run | runbook | critical |
 | BcdApprovalWaiting | a run waits for an operator's approval | | critical |
 | BcdCertificateExpiring | a probe saw a certificate expiring within `cert_expiry_warn` | site, probe | warning |
+| BcdSiteLost | every service probed in a site is down there (`bcd.site_loss`) | site (no service) | critical |
+
+The root cause pages once (`depends_on`, `bcd.impact`): a dependent's BcdSiteDown for a site where a service it
+needs is down carries `impacted_by` (the root causes), and so does its BcdFailoverBlocked while a failed
+dependency blocks it (`dependency_failed`); the sender does not send alerts with `impacted_by` (it counts them
+in `bcd_alerts_suppressed`). A dependent waiting for a dependency (`waiting_for_dependency`) is automation at
+work, not an operator's job: no BcdFailoverPending.
 
 One condition pages once: while a run waits for approval the service is also `failover_pending`, and while
 a failed run is unacknowledged the service is also `blocked` (`run_failed`/`run_interrupted`); the specific
@@ -36,6 +43,7 @@ from datetime import UTC, datetime
 
 from bcd.health import FrozenMap, SiteHealth
 from bcd.model import Guard, ServiceStatus, SiteState
+from bcd.site_loss import LostSite
 
 SITE_DOWN = "BcdSiteDown"
 SITE_FLAPPING = "BcdSiteFlapping"
@@ -44,14 +52,16 @@ FAILOVER_BLOCKED = "BcdFailoverBlocked"
 RUNBOOK_FAILED = "BcdRunbookFailed"
 APPROVAL_WAITING = "BcdApprovalWaiting"
 CERTIFICATE_EXPIRING = "BcdCertificateExpiring"
+SITE_LOST = "BcdSiteLost"
 ALERTNAMES = (
     SITE_DOWN, SITE_FLAPPING, FAILOVER_PENDING, FAILOVER_BLOCKED, RUNBOOK_FAILED, APPROVAL_WAITING,
-    CERTIFICATE_EXPIRING,
+    CERTIFICATE_EXPIRING, SITE_LOST,
 )
 
 CRITICAL = "critical"
 WARNING = "warning"
-RESERVED = frozenset({"alertname", "service", "site", "probe", "severity", "instance", "guard", "runbook"})
+IMPACTED_BY = "impacted_by"
+RESERVED = frozenset({"alertname", "service", "site", "probe", "severity", "instance", "guard", "runbook", IMPACTED_BY})
 RUN_GUARDS = frozenset({Guard.RUN_FAILED, Guard.RUN_INTERRUPTED})
 _LABEL_NAME = re.compile(r"[^A-Za-z0-9_]")
 
@@ -103,6 +113,8 @@ class ServiceFacts:
     failed_run: FailedRun | None = None
     waiting_run: WaitingRun | None = None
     certificates: Sequence[Certificate] = ()
+    impacted: Mapping[str, str] = field(default_factory=dict)  # site -> the dependencies down there (root causes)
+    blocked_by: str = ""  # the failed dependency that blocks it (guard dependency_failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,7 @@ class AlertSnapshot:
     services: Sequence[ServiceFacts]
     cert_expiry_warn: float = 14 * 86400.0
     runbook_url: str | None = None
+    lost_sites: Sequence[LostSite] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +144,38 @@ class Alert:
     def service(self) -> str:
         return self.labels.get("service", "")
 
+    @property
+    def impacted(self) -> bool:
+        """Explained by a dependency's own alert: shown and counted, not sent."""
+        return IMPACTED_BY in self.labels
+
 
 def active_alerts(snapshot: AlertSnapshot, now: float) -> list[Alert]:
     """Every alert that holds at `now`, sorted by label set (deterministic)."""
     alerts = [alert for service in snapshot.services for alert in _service_alerts(snapshot, service, now)]
     return sorted(alerts, key=lambda alert: sorted(alert.labels.items()))
+
+
+def site_alerts(snapshot: AlertSnapshot) -> list[Alert]:
+    """The estate's own alerts (no `service` label): one BcdSiteLost per lost site, naming its services and the
+    recovery plan to run (or that starts by itself)."""
+    alerts = []
+    for lost in sorted(snapshot.lost_sites, key=lambda lost: lost.site):
+        if lost.plans:
+            plans = ", ".join(lost.plans)
+            todo = f"recovery plan for {lost.site}: {plans} (`bcd plan run {lost.plans[0]} --reason …`; a plan with " \
+                   "trigger: auto has started by itself)"
+        else:
+            todo = f"no recovery plan is configured for {lost.site}: move its services (`bcd failover SERVICE`)"
+        labels = {"alertname": SITE_LOST, "site": lost.site, "severity": CRITICAL, "instance": snapshot.instance}
+        annotations = {
+            "summary": f"site {lost.site} is lost: all {len(lost.services)} services probed there are down",
+            "description": f"down in {lost.site}: {', '.join(lost.services)}; {todo}",
+        }
+        if snapshot.runbook_url:
+            annotations["runbook_url"] = render_template(snapshot.runbook_url, labels)
+        alerts.append(Alert(FrozenMap(sorted(labels.items())), FrozenMap(annotations), lost.since))
+    return alerts
 
 
 def _service_alerts(snapshot: AlertSnapshot, service: ServiceFacts, now: float) -> Iterator[Alert]:
@@ -153,7 +193,8 @@ def _service_alerts(snapshot: AlertSnapshot, service: ServiceFacts, now: float) 
         role = "active" if site_name == service.active else "standby"
         if site.state is SiteState.DOWN:
             yield make(SITE_DOWN, CRITICAL if role == "active" else WARNING,
-                       f"{service.name} is down in {site_name} ({role} site)", site.reason, site.since, site=site_name)
+                       f"{service.name} is down in {site_name} ({role} site)", site.reason, site.since, site=site_name,
+                       impacted_by=service.impacted.get(site_name, ""))
         elif site.state is SiteState.FLAPPING:
             yield make(SITE_FLAPPING, WARNING, f"{service.name} is flapping in {site_name} ({role} site)",
                        site.reason, site.since, site=site_name)
@@ -178,14 +219,15 @@ def _service_alerts(snapshot: AlertSnapshot, service: ServiceFacts, now: float) 
                    f"{service.name}: run {waiting.id} waits for approval of step {waiting.step!r}",
                    f"{waiting.kind} of {service.name} to {waiting.to_site}: run {waiting.id} waits for approval of "
                    f"step {waiting.step!r} (bcd approve {waiting.id})", service.since)
-    if service.status is ServiceStatus.FAILOVER_PENDING and waiting is None:
+    if (service.status is ServiceStatus.FAILOVER_PENDING and waiting is None
+            and service.guard is not Guard.WAITING_FOR_DEPENDENCY):
         yield make(FAILOVER_PENDING, CRITICAL, f"{service.name}: failover waits for an operator", service.reason,
                    service.since)
     if (service.status is ServiceStatus.BLOCKED and service.guard is not Guard.MAINTENANCE
             and not (service.guard in RUN_GUARDS and run is not None)):
         guard = str(service.guard) if service.guard is not None else "unknown"
         yield make(FAILOVER_BLOCKED, CRITICAL, f"{service.name}: failover blocked ({guard})", service.reason,
-                   service.since, guard=guard)
+                   service.since, guard=guard, impacted_by=service.blocked_by)
 
 
 def _alert(snapshot: AlertSnapshot, service: ServiceFacts, *, name: str, severity: str, summary: str,

@@ -66,6 +66,8 @@ SITE_HEALTH = {
     "properties": {
         "state": {"enum": [str(s) for s in SiteState]}, "since": {"type": "number"}, "reason": {"type": "string"},
         "maintenance_until": {"type": ["number", "null"]},
+        "impacted_by": {"type": ["string", "null"], "description": "the dependencies down at this site that "
+                        "explain its being down (comma-separated); its alert is not sent"},
         "probes": {"type": "object", "additionalProperties": {"type": "object"}},
     },
 }
@@ -77,6 +79,7 @@ SERVICE_SCHEMA = {
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "status": {"enum": [str(s) for s in ServiceStatus]}, "active": {"type": "string"}, "home": {"type": "string"},
         "since": {"type": "number"}, "reason": {"type": "string"}, "guard": {"type": ["string", "null"]},
+        "depends_on": {"type": "array", "items": {"type": "string"}, "description": "the services it needs"},
         "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
         "views": {"type": "object", "description": "cluster members only: every live vantage's view of the "
                   "service's sites ({vantage: {age, sites: {site: {state, since, reason}}}})",

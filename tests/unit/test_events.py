@@ -63,6 +63,9 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
                                   {"plan": "evacuate", "plan_run": 3, "after_group": 1, "timeout": 1800.0}),
     EventKind.PLAN_FINISHED: (events.PlanFinished("evacuate", 3, "succeeded"),
                               {"plan": "evacuate", "plan_run": 3, "result": "succeeded"}),
+    EventKind.SITE_LOST: (events.SiteLost(("directory", "sql"), ("evacuate-dorset",)),
+                          {"services": ["directory", "sql"], "plans": ["evacuate-dorset"]}),
+    EventKind.SITE_RECOVERED: (events.SiteRecovered(("directory",), 3.0), {"services": ["directory"], "lost_since": 3.0}),
 }
 
 

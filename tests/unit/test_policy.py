@@ -14,6 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from bcd import health
 from bcd.health import SiteHealth
+from bcd.impact import Dependency
 from bcd.model import Guard, RunKind, ServiceStatus, SiteState
 from bcd.policy import (
     Action,
@@ -478,3 +479,32 @@ def test_an_operator_request_to_a_site_in_maintenance_needs_force() -> None:
     assert "in maintenance (use force)" in refused.reason
     forced = check_request(snapshot, Request(FAILOVER, "hampshire", force=True), NOW)
     assert forced.to_site == "hampshire"
+
+
+def dep(name: str, status: ServiceStatus, active: str = "hampshire", *, up: bool = True,
+        guard: Guard | None = None) -> Dependency:
+    return Dependency(name, status, active, up, ("dorset", "hampshire"), guard, f"{name}: its own reason")
+
+
+DEPENDENCY_DECISIONS = [
+    # (id, dependencies, mode, status, guard, starts, words in the reason)
+    ("dependency up on the target", (dep("sql", ServiceStatus.OK),), "auto", ServiceStatus.FAILING_OVER, None, True,
+     "starting failover to hampshire"),
+    ("dependency moving", (dep("sql", ServiceStatus.FAILING_OVER, "dorset", up=False),), "auto",
+     ServiceStatus.FAILOVER_PENDING, Guard.WAITING_FOR_DEPENDENCY, False,
+     "payroll: failover to hampshire waits for sql (failing_over); active dorset down"),
+    ("dependency blocked", (dep("sql", ServiceStatus.BLOCKED, "dorset", up=False, guard=Guard.STANDBY_NOT_UP),),
+     "auto", ServiceStatus.BLOCKED, Guard.DEPENDENCY_FAILED, False,
+     "blocked: payroll → sql: sql is blocked (standby_not_up): sql: its own reason"),
+    ("an operator's mode does not wait", (dep("sql", ServiceStatus.FAILING_OVER, "dorset", up=False),), "manual",
+     ServiceStatus.FAILOVER_PENDING, None, False, "waits for an operator"),
+]
+
+
+@pytest.mark.parametrize(("dependencies", "mode", "status", "guard", "starts", "reason"),
+                         [case[1:] for case in DEPENDENCY_DECISIONS], ids=[c[0] for c in DEPENDENCY_DECISIONS])
+def test_decide_with_dependencies(dependencies: tuple[Dependency, ...], mode: str, status: ServiceStatus,
+                                  guard: Guard | None, starts: bool, reason: str) -> None:
+    decision = decide(snap(DOWN, UP, failover=transfer_rule(mode), dependencies=dependencies), NOW)
+    assert (decision.status, decision.guard, decision.action is not None) == (status, guard, starts)
+    assert reason in decision.reason

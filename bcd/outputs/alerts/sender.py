@@ -14,7 +14,7 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 
-from bcd import __version__
+from bcd import __version__, dependencies, impact
 from bcd.bus import Bus, Subscription
 from bcd.config import Config
 from bcd.health import SiteHealth
@@ -26,6 +26,7 @@ from bcd.outputs.alert_rules import (
     ServiceFacts,
     WaitingRun,
     active_alerts,
+    site_alerts,
 )
 from bcd.outputs.alerts.delivery import AlertStats, Key, ReceiverKind, Target
 from bcd.outputs.alerts.registry import RECEIVERS
@@ -39,6 +40,8 @@ CHUNK = 200
 EVALUATE_GAP = 0.05
 """At most one evaluation per gap: a burst of events costs one evaluation, not one each."""
 RUN_EVENTS = frozenset({"run_finished", "acknowledged"})
+ESTATE = ""
+"""The key of the alerts about the estate rather than one service (BcdSiteLost), where the services' names go."""
 
 log = structlog.get_logger("bcd.alerts")
 
@@ -48,6 +51,7 @@ def build_snapshot(estate: EstateView, names: Iterable[str], failed_run: Callabl
     """What the alert rules look at for the services `names`, read from the estate view (and, through `failed_run`,
     the run journal). Costs O(sites + probes) of those services only."""
     config = estate.config
+    graph = impact.GraphOf(config.services)
     services = []
     for name in names:
         service, view = config.services.get(name), estate.services.get(name)
@@ -69,8 +73,11 @@ def build_snapshot(estate: EstateView, names: Iterable[str], failed_run: Callabl
             name=name, status=view.status, active=view.active, since=view.since, reason=view.reason,
             guard=view.guard, labels=service.labels, sites=sites, failed_run=failed_run(name),
             waiting_run=waiting, certificates=tuple(certificates),
+            impacted={site: cause for site in sites if (cause := impact.impacted_by(graph, estate.sites, name, site))},
+            blocked_by=impact.blocked_by(graph, estate.services, name),
         ))
-    return AlertSnapshot(config.instance, services, config.alerts.cert_expiry_warn, config.alerts.runbook_url)
+    return AlertSnapshot(config.instance, services, config.alerts.cert_expiry_warn, config.alerts.runbook_url,
+                         tuple(estate.lost_sites.values()))
 
 
 class AlertSender:
@@ -85,6 +92,8 @@ class AlertSender:
         self.clock = clock
         self.firing: dict[Key, Alert] = {}
         self._by_service: dict[str, dict[Key, Alert]] = {}
+        self.suppressed: dict[str, dict[Key, Alert]] = {}  # by service: alerts explained by a dependency, not sent
+        self._dependents: dict[str, tuple[str, ...]] = {}
         self._dirty: set[str] = set()
         self._full = True
         self.stats = AlertStats()
@@ -129,6 +138,8 @@ class AlertSender:
     def configure(self, config: Config) -> None:
         """Adopt a (re)loaded config: receivers added, removed or updated; secrets read again."""
         self.config = config
+        self._dependents = {name: tuple(sorted(needed_by)) for name, needed_by
+                            in dependencies.dependents(impact.GraphOf(config.services)).items()}
         wanted: dict[tuple[str, str], tuple[ReceiverKind[Any], Any]] = {
             (kind.name, url): (kind, settings)
             for kind in RECEIVERS for url, settings in kind.receivers(getattr(config.alerts, kind.key))
@@ -178,7 +189,8 @@ class AlertSender:
             if event.service is None:
                 self._full = True
             else:
-                self._dirty.add(event.service)
+                self._dirty.add(event.service)  # and what needs it: whether their alerts are impacted may change
+                self._dirty.update(dependencies.closure(self._dependents, event.service))
                 if event.kind in RUN_EVENTS:
                     self._failed_runs.pop(event.service, None)
             self._wake.set()
@@ -236,9 +248,13 @@ class AlertSender:
         names = set(configured) if services is None else {name for name in services if name in configured}
         snapshot = build_snapshot(estate, sorted(names), self._failed_run)
         derived: dict[str, dict[Key, Alert]] = {name: {} for name in names}
+        held: dict[str, dict[Key, Alert]] = {name: {} for name in names}
         for alert in active_alerts(snapshot, now):
-            derived[alert.service][alert.labels] = alert
+            (held if alert.impacted else derived)[alert.service][alert.labels] = alert
         derived.update({name: {} for name in self._by_service if name not in configured})
+        derived[ESTATE] = {alert.labels: alert for alert in site_alerts(snapshot)}  # no service: derived each time
+        held.update({name: {} for name in self.suppressed if name not in configured})
+        self._hold(held)
         fired: list[Alert] = []
         resolved: list[tuple[Alert, float]] = []
         for name, alerts in derived.items():
@@ -270,6 +286,19 @@ class AlertSender:
         else:
             self._by_service.pop(name, None)
 
+    def _hold(self, held: dict[str, dict[Key, Alert]]) -> None:
+        """Keep the alerts explained by a dependency (shown and counted, never sent); log each once."""
+        for name, alerts in held.items():
+            known = self.suppressed.pop(name, {})
+            for key, alert in alerts.items():
+                if key not in known:
+                    log.info("alert_suppressed", alertname=alert.name, impacted_by=alert.labels["impacted_by"],
+                             **_log_labels(alert))
+                else:
+                    alerts[key] = replace(alert, starts_at=known[key].starts_at)
+            if alerts:
+                self.suppressed[name] = alerts
+
     def _failed_run(self, service: str) -> FailedRun | None:
         """The service's unacknowledged failed run, cached until a run finishes or is acknowledged."""
         if service not in self._failed_runs:
@@ -286,6 +315,8 @@ class AlertSender:
         return self.config.instance
 
     def generator_url(self, alert: Alert) -> str:
+        if not alert.service:  # about the estate (BcdSiteLost): the status page
+            return f"http://{self._listen_address}/"
         return f"http://{self._listen_address}/api/v1/services/{quote(alert.service, safe='')}"
 
     @staticmethod

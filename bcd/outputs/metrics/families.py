@@ -181,7 +181,8 @@ class MqttCollector(Collector):
 
 
 class AlertCollector(Collector):
-    """`bcd_alerts_firing{alertname}`, `bcd_alert_notifications_total{receiver,result}`, and the drops."""
+    """`bcd_alerts_firing{alertname}`, `bcd_alerts_suppressed{alertname}`, `bcd_alert_notifications_total{receiver,
+    result}`, and the drops."""
 
     def __init__(self, sender: AlertSender) -> None:
         self._sender = sender
@@ -193,6 +194,12 @@ class AlertCollector(Collector):
         for name in ALERTNAMES:
             firing.add_metric([name], counts[name])
         yield firing
+        suppressed = GaugeMetricFamily("bcd_alerts_suppressed", "Alerts held now because a dependency's own alert "
+                                       "explains them (impacted_by): shown, not sent.", labels=["alertname"])
+        held = Counter(alert.name for alerts in sender.suppressed.values() for alert in alerts.values())
+        for name in ALERTNAMES:
+            suppressed.add_metric([name], held[name])
+        yield suppressed
         notifications = CounterMetricFamily(
             "bcd_alert_notifications", "Deliveries to alert receivers (after retries), by result.",
             labels=["receiver", "result"],

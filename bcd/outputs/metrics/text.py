@@ -214,8 +214,14 @@ def render_estate(estate: EstateView, names: Labels) -> Iterator[str]:
     services = list(estate.services.items())
     views = dict(services)
     transitions = list(estate.transitions.items())
+    lost = [(site, int(site in estate.lost_sites)) for site in estate.config.sites]
     return itertools.chain(_render_sites(sites, transitions, names.sites),
-                           _render_services(services, sites, views, names))
+                           _render_services(services, sites, views, names), _render_lost(lost))
+
+
+def _render_lost(lost: list[tuple[str, int]]) -> Iterator[str]:
+    yield _family("bcd_site_lost", "gauge", "Whether a site is lost: every service probed there is down (1).")
+    yield "".join([f"bcd_site_lost{{{labels(site=site)}}} {value}\n" for site, value in lost])
 
 
 def _render_sites(sites: list[tuple[tuple[str, str], SiteHealth]],

@@ -196,6 +196,7 @@
     el('span', { class: 'state' }, health.state),
     hidden(`: ${health.reason}`),
     inMaintenance ? el('span', { class: 'until' }, 'until ', timeEl(health.maintenance_until)) : null,
+    health.impacted_by ? el('span', { class: 'impacted' }, `impacted by ${health.impacted_by}`) : null,
     viewsList(service, site),
     el('span', { class: 'operator-only cell-action' }, inMaintenance
       ? button('maintenance-end', ['End maintenance', ''], ` of ${service.name} in ${site}`,
@@ -432,6 +433,9 @@
       case 'maintenance_ended':
       case 'acknowledged':
         return `${event.service}: ${event.reason}`;
+      case 'site_lost':
+      case 'site_recovered':
+        return event.reason;
       default:
         return null;
     }
@@ -481,9 +485,26 @@
   }
   const refreshEstate = coalesce(async () => renderEstate((await api('GET', '/api/v1/services')).services));
 
+  // A site of a service going down or up changes what its dependents show as "impacted by".
+  function dependentsOf(name) {
+    const found = new Set([name]);
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const service of state.services.values()) {
+        if (!found.has(service.name) && (service.depends_on || []).some((need) => found.has(need))) {
+          found.add(service.name);
+          grew = true;
+        }
+      }
+    }
+    found.delete(name);
+    return found;
+  }
+
   function onEvent(kind, event) {
     if (!addEvent(kind, event)) return;
     if (event.service) refreshService(event.service);
+    if (kind === 'site_transition' && event.service) dependentsOf(event.service).forEach(refreshService);
     if (RUN_EVENTS.has(kind)) refreshRunsSoon();
     const text = describe(kind, event);
     if (text) announce(text);

@@ -21,7 +21,9 @@ from bcd.outputs.alert_rules import (
     alert_object,
     iso8601,
     render_template,
+    site_alerts,
 )
+from bcd.site_loss import LostSite
 
 NOW = 1_700_000_000.0
 DAY = 86400.0
@@ -249,3 +251,44 @@ def test_alerts_section_errors_point_at_the_line(change: str, expected: str) -> 
     with pytest.raises(ConfigError) as caught:
         parse(text, "bcd.yaml")
     assert any(str(issue).startswith(f"bcd.yaml:{expected}") for issue in caught.value.issues), caught.value.issues
+
+
+def test_a_dependents_site_down_carries_impacted_by() -> None:
+    facts = service(sites=DOWN_DORSET, status=ServiceStatus.FAILOVER_PENDING, guard=Guard.WAITING_FOR_DEPENDENCY,
+                    impacted={"dorset": "directory"})
+    alerts = derive(facts)
+    assert [(alert.name, alert.labels.get("impacted_by"), alert.impacted) for alert in alerts] == [
+        ("BcdSiteDown", "directory", True)]  # and no BcdFailoverPending: waiting for a dependency is automation
+
+
+def test_the_root_cause_is_not_impacted() -> None:
+    alerts = derive(service(sites=DOWN_DORSET, status=ServiceStatus.FAILING_OVER))
+    assert [(alert.name, alert.impacted) for alert in alerts] == [("BcdSiteDown", False)]
+    assert "impacted_by" not in alerts[0].labels
+
+
+def test_blocked_by_a_failed_dependency_carries_impacted_by() -> None:
+    facts = service(sites=DOWN_DORSET, status=ServiceStatus.BLOCKED, guard=Guard.DEPENDENCY_FAILED,
+                    blocked_by="directory", impacted={"dorset": "directory"})
+    assert {(alert.name, alert.labels.get("guard"), alert.labels["impacted_by"]) for alert in derive(facts)} == {
+        ("BcdSiteDown", None, "directory"), ("BcdFailoverBlocked", "dependency_failed", "directory")}
+
+
+def test_a_user_label_named_impacted_by_is_ignored() -> None:
+    alerts = derive(service(sites=DOWN_DORSET, labels={"impacted_by": "me"}))
+    assert not alerts[0].impacted
+
+
+def test_a_lost_site_pages_once_with_its_services_and_plan() -> None:
+    lost = [LostSite("dorset", NOW - 5, ("directory", "sql"), ("evacuate-dorset",)), LostSite("kent", NOW, ("web",))]
+    alerts = site_alerts(AlertSnapshot("bcd-test", [], lost_sites=lost, runbook_url="https://wiki/{alertname}"))
+    assert [dict(alert.labels) for alert in alerts] == [
+        {"alertname": "BcdSiteLost", "site": site, "severity": "critical", "instance": "bcd-test"}
+        for site in ("dorset", "kent")]
+    dorset, kent = alerts
+    assert dorset.starts_at == NOW - 5 and dorset.service == ""
+    assert dorset.annotations["summary"] == "site dorset is lost: all 2 services probed there are down"
+    assert dorset.annotations["description"].startswith(
+        "down in dorset: directory, sql; recovery plan for dorset: evacuate-dorset (`bcd plan run evacuate-dorset")
+    assert dorset.annotations["runbook_url"] == "https://wiki/BcdSiteLost"
+    assert "no recovery plan is configured for kent" in kent.annotations["description"]
