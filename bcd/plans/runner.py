@@ -94,10 +94,26 @@ class PlanRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
+        """Runs' ends (what moves wait for), and lost sites (what starts plans with `trigger: auto`)."""
         async with self.estate.subscription("plans", 10_000) as events:
             async for event in events:
                 if event.kind is EventKind.RUN_FINISHED:
                     self.execution.run_ended(getattr(event.data, "run_id", 0))
+                elif event.kind is EventKind.SITE_LOST and event.site is not None:
+                    await self.site_lost(event.site, event.reason)
+
+    async def site_lost(self, site: str, reason: str) -> list[Outcome]:
+        """Start each plan with `trigger: auto` whose `from` is `site` (in a cluster the plan's lock lets one
+        instance start it; the others' refusals are logged)."""
+        outcomes = []
+        for name, config in self.estate.config.plans.items():
+            if config.trigger != "auto" or config.from_site != site:
+                continue
+            outcome = await self.perform(RunPlan(name, "auto", f"site {site} lost: {reason}"))
+            if isinstance(outcome, Refused):
+                log.warning("plan_not_started", plan=name, site=site, why=outcome.reason)
+            outcomes.append(outcome)
+        return outcomes
 
     # -- intents -------------------------------------------------------------------------------------
     async def perform(self, intent: PlanIntent) -> Outcome:

@@ -48,12 +48,12 @@ class TimedRecorder(Recorder):
 
 
 def config_text(state: Path, port: int, recorder: Recorder, graph: dict[str, list[str]], plan: str,
-                dorset: HttpTarget, hampshire: HttpTarget, **services: Any) -> str:
+                dorset: HttpTarget, hampshire: HttpTarget, interval: str = "5s", **services: Any) -> str:
     probes = {site: f'[{{name: health, http: {{url: "{target.url}"}}}}]'
               for site, target in (("dorset", dorset), ("hampshire", hampshire))}
     return (f"state_dir: {state}\nserver: {{listen: \"127.0.0.1:{port}\"}}\n"
             "sites: {dorset: {}, hampshire: {}}\n"
-            "defaults: {interval: 5s, timeout: 3s, rise: 1, fall: 2}\n"
+            f"defaults: {{interval: {interval}, timeout: 900ms, rise: 1, fall: 2}}\n"
             "runner: {max_concurrent_runs: 50}\n"
             f"auth:\n  tokens:\n    - {{name: alice, role: operator, sha256: {sha(OPERATOR)}}}\n"
             f"    - {{name: grafana, role: viewer, sha256: {sha(VIEWER)}}}\n"
@@ -63,9 +63,11 @@ def config_text(state: Path, port: int, recorder: Recorder, graph: dict[str, lis
 
 
 @asynccontextmanager
-async def estate(tmp_path: Path, graph: dict[str, list[str]], plan: str,
+async def estate(tmp_path: Path, graph: dict[str, list[str]], plan: str, targets: list[HttpTarget] | None = None,
                  **services: Any) -> AsyncIterator[tuple[Api, TimedRecorder]]:
     dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
+    if targets is not None:
+        targets.extend((dorset, hampshire))
     recorder = await TimedRecorder().start()
     port = free_port()
     path = tmp_path / "bcd.yaml"
@@ -182,3 +184,17 @@ async def test_unknown_plans_and_runs_are_refused_clearly(tmp_path: Path) -> Non
         assert result.returncode == 0 and "group 1:\n  a" in result.stdout, result
         status, _, body = await daemon.call("GET", "/api/v1/plan-runs", token=VIEWER)
         assert (status, body) == (200, {"plan_runs": []})
+
+
+async def test_a_plan_with_trigger_auto_starts_when_its_site_is_lost(tmp_path: Path) -> None:
+    graph = {"directory": [], "sql": ["directory"]}
+    targets: list[HttpTarget] = []
+    async with estate(tmp_path, graph, "{from: dorset, to: hampshire, trigger: auto}", targets,
+                      interval="1s") as (daemon, recorder):
+        targets[0].status = 503  # the whole of dorset goes dark
+        started = await daemon.wait_log(lambda line: line.get("event") == "plan_started", timeout=30)
+        assert started["by"] == "auto"
+        assert started["reason"].startswith("site dorset lost: ")
+        run = await wait_plan(daemon, started["plan_run"], lambda run: run["ended"] is not None)
+        assert run["state"] == "succeeded", run
+        assert [path.split("/")[1] for path in recorder.paths()] == ["directory", "sql"]

@@ -13,7 +13,7 @@ import pytest
 from bcd.bus import Bus
 from bcd.config import parse
 from bcd.engine import Engine
-from bcd.events import Event, EventKind
+from bcd.events import Event, EventKind, SiteLost
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
 from bcd.operations import (
@@ -66,8 +66,7 @@ class Estate:
         async with self.engine.bus.subscription("test") as events, asyncio.timeout(timeout):
             while True:
                 run = self.plans.journal.get(run_id)
-                assert run is not None
-                if check(run):
+                if run is not None and check(run):
                     return run
                 self.seen.append(await events.get())
 
@@ -200,3 +199,14 @@ async def test_refusals_name_what_is_unknown(tmp_path: Path, stop: list[Estate])
     run = await estate.ended((await estate.run()).id)
     assert await estate.operations.perform(ResumePlan(run.id, "olive")) == Refused(
         Refusal.CONFLICT, f"plan run {run.id} is succeeded, not interrupted")
+
+
+async def test_a_lost_site_starts_its_auto_plans_only(tmp_path: Path, stop: list[Estate]) -> None:
+    estate = await build(tmp_path, {"a": []}, "{from: dorset, to: hampshire, trigger: auto}")
+    stop.append(estate)
+    estate.engine.emit(Event(EventKind.SITE_LOST, 100.0, None, "hampshire", "all down", SiteLost(("a",))))
+    estate.engine.emit(Event(EventKind.SITE_LOST, 100.0, None, "dorset", "all down", SiteLost(("a",), ("evacuate",))))
+    run = await estate.until(1, lambda run: run.ended is not None)
+    assert (run.plan, run.by, run.reason, run.state) == ("evacuate", "auto", "site dorset lost: all down",
+                                                         PlanState.SUCCEEDED)
+    assert [r.id for r in estate.plans.journal.recent()] == [1]
