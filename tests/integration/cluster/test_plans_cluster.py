@@ -1,5 +1,6 @@
 """A recovery plan in a cluster: the same plan started on two instances at once makes one plan run (the plan's
-etcd lock); the other instance is refused, naming the holder, and no service moves twice."""
+etcd lock); the other instance is refused, naming the holder, and no service moves twice. A holder frozen with
+SIGSTOP keeps the lock until its lease runs out; only then may another instance start the plan."""
 
 from __future__ import annotations
 
