@@ -45,6 +45,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_plans.py
 	$(BIN)/python bench/bench_cluster.py  # etcd's load from 3 instances x 500 services; needs etcd (make deps)
 
 # chaos soak (bench/soak.py): SOAK_SECONDS=3600 make soak for an hour; needs mosquitto (make deps)

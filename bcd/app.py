@@ -7,19 +7,18 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
 
   the state_dir lock and the journal (in the constructor; then the engine, the estate view, operations, metrics);
   `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
-  the web server, set up but not yet serving (bcd.web.serving: it must stop last, so that SSE clients
-  see the runner's last events);
+  the web server, set up but not yet serving (bcd.web.serving: stops last, so SSE sees the runner's last events);
   the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
   run without the lock; stopped after it: final run records, then the locks);
   the MQTT output and the alert sender, subscribed to the bus before anything happens (stopped after the
   runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
   the runner, so that its last events are journaled and published while the outputs still run);
-  the runner (orphaned runs recovered first); the scheduler (stopped first: no observation starts a run while
-  the others stop); then the web server opens, and READY=1.
+  the runner (orphaned runs recovered first); the plan runner (stopped before the runner: a plan run is
+  interrupted, then its moves); the scheduler (stopped first: no observation starts a run meanwhile); then the
+  web server opens, and READY=1.
 
-The daemon's own loops (the ticker, systemd's watchdog and status, reloads) run in the same TaskGroup and are
-cancelled before the parts. A part that fails fails the TaskGroup: the daemon stops, and the error is raised.
-Only this module switches the garbage collector and trims the C heap (bcd.heap): both change the whole process.
+The daemon's own loops (ticker, systemd, reloads) run in the same TaskGroup, cancelled first; a part that fails
+stops the daemon with its error. Only this module switches the GC and trims the C heap (bcd.heap): process-wide.
 """
 
 from __future__ import annotations
@@ -70,6 +69,7 @@ from bcd.outputs.metrics import (
     ShortageCollector,
 )
 from bcd.outputs.shortages import Shortages
+from bcd.plans.runner import start_plans
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
@@ -268,6 +268,8 @@ class Daemon:
         await lifetimes.start("journal-flush", closing(self._flush_journal))
         runner = self._recovered_runner(step_http)  # recovers orphaned runs before any probe starts
         await lifetimes.start("runner", runner.run)
+        plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
+        await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bcd import __version__
+from bcd.cli_plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
 
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cluster", action="store_true",
                       help="three instances and an embedded three-member etcd: a quorum decision")
     demo.add_argument("--listen", metavar="HOST:PORT", help="the daemon's API (default 127.0.0.1:9847)")
+    demo.add_argument("--site-loss", action="store_true",
+                      help="a dozen services in three dependency levels; Dorset goes dark, the plan evacuates it")
     demo.set_defaults(handler=cmd_demo)
 
     files = commands.add_parser("files", help="print where the example config, systemd unit, dashboards, "
@@ -68,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--views", action="store_true", help="in a cluster: the reason of every vantage's view")
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
+    add_plan_commands(commands, ClientKit(_api, _call, add_client_arguments, _when))
     return parser
 
 
@@ -216,6 +220,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from bcd.demo_cluster import run_cluster_demo
 
         return run_loop(run_cluster_demo(args.fail_after))
+    if args.site_loss:
+        from bcd.demo_site_loss import run_site_loss_demo
+
+        return run_loop(run_site_loss_demo(args.fail_after, args.listen))
     from bcd.demo import run_demo
 
     return run_loop(run_demo(args.fail_after, listen=args.listen))
