@@ -1,11 +1,10 @@
 """Composition root: builds every part from the config, runs them, reloads on SIGHUP, stops on SIGTERM.
 
-The parts are built in one place (`Daemon.start`), in an order that matters: the state_dir lock and the journal
-(in the constructor), `server.listen` bound, coordination, the MQTT output and the alert sender (subscribed before
-anything happens), the runner (orphaned runs recovered before any probe starts), the scheduler, and last the
-HTTP server, serving before READY=1. They stop in reverse (the runner before MQTT and coordination: its last
-events and run records go out). The daemon's own loops (ticker, systemd, reloads) run under one task group.
-Only this module switches the garbage collector and trims the C heap (bcd.heap): both change the whole process.
+Parts are built in one place (`Daemon.start`), in an order that matters: the state_dir lock and journal (in the
+constructor), `server.listen` bound, coordination, MQTT output and alert sender (subscribed first), the runner and
+plan runner (orphaned runs recovered before any probe starts), the scheduler, last the HTTP server (before READY=1).
+They stop in reverse (the plan runner, then the runner before MQTT and coordination: its last events go out); own
+loops run under one task group. Only this module switches the GC and trims the C heap (bcd.heap).
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ from bcd.outputs.metrics import (
     ShortageCollector,
 )
 from bcd.outputs.shortages import Shortages
+from bcd.plans.runner import start_plans
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
@@ -210,6 +210,7 @@ class Daemon:
         alerts.start()
         self.metrics.register(AlertCollector(alerts))
         runner = self._start_runner(step_http)  # recovers orphaned runs before any probe starts
+        self._stops.append(start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster).stop)
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self._stops.append(scheduler.stop)  # first of the parts: no observation starts a run while they stop
         self.metrics.register(SchedulerCollector(scheduler))

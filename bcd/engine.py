@@ -27,7 +27,7 @@ from bcd.events import Event, EventKind
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, SavedSite
 from bcd.journal_writer import JournalWriter
-from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
+from bcd.model import Guard, Observation, PlanRef, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
@@ -264,14 +264,15 @@ class Engine:
 
     def start_run(
         self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
-        fence: RunFence | None = None,
+        fence: RunFence | None = None, plan: PlanRef | None = None,
     ) -> ActiveRun:
         """Start a run now (the cluster link calls this once it holds the lock). Raises RunConflict."""
-        return self._start_run(name, kind, to_site, trigger, reason, dry_run=dry_run, forced=forced, fence=fence)
+        return self._start_run(name, kind, to_site, trigger, reason, dry_run=dry_run, forced=forced, fence=fence,
+                               plan=plan)
 
     def _start_run(
         self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
-        fence: RunFence | None = None,
+        fence: RunFence | None = None, plan: PlanRef | None = None,
     ) -> ActiveRun:
         assert self.runner is not None
         service = self.config.services[name]
@@ -282,6 +283,7 @@ class Engine:
             service=name, runbook_name=transfer.runbook, runbook=self.config.runbooks[transfer.runbook], kind=kind,
             from_site=view.active, to_site=to_site, trigger=trigger, reason=reason, dry_run=dry_run, forced=forced,
             evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)), fence=fence,
+            plan=plan,
         ))
 
     def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
@@ -339,8 +341,9 @@ class Engine:
         else:
             trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
             try:
-                run = self._start_run(name, request.kind, verdict.to_site, by, trigger_reason,
-                                      dry_run=request.dry_run, forced=request.force)
+                trigger = "plan" if request.plan is not None else by  # a recovery plan's move: trigger `plan`
+                run = self._start_run(name, request.kind, verdict.to_site, trigger, trigger_reason,
+                                      dry_run=request.dry_run, forced=request.force, plan=request.plan)
             except RunConflict as exc:
                 raise RequestRefused(Verdict(None, str(exc), Guard.RUN_IN_PROGRESS, conflict=True)) from None
         self._evaluate(name, self.clock())

@@ -33,6 +33,11 @@ class EventKind(StrEnum):
     STEP_FINISHED = "step_finished"
     VIEWS_CHANGED = "views_changed"
     JOURNAL_GAP = "journal_gap"
+    PLAN_STARTED = "plan_started"
+    PLAN_GROUP_STARTED = "plan_group_started"
+    PLAN_SERVICE_MOVED = "plan_service_moved"
+    PLAN_GATE_WAITING = "plan_gate_waiting"
+    PLAN_FINISHED = "plan_finished"
     SITE_LOST = "site_lost"
     SITE_RECOVERED = "site_recovered"
 
@@ -160,6 +165,49 @@ class JournalGap:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanStarted:
+    plan: str
+    plan_run: int
+    from_site: str = field(metadata=FROM)
+    to_site: str = field(metadata=TO)
+    groups: int
+    services: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanGroupStarted:
+    plan: str
+    plan_run: int
+    group: int
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanServiceMoved:
+    """A service of a plan run reached a state (moving, moved, failed, blocked, skipped, manual, done)."""
+
+    plan: str
+    plan_run: int
+    state: str
+    run_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanGateWaiting:
+    plan: str
+    plan_run: int
+    after_group: int
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlanFinished:
+    plan: str
+    plan_run: int
+    result: str
+
+
+@dataclass(frozen=True, slots=True)
 class SiteLost:
     """`site_lost` (the envelope's `site`): every service probed there is down (by quorum in a cluster)."""
 
@@ -176,7 +224,8 @@ class SiteRecovered:
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
-    | StepStarted | StepFinished | RunNotStarted | JournalGap | SiteLost | SiteRecovered
+    | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
+    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -195,6 +244,11 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.STEP_FINISHED: StepFinished,
     EventKind.VIEWS_CHANGED: RunNotStarted,
     EventKind.JOURNAL_GAP: JournalGap,
+    EventKind.PLAN_STARTED: PlanStarted,
+    EventKind.PLAN_GROUP_STARTED: PlanGroupStarted,
+    EventKind.PLAN_SERVICE_MOVED: PlanServiceMoved,
+    EventKind.PLAN_GATE_WAITING: PlanGateWaiting,
+    EventKind.PLAN_FINISHED: PlanFinished,
     EventKind.SITE_LOST: SiteLost,
     EventKind.SITE_RECOVERED: SiteRecovered,
 }

@@ -123,3 +123,11 @@ class Transition:
     to_state: SiteState
     reason: str
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRef:
+    """The plan run a service's move belongs to: `{plan}` and `{plan_run}` in its runbook, trigger `plan`."""
+
+    plan: str
+    run: int

@@ -1,5 +1,6 @@
 """The one place that carries out an operator's or a machine's intent on the estate: failover, failback,
-acknowledge, maintenance start and end, approve and abort.
+acknowledge, maintenance start and end, approve and abort; and recovery plans (run, resume, abort, done, approve
+a gate), carried out by `bcd.plans` which moves each service through here like any other caller.
 
 Every surface (the HTTP API, the MQTT command reader, and the CLI through the API) checks who is asking
 in its own way, then hands a typed request naming `by` to `Operations.perform` and turns the typed outcome
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from bcd.engine import Engine, RequestRefused
 from bcd.journal import JournalWriteError, RunRecord
-from bcd.model import Guard, RunKind
+from bcd.model import Guard, PlanRef, RunKind
+from bcd.plans.model import PlanRun
 from bcd.policy import Request
 
 
@@ -30,6 +33,7 @@ class Transfer:
     to: str | None = None
     force: bool = False
     dry_run: bool = False
+    plan: PlanRef | None = None  # a recovery plan's move (trigger `plan`, `{plan}` and `{plan_run}` filled in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,59 @@ class Abort:
     reason: str = ""
 
 
-Intent = Transfer | Acknowledge | StartMaintenance | EndMaintenance | Approve | Abort
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Start a run of recovery plan `plan` (or, `dry_run`, describe what it would do)."""
+
+    plan: str
+    by: str
+    reason: str
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """Go on with an interrupted plan run: the services not yet started."""
+
+    run: int
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AbortPlan:
+    """Start no more moves of a plan run; `now`: abort the moves in progress too (with their rollback)."""
+
+    run: int
+    by: str
+    now: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDone:
+    """An operator moved `service` by hand (or settled its blocked move): the plan run counts it as done."""
+
+    run: int
+    service: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApproveGate:
+    """Approve the gate a plan run waits at."""
+
+    run: int
+    by: str
+
+
+PlanIntent = RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate
+Intent = Transfer | Acknowledge | StartMaintenance | EndMaintenance | Approve | Abort | PlanIntent
+
+
+class PlanControl(Protocol):
+    """What carries out plan intents (bcd.plans.runner), attached once it exists (it acts through us)."""
+
+    async def perform(self, intent: PlanIntent) -> Outcome: ...
 
 
 class Refusal(StrEnum):
@@ -94,6 +150,7 @@ class Accepted:
     runs: list[int] = field(default_factory=list)  # the runs an acknowledgement covered
     sites: list[str] = field(default_factory=list)  # the sites a maintenance start or end covered
     until: float | None = None  # when the maintenance started ends
+    plan_run: PlanRun | None = None  # the plan run started, resumed or changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +168,10 @@ class Operations:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._plans: PlanControl | None = None
+
+    def attach_plans(self, plans: PlanControl) -> None:
+        self._plans = plans
 
     def unknown_service(self, name: str) -> Refused | None:
         """The refusal for a service that is not configured, or None."""
@@ -127,6 +188,10 @@ class Operations:
             return Refused(Refusal.UNAVAILABLE, str(exc))
 
     async def _perform(self, intent: Intent) -> Outcome:
+        if isinstance(intent, RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate):
+            if self._plans is None:
+                return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
+            return await self._plans.perform(intent)
         unknown = None if intent.service is None else self.unknown_service(intent.service)
         if unknown is not None:
             return unknown
@@ -150,7 +215,7 @@ class Operations:
 
     async def _transfer(self, intent: Transfer) -> Outcome:
         """Through `engine.submit()`: on a cluster member it first takes the service's lock in etcd."""
-        request = Request(intent.kind, intent.to, intent.force, intent.dry_run)
+        request = Request(intent.kind, intent.to, intent.force, intent.dry_run, intent.plan)
         try:
             run = await self._engine.submit(intent.service, request, intent.by, intent.reason)
         except RequestRefused as exc:

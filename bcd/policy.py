@@ -38,7 +38,7 @@ from enum import StrEnum
 
 from bcd import impact
 from bcd.health import SiteHealth, evaluate_service, evidence
-from bcd.model import Guard, RunKind, ServiceStatus, SiteState
+from bcd.model import Guard, PlanRef, RunKind, ServiceStatus, SiteState
 
 
 class TransferMode(StrEnum):
@@ -194,6 +194,7 @@ class Request:
     to_site: str | None = None
     force: bool = False
     dry_run: bool = False
+    plan: PlanRef | None = None  # a move of a recovery plan's run (trigger `plan`)
 
 
 @dataclass(frozen=True, slots=True)

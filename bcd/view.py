@@ -21,6 +21,8 @@ from bcd.events import Event
 from bcd.health import SiteHealth
 from bcd.journal import RunRecord, StepRecord
 from bcd.model import Observation, RunKind
+from bcd.plans.model import PlanRun
+from bcd.plans.records import PlanJournal
 from bcd.probes.perfdata import perfdata_entry
 from bcd.site_loss import LostSite
 
@@ -83,12 +85,21 @@ class EstateView(Protocol):
     def cluster_json(self, service: str) -> dict[str, Any]:
         """In a cluster, every vantage's view of the service and who holds its lock; {} alone."""
 
+    def plan_run(self, run_id: int) -> PlanRun | None: ...
+
+    def plan_runs(self, plan: str | None = None, limit: int = 50) -> list[PlanRun]:
+        """Recent runs of recovery plans (of one plan), newest first."""
+
+    def plan_results(self) -> dict[tuple[str, str], int]:
+        """Ended plan runs counted by (plan, state)."""
+
 
 class EngineView:
     """`EstateView` over the engine's own tables."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._plans = PlanJournal(engine.journal)
 
     @property
     def config(self) -> Config:
@@ -154,6 +165,15 @@ class EngineView:
     def cluster_json(self, service: str) -> dict[str, Any]:
         cluster = self._engine.cluster
         return {} if cluster is None else cluster.service_json(service)
+
+    def plan_run(self, run_id: int) -> PlanRun | None:
+        return self._plans.get(run_id)
+
+    def plan_runs(self, plan: str | None = None, limit: int = 50) -> list[PlanRun]:
+        return self._plans.recent(plan, limit)
+
+    def plan_results(self) -> dict[tuple[str, str], int]:
+        return self._plans.results()
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:

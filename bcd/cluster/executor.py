@@ -291,6 +291,7 @@ class ClusterLink:
         refusal = self.preference.refusal("runs no runbook", self.views.executors())
         if refusal is not None:
             raise RequestRefused(refusal)
+        trigger = "plan" if request.plan is not None else by  # a recovery plan's move: trigger `plan`
         if service in self._busy:
             raise RequestRefused(Verdict(None, f"{service}: this instance is taking the lock already",
                                          Guard.RUN_IN_PROGRESS, conflict=True))
@@ -306,9 +307,9 @@ class ClusterLink:
                 log.warning("forced_run_without_coordination", service=service, by=by,
                             hint="this instance's local lock only: another instance may act too")
                 return self.engine.start_run(
-                    service, request.kind, to_site, by,
+                    service, request.kind, to_site, trigger,
                     trigger_reason + "; coordination unavailable: this instance's local lock only",
-                    dry_run=request.dry_run, forced=True)
+                    dry_run=request.dry_run, forced=True, plan=request.plan)
             if lock is None:
                 holder = self.lock_holder(service) or "another instance"
                 raise RequestRefused(Verdict(None, f"the lock of {service} is held by {holder}",
@@ -322,8 +323,9 @@ class ClusterLink:
                 raise RequestRefused(verdict)
             fence = self._fence(service, lock)
             try:
-                run = self.engine.start_run(service, request.kind, verdict.to_site, by, trigger_reason,
-                                            dry_run=request.dry_run, forced=request.force, fence=fence)
+                run = self.engine.start_run(service, request.kind, verdict.to_site, trigger, trigger_reason,
+                                            dry_run=request.dry_run, forced=request.force, fence=fence,
+                                            plan=request.plan)
             except Exception:
                 self._fences.pop(service, None)
                 await self._release(lock)

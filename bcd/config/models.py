@@ -17,6 +17,8 @@ from pydantic_core import PydanticCustomError
 
 from bcd import dependencies
 from bcd.config.mqtt import MqttSettings
+from bcd.config.plans import PlanConfig
+from bcd.config.plans import problems as plan_problems
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
 from bcd.outputs.alerts.registry import RECEIVERS
@@ -298,6 +300,7 @@ class Config(Model):
     mqtt: MqttSettings | None = None
     alerts: Alerts = Field(default_factory=Alerts)
     cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
+    plans: dict[Name, PlanConfig] = Field({}, description="recovery plans: move a site's services in order")
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 
@@ -315,9 +318,9 @@ class Config(Model):
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
         problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
-                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies()]
+                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies(), *plan_problems(self)]
         if problems:
-            summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
+            summary = "; ".join(".".join(map(str, loc)) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
         return self
 

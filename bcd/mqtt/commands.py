@@ -38,6 +38,11 @@ class CommandAction(StrEnum):
     MAINTENANCE = "maintenance"
     APPROVE = "approve"
     ABORT = "abort"
+    PLAN_RUN = "plan_run"
+    PLAN_RESUME = "plan_resume"
+    PLAN_ABORT = "plan_abort"
+    PLAN_APPROVE = "plan_approve"
+    PLAN_DONE = "plan_done"
 
 
 COMMON_FIELDS = frozenset({"id", "action", "reason", "by", "ts", "sig"})
@@ -48,7 +53,16 @@ ACTION_FIELDS: dict[CommandAction, frozenset[str]] = {
     CommandAction.MAINTENANCE: frozenset({"service", "site", "duration", "end"}),
     CommandAction.APPROVE: frozenset({"run", "service"}),
     CommandAction.ABORT: frozenset({"run", "service"}),
+    CommandAction.PLAN_RUN: frozenset({"plan"}),
+    CommandAction.PLAN_RESUME: frozenset({"run"}),
+    CommandAction.PLAN_ABORT: frozenset({"run", "now"}),
+    CommandAction.PLAN_APPROVE: frozenset({"run"}),
+    CommandAction.PLAN_DONE: frozenset({"run", "service"}),
 }
+SERVICE_ACTIONS = frozenset({CommandAction.FAILOVER, CommandAction.FAILBACK, CommandAction.ACK,
+                             CommandAction.MAINTENANCE, CommandAction.PLAN_DONE})
+RUN_ACTIONS = frozenset({CommandAction.APPROVE, CommandAction.ABORT, CommandAction.PLAN_RESUME,
+                         CommandAction.PLAN_ABORT, CommandAction.PLAN_APPROVE, CommandAction.PLAN_DONE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +79,9 @@ class Command:
     site: str | None = None
     duration: float | None = None
     end: bool = False
-    run: int | None = None
+    run: int | None = None  # a run id; for the plan_* actions, a plan run id
+    plan: str | None = None
+    now: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +205,14 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
         raise _Malformed("ts must be a number (Unix seconds)")
     reason = _text(obj, "reason", MAX_REASON, required=True, empty=True)
     by = _text(obj, "by", MAX_BY, required=True)
-    needs_service = action not in (CommandAction.APPROVE, CommandAction.ABORT)
-    service = _text(obj, "service", 64, required=needs_service)
+    service = _text(obj, "service", 64, required=action in SERVICE_ACTIONS)
     run = obj.get("run")
     is_id = isinstance(run, int) and not isinstance(run, bool) and 1 <= run <= MAX_RUN_ID
-    if not needs_service and not is_id:
+    if action in RUN_ACTIONS and not is_id:
         raise _Malformed("run must be a positive integer (a run id)")
-    end = obj.get("end", False)
-    if not isinstance(end, bool):
-        raise _Malformed("end must be true or false")
+    end, now = obj.get("end", False), obj.get("now", False)
+    if not isinstance(end, bool) or not isinstance(now, bool):
+        raise _Malformed(f"{'end' if not isinstance(end, bool) else 'now'} must be true or false")
     duration: float | None = None
     if action is CommandAction.MAINTENANCE and not end:
         if "duration" not in obj:
@@ -212,7 +227,8 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
     return Command(
         id=command_id, action=action, reason=reason or "", by=by or "", ts=float(ts), service=service,
         to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,
-        run=run if isinstance(run, int) else None,
+        run=run if isinstance(run, int) else None, plan=_text(obj, "plan", 64, required=action is
+                                                               CommandAction.PLAN_RUN), now=now,
     )
 
 

@@ -18,6 +18,8 @@ async def execute(operations: ops.Operations, command: Command) -> tuple[bool, s
 def intent_of(command: Command) -> ops.Intent:
     """What the command asks, on behalf of `mqtt:<by>` (its signature was checked by the reader)."""
     by = f"mqtt:{command.by}"
+    if command.action in PLAN_INTENTS:
+        return _plan_intent(command, by)
     if command.action in (CommandAction.APPROVE, CommandAction.ABORT):
         assert command.run is not None
         control = ops.Approve if command.action is CommandAction.APPROVE else ops.Abort
@@ -32,3 +34,21 @@ def intent_of(command: Command) -> ops.Intent:
         return ops.EndMaintenance(command.service, command.site, by)
     assert command.duration is not None
     return ops.StartMaintenance(command.service, command.site, command.duration, by, command.reason or "maintenance")
+
+
+PLAN_INTENTS = frozenset({CommandAction.PLAN_RUN, CommandAction.PLAN_RESUME, CommandAction.PLAN_ABORT,
+                          CommandAction.PLAN_APPROVE, CommandAction.PLAN_DONE})
+
+
+def _plan_intent(command: Command, by: str) -> ops.Intent:
+    """A recovery plan's command (`plan_run` names the plan; the others a plan run)."""
+    if command.action is CommandAction.PLAN_RUN:
+        assert command.plan is not None
+        return ops.RunPlan(command.plan, by, command.reason or "mqtt")
+    assert command.run is not None
+    if command.action is CommandAction.PLAN_DONE:
+        assert command.service is not None
+        return ops.PlanDone(command.run, command.service, by)
+    if command.action is CommandAction.PLAN_ABORT:
+        return ops.AbortPlan(command.run, by, command.now)
+    return (ops.ResumePlan if command.action is CommandAction.PLAN_RESUME else ops.ApproveGate)(command.run, by)

@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from bcd.broker import BrokerLink
 from bcd.events import ApprovalWaiting, Event, EventKind, RunFinished, RunStarted, StepFinished, StepStarted
 from bcd.journal import INTERRUPTED, JournalWriteError, RunJournal, RunRecord, StepRecord
-from bcd.model import RunKind, RunResult, SiteState
+from bcd.model import PlanRef, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.runbooks import orphans
 from bcd.runbooks.render import mask, render
@@ -90,13 +90,14 @@ class RunRequest:
     kind: RunKind
     from_site: str
     to_site: str
-    trigger: str  # "auto", or the operator's name
+    trigger: str  # "auto", "plan", or the operator's name
     reason: str
     dry_run: bool = False
     forced: bool = False
     evidence: dict[str, Any] = field(default_factory=dict)
     detected_at: float | None = None
     fence: RunFence | None = None  # the cluster lock this run holds; None: the local lock only
+    plan: PlanRef | None = None  # the recovery plan's run this move belongs to
 
 
 @dataclass
@@ -420,6 +421,8 @@ class Runner:
             "service": request.service, "from_site": request.from_site, "to_site": request.to_site,
             "run_id": str(run.id), "trigger": request.trigger,
             "fence_token": str(request.fence.token if request.fence is not None else run.id),
+            "plan": request.plan.plan if request.plan is not None else "",
+            "plan_run": str(request.plan.run) if request.plan is not None else "",
         }
 
     def _step_event(self, run: ActiveRun, step: StepStarted | StepFinished) -> None:

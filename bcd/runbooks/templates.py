@@ -1,5 +1,6 @@
 """Strings in runbook steps may use the templates `{service}`, `{from_site}`, `{to_site}`, `{run_id}`, `{trigger}`
-(and `{fence_token}`); anything else in braces is a config error. `{{` and `}}` are literal braces.
+(and `{fence_token}`; `{plan}` and `{plan_run}` for a recovery plan's move, empty otherwise); anything else
+in braces is a config error. `{{` and `}}` are literal braces.
 
 The bases of every step spec: `Spec` (frozen, unknown keys rejected) and `Templated` (templates checked)."""
 
@@ -13,7 +14,7 @@ from pydantic import ValidationInfo, model_validator
 
 from bcd.specs import Model
 
-TEMPLATE_NAMES = frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token"})
+TEMPLATE_NAMES = frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token", "plan", "plan_run"})
 RENDERED = {"rendered": True}
 """Validation context of a spec whose templates are already filled in: braces left in it are literal."""
 

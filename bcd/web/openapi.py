@@ -12,8 +12,10 @@ from aiohttp import web
 
 from bcd import __version__
 from bcd.model import RunResult, ServiceStatus, SiteState
+from bcd.plans.model import MoveState, PlanState
 from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
+from bcd.web.plans import PlanAbortBody, PlanRunBody
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -105,6 +107,60 @@ RUN_SCHEMA = {
         "steps": {"type": "array", "items": {"type": "object"}}, "waiting_approval": {"type": "boolean"},
     },
 }
+PLAN = _param("plan", "path", {"type": "string"})
+PLAN_RUN_SCHEMA = {
+    "type": "object",
+    "required": ["id", "plan", "from", "to", "state", "started", "groups", "services", "gates"],
+    "properties": {
+        "id": {"type": "integer"}, "plan": {"type": "string"}, "from": {"type": "string"}, "to": {"type": "string"},
+        "by": {"type": "string"}, "reason": {"type": "string"}, "forced": {"type": "boolean"},
+        "state": {"enum": [str(s) for s in PlanState]}, "started": {"type": "number"},
+        "ended": {"type": ["number", "null"]}, "detail": {"type": "string"},
+        "objective": {"type": ["number", "null"]},
+        "groups": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+        "services": {"type": "array", "items": {"type": "object", "properties": {
+            "service": {"type": "string"}, "group": {"type": "integer"}, "state": {"enum": [str(s) for s in MoveState]},
+            "reason": {"type": "string"}, "run_id": {"type": ["integer", "null"]},
+            "started": {"type": ["number", "null"]}, "ended": {"type": ["number", "null"]}}}},
+        "gates": {"type": "array", "items": {"type": "object"}},
+        "events": {"type": "array", "items": {"type": "string"}},
+    },
+}
+PLAN_OUTCOME = _json({"type": "object", "required": ["detail"], "properties": {
+    "detail": {"type": "string"}, "plan_run": _ref("PlanRun")}})
+
+
+def _plan_paths() -> dict[str, Any]:
+    runs = {"type": "object", "required": ["plan_runs"],
+            "properties": {"plan_runs": {"type": "array", "items": _ref("PlanRun")}}}
+    return {
+        "/api/v1/plans": {"get": _op("listPlans", "Every recovery plan with its last run", {"200": _json({
+            "type": "object", "required": ["plans"], "properties": {"plans": {"type": "array"}}})})},
+        "/api/v1/plans/{plan}": {"get": _op("getPlan", "A plan, the order a run would take now (dry run) and its "
+                                            "recent runs", {"200": _json({"type": "object"})}, params=[PLAN])},
+        "/api/v1/plans/{plan}/run": {"post": _op(
+            "runPlan", "Start a run of the plan (202), or its dry run (200) (operator)",
+            {"200": PLAN_OUTCOME, "202": PLAN_OUTCOME}, body=PlanRunBody, params=[PLAN], operator=True)},
+        "/api/v1/plan-runs": {"get": _op("listPlanRuns", "Recent plan runs, newest first", {"200": _json(runs)},
+                                         params=[_param("plan", "query", {"type": "string"}),
+                                                 _param("limit", "query", PAGE)])},
+        "/api/v1/plan-runs/{run}": {"get": _op("getPlanRun", "One plan run", {"200": _json(_ref("PlanRun"))},
+                                               params=[RUN])},
+        "/api/v1/plan-runs/{run}/resume": {"post": _op(
+            "resumePlanRun", "Resume an interrupted plan run: the services not yet started (operator)",
+            {"202": PLAN_OUTCOME}, params=[RUN], operator=True)},
+        "/api/v1/plan-runs/{run}/abort": {"post": _op(
+            "abortPlanRun", "Start no more moves; with now, abort the moves in progress too (operator)",
+            {"202": PLAN_OUTCOME}, body=PlanAbortBody, params=[RUN], operator=True)},
+        "/api/v1/plan-runs/{run}/approve": {"post": _op(
+            "approvePlanGate", "Approve the gate a plan run waits at (operator)", {"202": PLAN_OUTCOME},
+            params=[RUN], operator=True)},
+        "/api/v1/plan-runs/{run}/services/{service}/done": {"post": _op(
+            "planServiceDone", "Mark a manual or blocked service of a plan run done (operator)",
+            {"200": PLAN_OUTCOME}, params=[RUN, SERVICE], operator=True)},
+    }
+
+
 EVENT_SCHEMA = {
     "type": "object",
     "required": ["id", "kind", "at", "service", "site", "reason"],
@@ -166,6 +222,7 @@ def document() -> dict[str, Any]:
             "streamEvents", "Live events as server-sent events (Last-Event-ID resumes)",
             {"200": {"description": "text/event-stream", "content": {"text/event-stream": STRING}}},
             params=[_param("service", "query", {"type": "string"}), _param("Last-Event-ID", "header", INTEGER)])},
+        **_plan_paths(),
     }
     return {
         "openapi": "3.1.0",
@@ -174,7 +231,8 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Service": SERVICE_SCHEMA, "Run": RUN_SCHEMA, "Event": EVENT_SCHEMA},
+            "schemas": {"Service": SERVICE_SCHEMA, "Run": RUN_SCHEMA, "Event": EVENT_SCHEMA,
+                        "PlanRun": PLAN_RUN_SCHEMA},
             "responses": {"Problem": {"description": "An error (RFC 9457)", "content": {
                 "application/problem+json": {"schema": {
                     "type": "object", "required": ["title", "status"],

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from bcd import __version__
 from bcd.view import EstateView, service_json
+from bcd.web import plan_page
 from bcd.web.auth import Denied, Role, require
 from bcd.web.context import CONTEXT
 from bcd.web.problems import problem
@@ -84,6 +85,7 @@ class PageData:
     events: list[dict[str, Any]]  # newest first
     runbook_steps: dict[str, int]  # runbook → number of main steps, for "step 2 of 4"
     now: float
+    plan_runs: list[dict[str, Any]]  # open recovery plan runs, newest first (bcd.web.plan_page)
 
 
 def collect(estate: EstateView, readable: bool) -> PageData:
@@ -108,6 +110,7 @@ def collect(estate: EstateView, readable: bool) -> PageData:
         events=events,
         runbook_steps={name: len(runbook.steps) for name, runbook in config.runbooks.items()},
         now=time.time(),
+        plan_runs=plan_page.collect(estate) if readable else [],
     )
 
 
@@ -153,6 +156,7 @@ def render(data: PageData) -> str:
 <main>
 {_operator_section()}
 {_estate_section(data)}
+{plan_page.section(data.plan_runs, data.readable, data.now)}
 <section aria-labelledby="runs-heading" id="runs" data-runbook-steps="{_e(steps_json)}">
 <h2 id="runs-heading">Runbooks</h2>
 <h3 id="active-runs-heading">In progress</h3>

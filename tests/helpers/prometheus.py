@@ -549,6 +549,7 @@ class Estate:
                 ]},
             },
             "auth": operator_auth(),
+            "plans": {"evacuate-dorset": {"from": "dorset", "to": "hampshire"}},  # never run: its series at zero
             "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
             "alerts": {
                 "alertmanager": {"urls": [f"http://127.0.0.1:{self.closed_port}"], "resend": "1s", "attempts": 1,

@@ -20,7 +20,8 @@ def errors(model: Any, data: Any) -> str:
 
 
 def test_template_names_are_the_documented_ones() -> None:
-    assert frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token"}) == TEMPLATE_NAMES
+    assert frozenset({"service", "from_site", "to_site", "run_id", "trigger", "fence_token", "plan",
+                      "plan_run"}) == TEMPLATE_NAMES
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,8 @@ def test_unknown_template_error_lists_the_known_ones() -> None:
     with pytest.raises(ValueError) as caught:
         check_templates("{nope}")
     assert str(caught.value) == (
-        "unknown template {nope}; known: {fence_token}, {from_site}, {run_id}, {service}, {to_site}, {trigger}"
+        "unknown template {nope}; known: {fence_token}, {from_site}, {plan}, {plan_run}, {run_id}, {service}, "
+        "{to_site}, {trigger}"
     )
 
 

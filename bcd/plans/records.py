@@ -1,0 +1,114 @@
+"""Plan runs in the journal: one row per run (its services, groups, each move's run id, result and times, the
+gates and who approved them, as JSON), written and committed before what it describes happens.
+
+The table's partial unique index is the plan's local lock: at most one run of a plan is open (running,
+waiting at a gate, or interrupted) at a time, whatever asks — the database refuses a second.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from typing import Any
+
+from bcd.journal import Journal, JournalWriteError
+from bcd.plans.model import OPEN_STATES, GateRecord, Move, PlanRun, PlanState
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS plan_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, plan TEXT NOT NULL, state TEXT NOT NULL,
+    started REAL NOT NULL, ended REAL, data TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS plan_runs_one_open ON plan_runs (plan)
+    WHERE state IN ({", ".join(f"'{state}'" for state in sorted(OPEN_STATES))});
+CREATE INDEX IF NOT EXISTS plan_runs_plan ON plan_runs (plan, id);
+"""
+
+
+class PlanBusy(Exception):
+    """Another run of the plan is open; `holder` names it."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+class PlanJournal:
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        journal.create(SCHEMA.split(";"))
+
+    def create(self, run: PlanRun) -> PlanRun:
+        """Write a new run (its id filled in). Raises PlanBusy when the plan has an open run, JournalWriteError
+        when the journal cannot be written."""
+        try:
+            cursor = self._journal.execute(
+                "INSERT INTO plan_runs (plan, state, started, ended, data) VALUES (?, ?, ?, ?, ?)",
+                (run.plan, run.state.value, run.started, run.ended, _data(run)))
+        except sqlite3.IntegrityError:
+            holder = self.open_run(run.plan)
+            raise PlanBusy(f"plan run {holder.id} of {run.plan} is {holder.state}" if holder else run.plan) from None
+        except sqlite3.Error as exc:
+            raise JournalWriteError(f"journal cannot be written: {exc}") from exc
+        assert cursor.lastrowid is not None
+        return replace(run, id=cursor.lastrowid)
+
+    def save(self, run: PlanRun) -> None:
+        try:
+            self._journal.execute("UPDATE plan_runs SET state = ?, ended = ?, data = ? WHERE id = ?",
+                                  (run.state.value, run.ended, _data(run), run.id))
+        except sqlite3.Error as exc:
+            raise JournalWriteError(f"journal cannot be written: {exc}") from exc
+
+    def get(self, run_id: int) -> PlanRun | None:
+        row = self._journal.execute("SELECT id, data FROM plan_runs WHERE id = ?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    def recent(self, plan: str | None = None, limit: int = 50) -> list[PlanRun]:
+        where, params = ("WHERE plan = ?", (plan,)) if plan is not None else ("", ())
+        rows = self._journal.execute(f"SELECT id, data FROM plan_runs {where} ORDER BY id DESC LIMIT ?",
+                                     (*params, limit)).fetchall()
+        return [_run(row) for row in rows]
+
+    def open_run(self, plan: str) -> PlanRun | None:
+        states = ", ".join(f"'{state}'" for state in sorted(OPEN_STATES))
+        row = self._journal.execute(f"SELECT id, data FROM plan_runs WHERE plan = ? AND state IN ({states})",
+                                    (plan,)).fetchone()
+        return _run(row) if row else None
+
+    def results(self) -> dict[tuple[str, str], int]:
+        """Ended runs counted by (plan, state)."""
+        rows = self._journal.execute("SELECT plan, state, count(*) FROM plan_runs WHERE ended IS NOT NULL "
+                                     "GROUP BY plan, state").fetchall()
+        return {(plan, state): count for plan, state, count in rows}
+
+    def unfinished(self) -> list[PlanRun]:
+        """Runs the journal shows running or at a gate (the daemon stopped during them)."""
+        rows = self._journal.execute("SELECT id, data FROM plan_runs WHERE state IN ('running', 'waiting_gate')"
+                                     ).fetchall()
+        return [_run(row) for row in rows]
+
+    def durations(self, runbooks: dict[str, str]) -> dict[str, float]:
+        """service -> the mean duration of its succeeded failover runs with its runbook (not dry runs)."""
+        rows = self._journal.execute(
+            "SELECT service, runbook, avg(ended - started) FROM runs WHERE kind = 'failover' AND dry_run = 0 "
+            "AND result = 'succeeded' GROUP BY service, runbook").fetchall()
+        return {service: seconds for service, runbook, seconds in rows if runbooks.get(service) == runbook}
+
+
+def _data(run: PlanRun) -> str:
+    data = run.to_json()
+    del data["groups"]  # derived from the moves
+    return json.dumps(data)
+
+
+def _run(row: tuple[Any, ...]) -> PlanRun:
+    data = json.loads(row[1])
+    return PlanRun(
+        id=row[0], plan=data["plan"], from_site=data["from"], to_site=data["to"], by=data["by"],
+        reason=data["reason"], forced=data["forced"], started=data["started"], state=PlanState(data["state"]),
+        moves=tuple(Move.from_json(move) for move in data["services"]),
+        gates=tuple(GateRecord.from_json(gate) for gate in data["gates"]), ended=data["ended"],
+        detail=data["detail"], objective=data["objective"], events=tuple(data["events"]),
+    )
