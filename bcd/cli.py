@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fail-after", type=float, default=20.0, help="seconds before a site is failed")
     demo.add_argument("--cluster", action="store_true",
                       help="three instances and an embedded three-member etcd: a quorum decision")
+    demo.add_argument("--site-loss", action="store_true",
+                      help="a whole site goes dark: the root cause pages once, a recovery plan evacuates it")
     demo.add_argument("--listen", metavar="HOST:PORT", help="the daemon's API (default 127.0.0.1:9847)")
     demo.set_defaults(handler=cmd_demo)
 
@@ -211,9 +213,14 @@ def run_loop(main_coro: Any) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.cluster and args.listen:
-        print("bcd demo: --listen is for the one-site demo (--cluster: BCD_DEMO_PORTS=p1,p2,p3)", file=sys.stderr)
+    if args.cluster and (args.listen or args.site_loss):
+        print("bcd demo: --cluster takes neither --listen (BCD_DEMO_PORTS=p1,p2,p3) nor --site-loss",
+              file=sys.stderr)
         return EXIT_USAGE
+    if args.site_loss:
+        from bcd.demo_site_loss import run_site_loss_demo
+
+        return run_loop(run_site_loss_demo(args.fail_after, args.listen))
     if args.cluster:
         from bcd.demo_cluster import run_cluster_demo
 
