@@ -27,6 +27,7 @@ import aiohttp
 from aiohttp import web
 
 from bcd import config as config_module
+from bcd import logging as bcd_logging
 from bcd.app import Daemon
 from bcd.demo_cluster import free_port
 from bcd.events import EventKind, PlanServiceMoved
@@ -160,6 +161,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 60-service evacuation")
     args = parser.parse_args()
+    bcd_logging.setup("warning")
     with tempfile.TemporaryDirectory(prefix="bcd-bench-plans-") as tmp:
         (Path(tmp) / "planning").mkdir()
         (Path(tmp) / "evacuation").mkdir()
