@@ -45,7 +45,7 @@ class Live:
     aborted_by: str | None = None
     gate: asyncio.Future[str] | None = None
     manual: dict[str, asyncio.Future[str]] = field(default_factory=dict)  # service -> done by whom
-    started: dict[str, float] = field(default_factory=dict)
+    needs: dict[str, list[str]] | None = None  # the dependencies among the run's services (worked out once)
 
 
 class Execution:
@@ -148,10 +148,11 @@ class Execution:
                     tasks.create_task(self._move(live, move, slots))
 
     def _failed_dependency(self, live: Live, name: str) -> str:
-        grouped = [move.service for move in live.run.moves if move.group > 0]
-        graph = {service: self.estate.config.services[service].depends_on
-                 for service in self.estate.config.services}
-        for need in dependencies.within(graph, grouped).get(name, []):
+        if live.needs is None:
+            grouped = [move.service for move in live.run.moves if move.group > 0]
+            graph = {service: config.depends_on for service, config in self.estate.config.services.items()}
+            live.needs = dependencies.within(graph, grouped)
+        for need in live.needs.get(name, []):
             move = live.run.move(need)
             if move is not None and move.state in FAILED_DEPENDENCY:
                 return f"dependency {need} {move.state}" + (f" ({move.reason})" if move.reason else "")

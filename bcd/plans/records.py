@@ -55,9 +55,14 @@ class PlanJournal:
         return replace(run, id=cursor.lastrowid)
 
     def save(self, run: PlanRun) -> None:
+        """Committed without waiting for the disk (it survives kill -9, not a power cut): WAL keeps commits in
+        order and the move's run is committed with a full sync right after its `moving`, so whatever of a run
+        is on disk after a power cut, the plan run's record before it is too (a run that never started needs
+        no record: resume starts it)."""
         try:
-            self._journal.execute("UPDATE plan_runs SET state = ?, ended = ?, data = ? WHERE id = ?",
-                                  (run.state.value, run.ended, _data(run), run.id))
+            with self._journal.transaction(sync=False):
+                self._journal.execute("UPDATE plan_runs SET state = ?, ended = ?, data = ? WHERE id = ?",
+                                      (run.state.value, run.ended, _data(run), run.id))
         except sqlite3.Error as exc:
             raise JournalWriteError(f"journal cannot be written: {exc}") from exc
 

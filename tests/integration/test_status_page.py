@@ -427,3 +427,31 @@ async def test_abort_acknowledge_and_maintenance_from_the_page(estate: Estate, b
     assert "End the maintenance of payroll in dorset?" in question
     await browser.until(lambda d: d.find_element(By.CSS_SELECTOR, f"{_cell('payroll', 'dorset')} .state").text
                         == "up", "dorset never came out of maintenance")
+
+
+async def test_a_running_plan_is_shown_live_with_its_gate(estate: Estate, browser: Browser) -> None:
+    directory = estate.service(mode="manual")
+    payroll = {**estate.service(mode="manual"), "depends_on": ["directory"]}
+    plans = {"evacuate": {"from": "dorset", "to": "hampshire", "objective": "1h",
+                          "gates": [{"after_group": 1, "approval": {"timeout": "10m"}}]}}
+    bcd = await estate.start(_config(estate, steps=[estate.step("switch", "/switch")], plans=plans,
+                                     services={"directory": directory, "payroll": payroll}))
+    await browser.open(bcd.url + "/")
+    await browser.until(lambda d: d.find_element(By.ID, "connection").text == "● live", "the stream never connected")
+    assert await browser.call(browser.texts, "#plans p") == ["No recovery plan is running."]
+
+    started = await bcd.call("POST", "/api/v1/plans/evacuate/run", json_body={"reason": "drill"})
+    assert started.status == 202, started
+    gate = await browser.until(lambda d: d.find_element(By.CSS_SELECTOR, "#plans .gate").text,
+                               "the gate never showed")
+    assert gate == "Waiting for approval before group 2 (bcd plan approve 1)"
+    groups = await browser.call(browser.texts, "#plans .plan-groups tr")
+    assert groups[0].startswith("Group 1") and "directory moved run 1" in groups[0]
+    assert groups[1].startswith("Group 2") and "payroll pending" in groups[1]
+    assert "of 60 min objective" in (await browser.call(browser.texts, "#plans .plan-state"))[0]
+
+    approved = await bcd.call("POST", "/api/v1/plan-runs/1/approve")
+    assert approved.status == 202, approved
+    await browser.until(lambda d: d.find_element(By.CSS_SELECTOR, "#plans p").text
+                        == "No recovery plan is running.", "the finished plan run never left the page")
+    assert estate.steps.paths() == ["/switch", "/switch"]

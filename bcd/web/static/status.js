@@ -492,6 +492,16 @@
   });
   const refreshRunsSoon = coalesce(refreshRuns);
 
+  // Recovery plans: the server renders the section (bcd/web/plan_page.py); a plan event fetches it again.
+  const refreshPlans = coalesce(async () => {
+    const response = await fetch('/', { headers: authHeaders({ Accept: 'text/html' }), cache: 'no-store' });
+    if (!response.ok) throw new ApiError(response.status, response.statusText, 'the status page did not load');
+    const page = new DOMParser().parseFromString(await response.text(), 'text/html');
+    const fresh = page.querySelector('#plans');
+    const old = $('#plans');
+    if (fresh && old) old.replaceWith(document.importNode(fresh, true));
+  });
+
   // In a cluster, another vantage's view can change with no event here: re-read those services now and then.
   const CLUSTER_REFRESH_MS = 2000;
   function refreshClusterViews() {
@@ -523,6 +533,7 @@
     if (event.service) refreshService(event.service);
     if (kind === 'site_transition' && event.service) dependentsOf(event.service).forEach(refreshService);
     if (RUN_EVENTS.has(kind)) refreshRunsSoon();
+    if (kind.startsWith('plan_')) refreshPlans();
     const text = describe(kind, event);
     if (text) announce(text);
   }
@@ -537,6 +548,7 @@
       $('#events').replaceChildren();
       for (const event of events.events) addEvent(event.kind, event);
       await refreshRuns();
+      refreshPlans();
       return true;
     } catch (err) {
       readFailed(err);

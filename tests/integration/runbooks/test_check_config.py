@@ -49,7 +49,7 @@ def test_a_good_runbook_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str
         ("nope", GOOD_STEP, "FILE:5: services.payroll.failover.runbook: unknown runbook 'nope'"),
         ("move", 'http: {url: "https://dns.example/{nope}"}',
          "FILE:13: runbooks.move.steps.0.http: unknown template {nope}; known: {fence_token}, {from_site}, "
-         "{run_id}, {service}, {to_site}, {trigger}"),
+         "{plan}, {plan_run}, {run_id}, {service}, {to_site}, {trigger}"),
         ("move", 'command: {argv: [/bin/true, "{to_site}", "{nope}"]}',
          "FILE:13: runbooks.move.steps.0.command: unknown template {nope}"),
         ("move", "command: {argv: [fence, --now]}",

@@ -19,6 +19,7 @@ from bcd.model import Observation, ProbeKey, Result
 from bcd.operations import (
     AbortPlan,
     Accepted,
+    Acknowledge,
     ApproveGate,
     Operations,
     PlanDone,
@@ -210,3 +211,58 @@ async def test_a_lost_site_starts_its_auto_plans_only(tmp_path: Path, stop: list
     assert (run.plan, run.by, run.reason, run.state) == ("evacuate", "auto", "site dorset lost: all down",
                                                          PlanState.SUCCEEDED)
     assert [r.id for r in estate.plans.journal.recent()] == [1]
+
+
+async def test_a_gate_nobody_approves_fails_the_plan_run(tmp_path: Path, stop: list[Estate]) -> None:
+    estate = await build(tmp_path, {"a": [], "b": ["a"]},
+                         "{from: dorset, to: hampshire, gates: [{after_group: 1, approval: {timeout: 200ms}}]}")
+    stop.append(estate)
+    run = await estate.ended((await estate.run()).id)
+    assert (run.state, run.detail) == (PlanState.FAILED, "the gate after group 1 was not approved within 0.2s")
+    assert [(g.state, g.by) for g in run.gates] == [("timed_out", None)]
+    assert {m.service: m.state for m in run.moves} == {"a": MoveState.MOVED, "b": MoveState.PENDING}
+    waiting = [e for e in estate.seen if e.kind is EventKind.PLAN_GATE_WAITING]
+    assert len(waiting) == 1 and waiting[0].reason == f"plan run {run.id} waits for approval before group 2"
+
+
+async def test_abort_lets_the_moves_in_progress_finish_and_starts_no_more(tmp_path: Path,
+                                                                           stop: list[Estate]) -> None:
+    estate = await build(tmp_path, {"a": [], "b": ["a"]}, "{from: dorset, to: hampshire}")
+    stop.append(estate)
+    run = await estate.run()
+    await estate.until(run.id, lambda r: r.move("a").state is MoveState.MOVING)  # type: ignore[union-attr]
+    aborted = await estate.operations.perform(AbortPlan(run.id, "olive"))
+    assert isinstance(aborted, Accepted) and aborted.detail == f"plan run {run.id}: no more moves start"
+    run = await estate.ended(run.id)
+    assert (run.state, run.detail) == (PlanState.ABORTED, "aborted by olive")
+    assert {m.service: m.state for m in run.moves} == {"a": MoveState.MOVED, "b": MoveState.PENDING}
+    assert await estate.operations.perform(AbortPlan(run.id, "olive")) == Refused(
+        Refusal.CONFLICT, f"plan run {run.id} is aborted: nothing to abort")
+
+
+async def test_resume_after_a_stop_settles_the_cut_short_move_first(tmp_path: Path, stop: list[Estate]) -> None:
+    estate = await build(tmp_path, {"a": [], "b": ["a"], "c": []}, "{from: dorset, to: hampshire, parallel: 1}",
+                         runbooks={"a": "hold"})
+    stop.append(estate)
+    run = await estate.run()
+    await estate.until(run.id, lambda r: r.move("a").run_id is not None)  # type: ignore[union-attr]
+    await estate.plans.stop()  # the daemon stops: the plan run is interrupted, then its move
+    await estate.runner.stop()
+    interrupted = estate.plans.journal.get(run.id)
+    assert interrupted is not None and interrupted.state is PlanState.INTERRUPTED
+    assert {m.service: m.state for m in interrupted.moves} == {
+        "a": MoveState.MOVING, "b": MoveState.PENDING, "c": MoveState.PENDING}
+    plans = PlanRunner(estate.engine.journal, estate.operations, EngineView(estate.engine), estate.engine.emit)
+    plans.start()
+    estate.plans = plans
+    refused = await estate.operations.perform(ResumePlan(run.id, "olive"))
+    assert isinstance(refused, Refused) and refused.reason.startswith("blocked: a (run ") and refused.reason.endswith(
+        f"was cut short: bcd ack a, or bcd plan done {run.id} a)"), refused
+    acknowledged = await estate.operations.perform(Acknowledge("a", "olive"))
+    assert isinstance(acknowledged, Accepted)
+    assert isinstance(await estate.operations.perform(ResumePlan(run.id, "olive")), Accepted)
+    run = await estate.ended(run.id)
+    states = {m.service: (m.state, m.reason) for m in run.moves}
+    assert states["a"][0] is MoveState.FAILED and states["a"][1].endswith("interrupted, acknowledged by olive")
+    assert states["b"][0] is MoveState.SKIPPED and states["c"][0] is MoveState.MOVED
+    assert [r.service for r in estate.engine.runs.recent()].count("a") == 1  # a's run never started again
