@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import subprocess
 import sys
 
 from bcd.demo_site_loss import ESTATE
@@ -61,3 +62,10 @@ async def test_the_site_loss_demo_pages_once_and_evacuates_in_groups() -> None:
     assert re.search(r"^ +library +- +skipped: already there$", text, re.MULTILINE), text
     assert "Traceback" not in text
     assert returncode == 0
+
+
+def test_the_site_loss_demo_is_not_a_cluster_demo() -> None:
+    result = subprocess.run([sys.executable, "-m", "bcd", "demo", "--cluster", "--site-loss"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert (result.returncode, result.stderr.strip()) == (
+        2, "bcd demo: --cluster takes neither --listen (BCD_DEMO_PORTS=p1,p2,p3) nor --site-loss")
