@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fail-after", type=float, default=20.0, help="seconds before a site is failed")
     demo.add_argument("--cluster", action="store_true",
                       help="three instances and an embedded three-member etcd: a quorum decision")
-    demo.add_argument("--listen", metavar="HOST:PORT", help="the daemon's API (default 127.0.0.1:9847)")
     demo.add_argument("--site-loss", action="store_true",
-                      help="a dozen services in three dependency levels; Dorset goes dark, the plan evacuates it")
+                      help="a whole site goes dark: the root cause pages once, a recovery plan evacuates it")
+    demo.add_argument("--listen", metavar="HOST:PORT", help="the daemon's API (default 127.0.0.1:9847)")
     demo.set_defaults(handler=cmd_demo)
 
     files = commands.add_parser("files", help="print where the example config, systemd unit, dashboards, "
@@ -213,17 +213,18 @@ def run_loop(main_coro: Any) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.cluster and args.listen:
-        print("bcd demo: --listen is for the one-site demo (--cluster: BCD_DEMO_PORTS=p1,p2,p3)", file=sys.stderr)
+    if args.cluster and (args.listen or args.site_loss):
+        print("bcd demo: --cluster takes neither --listen (BCD_DEMO_PORTS=p1,p2,p3) nor --site-loss",
+              file=sys.stderr)
         return EXIT_USAGE
-    if args.cluster:
-        from bcd.demo_cluster import run_cluster_demo
-
-        return run_loop(run_cluster_demo(args.fail_after))
     if args.site_loss:
         from bcd.demo_site_loss import run_site_loss_demo
 
         return run_loop(run_site_loss_demo(args.fail_after, args.listen))
+    if args.cluster:
+        from bcd.demo_cluster import run_cluster_demo
+
+        return run_loop(run_cluster_demo(args.fail_after))
     from bcd.demo import run_demo
 
     return run_loop(run_demo(args.fail_after, listen=args.listen))

@@ -73,7 +73,6 @@ class Estate:
     async def _load_balancer(self, host: str, port: int) -> web.AppRunner:
         async def pool(request: web.Request) -> web.Response:
             call = "/".join(request.match_info[k] for k in ("site", "service", "action"))
-            call += f" ({request.query_string.replace('&', ', ')})" if request.query_string else ""
             self.balancer_calls.append(call)
             print(f"*** demo load balancer: {call} ***", flush=True)
             return web.Response(status=204)

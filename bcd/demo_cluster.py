@@ -38,7 +38,7 @@ FIRST_PORT = 9847  # the instances listen on 9847, 9848, 9849 (BCD_DEMO_PORTS="p
 STORY = frozenset({"service_status", "run_started", "run_finished", "active_changed"})
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -52,7 +52,7 @@ class EmbeddedEtcd:
     def __init__(self, base: Path, etcd: str) -> None:
         self.base = base
         self.etcd = etcd
-        self.members = [(f"m{i}", _free_port(), _free_port()) for i in range(3)]
+        self.members = [(f"m{i}", free_port(), free_port()) for i in range(3)]
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -97,11 +97,11 @@ class Payroll:
     (the probes name their vantage in the User-Agent), or to everyone once `down`."""
 
     def __init__(self) -> None:
-        self.ports = {"dorset": _free_port(), "hampshire": _free_port()}
+        self.ports = {"dorset": free_port(), "hampshire": free_port()}
         self.down_for: dict[str, set[str]] = {site: set() for site in self.ports}
         self.down: set[str] = set()
         self.switches: list[str] = []
-        self.switch_port = _free_port()
+        self.switch_port = free_port()
         self._runners: list[web.AppRunner] = []
 
     async def start(self) -> None:

@@ -20,9 +20,10 @@ The alerts (labels beyond `alertname`, `service`, `severity`, `instance` and the
 
 The root cause pages once (`depends_on`, `bcd.impact`): a dependent's BcdSiteDown for a site where a service it
 needs is down carries `impacted_by` (the root causes), and so does its BcdFailoverBlocked while a failed
-dependency blocks it (`dependency_failed`); the sender does not send alerts with `impacted_by` (it counts them
-in `bcd_alerts_suppressed`). A dependent waiting for a dependency (`waiting_for_dependency`) is automation at
-work, not an operator's job: no BcdFailoverPending.
+dependency blocks it (`dependency_failed`), and its BcdFailoverPending while a service it needs is down at its
+active site (a lost site pages once, not once a service); the sender does not send alerts with `impacted_by`
+(it counts them in `bcd_alerts_suppressed`). A dependent waiting for a dependency (`waiting_for_dependency`) is
+automation at work, not an operator's job: no BcdFailoverPending.
 
 One condition pages once: while a run waits for approval the service is also `failover_pending`, and while
 a failed run is unacknowledged the service is also `blocked` (`run_failed`/`run_interrupted`); the specific
@@ -224,7 +225,7 @@ def _service_alerts(snapshot: AlertSnapshot, service: ServiceFacts, now: float) 
     if (service.status is ServiceStatus.FAILOVER_PENDING and waiting is None
             and service.guard is not Guard.WAITING_FOR_DEPENDENCY):
         yield make(FAILOVER_PENDING, CRITICAL, f"{service.name}: failover waits for an operator", service.reason,
-                   service.since)
+                   service.since, impacted_by=service.impacted.get(service.active, ""))
     if (service.status is ServiceStatus.BLOCKED and service.guard is not Guard.MAINTENANCE
             and not (service.guard in RUN_GUARDS and run is not None)):
         guard = str(service.guard) if service.guard is not None else "unknown"

@@ -261,6 +261,16 @@ def test_a_dependents_site_down_carries_impacted_by() -> None:
         ("BcdSiteDown", "directory", True)]  # and no BcdFailoverPending: waiting for a dependency is automation
 
 
+def test_a_dependents_manual_failover_pending_carries_impacted_by() -> None:
+    """A manual-mode dependent whose active site lost a dependency waits for an operator because of the root
+    cause: its BcdFailoverPending is held like its BcdSiteDown (a lost site pages once, not once a service)."""
+    facts = service(sites=DOWN_DORSET, status=ServiceStatus.FAILOVER_PENDING, impacted={"dorset": "directory"})
+    assert {(alert.name, alert.labels.get("impacted_by"), alert.impacted) for alert in derive(facts)} == {
+        ("BcdSiteDown", "directory", True), ("BcdFailoverPending", "directory", True)}
+    root = derive(service(sites=DOWN_DORSET, status=ServiceStatus.FAILOVER_PENDING))
+    assert {(alert.name, alert.impacted) for alert in root} == {("BcdSiteDown", False), ("BcdFailoverPending", False)}
+
+
 def test_the_root_cause_is_not_impacted() -> None:
     alerts = derive(service(sites=DOWN_DORSET, status=ServiceStatus.FAILING_OVER))
     assert [(alert.name, alert.impacted) for alert in alerts] == [("BcdSiteDown", False)]
