@@ -10,6 +10,7 @@ replica measures how far replay trails: paused (`pause_replay`), it grows by a s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -125,10 +126,9 @@ def _start(data: Path) -> None:
 
 def _stop(data: Path) -> None:
     if (data / "postmaster.pid").exists():
-        try:
+        # already gone, or not stopping: the directory is removed anyway
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             _run([str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], timeout=30)
-        except (RuntimeError, subprocess.TimeoutExpired):
-            pass  # already gone; the directory is removed anyway
 
 
 @contextmanager
