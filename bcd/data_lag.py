@@ -50,5 +50,5 @@ def measured(lag: Lag, obs: Observation, name: str) -> Lag:
     value = base_value(text) if text is not None else None
     if value is not None:
         return Lag(lag.source, lag.max_age, value, obs.at)
-    why = "not a number" if text is not None else f"not reported ({obs.result}: {obs.reason})"
+    why = f"{'no number' if text is not None else 'not reported'} ({obs.result}: {obs.reason})"
     return Lag(lag.source, lag.max_age, missing=why)
