@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from prometheus_client.samples import Sample
 
 from bcd.bus import Bus
 from bcd.config import parse
@@ -43,19 +44,23 @@ class Clock:
         return self.now
 
 
+def samples(collector: DataLagCollector) -> list[Sample]:
+    return next(iter(collector.collect())).samples
+
+
 def test_the_lag_is_shown_while_fresh_and_vanishes_once_unknown(tmp_path: Path) -> None:
     clock = Clock()
     engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock)
     collector = DataLagCollector(EngineView(engine), clock)
-    assert list(collector.collect())[0].samples == []  # never measured
+    assert samples(collector) == []  # never measured
     engine.observe(Observation(ProbeKey("payroll", "hampshire", "replica"), Result.OK, 0.01, "OK - replaying",
                                clock.now, perfdata=(("lag", "1500ms;5;10"),)))
-    assert [(s.labels, s.value) for s in list(collector.collect())[0].samples] == [
+    assert [(s.labels, s.value) for s in samples(collector)] == [
         ({"service": "payroll", "site": "hampshire"}, 1.5)]
     clock.now += 20.0  # two intervals: still counts
-    assert list(collector.collect())[0].samples[0].value == 1.5
+    assert samples(collector)[0].value == 1.5
     clock.now += 0.1
-    assert list(collector.collect())[0].samples == []
+    assert samples(collector) == []
     engine.close()
 
 
