@@ -16,7 +16,6 @@ from bcd import health
 from bcd.health import SiteHealth
 from bcd.impact import Dependency
 from bcd.model import Guard, RunKind, ServiceStatus, SiteState
-from bcd.rpo import Lag
 from bcd.policy import (
     Action,
     Decision,
@@ -30,6 +29,7 @@ from bcd.policy import (
     decide,
     up_standbys,
 )
+from bcd.rpo import Lag
 
 NOW = 1_000_000.0
 UNKNOWN, UP, DEGRADED, DOWN = SiteState.UNKNOWN, SiteState.UP, SiteState.DEGRADED, SiteState.DOWN
