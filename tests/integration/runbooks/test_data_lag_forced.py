@@ -29,6 +29,9 @@ async def test_a_forced_failover_past_the_rpo_journals_the_lag_accepted(estate: 
     lagging = await daemon.wait_service(lambda s: "exceeds rpo" in s["reason"])
     assert (lagging["status"], lagging["guard"]) == ("blocked", "rpo_exceeded")
     assert "failover blocked (data lag of hampshire 42s (probe health, value lag, " in lagging["reason"]
+    shown = lagging["sites"]["hampshire"]["probes"]["health"]["perfdata"]
+    assert shown == [{"label": "lag", "value": 42.0, "unit": "", "warn": None, "crit": None, "min": None,
+                      "max": None}]
     assert sample(await daemon.metrics(), "bcd_site_data_lag_seconds", service="payroll", site="hampshire") == 42
     assert await daemon.runs() == []
 
