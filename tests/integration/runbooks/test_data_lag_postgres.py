@@ -31,9 +31,10 @@ def pg() -> Iterator[PostgresPair]:
 
 
 def replica_probe(pair: PostgresPair) -> dict[str, object]:
-    # psql under load may be slow: a long timeout, and many failures before the standby could fall
+    # psql on a loaded machine may be slow: a long timeout (a failed run would show hampshire degraded, and
+    # an operator's request refused as standby_not_up rather than rpo_exceeded), many failures before it falls
     return {"name": "replica", "command": {"argv": [str(LAG_SCRIPT), str(pair.replica_port)]},
-            "interval": "1s", "timeout": "900ms", "fall": 10}
+            "interval": "2s", "timeout": "1500ms", "fall": 10}
 
 
 async def test_a_failover_waits_while_the_replica_lags_beyond_rpo_and_goes_once_it_catches_up(
