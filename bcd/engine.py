@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from bcd import dependencies, events, health, impact, policy, site_loss
+from bcd import data_lag, dependencies, events, health, impact, policy, site_loss
 from bcd.bus import Bus
 from bcd.config import Config, ProbeConfig
 from bcd.events import Event, EventKind
@@ -212,6 +212,7 @@ class Engine:
             down_since=self.sites[(name, view.active)].since,
             quorum=self.cluster.quorum(name, view.active) if self.cluster is not None else None,
             dependencies=impact.dependency_facts(self.config.services, self.services, self.sites, name),
+            **data_lag.snapshot_fields(self.config, name, self.last.get),
         )
 
     def _facts(self, name: str) -> RunFacts:
@@ -336,6 +337,7 @@ class Engine:
         verdict = policy.check_request(self.snapshot(name), request, self.clock())
         if verdict.to_site is None:
             raise RequestRefused(verdict)
+        reason += f" ({verdict.accepted})" if verdict.accepted else ""  # the journal keeps what force accepted
         if self.cluster is not None:
             run = await self.cluster.start_requested(name, request, verdict.to_site, by, reason)
         else:

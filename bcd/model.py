@@ -55,6 +55,7 @@ class Guard(StrEnum):
     JOURNAL_UNWRITABLE = "journal_unwritable"
     WAITING_FOR_DEPENDENCY = "waiting_for_dependency"  # failover_pending: a dependency moves first
     DEPENDENCY_FAILED = "dependency_failed"  # a dependency is blocked or unavailable
+    RPO_EXCEEDED = "rpo_exceeded"  # the target's data lags more than the service's rpo, or its lag is unknown
 
 
 class RunKind(StrEnum):

@@ -11,7 +11,8 @@ The rules, in order:
 3. The active site is down:
    - every other site down too → `unavailable` (nothing to fail over to);
    - no other site `up` (degraded, unknown, flapping) → `blocked` (`standby_not_up` or `flapping`);
-   - a standby `up`: `blocked` by maintenance (service, active or target site) or cooldown; else by mode:
+   - a standby `up`: `blocked` by maintenance (service, active or target site), cooldown, or its data lag
+     (`rpo_exceeded`, `bcd.rpo`); else by mode:
      `manual` → `failover_pending`; `dry-run` → one dry run per episode, then `failover_pending`;
      `auto` → start the failover runbook (`failing_over`) — once its dependencies are ready (`bcd.impact`:
      `failover_pending`/`waiting_for_dependency` while one moves, `blocked`/`dependency_failed` when one
@@ -33,12 +34,13 @@ nothing: with no executing instance live, an automatic failover or failback is `
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bcd import impact
 from bcd.health import SiteHealth, evaluate_service, evidence
 from bcd.model import Guard, PlanRef, RunKind, ServiceStatus, SiteState
+from bcd.rpo import Lag, lag_accepted, rpo_guard
 
 
 class TransferMode(StrEnum):
@@ -169,6 +171,8 @@ class Snapshot:
     down_since: float | None = None  # when the active site went down (start of the episode)
     quorum: Quorum | None = None  # the cluster's votes on the active site; None for a lone instance
     dependencies: tuple[impact.Dependency, ...] = ()  # its `depends_on`, as they are now
+    rpo: float | None = None  # the service's recovery point objective (seconds)
+    lags: Mapping[str, Lag] = field(default_factory=dict)  # sites that measure their data lag
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +209,7 @@ class Verdict:
     reason: str
     guard: Guard | None = None
     conflict: bool = False  # a run is in progress: HTTP 409
+    accepted: str = ""  # what `force` accepted that would have refused (journaled with the run)
 
 
 def decide(snap: Snapshot, now: float) -> Decision:
@@ -316,7 +321,7 @@ def _guard(snap: Snapshot, target: str, rule: TransferRule | None, now: float) -
             and now - snap.last_run_ended < rule.cooldown):
         left = rule.cooldown - (now - snap.last_run_ended)
         return Guard.COOLDOWN, f"cooldown, {left:.0f}s left"
-    return None
+    return rpo_guard(snap.rpo, snap.lags.get(target), target, now)
 
 
 def _maintained_elsewhere(snap: Snapshot, site: str) -> list[str]:
@@ -403,7 +408,8 @@ def check_request(snap: Snapshot, request: Request, now: float) -> Verdict:
         return Verdict(None, f"coordination unavailable: nobody can say who holds the lock of {snap.service} "
                              "(use force to act from this instance alone)", Guard.COORDINATION_UNAVAILABLE)
     if request.force:
-        return Verdict(target, f"forced {request.kind} to {target}")
+        accepted = lag_accepted(snap.rpo, snap.lags.get(target), target, now)
+        return Verdict(target, f"forced {request.kind} to {target}", accepted=accepted)
     if snap.sites[target].effective is not SiteState.UP:
         state = snap.sites[target].effective
         return Verdict(None, f"target {target} is {state}, not up (use force)", Guard.STANDBY_NOT_UP)
@@ -412,6 +418,9 @@ def check_request(snap: Snapshot, request: Request, now: float) -> Verdict:
     if snap.last_run_ended is not None and now - snap.last_run_ended < rule.cooldown:
         left = rule.cooldown - (now - snap.last_run_ended)
         return Verdict(None, f"cooldown: {left:.0f}s left (use force)", Guard.COOLDOWN)
+    lagging = rpo_guard(snap.rpo, snap.lags.get(target), target, now)
+    if lagging is not None:
+        return Verdict(None, f"{lagging[1]} (use force)", lagging[0])
     return Verdict(target, f"{request.kind} to {target}")
 
 

@@ -139,7 +139,8 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
         raise ConfigError(first_issues([*issues, *issues_at(name, text, document.data, problems)]))
     config._secrets = frozenset(value for value in secrets if value)
     config._warnings = tuple(str(issue) for issue in issues_at(name, text, document.data,
-                                                                   list(_command_warnings(config))))
+                                                                   [*_command_warnings(config),
+                                                                    *_data_lag_warnings(config)]))
     return config
 
 
@@ -162,6 +163,17 @@ def _command_warnings(config: Config) -> Iterator[tuple[tuple[str | int, ...], s
                 loc: tuple[str | int, ...] = ("runbooks", name, phase, index, "command", "argv")
                 if not program.exists():
                     yield loc, f"warning: {program} does not exist on this host"
+
+
+def _data_lag_warnings(config: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """A site that measures its data lag in a service without an rpo: shown, but it holds no failover back."""
+    for name, service in config.services.items():
+        if config.objectives(name).rpo is not None:
+            continue
+        for site_name, site in service.sites.items():
+            if site.data_lag is not None:
+                yield (("services", name, "sites", site_name, "data_lag"),
+                       "warning: no rpo (objectives.rpo, or under defaults): the lag is shown but blocks nothing")
 
 
 def _expand_env(value: Any, loc: tuple[str | int, ...], report: Any, secrets: set[str]) -> Any:

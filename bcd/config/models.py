@@ -158,8 +158,19 @@ else:
 
 
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
+class DataLagRef:
+    """Which measured value says how far a site's data trails (seconds), for the `rpo_exceeded` guard."""
+
+    probe: Name = Field(description="one of this site's probes (command or http)")
+    value: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        description="a perfdata label of the command probe, or a json_values name of the http probe")
+
+
+@pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
 class ServiceSite:
     probes: Annotated[list[ProbeConfig], Field(min_length=1)]
+    data_lag: DataLagRef | None = Field(None, description="the probe value measuring how far this site's data "
+                                                          "trails: a failover here is blocked beyond the rpo")
 
     @model_validator(mode="after")
     def _unique(self) -> ServiceSite:
@@ -169,6 +180,23 @@ class ServiceSite:
                 raise ValueError(f"probe name {probe.name!r} is used twice")
             seen.add(probe.name)
         return self
+
+    @model_validator(mode="after")
+    def _data_lag_known(self) -> ServiceSite:
+        ref = self.data_lag
+        if ref is None:
+            return self
+        probe = next((probe for probe in self.probes if probe.name == ref.probe), None)
+        if probe is None:
+            loc, message = ("data_lag", "probe"), f"unknown probe {ref.probe!r} (not one of this site's probes)"
+        elif probe.kind == "http" and ref.value not in probe.spec.json_values:
+            loc, message = ("data_lag", "value"), f"probe {ref.probe!r} has no json_values name {ref.value!r}"
+        elif probe.kind not in ("http", "command"):
+            loc, message = ("data_lag", "probe"), f"a {probe.kind} probe measures no value (command or http)"
+        else:
+            return self
+        raise PydanticCustomError("cross_check", "{summary}", {"summary": ".".join(loc) + f": {message}",
+                                                               "problems": [(loc, message)]})
 
 
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -12,7 +13,8 @@ from yarl import URL
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
 from bcd.model import ProbeResult, Result
-from bcd.probes.base import Attempt, ProbeContext, ProbeKind, describe_os_error, guarded, seconds
+from bcd.probes import json_values
+from bcd.probes.base import Attempt, ProbeContext, ProbeKind, describe_os_error, guarded, one_line, seconds
 from bcd.probes.http_client import BrokenBody, ClosedEarly, HttpRequest, InvalidResponse, Reply, exchange
 from bcd.probes.tls import cert_expiry, client_context, expiry_verdict
 from bcd.specs import FORBID, check_regex
@@ -40,7 +42,9 @@ class HttpSpec:
     cert_expiry_warn: Duration | None = Field(
         None, description="certificate expiring sooner → warn; already expired → fail"
     )
-    max_body_bytes: int = Field(65536, ge=0, description="bytes of the body read for body_regex")
+    max_body_bytes: int = Field(65536, ge=0, description="bytes of the body read for body_regex or json_values")
+    json_values: dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(min_length=1)]] = Field(
+        {}, description="named numbers read from the JSON answer by dotted path, e.g. {lag: replication.lag_seconds}")
 
     _regex = field_validator("body_regex")(check_regex)
 
@@ -74,7 +78,8 @@ class HttpProbe:
         if url.scheme == "https":
             tls = client_context(spec.tls_verify, spec.ca_file, spec.cert_file, spec.key_file)
         self._request = HttpRequest.build(url, spec.method, headers=spec.headers, body=spec.body,
-                                          user_agent=ctx.user_agent, tls=tls, read_body=self._regex is not None)
+                                          user_agent=ctx.user_agent, tls=tls,
+                                          read_body=self._regex is not None or bool(spec.json_values))
 
     async def run(self) -> ProbeResult:
         """Check once (see the class docstring); never raises except CancelledError."""
@@ -86,7 +91,13 @@ class HttpProbe:
             attempt.doing = self._doing(phase)
 
         reply = await exchange(self._request, on_phase, self._spec.max_body_bytes, self._body_matches)
-        return self._judge(attempt, reply)
+        judged = self._judge(attempt, reply)
+        if not self._spec.json_values or judged.result is Result.FAIL:
+            return judged
+        truncated = len(reply.body) >= self._spec.max_body_bytes
+        items, problem = json_values.read(reply.body, truncated, self._spec.json_values)
+        reason = f"{judged.reason}; {problem}" if problem else judged.reason
+        return replace(judged, reason=one_line(reason), perfdata=items)
 
     @property
     def _host(self) -> str:
@@ -109,7 +120,10 @@ class HttpProbe:
         return f"reading body of {self._shown}"
 
     def _body_matches(self, body: bytes) -> bool:
-        return self._regex is not None and self._regex.search(body.decode("utf-8", errors="replace")) is not None
+        # with json_values the whole body (up to max_body_bytes) is read: a match does not end the read
+        if self._spec.json_values or self._regex is None:
+            return False
+        return self._regex.search(body.decode("utf-8", errors="replace")) is not None
 
     def _judge(self, attempt: Attempt, reply: Reply) -> ProbeResult:
         spec, status = self._spec, reply.status

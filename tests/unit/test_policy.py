@@ -29,6 +29,7 @@ from bcd.policy import (
     decide,
     up_standbys,
 )
+from bcd.rpo import Lag
 
 NOW = 1_000_000.0
 UNKNOWN, UP, DEGRADED, DOWN = SiteState.UNKNOWN, SiteState.UP, SiteState.DEGRADED, SiteState.DOWN
@@ -273,15 +274,19 @@ class PolicyMachine(RuleBasedStateMachine):
         self.runs = 0
         self.failover: TransferRule | None = None
         self.failback: TransferRule | None = None
+        self.rpo: float | None = None
+        self.lags: dict[str, Lag] = {}
 
     @initialize(
         failover=st.sampled_from(["auto", "auto", "manual", "dry-run", None]),
         failback=st.sampled_from(["auto", "manual", None]),
         cooldown=st.sampled_from([0.0, 30.0, 600.0]),
+        rpo=st.sampled_from([None, 60.0]),
     )
-    def configure(self, failover: str | None, failback: str | None, cooldown: float) -> None:
+    def configure(self, failover: str | None, failback: str | None, cooldown: float, rpo: float | None) -> None:
         self.failover = transfer_rule(failover, cooldown) if failover else None
         self.failback = transfer_rule(failback, cooldown, "back") if failback else None
+        self.rpo = rpo
 
     # -- the world ---------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -291,7 +296,13 @@ class PolicyMachine(RuleBasedStateMachine):
             running=self.running.info if self.running else None, unacknowledged=self.unacknowledged,
             last_run_ended=self.last_run_ended, maintenance_until=self.maintenance_until,
             dry_run_since=self.dry_run_since, down_since=self.sites[self.active].since,
+            rpo=self.rpo, lags=dict(self.lags),
         )
+
+    @rule(name=st.sampled_from(SITES), value=st.sampled_from([None, 1.0, 60.0, 600.0]))
+    def lag_measured(self, name: str, value: float | None) -> None:
+        """A site's data lag is measured now (None: its probe reported no number); it counts for 20 s."""
+        self.lags[name] = Lag("probe replica, value lag", 20.0, value, self.now if value is not None else None)
 
     @rule(name=st.sampled_from(SITES), shown=st.sampled_from(SHOWN), base=st.sampled_from(BASES),
           hours=st.integers(1, 4))
@@ -389,7 +400,16 @@ class PolicyMachine(RuleBasedStateMachine):
             return "cooldown"
         if self.sites[target].effective is not UP:
             return f"target {self.sites[target].effective}"
-        return None
+        return self.data_lag_holds(target)
+
+    def data_lag_holds(self, target: str) -> str | None:
+        """Whether the target's data lags beyond the rpo, or its lag is unknown (not measured in the last 20 s)."""
+        lag = self.lags.get(target)
+        if self.rpo is None or lag is None:
+            return None
+        if lag.value is None or lag.at is None or self.now - lag.at > lag.max_age:
+            return "data lag unknown"
+        return "data lag beyond rpo" if lag.value > self.rpo else None
 
     @invariant()
     def decisions_are_sound(self) -> None:
@@ -466,6 +486,9 @@ class PolicyMachine(RuleBasedStateMachine):
             assert transfer is not None
             assert self.sites[verdict.to_site].effective is UP, "an unforced move to a site that is not up"
             assert self.last_run_ended is None or self.now - self.last_run_ended >= transfer.cooldown
+            assert self.data_lag_holds(verdict.to_site) is None, "an unforced move to a site lagging beyond rpo"
+        else:
+            assert ("accepted: data lag of" in verdict.accepted) == (self.data_lag_holds(verdict.to_site) is not None)
 
 
 PolicyMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
+from bcd.outputs.metrics.data_lag import DataLagCollector
 from bcd.outputs.metrics.families import (
     AlertCollector,
     ClusterCollector,
@@ -53,6 +54,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(self.reload))
         self.registry.register(PlanCollector(estate))
+        self.registry.register(DataLagCollector(estate))
         self._estate = estate
         self.scrapes = 0  # read by the daemon, which trims the C heap after scrapes (bcd.heap)
 
