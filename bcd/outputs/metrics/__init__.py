@@ -29,6 +29,7 @@ from bcd.outputs.metrics.families import (
     SchedulerCollector,
     ShortageCollector,
 )
+from bcd.outputs.metrics.recoveries import RecoveryCollector
 from bcd.outputs.metrics.text import Labels, ProbeMetrics, escape, labels, render_estate, render_probes, render_runner
 from bcd.view import EstateView
 
@@ -51,6 +52,7 @@ class Metrics:
         self.labels = Labels()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(self.reload))
+        self.registry.register(RecoveryCollector(estate))
         self._estate = estate
         self.scrapes = 0  # read by the daemon, which trims the C heap after scrapes (bcd.heap)
 
