@@ -113,6 +113,12 @@ def add_operator_commands(commands: Any) -> None:
     runs.add_argument("service", nargs="?")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(handler=cmd_runs)
+    recoveries = commands.add_parser("recoveries", help="a service's recoveries: their phases against the RTO")
+    add_client_arguments(recoveries)
+    recoveries.add_argument("service")
+    recoveries.add_argument("--limit", type=int, default=20)
+    recoveries.add_argument("--json", action="store_true")
+    recoveries.set_defaults(handler=cmd_recoveries)
     show = commands.add_parser("run-show", help="show one run with its steps")
     add_client_arguments(show)
     show.add_argument("run", type=int)
@@ -293,6 +299,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 @_api
+def cmd_recoveries(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from bcd.recovery_text import recoveries_table
+
+    page = _call(args, "GET", f"/api/v1/services/{quote(args.service, safe='')}/recoveries?limit={args.limit}")
+    print(json.dumps(page, indent=2) if args.json else "\n".join(recoveries_table(page)))
+    return EXIT_OK
+
+
+@_api
 def cmd_run_show(args: argparse.Namespace) -> int:
     run = _call(args, "GET", f"/api/v1/runs/{args.run}")
     if args.json:
@@ -384,6 +401,7 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
     """One row per service. In a cluster (the API adds `views` and `lock`), every site cell also shows each
     vantage's view of it, side by side (`stale` when older than the lease), a LOCK column names the instance
     holding the service's lock, and the lines under the table each view's age and reasons (`views_block`)."""
+    from bcd.recovery_text import objectives_block
     from bcd.status_views import view_mark, views_block
 
     sites = sorted({site for service in services for site in service["sites"]})
@@ -394,7 +412,7 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
         for service in services:
             cells = [_state_cell(service["sites"].get(site, {}).get("state", "-"), "", 12, colour) for site in sites]
             rows.append(f"{service['name']:<20} {service['status']:<16} {service['active']:<12} " + " ".join(cells))
-        return "\n".join(rows)
+        return "\n".join(rows + objectives_block(services))
     table: list[tuple[dict[str, Any], list[tuple[str, str]]]] = []
     for service in services:
         pairs: list[tuple[str, str]] = []  # (state, every vantage's view of it)
@@ -419,6 +437,7 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
     coordination = sorted({str(s["coordination"]) for s in services if "coordination" in s})
     if coordination:
         rows.append(f"coordination (etcd): {', '.join(coordination)}")
+    rows.extend(objectives_block(services))
     rows.extend(views_block(services, every_view))
     return "\n".join(rows)
 
