@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from bcd.durations import format_duration
 from bcd.recoveries import PHASES
+
+HEADINGS = {"detection": "DETECT", "decision": "DECIDE", "execution": "EXECUTE", "verification": "VERIFY"}
 
 
 def seconds_text(value: float | None) -> str:
@@ -19,12 +22,17 @@ def seconds_text(value: float | None) -> str:
     return f"{value / 3600:.1f}h"
 
 
+def objective_text(value: float | None) -> str:
+    """An objective as configured (`30m`), `none` when there is none."""
+    return "none" if value is None else format_duration(value)
+
+
 def recoveries_table(page: dict[str, Any]) -> list[str]:
     """One line per recovery, newest first: its phases, total and the RTO met or missed."""
     objectives = page["objectives"]
-    lines = [f"{page['service']}: RTO {seconds_text(objectives['rto'])}, RPO {seconds_text(objectives['rpo'])}",
+    lines = [f"{page['service']}: RTO {objective_text(objectives['rto'])}, RPO {objective_text(objectives['rpo'])}",
              f"{'RUN':>5} {'STARTED':<20} {'KIND':<9} {'TRIGGER':<10} {'FROM→TO':<22} {'RESULT':<12} "
-             + " ".join(f"{phase.upper()[:7]:>8}" for phase in PHASES) + f" {'TOTAL':>8} RTO"]
+             + " ".join(f"{HEADINGS[phase]:>8}" for phase in PHASES) + f" {'TOTAL':>8} RTO"]
     for recovery in page["recoveries"]:
         started = dt.datetime.fromtimestamp(recovery["timeline"]["started"], dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         moved = f"{recovery['from']}→{recovery['to']}"
@@ -46,5 +54,5 @@ def objectives_block(services: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     width = max(len(name) for name, _ in rows)
-    return ["objectives (RTO / RPO):", *(f"  {name:<{width}}  {seconds_text(objectives.get('rto'))} / "
-                                        f"{seconds_text(objectives.get('rpo'))}" for name, objectives in rows)]
+    return ["objectives (RTO / RPO):", *(f"  {name:<{width}}  {objective_text(objectives.get('rto'))} / "
+                                        f"{objective_text(objectives.get('rpo'))}" for name, objectives in rows)]
