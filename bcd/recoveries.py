@@ -22,7 +22,7 @@ total is within it; `rto_met` is None when there is no RTO or nothing verified y
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -154,12 +154,12 @@ class RecoveryJournal:
         ).fetchall()
         return [self._derive(row[0], rto) for row in rows]
 
-    def since(self, after: int, rto_of: dict[str, float | None], limit: int = 500) -> list[Recovery]:
+    def since(self, after: int, rto_of: Callable[[str], float | None], limit: int = 500) -> list[Recovery]:
         """Every service's recoveries with a run id above `after`, oldest first (for /metrics)."""
         rows = self._journal.execute(
             "SELECT id, service FROM runs WHERE id > ? AND dry_run = 0 ORDER BY id LIMIT ?", (after, limit)
         ).fetchall()
-        return [self._derive(row[0], rto_of.get(row[1])) for row in rows]
+        return [self._derive(row[0], rto_of(row[1])) for row in rows]
 
     def last_id(self) -> int:
         row = self._journal.execute("SELECT max(id) FROM runs").fetchone()

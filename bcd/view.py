@@ -145,8 +145,9 @@ class EngineView:
         return self._recoveries.recent(service, self.config.objectives(service).rto, limit)
 
     def recoveries_after(self, run_id: int, limit: int = 500) -> list[Recovery]:
-        rto = {name: self.config.objectives(name).rto for name in self.config.services}
-        return self._recoveries.since(run_id, rto, limit)
+        config = self.config
+        return self._recoveries.since(
+            run_id, lambda name: config.objectives(name).rto if name in config.services else None, limit)
 
     def running(self) -> set[str] | None:
         runner = self._engine.runner

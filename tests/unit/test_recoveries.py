@@ -104,6 +104,6 @@ def test_read_from_a_journal(tmp_path: Path) -> None:
     (recovery,) = recoveries.recent("payroll", 60.0)  # the dry run is no recovery
     assert recovery.timeline.decided == 125.0 and recovery.timeline.executed == 150.0
     assert recovery.timeline.total == 70.0 and recovery.rto_met is False
-    assert [r.run_id for r in recoveries.since(0, {"payroll": 60.0})] == [run_id]
-    assert recoveries.since(run_id, {}) == [] and dry > run_id
+    assert [r.run_id for r in recoveries.since(0, lambda name: 60.0)] == [run_id]
+    assert recoveries.since(run_id, lambda name: None) == [] and dry > run_id
     journal.close()

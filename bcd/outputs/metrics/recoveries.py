@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from bcd.config import Config
 from bcd.recoveries import Recovery, RecoveryKind
 from bcd.stats import Histogram
 from bcd.view import EstateView
@@ -30,6 +31,8 @@ class RecoveryCollector(Collector):
         self._counted: set[int] = set()  # finished runs above it, counted while an older one still runs
         self.seconds: dict[tuple[str, str], Histogram] = {}
         self.missed: Counter[tuple[str, str]] = Counter()
+        self._config: Config | None = None
+        self._effective: list[tuple[str, float | None, float | None]] = []
 
     def follow(self) -> None:
         """Count the recoveries finished since the last call."""
@@ -51,6 +54,15 @@ class RecoveryCollector(Collector):
         if recovery.rto_met is False:
             self.missed[key] += 1
 
+    def _objectives(self, config: Config) -> list[tuple[str, float | None, float | None]]:
+        """(service, rto, rpo) of the services with an objective, worked out once per config (a large estate
+        without objectives costs a scrape nothing)."""
+        if config is not self._config:
+            effective = ((name, config.objectives(name)) for name in sorted(config.services))
+            self._effective = [(name, o.rto, o.rpo) for name, o in effective if o.rto is not None or o.rpo is not None]
+            self._config = config
+        return self._effective
+
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         self.follow()
         config = self._estate.config
@@ -67,12 +79,11 @@ class RecoveryCollector(Collector):
                                      "the service's RTO.", labels=["service", "kind"])
         objectives = GaugeMetricFamily("bcd_objective_seconds", "The service's recovery objectives (rto, rpo).",
                                        labels=["service", "objective"])
-        for service in sorted(services):
-            effective = config.objectives(service)
-            for name, value in (("rto", effective.rto), ("rpo", effective.rpo)):
+        for service, rto, rpo in self._objectives(config):
+            for name, value in (("rto", rto), ("rpo", rpo)):
                 if value is not None:
                     objectives.add_metric([service, name], value)
-            if effective.rto is not None:  # at 0 before the first miss, so that increase() sees it
+            if rto is not None:  # at 0 before the first miss, so that increase() sees it
                 for kind in RecoveryKind:
                     missed.add_metric([service, kind.value], self.missed[(service, kind.value)])
         yield missed
