@@ -100,6 +100,41 @@ async def test_a_failover_slower_than_a_tiny_rto_is_missed_and_the_rule_fires(es
     assert_rule_fires_on(tmp_path, before, after)
 
 
+async def test_an_operators_failover_and_failback_are_recoveries_of_their_kind(estate: Estate) -> None:
+    """Manual mode: the decision phase is the operator's time to react (dorset down to the run's start); the
+    planned failback has no failure, so it is measured from its decision (its start)."""
+    failback = {"runbook": "move", "mode": "manual", "cooldown": "0s"}
+    config = estate.config(steps=runbook(estate, "100ms"),
+                           services={"payroll": estate.service(mode="manual", failback=failback)})
+    config["defaults"]["objectives"] = {"rto": "10m"}
+    daemon = await estate.start(config)
+    estate.dorset.status = 503
+    await daemon.wait_service(lambda s: s["status"] == "failover_pending")
+    await estate.probes_of(estate.dorset, 3)  # the operator takes a while
+    reply = await daemon.transfer("failover", reason="dorset is down, moving")
+    assert reply.status == 202, reply
+    assert (await daemon.wait_run(reply.body["id"]))["result"] == "succeeded"
+    estate.dorset.status = 200
+    await daemon.wait_service(lambda s: s["sites"]["dorset"]["state"] == "up" and s["status"] == "ok")
+    back = await daemon.transfer("failback", reason="dorset is fixed")
+    assert back.status == 202, back
+    assert (await daemon.wait_run(back.body["id"]))["result"] == "succeeded"
+
+    failback_recovery, failover = (await daemon.call("GET", "/api/v1/services/payroll/recoveries")).body["recoveries"]
+    assert (failover["kind"], failover["trigger"], failover["rto_met"]) == ("failover", "olive", True)
+    assert failover["phases"]["decision"] >= 0.5  # three more probes at 250 ms before the operator acted
+    assert failover["timeline"]["decided"] < failover["timeline"]["started"]
+    assert (failback_recovery["kind"], failback_recovery["trigger"], failback_recovery["from"]) == (
+        "failback", "olive", "hampshire")
+    timeline = failback_recovery["timeline"]
+    assert timeline["failing"] is None and failback_recovery["phases"]["detection"] is None
+    assert timeline["decided"] == timeline["started"]
+    assert failback_recovery["total"] == pytest.approx(timeline["verified"] - timeline["started"])
+    metrics = await daemon.metrics()
+    for kind in ("failover", "failback"):
+        assert sample(metrics, "bcd_recovery_seconds_count", service="payroll", kind=kind) == 1
+
+
 def assert_rule_fires_on(tmp_path: Path, before: float, after: float) -> None:
     """promtool evaluates BcdRecoveryObjectiveMissed (alerts.yml's expression, its annotations left out) on
     the scraped values: quiet before, firing after the miss."""
