@@ -35,6 +35,7 @@ class EventKind(StrEnum):
     JOURNAL_GAP = "journal_gap"
     SITE_LOST = "site_lost"
     SITE_RECOVERED = "site_recovered"
+    TARGET_VERIFIED = "target_verified"
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -173,10 +174,18 @@ class SiteRecovered:
     lost_since: float
 
 
+@dataclass(frozen=True, slots=True)
+class TargetVerified:
+    """`target_verified` (the envelope's `site`): a run's step saw its target up; a recovery's `verified` point."""
+
+    run_id: int
+    step: str
+
+
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
-    | StepStarted | StepFinished | RunNotStarted | JournalGap | SiteLost | SiteRecovered
+    | StepStarted | StepFinished | RunNotStarted | JournalGap | SiteLost | SiteRecovered | TargetVerified
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -197,6 +206,7 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.JOURNAL_GAP: JournalGap,
     EventKind.SITE_LOST: SiteLost,
     EventKind.SITE_RECOVERED: SiteRecovered,
+    EventKind.TARGET_VERIFIED: TargetVerified,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

@@ -50,6 +50,9 @@ async def test_a_failover_keeps_its_timeline_consistent_with_its_steps(estate: E
     down = (await daemon.call("GET", "/api/v1/events?service=payroll&limit=500")).body["events"]
     (confirmed,) = [e for e in down if e["kind"] == "site_transition" and e["site"] == "dorset" and e["to"] == "down"]
     assert timeline["decided"] == confirmed["at"]  # the decision: dorset confirmed down
+    (verified,) = [e for e in down if e["kind"] == "target_verified"]  # journaled as it happened
+    assert (verified["at"], verified["site"], verified["run_id"], verified["step"]) == (
+        timeline["verified"], "hampshire", run["id"], "verify")
     # execution runs from the run's start to the verifying step's start; verification is that step
     assert timeline["executed"] == steps["verify"]["started"]
     assert timeline["started"] <= steps["switch"]["started"] <= steps["settle"]["ended"] <= timeline["executed"]
