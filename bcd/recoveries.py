@@ -35,6 +35,10 @@ from bcd.model import RunResult, SiteState
 DRILL_KEY = "drill"
 PLAN_KEY = "plan"
 PHASES = ("detection", "decision", "execution", "verification")
+# The transitions before a run, found without reading the service's other events (a flapping service may have
+# many); partial, so only transitions (rare writes) maintain it.
+TRANSITIONS_INDEX = ("CREATE INDEX IF NOT EXISTS events_transitions ON events (service, site, at) "
+                     "WHERE kind = 'site_transition'")
 
 
 class RecoveryKind(StrEnum):
@@ -146,6 +150,7 @@ class RecoveryJournal:
     def __init__(self, journal: Journal, runs: RunJournal) -> None:
         self._journal = journal
         self._runs = runs
+        journal.create([TRANSITIONS_INDEX])
 
     def recent(self, service: str, rto: float | None, limit: int = 50) -> list[Recovery]:
         """The service's newest recoveries, newest first."""
