@@ -52,7 +52,8 @@ class Metrics:
         self.labels = Labels()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(self.reload))
-        self.registry.register(RecoveryCollector(estate))
+        self.recoveries = RecoveryCollector(estate)
+        self.registry.register(self.recoveries)
         self._estate = estate
         self.scrapes = 0  # read by the daemon, which trims the C heap after scrapes (bcd.heap)
 
@@ -66,6 +67,7 @@ class Metrics:
         self.labels.follow(self._estate)
         runner, estate = render_runner(self._estate, self.labels), render_estate(self._estate, self.labels)
         yield generate_latest(self.registry).decode()
+        yield from self.recoveries.parts()
         yield from runner
         yield from estate
         yield from render_probes(self.probes)

@@ -47,7 +47,14 @@ async def test_a_failover_keeps_its_timeline_consistent_with_its_steps(estate: E
     timeline, phases, steps = recovery["timeline"], recovery["phases"], {s["name"]: s for s in run["steps"]}
     assert (timeline["failing"], timeline["started"], timeline["verified"]) == (
         run["detected_at"], run["started"], run["verified_at"])
-    down = (await daemon.call("GET", "/api/v1/events?service=payroll&limit=500")).body["events"]
+
+    async def events() -> list[dict[str, Any]]:
+        reply = await daemon.call("GET", "/api/v1/events?service=payroll&limit=500")
+        found: list[dict[str, Any]] = reply.body["events"]
+        return found
+
+    # events are written by the journal's writer a moment after the run's row: wait for the run's end event
+    down = await daemon.poll(events, lambda found: any(e["kind"] == "run_finished" for e in found), "run_finished")
     (confirmed,) = [e for e in down if e["kind"] == "site_transition" and e["site"] == "dorset" and e["to"] == "down"]
     assert timeline["decided"] == confirmed["at"]  # the decision: dorset confirmed down
     (verified,) = [e for e in down if e["kind"] == "target_verified"]  # journaled as it happened

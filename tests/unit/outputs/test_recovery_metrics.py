@@ -56,3 +56,11 @@ def test_each_recovery_is_counted_once_whatever_order_runs_finish_in(tmp_path: A
     assert figures(collector) == (2, 1)
     assert figures(collector) == (2, 1)
     assert collector.seconds[("payroll", "failback")].count == 1
+    text = "".join(collector.parts())
+    assert 'bcd_recovery_objective_missed_total{service="payroll",kind="failover"} 1\n' in text
+    assert 'bcd_recovery_objective_missed_total{service="payroll",kind="failback"} 0\n' in text
+    assert 'bcd_objective_seconds{service="payroll",objective="rto"} 60.0\n' in text
+    assert "objective=\"rpo\"" not in text  # none configured
+    fake.put(5, RunResult.SUCCEEDED, 70.0, RunKind.FAILBACK)
+    assert figures(collector) == (3, 2)
+    assert 'bcd_recovery_objective_missed_total{service="payroll",kind="failback"} 1\n' in "".join(collector.parts())
