@@ -89,6 +89,10 @@ async def test_a_failover_keeps_its_timeline_consistent_with_its_steps(estate: E
     assert f"{run['id']:>5} " in lines[2] and "dorset→hampshire" in lines[2] and lines[2].endswith(" met")
     missing = await daemon.call("GET", "/api/v1/services/nope/recoveries")
     assert (missing.status, missing.content_type) == (404, "application/problem+json")
+    unknown = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "bcd", "recoveries", "nope", "--url",
+                                                       daemon.url], capture_output=True, text=True, timeout=30,
+                                      check=False)
+    assert unknown.returncode == 1 and "no service named 'nope'" in unknown.stderr, unknown.stderr
 
 
 async def test_a_failover_slower_than_a_tiny_rto_is_missed_and_the_rule_fires(estate: Estate, tmp_path: Path) -> None:
