@@ -25,7 +25,7 @@ from bcd.probes.perfdata import perfdata_entry
 from bcd.recoveries import Recovery, RecoveryJournal
 from bcd.site_loss import LostSite
 
-__all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceState", "service_json"]
+__all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceState", "objectives_json", "service_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,7 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
         "name": view.name, "description": config.description, "labels": config.labels,
         "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
         "reason": view.reason, "guard": view.guard and str(view.guard), "depends_on": list(config.depends_on),
-        "sites": sites, "objectives": _objectives(estate.config, view.name),
+        "sites": sites, "objectives": objectives_json(estate.config, view.name),
     }
     cluster = estate.cluster_json(view.name)  # every vantage's view side by side, and who holds the lock
     if "views" in cluster and estate.config.cluster is not None:
@@ -204,7 +204,7 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
     return data
 
 
-def _objectives(config: Config, service: str) -> dict[str, float | None]:
+def objectives_json(config: Config, service: str) -> dict[str, float | None]:
     """The service's effective objectives in seconds (its own, else the defaults'); null: none."""
     objectives = config.objectives(service)
     return {"rto": objectives.rto, "rpo": objectives.rpo}

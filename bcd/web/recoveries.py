@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from bcd.recoveries import PHASES, RecoveryKind
+from bcd.view import objectives_json
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT
 from bcd.web.inputs import clamped
@@ -26,9 +27,8 @@ async def list_recoveries(request: web.Request) -> web.Response:
     if name not in estate.services:
         return problem(404, "Not Found", f"no service named {name!r}")
     limit = clamped(request, "limit", 50, 500)
-    objectives = estate.config.objectives(name)
     return web.json_response({
-        "service": name, "objectives": {"rto": objectives.rto, "rpo": objectives.rpo},
+        "service": name, "objectives": objectives_json(estate.config, name),
         "recoveries": [recovery.to_json() for recovery in estate.recoveries(name, limit)],
     })
 
