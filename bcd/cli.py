@@ -390,7 +390,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    print(status_table(data["services"], colour=sys.stdout.isatty(), every_view=args.views))
+    from bcd.recovery_text import objectives_block
+
+    table = status_table(data["services"], colour=sys.stdout.isatty(), every_view=args.views)
+    print("\n".join([table, *objectives_block(data["services"])]))
     return EXIT_OK
 
 
@@ -401,7 +404,6 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
     """One row per service. In a cluster (the API adds `views` and `lock`), every site cell also shows each
     vantage's view of it, side by side (`stale` when older than the lease), a LOCK column names the instance
     holding the service's lock, and the lines under the table each view's age and reasons (`views_block`)."""
-    from bcd.recovery_text import objectives_block
     from bcd.status_views import view_mark, views_block
 
     sites = sorted({site for service in services for site in service["sites"]})
@@ -412,7 +414,7 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
         for service in services:
             cells = [_state_cell(service["sites"].get(site, {}).get("state", "-"), "", 12, colour) for site in sites]
             rows.append(f"{service['name']:<20} {service['status']:<16} {service['active']:<12} " + " ".join(cells))
-        return "\n".join(rows + objectives_block(services))
+        return "\n".join(rows)
     table: list[tuple[dict[str, Any], list[tuple[str, str]]]] = []
     for service in services:
         pairs: list[tuple[str, str]] = []  # (state, every vantage's view of it)
@@ -437,7 +439,6 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
     coordination = sorted({str(s["coordination"]) for s in services if "coordination" in s})
     if coordination:
         rows.append(f"coordination (etcd): {', '.join(coordination)}")
-    rows.extend(objectives_block(services))
     rows.extend(views_block(services, every_view))
     return "\n".join(rows)
 

@@ -48,11 +48,12 @@ def recoveries_table(page: dict[str, Any]) -> list[str]:
 
 
 def objectives_block(services: list[dict[str, Any]]) -> list[str]:
-    """Under `bcd status`: each service's objectives (none when no service has one)."""
+    """Under `bcd status`'s table, after a blank line: each service's objectives (nothing when no service has
+    one)."""
     rows = [(service["name"], service.get("objectives") or {}) for service in services]
     rows = [(name, objectives) for name, objectives in rows if any(objectives.values())]
     if not rows:
         return []
     width = max(len(name) for name, _ in rows)
-    return ["objectives (RTO / RPO):", *(f"  {name:<{width}}  {objective_text(objectives.get('rto'))} / "
+    return ["", "objectives (RTO / RPO):", *(f"  {name:<{width}}  {objective_text(objectives.get('rto'))} / "
                                         f"{objective_text(objectives.get('rpo'))}" for name, objectives in rows)]
