@@ -22,11 +22,12 @@ total is within it; `rto_met` is None when there is no RTO or nothing verified y
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bcd.events import Event, EventKind, TargetVerified
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.model import RunResult, SiteState
 
@@ -106,6 +107,14 @@ class Recovery:
 
 def _span(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else max(0.0, end - start)
+
+
+def target_verified(at: float, service: str, run_id: int, step: str, extra: Mapping[str, object]) -> Event:
+    """The event a run's step journals when it has seen the target up (its `verified_site`): the recovery's
+    `verified` point, as it happens."""
+    site = str(extra["verified_site"])
+    return Event(EventKind.TARGET_VERIFIED, at, service, site, f"run {run_id}: {site} verified up by step {step!r}",
+                 TargetVerified(run_id, step))
 
 
 def kind_of(run: RunRecord) -> RecoveryKind:

@@ -26,19 +26,11 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from bcd.broker import BrokerLink
-from bcd.events import (
-    ApprovalWaiting,
-    Event,
-    EventKind,
-    RunFinished,
-    RunStarted,
-    StepFinished,
-    StepStarted,
-    TargetVerified,
-)
+from bcd.events import ApprovalWaiting, Event, EventKind, RunFinished, RunStarted, StepFinished, StepStarted
 from bcd.journal import INTERRUPTED, JournalWriteError, RunJournal, RunRecord, StepRecord
 from bcd.model import RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
+from bcd.recoveries import target_verified
 from bcd.runbooks import orphans
 from bcd.runbooks.render import mask, render
 from bcd.runbooks.specs import Runbook, Step
@@ -387,10 +379,8 @@ class Runner:
                         raise StepError(f"timeout after {timeout:g}s", retryable=kind.retry_timeouts) from None
                     if "verified_site" in ctx.extra:
                         run.verified_at = self.clock()
-                        site = str(ctx.extra["verified_site"])
-                        self.hooks.emit(Event(EventKind.TARGET_VERIFIED, run.verified_at, run.request.service, site,
-                                              f"run {run.id}: {site} verified up by step {step.name!r}",
-                                              TargetVerified(run.id, step.name)), run_id=run.id, site=site)
+                        event = target_verified(run.verified_at, run.request.service, run.id, step.name, ctx.extra)
+                        self.hooks.emit(event, run_id=run.id, site=event.site)
                     return attempts, outcome
         except StepError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
