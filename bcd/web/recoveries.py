@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bcd.model import RunResult
 from bcd.recoveries import PHASES, RecoveryKind
 from bcd.view import objectives_json
 from bcd.web.auth import Role
@@ -42,7 +43,7 @@ RECOVERY_SCHEMA: dict[str, Any] = {
         "run_id": {"type": "integer"}, "service": {"type": "string"},
         "kind": {"enum": [str(kind) for kind in RecoveryKind]}, "trigger": {"type": "string"},
         "plan": {"type": ["string", "null"], "description": "the recovery plan that made it; null: none"},
-        "from": {"type": "string"}, "to": {"type": "string"}, "result": {"type": "string"},
+        "from": {"type": "string"}, "to": {"type": "string"}, "result": {"enum": [str(result) for result in RunResult]},
         "timeline": {"type": "object", "description": "epoch seconds: the first failing observation of the site "
                      "left, the decision (that site confirmed down, else the run's start), the run's start, the "
                      "end of execution, the target verified; null where not known (yet)",

@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
+from bcd.web.openapi import document
 from tests.helpers.prometheus import RULES, promtool_binary
 from tests.integration.runbooks.daemon_kit import Bcd, Estate, sample
 
@@ -70,6 +72,7 @@ async def test_a_failover_keeps_its_timeline_consistent_with_its_steps(estate: E
     assert sum(phases[p] for p in PHASES) == pytest.approx(recovery["total"])
     assert recovery["total"] == pytest.approx(timeline["verified"] - timeline["failing"])
     assert (recovery["rto"], recovery["rto_met"], recovery["plan"]) == (300.0, True, None)
+    jsonschema.validate(recovery, document()["components"]["schemas"]["Recovery"])  # as the OpenAPI says
 
     service = await daemon.service()
     assert service["objectives"] == {"rto": 300.0, "rpo": 60.0}
