@@ -117,6 +117,12 @@ def add_operator_commands(commands: Any) -> None:
     runs.add_argument("service", nargs="?")
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(handler=cmd_runs)
+    recoveries = commands.add_parser("recoveries", help="a service's recoveries: their phases against the RTO")
+    add_client_arguments(recoveries)
+    recoveries.add_argument("service")
+    recoveries.add_argument("--limit", type=int, default=20)
+    recoveries.add_argument("--json", action="store_true")
+    recoveries.set_defaults(handler=cmd_recoveries)
     show = commands.add_parser("run-show", help="show one run with its steps")
     add_client_arguments(show)
     show.add_argument("run", type=int)
@@ -302,6 +308,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 @_api
+def cmd_recoveries(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from bcd.recovery_text import recoveries_table
+
+    page = _call(args, "GET", f"/api/v1/services/{quote(args.service, safe='')}/recoveries?limit={args.limit}")
+    print(json.dumps(page, indent=2) if args.json else "\n".join(recoveries_table(page)))
+    return EXIT_OK
+
+
+@_api
 def cmd_run_show(args: argparse.Namespace) -> int:
     run = _call(args, "GET", f"/api/v1/runs/{args.run}")
     if args.json:
@@ -382,7 +399,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    print(status_table(data["services"], colour=sys.stdout.isatty(), every_view=args.views))
+    from bcd.recovery_text import objectives_block
+
+    table = status_table(data["services"], colour=sys.stdout.isatty(), every_view=args.views)
+    print("\n".join([table, *objectives_block(data["services"])]))
     return EXIT_OK
 
 

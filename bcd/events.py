@@ -40,6 +40,7 @@ class EventKind(StrEnum):
     PLAN_FINISHED = "plan_finished"
     SITE_LOST = "site_lost"
     SITE_RECOVERED = "site_recovered"
+    TARGET_VERIFIED = "target_verified"
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -221,11 +222,19 @@ class SiteRecovered:
     lost_since: float
 
 
+@dataclass(frozen=True, slots=True)
+class TargetVerified:
+    """`target_verified` (the envelope's `site`): a run's step saw its target up; a recovery's `verified` point."""
+
+    run_id: int
+    step: str
+
+
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
-    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered
+    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -251,6 +260,7 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.PLAN_FINISHED: PlanFinished,
     EventKind.SITE_LOST: SiteLost,
     EventKind.SITE_RECOVERED: SiteRecovered,
+    EventKind.TARGET_VERIFIED: TargetVerified,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

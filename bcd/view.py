@@ -24,9 +24,10 @@ from bcd.model import Observation, RunKind
 from bcd.plans.model import PlanRun
 from bcd.plans.records import PlanJournal
 from bcd.probes.perfdata import perfdata_entry
+from bcd.recoveries import Recovery, RecoveryJournal
 from bcd.site_loss import LostSite
 
-__all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceState", "service_json"]
+__all__ = ["EngineView", "EstateView", "RunInProgress", "ServiceState", "objectives_json", "service_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,12 @@ class EstateView(Protocol):
 
     def run_in_progress(self, service: str) -> RunInProgress | None: ...
 
+    def recoveries(self, service: str, limit: int = 50) -> list[Recovery]:
+        """The service's newest recoveries (runs that are not dry runs, as timelines), newest first."""
+
+    def recoveries_after(self, run_id: int, limit: int = 500) -> list[Recovery]:
+        """Every service's recoveries with a run id above `run_id`, oldest first."""
+
     def running(self) -> set[str] | None:
         """The services with a run in progress; None before the runner starts."""
 
@@ -100,6 +107,7 @@ class EngineView:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._plans = PlanJournal(engine.journal)
+        self._recoveries = RecoveryJournal(engine.journal, engine.runs)
 
     @property
     def config(self) -> Config:
@@ -143,6 +151,14 @@ class EngineView:
             return None
         waiting = None if run.approval is None else run.waiting_step
         return RunInProgress(run.id, run.request.kind, run.request.to_site, waiting)
+
+    def recoveries(self, service: str, limit: int = 50) -> list[Recovery]:
+        return self._recoveries.recent(service, self.config.objectives(service).rto, limit)
+
+    def recoveries_after(self, run_id: int, limit: int = 500) -> list[Recovery]:
+        config = self.config
+        return self._recoveries.since(
+            run_id, lambda name: config.objectives(name).rto if name in config.services else None, limit)
 
     def running(self) -> set[str] | None:
         runner = self._engine.runner
@@ -199,13 +215,19 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
         "name": view.name, "description": config.description, "labels": config.labels,
         "status": str(view.status), "active": view.active, "home": config.active, "since": view.since,
         "reason": view.reason, "guard": view.guard and str(view.guard), "depends_on": list(config.depends_on),
-        "sites": sites,
+        "sites": sites, "objectives": objectives_json(estate.config, view.name),
     }
     cluster = estate.cluster_json(view.name)  # every vantage's view side by side, and who holds the lock
     if "views" in cluster and estate.config.cluster is not None:
         _mark_stale(cluster["views"], estate.config.cluster.lease_ttl)
     data.update(cluster)
     return data
+
+
+def objectives_json(config: Config, service: str) -> dict[str, float | None]:
+    """The service's effective objectives in seconds (its own, else the defaults'); null: none."""
+    objectives = config.objectives(service)
+    return {"rto": objectives.rto, "rpo": objectives.rpo}
 
 
 def _mark_stale(views: dict[str, Any], lease_ttl: float) -> None:

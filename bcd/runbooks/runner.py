@@ -31,6 +31,7 @@ from bcd.journal import INTERRUPTED, JournalWriteError, RunJournal, RunRecord, S
 from bcd.lifetime import hold
 from bcd.model import PlanRef, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
+from bcd.recoveries import target_verified
 from bcd.runbooks import orphans
 from bcd.runbooks.render import mask, render
 from bcd.runbooks.specs import Runbook, Step
@@ -384,6 +385,8 @@ class Runner:
                         raise StepError(f"timeout after {timeout:g}s", retryable=kind.retry_timeouts) from None
                     if "verified_site" in ctx.extra:
                         run.verified_at = self.clock()
+                        event = target_verified(run.verified_at, run.request.service, run.id, step.name, ctx.extra)
+                        self.hooks.emit(event, run_id=run.id, site=event.site)
                     return attempts, outcome
         except StepError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]

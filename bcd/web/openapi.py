@@ -16,6 +16,7 @@ from bcd.plans.model import MoveState, PlanState
 from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 from bcd.web.plans import PlanAbortBody, PlanRunBody
+from bcd.web.recoveries import RECOVERY_SCHEMA
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -71,6 +72,9 @@ SITE_HEALTH = {
         "probes": {"type": "object", "additionalProperties": {"type": "object"}},
     },
 }
+OBJECTIVES = {"type": "object", "description": "the effective recovery objectives in seconds (the service's, "
+              "else those under defaults:); null: none",
+              "properties": {"rto": {"type": ["number", "null"]}, "rpo": {"type": ["number", "null"]}}}
 SERVICE_SCHEMA = {
     "type": "object",
     "required": ["name", "status", "active", "home", "since", "reason", "sites", "labels"],
@@ -81,6 +85,7 @@ SERVICE_SCHEMA = {
         "since": {"type": "number"}, "reason": {"type": "string"}, "guard": {"type": ["string", "null"]},
         "depends_on": {"type": "array", "items": {"type": "string"}, "description": "the services it needs"},
         "sites": {"type": "object", "additionalProperties": SITE_HEALTH},
+        "objectives": OBJECTIVES,
         "views": {"type": "object", "description": "cluster members only: every live vantage's view of the "
                   "service's sites ({vantage: {age, stale, lease_ttl, executor, sites: {site: {state, since, "
                   "reason}}}}); age: seconds since this instance received it; stale: age is more than lease_ttl; "
@@ -202,6 +207,13 @@ def document() -> dict[str, Any]:
             "delete": _op("endMaintenance", "End maintenance (operator)", {"200": _json({"type": "object"})},
                           params=[SERVICE, _param("site", "query", {"type": "string"})], operator=True),
         },
+        "/api/v1/services/{service}/recoveries": {"get": _op(
+            "listRecoveries", "The service's recoveries (failovers, failbacks, drills) with their timelines, "
+            "newest first", {"200": _json({
+                "type": "object", "required": ["service", "objectives", "recoveries"],
+                "properties": {"service": {"type": "string"}, "objectives": OBJECTIVES,
+                               "recoveries": {"type": "array", "items": _ref("Recovery")}}})},
+            params=[SERVICE, _param("limit", "query", PAGE)])},
         "/api/v1/runs": {"get": _op("listRuns", "Recent runs, newest first", {"200": _json({
             "type": "object", "required": ["runs"], "properties": {"runs": {"type": "array", "items": _ref("Run")}}})},
             params=[_param("service", "query", {"type": "string"}), _param("limit", "query", PAGE)])},
@@ -232,7 +244,7 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Service": SERVICE_SCHEMA, "Run": RUN_SCHEMA, "Event": EVENT_SCHEMA,
-                        "PlanRun": PLAN_RUN_SCHEMA},
+                        "PlanRun": PLAN_RUN_SCHEMA, "Recovery": RECOVERY_SCHEMA},
             "responses": {"Problem": {"description": "An error (RFC 9457)", "content": {
                 "application/problem+json": {"schema": {
                     "type": "object", "required": ["title", "status"],

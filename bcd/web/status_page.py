@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bcd import __version__
+from bcd.durations import format_duration
 from bcd.view import EstateView, service_json
 from bcd.web import plan_page
 from bcd.web.auth import Denied, Role, require
@@ -256,6 +257,7 @@ def _row(service: dict[str, Any], sites: list[str]) -> str:
     label_text = " ".join(f"{key}={value}" for key, value in labels.items())
     description = (f'<span class="description">{_e(service["description"])}</span>'
                    if service["description"] else "")
+    description += _objectives(service.get("objectives") or {})
     guard = f'<span class="guard">guard: {_e(_words(service["guard"]))}</span>' if service["guard"] else ""
     guard += _cluster_status(service)
     cells = "".join(_site_cell(service, site) for site in sites)
@@ -268,6 +270,12 @@ def _row(service: dict[str, Any], sites: list[str]) -> str:
         f'{cells}<td class="labels"><ul>{label_items}</ul></td>'
         '<td class="actions operator-only"></td></tr>'
     )
+
+
+def _objectives(objectives: dict[str, float | None]) -> str:
+    """The service's RTO and RPO under its name (status.js `objectivesText`); nothing when it has neither."""
+    parts = [f"{name.upper()} {format_duration(value)}" for name, value in objectives.items() if value is not None]
+    return f'<span class="objectives">{_e(", ".join(parts))}</span>' if parts else ""
 
 
 def _site_cell(service: dict[str, Any], site: str) -> str:

@@ -537,7 +537,8 @@ class Estate:
             "state_dir": str(directory / "state"),
             "server": {"listen": f"127.0.0.1:{port}"},
             "sites": {"dorset": {"description": "County Hall"}, "hampshire": {"description": "Winchester"}},
-            "defaults": {"interval": interval, "timeout": timeout, "rise": 1, "fall": 3},
+            "defaults": {"interval": interval, "timeout": timeout, "rise": 1, "fall": 3,
+                         "objectives": {"rto": "30m", "rpo": "5m"}},
             "services": services,
             "runbooks": {
                 "move": {"description": "Move {service} from {from_site} to {to_site}", "steps": [

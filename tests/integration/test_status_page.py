@@ -306,9 +306,11 @@ XSS_LABEL = "<img src=x onerror=alert(1)> & co"
 async def test_the_page_follows_a_site_going_down_live(estate: Estate, browser: Browser) -> None:
     service = estate.service(mode="manual")
     service["labels"] = {"team": XSS_LABEL, "tier": "1"}
+    service["objectives"] = {"rto": "30m", "rpo": "5m"}
     bcd = await estate.start(_config(estate, services={"payroll": service}))
     _, _, html = await _fetch(bcd.url + "/")
     assert "&lt;img src=x onerror=alert(1)&gt; &amp; co" in html and XSS_LABEL not in html
+    assert '<span class="objectives">RTO 30m, RPO 5m</span>' in html
 
     await browser.open(bcd.url + "/")
     await browser.until(lambda d: d.find_element(By.ID, "connection").text == "● live", "the stream never connected")
@@ -326,6 +328,8 @@ async def test_the_page_follows_a_site_going_down_live(estate: Estate, browser: 
     assert any("site transition" in e and "payroll in dorset" in e and "503" in e for e in events)
     labels = (await browser.call(browser.rows))["payroll"]["labels"]
     assert f"team: {XSS_LABEL}" in labels.split("\n")  # re-rendered by the script: as text, not markup
+    objectives = await browser.call(browser.texts, '#estate tr[data-service="payroll"] .objectives')
+    assert objectives == ["RTO 30m, RPO 5m"]  # as the script renders it too
     assert await browser.call(lambda: browser.driver.find_elements(By.CSS_SELECTOR, "#estate img")) == []
 
 

@@ -66,6 +66,7 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
     EventKind.SITE_LOST: (events.SiteLost(("directory", "sql"), ("evacuate-dorset",)),
                           {"services": ["directory", "sql"], "plans": ["evacuate-dorset"]}),
     EventKind.SITE_RECOVERED: (events.SiteRecovered(("directory",), 3.0), {"services": ["directory"], "lost_since": 3.0}),
+    EventKind.TARGET_VERIFIED: (events.TargetVerified(7, "verify"), {"run_id": 7, "step": "verify"}),
 }
 
 

@@ -259,6 +259,20 @@
     return buttons;
   }
 
+  // The RTO and RPO under the service's name, as status_page._objectives renders them.
+  function durationText(seconds) {
+    for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]]) {
+      if (seconds >= size && seconds % size === 0) return `${seconds / size}${unit}`;
+    }
+    return `${Math.round(seconds * 1000)}ms`;
+  }
+
+  function objectivesText(objectives) {
+    const parts = Object.entries(objectives || {}).filter(([, value]) => value !== null && value !== undefined)
+      .map(([name, value]) => `${name.toUpperCase()} ${durationText(value)}`);
+    return parts.length ? el('span', { class: 'objectives' }, parts.join(', ')) : null;
+  }
+
   function renderRow(service) {
     const labels = Object.entries(service.labels || {});
     return el('tr', {
@@ -267,7 +281,8 @@
       'data-status': service.status,
     },
     el('th', { scope: 'row' }, el('span', { class: 'service-name' }, service.name),
-      service.description ? el('span', { class: 'description' }, service.description) : null),
+      service.description ? el('span', { class: 'description' }, service.description) : null,
+      objectivesText(service.objectives)),
     el('td', { class: `status status-${service.status}` },
       el('span', { class: 'status-text' }, words(service.status)),
       service.guard ? el('span', { class: 'guard' }, `guard: ${words(service.guard)}`) : null,
