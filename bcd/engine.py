@@ -29,6 +29,7 @@ from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, Sa
 from bcd.journal_writer import JournalWriter
 from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
+from bcd.runbooks.gate import gated
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
 log = structlog.get_logger("bcd.engine")
@@ -278,8 +279,10 @@ class Engine:
         transfer = service.failover if kind is RunKind.FAILOVER else service.failback
         assert transfer is not None
         view = self.services[name]
+        gate = self.config.require_approval
+        runbook = gated(self.config.runbooks[transfer.runbook], gate, kind, name, service.labels)
         return self.runner.start(RunRequest(
-            service=name, runbook_name=transfer.runbook, runbook=self.config.runbooks[transfer.runbook], kind=kind,
+            service=name, runbook_name=transfer.runbook, runbook=runbook, kind=kind,
             from_site=view.active, to_site=to_site, trigger=trigger, reason=reason, dry_run=dry_run, forced=forced,
             evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)), fence=fence,
         ))

@@ -29,6 +29,8 @@ class EventKind(StrEnum):
     RUN_STARTED = "run_started"
     RUN_FINISHED = "run_finished"
     APPROVAL_WAITING = "approval_waiting"
+    APPROVAL_GIVEN = "approval_given"
+    APPROVAL_REFUSED = "approval_refused"
     STEP_STARTED = "step_started"
     STEP_FINISHED = "step_finished"
     VIEWS_CHANGED = "views_changed"
@@ -124,6 +126,25 @@ class ApprovalWaiting:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalGiven:
+    """`approval_given`: `by` approved (the envelope's reason says why); `approvals` of `needed` so far."""
+
+    run_id: int
+    step: str
+    by: str
+    approvals: tuple[str, ...]
+    needed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRefused:
+    """`approval_refused`: an approval by `by` was refused (the envelope's reason says why)."""
+
+    run_id: int
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class StepStarted:
     run_id: int
     seq: int
@@ -176,6 +197,7 @@ class SiteRecovered:
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
+    | ApprovalGiven | ApprovalRefused
     | StepStarted | StepFinished | RunNotStarted | JournalGap | SiteLost | SiteRecovered
 )
 
@@ -191,6 +213,8 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.RUN_STARTED: RunStarted,
     EventKind.RUN_FINISHED: RunFinished,
     EventKind.APPROVAL_WAITING: ApprovalWaiting,
+    EventKind.APPROVAL_GIVEN: ApprovalGiven,
+    EventKind.APPROVAL_REFUSED: ApprovalRefused,
     EventKind.STEP_STARTED: StepStarted,
     EventKind.STEP_FINISHED: StepFinished,
     EventKind.VIEWS_CHANGED: RunNotStarted,

@@ -16,6 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
 from bcd import dependencies
+from bcd.authority import ApprovalGate
 from bcd.config.mqtt import MqttSettings
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
@@ -297,6 +298,8 @@ class Config(Model):
     runbooks: dict[Name, Runbook] = {}
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     auth: Auth = Field(default_factory=Auth)
+    require_approval: ApprovalGate | None = Field(
+        None, description="a failover of a service with these labels waits for an approval before its first step")
     mqtt: MqttSettings | None = None
     alerts: Alerts = Field(default_factory=Alerts)
     cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")

@@ -25,6 +25,7 @@ import aiohttp
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from bcd import events
 from bcd.broker import BrokerLink
 from bcd.events import ApprovalWaiting, Event, EventKind, RunFinished, RunStarted, StepFinished, StepStarted
 from bcd.journal import INTERRUPTED, JournalWriteError, RunJournal, RunRecord, StepRecord
@@ -33,7 +34,7 @@ from bcd.policy import RunInfo
 from bcd.runbooks import orphans
 from bcd.runbooks.render import mask, render
 from bcd.runbooks.specs import Runbook, Step
-from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
+from bcd.runbooks.steps.base import ApprovalNeed, StepContext, StepError, StepOutcome
 from bcd.runbooks.steps.registry import BY_NAME
 from bcd.runbooks.templates import RENDERED
 from bcd.stats import Histogram
@@ -108,6 +109,8 @@ class ActiveRun:
     main: asyncio.Task[bool] | None = None
     approval: asyncio.Future[str] | None = None
     waiting_step: str = ""
+    need: ApprovalNeed | None = None  # what the approval waited on asks for
+    approvals: list[str] = field(default_factory=list)  # who approved it so far
     aborted_by: str | None = None
     verified_at: float | None = None
     seq: int = 0
@@ -235,11 +238,27 @@ class Runner:
         self.hooks.run_changed(request.service)
         return run
 
-    def approve(self, run_id: int, by: str) -> bool:
+    def waiting(self, run_id: int) -> ActiveRun | None:
+        """The run, while it waits for an approval it has not had yet."""
         run = self.find(run_id)
-        if run is None or run.approval is None or run.approval.done():
+        if run is None or run.approval is None or run.approval.done() or run.need is None:
+            return None
+        return run
+
+    def approve(self, run_id: int, by: str, reason: str = "") -> bool:
+        """Count `by`'s approval of the step the run waits on (journaled, with `reason`); the step goes on once
+        its need is met. False when the run waits for none. Whether `by` may approve is `bcd.operations`'s."""
+        run = self.waiting(run_id)
+        if run is None or run.approval is None or run.need is None:
             return False
-        run.approval.set_result(by)
+        run.approvals.append(by)
+        self.hooks.emit(
+            Event(EventKind.APPROVAL_GIVEN, self.clock(), run.request.service, None, f"{by}: {reason or 'approved'}",
+                  events.ApprovalGiven(run.id, run.waiting_step, by, tuple(run.approvals), run.need.approvers)),
+            run_id=run.id, by=by,
+        )
+        if len(run.approvals) >= run.need.approvers:
+            run.approval.set_result(", ".join(run.approvals))
         return True
 
     def abort(self, run_id: int, by: str) -> bool:
@@ -389,13 +408,14 @@ class Runner:
         return StepContext(
             service=service, run_id=run.id, variables=variables, http=self._http(),
             site_state=lambda site: self.hooks.site_state(service, site),
-            wait_approval=lambda prompt, timeout: self._wait_approval(run, prompt, timeout),
+            wait_approval=lambda need, timeout: self._wait_approval(run, need, timeout),
             broker=self.broker,
         )
 
-    async def _wait_approval(self, run: ActiveRun, prompt: str, limit: float) -> str:
+    async def _wait_approval(self, run: ActiveRun, need: ApprovalNeed, limit: float) -> str:
         run.approval = asyncio.get_running_loop().create_future()
-        run.waiting_step = prompt or run.step_name or f"step {run.seq}"
+        run.need, run.approvals = need, []
+        run.waiting_step = need.prompt or run.step_name or f"step {run.seq}"
         self.journal.set_result(run.id, RunResult.WAITING_APPROVAL)
         self.hooks.emit(
             Event(EventKind.APPROVAL_WAITING, self.clock(), run.request.service, None,
@@ -409,7 +429,7 @@ class Runner:
         except TimeoutError:
             raise StepError(f"no approval within {limit:g}s") from None
         finally:
-            run.approval = None
+            run.approval, run.need = None, None
             run.waiting_step = ""
             self.journal.set_result(run.id, RunResult.RUNNING)
             self.hooks.run_changed(run.request.service)
