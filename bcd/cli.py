@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bcd import __version__
+from bcd import __version__, tokens
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
 
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--views", action="store_true", help="in a cluster: the reason of every vantage's view")
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
+    tokens.add_commands(commands)
     return parser
 
 

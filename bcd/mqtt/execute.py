@@ -8,11 +8,12 @@ from bcd.model import RunKind
 from bcd.mqtt.commands import Command, CommandAction
 
 
-async def execute(operations: ops.Operations, command: Command, key: Actor | None = None) -> tuple[bool, str]:
-    """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal. `key`:
-    the role and scope of the key that signed it (None: the one `hmac_key_file`, an operator of every service)."""
-    who = Actor(f"mqtt:{command.by}", Role.OPERATOR) if key is None else Actor(
-        f"mqtt:{command.by}", key.role, key.scope)
+async def execute(operations: ops.Operations, command: Command) -> tuple[bool, str]:
+    """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal. It acts
+    with the role and scope of the key that signed it (`bcd.operations` decides what that allows)."""
+    signer = command.signer
+    who = Actor(f"mqtt:{command.by}", Role.OPERATOR) if signer is None else Actor(
+        f"mqtt:{command.by}", signer.role, signer.scope)
     outcome = await operations.perform(intent_of(command), who)
     if isinstance(outcome, ops.Accepted):
         return True, outcome.detail
