@@ -125,6 +125,8 @@ def document() -> dict[str, Any]:
             "200": {"description": "text exposition format", "content": {"text/plain": STRING}}})},
         "/api/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
                                          "responses": {"200": _json({"type": "object"}), "4XX": PROBLEM}}},
+        "/api/v1/whoami": {"get": _op("whoami", "The caller: name, role, scope, and what it may do where", {
+            "200": _json({"type": "object", "required": ["name", "role", "actions", "services"]})})},
         "/api/v1/services": {"get": _op("listServices", "Every service with its sites", {"200": _json({
             "type": "object", "required": ["services"],
             "properties": {"services": {"type": "array", "items": _ref("Service")}}})})},

@@ -57,6 +57,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/runs/{run}", get_run)
     app.router.add_post("/api/v1/runs/{run}/approve", approve)
     app.router.add_post("/api/v1/runs/{run}/abort", abort)
+    app.router.add_get("/api/v1/whoami", whoami)
 
 
 def caller(request: web.Request, role: Role = Role.VIEWER) -> Actor:
@@ -227,3 +228,17 @@ async def _control(request: web.Request, action: str) -> web.Response:
     if isinstance(done, web.Response):
         return done
     return web.json_response({"run": run_id, "action": action, "by": who.name}, status=202)
+
+
+@handler
+async def whoami(request: web.Request) -> web.Response:
+    """Who the token is, the actions its role allows and the services its scope covers (as `bcd.operations`
+    decides them): the status page shows only the buttons the token may use."""
+    who = caller(request)
+    operations = request.app[CONTEXT].operations
+    actions = [action.name.lower() for action in Action if operations.permitted(who, action) is None]
+    services = [name for name in request.app[CONTEXT].view.config.services
+                if operations.out_of_scope(who, name) is None]
+    scope = None if who.scope is None else who.scope.labels
+    return web.json_response({"name": who.name, "role": who.role.word, "scope": scope, "actions": actions,
+                              "services": services})
