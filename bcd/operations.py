@@ -157,7 +157,7 @@ class Operations:
         unknown = None if intent.service is None else self.unknown_service(intent.service)
         if unknown is not None:
             return unknown
-        forbidden = self.permitted(actor, ACTIONS[type(intent)])
+        forbidden = self.permitted(actor, ACTIONS.get(type(intent), Action.TRANSFER))  # another intent: an operator's
         if forbidden is None and intent.service is not None:
             forbidden = self.out_of_scope(actor, intent.service)
         if forbidden is not None:

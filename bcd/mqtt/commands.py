@@ -112,7 +112,8 @@ def sign(obj: dict[str, Any], key: bytes) -> str:
 def verify(
     raw: bytes, key: Keys, now: float, seen: Container[str], *, max_age: float = 60.0, retained: bool = False
 ) -> Command | Refusal:
-    """Check one command payload; pure: no clock, no I/O, `seen` is only read. Never raises.
+    """Check one command payload; pure: no clock, no I/O, `seen` is only read. Never raises. `key` is one key,
+    or several `Signer`s: every one is tried, and the Command names the one that signed it (`signer`).
 
     Refused: larger than 8 KiB, more than `MAX_BRACKETS` brackets outside strings, not a JSON object
     (or duplicate keys), a retained message, unsigned or with a bad signature (constant-time compare), wrong
