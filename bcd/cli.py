@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bcd import __version__
+from bcd import __version__, tokens
 from bcd.cli_plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
     add_plan_commands(commands, ClientKit(_api, _call, add_client_arguments, _when))
+    tokens.add_commands(commands)
     return parser
 
 

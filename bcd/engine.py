@@ -1,12 +1,10 @@
-"""The live estate: applies observations to the pure health machines, asks the pure policy what each
-service should do, starts runbooks, persists and announces every change.
-
-This is the edge around `bcd.health` and `bcd.policy`: it owns the current `SiteHealth` of every
-(service, site) and the view of every service, writes each change to the journal before announcing it
-on the bus (one group commit per 50 ms, without waiting for the disk: probes re-derive health after a
-power cut; runs and steps are committed to disk at once by the runner), and logs one line per change.
-A journal that cannot be written never silences a change (`bcd.journal_writer`); while it lasts no run
-starts and operator actions are refused (JournalWriteError).
+"""The live estate: applies observations to the pure health machines, asks the pure policy what each service
+should do, starts runbooks, persists and announces every change. The edge around `bcd.health` and `bcd.policy`:
+it owns every (service, site)'s `SiteHealth` and every service's view, journals each change before announcing it
+on the bus (one group commit per 50 ms, not waiting for the disk: probes re-derive health after a power cut;
+the runner commits runs and steps to disk at once), and logs one line per change. A journal that cannot be
+written never silences a change (`bcd.journal_writer`); while it lasts no run starts and operator actions are
+refused (JournalWriteError).
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, Sa
 from bcd.journal_writer import JournalWriter
 from bcd.model import Guard, Observation, PlanRef, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
+from bcd.runbooks.gate import gated
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
 log = structlog.get_logger("bcd.engine")
@@ -279,13 +278,12 @@ class Engine:
         service = self.config.services[name]
         transfer = service.failover if kind is RunKind.FAILOVER else service.failback
         assert transfer is not None
-        view = self.services[name]
+        view, gate = self.services[name], self.config.require_approval
+        runbook = gated(self.config.runbooks[transfer.runbook], gate, kind, name, service.labels)
         return self.runner.start(RunRequest(
-            service=name, runbook_name=transfer.runbook, runbook=self.config.runbooks[transfer.runbook], kind=kind,
-            from_site=view.active, to_site=to_site, trigger=trigger, reason=reason, dry_run=dry_run, forced=forced,
-            evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)), fence=fence,
-            plan=plan,
-        ))
+            service=name, runbook_name=transfer.runbook, runbook=runbook, kind=kind, from_site=view.active,
+            to_site=to_site, trigger=trigger, reason=reason, dry_run=dry_run, forced=forced, plan=plan,
+            evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)), fence=fence))
 
     def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
         """The last observation of each of these probes of a site that has run (looked up, not searched for:

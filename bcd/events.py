@@ -29,6 +29,8 @@ class EventKind(StrEnum):
     RUN_STARTED = "run_started"
     RUN_FINISHED = "run_finished"
     APPROVAL_WAITING = "approval_waiting"
+    APPROVAL_GIVEN = "approval_given"
+    APPROVAL_REFUSED = "approval_refused"
     STEP_STARTED = "step_started"
     STEP_FINISHED = "step_finished"
     VIEWS_CHANGED = "views_changed"
@@ -127,6 +129,25 @@ class ApprovalWaiting:
     run_id: int
     step: str
     timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalGiven:
+    """`approval_given`: `by` approved (the envelope's reason says why); `approvals` of `needed` so far."""
+
+    run_id: int
+    step: str
+    by: str
+    approvals: tuple[str, ...]
+    needed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRefused:
+    """`approval_refused`: an approval by `by` was refused (the envelope's reason says why)."""
+
+    run_id: int
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +254,7 @@ class TargetVerified:
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
+    | ApprovalGiven | ApprovalRefused
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
     | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified
 )
@@ -249,6 +271,8 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.RUN_STARTED: RunStarted,
     EventKind.RUN_FINISHED: RunFinished,
     EventKind.APPROVAL_WAITING: ApprovalWaiting,
+    EventKind.APPROVAL_GIVEN: ApprovalGiven,
+    EventKind.APPROVAL_REFUSED: ApprovalRefused,
     EventKind.STEP_STARTED: StepStarted,
     EventKind.STEP_FINISHED: StepFinished,
     EventKind.VIEWS_CHANGED: RunNotStarted,

@@ -2,11 +2,16 @@
 acknowledge, maintenance start and end, approve and abort; and recovery plans (run, resume, abort, done, approve
 a gate), carried out by `bcd.plans` which moves each service through here like any other caller.
 
-Every surface (the HTTP API, the MQTT command reader, and the CLI through the API) checks who is asking
-in its own way, then hands a typed request naming `by` to `Operations.perform` and turns the typed outcome
-into its own answer. `perform` never raises for a refusal: an unknown service, site or run, a guard of the
-policy, a run not in the state asked for, or a journal that cannot be written each come back as `Refused`
-with a kind (that the API maps to its status) and a readable reason.
+Every surface (the HTTP API, the MQTT command reader, and the CLI through the API) finds out who is asking
+in its own way (a token, a signing key), then hands a typed request naming `by` to `Operations.perform`, with
+the `Actor` (role and scope) that asks, and turns the typed outcome into its own answer. All authorisation is
+decided here: the actor's role (`bcd.authority.NEEDS`), its scope (the service's labels), and the four-eyes
+rules of an approval step (no second approval by the same person; none by the initiator when the step says
+`distinct_from_initiator`); a refused approval is journaled (`approval_refused`) with who and why.
+
+`perform` never raises for a refusal: a role or scope that does not allow it, an unknown service, site or
+run, a guard of the policy, a run not in the state asked for, or a journal that cannot be written each come
+back as `Refused` with a kind (that the API maps to its status) and a readable reason.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from bcd.authority import TRUSTED, Action, Actor
 from bcd.engine import Engine, RequestRefused
+from bcd.events import ApprovalRefused, Event, EventKind
 from bcd.journal import JournalWriteError, RunRecord
 from bcd.model import Guard, PlanRef, RunKind
 from bcd.plans.model import PlanRun
@@ -135,7 +142,14 @@ class PlanControl(Protocol):
     async def perform(self, intent: PlanIntent) -> Outcome: ...
 
 
+ACTIONS: dict[type, Action] = {
+    Transfer: Action.TRANSFER, Acknowledge: Action.ACKNOWLEDGE, StartMaintenance: Action.MAINTENANCE,
+    EndMaintenance: Action.MAINTENANCE, Approve: Action.APPROVE, Abort: Action.ABORT,
+}
+
+
 class Refusal(StrEnum):
+    FORBIDDEN = "forbidden"  # the actor's role or scope does not allow it (HTTP 403)
     NOT_FOUND = "not_found"  # no such service, site or run (HTTP 404)
     CONFLICT = "conflict"  # a guard of the policy, or the run is not in the state asked for (HTTP 409)
     UNAVAILABLE = "unavailable"  # the journal cannot be written, or the runner is not started (HTTP 503)
@@ -164,7 +178,7 @@ Outcome = Accepted | Refused
 
 
 class Operations:
-    """Carries out intents against the engine. Authorisation is the caller's: `by` names who asked."""
+    """Carries out intents against the engine, for the actor asking: `by` names who asked, as journaled."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -179,24 +193,40 @@ class Operations:
             return None
         return Refused(Refusal.NOT_FOUND, f"no service named {name!r}")
 
-    async def perform(self, intent: Intent) -> Outcome:
-        """Carry out `intent`: Accepted, or Refused with its kind and reason. While the journal cannot be
-        written every action is refused (UNAVAILABLE) with the journal's reason."""
+    @staticmethod
+    def permitted(actor: Actor, action: Action) -> Refused | None:
+        """The refusal (FORBIDDEN) when `actor`'s role may never do `action`, or None: what a surface may ask
+        before it reads a request's body. `perform` asks it again, with the service's scope."""
+        why = actor.refusal(action)
+        return None if why is None else Refused(Refusal.FORBIDDEN, why)
+
+    def out_of_scope(self, actor: Actor, service: str) -> Refused | None:
+        """The refusal (FORBIDDEN) when `service` is outside `actor`'s scope, or None."""
+        config = self._engine.config.services.get(service)
+        why = actor.out_of_scope(service, {} if config is None else config.labels)
+        return None if why is None else Refused(Refusal.FORBIDDEN, why)
+
+    async def perform(self, intent: Intent, actor: Actor = TRUSTED) -> Outcome:
+        """Carry out `intent` for `actor`: Accepted, or Refused with its kind and reason. While the journal
+        cannot be written every action is refused (UNAVAILABLE) with the journal's reason."""
         try:
-            return await self._perform(intent)
+            return await self._perform(intent, actor)
         except JournalWriteError as exc:
             return Refused(Refusal.UNAVAILABLE, str(exc))
 
-    async def _perform(self, intent: Intent) -> Outcome:
+    async def _perform(self, intent: Intent, actor: Actor) -> Outcome:
         if isinstance(intent, RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate):
-            if self._plans is None:
-                return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
-            return await self._plans.perform(intent)
+            return await self._plan(intent, actor)
         unknown = None if intent.service is None else self.unknown_service(intent.service)
         if unknown is not None:
             return unknown
+        forbidden = self.permitted(actor, ACTIONS.get(type(intent), Action.TRANSFER))  # another intent: an operator's
+        if forbidden is None and intent.service is not None:
+            forbidden = self.out_of_scope(actor, intent.service)
+        if forbidden is not None:
+            return forbidden
         if isinstance(intent, Approve | Abort):
-            return self._control(intent)
+            return self._control(intent, actor)
         if isinstance(intent, Transfer):
             return await self._transfer(intent)
         if isinstance(intent, Acknowledge):
@@ -212,6 +242,19 @@ class Operations:
         except KeyError as exc:
             return Refused(Refusal.NOT_FOUND, str(exc.args[0]) if exc.args else "unknown site")
         return Accepted(f"maintenance ended for {', '.join(sites) or 'no site'}", sites=sites)
+
+    async def _plan(self, intent: RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate, actor: Actor) -> Outcome:
+        """A recovery plan's intent: an operator's (a gate's approval: an approver's), never a scoped token's (a
+        plan moves services of every owner)."""
+        forbidden = self.permitted(actor, Action.APPROVE if isinstance(intent, ApproveGate) else Action.TRANSFER)
+        if forbidden is None and actor.scope is not None:
+            forbidden = Refused(Refusal.FORBIDDEN, f"{actor.name} may act only on services labelled {actor.scope}; "
+                                                   "a recovery plan acts on services of every owner")
+        if forbidden is not None:
+            return forbidden
+        if self._plans is None:
+            return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
+        return await self._plans.perform(intent)
 
     async def _transfer(self, intent: Transfer) -> Outcome:
         """Through `engine.submit()`: on a cluster member it first takes the service's lock in etcd."""
@@ -231,21 +274,46 @@ class Operations:
         until = max((engine.sites[(intent.service, s)].maintenance_until or 0.0) for s in sites)
         return Accepted(f"maintenance of {', '.join(sites)} for {intent.duration:g}s", sites=sites, until=until)
 
-    def _control(self, intent: Approve | Abort) -> Outcome:
+    def _control(self, intent: Approve | Abort, actor: Actor) -> Outcome:
         engine = self._engine
         record = engine.runs.get(intent.run)
         if record is None:
             return Refused(Refusal.NOT_FOUND, f"no run {intent.run}")
         if intent.service is not None and record.service != intent.service:
             return Refused(Refusal.CONFLICT, f"run {intent.run} belongs to {record.service}, not {intent.service}")
+        forbidden = self.out_of_scope(actor, record.service)
+        if forbidden is not None:
+            return forbidden
         runner = engine.runner
         if runner is None:
             return Refused(Refusal.UNAVAILABLE, "the runner is not started")
         if isinstance(intent, Approve):
-            engine.writable()  # the approved step could not be journaled: refused now rather than failed later
-            if runner.approve(intent.run, intent.by):
-                return Accepted(f"run {intent.run} approved")
-            return Refused(Refusal.CONFLICT, f"run {intent.run} is not waiting for approval")
+            return self._approve(intent, record.service)
         if runner.abort(intent.run, intent.by):
             return Accepted(f"run {intent.run} aborted")
         return Refused(Refusal.CONFLICT, f"run {intent.run} is not in progress")
+
+    def _approve(self, intent: Approve, service: str) -> Outcome:
+        """Count an approval, unless the four-eyes rules of the step refuse it (journaled either way)."""
+        engine = self._engine
+        runner = engine.runner
+        assert runner is not None
+        engine.writable()  # the approved step could not be journaled: refused now rather than failed later
+        run = runner.waiting(intent.run)
+        if run is None or run.need is None:
+            return Refused(Refusal.CONFLICT, f"run {intent.run} is not waiting for approval")
+        why = None
+        if intent.by in run.approvals:
+            why = (f"{intent.by} has already approved run {intent.run}; step {run.waiting_step!r} needs "
+                   f"{run.need.approvers} different approvers")
+        elif run.need.distinct_from_initiator and intent.by == run.request.trigger:
+            why = f"{intent.by} started run {intent.run}; step {run.waiting_step!r} needs an approval by someone else"
+        if why is not None:
+            engine.emit(Event(EventKind.APPROVAL_REFUSED, engine.clock(), service, None, why,
+                              ApprovalRefused(intent.run, intent.by)), run_id=intent.run, by=intent.by)
+            return Refused(Refusal.CONFLICT, why)
+        runner.approve(intent.run, intent.by, intent.reason)
+        missing = run.need.approvers - len(run.approvals)
+        if missing > 0:
+            return Accepted(f"run {intent.run} approved by {intent.by}; {missing} more approval(s) needed")
+        return Accepted(f"run {intent.run} approved")

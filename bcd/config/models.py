@@ -16,6 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
 from bcd import dependencies
+from bcd.authority import ApprovalGate
 from bcd.config.mqtt import MqttSettings
 from bcd.config.plans import PlanConfig
 from bcd.config.plans import problems as plan_problems
@@ -327,6 +328,8 @@ class Config(Model):
     runbooks: dict[Name, Runbook] = {}
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     auth: Auth = Field(default_factory=Auth)
+    require_approval: ApprovalGate | None = Field(
+        None, description="a failover of a service with these labels waits for an approval before its first step")
     mqtt: MqttSettings | None = None
     alerts: Alerts = Field(default_factory=Alerts)
     cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
@@ -348,7 +351,8 @@ class Config(Model):
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
         problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
-                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies(), *plan_problems(self)]
+                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies(), *plan_problems(self),
+                    *self._scopes()]
         if problems:
             summary = "; ".join(".".join(map(str, loc)) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
@@ -360,6 +364,13 @@ class Config(Model):
                 if site not in self.sites:
                     loc = ("services", service_name, "sites", site)
                     yield loc, f"site {site!r} is not declared under sites"
+
+    def _scopes(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        """A scope that matches no service is a typo (an owner misspelt), not a token for nothing."""
+        scoped = [(("auth", "tokens", t.name, "scope"), t.scope) for t in self.auth.tokens]
+        for loc, scope in scoped + (self.mqtt.commands.scopes() if self.mqtt is not None else []):
+            if scope is not None and not any(scope.matches(s.labels) for s in self.services.values()):
+                yield loc, f"scope {scope} matches no service (no service has those labels)"
 
     def _dependencies(self) -> Iterator[tuple[tuple[str, ...], str]]:
         graph = {name: service.depends_on for name, service in self.services.items()}

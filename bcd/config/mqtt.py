@@ -3,10 +3,11 @@ the broker link can name it without importing the whole config."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bcd.authority import Selector
 from bcd.credentials import CredentialFile
 from bcd.durations import Duration
 from bcd.specs import Model
@@ -14,12 +15,22 @@ from bcd.specs import Model
 MAX_IN_FLIGHT = 32  # each waits at most for etcd's deadline (a failover taking its lock): a burst, not a backlog
 
 
+class CommandKey(Model):
+    """A signing key of its own (one per council): the commands it signs act with its role, on its scope."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    hmac_key_file: CredentialFile = Field(description="HMAC-SHA256 key; relative to $CREDENTIALS_DIRECTORY")
+    role: Literal["approver", "operator"] = "operator"
+    scope: Selector | None = Field(None, description="only the services whose labels match (default: all)")
+
+
 class MqttCommands(Model):
     """Operator commands over MQTT: off unless enabled, and then only HMAC-signed, fresh, never replayed."""
 
     enabled: bool = False
     hmac_key_file: CredentialFile | None = Field(
-        None, description="HMAC-SHA256 key; relative to $CREDENTIALS_DIRECTORY")
+        None, description="HMAC-SHA256 key (an operator of every service); relative to $CREDENTIALS_DIRECTORY")
+    keys: list[CommandKey] = Field([], description="more signing keys, each with its own role and scope")
     max_age: Duration = Field(60.0, description="refuse commands whose ts is older (or further ahead) than this")
     max_in_flight: int = Field(
         MAX_IN_FLIGHT, ge=1, le=10_000,
@@ -28,11 +39,16 @@ class MqttCommands(Model):
 
     @model_validator(mode="after")
     def _key_when_enabled(self) -> MqttCommands:
-        if self.enabled and not self.hmac_key_file:
-            raise ValueError("commands.enabled needs commands.hmac_key_file")
+        if self.enabled and not self.hmac_key_file and not self.keys:
+            raise ValueError("commands.enabled needs commands.hmac_key_file (or commands.keys)")
         if self.max_age <= 0:
             raise ValueError("max_age must be positive")
         return self
+
+
+    def scopes(self) -> list[tuple[tuple[str, ...], Selector | None]]:
+        """Each key's scope, with where it is in the config."""
+        return [(("mqtt", "commands", "keys", key.name, "scope"), key.scope) for key in self.keys]
 
 
 class MqttSettings(Model):

@@ -13,11 +13,12 @@ import json
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Container
-from dataclasses import dataclass
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from bcd.authority import Role, Selector
 from bcd.durations import MAINTENANCE, parse_between
 from bcd.json_nesting import too_nested
 
@@ -66,6 +67,20 @@ RUN_ACTIONS = frozenset({CommandAction.APPROVE, CommandAction.ABORT, CommandActi
 
 
 @dataclass(frozen=True, slots=True)
+class Signer:
+    """A signing key, and what the commands it signs may do: `commands.hmac_key_file` (name "") is an operator
+    of every service; each of `commands.keys` has its own role and scope."""
+
+    secret: bytes
+    name: str = ""
+    role: Role = Role.OPERATOR
+    scope: Selector | None = None
+
+
+Keys = bytes | Sequence[Signer]  # one key (an operator of every service), or several
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """A command whose signature, freshness and shape were verified."""
 
@@ -82,6 +97,7 @@ class Command:
     run: int | None = None  # a run id; for the plan_* actions, a plan run id
     plan: str | None = None
     now: bool = False
+    signer: Signer | None = None  # the key that signed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +126,10 @@ def sign(obj: dict[str, Any], key: bytes) -> str:
 
 
 def verify(
-    raw: bytes, key: bytes, now: float, seen: Container[str], *, max_age: float = 60.0, retained: bool = False
+    raw: bytes, key: Keys, now: float, seen: Container[str], *, max_age: float = 60.0, retained: bool = False
 ) -> Command | Refusal:
-    """Check one command payload; pure: no clock, no I/O, `seen` is only read. Never raises.
+    """Check one command payload; pure: no clock, no I/O, `seen` is only read. Never raises. `key` is one key,
+    or several `Signer`s: every one is tried, and the Command names the one that signed it (`signer`).
 
     Refused: larger than 8 KiB, more than `MAX_BRACKETS` brackets outside strings, not a JSON object
     (or duplicate keys), a retained message, unsigned or with a bad signature (constant-time compare), wrong
@@ -144,7 +161,7 @@ def _read(raw: bytes) -> tuple[dict[str, Any], str] | Refusal:
     return obj, raw_id
 
 
-def _verify(raw: bytes, key: bytes, now: float, seen: Container[str], *, max_age: float, retained: bool
+def _verify(raw: bytes, key: Keys, now: float, seen: Container[str], *, max_age: float, retained: bool
             ) -> Command | Refusal:
     read = _read(raw)
     if isinstance(read, Refusal):
@@ -156,14 +173,14 @@ def _verify(raw: bytes, key: bytes, now: float, seen: Container[str], *, max_age
     if sig is None:
         return Refusal(command_id, "unsigned: no sig")
     try:
-        expected = sign(obj, key)
+        body = canonical(obj)
     except UnicodeEncodeError:
         return Refusal(command_id, "not JSON: a string holds a lone surrogate (\\ud800-\\udfff) escape")
-    if not isinstance(sig, str) or not hmac.compare_digest(sig.lower().encode("utf-8", "replace"),
-                                                           expected.encode()):
+    signer = _signer(sig, body, (Signer(key),) if isinstance(key, bytes) else key)
+    if signer is None:
         return Refusal(command_id, "bad signature")
     try:
-        command = _parse(obj, command_id)
+        command = replace(_parse(obj, command_id), signer=signer)
     except _Malformed as exc:
         return Refusal(command_id, str(exc), signed=True)
     age = now - command.ts
@@ -174,6 +191,18 @@ def _verify(raw: bytes, key: bytes, now: float, seen: Container[str], *, max_age
     if command_id in seen:
         return Refusal(command_id, "replayed: this id was seen before", signed=True)
     return command
+
+
+def _signer(sig: object, body: bytes, signers: Sequence[Signer]) -> Signer | None:
+    """The key whose HMAC of `body` is `sig`; every key is tried (constant-time compares), so the time taken
+    does not say which one matched."""
+    if not isinstance(sig, str):
+        return None
+    given, found = sig.lower().encode("utf-8", "replace"), None
+    for signer in signers:
+        if hmac.compare_digest(given, hmac.new(signer.secret, body, hashlib.sha256).hexdigest().encode()):
+            found = signer
+    return found
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from bcd import operations as ops
+from bcd.authority import Actor, Role
 from bcd.model import RunKind
 from bcd.mqtt.commands import Command, CommandAction
 
 
 async def execute(operations: ops.Operations, command: Command) -> tuple[bool, str]:
-    """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal."""
-    outcome = await operations.perform(intent_of(command))
+    """Carry out a verified command: (accepted, what happened or why not). Never raises for a refusal. It acts
+    with the role and scope of the key that signed it (`bcd.operations` decides what that allows)."""
+    signer = command.signer
+    who = Actor(f"mqtt:{command.by}", Role.OPERATOR) if signer is None else Actor(
+        f"mqtt:{command.by}", signer.role, signer.scope)
+    outcome = await operations.perform(intent_of(command), who)
     if isinstance(outcome, ops.Accepted):
         return True, outcome.detail
     return False, outcome.reason

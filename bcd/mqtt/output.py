@@ -35,11 +35,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus, Subscription
-from bcd.config import Config, MqttSettings, read_credential
+from bcd.config import Config, MqttSettings
 from bcd.events import Event
 from bcd.lazy import lazy_import
 from bcd.lifetime import hold
 from bcd.mqtt.client import connected, refused
+from bcd.mqtt.commands import Keys
+from bcd.mqtt.keys import signing_keys
 from bcd.mqtt.reader import CommandReader
 from bcd.mqtt.stats import MqttStats
 from bcd.operations import Operations
@@ -78,7 +80,7 @@ class _Target:
     link: BrokerLink
     prefix: str
     commands: bool
-    key: bytes | None
+    key: Keys | None
     max_age: float
 
 
@@ -255,13 +257,7 @@ class MqttOutput:
                     attempt=state.attempt_number, retry_in=round(wait, 2))
 
     def _target(self, settings: MqttSettings) -> _Target:
-        key: bytes | None = None
-        if settings.commands.enabled and settings.commands.hmac_key_file:
-            try:
-                key = read_credential(settings.commands.hmac_key_file).encode("utf-8") or None
-            except OSError as exc:
-                log.error("mqtt_command_key_unreadable", file=settings.commands.hmac_key_file, error=str(exc),
-                          hint="every command is refused until the key can be read (reload or reconnect)")
+        key = signing_keys(settings.commands) if settings.commands.enabled else None
         return _Target(
             link=broker_link(settings), prefix=topic_prefix(settings, self.instance),
             commands=settings.commands.enabled, key=key, max_age=settings.commands.max_age,

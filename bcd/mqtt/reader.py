@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from bcd.config.mqtt import MAX_IN_FLIGHT
-from bcd.mqtt.commands import Command, RecentIds, Refusal, verify
+from bcd.mqtt.commands import Command, Keys, RecentIds, Refusal, verify
 from bcd.mqtt.execute import execute
 from bcd.mqtt.inbox import Inbox, Reply
 from bcd.mqtt.lanes import Lanes
@@ -70,7 +70,7 @@ class CommandReader:
         async for _ in client.messages:
             pass
 
-    def arrive(self, message: aiomqtt.Message, topic: str, key: bytes | None, max_age: float) -> None:
+    def arrive(self, message: aiomqtt.Message, topic: str, key: Keys | None, max_age: float) -> None:
         """Screen one incoming message as it arrives (paho's callback: quick, and it must not raise)."""
         try:
             if message.topic.value != topic:
@@ -143,13 +143,13 @@ class CommandReader:
             window.release()
         self.stats.published += 1
 
-    async def handle(self, raw: bytes, key: bytes | None, *, retained: bool, max_age: float) -> tuple[str, str]:
+    async def handle(self, raw: bytes, key: Keys | None, *, retained: bool, max_age: float) -> tuple[str, str]:
         """Screen and carry out one command payload: (reply topic suffix, reply text)."""
         verdict = self.screen(raw, key, retained=retained, max_age=max_age)
         reply = verdict if isinstance(verdict, Reply) else await self.carry_out(verdict)
         return reply.to, reply.text
 
-    def screen(self, raw: bytes, key: bytes | None, *, retained: bool, max_age: float) -> Command | Reply:
+    def screen(self, raw: bytes, key: Keys | None, *, retained: bool, max_age: float) -> Command | Reply:
         """Verify one payload and record its id: the Command to carry out, or the Reply refusing it (counted,
         logged). Never raises: whatever goes wrong while reading a payload is a refusal."""
         try:
@@ -163,7 +163,7 @@ class CommandReader:
         log.warning("mqtt_command_refused", id=verdict.id, why=verdict.reason, retained=retained, size=len(raw))
         return Reply(verdict.id or "invalid", f"refused: {verdict.reason}", verdict.signed)
 
-    def _verify(self, raw: bytes, key: bytes | None, retained: bool, max_age: float) -> Command | Refusal:
+    def _verify(self, raw: bytes, key: Keys | None, retained: bool, max_age: float) -> Command | Refusal:
         now = self.clock()
         if self.seen is None:
             self.remember(max_age)

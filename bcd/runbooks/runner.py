@@ -32,10 +32,10 @@ from bcd.lifetime import hold
 from bcd.model import PlanRef, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.recoveries import target_verified
-from bcd.runbooks import orphans
+from bcd.runbooks import approvals, orphans
 from bcd.runbooks.render import mask, render
 from bcd.runbooks.specs import Runbook, Step
-from bcd.runbooks.steps.base import StepContext, StepError, StepOutcome
+from bcd.runbooks.steps.base import ApprovalNeed, StepContext, StepError, StepOutcome
 from bcd.runbooks.steps.registry import BY_NAME
 from bcd.runbooks.templates import RENDERED
 from bcd.stats import Histogram
@@ -111,6 +111,8 @@ class ActiveRun:
     main: asyncio.Task[bool] | None = None
     approval: asyncio.Future[str] | None = None
     waiting_step: str = ""
+    need: ApprovalNeed | None = None  # what the approval waited on asks for
+    approvals: list[str] = field(default_factory=list)  # who approved it so far
     aborted_by: str | None = None
     verified_at: float | None = None
     seq: int = 0
@@ -238,11 +240,18 @@ class Runner:
         self.hooks.run_changed(request.service)
         return run
 
-    def approve(self, run_id: int, by: str) -> bool:
+    def waiting(self, run_id: int) -> ActiveRun | None:
+        """The run, while it waits for an approval it has not had yet."""
         run = self.find(run_id)
-        if run is None or run.approval is None or run.approval.done():
+        return run if approvals.waiting(run) else None
+
+    def approve(self, run_id: int, by: str, reason: str = "") -> bool:
+        """Count `by`'s approval (journaled, with `reason`; bcd.runbooks.approvals). False when the run waits for
+        none. Whether `by` may approve is `bcd.operations`'s."""
+        run = self.waiting(run_id)
+        if run is None:
             return False
-        run.approval.set_result(by)
+        self.hooks.emit(approvals.count(run, run.request.service, by, reason, self.clock()), run_id=run.id, by=by)
         return True
 
     def abort(self, run_id: int, by: str) -> bool:
@@ -398,13 +407,14 @@ class Runner:
         return StepContext(
             service=service, run_id=run.id, variables=variables, http=self._http(),
             site_state=lambda site: self.hooks.site_state(service, site),
-            wait_approval=lambda prompt, timeout: self._wait_approval(run, prompt, timeout),
+            wait_approval=lambda need, timeout: self._wait_approval(run, need, timeout),
             broker=self.broker,
         )
 
-    async def _wait_approval(self, run: ActiveRun, prompt: str, limit: float) -> str:
+    async def _wait_approval(self, run: ActiveRun, need: ApprovalNeed, limit: float) -> str:
         run.approval = asyncio.get_running_loop().create_future()
-        run.waiting_step = prompt or run.step_name or f"step {run.seq}"
+        run.need, run.approvals = need, []
+        run.waiting_step = need.prompt or run.step_name or f"step {run.seq}"
         self.journal.set_result(run.id, RunResult.WAITING_APPROVAL)
         self.hooks.emit(
             Event(EventKind.APPROVAL_WAITING, self.clock(), run.request.service, None,
@@ -418,7 +428,7 @@ class Runner:
         except TimeoutError:
             raise StepError(f"no approval within {limit:g}s") from None
         finally:
-            run.approval = None
+            run.approval, run.need = None, None
             run.waiting_step = ""
             self.journal.set_result(run.id, RunResult.RUNNING)
             self.hooks.run_changed(run.request.service)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, cast
 from pydantic import ConfigDict, Field, create_model, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from bcd.authority import Selector
 from bcd.durations import Duration
 from bcd.runbooks.steps.registry import KINDS
 from bcd.runbooks.templates import Spec, check_templates
@@ -87,8 +88,10 @@ class Auth(Spec):
 
 class Token(Spec):
     name: Annotated[str, Field(pattern=NAME)]
-    role: Literal["viewer", "operator"]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")]
+    role: Literal["viewer", "approver", "operator"] = Field(
+        description="viewer: reads; approver: also approves and aborts runs; operator: also starts runs")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token (bcd token new)")]
+    scope: Selector | None = Field(None, description="only the services whose labels match (default: all)")
 
 
 class RunnerSettings(Spec):

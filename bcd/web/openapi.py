@@ -45,7 +45,7 @@ def _op(name: str, summary: str, responses: dict[str, Any], *, body: Any = None,
     if params:
         op["parameters"] = params
     if operator:
-        op["description"] = "Needs an operator token."
+        op["description"] = "Needs an operator token (approve, abort: an approver's will do)."
         op["responses"]["503"] = PROBLEM  # the journal cannot be written: refused, try again later
     return op
 
@@ -186,6 +186,8 @@ def document() -> dict[str, Any]:
             "200": {"description": "text exposition format", "content": {"text/plain": STRING}}})},
         "/api/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": [],
                                          "responses": {"200": _json({"type": "object"}), "4XX": PROBLEM}}},
+        "/api/v1/whoami": {"get": _op("whoami", "The caller: name, role, scope, and what it may do where", {
+            "200": _json({"type": "object", "required": ["name", "role", "actions", "services"]})})},
         "/api/v1/services": {"get": _op("listServices", "Every service with its sites", {"200": _json({
             "type": "object", "required": ["services"],
             "properties": {"services": {"type": "array", "items": _ref("Service")}}})})},
@@ -219,10 +221,10 @@ def document() -> dict[str, Any]:
             params=[_param("service", "query", {"type": "string"}), _param("limit", "query", PAGE)])},
         "/api/v1/runs/{run}": {"get": _op("getRun", "One run with its steps", {"200": _json(_ref("Run"))},
                                           params=[RUN])},
-        "/api/v1/runs/{run}/approve": {"post": _op("approveRun", "Approve a run waiting in an approval step (operator)",
+        "/api/v1/runs/{run}/approve": {"post": _op("approveRun", "Approve a run waiting in an approval step (approver)",
                                                    {"202": _json({"type": "object"})}, body=ReasonBody, params=[RUN],
                                                    operator=True)},
-        "/api/v1/runs/{run}/abort": {"post": _op("abortRun", "Abort a run; its rollback runs (operator)",
+        "/api/v1/runs/{run}/abort": {"post": _op("abortRun", "Abort a run; its rollback runs (approver)",
                                                  {"202": _json({"type": "object"})}, body=ReasonBody, params=[RUN],
                                                  operator=True)},
         "/api/v1/events": {"get": _op("listEvents", "Journal events after a cursor, oldest first", {"200": _json({

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
+from bcd.authority import Action, Actor
 from bcd.durations import DURATION_PATTERN, MAINTENANCE, parse_between
 from bcd.journal import JournalWriteError
 from bcd.model import RunKind
@@ -22,7 +23,7 @@ from bcd.operations import (
     StartMaintenance,
     Transfer,
 )
-from bcd.web.auth import Caller, Denied, Role, require
+from bcd.web.auth import Denied, Role, authenticate, require
 from bcd.web.context import CONTEXT
 from bcd.web.inputs import Body, body_of, clamped
 from bcd.web.inputs import run_id as path_run_id
@@ -56,14 +57,28 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/runs/{run}", get_run)
     app.router.add_post("/api/v1/runs/{run}/approve", approve)
     app.router.add_post("/api/v1/runs/{run}/abort", abort)
+    app.router.add_get("/api/v1/whoami", whoami)
 
 
-def caller(request: web.Request, role: Role) -> Caller:
-    """The authenticated caller, or a Problem (401/403) to return."""
+def caller(request: web.Request, role: Role = Role.VIEWER) -> Actor:
+    """The caller, if it may read; else a Problem (401) to return."""
     try:
         return require(request.app[CONTEXT].view.config.auth, request, role)
     except Denied as exc:
         raise Problem(problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden", str(exc))) from None
+
+
+def actor(request: web.Request, action: Action) -> Actor:
+    """Who asks for `action`, known by its token; a Problem (401, or 403 when its role may never do it: decided
+    by `bcd.operations`) to return before the body is read."""
+    try:
+        who = authenticate(request.app[CONTEXT].view.config.auth, request)
+    except Denied as exc:
+        raise Problem(problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden", str(exc))) from None
+    forbidden = request.app[CONTEXT].operations.permitted(who, action)
+    if forbidden is not None:
+        raise Problem(refused(forbidden))
+    return who
 
 
 def _service(request: web.Request) -> str:
@@ -95,17 +110,19 @@ def unavailable(detail: str) -> web.Response:
 
 
 def refused(outcome: Refused, **extra: object) -> web.Response:
-    """A refusal of `bcd.operations` as its problem: 404 unknown, 409 conflict, 503 unavailable."""
+    """A refusal of `bcd.operations` as its problem: 403 forbidden, 404 unknown, 409 conflict, 503 unavailable."""
     if outcome.kind is Refusal.NOT_FOUND:
         return problem(404, "Not Found", outcome.reason)
+    if outcome.kind is Refusal.FORBIDDEN:
+        return problem(403, "Forbidden", outcome.reason)
     if outcome.kind is Refusal.CONFLICT:
         return problem(409, "Conflict", outcome.reason, **extra)
     return unavailable(outcome.reason)
 
 
-async def _perform(request: web.Request, intent: Intent) -> Accepted | web.Response:
+async def _perform(request: web.Request, intent: Intent, who: Actor) -> Accepted | web.Response:
     """The accepted outcome, or the refusal's problem to return."""
-    outcome = await request.app[CONTEXT].operations.perform(intent)
+    outcome = await request.app[CONTEXT].operations.perform(intent, who)
     if isinstance(outcome, Refused):
         guard = {"guard": outcome.guard and str(outcome.guard)} if isinstance(intent, Transfer) else {}
         return refused(outcome, **guard)
@@ -113,10 +130,10 @@ async def _perform(request: web.Request, intent: Intent) -> Accepted | web.Respo
 
 
 async def _transfer(request: web.Request, kind: RunKind) -> web.Response:
-    who = caller(request, Role.OPERATOR)
+    who = actor(request, Action.TRANSFER)
     name = _service(request)
     body = await body_of(request, TransferBody)
-    done = await _perform(request, Transfer(name, kind, who.name, body.reason, body.to, body.force, body.dry_run))
+    done = await _perform(request, Transfer(name, kind, who.name, body.reason, body.to, body.force, body.dry_run), who)
     if isinstance(done, web.Response):
         return done
     assert done.run is not None
@@ -135,10 +152,10 @@ async def failback(request: web.Request) -> web.Response:
 
 @handler
 async def acknowledge(request: web.Request) -> web.Response:
-    who = caller(request, Role.OPERATOR)
+    who = actor(request, Action.ACKNOWLEDGE)
     name = _service(request)
     body = await body_of(request, ReasonBody)
-    done = await _perform(request, Acknowledge(name, who.name, body.reason or "acknowledged"))
+    done = await _perform(request, Acknowledge(name, who.name, body.reason or "acknowledged"), who)
     if isinstance(done, web.Response):
         return done
     return web.json_response({"service": name, "acknowledged": done.runs})
@@ -146,14 +163,14 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 @handler
 async def start_maintenance(request: web.Request) -> web.Response:
-    who = caller(request, Role.OPERATOR)
+    who = actor(request, Action.MAINTENANCE)
     name = _service(request)
     body = await body_of(request, MaintenanceBody)
     try:
         seconds = parse_between(body.duration, *MAINTENANCE)
     except ValueError as exc:
         return problem(400, "Bad Request", f"duration: {exc}")
-    done = await _perform(request, StartMaintenance(name, body.site, seconds, who.name, body.reason))
+    done = await _perform(request, StartMaintenance(name, body.site, seconds, who.name, body.reason), who)
     if isinstance(done, web.Response):
         return done
     return web.json_response({"service": name, "sites": done.sites, "until": done.until, "by": who.name}, status=201)
@@ -161,9 +178,9 @@ async def start_maintenance(request: web.Request) -> web.Response:
 
 @handler
 async def end_maintenance(request: web.Request) -> web.Response:
-    who = caller(request, Role.OPERATOR)
+    who = actor(request, Action.MAINTENANCE)
     name = _service(request)
-    done = await _perform(request, EndMaintenance(name, request.query.get("site"), who.name))
+    done = await _perform(request, EndMaintenance(name, request.query.get("site"), who.name), who)
     if isinstance(done, web.Response):
         return done
     return web.json_response({"service": name, "ended": done.sites, "by": who.name})
@@ -203,11 +220,25 @@ async def abort(request: web.Request) -> web.Response:
 
 
 async def _control(request: web.Request, action: str) -> web.Response:
-    who = caller(request, Role.OPERATOR)
+    who = actor(request, Action.APPROVE if action == "approve" else Action.ABORT)
     run_id = path_run_id(request)
     body = await body_of(request, ReasonBody)
     control = Approve if action == "approve" else Abort
-    done = await _perform(request, control(run_id, who.name, reason=body.reason))
+    done = await _perform(request, control(run_id, who.name, reason=body.reason), who)
     if isinstance(done, web.Response):
         return done
     return web.json_response({"run": run_id, "action": action, "by": who.name}, status=202)
+
+
+@handler
+async def whoami(request: web.Request) -> web.Response:
+    """Who the token is, the actions its role allows and the services its scope covers (as `bcd.operations`
+    decides them): the status page shows only the buttons the token may use."""
+    who = caller(request)
+    operations = request.app[CONTEXT].operations
+    actions = [action.name.lower() for action in Action if operations.permitted(who, action) is None]
+    services = [name for name in request.app[CONTEXT].view.config.services
+                if operations.out_of_scope(who, name) is None]
+    scope = None if who.scope is None else who.scope.labels
+    return web.json_response({"name": who.name, "role": who.role.word, "scope": scope, "actions": actions,
+                              "services": services})

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
+from bcd.authority import Actor
 from bcd.config.plans import PlanConfig, plan_json
 from bcd.operations import (
     AbortPlan,
@@ -84,8 +85,8 @@ async def get_plan(request: web.Request) -> web.Response:
     return web.json_response({**_summary(request, name, config), "order": order, "runs": runs})
 
 
-async def _perform(request: web.Request, intent: Intent, status: int = 200) -> web.Response:
-    outcome = await request.app[CONTEXT].operations.perform(intent)
+async def _perform(request: web.Request, intent: Intent, who: Actor, status: int = 200) -> web.Response:
+    outcome = await request.app[CONTEXT].operations.perform(intent, who)
     if isinstance(outcome, Refused):
         return refused(outcome)
     data: dict[str, Any] = {"detail": outcome.detail}
@@ -102,7 +103,7 @@ async def run_plan(request: web.Request) -> web.Response:
         return found
     body = await body_of(request, PlanRunBody)
     intent = RunPlan(found[0], who.name, body.reason, body.force, body.dry_run)
-    return await _perform(request, intent, 200 if body.dry_run else 202)
+    return await _perform(request, intent, who, 200 if body.dry_run else 202)
 
 
 @handler
@@ -125,7 +126,7 @@ async def get_plan_run(request: web.Request) -> web.Response:
 @handler
 async def resume(request: web.Request) -> web.Response:
     who = caller(request, Role.OPERATOR)
-    return await _perform(request, ResumePlan(path_run_id(request), who.name), 202)
+    return await _perform(request, ResumePlan(path_run_id(request), who.name), who, 202)
 
 
 @handler
@@ -133,17 +134,17 @@ async def abort(request: web.Request) -> web.Response:
     who = caller(request, Role.OPERATOR)
     number = path_run_id(request)
     body = await body_of(request, PlanAbortBody)
-    return await _perform(request, AbortPlan(number, who.name, body.now), 202)
+    return await _perform(request, AbortPlan(number, who.name, body.now), who, 202)
 
 
 @handler
 async def approve(request: web.Request) -> web.Response:
-    who = caller(request, Role.OPERATOR)
-    return await _perform(request, ApproveGate(path_run_id(request), who.name), 202)
+    who = caller(request, Role.APPROVER)
+    return await _perform(request, ApproveGate(path_run_id(request), who.name), who, 202)
 
 
 @handler
 async def done(request: web.Request) -> web.Response:
     who = caller(request, Role.OPERATOR)
     number = path_run_id(request)
-    return await _perform(request, PlanDone(number, request.match_info["service"], who.name))
+    return await _perform(request, PlanDone(number, request.match_info["service"], who.name), who)

@@ -41,6 +41,10 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
     ),
     EventKind.APPROVAL_WAITING: (events.ApprovalWaiting(7, "switch DNS", 600.0),
                                  {"run_id": 7, "step": "switch DNS", "timeout": 600.0}),
+    EventKind.APPROVAL_GIVEN: (events.ApprovalGiven(7, "switch DNS", "alice", ("bob", "alice"), 2),
+                               {"run_id": 7, "step": "switch DNS", "by": "alice", "approvals": ["bob", "alice"],
+                                "needed": 2}),
+    EventKind.APPROVAL_REFUSED: (events.ApprovalRefused(7, "olive"), {"run_id": 7, "by": "olive"}),
     EventKind.STEP_STARTED: (
         events.StepStarted(7, 1, "dns", "command", "main", {"argv": ["true"]}),
         {"run_id": 7, "seq": 1, "step": "dns", "step_kind": "command", "phase": "main", "inputs": {"argv": ["true"]}},

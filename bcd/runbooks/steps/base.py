@@ -32,6 +32,16 @@ class StepOutcome:
     output: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalNeed:
+    """What an approval step waits for: `approvers` different people, none of them the run's initiator when
+    `distinct_from_initiator`."""
+
+    prompt: str
+    approvers: int = 1
+    distinct_from_initiator: bool = False
+
+
 @dataclass
 class StepContext:
     """Everything a step may use; the runner builds one per run."""
@@ -41,7 +51,8 @@ class StepContext:
     variables: dict[str, str]
     http: aiohttp.ClientSession
     site_state: Callable[[str], SiteState]
-    wait_approval: Callable[[str, float], Awaitable[str]]
+    wait_approval: Callable[[ApprovalNeed, float], Awaitable[str]]
+    """Wait (at most the time given) until the need is met: who approved, as `a, b`."""
     broker: BrokerLink | None = None  # the `mqtt:` section's broker, for mqtt_publish steps
     extra: dict[str, Any] = field(default_factory=dict)
     process_started: Callable[[int, int], None] = field(default=lambda pgid, start: None)

@@ -23,6 +23,7 @@
     lastEventId: 0,
     stream: null, // AbortController of the stream being read
     tokenWaiters: [],
+    who: null, // GET /api/v1/whoami for the token: the actions it may take, on which services
   };
 
   // -- small helpers ------------------------------------------------------------------------------------
@@ -175,7 +176,26 @@
   }
 
   // -- the estate -----------------------------------------------------------------------------------------
-  function button(action, visible, hiddenPart, handler, attrs = {}) {
+  // A button's action as the daemon's authorisation names it (GET /api/v1/whoami lists those it allows).
+  const ACTION_OF = {
+    failover: 'transfer', failback: 'transfer', ack: 'acknowledge', 'maintenance-start': 'maintenance',
+    'maintenance-end': 'maintenance', approve: 'approve', abort: 'abort',
+  };
+
+  // Whether the token may use this button on `service`: the daemon decides (and still refuses what it must);
+  // while that is not known (no answer yet, an older daemon) every button is shown.
+  function may(action, service) {
+    const who = state.who;
+    return !who || (who.actions.includes(ACTION_OF[action]) && who.services.includes(service));
+  }
+
+  async function loadWho() {
+    state.who = state.token ? await api('GET', '/api/v1/whoami').catch(() => null) : null;
+  }
+
+  // A button for an action on `service`; none when the token may not use it.
+  function button(action, visible, hiddenPart, handler, attrs = {}, service = null) {
+    if (service !== null && !may(action, service)) return null;
     return el('button', { type: 'button', class: 'op', 'data-action': action, onclick: handler, ...attrs },
       visible[0], hiddenPart ? hidden(hiddenPart) : null, visible[1] ?? '');
   }
@@ -200,9 +220,9 @@
     viewsList(service, site),
     el('span', { class: 'operator-only cell-action' }, inMaintenance
       ? button('maintenance-end', ['End maintenance', ''], ` of ${service.name} in ${site}`,
-        () => endMaintenance(service, site), { 'data-site': site })
+        () => endMaintenance(service, site), { 'data-site': site }, service.name)
       : button('maintenance-start', ['Maintenance', ''], ` of ${service.name} in ${site}`,
-        () => startMaintenance(service, site), { 'data-site': site })));
+        () => startMaintenance(service, site), { 'data-site': site }, service.name)));
   }
 
   // In a cluster (the API adds `views`): every vantage's view of the site, side by side, a stale one saying
@@ -246,15 +266,15 @@
     for (const site of Object.keys(service.sites)) {
       if (site === service.active) continue;
       buttons.push(button('failover', ['Fail over', ` to ${site}`], ` ${service.name}`,
-        () => transfer(service, 'failover', site), { 'data-to': site }));
+        () => transfer(service, 'failover', site), { 'data-to': site }, service.name));
     }
     if (service.active !== service.home) {
       buttons.push(button('failback', ['Fail back', ` to ${service.home}`], ` ${service.name}`,
-        () => transfer(service, 'failback', service.home), { 'data-to': service.home }));
+        () => transfer(service, 'failback', service.home), { 'data-to': service.home }, service.name));
     }
     if (service.status === 'blocked' && ['run_failed', 'run_interrupted'].includes(service.guard)) {
       buttons.push(button('ack', ['Acknowledge', ''], ` the failed run of ${service.name}`,
-        () => acknowledge(service)));
+        () => acknowledge(service), {}, service.name));
     }
     return buttons;
   }
@@ -391,12 +411,12 @@
     if (waiting) {
       actions.push(button('approve', ['Approve', ''], ` ${subject}`, () => act(`Approve ${subject}`, 'POST',
         `/api/v1/runs/${run.id}/approve`, { reason: reasonText() }, () => `Run ${run.id} approved.`),
-      { 'data-run': run.id }));
+      { 'data-run': run.id }, run.service));
     }
     actions.push(button('abort', ['Abort', ''], ` ${subject}`, () => act(
       `Abort ${subject}; the current step is cancelled and the rollback runs`, 'POST',
       `/api/v1/runs/${run.id}/abort`, { reason: reasonText() }, () => `Run ${run.id}: abort requested.`),
-    { 'data-run': run.id }));
+    { 'data-run': run.id }, run.service));
     return el('article', { class: `run${waiting ? ' waiting' : ''}`, 'data-run': run.id },
       el('h4', {}, `Run ${run.id}: ${run.service} ${run.kind} ${run.from} → ${run.to}`),
       el('p', { class: 'run-state' }, el('strong', {}, waiting ? 'waiting for approval' : 'running'),
@@ -556,7 +576,7 @@
   async function loadAll() {
     try {
       const [services, events] = await Promise.all([
-        api('GET', '/api/v1/services'), api('GET', `/api/v1/events?tail=${EVENTS_SHOWN}`),
+        api('GET', '/api/v1/services'), api('GET', `/api/v1/events?tail=${EVENTS_SHOWN}`), loadWho(),
       ]);
       renderEstate(services.services);
       state.eventIds.clear();

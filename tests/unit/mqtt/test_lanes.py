@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bcd.authority import TRUSTED, Actor
 from bcd.mqtt.inbox import Reply
 from bcd.mqtt.lanes import Job, Lanes
 from bcd.mqtt.reader import CommandReader
@@ -94,11 +95,11 @@ class HeldOperations(Operations):
         super().__init__(live.engine)
         self.held: dict[str, asyncio.Event] = {}
 
-    async def perform(self, intent: Intent) -> Outcome:
+    async def perform(self, intent: Intent, actor: Actor = TRUSTED) -> Outcome:
         gate = self.held.get(intent.service or "")
         if gate is not None:
             await gate.wait()
-        return await super().perform(intent)
+        return await super().perform(intent, actor)
 
 
 @pytest.fixture
