@@ -19,7 +19,7 @@ from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.mqtt.commands import Signer, sign
 from bcd.mqtt.reader import CommandReader, MqttStats
-from bcd.operations import Acknowledge, Operations, Refusal, Refused
+from bcd.operations import Acknowledge, ApproveGate, Operations, Refusal, Refused, RunPlan
 from bcd.web.auth import identify
 from tests.unit.mqtt.test_commands import raw
 
@@ -125,3 +125,18 @@ mqtt:
         f"{path}:24: mqtt.commands.keys.hants.scope: scope owner=hants matches no service (no service has those "
         "labels)",
     ]
+
+
+async def test_a_recovery_plan_is_an_operators_never_a_scoped_tokens_and_its_gate_an_approvers(
+        operations: Operations) -> None:
+    scoped = await operations.perform(RunPlan("evacuate", "dana", "drill"), Actor("dana", Role.OPERATOR, DORSET))
+    assert scoped == Refused(Refusal.FORBIDDEN, "dana may act only on services labelled owner=dorset-cc; a recovery "
+                                                "plan acts on services of every owner")
+    approver = Actor("alice", Role.APPROVER)
+    assert await operations.perform(RunPlan("evacuate", "alice", "drill"), approver) == Refused(
+        Refusal.FORBIDDEN, "alice is an approver; this needs an operator")
+    # allowed to ask: refused only because no plan runner is attached to these bare operations
+    gate = await operations.perform(ApproveGate(1, "alice"), approver)
+    assert gate == Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
+    assert await operations.perform(ApproveGate(1, "vic"), Actor("vic", Role.VIEWER)) == Refused(
+        Refusal.FORBIDDEN, "vic is a viewer; this needs an approver")
