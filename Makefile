@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core
+DEB_PACKAGES := sqlite3 mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core
 PYTEST_ARGS ?=
 
 .PHONY: install deps test lint unit demo bench soak clean

@@ -14,6 +14,7 @@ from typing import Any
 from bcd import __version__
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
+from bcd.journal_cli import add_journal_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:9847"
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--views", action="store_true", help="in a cluster: the reason of every vantage's view")
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
+    add_journal_commands(commands)
     return parser
 
 

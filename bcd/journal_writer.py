@@ -29,13 +29,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal, SavedService, SavedSite
+from bcd.ledger import Write
 
 log = structlog.get_logger("bcd.journal")
 
@@ -151,9 +152,9 @@ class JournalWriter:
         """A write failed elsewhere (the run journal): failing until a retry succeeds."""
         self._failed(exc)
 
-    def keep(self, sql: str, params: tuple[Any, ...]) -> None:
+    def keep(self, write: Write) -> None:
         """A run record to write as soon as the journal can be written, before the queued events."""
-        self._queue.statements.append((sql, params))
+        self._queue.statements.append(write)
         if self._retry is None:
             self._retry = self._schedule(self._delay, self._retry_now)
 
@@ -164,8 +165,8 @@ class JournalWriter:
         gap = queue.gap(now)
         try:
             with self.journal.transaction(sync=bool(queue.statements)):
-                for sql, params in queue.statements:
-                    self.journal.execute(sql, params)
+                for write in queue.statements:
+                    self.journal.apply(write, now)
                 for site in queue.sites.values():
                     self.journal.save_site(site)
                 for service in queue.services.values():
@@ -217,7 +218,7 @@ class _Queue:
 
     def __init__(self, limit: int, dropped_total: int = 0) -> None:
         self.limit = limit
-        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+        self.statements: list[Write] = []
         self.sites: dict[tuple[str, str], SavedSite] = {}
         self.services: dict[str, SavedService] = {}
         self.events: list[Event] = []

@@ -1,0 +1,145 @@
+"""The tamper-evident ledger on a real SQLite file: changed or deleted rows (made with the `sqlite3` command,
+as a tamperer would) are named by the check; an export checks offline; a journal from before the chain starts
+it with a genesis entry; pruning keeps what remains verifiable."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from bcd.events import Event, EventKind, SiteTransition
+from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
+from bcd.ledger_check import Report, check_database, check_lines, export, open_readonly
+from bcd.model import RunResult
+
+DOWN = SiteTransition("up", "down")
+SQLITE3 = shutil.which("sqlite3")
+needs_sqlite3 = pytest.mark.skipif(SQLITE3 is None, reason="the sqlite3 command is not installed (make deps)")
+
+
+def written(path: Path) -> Journal:
+    """A journal with three events, a finished run with two steps, and an acknowledgement."""
+    journal = Journal(path)
+    with journal.transaction(sync=False):
+        for n in range(3):
+            journal.append(Event(EventKind.SITE_TRANSITION, float(n + 1), "payroll", "dorset", f"change {n}", DOWN))
+    runs = RunJournal(journal)
+    run_id = runs.create(RunRecord(0, "payroll", "failover", "failover", "auto", "active down", "dorset",
+                                   "hampshire", False, False, {}, 5.0, None, "running", "", None, None, None))
+    for seq in (1, 2):
+        runs.step_started(StepRecord(run_id, seq, "main", f"step {seq}", "command", {}, 6.0, None, 0, "running", ""))
+        runs.step_finished(run_id, seq, ended=7.0, attempts=1, outcome="failed" if seq == 2 else "succeeded",
+                           output="")
+    runs.finish(run_id, RunResult.FAILED, 8.0, "step 2 failed")
+    runs.acknowledge("payroll", "alice")
+    return journal
+
+
+def check(path: Path) -> Report:
+    with contextlib.closing(open_readonly(path)) as db:
+        return check_database(db)
+
+
+def tamper(path: Path, sql: str) -> None:
+    """Change the file with the sqlite3 command, outside bcd."""
+    assert SQLITE3 is not None
+    subprocess.run([SQLITE3, str(path), sql], check=True, timeout=30)
+
+
+def test_an_untouched_journal_is_intact_and_every_row_is_covered(tmp_path: Path) -> None:
+    written(tmp_path / "j.sqlite").close()
+    report = check(tmp_path / "j.sqlite")
+    assert report.problems == []
+    # genesis, 3 events, a run created, 2 × (step started, finished), run finished, acknowledged
+    assert report.entries == 1 + 3 + 1 + 4 + 2
+    assert report.rows == 3 + 1 + 2
+
+
+@needs_sqlite3
+@pytest.mark.parametrize(("sql", "named"), [
+    ("UPDATE events SET reason = 'nothing happened' WHERE id = 2",
+     "events row 2 differs from entry 3 (reason: 'change 1' in the ledger, 'nothing happened' in the row)"),
+    ("UPDATE runs SET acknowledged_by = 'mallory'", "runs row 1 differs from entry 11 (acknowledged_by: 'alice'"),
+    ("UPDATE steps SET outcome = 'succeeded' WHERE seq = 2", "steps row 1/2 differs from entry 9 (outcome: 'failed'"),
+    ("UPDATE ledger SET body = replace(body, 'change 1', 'nothing') WHERE seq = 3",
+     "entry 3 (events 2) was changed: its hash does not match its content"),
+])
+def test_a_changed_row_is_named(tmp_path: Path, sql: str, named: str) -> None:
+    path = tmp_path / "j.sqlite"
+    written(path).close()
+    tamper(path, sql)
+    first = check(path).problems[0][1]
+    assert first.startswith(named), first
+
+
+@needs_sqlite3
+@pytest.mark.parametrize(("sql", "named"), [
+    ("DELETE FROM events WHERE id = 2", "events row 2 is missing (entry 3 records it)"),
+    ("DELETE FROM ledger WHERE seq = 3", "entry 3 missing: entry 4 follows entry 2"),
+    ("DELETE FROM steps WHERE seq = 1", "steps row 1/1 is missing (entry 7 records it)"),
+    ("INSERT INTO events (at, kind, service, site, reason, data) VALUES (9, 'site_transition', 'payroll', "
+     "'dorset', 'forged', '{}')", "events row 4 has no ledger entry (written outside bcd)"),
+])
+def test_a_deleted_or_added_row_is_named(tmp_path: Path, sql: str, named: str) -> None:
+    path = tmp_path / "j.sqlite"
+    written(path).close()
+    tamper(path, sql)
+    assert check(path).problems[0][1] == named
+
+
+def test_a_rewritten_entry_breaks_the_link_to_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    written(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("UPDATE ledger SET hash = ? WHERE seq = 2", ("f" * 64,))
+        db.commit()
+    problems = [text for _, text in check(path).problems]
+    assert problems[0] == "entry 2 (events 1) was changed: its hash does not match its content"
+    assert problems[1].startswith("entry 3 does not follow entry 2: its prev is not that entry's hash")
+
+
+def test_an_export_checks_offline_and_a_changed_line_fails(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    written(path).close()
+    out = io.StringIO()
+    with contextlib.closing(open_readonly(path)) as db:
+        assert export(db, out, 2.0, 4.0) == 2  # the events at 2 and 3 (a period: its first prev taken as given)
+        everything = io.StringIO()
+        assert export(db, everything) == 11
+    whole = Report()
+    check_lines(everything.getvalue().splitlines(), whole)
+    assert whole.problems == [] and whole.first == 1
+    lines = out.getvalue().splitlines()
+    report = Report()
+    check_lines(lines, report)
+    assert report.problems == [] and report.entries == len(lines)
+    lines[1] = lines[1].replace("change 2", "change X")
+    bad = Report()
+    check_lines(lines, bad)
+    assert [text for _, text in bad.problems] == [
+        f"entry {bad.first + 1} (events 3) was changed: its hash does not match its content"]
+
+
+def test_a_journal_from_before_the_chain_is_adopted_with_a_genesis_entry(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    written(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TABLE ledger")  # as a journal written by a bcd before this one
+        db.commit()
+    with capture_logs() as logs:
+        Journal(path).close()
+    (started,) = [line for line in logs if line["event"] == "journal_chain_started"]
+    assert started["adopted"] == {"events": 3, "runs": 1, "steps": 2}
+    assert "earlier history is not proven" in started["reason"]
+    report = check(path)
+    assert report.problems == [] and report.rows == 6 and report.entries == 1 + 6
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (kind, body) = db.execute("SELECT kind, body FROM ledger WHERE seq = 1").fetchone()
+    assert kind == "genesis" and '"adopted":{"events":3,"runs":1,"steps":2}' in body
