@@ -57,7 +57,7 @@ def test_an_untouched_journal_is_intact_and_every_row_is_covered(tmp_path: Path)
     written(tmp_path / "j.sqlite").close()
     report = check(tmp_path / "j.sqlite")
     assert report.problems == []
-    # genesis, 3 events, a run created, 2 × (step started, finished), run finished, acknowledged
+    # genesis, 3 events, a run created, two steps started and finished, run finished, acknowledged
     assert report.entries == 1 + 3 + 1 + 4 + 2
     assert report.rows == 3 + 1 + 2
 
