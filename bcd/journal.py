@@ -20,6 +20,7 @@ import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
 from bcd.ledger import Ledger, Write
+from bcd.ledger import prune as ledger_prune
 from bcd.model import RunResult
 from bcd.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
 from bcd.state_dir import not_writable, open_database
@@ -166,6 +167,13 @@ class Journal:
                 else:
                     self.ledger.rows(at, write.table, write.where, write.where_params)
         return cursor
+
+    def prune(self, before: float, now: float) -> dict[str, Any] | None:
+        """Retention (bcd.ledger.prune), committed: the checkpoint's body, or None when nothing was pruned."""
+        if self.ledger is None:
+            return None
+        with self.transaction():
+            return ledger_prune(self._db, self.ledger, before, now)
 
     def record(self, at: float, kind: str, ref: str, body: dict[str, Any]) -> None:
         """Chain an entry that is no table's row (a config load), committed at once."""

@@ -44,6 +44,7 @@ FLUSH_DELAY = 0.05  # group commit: a burst of transitions (e.g. at start) costs
 MAX_QUEUED_EVENTS = 10_000
 RETRY_FIRST = 0.25
 RETRY_MAX = 5.0
+PRUNE_EVERY = 3600.0  # retention (journal.keep) runs at the first commit and then at most this often
 
 
 def iso8601(timestamp: float) -> str:
@@ -86,6 +87,8 @@ class JournalWriter:
         self._delay = RETRY_FIRST
         self._closed = False
         self.recovered: Callable[[], None] = lambda: None  # told once a retry has written what was kept
+        self.retention: float | None = None  # journal.keep: entries older than this are pruned
+        self._pruned_at: float | None = None
 
     # -- what the engine calls -----------------------------------------------------------------------
     def emit(self, event: Event, **log_fields: object) -> None:
@@ -187,7 +190,22 @@ class JournalWriter:
             self.recovered()
         if gap is not None:
             self.bus.publish(gap)
+        self._prune(now)
         return written
+
+    def _prune(self, now: float) -> None:
+        """Retention, after a successful commit; a failure is logged and tried again PRUNE_EVERY later."""
+        if self.retention is None or (self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY):
+            return
+        self._pruned_at = now
+        try:
+            checkpoint = self.journal.prune(now - self.retention, now)
+        except sqlite3.Error as exc:
+            log.warning("journal_prune_failed", error=str(exc), hint=f"tried again in {PRUNE_EVERY:.0f} s")
+            return
+        if checkpoint is not None:
+            log.info("journal_pruned", before=iso8601(checkpoint["before"]), through=checkpoint["through"],
+                     deleted=checkpoint["deleted"], carried=checkpoint["carried"])
 
     def _failed(self, exc: sqlite3.Error) -> None:
         self.write_errors += 1

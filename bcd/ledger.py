@@ -110,3 +110,36 @@ class Ledger:
         for table, (keys, _) in COVERED.items():
             self.rows(at, table, f"1 ORDER BY {', '.join(keys)}", ())
         return counts
+
+
+def prune(db: sqlite3.Connection, ledger: Ledger, before: float, now: float) -> dict[str, Any] | None:
+    """Inside a transaction: drop the entries before the first one at or after `before`, with
+    the append-only rows they record (events); carry the last state of every updated row (a run, a step) whose
+    entries all go forward as a new entry; chain a `checkpoint` keeping the last pruned entry's seq and hash,
+    which is where what remains starts. Returns the checkpoint's body, or None when nothing was old enough."""
+    row = db.execute("SELECT seq FROM ledger WHERE at >= ? ORDER BY seq LIMIT 1", (before,)).fetchone()
+    through = row[0] - 1 if row else ledger.head[0]  # the head too: the checkpoint follows it
+    first = db.execute("SELECT min(seq) FROM ledger").fetchone()[0]
+    if first is None or through < first:
+        return None
+    carried = 0
+    for table, (_, once) in COVERED.items():
+        if once:
+            continue
+        stale = db.execute("SELECT body FROM ledger WHERE seq IN (SELECT max(seq) FROM ledger WHERE kind = ? "
+                           "GROUP BY ref HAVING max(seq) <= ?)", (table, through)).fetchall()
+        for (body,) in stale:  # the last recorded state, not the row: a changed row must still show
+            row_body = json.loads(body)
+            ledger.append(now, table, row_ref(table, row_body), row_body)
+            carried += 1
+    deleted: dict[str, int] = {}
+    for table, (keys, once) in COVERED.items():
+        if once:  # rows of an append-only table go with their entries
+            cursor = db.execute(f"DELETE FROM {table} WHERE {keys[0]} IN (SELECT CAST(ref AS INTEGER) FROM ledger "
+                                "WHERE kind = ? AND seq <= ?)", (table, through))
+            deleted[table] = cursor.rowcount
+    (digest,) = db.execute("SELECT hash FROM ledger WHERE seq = ?", (through,)).fetchone()
+    db.execute("DELETE FROM ledger WHERE seq <= ?", (through,))
+    body = {"through": through, "hash": digest, "before": before, "deleted": deleted, "carried": carried}
+    ledger.append(now, "checkpoint", str(through), body)
+    return body

@@ -143,3 +143,36 @@ def test_a_journal_from_before_the_chain_is_adopted_with_a_genesis_entry(tmp_pat
     with contextlib.closing(sqlite3.connect(path)) as db:
         (kind, body) = db.execute("SELECT kind, body FROM ledger WHERE seq = 1").fetchone()
     assert kind == "genesis" and '"adopted":{"events":3,"runs":1,"steps":2}' in body
+
+
+def test_pruning_keeps_what_remains_verifiable_and_the_runs(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = written(path)
+    with journal.transaction(sync=False):
+        journal.append(Event(EventKind.SITE_TRANSITION, 2e9, "payroll", "dorset", "much later", DOWN))
+    pruned = journal.prune(before=1.9e9, now=2e9 + 1)  # all but the last event (the rest: 1970, or now)
+    assert pruned is not None and pruned["deleted"] == {"events": 3} and pruned["carried"] == 3  # a run, 2 steps
+    assert journal.prune(before=1.9e9, now=2e9 + 2) is None  # nothing older left
+    journal.close()
+    report = check(path)
+    assert report.problems == [] and report.first > 1
+    assert report.starts_after == pruned["hash"]
+    assert report.rows == 1 + 1 + 2  # the later event; the run and its steps stay
+    with contextlib.closing(open_readonly(path)) as db:
+        kinds = [row[0] for row in db.execute("SELECT kind FROM ledger ORDER BY seq")]
+    assert kinds == ["events", "runs", "steps", "steps", "checkpoint"]
+
+
+@needs_sqlite3
+def test_after_pruning_a_changed_checkpoint_or_a_deleted_first_entry_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = written(path)
+    with journal.transaction(sync=False):
+        journal.append(Event(EventKind.SITE_TRANSITION, 2e9, "payroll", "dorset", "much later", DOWN))
+    pruned = journal.prune(before=1.9e9, now=2e9 + 1)
+    assert pruned is not None
+    journal.close()
+    first = pruned["through"] + 1
+    tamper(path, f"DELETE FROM ledger WHERE seq = {first}")
+    assert check(path).problems[0][1].startswith(f"entry {first + 1} does not start the chain")
+
