@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
-from bcd.ledger import Ledger, Write
+from bcd.ledger import Ledger, Write, encode_ordered
 from bcd.ledger import prune as ledger_prune
 from bcd.model import RunResult
 from bcd.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
@@ -137,12 +137,14 @@ class Journal:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             yield
+            if self.ledger is not None:
+                self.ledger.flush()
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:  # a failed COMMIT leaves it open; SQLITE_FULL may have ended it already
                 self._db.execute("ROLLBACK")
             if self.ledger is not None and head is not None:
-                self.ledger.head = head
+                self.ledger.rollback(head)
             raise
         finally:
             if not sync:
@@ -209,10 +211,12 @@ class Journal:
             "INSERT INTO events (at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?)",
             (event.at, event.kind.value, event.service, event.site, event.reason, data),
         )
-        if self.ledger is not None:  # the row as `SELECT *` reads it (bcd.ledger_check compares the two)
-            self.ledger.append(event.at, "events", str(cursor.lastrowid), {
-                "id": cursor.lastrowid, "at": event.at, "kind": event.kind.value, "service": event.service,
-                "site": event.site, "reason": event.reason, "data": data})
+        if self.ledger is not None:  # the row as `SELECT *` reads it, keys in order (bcd.ledger_check compares)
+            self.ledger.append_text(event.at, "events", str(cursor.lastrowid), encode_ordered({
+                "at": event.at, "data": data, "id": cursor.lastrowid, "kind": event.kind.value,
+                "reason": event.reason, "service": event.service, "site": event.site}))
+            if not self._db.in_transaction:
+                self.ledger.flush()
         return replace(event, id=cursor.lastrowid)
 
     def last_events(self, count: int, service: str | None = None) -> list[Event]:

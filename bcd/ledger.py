@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ COVERED: Mapping[str, tuple[tuple[str, ...], bool]] = {
 }
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# the same text for a dict whose keys are in order already (an event's row): no sorting on the hot path
+encode_ordered = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_string = json.encoder.encode_basestring
 
 
 def canonical(value: Any) -> str:
@@ -47,7 +51,8 @@ def canonical(value: Any) -> str:
 
 def entry_text(seq: int, at: float, kind: str, ref: str, body_text: str) -> str:
     """The entry's canonical JSON, from its body's canonical text (not encoded twice: keys are already in order)."""
-    return f'{{"at":{_encode(at)},"body":{body_text},"kind":{_encode(kind)},"ref":{_encode(ref)},"seq":{seq}}}'
+    at_text = repr(at) if type(at) is float and math.isfinite(at) else _encode(at)  # what the encoder would write
+    return f'{{"at":{at_text},"body":{body_text},"kind":{_string(kind)},"ref":{_string(ref)},"seq":{seq}}}'
 
 
 def chain_hash(prev: str, text: str) -> str:
@@ -78,20 +83,34 @@ class Ledger:
         db.execute(SCHEMA)
         row = db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
         self.head: tuple[int, str] = (row[0], row[1]) if row else (0, GENESIS)
+        self._pending: list[tuple[int, float, str, str, str, str, str]] = []
 
     @property
     def empty(self) -> bool:
         return self.head[0] == 0 and not self._db.execute("SELECT 1 FROM ledger LIMIT 1").fetchone()
 
     def append(self, at: float, kind: str, ref: str, body: Mapping[str, Any]) -> int:
-        """Chain one entry (inside the caller's transaction); returns its seq."""
+        """Chain one entry (inside the caller's transaction, written by `flush` before it commits); its seq."""
+        return self.append_text(at, kind, ref, _encode(body))
+
+    def append_text(self, at: float, kind: str, ref: str, body_text: str) -> int:
+        """`append` of a body already in canonical JSON."""
         seq, prev = self.head[0] + 1, self.head[1]
-        body_text = _encode(body)
         digest = chain_hash(prev, entry_text(seq, at, kind, ref, body_text))
-        self._db.execute("INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (seq, at, kind, ref, body_text, prev, digest))
+        self._pending.append((seq, at, kind, ref, body_text, prev, digest))
         self.head = (seq, digest)
         return seq
+
+    def flush(self) -> None:
+        """Write the entries appended since the last flush (one statement for a whole group commit)."""
+        if self._pending:
+            self._db.executemany("INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?)", self._pending)
+            self._pending.clear()
+
+    def rollback(self, head: tuple[int, str]) -> None:
+        """The transaction was rolled back: forget what it appended."""
+        self._pending.clear()
+        self.head = head
 
     def rows(self, at: float, table: str, where: str, params: tuple[Any, ...]) -> None:
         """Chain the current content of the rows of `table` that `where` selects."""
@@ -117,6 +136,7 @@ def prune(db: sqlite3.Connection, ledger: Ledger, before: float, now: float) -> 
     the append-only rows they record (events); carry the last state of every updated row (a run, a step) whose
     entries all go forward as a new entry; chain a `checkpoint` keeping the last pruned entry's seq and hash,
     which is where what remains starts. Returns the checkpoint's body, or None when nothing was old enough."""
+    ledger.flush()
     row = db.execute("SELECT seq FROM ledger WHERE at >= ? ORDER BY seq LIMIT 1", (before,)).fetchone()
     through = row[0] - 1 if row else ledger.head[0]  # the head too: the checkpoint follows it
     first = db.execute("SELECT min(seq) FROM ledger").fetchone()[0]
@@ -138,6 +158,7 @@ def prune(db: sqlite3.Connection, ledger: Ledger, before: float, now: float) -> 
             cursor = db.execute(f"DELETE FROM {table} WHERE {keys[0]} IN (SELECT CAST(ref AS INTEGER) FROM ledger "
                                 "WHERE kind = ? AND seq <= ?)", (table, through))
             deleted[table] = cursor.rowcount
+    ledger.flush()
     (digest,) = db.execute("SELECT hash FROM ledger WHERE seq = ?", (through,)).fetchone()
     db.execute("DELETE FROM ledger WHERE seq <= ?", (through,))
     body = {"through": through, "hash": digest, "before": before, "deleted": deleted, "carried": carried}

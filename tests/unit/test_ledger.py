@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
+from bcd.journal_writer import JournalWriter
 from bcd.ledger_check import Report, check_database, check_lines, export, open_readonly
 from bcd.model import RunResult
+from tests.helpers.sqlite_full import BIG, FullJournal
+from tests.unit.test_journal_writer import FakeTimers
 
 DOWN = SiteTransition("up", "down")
 SQLITE3 = shutil.which("sqlite3")
@@ -176,3 +180,38 @@ def test_after_pruning_a_changed_checkpoint_or_a_deleted_first_entry_is_named(tm
     tamper(path, f"DELETE FROM ledger WHERE seq = {first}")
     assert check(path).problems[0][1].startswith(f"entry {first + 1} does not start the chain")
 
+
+
+def test_writes_kept_while_the_journal_was_full_are_chained_when_written(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = written(path)
+    timers = FakeTimers()
+    writer = JournalWriter(journal, Bus(), clock=lambda: 9.0, call_later=timers.call_later)
+    runs = RunJournal(journal, writer)
+    disk = FullJournal(journal)
+    disk.fill()
+    writer.emit(Event(EventKind.SITE_TRANSITION, 9.0, "payroll", "dorset", BIG, DOWN))
+    timers.fire(writer.flush)  # fails: rolled back, the ledger's head with it
+    runs.finish(1, RunResult.FAILED, 9.5, "kept while full")  # kept for the retry
+    assert writer.refusal() is not None
+    disk.free()
+    timers.fire()
+    assert writer.refusal() is None
+    journal.close()
+    report = check(path)
+    assert report.problems == [] and report.rows == 3 + 1 + 1 + 2
+
+
+def test_the_writer_prunes_by_journal_keep_at_its_first_commit(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = written(path)
+    timers = FakeTimers()
+    writer = JournalWriter(journal, Bus(), clock=lambda: 2e9, call_later=timers.call_later)
+    writer.retention = 400 * 86400.0
+    with capture_logs() as logs:
+        writer.emit(Event(EventKind.SITE_TRANSITION, 2e9, "payroll", "dorset", "now", DOWN))
+        timers.fire(writer.flush)
+    (pruned,) = [line for line in logs if line["event"] == "journal_pruned"]
+    assert pruned["deleted"] == {"events": 3} and pruned["carried"] == 3
+    journal.close()
+    assert check(path).problems == []
