@@ -95,6 +95,7 @@ class Journal:
         try:
             ledger = Ledger(self._db)
             if not ledger.empty:
+                log.info("journal_chain_head", journal=str(self.path), seq=ledger.head[0], hash=ledger.head[1])
                 return ledger
             self.ledger = ledger
             with self.transaction():

@@ -161,6 +161,12 @@ def _compare(report: Report, where: tuple[str, int, str], body: Mapping[str, Any
                         f"{row.get(column)!r} in the row)")
 
 
+def head_at(db: sqlite3.Connection, until: float) -> tuple[int, str] | None:
+    """The chain's head as it stood at `until` (the last entry before it): what a report of a period quotes."""
+    row = db.execute("SELECT seq, hash FROM ledger WHERE at < ? ORDER BY seq DESC LIMIT 1", (until,)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 # -- export ----------------------------------------------------------------------------------------------------
 def export(db: sqlite3.Connection, out: TextIO, start: float | None = None, end: float | None = None) -> int:
     """Write the entries with `start <= at < end` as JSON lines (each entry with its prev and hash); returns

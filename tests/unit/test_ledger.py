@@ -18,7 +18,7 @@ from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.journal_writer import JournalWriter
-from bcd.ledger_check import Report, check_database, check_lines, export, open_readonly
+from bcd.ledger_check import Report, check_database, check_lines, export, head_at, open_readonly
 from bcd.model import RunResult
 from tests.helpers.sqlite_full import BIG, FullJournal
 from tests.unit.test_journal_writer import FakeTimers
@@ -215,3 +215,11 @@ def test_the_writer_prunes_by_journal_keep_at_its_first_commit(tmp_path: Path) -
     assert pruned["deleted"] == {"events": 3} and pruned["carried"] == 3
     journal.close()
     assert check(path).problems == []
+
+
+def test_the_head_of_a_period_is_the_last_entry_before_its_end(tmp_path: Path) -> None:
+    written(tmp_path / "j.sqlite").close()
+    with contextlib.closing(open_readonly(tmp_path / "j.sqlite")) as db:
+        (third,) = db.execute("SELECT hash FROM ledger WHERE seq = 3").fetchone()
+        assert head_at(db, 2.5) == (3, third)  # genesis is stamped now; events 1 and 2 are entries 2 and 3
+        assert head_at(db, 0.5) is None
