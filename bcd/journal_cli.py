@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from bcd import config as config_module
 from bcd.config import ConfigError
-from bcd.ledger_check import Report, check_database, check_lines, export, open_readonly
+from bcd.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
 from bcd.state_dir import JOURNAL_NAME
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -73,8 +74,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
         path = journal_path(args.config)
         if path is None:
             return EXIT_USAGE
-        with contextlib.closing(open_readonly(path)) as db:
-            report = check_database(db)
+        try:
+            with contextlib.closing(open_readonly(path)) as db:
+                if not has_ledger(db):
+                    print(f"{path}: NOT intact: the journal has no ledger (written by a bcd before the chain "
+                          "existed): the daemon starts one at its next start")
+                    return EXIT_FAILED
+                report = check_database(db)
+        except sqlite3.Error as exc:
+            print(f"{path}: cannot be read as a journal: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         where = str(path)
     return _print(where, report, rows=args.file is None)
 
@@ -101,8 +110,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = journal_path(args.config)
     if path is None:
         return EXIT_USAGE
-    with contextlib.closing(open_readonly(path)) as db, contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(args.output, "w", encoding="utf-8")) if args.output else sys.stdout
-        count = export(db, out, args.start, args.end)
+    try:
+        with contextlib.closing(open_readonly(path)) as db, contextlib.ExitStack() as stack:
+            if not has_ledger(db):
+                print(f"{path}: the journal has no ledger yet (the daemon starts one at its next start)",
+                      file=sys.stderr)
+                return EXIT_FAILED
+            out = stack.enter_context(open(args.output, "w", encoding="utf-8")) if args.output else sys.stdout
+            count = export(db, out, args.start, args.end)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"cannot export {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"exported {count} entries from {path}", file=sys.stderr)
     return EXIT_OK

@@ -48,6 +48,10 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return db
 
 
+def has_ledger(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").fetchone() is not None
+
+
 def check_chain(entries: Iterable[Entry], report: Report, expected_prev: str | None) -> Iterator[Entry]:
     """Walk entries in seq order, recording breaks in `report`; yield each entry for row checks.
     `expected_prev` None: the first entry's prev is taken as given (an export of a period)."""

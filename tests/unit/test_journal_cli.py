@@ -108,3 +108,17 @@ def test_config_loads_are_chained_with_the_file_hash_who_and_a_masked_diff(
     assert reload["diff"] == {"changed": {"defaults.interval": ["10s", "5s"], header: ["Bearer ***", "Bearer ***-v2"]}}
     assert "s3cret" not in json.dumps(rows)
     assert config_record.effective(second)["auth.tokens[0].sha256"] == "***"
+
+
+def test_a_journal_without_a_ledger_is_not_intact_and_one_that_is_no_database_exits_2(
+    estate: Path, tmp_path: Path
+) -> None:
+    journal = tmp_path / "state" / "bcd.sqlite"
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        db.execute("DROP TABLE ledger")  # as a bcd before the chain left it
+        db.commit()
+    old = bcd("journal", "verify", "-c", str(estate))
+    assert old.returncode == EXIT_FAILED and "has no ledger (written by a bcd before the chain existed)" in old.stdout
+    journal.write_bytes(b"not a database at all" * 100)
+    broken = bcd("journal", "verify", "-c", str(estate))
+    assert broken.returncode == EXIT_USAGE and "cannot be read as a journal: file is not a database" in broken.stderr
