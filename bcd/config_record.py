@@ -22,7 +22,6 @@ import structlog
 
 from bcd.config import Config
 from bcd.journal import Journal
-from bcd.state_dir import StateDirError
 
 log = structlog.get_logger("bcd.config")
 
@@ -82,7 +81,7 @@ def record(journal: Journal, path: str, flat: dict[str, Any], by: str, at: float
     except OSError as exc:
         digest = f"unreadable: {exc.strerror}"
     try:
-        journal.create([_SNAPSHOT])
+        journal.execute(_SNAPSHOT)  # not Journal.create: a failure here must not close the journal
         with journal.transaction():
             row = journal.execute("SELECT flat FROM config_snapshot WHERE id = 1").fetchone()
             old = json.loads(zlib.decompress(row[0])) if row else None
@@ -91,7 +90,7 @@ def record(journal: Journal, path: str, flat: dict[str, Any], by: str, at: float
             journal.record(time.time() if at is None else at, "config", str(path), body)
             journal.execute("INSERT OR REPLACE INTO config_snapshot VALUES (1, ?)",
                             (zlib.compress(json.dumps(flat, sort_keys=True).encode()),))
-    except (sqlite3.Error, StateDirError) as exc:  # StateDirError: the snapshot table could not be made
+    except sqlite3.Error as exc:
         log.warning("config_load_not_journaled", config=str(path), error=str(exc))
         return False
     log.info("config_load_journaled", config=str(path), sha256=digest, by=by,

@@ -11,11 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from bcd import config as config_module
 from bcd import config_record
 from bcd.journal import Journal
+from bcd.ledger_check import check_database, open_readonly
 from tests.helpers.daemon import write_config
+from tests.helpers.sqlite_full import BIG, FullJournal
 from tests.unit.test_ledger import written
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -122,3 +125,22 @@ def test_a_journal_without_a_ledger_is_not_intact_and_one_that_is_no_database_ex
     journal.write_bytes(b"not a database at all" * 100)
     broken = bcd("journal", "verify", "-c", str(estate))
     assert broken.returncode == EXIT_USAGE and "cannot be read as a journal: file is not a database" in broken.stderr
+
+
+def test_a_config_load_the_journal_cannot_take_is_logged_and_the_journal_stays_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYROLL_TOKEN", "s3cret-token")
+    path = write_config(tmp_path / "bcd.yaml", config_text(tmp_path / "state"))
+    journal = Journal(tmp_path / "state" / "bcd.sqlite")
+    disk = FullJournal(journal)
+    disk.fill()
+    flat = {f"padding.{n}": BIG for n in range(4)}  # a snapshot that needs pages the full file does not have
+    with capture_logs() as logs:
+        assert not config_record.record(journal, str(path), flat, "start", 10.0)
+    assert [line["event"] for line in logs] == ["config_load_not_journaled"]
+    disk.free()
+    assert config_record.record(journal, str(path), flat, "SIGHUP", 20.0)
+    journal.close()
+    with contextlib.closing(open_readonly(tmp_path / "state" / "bcd.sqlite")) as db:
+        assert check_database(db).problems == []
