@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
-from bcd.ledger import Ledger, Write, encode_ordered
+from bcd.ledger import Ledger, Write, event_body
 from bcd.ledger import prune as ledger_prune
 from bcd.model import RunResult
 from bcd.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
@@ -212,10 +212,11 @@ class Journal:
             "INSERT INTO events (at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?)",
             (event.at, event.kind.value, event.service, event.site, event.reason, data),
         )
-        if self.ledger is not None:  # the row as `SELECT *` reads it, keys in order (bcd.ledger_check compares)
-            self.ledger.append_text(event.at, "events", str(cursor.lastrowid), encode_ordered({
-                "at": event.at, "data": data, "id": cursor.lastrowid, "kind": event.kind.value,
-                "reason": event.reason, "service": event.service, "site": event.site}))
+        if self.ledger is not None:  # the row as `SELECT *` reads it (bcd.ledger_check compares the two)
+            row_id = cursor.lastrowid
+            assert row_id is not None
+            self.ledger.append_text(event.at, "events", str(row_id), event_body(
+                row_id, event.at, event.kind.value, event.service, event.site, event.reason, data))
             if not self._db.in_transaction:
                 self.ledger.flush()
         return replace(event, id=cursor.lastrowid)

@@ -39,9 +39,7 @@ COVERED: Mapping[str, tuple[tuple[str, ...], bool]] = {
 }
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-# the same text for a dict whose keys are in order already (an event's row): no sorting on the hot path
-encode_ordered = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_string = json.encoder.encode_basestring
+_string = json.encoder.encode_basestring  # what the encoder writes for a str (ensure_ascii=False)
 
 
 def canonical(value: Any) -> str:
@@ -49,10 +47,25 @@ def canonical(value: Any) -> str:
     return _encode(value)
 
 
+def number(value: float) -> str:
+    """What the encoder writes for a number (float.__repr__), without its generic path."""
+    return repr(value) if type(value) is float and math.isfinite(value) else _encode(value)
+
+
 def entry_text(seq: int, at: float, kind: str, ref: str, body_text: str) -> str:
     """The entry's canonical JSON, from its body's canonical text (not encoded twice: keys are already in order)."""
-    at_text = repr(at) if type(at) is float and math.isfinite(at) else _encode(at)  # what the encoder would write
-    return f'{{"at":{at_text},"body":{body_text},"kind":{_string(kind)},"ref":{_string(ref)},"seq":{seq}}}'
+    return f'{{"at":{number(at)},"body":{body_text},"kind":{_string(kind)},"ref":{_string(ref)},"seq":{seq}}}'
+
+
+def event_body(  # noqa: PLR0917 - positional: the events row's columns
+    row_id: int, at: float, kind: str, service: str | None, site: str | None, reason: str,
+    data: str,
+) -> str:
+    """`canonical()` of an events row (the hot path: written out, about twice as fast as the encoder)."""
+    service_text = "null" if service is None else _string(service)
+    site_text = "null" if site is None else _string(site)
+    return (f'{{"at":{number(at)},"data":{_string(data)},"id":{row_id},"kind":{_string(kind)},'
+            f'"reason":{_string(reason)},"service":{service_text},"site":{site_text}}}')
 
 
 def chain_hash(prev: str, text: str) -> str:

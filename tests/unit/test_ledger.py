@@ -18,6 +18,7 @@ from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.journal_writer import JournalWriter
+from bcd.ledger import canonical, event_body
 from bcd.ledger_check import Report, check_database, check_lines, export, head_at, open_readonly
 from bcd.model import RunResult
 from tests.helpers.sqlite_full import BIG, FullJournal
@@ -223,3 +224,15 @@ def test_the_head_of_a_period_is_the_last_entry_before_its_end(tmp_path: Path) -
         (third,) = db.execute("SELECT hash FROM ledger WHERE seq = 3").fetchone()
         assert head_at(db, 2.5) == (3, third)  # genesis is stamped now; events 1 and 2 are entries 2 and 3
         assert head_at(db, 0.5) is None
+
+
+@pytest.mark.parametrize("values", [
+    (17, 1.8e9 + 0.05, "site_transition", "payroll", "dorset", 'a "quoted" reason, ünïcode \\ \n', '{"from": "up"}'),
+    (1, 3.0, "service_status", "payroll", None, "", "{}"),
+    (2, 1e-7, "journal_gap", None, None, "\u2028 and \x00", "[]"),
+])
+def test_an_events_row_written_out_is_its_canonical_json(values: tuple[object, ...]) -> None:
+    row_id, at, kind, service, site, reason, data = values
+    expected = canonical({"id": row_id, "at": at, "kind": kind, "service": service, "site": site, "reason": reason,
+                          "data": data})
+    assert event_body(row_id, at, kind, service, site, reason, data) == expected  # type: ignore[arg-type]
