@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core postgresql
+DEB_PACKAGES := sqlite3 mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core postgresql
 PYTEST_ARGS ?=
 
 .PHONY: install deps test lint unit demo bench soak clean
@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_plans.py
 	$(BIN)/python bench/bench_cluster.py  # etcd's load from 3 instances x 500 services; needs etcd (make deps)
+	$(BIN)/python bench/bench_journal.py
 
 # chaos soak (bench/soak.py): SOAK_SECONDS=3600 make soak for an hour; needs mosquitto (make deps)
 SOAK_SECONDS ?= 600

@@ -42,7 +42,7 @@ import structlog
 from pydantic import TypeAdapter
 
 from bcd import config as config_module
-from bcd import heap, systemd
+from bcd import config_record, heap, systemd
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
 from bcd.cluster import ClusterLink, Preference
@@ -151,6 +151,7 @@ class Daemon:
         self.state_lock = StateLock.acquire(Path(config.state_dir))  # first: a second daemon touches nothing
         self.journal = self._open_journal(Path(config.state_dir) / JOURNAL_NAME)
         self.engine = Engine(config, self.journal, self.bus)
+        config_record.record(self.journal, config_path, config_record.effective(config), "start")
         self.view = EngineView(self.engine)  # what the outputs and the web read
         self.operations = Operations(self.engine)  # what they act through
         self.metrics = Metrics(self.view)
@@ -443,14 +444,12 @@ class Daemon:
         finally:
             self.notifier.ready(self._status_text())
 
-    async def reload(self) -> bool:
-        """Load the config file again; keep the running config if the new one is invalid. One reload at a
-        time; the file is read and validated in a thread (seconds for a very large estate), so probes keep
-        their schedule meanwhile. Any failure, expected or not, is a `config_reload_failed` and a 0 in
-        bcd_config_last_reload_successful."""
+    async def reload(self, by: str = "SIGHUP") -> bool:
+        """Load the config again, journaled as asked `by`; keep the running one if the new one is invalid. One at a
+        time, in a thread (probes keep their schedule). Any failure is a `config_reload_failed` (metric: 0)."""
         async with self._reload_lock:
             try:
-                return await self._reload()
+                return await self._reload(by)
             except Exception as exc:  # a bug must not leave a dead task and a metric saying all is well
                 self.metrics.reload.successful = False
                 log.error("config_reload_failed", config=self.config_path, reason=f"{type(exc).__name__}: {exc}",
@@ -459,7 +458,7 @@ class Daemon:
             finally:
                 heap.trim()  # what a failed load of a large file took goes back to the system too
 
-    async def _reload(self) -> bool:
+    async def _reload(self, by: str) -> bool:
         log.info("reloading", config=self.config_path)
         try:
             new = await in_daemon_thread(load_config, self.config_path, self.overrides)
@@ -487,6 +486,7 @@ class Daemon:
         parts.alerts.configure(new)
         parts.scheduler.sync(jobs(new), build)
         self.metrics.probes.retain(parts.scheduler.keys)
+        config_record.record(self.journal, self.config_path, await in_daemon_thread(config_record.effective, new), by)
         heap.settle()
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()

@@ -15,6 +15,7 @@ from bcd import __version__, tokens
 from bcd.cli_plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
+from bcd.journal_cli import add_journal_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:9847"
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_operator_commands(commands)
     add_plan_commands(commands, ClientKit(_api, _call, add_client_arguments, _when))
     tokens.add_commands(commands)
+    add_journal_commands(commands)
     return parser
 
 

@@ -121,6 +121,7 @@ class Engine:
     def apply_config(self, config: Config) -> None:
         """Adopt a (re)loaded config: new sites start unknown, removed ones are forgotten."""
         self.config = config
+        self.writer.retention = config.journal.keep
         now = self.clock()
         self.rules = {key: rule for key, rule in _rules(config)}
         self.sites = {

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
+
 from bcd.events import Event, EventKind, payload_from_json, payload_json
-from bcd.model import RunKind, RunResult
+from bcd.ledger import Ledger, Write, event_body
+from bcd.ledger import prune as ledger_prune
+from bcd.model import RunResult
+from bcd.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
 from bcd.state_dir import not_writable, open_database
+
+__all__ = ["INTERRUPTED", "RUN_FIELDS", "Journal", "JournalWriteError", "RunJournal", "RunRecord", "SavedService",
+           "SavedSite", "StepRecord"]  # the run records live in bcd.run_records; importers find them here too
+
+log = structlog.get_logger("bcd.journal")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_health (
@@ -63,13 +74,40 @@ class SavedService:
 
 
 class Journal:
-    """One connection, used from the event loop thread only."""
+    """One connection, used from the event loop thread only. Every change to a covered table is chained in
+    the ledger (bcd.ledger) in the same transaction; `chained=False` only to measure what that costs (bench)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, chained: bool = True) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_database(self.path)  # StateDirError if it is corrupt or cannot be written
-        self.create(SCHEMA.split(";"))
+        self.create([*SCHEMA.split(";"), *RUNS_SCHEMA.split(";")])
+        for table, column, definition in ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})").fetchall()}
+            if column not in present:
+                self.create([f"ALTER TABLE {table} ADD COLUMN {column} {definition}"])
+        self.ledger: Ledger | None = None
+        if chained:
+            self.ledger = self._start_chain()
+
+    def _start_chain(self) -> Ledger:
+        """The ledger; a journal without one (new, or from before the chain) starts it with a genesis entry."""
+        try:
+            ledger = Ledger(self._db)
+            if not ledger.empty:
+                log.info("journal_chain_head", journal=str(self.path), seq=ledger.head[0], hash=ledger.head[1])
+                return ledger
+            self.ledger = ledger
+            with self.transaction():
+                had = self._db.execute("SELECT 1 FROM events UNION ALL SELECT 1 FROM runs LIMIT 1").fetchone()
+                reason = ("rows written before the chain existed were adopted as found: their earlier history "
+                          "is not proven" if had else "a new journal")
+                adopted = ledger.adopt(time.time(), reason)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise not_writable(self.path, exc) from exc
+        log.info("journal_chain_started", journal=str(self.path), reason=reason, adopted=adopted)
+        return ledger
 
     def create(self, statements: Iterable[str]) -> None:
         """Run schema statements at start. A disk with room for the open's check but not for the schema
@@ -89,16 +127,25 @@ class Journal:
     def transaction(self, *, sync: bool = True) -> Iterator[None]:
         """Group writes into one commit: all or nothing. `sync=False` commits without waiting for the disk
         (WAL, synchronous=NORMAL): the commit survives a crash of the process (kill -9), not a power cut.
-        Health state and its events use that — probes re-derive them — while runs and steps always wait."""
+        Health state and its events use that — probes re-derive them — while runs and steps always wait.
+        Inside another transaction it joins that one. A rollback rolls the ledger's head back too."""
+        if self._db.in_transaction:
+            yield
+            return
+        head = self.ledger.head if self.ledger is not None else None
         if not sync:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             self._db.execute("BEGIN IMMEDIATE")
             yield
+            if self.ledger is not None:
+                self.ledger.flush()
             self._db.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:  # a failed COMMIT leaves it open; SQLITE_FULL may have ended it already
                 self._db.execute("ROLLBACK")
+            if self.ledger is not None and head is not None:
+                self.ledger.rollback(head)
             raise
         finally:
             if not sync:
@@ -112,6 +159,30 @@ class Journal:
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
+
+    def apply(self, write: Write, at: float) -> sqlite3.Cursor:
+        """Make a change to a covered table and chain the rows it touched, in one transaction."""
+        with self.transaction():
+            cursor = self._db.execute(write.sql, write.params)
+            if self.ledger is not None:
+                if write.where is None:
+                    self.ledger.rows(at, write.table, "rowid = ?", (cursor.lastrowid,))
+                else:
+                    self.ledger.rows(at, write.table, write.where, write.where_params)
+        return cursor
+
+    def prune(self, before: float, now: float) -> dict[str, Any] | None:
+        """Retention (bcd.ledger.prune), committed: the checkpoint's body, or None when nothing was pruned."""
+        if self.ledger is None:
+            return None
+        with self.transaction():
+            return ledger_prune(self._db, self.ledger, before, now)
+
+    def record(self, at: float, kind: str, ref: str, body: dict[str, Any]) -> None:
+        """Chain an entry that is no table's row (a config load), committed at once."""
+        if self.ledger is not None:
+            with self.transaction():
+                self.ledger.append(at, kind, ref, body)
 
     def sites(self) -> list[SavedSite]:
         rows = self._db.execute("SELECT * FROM site_health").fetchall()
@@ -136,10 +207,18 @@ class Journal:
 
     def append(self, event: Event) -> Event:
         """Journal an event; returns it with its id."""
+        data = json.dumps(payload_json(event.data))
         cursor = self._db.execute(
             "INSERT INTO events (at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (event.at, event.kind.value, event.service, event.site, event.reason, json.dumps(payload_json(event.data))),
+            (event.at, event.kind.value, event.service, event.site, event.reason, data),
         )
+        if self.ledger is not None:  # the row as `SELECT *` reads it (bcd.ledger_check compares the two)
+            row_id = cursor.lastrowid
+            assert row_id is not None
+            self.ledger.append_text(event.at, "events", str(row_id), event_body(
+                row_id, event.at, event.kind.value, event.service, event.site, event.reason, data))
+            if not self._db.in_transaction:
+                self.ledger.flush()
         return replace(event, id=cursor.lastrowid)
 
     def last_events(self, count: int, service: str | None = None) -> list[Event]:
@@ -190,89 +269,6 @@ ADDED_COLUMNS = (("steps", "pgid", "INTEGER"), ("steps", "pgid_start", "INTEGER"
 _STEP_COLUMNS = "run_id, seq, phase, name, kind, inputs, started, ended, attempts, outcome, output"
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    run_id: int
-    seq: int
-    phase: str
-    name: str
-    kind: str
-    inputs: dict[str, Any]
-    started: float
-    ended: float | None
-    attempts: int
-    outcome: str
-    output: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq, "phase": self.phase, "name": self.name, "kind": self.kind, "inputs": self.inputs,
-            "started": self.started, "ended": self.ended, "attempts": self.attempts, "outcome": self.outcome,
-            "output": self.output,
-        }
-
-
-@dataclass(frozen=True, slots=True, init=False)
-class RunRecord:
-    """One run as the journal holds it (`id` 0 before it is written)."""
-
-    id: int
-    service: str
-    runbook: str
-    kind: RunKind
-    trigger: str
-    reason: str
-    from_site: str
-    to_site: str
-    dry_run: bool
-    forced: bool
-    evidence: dict[str, Any]
-    started: float
-    ended: float | None
-    result: RunResult
-    detail: str
-    acknowledged_by: str | None
-    detected_at: float | None
-    verified_at: float | None
-
-    def __init__(  # noqa: PLR0917 - positional: the journal's row order
-        self, id: int, service: str, runbook: str, kind: RunKind | str, trigger: str, reason: str,
-        from_site: str, to_site: str, dry_run: bool, forced: bool, evidence: dict[str, Any], started: float,
-        ended: float | None, result: RunResult | str, detail: str, acknowledged_by: str | None,
-        detected_at: float | None, verified_at: float | None,
-    ) -> None:
-        """`kind` and `result` as strings too (ValueError for one no RunKind/RunResult has): the journal's
-        columns, and bcd/cluster's mirrored runs until it builds them typed."""
-        values = locals()
-        values.update(kind=RunKind(kind), result=RunResult(result))
-        for name in RUN_FIELDS:
-            object.__setattr__(self, name, values[name])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "service": self.service, "runbook": self.runbook, "kind": self.kind.value,
-            "trigger": self.trigger, "reason": self.reason, "from": self.from_site, "to": self.to_site,
-            "dry_run": self.dry_run, "forced": self.forced, "evidence": self.evidence, "started": self.started,
-            "ended": self.ended, "result": self.result.value, "detail": self.detail,
-            "acknowledged_by": self.acknowledged_by, "detected_at": self.detected_at, "verified_at": self.verified_at,
-        }
-
-
-RUN_FIELDS = tuple(RunRecord.__slots__)
-INTERRUPTED = "the daemon stopped during this run; no step was re-run"
-_RUN_COLUMNS = (
-    "id, service, runbook, kind, trigger, reason, from_site, to_site, dry_run, forced, evidence, started, ended, "
-    "result, detail, acknowledged_by, detected_at, verified_at"
-)
-
-
-def _run(row: tuple[Any, ...]) -> RunRecord:
-    values = dict(zip(RUN_FIELDS, row, strict=True))
-    values.update(dry_run=bool(values["dry_run"]), forced=bool(values["forced"]),
-                  evidence=json.loads(values["evidence"]))
-    return RunRecord(**values)
-
-
 class WriteFailures(Protocol):
     """Told of every failed run-journal write; keeps the records that may be written later (JournalWriter)."""
 
@@ -281,7 +277,7 @@ class WriteFailures(Protocol):
 
     def report(self, exc: sqlite3.Error) -> None: ...
 
-    def keep(self, sql: str, params: tuple[Any, ...]) -> None: ...
+    def keep(self, write: Write) -> None: ...
 
 
 class RunJournal:
@@ -293,56 +289,52 @@ class RunJournal:
     (a step's or a run's end) is kept by `failures` and written, in order, once the journal can be written."""
 
     def __init__(self, journal: Journal, failures: WriteFailures | None = None) -> None:
-        self._journal = journal
+        self._journal = journal  # it made the runs and steps tables
         self._failures = failures
-        journal.create(RUNS_SCHEMA.split(";"))
-        for table, column, definition in ADDED_COLUMNS:
-            present = {row[1] for row in journal.execute(f"PRAGMA table_info({table})").fetchall()}
-            if column not in present:
-                journal.create([f"ALTER TABLE {table} ADD COLUMN {column} {definition}"])
+        self.clock = time.time
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
-        """A record that must be on disk before what it describes may happen: written now, or JournalWriteError
-        (reported to `failures`)."""
+    def _write(self, write: Write) -> sqlite3.Cursor:
+        """A record that must be on disk before what it describes may happen: written (and chained) now, or
+        JournalWriteError (reported to `failures`)."""
         try:
-            return self._journal.execute(sql, params)
+            return self._journal.apply(write, self.clock())
         except sqlite3.Error as exc:
             if self._failures is not None:
                 self._failures.report(exc)
             raise JournalWriteError(f"journal cannot be written: {exc}") from exc
 
-    def _record(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _record(self, write: Write) -> None:
         """A record of what has already happened: written now or, while the journal cannot be written, kept by
         `failures` in order and written when it can (raises JournalWriteError only without `failures`)."""
         if self._failures is not None and self._failures.failing:
-            self._failures.keep(sql, params)  # behind what is kept already: the same row's updates stay in order
+            self._failures.keep(write)  # behind what is kept already: the same row's updates stay in order
             return
         try:
-            self._write(sql, params)
+            self._write(write)
         except JournalWriteError:
             if self._failures is None:
                 raise
-            self._failures.keep(sql, params)
+            self._failures.keep(write)
 
     def create(self, run: RunRecord) -> int:
-        cursor = self._write(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        cursor = self._write(Write(
+            f"INSERT INTO runs ({run_columns}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.service, run.runbook, run.kind.value, run.trigger, run.reason, run.from_site, run.to_site,
              int(run.dry_run), int(run.forced), json.dumps(run.evidence), run.started, run.ended, run.result.value,
-             run.detail, run.acknowledged_by, run.detected_at, run.verified_at),
-        )
+             run.detail, run.acknowledged_by, run.detected_at, run.verified_at), "runs",
+        ))
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
     def finish(self, run_id: int, result: RunResult, ended: float, detail: str,
                verified_at: float | None = None) -> None:
-        self._record(
+        self._record(_run_write(
             "UPDATE runs SET result = ?, ended = ?, detail = ?, verified_at = ? WHERE id = ?",
             (result.value, ended, detail, verified_at, run_id),
-        )
+        ))
 
     def set_result(self, run_id: int, result: RunResult) -> None:
-        self._record("UPDATE runs SET result = ? WHERE id = ?", (result.value, run_id))
+        self._record(_run_write("UPDATE runs SET result = ? WHERE id = ?", (result.value, run_id)))
 
     def acknowledge(self, service: str, by: str) -> list[int]:
         rows = self._journal.execute(
@@ -352,36 +344,36 @@ class RunJournal:
         ).fetchall()
         ids = [row[0] for row in rows]
         for run_id in ids:
-            self._write("UPDATE runs SET acknowledged_by = ? WHERE id = ?", (by, run_id))
+            self._write(_run_write("UPDATE runs SET acknowledged_by = ? WHERE id = ?", (by, run_id)))
         return ids
 
     def acknowledge_run(self, run_id: int, by: str) -> bool:
         """Acknowledge one run (another cluster member acknowledged it); False when there was nothing to do."""
-        cursor = self._write(
+        cursor = self._write(Write(
             "UPDATE runs SET acknowledged_by = ? WHERE id = ? AND acknowledged_by IS NULL AND result IN "
             "('failed', 'aborted', 'rolled_back', 'interrupted')",
-            (by, run_id),
-        )
+            (by, run_id), "runs", "id = ? AND acknowledged_by = ?", (run_id, by),
+        ))
         return cursor.rowcount > 0
 
     def step_started(self, step: StepRecord) -> None:
-        self._write(
+        self._write(Write(
             f"INSERT OR REPLACE INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (step.run_id, step.seq, step.phase, step.name, step.kind, json.dumps(step.inputs), step.started,
-             step.ended, step.attempts, step.outcome, step.output),
-        )
+             step.ended, step.attempts, step.outcome, step.output), "steps",
+        ))
 
     def step_finished(self, run_id: int, seq: int, *, ended: float, attempts: int, outcome: str, output: str) -> None:
-        self._record(
+        self._record(_step_write(
             "UPDATE steps SET ended = ?, attempts = ?, outcome = ?, output = ? WHERE run_id = ? AND seq = ?",
             (ended, attempts, outcome, output, run_id, seq),
-        )
+        ))
 
     def step_process(self, run_id: int, seq: int, pgid: int, start: int) -> None:
         """Record the process group a step started (its leader's pid and start time)."""
-        self._record(
+        self._record(_step_write(
             "UPDATE steps SET pgid = ?, pgid_start = ? WHERE run_id = ? AND seq = ?", (pgid, start, run_id, seq)
-        )
+        ))
 
     def unfinished_processes(self, run_id: int) -> list[tuple[int, str, int, int]]:
         """(seq, step name, pgid, start time) of the run's unfinished steps that started a process group."""
@@ -392,17 +384,17 @@ class RunJournal:
         return [(row[0], row[1], row[2], row[3] or 0) for row in rows]
 
     def get(self, run_id: int) -> RunRecord | None:
-        row = self._journal.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _run(row) if row else None
+        row = self._journal.execute(f"SELECT {run_columns} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return run_from_row(row) if row else None
 
     def recent(self, service: str | None = None, limit: int = 50) -> list[RunRecord]:
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        sql = f"SELECT {run_columns} FROM runs"
         params: tuple[Any, ...] = ()
         if service is not None:
             sql += " WHERE service = ?"
             params = (service,)
         rows = self._journal.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     def steps(self, run_id: int) -> list[StepRecord]:
         rows = self._journal.execute(
@@ -412,29 +404,30 @@ class RunJournal:
 
     def unfinished(self) -> list[RunRecord]:
         rows = self._journal.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE result IN ('running', 'waiting_approval')"
+            f"SELECT {run_columns} FROM runs WHERE result IN ('running', 'waiting_approval')"
         ).fetchall()
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     def mark_interrupted(self, run_id: int, now: float, detail: str = INTERRUPTED,
                          notes: dict[int, str] | None = None) -> None:
         """Mark the run and its unfinished steps interrupted; `notes` (seq → text) become those steps' output."""
         for seq, note in (notes or {}).items():
-            self._record(
+            self._record(_step_write(
                 "UPDATE steps SET output = ? WHERE run_id = ? AND seq = ? AND ended IS NULL", (note, run_id, seq)
-            )
-        self._record(
-            "UPDATE steps SET outcome = 'interrupted', ended = ? WHERE run_id = ? AND ended IS NULL", (now, run_id)
-        )
+            ))
+        self._record(Write(  # every step of the run is chained again: those it ended among them
+            "UPDATE steps SET outcome = 'interrupted', ended = ? WHERE run_id = ? AND ended IS NULL", (now, run_id),
+            "steps", "run_id = ?", (run_id,),
+        ))
         self.finish(run_id, RunResult.INTERRUPTED, now, detail)
 
     def unacknowledged(self, service: str) -> RunRecord | None:
         row = self._journal.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE service = ? AND acknowledged_by IS NULL AND result IN "
+            f"SELECT {run_columns} FROM runs WHERE service = ? AND acknowledged_by IS NULL AND result IN "
             "('failed', 'aborted', 'rolled_back', 'interrupted') ORDER BY id DESC LIMIT 1",
             (service,),
         ).fetchone()
-        return _run(row) if row else None
+        return run_from_row(row) if row else None
 
     def last_ended(self, service: str) -> float | None:
         row = self._journal.execute(
@@ -447,3 +440,13 @@ class RunJournal:
             "SELECT max(started) FROM runs WHERE service = ? AND dry_run = 1 AND trigger = 'auto'", (service,)
         ).fetchone()
         return row[0] if row else None
+
+
+def _run_write(sql: str, params: tuple[Any, ...]) -> Write:
+    """An UPDATE of one run, its id the last parameter."""
+    return Write(sql, params, "runs", "id = ?", params[-1:])
+
+
+def _step_write(sql: str, params: tuple[Any, ...]) -> Write:
+    """An UPDATE of one step, its run id and seq the last two parameters."""
+    return Write(sql, params, "steps", "run_id = ? AND seq = ?", params[-2:])

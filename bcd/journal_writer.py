@@ -29,13 +29,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal, SavedService, SavedSite
+from bcd.ledger import Write
 
 log = structlog.get_logger("bcd.journal")
 
@@ -43,6 +44,7 @@ FLUSH_DELAY = 0.05  # group commit: a burst of transitions (e.g. at start) costs
 MAX_QUEUED_EVENTS = 10_000
 RETRY_FIRST = 0.25
 RETRY_MAX = 5.0
+PRUNE_EVERY = 3600.0  # retention (journal.keep) runs at the first commit and then at most this often
 
 
 def iso8601(timestamp: float) -> str:
@@ -85,6 +87,8 @@ class JournalWriter:
         self._delay = RETRY_FIRST
         self._closed = False
         self.recovered: Callable[[], None] = lambda: None  # told once a retry has written what was kept
+        self.retention: float | None = None  # journal.keep: entries older than this are pruned
+        self._pruned_at: float | None = None
 
     # -- what the engine calls -----------------------------------------------------------------------
     def emit(self, event: Event, **log_fields: object) -> None:
@@ -151,9 +155,9 @@ class JournalWriter:
         """A write failed elsewhere (the run journal): failing until a retry succeeds."""
         self._failed(exc)
 
-    def keep(self, sql: str, params: tuple[Any, ...]) -> None:
+    def keep(self, write: Write) -> None:
         """A run record to write as soon as the journal can be written, before the queued events."""
-        self._queue.statements.append((sql, params))
+        self._queue.statements.append(write)
         if self._retry is None:
             self._retry = self._schedule(self._delay, self._retry_now)
 
@@ -164,8 +168,8 @@ class JournalWriter:
         gap = queue.gap(now)
         try:
             with self.journal.transaction(sync=bool(queue.statements)):
-                for sql, params in queue.statements:
-                    self.journal.execute(sql, params)
+                for write in queue.statements:
+                    self.journal.apply(write, now)
                 for site in queue.sites.values():
                     self.journal.save_site(site)
                 for service in queue.services.values():
@@ -186,7 +190,22 @@ class JournalWriter:
             self.recovered()
         if gap is not None:
             self.bus.publish(gap)
+        self._prune(now)
         return written
+
+    def _prune(self, now: float) -> None:
+        """Retention, after a successful commit; a failure is logged and tried again PRUNE_EVERY later."""
+        if self.retention is None or (self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY):
+            return
+        self._pruned_at = now
+        try:
+            checkpoint = self.journal.prune(now - self.retention, now)
+        except sqlite3.Error as exc:
+            log.warning("journal_prune_failed", error=str(exc), hint=f"tried again in {PRUNE_EVERY:.0f} s")
+            return
+        if checkpoint is not None:
+            log.info("journal_pruned", before=iso8601(checkpoint["before"]), through=checkpoint["through"],
+                     deleted=checkpoint["deleted"], carried=checkpoint["carried"])
 
     def _failed(self, exc: sqlite3.Error) -> None:
         self.write_errors += 1
@@ -217,7 +236,7 @@ class _Queue:
 
     def __init__(self, limit: int, dropped_total: int = 0) -> None:
         self.limit = limit
-        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+        self.statements: list[Write] = []
         self.sites: dict[tuple[str, str], SavedSite] = {}
         self.services: dict[str, SavedService] = {}
         self.events: list[Event] = []

@@ -312,6 +312,11 @@ class Cluster(Model):
         return self
 
 
+class JournalSettings(Model):
+    keep: Duration | None = Field(None, ge=86400.0, description="prune journal entries older than this (at least "
+                                  "1d); a checkpoint keeps what remains verifiable. Runs and steps are kept")
+
+
 class Config(Model):
     instance: Name = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "bcd")
     vantage: Name | None = Field(None, description="the site this daemon runs in")
@@ -334,6 +339,7 @@ class Config(Model):
     alerts: Alerts = Field(default_factory=Alerts)
     cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
     plans: dict[Name, PlanConfig] = Field({}, description="recovery plans: move a site's services in order")
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 

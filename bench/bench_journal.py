@@ -1,0 +1,165 @@
+"""Benchmark of the journal's write cost with and without the hash chain (bcd.ledger), at 2,000 probes/s.
+
+The engine writes only what changes: a probe result that changes a site's state stages its site row and a
+`site_transition` event, and one in three also a service row and a `service_status` event; the writer commits
+what one 50 ms window staged in one transaction, then logs (JSON, as the daemon does; to /dev/null here) and
+publishes each event. This drives the real JournalWriter on real SQLite files with that pattern: 2,000 probe
+results per simulated second, a share of them changes (several shares), 20 flushes per second.
+
+Measured per simulated second, as CPU time (process time) inside the flushes: the commit alone (the
+transaction, the part the chain changes) and the whole flush (commit, log lines, publishing); and what the
+chain adds as a share of one core (the daemon spends about 0.8 core on 2,000 probes/s: README, Benchmark).
+A plain and a chained journal are fed the same changes and flushed in lockstep, window by window, in turns.
+
+    python bench/bench_journal.py            # about three minutes
+    python bench/bench_journal.py --quick    # a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bcd import logging as bcd_logging
+from bcd.bus import Bus
+from bcd.events import Event, EventKind, ServiceStatusChanged, SiteTransition
+from bcd.journal import Journal, SavedService, SavedSite
+from bcd.journal_writer import FLUSH_DELAY, JournalWriter
+
+PROBES_PER_SECOND = 2_000
+SERVICES = 1_000  # two sites each, one probe per site at a 1 s interval: 2,000 probes/s
+REASON = "3 consecutive failures: HTTP 503 from https://payroll-{n}.dorset.example.org/health (after 212 ms)"
+TARGET = 5.0  # percent
+
+
+class _NoTimer:
+    def cancel(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """The daemon's JSON log lines, rendered as it renders them, written to /dev/null."""
+    saved = sys.stderr
+    with open(os.devnull, "w") as null:
+        sys.stderr = null
+        bcd_logging.setup("info", json=True)
+        try:
+            yield
+        finally:
+            sys.stderr = saved
+
+
+@dataclass
+class Side:
+    """One journal and its writer, with the CPU time spent in its commits and in its whole flushes."""
+
+    journal: Journal
+    writer: JournalWriter
+    subscriber: Any
+    commit: float = 0.0
+    flush: float = 0.0
+
+    @classmethod
+    def open(cls, path: Path, *, chained: bool) -> Side:
+        journal = Journal(path, chained=chained)
+        bus = Bus()
+        side = cls(journal, JournalWriter(journal, bus, call_later=lambda delay, callback: _NoTimer()),
+                   bus.subscribe("bench"))
+        transaction = journal.transaction
+
+        @contextlib.contextmanager
+        def timed(*, sync: bool = True) -> Iterator[None]:
+            begun = time.process_time()
+            with transaction(sync=sync):
+                yield
+            side.commit += time.process_time() - begun
+
+        journal.transaction = timed  # type: ignore[method-assign]
+        return side
+
+    def timed_flush(self) -> None:
+        begun = time.process_time()
+        self.writer.flush()
+        self.flush += time.process_time() - begun
+        while not self.subscriber.queue.empty():
+            self.subscriber.queue.get_nowait()
+
+    def close(self) -> None:
+        self.writer.close()
+        self.journal.close()
+
+
+def stage(writer: JournalWriter, n: int, now: float) -> int:
+    """What the engine stages for the n-th probe result when it changes a site's state; the events staged."""
+    service, site = f"service-{n % SERVICES}", ("dorset", "hampshire")[n % 2]
+    states = ("up", "down") if n % 4 < 2 else ("down", "up")
+    writer.sites[(service, site)] = SavedSite(service, site, states[1], False, None, "", now, REASON)
+    writer.emit(Event(EventKind.SITE_TRANSITION, now, service, site, REASON.format(n=n), SiteTransition(*states)),
+                from_state=states[0], to_state=states[1])
+    if n % 3:
+        return 1
+    writer.services[service] = SavedService(service, "at_risk", "dorset", now, REASON)
+    writer.emit(Event(EventKind.SERVICE_STATUS, now, service, None, REASON.format(n=n),
+                      ServiceStatusChanged("ok", "at_risk", "dorset", None)))
+    return 2
+
+
+def simulate(folder: Path, share: float, seconds: int) -> tuple[Side, Side, int]:
+    """`seconds` simulated seconds of 2,000 probe results, `share` of them changing a site's state, written to
+    a plain and a chained journal in lockstep: each 50 ms window is flushed by both, one right after the other
+    (in turns, which first), so the machine's load weighs on both alike. Returns (plain, chained, events)."""
+    plain = Side.open(folder / "plain.sqlite", chained=False)
+    chained = Side.open(folder / "chained.sqlite", chained=True)
+    flushes = int(1 / FLUSH_DELAY)
+    every = max(1, round(1 / share))
+    events, n = 0, 0
+    for window in range(seconds * flushes):
+        now = 1.8e9 + window * FLUSH_DELAY
+        for _ in range(PROBES_PER_SECOND // flushes):
+            n += 1
+            if n % every == 0:
+                events += stage(plain.writer, n, now)
+                stage(chained.writer, n, now)
+        for side in (plain, chained) if window % 2 else (chained, plain):
+            side.timed_flush()
+    plain.close()
+    chained.close()
+    return plain, chained, events
+
+
+def main(quick: bool) -> int:
+    shares = (0.01,) if quick else (0.001, 0.01, 0.05)
+    seconds = 5 if quick else 60
+    worst = 0.0
+    print(f"journal write cost at {PROBES_PER_SECOND} probes/s, CPU ms per second over {seconds} simulated seconds "
+          "(plain and chained journals flushed in lockstep)")
+    with quiet_logging():
+        for share in shares:
+            with tempfile.TemporaryDirectory() as tmp:
+                plain, chained, events = simulate(Path(tmp), share, seconds)
+            added = (chained.flush / plain.flush - 1) * 100
+            worst = max(worst, added)
+            print(f"  {share * 100:4.1f} % of results change a state ({events / seconds:5.0f} events/s): "
+                  f"commit {plain.commit / seconds * 1e3:6.2f} -> {chained.commit / seconds * 1e3:6.2f} ms "
+                  f"({(chained.commit / plain.commit - 1) * 100:+5.1f} %), whole flush "
+                  f"{plain.flush / seconds * 1e3:6.2f} -> {chained.flush / seconds * 1e3:6.2f} ms ({added:+5.1f} %); "
+                  f"the chain costs {(chained.flush - plain.flush) / seconds * 1e3:.2f} ms of CPU a second "
+                  f"({(chained.flush - plain.flush) / seconds * 100:.3f} % of a core)", file=sys.__stdout__, flush=True)
+    verdict = "holds" if worst < TARGET else "does NOT hold"
+    print(f"target: chaining adds < {TARGET:.0f} % to the whole flush: {verdict} (worst {worst:+.1f} %)")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    sys.exit(main(parser.parse_args().quick))

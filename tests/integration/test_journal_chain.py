@@ -1,0 +1,59 @@
+"""The chained journal of a running daemon (a subprocess on real files): `bcd journal verify` checks it while
+the daemon runs (read-only), a run and its steps are covered, a SIGHUP reload is chained with who sent it, and
+a row changed after the daemon stopped is named."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.daemon import write_config
+from tests.integration.runbooks.daemon_kit import Estate, open_estate
+
+
+@pytest.fixture
+async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
+    async with open_estate(tmp_path) as estate:
+        yield estate
+
+
+async def verify(config: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bcd", "journal", "verify", "-c", str(config),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_a_running_daemons_journal_verifies_and_a_reload_and_a_run_are_chained(estate: Estate) -> None:
+    config = estate.config(services={"payroll": estate.service(mode="manual")})
+    daemon = await estate.start(config)
+    await daemon.wait_log(lambda line: line["event"] == "config_load_journaled" and line["by"] == "start")
+    started = await daemon.transfer("failover", force=True)
+    assert started.status == 202, started
+    run = await daemon.wait_run(started.body["id"])
+    assert run["result"] == "succeeded"
+    write_config(estate.config_path, {**config, "defaults": {**config["defaults"], "fall": 3}})
+    daemon.send(signal.SIGHUP)
+    reloaded = await daemon.wait_log(lambda line: line["event"] == "config_load_journaled" and line["by"] == "SIGHUP")
+    assert reloaded["changed"] == 1
+    code, out = await verify(estate.config_path)  # while the daemon runs and writes
+    assert code == 0, out
+    assert " intact: " in out and " from genesis, " in out
+    assert await daemon.stop() == 0
+    with contextlib.closing(sqlite3.connect(estate.state_dir / "bcd.sqlite")) as db:
+        (seq,) = db.execute("SELECT max(seq) FROM ledger WHERE kind = 'steps'").fetchone()
+        kinds = {row[0] for row in db.execute("SELECT DISTINCT kind FROM ledger")}
+        db.execute("UPDATE steps SET output = 'all fine'")
+        db.commit()
+    assert kinds >= {"genesis", "config", "events", "runs", "steps"}
+    code, out = await verify(estate.config_path)
+    assert code == 1
+    assert f"NOT intact: the chain breaks at entry {seq}: steps row {run['id']}/1 differs from entry {seq} " in out

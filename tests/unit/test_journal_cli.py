@@ -1,0 +1,146 @@
+"""`bcd journal verify` and `bcd journal export` as an operator runs them (a subprocess on real files), and the
+config loads the ledger keeps (file hash, who, the effective config's diff with secrets masked)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from bcd import config as config_module
+from bcd import config_record
+from bcd.journal import Journal
+from bcd.ledger_check import check_database, open_readonly
+from tests.helpers.daemon import write_config
+from tests.helpers.sqlite_full import BIG, FullJournal
+from tests.unit.test_ledger import written
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def config_text(state_dir: Path, header: str = "Bearer ${PAYROLL_TOKEN}", interval: str = "10s") -> str:
+    return f"""
+state_dir: {state_dir}
+sites: {{dorset: {{}}, hampshire: {{}}}}
+defaults: {{interval: {interval}}}
+auth:
+  tokens: [{{name: olive, role: operator, sha256: "{'a' * 64}"}}]
+services:
+  payroll:
+    active: dorset
+    sites:
+      dorset: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:1/", headers: {{Authorization: "{header}"}}}}}}]}}
+      hampshire: {{probes: [{{name: health, http: {{url: "http://127.0.0.1:2/"}}}}]}}
+"""
+
+
+def bcd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bcd", *args], capture_output=True, text=True, timeout=60,
+                          env={"PAYROLL_TOKEN": "s3cret-token", "PATH": "/usr/bin:/bin"}, check=False)
+
+
+@pytest.fixture
+def estate(tmp_path: Path) -> Path:
+    """A config whose state_dir holds a journal with events, a run and its steps."""
+    written(tmp_path / "state" / "bcd.sqlite").close()
+    return write_config(tmp_path / "bcd.yaml", config_text(tmp_path / "state"))
+
+
+def test_verify_exits_0_when_intact_and_1_naming_the_first_break(estate: Path, tmp_path: Path) -> None:
+    intact = bcd("journal", "verify", "-c", str(estate))
+    assert intact.returncode == EXIT_OK, intact.stderr
+    assert "bcd.sqlite: intact: 11 entries (seq 1..11) from genesis, 6 rows checked against them; head 11 " in (
+        intact.stdout)
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "bcd.sqlite")) as db:
+        db.execute("UPDATE events SET reason = 'nothing' WHERE id = 3")
+        db.commit()
+    broken = bcd("journal", "verify", "-c", str(estate))
+    assert broken.returncode == EXIT_FAILED
+    assert broken.stdout.splitlines()[0].endswith(
+        "NOT intact: the chain breaks at entry 4: events row 3 differs from entry 4 (reason: 'change 2' in the "
+        "ledger, 'nothing' in the row)")
+
+
+def test_an_export_verifies_offline_and_a_changed_line_fails(estate: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export.jsonl"
+    done = bcd("journal", "export", "-c", str(estate), "--from", "1970-01-01", "--to", "1970-01-02", "-o", str(out))
+    assert done.returncode == EXIT_OK and done.stderr.strip() == f"exported 3 entries from {tmp_path}/state/bcd.sqlite"
+    lines = out.read_text().splitlines()
+    assert [json.loads(line)["body"]["reason"] for line in lines] == ["change 0", "change 1", "change 2"]
+    checked = bcd("journal", "verify", "--file", str(out))
+    assert checked.returncode == EXIT_OK and "intact: 3 entries (seq 2..4) after " in checked.stdout
+    out.write_text("\n".join([lines[0], lines[1].replace("change 1", "change X"), lines[2]]) + "\n")
+    changed = bcd("journal", "verify", "--file", str(out))
+    assert changed.returncode == EXIT_FAILED
+    assert "the chain breaks at entry 3: entry 3 (events 2) was changed" in changed.stdout
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    empty = write_config(tmp_path / "bcd.yaml", config_text(tmp_path / "nothing"))
+    missing = bcd("journal", "verify", "-c", str(empty))
+    assert missing.returncode == EXIT_USAGE and "no journal there" in missing.stderr
+    assert bcd("journal", "verify").returncode == EXIT_USAGE
+    assert bcd("journal", "verify", "--file", str(tmp_path / "none.jsonl")).returncode == EXIT_USAGE
+    bad_date = bcd("journal", "export", "-c", str(empty), "--from", "yesterday")
+    assert bad_date.returncode == EXIT_USAGE and "expected a date such as 2026-07-01" in bad_date.stderr
+
+
+def test_config_loads_are_chained_with_the_file_hash_who_and_a_masked_diff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYROLL_TOKEN", "s3cret-token")
+    path = write_config(tmp_path / "bcd.yaml", config_text(tmp_path / "state"))
+    journal = Journal(tmp_path / "state" / "bcd.sqlite")
+    first = config_module.load(str(path))
+    assert config_record.record(journal, str(path), config_record.effective(first), "start", 10.0)
+    write_config(path, config_text(tmp_path / "state", "Bearer ${PAYROLL_TOKEN}-v2", interval="5s"))
+    second = config_module.load(str(path))
+    assert config_record.record(journal, str(path), config_record.effective(second), "SIGHUP", 20.0)
+    rows = journal.execute("SELECT body FROM ledger WHERE kind = 'config' ORDER BY seq").fetchall()
+    journal.close()
+    start, reload = (json.loads(row[0]) for row in rows)
+    assert start["by"] == "start" and start["diff"]["first_load"] is True
+    assert reload["by"] == "SIGHUP" and len(reload["sha256"]) == 64 and reload["sha256"] != start["sha256"]
+    header = "services.payroll.sites.dorset.probes[0].http.headers.Authorization"
+    assert reload["diff"] == {"changed": {"defaults.interval": ["10s", "5s"], header: ["Bearer ***", "Bearer ***-v2"]}}
+    assert "s3cret" not in json.dumps(rows)
+    assert config_record.effective(second)["auth.tokens[0].sha256"] == "***"
+
+
+def test_a_journal_without_a_ledger_is_not_intact_and_one_that_is_no_database_exits_2(
+    estate: Path, tmp_path: Path
+) -> None:
+    journal = tmp_path / "state" / "bcd.sqlite"
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        db.execute("DROP TABLE ledger")  # as a bcd before the chain left it
+        db.commit()
+    old = bcd("journal", "verify", "-c", str(estate))
+    assert old.returncode == EXIT_FAILED and "has no ledger (written by a bcd before the chain existed)" in old.stdout
+    journal.write_bytes(b"not a database at all" * 100)
+    broken = bcd("journal", "verify", "-c", str(estate))
+    assert broken.returncode == EXIT_USAGE and "cannot be read as a journal: file is not a database" in broken.stderr
+
+
+def test_a_config_load_the_journal_cannot_take_is_logged_and_the_journal_stays_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYROLL_TOKEN", "s3cret-token")
+    path = write_config(tmp_path / "bcd.yaml", config_text(tmp_path / "state"))
+    journal = Journal(tmp_path / "state" / "bcd.sqlite")
+    disk = FullJournal(journal)
+    disk.fill()
+    flat = {f"padding.{n}": BIG for n in range(4)}  # a snapshot that needs pages the full file does not have
+    with capture_logs() as logs:
+        assert not config_record.record(journal, str(path), flat, "start", 10.0)
+    assert [line["event"] for line in logs] == ["config_load_not_journaled"]
+    disk.free()
+    assert config_record.record(journal, str(path), flat, "SIGHUP", 20.0)
+    journal.close()
+    with contextlib.closing(open_readonly(tmp_path / "state" / "bcd.sqlite")) as db:
+        assert check_database(db).problems == []
