@@ -40,7 +40,7 @@ from bcd.coordination import EtcdCoordinator
 from bcd.coordination.etcd import EtcdClient
 from bcd.engine import Engine
 from bcd.journal import Journal
-from bcd.model import Observation, ProbeKey, ServiceStatus
+from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
 from bcd.outputs.alerts.sender import AlertSender
@@ -80,7 +80,8 @@ def jobs(config: Config) -> Iterator[Job]:
         timing = config.timing(service, probe)
         spec = json.dumps([_PROBE.dump_python(probe, mode="json"), timing.interval, timing.timeout], sort_keys=True)
         fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).digest()  # kept per probe: keep it small
-        yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
+        yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint,
+                  timing.fast_interval)
 
 
 def load_config(path: str, overrides: dict[str, Any] | None = None) -> Config:
@@ -214,7 +215,7 @@ class Daemon:
         self._stops.append(scheduler.stop)  # first of the parts: no observation starts a run while they stop
         self.metrics.register(SchedulerCollector(scheduler))
         self.parts = Parts(context, step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
-        scheduler.sync(jobs(self.config), self._prebuilt(self.config))
+        scheduler.sync(jobs(self.config), self._prebuilt(self.config), self.config.bursts)
         await self._start_web(listeners)
         heap.settle()
         log.info("started", instance=self.config.instance, services=len(self.config.services),
@@ -350,12 +351,12 @@ class Daemon:
         return True, "config loaded, every probe has run"
 
     # -- the flow ------------------------------------------------------------------------------------
-    def _observe(self, obs: Observation) -> None:
+    def _observe(self, obs: Observation) -> int:
         if obs.internal is not None:  # bcd's own shortage, not the target's failure: counted, health untouched
             self.shortages.record(obs)
-            return
+            return SETTLED
         self.metrics.probes.record(obs)
-        self.engine.observe(obs)
+        return self.engine.observe(obs)
 
     def _prebuilt(self, config: Config) -> Callable[[Job], Probe]:
         """Build every probe of `config` up front; raise ConfigError if any cannot be set up (a TLS file
@@ -452,7 +453,7 @@ class Daemon:
         parts.runner.broker = self._broker(new)
         parts.mqtt.apply(new)
         parts.alerts.configure(new)
-        parts.scheduler.sync(jobs(new), build)
+        parts.scheduler.sync(jobs(new), build, new.bursts)
         self.metrics.probes.retain(parts.scheduler.keys)
         heap.settle()
         self.metrics.reload.successful = True

@@ -27,7 +27,7 @@ from bcd.events import Event, EventKind
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, SavedSite
 from bcd.journal_writer import JournalWriter
-from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
+from bcd.model import SETTLED, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
 
@@ -156,15 +156,17 @@ class Engine:
             )
 
     # -- inputs --------------------------------------------------------------------------------------
-    def observe(self, obs: Observation) -> None:
+    def observe(self, obs: Observation) -> int:
+        """Apply an observation; returns what it leaves in doubt for the scheduler (`health.doubt`)."""
         key = (obs.key.service, obs.key.site)
         current = self.sites.get(key)
         if current is None:
-            return  # removed by a reload while the probe was in flight
+            return SETTLED  # removed by a reload while the probe was in flight
         self.last[obs.key] = obs
         if obs.result is Result.FAIL and key not in self.first_failure:
             self.first_failure[key] = obs.at
-        updated, transition = health.observe(current, obs, self.rules[key])
+        rules = self.rules[key]
+        updated, transition = health.observe(current, obs, rules)
         self.sites[key] = updated
         if transition is not None:
             self._announce_transition(updated, transition)
@@ -174,6 +176,7 @@ class Engine:
                             updated.reason, events.SiteChangedInMaintenance(str(updated.effective))),
                       effective=str(updated.effective))
             self._evaluate(obs.key.service, obs.at)
+        return health.doubt(updated, obs.key.probe, rules)
 
     def tick(self) -> None:
         """Time passing: expire maintenance windows, re-decide services that wait for something."""

@@ -38,16 +38,41 @@ class TimingOverrides:
     timeout: Duration | None = Field(None, description="deadline of one probe run (< interval)")
     rise: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive successes to become up")
     fall: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive failures to become down")
+    fast_interval: Duration | None = Field(
+        None, description="time between runs while a failure is being confirmed (> timeout; = interval: off)")
+
+
+FAST_FLOOR = 1.0  # the default fast_interval is this or timeout + FAST_MARGIN, whichever is longer
+FAST_MARGIN = 0.5
+
+
+def effective_fast_interval(interval: float, timeout: float, given: float | None) -> float:
+    """The effective fast_interval: as given, else 1 s or timeout + 500 ms, whichever is longer, but never
+    longer than the interval (where it equals the interval, fast confirmation is off)."""
+    if given is not None:
+        return given
+    return min(interval, max(FAST_FLOOR, timeout + FAST_MARGIN))
 
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """The effective interval, timeout, rise and fall of one probe (see `Config.timing`)."""
+    """The effective interval, timeout, rise, fall and fast_interval of one probe (see `Config.timing`)."""
 
     interval: float
     timeout: float
     rise: int
     fall: int
+    fast_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class BurstRules:
+    """When to re-probe a whole site at once (`bcd.bursts`): first failures of `failures` services there within
+    `window` seconds, at most once per `gap` seconds (0 failures: never)."""
+
+    failures: int
+    window: float
+    gap: float
 
 
 class Defaults(Model):
@@ -55,6 +80,9 @@ class Defaults(Model):
     timeout: Duration = 3.0
     rise: int = Field(2, ge=1, le=100, strict=True)
     fall: int = Field(3, ge=1, le=100, strict=True)
+    fast_interval: Duration | None = Field(
+        None, description="time between runs while a failure is being confirmed; default 1s or timeout + 500ms, "
+        "whichever is longer (at most interval; = interval turns fast confirmation off)")
 
 
 class Flapping(Model):
@@ -93,6 +121,10 @@ class Server(Model):
 class SchedulerSettings(Model):
     model_config = ConfigDict(title="Scheduler")
     max_concurrency: int = Field(1000, ge=1, description="probes in flight at once, all services together")
+    burst_failures: int = Field(
+        2, ge=0, strict=True, description="first failures of this many services at one site within burst_window "
+        "re-run every probe of that site at once (at most once per defaults' fast_interval); 0 turns it off")
+    burst_window: Duration = Field(2.0, description="see burst_failures")
 
 
 class SiteInfo(Model):
@@ -284,7 +316,8 @@ class Config(Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
-        problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
+        problems = [*self._undeclared_sites(), *self._timeouts(), *self._fast_intervals(), *self._runbook_refs(),
+                    *self._step_sites(),
                     *self._step_commands(), *self._cluster_vantage()]
         if problems:
             summary = "; ".join(".".join(loc) + ": " + message for loc, message in problems)
@@ -335,6 +368,39 @@ class Config(Model):
                 loc = ("services", service_name, "sites", site_name, "probes", probe.name)
                 yield loc, f"timeout ({timing.timeout:g}s) must be shorter than interval ({timing.interval:g}s)"
 
+    def _fast_intervals(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        """A fast_interval set explicitly must be longer than the timeout and not longer than the interval; each
+        problem is reported once, where the fast_interval is set."""
+        seen: set[tuple[str, ...]] = set()
+        for service_name, site_name, probe in self.all_probes():
+            loc = self._fast_interval_set_at(service_name, site_name, probe)
+            if loc is None or loc in seen:
+                continue
+            timing = self.timing(service_name, probe)
+            fast, at = timing.fast_interval, f"{service_name}/{site_name}/{probe.name}"
+            if fast <= timing.timeout:
+                seen.add(loc)
+                yield loc, f"fast_interval ({fast:g}s) must be longer than the timeout ({timing.timeout:g}s of {at})"
+            elif fast > timing.interval:
+                seen.add(loc)
+                yield loc, (f"fast_interval ({fast:g}s) must not exceed the interval ({timing.interval:g}s of {at}; "
+                            "equal to it turns fast confirmation off)")
+
+    def _fast_interval_set_at(self, service_name: str, site_name: str, probe: ProbeConfig) -> tuple[str, ...] | None:
+        if probe.fast_interval is not None:
+            return ("services", service_name, "sites", site_name, "probes", probe.name, "fast_interval")
+        if self.services[service_name].fast_interval is not None:
+            return ("services", service_name, "fast_interval")
+        return ("defaults", "fast_interval") if self.defaults.fast_interval is not None else None
+
+    @property
+    def bursts(self) -> BurstRules:
+        """`scheduler.burst_failures` and `burst_window`; at most one burst per site per the defaults' effective
+        fast_interval."""
+        defaults, settings = self.defaults, self.scheduler
+        gap = effective_fast_interval(defaults.interval, defaults.timeout, defaults.fast_interval)
+        return BurstRules(settings.burst_failures, settings.burst_window, gap)
+
     def all_probes(self) -> Iterator[tuple[str, str, ProbeConfig]]:
         for service_name, service in self.services.items():
             for site_name, site in service.sites.items():
@@ -342,16 +408,19 @@ class Config(Model):
                     yield service_name, site_name, probe
 
     def timing(self, service_name: str, probe: ProbeConfig) -> Timing:
-        """Effective interval/timeout/rise/fall of a probe: probe, else service, else defaults."""
+        """Effective interval/timeout/rise/fall/fast_interval of a probe: probe, else service, else defaults
+        (fast_interval: else derived from the effective interval and timeout)."""
         service = self.services[service_name]
         values: dict[str, Any] = {}
-        for name in ("interval", "timeout", "rise", "fall"):
+        for name in ("interval", "timeout", "rise", "fall", "fast_interval"):
             for level in (probe, service):
                 if getattr(level, name) is not None:
                     values[name] = getattr(level, name)
                     break
             else:
                 values[name] = getattr(self.defaults, name)
+        interval, timeout = values["interval"], values["timeout"]
+        values["fast_interval"] = effective_fast_interval(interval, timeout, values["fast_interval"])
         return Timing(**values)
 
 
