@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import resource
 import signal
@@ -79,9 +78,7 @@ def jobs(config: Config) -> Iterator[Job]:
     for service, site, probe in config.all_probes():
         timing = config.timing(service, probe)
         spec = json.dumps([_PROBE.dump_python(probe, mode="json"), timing.interval, timing.timeout], sort_keys=True)
-        fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).digest()  # kept per probe: keep it small
-        yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint,
-                  timing.fast_interval)
+        yield Job.of(ProbeKey(service, site, probe.name), timing, spec)
 
 
 def load_config(path: str, overrides: dict[str, Any] | None = None) -> Config:
@@ -213,6 +210,8 @@ class Daemon:
         runner = self._start_runner(step_http)  # recovers orphaned runs before any probe starts
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self._stops.append(scheduler.stop)  # first of the parts: no observation starts a run while they stop
+        if cluster is not None:  # what another vantage sees failing is probed again here too
+            cluster.follow_doubts(scheduler.reprobe)
         self.metrics.register(SchedulerCollector(scheduler))
         self.parts = Parts(context, step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
         scheduler.sync(jobs(self.config), self._prebuilt(self.config), self.config.bursts)

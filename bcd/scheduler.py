@@ -20,6 +20,7 @@ runs take concurrency slots like any other, so `max_concurrency` bounds them too
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
 import itertools
 import math
@@ -38,7 +39,7 @@ from bcd.probes.base import Probe, local_shortage
 from bcd.stats import Histogram
 
 if TYPE_CHECKING:
-    from bcd.config.models import BurstRules
+    from bcd.config.models import BurstRules, Timing
 
 log = structlog.get_logger("bcd.scheduler")
 
@@ -57,6 +58,13 @@ class Job:
     timeout: float
     fingerprint: bytes
     fast_interval: float | None = None  # spacing while the probe leaves its site in doubt (None, or >= interval: off)
+
+    @classmethod
+    def of(cls, key: ProbeKey, timing: Timing, spec: str) -> Job:
+        """The job of a probe with this timing; its fingerprint is a digest of `spec` (what, if it changes, makes
+        a new probe and a new schedule)."""
+        fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).digest()  # kept per probe: keep it small
+        return cls(key, timing.interval, timing.timeout, fingerprint, timing.fast_interval)
 
 
 @dataclass(slots=True)

@@ -105,6 +105,11 @@ class ClusterLink:
         if fence is not None:
             fence.lose(f"the lock of {service} (token {fence.token}) was lost")
 
+    def follow_doubts(self, reprobe: Callable[[str, str], object]) -> None:
+        """Call `reprobe(site, reason)` when another vantage's view newly shows a site failing that looks up here
+        (the scheduler's bursts bound how often a site is re-probed)."""
+        self.views.reprobe = reprobe
+
     @property
     def available(self) -> bool:
         return self.coordinator.available
