@@ -45,6 +45,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_detection.py
 
 # chaos soak (bench/soak.py): SOAK_SECONDS=3600 make soak for an hour; needs mosquitto (make deps)
 SOAK_SECONDS ?= 600
