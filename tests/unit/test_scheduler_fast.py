@@ -194,3 +194,26 @@ def test_run_now_leaves_the_schedule_where_it_was() -> None:
 
     run(story())
     assert target.starts == pytest.approx([offset, offset + 3, offset + 10, offset + 20])
+
+
+def test_no_early_runs_while_the_scheduler_is_behind() -> None:
+    """Half the slots taken (or runs starting over a second late): failures may be bcd's own shortage, so
+    neither a burst nor fast confirmation adds to it."""
+
+    async def story() -> tuple[bool, bool, bool, int]:
+        from bcd.config.models import BurstRules
+
+        estate = Estate()
+        scheduler = Scheduler(estate, max_concurrency=4)
+        target = Target([(0.0, 1e9)])
+        scheduler.sync([job("payroll")], lambda j: target, BurstRules(2, 2.0, 1.0))
+        scheduler.in_flight = 3  # as if three runs held their slots
+        behind = scheduler.behind()
+        refused = not scheduler.reprobe("dorset", "test")
+        await asyncio.sleep(grid("payroll") + 5)  # its first run fails: no fast confirmation follows
+        scheduler.in_flight = 0
+        ready = not scheduler.behind() and scheduler.reprobe("dorset", "test")
+        await scheduler.stop()
+        return behind, refused, ready, scheduler.stats.fast_runs
+
+    assert run(story()) == (True, True, True, 1)  # the one early run: the burst allowed once caught up

@@ -620,6 +620,6 @@ def test_a_fast_interval_equal_to_the_timeout_is_refused() -> None:
 
 
 def test_burst_rules_come_from_the_scheduler_section_and_the_defaults() -> None:
-    config = parse("sites: {dorset: {}}\ndefaults: {timeout: 2s}\nscheduler: {burst_failures: 3, burst_window: 5s}\n")
-    assert (config.bursts.failures, config.bursts.window, config.bursts.gap) == (3, 5.0, 2.5)
+    config = parse("sites: {dorset: {}}\ndefaults: {interval: 20s}\nscheduler: {burst_failures: 3, burst_window: 5s}\n")
+    assert (config.bursts.failures, config.bursts.window, config.bursts.gap) == (3, 5.0, 20.0)
     assert parse(MINIMAL).bursts.failures == 2
