@@ -48,7 +48,7 @@ LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 GRACE = 0.5  # seconds beyond a probe's own timeout before the scheduler cuts it off
 SWEEP = 0.25  # how often runs in flight are checked against that limit (a timer per run costs ~20 µs)
 EARLY = 0.001  # a run due this soon is started now (event-loop timers may fire up to a millisecond early)
-BEHIND = 1.0  # runs starting this late (or half the slots taken) mean bcd itself is short: no early runs then
+BEHIND = 1.0  # runs on schedule starting this late mean bcd itself is short of time: no early runs then
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +109,7 @@ class Scheduler:
     ) -> None:
         self._sink = sink
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._max_concurrency = max_concurrency
-        self._late = 0.0  # how late the last run started
+        self._late = 0.0  # how late the last run on schedule started
         self._vantage = vantage
         self._wall_clock = wall_clock
         self._entries: dict[ProbeKey, _Entry] = {}
@@ -179,9 +178,10 @@ class Scheduler:
         return True
 
     def behind(self) -> bool:
-        """Whether bcd itself is short of time or slots (the last run started over BEHIND late, or half of
-        max_concurrency is in flight): then failures may be its own doing, and early runs would only add to it."""
-        return self._late > BEHIND or self.in_flight * 2 > self._max_concurrency
+        """Whether bcd itself is short of time or slots (the last run on schedule started over BEHIND late): then
+        failures may be its own doing, and early runs would only add to it. (Early runs' own waits for a slot
+        do not count: a burst is meant to fill them.)"""
+        return self._late > BEHIND
 
     def _burst(self, site: str, reason: str) -> None:
         keys = [key for key in self._entries if key.site == site]  # a scan, but at most one per site per gap
@@ -295,6 +295,8 @@ class Scheduler:
             async with self._slots:
                 started = self._loop.time()
                 self._record_start(started - due)
+                if not early:
+                    self._late = started - due
                 self.in_flight += 1
                 try:
                     result = await self._probe(job, entry.probe)
@@ -313,7 +315,6 @@ class Scheduler:
 
     def _record_start(self, lateness: float) -> None:
         lateness = max(lateness, 0.0)
-        self._late = lateness
         self.stats.started += 1
         self.stats.lateness.observe(lateness)
         self.stats.max_lateness = max(self.stats.max_lateness, lateness)
