@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/bench_plans.py
 	$(BIN)/python bench/bench_cluster.py  # etcd's load from 3 instances x 500 services; needs etcd (make deps)
 	$(BIN)/python bench/bench_journal.py
+	$(BIN)/python bench/bench_detection.py
 
 # chaos soak (bench/soak.py): SOAK_SECONDS=3600 make soak for an hour; needs mosquitto (make deps)
 SOAK_SECONDS ?= 600

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import resource
 import signal
@@ -53,7 +52,7 @@ from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.lifetime import Lifetimes, closing, leaves
-from bcd.model import Observation, ProbeKey, ServiceStatus
+from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
 from bcd.outputs.alerts.sender import AlertSender
@@ -92,8 +91,7 @@ def jobs(config: Config) -> Iterator[Job]:
     for service, site, probe in config.all_probes():
         timing = config.timing(service, probe)
         spec = json.dumps([_PROBE.dump_python(probe, mode="json"), timing.interval, timing.timeout], sort_keys=True)
-        fingerprint = hashlib.blake2b(spec.encode(), digest_size=16).digest()  # kept per probe: keep it small
-        yield Job(ProbeKey(service, site, probe.name), timing.interval, timing.timeout, fingerprint)
+        yield Job.of(ProbeKey(service, site, probe.name), timing, spec)
 
 
 def load_config(path: str, overrides: dict[str, Any] | None = None) -> Config:
@@ -274,8 +272,10 @@ class Daemon:
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile
+        if cluster is not None:  # what another vantage sees failing is probed again here too
+            cluster.follow_doubts(scheduler.reprobe)
         self.parts = Parts(web_server, step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
-        scheduler.sync(jobs(self.config), probes)
+        scheduler.sync(jobs(self.config), probes, self.config.bursts)
         await web_server.open()
         heap.settle()
         log.info("started", instance=self.config.instance, services=len(self.config.services),
@@ -385,12 +385,12 @@ class Daemon:
         return True, "config loaded, every probe has run"
 
     # -- the flow ------------------------------------------------------------------------------------
-    def _observe(self, obs: Observation) -> None:
+    def _observe(self, obs: Observation) -> int:
         if obs.internal is not None:  # bcd's own shortage, not the target's failure: counted, health untouched
             self.shortages.record(obs)
-            return
+            return SETTLED
         self.metrics.probes.record(obs)
-        self.engine.observe(obs)
+        return self.engine.observe(obs)
 
     def _prebuilt(self, config: Config) -> Callable[[Job], Probe]:
         """Build every probe of `config` up front; raise ConfigError if any cannot be set up (a TLS file
@@ -484,7 +484,7 @@ class Daemon:
         parts.runner.broker = self._broker(new)
         parts.mqtt.apply(new)
         parts.alerts.configure(new)
-        parts.scheduler.sync(jobs(new), build)
+        parts.scheduler.sync(jobs(new), build, new.bursts)
         self.metrics.probes.retain(parts.scheduler.keys)
         config_record.record(self.journal, self.config_path, await in_daemon_thread(config_record.effective, new), by)
         heap.settle()

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from bcd import data_lag, dependencies, events, health, impact, policy, site_loss
+from bcd import data_lag, dependencies, events, health, impact, model, policy, site_loss
 from bcd.bus import Bus
 from bcd.config import Config, ProbeConfig
 from bcd.events import Event, EventKind
@@ -159,11 +159,12 @@ class Engine:
             )
 
     # -- inputs --------------------------------------------------------------------------------------
-    def observe(self, obs: Observation) -> None:
+    def observe(self, obs: Observation) -> int:
+        """Apply an observation; returns what it leaves in doubt for the scheduler (`health.doubt`)."""
         key = (obs.key.service, obs.key.site)
         current = self.sites.get(key)
         if current is None:
-            return  # removed by a reload while the probe was in flight
+            return model.SETTLED  # removed by a reload while the probe was in flight
         self.last[obs.key] = obs
         if obs.result is Result.FAIL and key not in self.first_failure:
             self.first_failure[key] = obs.at
@@ -177,6 +178,7 @@ class Engine:
                             updated.reason, events.SiteChangedInMaintenance(str(updated.effective))),
                       effective=str(updated.effective))
             self._evaluate(obs.key.service, obs.at)
+        return health.doubt(updated, obs.key.probe, self.rules[key])
 
     def tick(self) -> None:
         """Time passing: expire maintenance windows, re-decide services that wait for something."""
@@ -250,7 +252,7 @@ class Engine:
             if self.cluster is not None:  # the lock is taken first (asynchronously); the cluster starts the run,
                 return self.cluster.start_automatic(name, action, reason)  # or says whom this instance waits for
             with contextlib.suppress(RunConflict):  # a run started in between: the next evaluation shows it
-                self._start_run(name, action.kind, action.to_site, "auto", reason, dry_run=action.dry_run,
+                self.start_run(name, action.kind, action.to_site, "auto", reason, dry_run=action.dry_run,
                                 forced=False)
             return None
         except JournalWriteError as exc:
@@ -268,13 +270,6 @@ class Engine:
         fence: RunFence | None = None, plan: PlanRef | None = None,
     ) -> ActiveRun:
         """Start a run now (the cluster link calls this once it holds the lock). Raises RunConflict."""
-        return self._start_run(name, kind, to_site, trigger, reason, dry_run=dry_run, forced=forced, fence=fence,
-                               plan=plan)
-
-    def _start_run(
-        self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
-        fence: RunFence | None = None, plan: PlanRef | None = None,
-    ) -> ActiveRun:
         assert self.runner is not None
         service = self.config.services[name]
         transfer = service.failover if kind is RunKind.FAILOVER else service.failback
@@ -343,7 +338,7 @@ class Engine:
             trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
             try:
                 trigger = "plan" if request.plan is not None else by  # a recovery plan's move: trigger `plan`
-                run = self._start_run(name, request.kind, verdict.to_site, trigger, trigger_reason,
+                run = self.start_run(name, request.kind, verdict.to_site, trigger, trigger_reason,
                                       dry_run=request.dry_run, forced=request.force, plan=request.plan)
             except RunConflict as exc:
                 raise RequestRefused(Verdict(None, str(exc), Guard.RUN_IN_PROGRESS, conflict=True)) from None

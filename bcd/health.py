@@ -13,6 +13,11 @@ The site's *base* state (`unknown`, `up`, `degraded`, `down`) after each observa
 - else (no probe failing): `up`/`degraded` → `up`; `down`/`unknown` → `up` only once *every* probe has
   `rise` consecutive successes, so probes that have not run yet hold the site where it is.
 
+While a probe leaves its site in doubt (failing fewer than `fall` times, or passing fewer than `rise` times on
+a down site), `doubt()` tells the scheduler to run it again after its `fast_interval` rather than its
+`interval`: rise and fall keep counting consecutive results, only their spacing changes. A change brought by
+such an early run says so in its reason ("… (fast confirmation every 1s)").
+
 Flapping (Nagios percent state change, weighted toward recent results) is an overlay: the site starts
 flapping when any probe's percentage exceeds `flap_high`, and stops when every probe is below `flap_low`.
 Maintenance (operator-set, with an expiry that `tick()` enforces) overlays both: base and flapping keep
@@ -33,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
-from bcd.model import Observation, Result, ServiceStatus, SiteState, Transition
+from bcd.model import HURRY, SETTLED, SUSPECT, Observation, Result, ServiceStatus, SiteState, Transition
 
 HISTORY = 21
 """Results kept per probe for flap detection (Nagios: the last 21 checks)."""
@@ -215,6 +220,8 @@ def observe(health: SiteHealth, obs: Observation, rules: SiteRules) -> tuple[Sit
         return health, None
     tracks = FrozenMap(health.probes).set(name, health.probes.get(name, ProbeTrack()).record(obs))
     base, base_reason = _next_base(health.base, tracks, rules, name)
+    if obs.early and base is not health.base:  # the change came sooner than the schedule: say so
+        base_reason = f"{base_reason} ({obs.early})"
     flapping, flap_reason = _next_flapping(health.flapping, tracks, rules)
     reason = base_reason
     if flapping != health.flapping:
@@ -225,6 +232,25 @@ def observe(health: SiteHealth, obs: Observation, rules: SiteRules) -> tuple[Sit
         since=health.since, reason=health.reason, probes=tracks,
     )
     return _announce(health, updated, reason, obs.at)
+
+
+def doubt(health: SiteHealth, probe: str, rules: SiteRules) -> int:
+    """What the last observation of `probe` leaves in doubt (`bcd.model`): HURRY while its failures have not yet
+    made the site down (fewer than `fall`, the site not down), or while its successes have not yet brought a
+    down site back up (fewer than `rise`); plus SUSPECT on its first failure. Else SETTLED: the site is confirmed
+    either way, or unknown and passing (a starting estate keeps its normal spacing)."""
+    try:  # indexing, not .get(): this runs after every probe run, and Mapping.get costs twice as much
+        track = health.probes[probe]
+        if not track.fails and health.base is not SiteState.DOWN:
+            return SETTLED  # the steady state, decided with one lookup
+        limits = rules.probes[probe]
+    except KeyError:
+        return SETTLED
+    if track.fails:
+        if track.fails >= limits.fall or health.base is SiteState.DOWN:
+            return SETTLED
+        return HURRY | SUSPECT if track.fails == 1 else HURRY
+    return HURRY if track.oks < limits.rise else SETTLED
 
 
 def tick(health: SiteHealth, now: float) -> tuple[SiteHealth, Transition | None]:

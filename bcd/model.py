@@ -108,10 +108,21 @@ class Observation:
     cert_expiry: float | None = None
     perfdata: tuple[tuple[str, str], ...] = ()
     internal: str | None = None  # as ProbeResult.internal: counted as bcd's own error, never seen by health
+    early: str = ""  # why this run came before its schedule ("fast confirmation every 1s", a site re-probe)
 
     @property
     def ok(self) -> bool:
         return self.result is not Result.FAIL
+
+
+# What the health machine makes of an observation, for the scheduler (`health.doubt`): plain ints, as they are
+# returned for every probe run.
+SETTLED = 0
+"""Nothing in doubt: the probe keeps its normal spacing."""
+HURRY = 1
+"""The probe's site is in doubt because of it: run it again after its `fast_interval`."""
+SUSPECT = 2
+"""Added to HURRY on a probe's first failure while its site was not down: a reason to look at the site again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from bcd import policy
+from bcd.cluster.acks import write_acknowledgements
 from bcd.cluster.fence import Fence
 from bcd.cluster.mirror import Mirror
 from bcd.cluster.preference import Preference
@@ -111,6 +112,10 @@ class ClusterLink:
         fence = self._fences.get(service)
         if fence is not None:
             fence.lose(f"the lock of {service} (token {fence.token}) was lost")
+
+    def follow_doubts(self, reprobe: Callable[[str, str], object]) -> None:
+        """Call `reprobe(site, reason)` when another vantage's view newly shows a site failing that is up here."""
+        self.views.reprobe = reprobe
 
     @property
     def available(self) -> bool:
@@ -383,7 +388,8 @@ class ClusterLink:
                                                                                                 b""))
             if active is not None:
                 self._adopt_now(service, active)
-            await self._write_acknowledgements(service, lock)  # first: an ack never covers an orphan found now
+            # first: an ack never covers an orphan found now
+            await write_acknowledgements(self.coordinator, self.ledger, self._pending_acks, service, lock)
             orphans = await self._close_orphans(service, lock)
         except CoordinationUnavailable as exc:
             log.warning("lock_taken_but_store_unreadable", service=service, reason=str(exc))
@@ -478,23 +484,10 @@ class ClusterLink:
             if lock is None:
                 return  # held elsewhere: the next read tries again
             try:
-                await self._write_acknowledgements(service, lock)
+                await write_acknowledgements(self.coordinator, self.ledger, self._pending_acks, service, lock)
             finally:
                 await self._release(lock)
         except CoordinationUnavailable:
             pass
         finally:
             self._busy.discard(service)
-
-    async def _write_acknowledgements(self, service: str, lock: Lock) -> None:
-        """Holding `lock`: write a pending acknowledgement into every unacknowledged finished record (fenced)."""
-        by = self._pending_acks.get(service)
-        if by is None:
-            return
-        for key, raw in (await self.coordinator.read(f"runs/{service}/")).items():
-            run = self.ledger.parse(key, raw)
-            if run is not None and run.needs_ack:
-                await self.coordinator.fenced_put(lock, key, replace(run, acknowledged_by=by).to_json())
-        if self._pending_acks.get(service) == by:
-            del self._pending_acks[service]
-        log.info("acknowledgement_shared", service=service, by=by)

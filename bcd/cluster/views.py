@@ -84,6 +84,8 @@ class Views:
         self._seen_views: dict[str, bytes] = {}
         self._published: tuple[str, float] | None = None  # (content, when) of our last publication
         self._was_available = False
+        self.reprobe: Callable[[str, str], object] | None = None  # (site, reason): see doubts()
+        self._doubts: dict[tuple[str, str, str], float] = {}  # (vantage, service, site) failing there → since
 
     def _our_view(self) -> dict[str, dict[str, dict[str, Any]]]:
         services: dict[str, dict[str, dict[str, Any]]] = {}
@@ -129,6 +131,7 @@ class Views:
                 log.info("coordination_up" if available else "coordination_down", vantage=self.vantage)
             self._seen_views, self._was_available = seen, available
             self._refresh_contested()
+            self.doubts()
 
     def _refresh_contested(self) -> None:
         """Decide again wherever votes matter: services whose active site is not up here, or not quiet."""
@@ -136,6 +139,24 @@ class Views:
             active = self.engine.sites.get((name, view.active))
             if view.status not in QUIET_STATUSES or (active is not None and active.effective is not SiteState.UP):
                 self.engine.refresh(name)
+
+    def doubts(self) -> None:
+        """Re-probe (`reprobe`) every site that another vantage's view newly shows degraded or down while it is
+        up here: each such change once (by its `since`), so a site that stays failing there costs nothing more."""
+        if self.reprobe is None:
+            return
+        doubts: dict[tuple[str, str, str], float] = {}
+        for vantage, peer in self.peers().items():
+            for service, sites in peer.services.items():
+                for site, view in sites.items():
+                    if view.state not in (SiteState.DEGRADED, SiteState.DOWN):
+                        continue
+                    doubts[(vantage, service, site)] = view.since
+                    ours = self.engine.sites.get((service, site))
+                    news = self._doubts.get((vantage, service, site)) != view.since
+                    if news and ours is not None and ours.effective is SiteState.UP:
+                        self.reprobe(site, f"{vantage} sees {service} {view.state} at {site}: {view.reason}")
+        self._doubts = doubts
 
     def peers(self) -> dict[str, PeerView]:
         """The other live vantages' views (a view older than twice the lease TTL does not count)."""

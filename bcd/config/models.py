@@ -15,8 +15,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
-from bcd import dependencies
 from bcd.authority import ApprovalGate
+from bcd.config.checks import problems as cross_problems
 from bcd.config.mqtt import MqttSettings
 from bcd.config.plans import PlanConfig
 from bcd.config.plans import problems as plan_problems
@@ -43,16 +43,41 @@ class TimingOverrides:
     timeout: Duration | None = Field(None, description="deadline of one probe run (< interval)")
     rise: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive successes to become up")
     fall: int | None = Field(None, ge=1, le=100, strict=True, description="consecutive failures to become down")
+    fast_interval: Duration | None = Field(
+        None, description="time between runs while a failure is being confirmed (> timeout; = interval: off)")
+
+
+FAST_FLOOR = 1.0  # the default fast_interval is this or timeout + FAST_MARGIN, whichever is longer
+FAST_MARGIN = 0.5
+
+
+def effective_fast_interval(interval: float, timeout: float, given: float | None) -> float:
+    """The effective fast_interval: as given, else 1 s or timeout + 500 ms, whichever is longer, but never
+    longer than the interval (where it equals the interval, fast confirmation is off)."""
+    if given is not None:
+        return given
+    return min(interval, max(FAST_FLOOR, timeout + FAST_MARGIN))
 
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """The effective interval, timeout, rise and fall of one probe (see `Config.timing`)."""
+    """The effective interval, timeout, rise, fall and fast_interval of one probe (see `Config.timing`)."""
 
     interval: float
     timeout: float
     rise: int
     fall: int
+    fast_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class BurstRules:
+    """When to re-probe a whole site at once (`bcd.bursts`): first failures of `failures` services there within
+    `window` seconds, at most once per `gap` seconds (0 failures: never)."""
+
+    failures: int
+    window: float
+    gap: float
 
 
 @pydantic_dataclass(frozen=True, slots=True, kw_only=True, config=FORBID)
@@ -70,6 +95,9 @@ class Defaults(Model):
     timeout: Duration = 3.0
     rise: int = Field(2, ge=1, le=100, strict=True)
     fall: int = Field(3, ge=1, le=100, strict=True)
+    fast_interval: Duration | None = Field(
+        None, description="time between runs while a failure is being confirmed; default 1s or timeout + 500ms, "
+        "whichever is longer (at most interval; = interval turns fast confirmation off)")
 
 
 class Flapping(Model):
@@ -108,6 +136,10 @@ class Server(Model):
 class SchedulerSettings(Model):
     model_config = ConfigDict(title="Scheduler")
     max_concurrency: int = Field(1000, ge=1, description="probes in flight at once, all services together")
+    burst_failures: int = Field(
+        2, ge=0, strict=True, description="first failures of this many services at one site within burst_window "
+        "re-run every probe of that site at once (at most once per defaults' interval); 0 turns it off")
+    burst_window: Duration = Field(2.0, description="see burst_failures")
 
 
 class SiteInfo(Model):
@@ -356,81 +388,25 @@ class Config(Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
-        problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
-                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies(), *plan_problems(self),
-                    *self._scopes()]
+        problems = [*cross_problems(self), *plan_problems(self)]
         if problems:
             summary = "; ".join(".".join(map(str, loc)) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
         return self
-
-    def _undeclared_sites(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        for service_name, service in self.services.items():
-            for site in service.sites:
-                if site not in self.sites:
-                    loc = ("services", service_name, "sites", site)
-                    yield loc, f"site {site!r} is not declared under sites"
-
-    def _scopes(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        """A scope that matches no service is a typo (an owner misspelt), not a token for nothing."""
-        scoped = [(("auth", "tokens", t.name, "scope"), t.scope) for t in self.auth.tokens]
-        for loc, scope in scoped + (self.mqtt.commands.scopes() if self.mqtt is not None else []):
-            if scope is not None and not any(scope.matches(s.labels) for s in self.services.values()):
-                yield loc, f"scope {scope} matches no service (no service has those labels)"
-
-    def _dependencies(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        graph = {name: service.depends_on for name, service in self.services.items()}
-        for name, needs in graph.items():
-            unknown = [need for need in needs if need not in graph]
-            if unknown:
-                yield ("services", name, "depends_on"), f"unknown service {', '.join(map(repr, unknown))}"
-        known = {name: [need for need in needs if need in graph] for name, needs in graph.items()}
-        loop = dependencies.cycle(known)
-        if loop is not None:
-            yield ("services", loop[0], "depends_on"), f"dependency cycle: {' -> '.join(loop)}"
-
-    def _cluster_vantage(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        if self.cluster is not None and self.vantage is None:
-            yield ("cluster",), "a cluster member needs a vantage (in the file, --vantage or BCD_VANTAGE)"
-
-    def _step_commands(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        """A runbook command that exists here but cannot be executed is an error (missing: a warning)."""
-        for name, runbook in self.runbooks.items():
-            for phase in ("steps", "rollback"):
-                for step in getattr(runbook, phase):
-                    program = step.command.argv[0] if step.command is not None else None
-                    if program is not None and os.path.exists(program) and not _executable(program):
-                        loc = ("runbooks", name, phase, step.name, "command", "argv")
-                        yield loc, f"{program} is not an executable file"
-
-    def _runbook_refs(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        for name, service in self.services.items():
-            for which in ("failover", "failback"):
-                transfer: Transfer | None = getattr(service, which)
-                if transfer is not None and transfer.runbook not in self.runbooks:
-                    yield ("services", name, which, "runbook"), f"unknown runbook {transfer.runbook!r}"
-
-    def _step_sites(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        for name, runbook in self.runbooks.items():
-            for phase in ("steps", "rollback"):
-                for step in getattr(runbook, phase):
-                    site = step.wait_healthy.site if step.wait_healthy is not None else None
-                    if site is not None and "{" not in site and site not in self.sites:
-                        loc = ("runbooks", name, phase, step.name, "wait_healthy", "site")
-                        yield loc, f"site {site!r} is not declared under sites"
-
-    def _timeouts(self) -> Iterator[tuple[tuple[str, ...], str]]:
-        for service_name, site_name, probe in self.all_probes():
-            timing = self.timing(service_name, probe)
-            if timing.timeout >= timing.interval:
-                loc = ("services", service_name, "sites", site_name, "probes", probe.name)
-                yield loc, f"timeout ({timing.timeout:g}s) must be shorter than interval ({timing.interval:g}s)"
 
     def objectives(self, service_name: str) -> Objectives:
         """The service's effective objectives: each one it leaves out is the defaults'."""
         own, default = self.services[service_name].objectives, self.defaults.objectives
         return Objectives(rto=own.rto if own.rto is not None else default.rto,
                           rpo=own.rpo if own.rpo is not None else default.rpo)
+
+    @property
+    def bursts(self) -> BurstRules:
+        """`scheduler.burst_failures` and `burst_window`; at most one burst per site per the defaults' interval, so
+        bursts add at most one run per probe and interval (rarer than the issue's once per fast_interval: at
+        once per second, a site's bursts alone could multiply its load by interval / fast_interval)."""
+        settings = self.scheduler
+        return BurstRules(settings.burst_failures, settings.burst_window, self.defaults.interval)
 
     def all_probes(self) -> Iterator[tuple[str, str, ProbeConfig]]:
         for service_name, service in self.services.items():
@@ -439,22 +415,20 @@ class Config(Model):
                     yield service_name, site_name, probe
 
     def timing(self, service_name: str, probe: ProbeConfig) -> Timing:
-        """Effective interval/timeout/rise/fall of a probe: probe, else service, else defaults."""
+        """Effective interval/timeout/rise/fall/fast_interval of a probe: probe, else service, else defaults
+        (fast_interval: else derived from the effective interval and timeout)."""
         service = self.services[service_name]
         values: dict[str, Any] = {}
-        for name in ("interval", "timeout", "rise", "fall"):
+        for name in ("interval", "timeout", "rise", "fall", "fast_interval"):
             for level in (probe, service):
                 if getattr(level, name) is not None:
                     values[name] = getattr(level, name)
                     break
             else:
                 values[name] = getattr(self.defaults, name)
+        interval, timeout = values["interval"], values["timeout"]
+        values["fast_interval"] = effective_fast_interval(interval, timeout, values["fast_interval"])
         return Timing(**values)
-
-
-def _executable(path: str) -> bool:
-    # mode bits, not os.access: for root, access(X_OK) can say yes to a file nobody may execute
-    return os.path.isfile(path) and bool(os.stat(path).st_mode & 0o111) and os.access(path, os.X_OK)
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from bcd.config import parse
 from bcd.engine import Engine, RequestRefused
 from bcd.events import Event
 from bcd.journal import Journal
-from bcd.model import Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState
+from bcd.model import HURRY, SETTLED, SUSPECT, Guard, Observation, ProbeKey, Result, RunKind, ServiceStatus, SiteState
 from bcd.policy import Request
 from bcd.runbooks.runner import Runner
 from tests.helpers import estates
@@ -108,6 +108,22 @@ def test_observations_move_sites_and_the_service_each_with_its_reason(tmp_path: 
         assert transition.to_json()["to"] == str(site_state)
         changes = journaled(engine, "service_status", after)
         assert [change.reason for change in changes] == ([] if step == 1 else [service_reason]), step
+
+
+def test_the_journal_says_when_fast_confirmation_made_a_site_down(tmp_path: Path) -> None:
+    """observe() tells the scheduler what is in doubt; the transition an early run brings is journaled saying so."""
+    text = config_text(tmp_path).replace("rise: 1, fall: 1", "rise: 2, fall: 3")
+    engine = Engine(parse(text), Journal(tmp_path / "bcd.sqlite"), Bus(), clock=Clock())
+    for i in range(2):
+        assert engine.observe(Observation(ProbeKey("payroll", "dorset", "health"), Result.OK, 0.01, "ok",
+                                          1000.0 + i)) == SETTLED
+    verdicts = []
+    for i, early in enumerate(["", "fast confirmation every 1s", "fast confirmation every 1s"]):
+        verdicts.append(engine.observe(Observation(ProbeKey("payroll", "dorset", "health"), Result.FAIL, 0.01,
+                                                   "HTTP 503", 1010.0 + i, early=early)))
+    assert verdicts == [HURRY | SUSPECT, HURRY, SETTLED]
+    (down,) = [event for event in journaled(engine, "site_transition") if event.to_json()["to"] == "down"]
+    assert down.reason == "3 consecutive failures of health: HTTP 503 (fast confirmation every 1s)"
 
 
 def test_an_observation_that_changes_nothing_announces_nothing(tmp_path: Path) -> None:

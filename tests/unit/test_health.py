@@ -3,6 +3,8 @@ reload, the per-service status, and a hypothesis state machine checking the inva
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from bcd.health import (
     SiteRules,
     Thresholds,
     best_standby,
+    doubt,
     end_maintenance,
     evaluate_service,
     observe,
@@ -24,7 +27,7 @@ from bcd.health import (
     start_maintenance,
     tick,
 )
-from bcd.model import Observation, ProbeKey, Result, ServiceStatus, SiteState, Transition
+from bcd.model import HURRY, SETTLED, SUSPECT, Observation, ProbeKey, Result, ServiceStatus, SiteState, Transition
 
 OK, WARN, FAIL = Result.OK, Result.WARN, Result.FAIL
 UNKNOWN, UP, DEGRADED, DOWN = SiteState.UNKNOWN, SiteState.UP, SiteState.DEGRADED, SiteState.DOWN
@@ -717,3 +720,60 @@ class HealthMachine(RuleBasedStateMachine):
 
 HealthMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
 TestHealthMachine = HealthMachine.TestCase
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Doubt: what the scheduler runs early (fast confirmation)
+
+
+@pytest.mark.parametrize(
+    ("base", "results", "expected"),
+    [
+        (UP, [OK], SETTLED),  # steady state: normal spacing
+        (UP, [FAIL], HURRY | SUSPECT),  # first failure: confirm fast, and a reason to look at the site
+        (UP, [FAIL, FAIL], HURRY),
+        (UP, [FAIL, FAIL, FAIL], SETTLED),  # down: confirmed, back to normal spacing
+        (UP, [FAIL, OK], SETTLED),  # back up at once (degraded → up): confirmed
+        (UNKNOWN, [FAIL], HURRY | SUSPECT),  # a target dead at start is confirmed fast too
+        (UNKNOWN, [OK], SETTLED),  # a starting estate keeps its normal spacing
+        (DOWN, [FAIL], SETTLED),  # down and failing: nothing in doubt
+        (DOWN, [OK], HURRY),  # recovering toward up: rise confirmed fast
+        (DOWN, [OK, OK], SETTLED),  # up again
+        (DOWN, [OK, FAIL], SETTLED),
+    ],
+)
+def test_doubt_after_each_result(base: SiteState, results: list[Result], expected: int) -> None:
+    health, _ = feed(start(base), ONE, h(*results))
+    assert doubt(health, "health", ONE) == expected
+
+
+def test_a_second_probe_failing_on_a_down_site_is_not_in_doubt() -> None:
+    health, _ = feed(start(UP), TWO, [("tls", FAIL), ("tls", FAIL), ("health", FAIL)])
+    assert health.base is DOWN
+    assert doubt(health, "health", TWO) == SETTLED
+
+
+def test_a_probe_unknown_to_the_rules_is_settled() -> None:
+    assert doubt(start(UP), "gone", ONE) == SETTLED
+
+
+@pytest.mark.parametrize("steps", [h(FAIL, FAIL, FAIL), h(OK, FAIL, OK, OK), h(FAIL, OK, FAIL, FAIL, FAIL, OK, OK)])
+def test_early_runs_change_no_state_only_the_reason(steps: list[tuple[str, Result]]) -> None:
+    """rise and fall count consecutive results whatever their spacing: the same results bring the same states."""
+    plain, early = start(UP), start(UP)
+    for i, (probe, result) in enumerate(steps):
+        plain, on_schedule = observe(plain, obs(probe, result, 1.0 + i), ONE)
+        hurried = replace(obs(probe, result, 1.0 + i), early="fast confirmation every 1s")
+        early, sooner = observe(early, hurried, ONE)
+        assert (early.state, early.probes) == (plain.state, plain.probes)
+        assert (sooner is None) == (on_schedule is None)
+        if sooner is not None and on_schedule is not None:
+            assert sooner.reason == f"{on_schedule.reason} (fast confirmation every 1s)"
+
+
+def test_the_down_reason_says_fast_confirmation_was_used() -> None:
+    health = start(UP)
+    for i, early in enumerate(["", "fast confirmation every 1s", "fast confirmation every 1s"]):
+        health, transition = observe(health, replace(obs("health", FAIL, 1.0 + i), early=early), ONE)
+    assert transition is not None and transition.to_state is DOWN
+    assert transition.reason == "3 consecutive failures of health: HTTP 503 (fast confirmation every 1s)"

@@ -57,7 +57,7 @@ class DaemonCollector(Collector):
 
 
 class SchedulerCollector(Collector):
-    """`bcd_scheduler_*`: lateness, runs in flight, probes scheduled, runs skipped."""
+    """`bcd_scheduler_*`: lateness, runs in flight, probes scheduled, runs skipped, early runs and site bursts."""
 
     def __init__(self, stats: SchedulerStats) -> None:
         self._stats = stats
@@ -76,6 +76,17 @@ class SchedulerCollector(Collector):
             "bcd_scheduler_skipped_probes", "Probe runs skipped because the previous run was still going or late.",
             value=stats.skipped,
         )
+        yield CounterMetricFamily(
+            "bcd_scheduler_fast_runs", "Probe runs started ahead of their schedule: fast confirmation and site "
+            "re-probes.", value=stats.fast_runs,
+        )
+        bursts = CounterMetricFamily(
+            "bcd_scheduler_bursts", "Times every probe of a site was run at once (correlated failures there).",
+            labels=["site"],
+        )
+        for site, count in sorted(stats.bursts.items()):
+            bursts.add_metric([site], count)
+        yield bursts
 
 
 def _histogram(name: str, help_text: str, label_names: list[str],

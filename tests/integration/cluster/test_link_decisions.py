@@ -250,3 +250,25 @@ async def test_another_instance_s_records_and_view_arrive_through_the_watch_with
     # mirrored, adopted and seen with no read of the store: the records and the view came through the watch
     assert member.client.requests["/v3/kv/range"] == reads
     assert arrived < 1.0, arrived
+
+
+async def test_another_vantage_seeing_a_site_fail_re_probes_it_here_once_per_change(member: Member) -> None:
+    asked: list[str] = []
+    member.link.follow_doubts(lambda site, reason: asked.append(f"{site}: {reason}"))
+
+    async def hampshire_publishes(**sites: tuple[str, float]) -> None:  # site → (state, since)
+        await member.peer.publish_view(json.dumps({"vantage": "hampshire", "at": time.time(), "services": {
+            "payroll": {site: {"state": state, "since": since, "reason": f"{state} since {since:g}"}
+                        for site, (state, since) in sites.items()}}}).encode())
+
+    await hampshire_publishes(dorset=("down", 1.0), hampshire=("up", 0.0))  # dorset is up here: look again
+    await wait_for(lambda: len(asked) == 1)
+    await hampshire_publishes(dorset=("down", 1.0), hampshire=("degraded", 2.0))  # dorset: the same change
+    await wait_for(lambda: len(asked) == 2)
+    member.observe("dorset", Result.FAIL)  # dorset down here too: nothing to look at again
+    await hampshire_publishes(dorset=("down", 3.0), hampshire=("up", 0.0))
+    await hampshire_publishes(dorset=("down", 3.0), hampshire=("down", 4.0))
+    await wait_for(lambda: len(asked) == 3)
+    assert asked == ["dorset: hampshire sees payroll down at dorset: down since 1",
+                     "hampshire: hampshire sees payroll degraded at hampshire: degraded since 2",
+                     "hampshire: hampshire sees payroll down at hampshire: down since 4"]

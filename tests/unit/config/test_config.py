@@ -587,3 +587,79 @@ def test_objectives_fall_back_one_by_one_to_the_defaults() -> None:
     assert (one_probe().objectives("payroll").rto, one_probe().objectives("payroll").rpo) == (None, None)
     assert issues_of("sites: {dorset: {}}\ndefaults:\n  objectives: {rto: soon}\n")[0].startswith(
         "bcd.yaml:3: defaults.objectives.rto:")
+
+
+# -------------------------------------------------------------------------------------------------------------
+# fast_interval (fast confirmation) and bursts
+
+
+@pytest.mark.parametrize(
+    ("defaults", "service", "probe", "expected"),
+    [
+        (None, None, None, 3.5),  # timeout 3s + 500ms
+        ({"timeout": "200ms"}, None, None, 1.0),  # at least 1s
+        (None, {"interval": "2s", "timeout": "1800ms"}, None, 2.0),  # never longer than the interval: off
+        ({"fast_interval": "5s"}, None, None, 5.0),
+        ({"fast_interval": "5s"}, {"fast_interval": "4s"}, None, 4.0),
+        ({"fast_interval": "5s"}, {"fast_interval": "4s"}, {"fast_interval": "10s"}, 10.0),  # = interval: off
+    ],
+)
+def test_effective_fast_interval(
+    defaults: dict[str, Any] | None, service: dict[str, Any] | None, probe: dict[str, Any] | None, expected: float
+) -> None:
+    config = one_probe(defaults, service, probe)
+    ((service_name, _, web),) = config.all_probes()
+    assert config.timing(service_name, web).fast_interval == expected
+
+
+def test_fast_interval_errors_point_at_where_it_is_set() -> None:
+    assert issues_of(
+        """\
+        sites:
+          dorset: {}
+        defaults:
+          fast_interval: 2s
+        services:
+          payroll:
+            active: dorset
+            timeout: 1s
+            sites:
+              dorset:
+                probes:
+                  - name: web
+                    tcp: {host: 10.1.0.10, port: 22}
+                  - name: db
+                    fast_interval: 3s
+                    tcp: {host: 10.1.0.10, port: 5432}
+                  - name: slow
+                    fast_interval: 11s
+                    tcp: {host: 10.1.0.10, port: 5432}
+          intranet:
+            active: dorset
+            sites:
+              dorset:
+                probes:
+                  - name: a
+                    tcp: {host: 10.1.0.11, port: 443}
+                  - name: b
+                    tcp: {host: 10.1.0.11, port: 80}
+        """
+    ) == [
+        "bcd.yaml:4: defaults.fast_interval: fast_interval (2s) must be longer than the timeout (3s of intranet/dorset/a)",
+        "bcd.yaml:18: services.payroll.sites.dorset.probes.slow.fast_interval: fast_interval (11s) must not exceed the "
+        "interval (10s of payroll/dorset/slow; equal to it turns fast confirmation off)",
+    ]
+
+
+def test_a_fast_interval_equal_to_the_timeout_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        one_probe(None, None, {"timeout": "1s", "fast_interval": "1s"})
+    (issue,) = caught.value.issues
+    assert issue.path == "services.payroll.sites.dorset.probes.web.fast_interval"
+    assert issue.message == "fast_interval (1s) must be longer than the timeout (1s of payroll/dorset/web)"
+
+
+def test_burst_rules_come_from_the_scheduler_section_and_the_defaults() -> None:
+    config = parse("sites: {dorset: {}}\ndefaults: {interval: 20s}\nscheduler: {burst_failures: 3, burst_window: 5s}\n")
+    assert (config.bursts.failures, config.bursts.window, config.bursts.gap) == (3, 5.0, 20.0)
+    assert parse(MINIMAL).bursts.failures == 2

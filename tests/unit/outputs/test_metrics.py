@@ -200,3 +200,20 @@ def test_perfdata_of_a_removed_probe_disappears_after_reload(tmp_path: Path, liv
     metrics.probes.retain({ProbeKey("payroll", "dorset", "health"), ProbeKey("payroll", "hampshire", "health")})
     assert "bcd_probe_perfdata{" not in metrics.render().decode()
     assert not metrics.probes.perfdata
+
+
+async def test_early_runs_and_bursts_per_site_are_counted(live: tuple[Engine, Metrics]) -> None:
+    from bcd.outputs.metrics import SchedulerCollector
+    from bcd.scheduler import Scheduler
+
+    _, metrics = live
+    scheduler = Scheduler(lambda obs: None, max_concurrency=10)
+    scheduler.stats.fast_runs = 7
+    scheduler.stats.bursts["dorset"] += 2
+    metrics.register(SchedulerCollector(scheduler.stats))
+    text = metrics.render().decode()
+    assert sample(text, "bcd_scheduler_fast_runs_total") == 7
+    assert sample(text, 'bcd_scheduler_bursts_total{site="dorset"}') == 2
+    if shutil.which("promtool") is not None:
+        check = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True, check=False)
+        assert check.returncode == 0, check.stdout + check.stderr
