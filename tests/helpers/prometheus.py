@@ -518,7 +518,8 @@ class Estate:
                     "hampshire": {"probes": [
                         {"name": "opac", "http": {"url": self.up.url("/opac")}},
                         {"name": "db", "tcp": {"host": "127.0.0.1", "port": self.up.port}},
-                    ]},
+                        {"name": "replica", "command": {"argv": ["/bin/echo", "OK - replica | lag=2s"]}},
+                    ], "data_lag": {"probe": "replica", "value": "lag"}},
                 },
             },
         }
