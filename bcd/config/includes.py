@@ -54,20 +54,21 @@ def paths(main: Source, report: Any) -> list[str]:
     """The files the main file includes, in order, each once; `report(loc, message)` for a bad entry."""
     patterns = main.data.get("include", [])
     if not isinstance(patterns, list) or not all(isinstance(item, str) and item for item in patterns):
-        report(("include",), "must be a list of file paths or globs (relative to this file)")
-        return []
+        return []  # validation says what is wrong with it
     base = os.path.dirname(main.name)
     found: list[str] = []
     for index, pattern in enumerate(patterns):
         full = os.path.join(base, pattern)
         matches = sorted(glob.glob(full)) if has_magic(pattern) else [full]
+        where = ("include", index)
         for path in matches:
             if os.path.isdir(path):
-                report(("include", index), f"{path} is a directory (include files, e.g. {pattern}/*.yaml)")
+                report(where, f"{pattern}: is a directory ({path}): include its files, e.g. {pattern}/*.yaml")
             elif not has_magic(pattern) and not os.path.exists(path):
-                report(("include", index), f"{path}: no such file (a glob may match nothing, a path must exist)")
+                report(where, f"{pattern}: no such file ({path}; a glob may match nothing, a path must exist)")
             elif os.path.abspath(path) == os.path.abspath(main.name):
-                report(("include", index), f"{path} is this file: a file cannot include itself")
+                if not has_magic(pattern):  # a glob such as *.yaml next to the main file matches it
+                    report(where, f"{pattern}: a file cannot include itself")
             elif path not in found:
                 found.append(path)
     return found

@@ -127,7 +127,6 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
     problems: list[Problem] = []
     secrets: set[str] = set()
     data = _expand_env(included.data, (), lambda loc, msg: problems.append((loc, msg)), secrets)
-    data.pop("include", None)  # read by _gather; not a setting
     data.update(overrides or {})
     try:
         config = Config.model_validate(data)
