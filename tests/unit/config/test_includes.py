@@ -71,6 +71,20 @@ def test_three_phases_are_reported_in_one_run() -> None:
         f"{path}:18: services.payroll.sites.hampshire: site 'hampshire' is not declared under sites"]
 
 
+def test_an_active_site_that_is_not_the_services_own_does_not_hide_its_other_problems(tmp_path: Path) -> None:
+    main = write(tmp_path / "bcd.yaml", SITES + textwrap.dedent("""
+        bogus: 1
+        services:
+          payroll:
+            active: kent
+            sites: {dorset: {probes: [{name: web, interval: 1s, timeout: 2s, tcp: {host: 10.1.0.10, port: 1}}]}}
+        """))
+    assert problems(main) == [
+        f"{main}:5: bogus: unknown key",
+        f"{main}:8: services.payroll.active: active site 'kent' is not one of this service's sites",
+        f"{main}:9: services.payroll.sites.dorset.probes.web: timeout (2s) must be shorter than interval (1s)"]
+
+
 def test_an_invalid_service_does_not_cascade_into_unknown_service_errors(tmp_path: Path) -> None:
     """The cross checks run without the invalid service: no "unknown service 'payroll'" for its dependant."""
     main = write(tmp_path / "bcd.yaml", SITES + textwrap.dedent("""
