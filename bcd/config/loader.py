@@ -132,7 +132,7 @@ def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = 
         config = Config.model_validate(data)
     except ValidationError as exc:
         problems.extend(_validation_problems(exc))
-        problems.extend(checks_on_what_validated(data, exc))
+        problems.extend(checks_on_what_validated(data, exc, SHOWN_ISSUES))
     if issues or problems:
         raise ConfigError(first_issues([*issues, *_place(included, problems)], _ranks(included)))
     config._secrets = frozenset(value for value in secrets if value)

@@ -23,8 +23,11 @@ UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 Problem = tuple[tuple[str | int, ...], str]
 
 
-def checks_on_what_validated(data: dict[str, Any], exc: ValidationError) -> list[Problem]:
-    """The problems of Config's cross checks on the parts of `data` that validated (see the module's doc)."""
+def checks_on_what_validated(data: dict[str, Any], exc: ValidationError, up_to: int) -> list[Problem]:
+    """The problems of Config's cross checks on the parts of `data` that validated (see the module's doc); none
+    past `up_to` field errors (only the first ones are printed: validating twice would double the wait)."""
+    if exc.error_count() > up_to:
+        return []
     pruned = copy.deepcopy(data)
     left_out: set[str] = set()
     for error in exc.errors():

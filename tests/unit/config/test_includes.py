@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bcd.config import ConfigError, issues_in_file, json_schema, load
+from bcd.config import SHOWN_ISSUES, ConfigError, issues_in_file, json_schema, load
 
 CONFIGS = Path(__file__).resolve().parents[2] / "data" / "configs"
 SITES = "sites:\n  dorset: {}\n  hampshire: {}\n"
@@ -107,6 +107,16 @@ def test_an_invalid_setting_everything_depends_on_holds_the_cross_checks_back(tm
         "name: web,", "name: web, timeout: 20s,"))
     assert problems(main) == [f"{main}:4: defaults.interval: expected a duration such as 500ms, 10s, 2m, 1h; "
                               "got 'often'"]
+
+
+def test_past_the_printed_field_errors_the_cross_checks_wait(tmp_path: Path) -> None:
+    """More field errors than are printed: the cross checks (a second validation) are not run for nothing."""
+    unknown = "".join(f"bogus{index}: 1\n" for index in range(SHOWN_ISSUES + 1))
+    main = write(tmp_path / "bcd.yaml", SITES + unknown + PAYROLL.replace("name: web,", "name: web, timeout: 20s,"))
+    assert not any("timeout" in line for line in problems(main))
+    main = write(tmp_path / "bcd.yaml", SITES + unknown.split("\n", 1)[1] + PAYROLL.replace(
+        "name: web,", "name: web, timeout: 20s,"))
+    assert any("timeout (20s) must be shorter" in line for line in problems(main))
 
 
 def test_secrets_from_the_environment_in_an_included_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
