@@ -97,9 +97,10 @@ def merge(included: Included, source: Source) -> None:
 
 
 def _add_entries(included: Included, source: Source, section: str, entries: dict[Any, Any]) -> None:
-    merged = included.data.setdefault(section, {})
+    merged = included.data.get(section, {})
     if not isinstance(merged, dict):
         return  # the main file's section is not a mapping: validation says so there
+    merged = included.data[section] = dict(merged)  # a copy: the main file's own data places its problems
     for name, entry in entries.items():
         key = (section, str(name))
         if name in merged:
