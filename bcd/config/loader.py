@@ -12,9 +12,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from bcd.config.includes import Included, Source, merge
+from bcd.config.includes import paths as include_paths
 from bcd.config.models import Config
+from bcd.config.partial import checks_on_what_validated
 from bcd.config.yaml_data import MAX_BYTES, Document, LimitError
-from bcd.config.yaml_data import load as load_yaml
 from bcd.config.yaml_data import read as read_yaml
 from bcd.config.yaml_lines import lines_of
 
@@ -52,9 +54,11 @@ SHOWN_ISSUES = 50  # a file with 20,000 problems gets the first ones and a count
 Problem = tuple[tuple[str | int, ...], str]  # where (a path in the data) and what
 
 
-def first_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
-    """The first SHOWN_ISSUES issues in file order, then one line counting the rest (at the next one's line)."""
-    issues = sorted(issues, key=lambda issue: issue.line)
+def first_issues(issues: list[ConfigIssue], ranks: dict[str, int] | None = None) -> list[ConfigIssue]:
+    """The first SHOWN_ISSUES issues in file order (files by `ranks`: the main file, then its includes), then
+    one line counting the rest (at the next one's line)."""
+    ranks = ranks or {}
+    issues = sorted(issues, key=lambda issue: (ranks.get(issue.file, 0), issue.line))
     if len(issues) <= SHOWN_ISSUES + 1:
         return issues
     rest = issues[SHOWN_ISSUES]
@@ -119,29 +123,76 @@ def _read(text: str, name: str) -> Document:
 
 
 def parse(text: str, name: str = "<config>", overrides: dict[str, Any] | None = None) -> Config:
+    included, issues = _gather(text, name)
+    problems: list[Problem] = []
+    secrets: set[str] = set()
+    data = _expand_env(included.data, (), lambda loc, msg: problems.append((loc, msg)), secrets)
+    data.update(overrides or {})
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc))
+        problems.extend(checks_on_what_validated(data, exc, SHOWN_ISSUES))
+    if issues or problems:
+        raise ConfigError(first_issues([*issues, *_place(included, problems)], _ranks(included)))
+    config._secrets = frozenset(value for value in secrets if value)
+    config._warnings = tuple(str(issue) for issue in _place(included, [*_command_warnings(config),
+                                                                       *_data_lag_warnings(config)]))
+    return config
+
+
+def _gather(text: str, name: str) -> tuple[Included, list[ConfigIssue]]:
+    """The main file's data with its includes merged in, and the problems found so far (syntax, keys given
+    twice, bad includes), each at its own file's line. Raises ConfigError if the main file cannot be used."""
     document = _read(text, name)
     data = document.data
     if data is None:
         raise ConfigError([ConfigIssue(name, 1, "", "the file is empty")])
     if not isinstance(data, dict):
         raise ConfigError([ConfigIssue(name, 1, "", "the top level must be a mapping")])
-    issues = [ConfigIssue(name, twice.line, dotted(twice.path), f"duplicate key (first at line {twice.first_line})")
-              for twice in document.duplicates]
-    problems: list[Problem] = []
-    secrets: set[str] = set()
-    data = _expand_env(data, (), lambda loc, msg: problems.append((loc, msg)), secrets)
-    data.update(overrides or {})
+    main = Source(name, text, data)
+    included = Included(dict(data), [main])
+    issues = _duplicate_keys(name, document)
+    if "include" in data:
+        for path in include_paths(main, lambda loc, msg: included.problems.append((main, loc, msg))):
+            source, read_issues = _read_included(path)
+            included.sources.append(source)
+            issues.extend(read_issues)
+            merge(included, source)
+    for source in included.sources:
+        found = [(loc, message) for where, loc, message in included.problems if where is source]
+        issues.extend(issues_at(source.name, source.text, source.data, found))
+    return included, issues
+
+
+def _duplicate_keys(name: str, document: Document) -> list[ConfigIssue]:
+    return [ConfigIssue(name, twice.line, dotted(twice.path), f"duplicate key (first at line {twice.first_line})")
+            for twice in document.duplicates]
+
+
+def _read_included(path: str) -> tuple[Source, list[ConfigIssue]]:
     try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(_validation_problems(exc))
-    if issues or problems:
-        raise ConfigError(first_issues([*issues, *issues_at(name, text, document.data, problems)]))
-    config._secrets = frozenset(value for value in secrets if value)
-    config._warnings = tuple(str(issue) for issue in issues_at(name, text, document.data,
-                                                                   [*_command_warnings(config),
-                                                                    *_data_lag_warnings(config)]))
-    return config
+        with open(path, encoding="utf-8") as file:
+            text = file.read(MAX_BYTES + 1)
+        document = _read(text, path)
+    except (OSError, UnicodeDecodeError) as exc:
+        return Source(path, None, None), [ConfigIssue(path, 0, "", f"cannot read: {exc}")]
+    except ConfigError as exc:
+        return Source(path, None, None), exc.issues
+    return Source(path, text, document.data), _duplicate_keys(path, document)
+
+
+def _place(included: Included, problems: list[Problem]) -> list[ConfigIssue]:
+    """Each problem (a location in the merged data) at its line in the file that wrote it."""
+    by_file: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_file.setdefault(included.source_of(problem[0]).name, []).append(problem)
+    return [issue for source in included.sources if source.name in by_file
+            for issue in issues_at(source.name, source.text, source.data, by_file[source.name])]
+
+
+def _ranks(included: Included) -> dict[str, int]:
+    return {source.name: rank for rank, source in enumerate(included.sources)}
 
 
 def _command_warnings(config: Config) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -220,12 +271,12 @@ def _validation_problems(exc: ValidationError) -> Iterator[Problem]:
 
 
 def issues_in_file(path: str, problems: list[Problem]) -> list[ConfigIssue]:
-    """Problems found after loading (e.g. TLS files that cannot be loaded), located in the file (the first
-    SHOWN_ISSUES of them, and a count of the rest)."""
+    """Problems found after loading (e.g. TLS files that cannot be loaded), located in the file that wrote
+    them (the main file or one it includes; the first SHOWN_ISSUES of them, and a count of the rest)."""
     try:
         with open(path, encoding="utf-8") as file:
-            text: str | None = file.read(MAX_BYTES + 1)
-        data = load_yaml(text or "")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        text, data = None, None
-    return first_issues(issues_at(path, text, data, problems))
+            text = file.read(MAX_BYTES + 1)
+        included, _ = _gather(text, path)
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return first_issues(issues_at(path, None, None, problems))
+    return first_issues(_place(included, problems), _ranks(included))

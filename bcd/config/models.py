@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from bcd.authority import ApprovalGate
 from bcd.config.checks import problems as cross_problems
+from bcd.config.includes import INCLUDABLE
 from bcd.config.mqtt import MqttSettings
 from bcd.config.plans import PlanConfig
 from bcd.config.plans import problems as plan_problems
@@ -372,6 +373,9 @@ class Config(Model):
     cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
     plans: dict[Name, PlanConfig] = Field({}, description="recovery plans: move a site's services in order")
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    include: list[Annotated[str, Field(min_length=1)]] = Field(
+        [], description="more files (paths or globs, relative to this file; each glob's matches sorted) adding "
+                        "services, runbooks, plans and maintenance: shaped as $defs.IncludedFile")
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 
@@ -452,5 +456,10 @@ class _SchemaNames(GenerateJsonSchema):
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of a config file (`bcd schema`)."""
-    return Config.model_json_schema(schema_generator=_SchemaNames)
+    """The JSON Schema of a config file (`bcd schema`), with the shape of an included file as IncludedFile."""
+    schema = Config.model_json_schema(schema_generator=_SchemaNames)
+    schema["$defs"]["IncludedFile"] = {
+        "type": "object", "additionalProperties": False, "title": "IncludedFile",
+        "description": "a file named by `include`: these sections only, entries as in the main file",
+        "properties": {name: schema["properties"][name] for name in INCLUDABLE if name in schema["properties"]}}
+    return schema

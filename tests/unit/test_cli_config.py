@@ -33,6 +33,7 @@ CONFIGS = ROOT / "tests" / "data" / "configs"
 EXAMPLE = ROOT / "config" / "bcd.example.yaml"
 GOOD = sorted(CONFIGS.glob("good-*.yaml"))
 INVALID = sorted(CONFIGS.glob("invalid-*.yaml"))
+INVALID_INCLUDES = sorted(CONFIGS.glob("include/invalid-*.yaml"))  # main files; what they include is beside them
 
 SECRET = "s3cr3t-7f1c9e-do-not-print"
 ENVIRONMENT = {
@@ -55,7 +56,7 @@ def _run(command: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
 
 
 def all_commands() -> list[tuple[str, ...]]:
-    files = [*GOOD, *INVALID, EXAMPLE, CONFIGS / "no-such-file.yaml", CONFIGS]
+    files = [*GOOD, *INVALID, *INVALID_INCLUDES, EXAMPLE, CONFIGS / "no-such-file.yaml", CONFIGS]
     return [*(bcd_command("check-config", str(path)) for path in files), bcd_command("schema")]
 
 
@@ -76,6 +77,19 @@ def expectations(path: Path) -> list[str]:
     return [line.removeprefix("# expect: ") for line in lines if line.startswith("# expect: ")]
 
 
+def expected_issues(path: Path, result: subprocess.CompletedProcess[str]) -> list[re.Match[str]]:
+    """Asserts check-config exited 2 printing exactly the fixture's `# expect:` lines; returns each line's match."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    printed = result.stderr.splitlines()
+    for expected in expectations(path):
+        assert any(expected in line for line in printed), f"missing {expected!r} in:\n{result.stderr}"
+    assert len(printed) == len(expectations(path)), result.stderr
+    matches = [ISSUE_LINE.match(line) for line in printed]
+    for line, match in zip(printed, matches, strict=True):
+        assert match is not None, line
+    return [match for match in matches if match is not None]
+
+
 def assert_never_leaks(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr
     assert SECRET not in result.stdout
@@ -93,16 +107,17 @@ def test_fixtures_exist() -> None:
 def test_invalid_fixture_reports_every_problem(path: Path) -> None:
     result = outcome("check-config", str(path))
     assert_never_leaks(result)
-    assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
-    printed = result.stderr.splitlines()
-    for expected in expectations(path):
-        assert any(expected in line for line in printed), f"missing {expected!r} in:\n{result.stderr}"
-    assert len(printed) == len(expectations(path)), result.stderr
-    for line in printed:
-        match = ISSUE_LINE.match(line)
-        assert match is not None, line
+    for match in expected_issues(path, result):
         assert match["file"] == str(path)
+
+
+@pytest.mark.parametrize("path", INVALID_INCLUDES, ids=lambda path: path.stem)
+def test_invalid_includes_report_every_problem_of_every_file(path: Path) -> None:
+    result = outcome("check-config", str(path))
+    assert_never_leaks(result)
+    for match in expected_issues(path, result):
+        assert Path(match["file"]).resolve().is_relative_to(path.parent), match[0]
 
 
 @pytest.mark.parametrize("path", GOOD, ids=lambda path: path.stem)
