@@ -280,7 +280,9 @@ def _active_down(snap: Snapshot, now: float) -> Decision:
             f"quorum of vantages ({votes})",
             Guard.STANDBY_NOT_UP,
         )
-    target = confirmed[0]
+    # a standby whose data lags past the rpo is picked (and then blocked) only when no other one is up
+    target = next((name for name in confirmed if rpo_guard(snap.rpo, snap.lags.get(name), name, now) is None),
+                  confirmed[0])
     base = f"active {snap.active} down ({active_reason}); standby {target} up"
     if snap.failover is None:  # bcd only watches this service: say so, a human moves it
         return Decision(ServiceStatus.FAILOVER_NEEDED, f"{snap.service}: {base}")

@@ -94,3 +94,11 @@ def test_a_lag_is_read_from_the_probe_value_in_seconds(perfdata: tuple[tuple[str
     assert read.at == (NOW - 1 if value is not None else None)
     if missing:
         assert read.missing == missing
+
+
+def test_a_standby_lagging_past_the_rpo_is_passed_over_for_another_one_that_is_up() -> None:
+    # hypothesis found it: hampshire (first in order) lags unknown, kent measures none: kent is the target
+    decision = decide(snap(DOWN, UP, UP, rpo=RPO, lags={"hampshire": lag(None)}), NOW)
+    assert decision.action is not None and decision.action.to_site == "kent", decision
+    only = decide(snap(DOWN, UP, DOWN, rpo=RPO, lags={"hampshire": lag(None)}), NOW)
+    assert (only.status, only.guard) == (ServiceStatus.BLOCKED, Guard.RPO_EXCEEDED)
