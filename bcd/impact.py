@@ -160,7 +160,8 @@ def blocked_by(graph: Graph, states: Mapping[str, StateLike], service: str) -> s
 
 def impacted_by(graph: Graph, health: Mapping[tuple[str, str], SiteHealth], service: str, site: str) -> str:
     """The root causes of `service` being down at `site`, comma-separated ("" when none): the services it needs,
-    directly or through others, that are down there and are not themselves explained by one of theirs."""
+    directly or through others, that are down there, or failing (degraded: a dependency confirmed more slowly
+    than its dependent is still its root cause), and are not themselves explained by one of theirs."""
     if not _down(health, service, site):
         return ""
     roots = sorted(name for name in _down_needs(graph, health, service, site)
@@ -169,10 +170,11 @@ def impacted_by(graph: Graph, health: Mapping[tuple[str, str], SiteHealth], serv
 
 
 def _down_needs(graph: Graph, health: Mapping[tuple[str, str], SiteHealth], service: str, site: str) -> set[str]:
-    """The services `service` needs (transitively) that are down at `site`."""
-    return {name for name in dependencies.closure(graph, service) if _down(health, name, site)}
+    """The services `service` needs (transitively) that are down or degraded at `site`."""
+    return {name for name in dependencies.closure(graph, service) if _down(health, name, site, SiteState.DEGRADED)}
 
 
-def _down(health: Mapping[tuple[str, str], SiteHealth], service: str, site: str) -> bool:
+def _down(health: Mapping[tuple[str, str], SiteHealth], service: str, site: str,
+          *also: SiteState) -> bool:
     found = health.get((service, site))
-    return found is not None and found.state is SiteState.DOWN
+    return found is not None and (found.state is SiteState.DOWN or found.state in also)

@@ -161,6 +161,8 @@ class Scheduler:
         self._bursts.retain(sites)
         for site in [site for site in self.stats.bursts if site not in sites]:
             del self.stats.bursts[site]
+        for site in sites:  # every site shown, at 0 until its first burst
+            self.stats.bursts.setdefault(site, 0)
 
     def run_now(self, keys: Iterable[ProbeKey], early: str = "run now") -> None:
         """Start these probes at once (those not already running), as early runs: their schedule stays."""

@@ -132,3 +132,11 @@ def test_two_root_causes_are_both_named() -> None:
     graph = {"dns": (), "directory": (), "app": ("dns", "directory")}
     table = {(name, "dorset"): SiteHealth(name, "dorset", SiteState.DOWN) for name in graph}
     assert impacted_by(graph, table, "app", "dorset") == "directory,dns"
+
+
+def test_a_dependency_still_in_doubt_is_the_root_cause_of_a_dependent_confirmed_first() -> None:
+    # fast confirmation can make payroll down while directory, probed later, is only degraded yet
+    table = health(directory_dorset=SiteState.DEGRADED, payroll_dorset=SiteState.DOWN)
+    assert impacted_by(GRAPH, table, "payroll", "dorset") == "directory"
+    assert impacted_by(GRAPH, health(payroll_dorset=SiteState.DOWN), "payroll", "dorset") == ""
+    assert impacted_by(GRAPH, health(directory_dorset=SiteState.DEGRADED), "directory", "dorset") == ""
