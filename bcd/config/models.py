@@ -8,6 +8,7 @@ import socket
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
@@ -16,6 +17,8 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
 from bcd import dependencies
+from bcd.config.maintenance import WindowConfig
+from bcd.config.maintenance import problems as window_problems
 from bcd.config.mqtt import MqttSettings
 from bcd.config.plans import PlanConfig
 from bcd.config.plans import problems as plan_problems
@@ -331,6 +334,7 @@ class Config(Model):
     alerts: Alerts = Field(default_factory=Alerts)
     cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
     plans: dict[Name, PlanConfig] = Field({}, description="recovery plans: move a site's services in order")
+    maintenance: dict[Name, WindowConfig] = Field({}, description="maintenance windows: one-off or repeating")
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 
@@ -348,7 +352,8 @@ class Config(Model):
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
         problems = [*self._undeclared_sites(), *self._timeouts(), *self._runbook_refs(), *self._step_sites(),
-                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies(), *plan_problems(self)]
+                    *self._step_commands(), *self._cluster_vantage(), *self._dependencies(), *plan_problems(self),
+                    *window_problems(self, datetime.now(UTC))]
         if problems:
             summary = "; ".join(".".join(map(str, loc)) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})
