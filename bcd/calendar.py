@@ -21,7 +21,7 @@ import calendar as _stdlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 HORIZON_YEARS = 8  # an expression with no occurrence this far ahead "never fires" (fifth Monday of Feb does)
@@ -133,6 +133,15 @@ def _months(words: list[str], text: str) -> frozenset[int]:
     if unknown or not names:
         raise ValueError(f"unknown month {', '.join(map(repr, unknown)) or '(none)'} in {text!r}")
     return frozenset(_MONTHS[name] for name in names)
+
+
+def when(text: str) -> float:
+    """An ISO 8601 time (`2026-12-10T22:00`, `…+00:00`, `…Z`; no offset: UTC) as epoch seconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time such as 2026-12-10T22:00:00Z; got {text!r}") from None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def zone(name: str) -> ZoneInfo:
