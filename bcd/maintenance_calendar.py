@@ -112,7 +112,10 @@ class MaintenanceCalendar:
             return Refused(Refusal.CONFLICT, f"the duration must be between {format_duration(low)} and "
                                              f"{format_duration(high)}")
         covered = tuple(sites if intent.site is None else [intent.site])
-        name = f"{intent.service}@{datetime.fromtimestamp(intent.start, UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        where = intent.service if intent.site is None else f"{intent.service}.{intent.site}"
+        name = f"{where}@{datetime.fromtimestamp(intent.start, UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        if any(window.name == name for window in self._booked):
+            return Refused(Refusal.CONFLICT, f"{name} is already booked")
         window = Window(name, (intent.service,), covered, intent.start, intent.start + intent.duration,
                         intent.reason, intent.by, "booked", force=intent.force)
         if not intent.force:

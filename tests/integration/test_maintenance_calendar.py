@@ -59,17 +59,17 @@ async def test_a_booked_window_starts_on_time_and_one_leaving_no_site_is_refused
     status, _, booked = await daemon.call("POST", "/api/v1/services/payroll/maintenance", body={
         "site": "dorset", "from": iso(start) + "Z", "duration": "1h", "reason": "new switch"})
     assert status == 201, booked
-    assert booked["sites"] == ["dorset"] and "booked as payroll@" in booked["detail"]
+    assert booked["sites"] == ["dorset"] and "booked as payroll.dorset@" in booked["detail"]
     # hampshire too while dorset's window runs: payroll would have no site outside maintenance
     status, _, refused = await daemon.call("POST", "/api/v1/services/payroll/maintenance", body={
         "site": "hampshire", "from": iso(start + 60), "duration": "10m", "reason": "both"})
     assert status == 409
-    assert refused["detail"].startswith("payroll would have no site outside maintenance: dorset (window payroll@")
+    assert refused["detail"].startswith("payroll would have no site outside maintenance: dorset (window payroll.dorset@")
     assert "hampshire (window" in refused["detail"] and refused["detail"].endswith("force it if that is meant")
     status, _, listed = await daemon.call("GET", "/api/v1/maintenance", token=VIEWER)
     assert [window["name"] for window in listed["windows"]] == ["night", booked["detail"].rsplit(" ", 1)[1]]
     began = await daemon.wait_log(maintenance_of(daemon, "dorset", "maintenance"), timeout=20)
-    assert "alice: window payroll@" in began["reason"] and began["reason"].endswith(": new switch")
+    assert "alice: window payroll.dorset@" in began["reason"] and began["reason"].endswith(": new switch")
     assert time.time() >= start - 0.01
     forced = await asyncio.to_thread(daemon.cli, "maintenance", "payroll", "--from", iso(time.time() + 3600) + "+00:00",
                                      "--for", "10m", "--reason", "everything", "--force")
