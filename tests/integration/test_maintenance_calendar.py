@@ -42,6 +42,8 @@ async def test_a_config_window_starts_and_ends_on_time(calendar_api: tuple[Api, 
     assert (night["name"], night["sites"], night["services"], night["source"]) == (
         "night", ["hampshire"], ["payroll"], "config")
     assert night["start"] == pytest.approx(start, abs=1) and night["end"] - night["start"] == 2
+    status, _, page = await daemon.call("GET", "/", token=VIEWER)  # the status page lists it too
+    assert status == 200 and '<tr data-window="night"><td>night</td>' in page and "patch night (config)" in page
     began = await daemon.wait_log(maintenance_of(daemon, "hampshire", "maintenance"), timeout=20)
     assert began["reason"].endswith("calendar: window night: patch night")
     assert time.time() >= start - 0.01
