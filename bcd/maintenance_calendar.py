@@ -128,11 +128,12 @@ class MaintenanceCalendar:
         return Accepted(f"maintenance of {intent.service} at {', '.join(covered)} booked as {name}",
                         sites=list(covered), until=window.end)
 
-    def leaves_no_site(self, window: Window, now: float) -> str | None:
+    def leaves_no_site(self, window: Window, now: float, *, upcoming: bool = True) -> str | None:
         """Why `window` would leave one of its services no site outside maintenance (with the windows
-        overlapping it and the maintenance already set), or None."""
+        overlapping it, only those already started unless `upcoming`, and the maintenance already set), or
+        None."""
         others = [other for other in self.windows(now) if other.name != window.name
-                  and other.start < window.end and window.start < other.end]
+                  and other.start < window.end and window.start < other.end and (upcoming or other.start <= now)]
         for service in window.services:
             sites = set(self._estate.config.services[service].sites)
             down = {site: f"window {window.name}" for site in window.sites}
@@ -153,19 +154,25 @@ class MaintenanceCalendar:
         """Apply every window whose start has come; sleep until the next start (at most LOOK_AHEAD)."""
         ready.set()
         while True:
-            now = self._clock()
-            windows = self.windows(now)
-            for window in windows:
-                if window.start <= now and (window.name, window.start) not in self._applied:
-                    self._applied.add((window.name, window.start))
-                    await self._apply(window, now)
-            upcoming = [window.start - now for window in windows if window.start > now]
             self._wake.clear()
+            wait = await self.apply_due(self._clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min([LOOK_AHEAD, *upcoming]))
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def apply_due(self, now: float) -> float:
+        """Apply each window whose start has come (once per occurrence); the seconds until the next start
+        (at most LOOK_AHEAD)."""
+        windows = self.windows(now)
+        for window in windows:
+            if window.start <= now and (window.name, window.start) not in self._applied:
+                self._applied.add((window.name, window.start))
+                await self._apply(window, now)
+        return min([LOOK_AHEAD, *(window.start - now for window in windows if window.start > now)])
 
     async def _apply(self, window: Window, now: float) -> None:
-        if not window.force and (blocked := self.leaves_no_site(window, now)) is not None:
+        # at its start, a window gives way only to what is in maintenance now (the later of two overlapping
+        # windows is the one refused)
+        if not window.force and (blocked := self.leaves_no_site(window, now, upcoming=False)) is not None:
             log.warning("maintenance_window_refused", window=window.name, reason=blocked)
             return
         for service, site in self._covered(window):
