@@ -269,7 +269,7 @@ class Daemon:
         await lifetimes.start("runner", runner.run)
         plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
         await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
-        await lifetimes.start("calendar", MaintenanceCalendar(self.operations, self.view).run)
+        await lifetimes.start("calendar", MaintenanceCalendar(self.operations, self.view, self.engine.emit).run)
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile

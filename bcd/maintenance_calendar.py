@@ -23,9 +23,10 @@ from typing import Any
 
 import structlog
 
-from bcd import calendar
+from bcd import calendar, events
 from bcd.config.maintenance import WindowConfig
 from bcd.durations import MAINTENANCE, format_duration
+from bcd.events import Event, EventKind
 from bcd.operations import Accepted, BookMaintenance, Operations, Outcome, Refusal, Refused, StartMaintenance
 from bcd.view import EstateView
 
@@ -71,9 +72,11 @@ def occurrence(spec: WindowConfig, now: float) -> tuple[float, float] | None:
 class MaintenanceCalendar:
     """Applies the calendar's windows through `operations`; books, lists and refuses windows."""
 
-    def __init__(self, operations: Operations, estate: EstateView, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self._operations = operations
         self._estate = estate
+        self._emit = emit
         self._clock = clock
         self._booked: list[Window] = []
         self._applied: set[tuple[str, float]] = set()
@@ -124,7 +127,7 @@ class MaintenanceCalendar:
                 return Refused(Refusal.CONFLICT, blocked)
         self._booked.append(window)
         self._wake.set()
-        log.info("maintenance_booked", window=name, by=intent.by, reason=intent.reason)
+        self._journal(EventKind.MAINTENANCE_BOOKED, window, f"{intent.by}: {intent.reason}", now)
         return Accepted(f"maintenance of {intent.service} at {', '.join(covered)} booked as {name}",
                         sites=list(covered), until=window.end)
 
@@ -173,7 +176,7 @@ class MaintenanceCalendar:
         # at its start, a window gives way only to what is in maintenance now (the later of two overlapping
         # windows is the one refused)
         if not window.force and (blocked := self.leaves_no_site(window, now, upcoming=False)) is not None:
-            log.warning("maintenance_window_refused", window=window.name, reason=blocked)
+            self._journal(EventKind.MAINTENANCE_WINDOW_REFUSED, window, f"window {window.name}: {blocked}", now)
             return
         for service, site in self._covered(window):
             intent = StartMaintenance(service, site, window.end - now, window.by if window.source == "booked" else BY,
@@ -183,6 +186,12 @@ class MaintenanceCalendar:
                 log.warning("maintenance_window_failed", window=window.name, service=service, site=site,
                             reason=outcome.reason)
         log.info("maintenance_window_started", window=window.name, until=window.end)
+
+    def _journal(self, kind: EventKind, window: Window, reason: str, now: float) -> None:
+        """One event (a window of several services names none: its reason names the one at fault)."""
+        data = events.MaintenanceWindow(window.name, window.sites, window.start, window.end, window.by)
+        service = window.services[0] if len(window.services) == 1 else None
+        self._emit(Event(kind, now, service, None, reason, data))
 
     def _covered(self, window: Window) -> Iterator[tuple[str, str]]:
         services = self._estate.config.services

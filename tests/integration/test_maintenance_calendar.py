@@ -70,6 +70,13 @@ async def test_a_booked_window_starts_on_time_and_one_leaving_no_site_is_refused
     assert "hampshire (window" in refused["detail"] and refused["detail"].endswith("force it if that is meant")
     status, _, listed = await daemon.call("GET", "/api/v1/maintenance", token=VIEWER)
     assert [window["name"] for window in listed["windows"]] == ["night", booked["detail"].rsplit(" ", 1)[1]]
+    async def booking() -> Any:  # journaled (the journal commits in groups, within 50 ms)
+        _, _, page = await daemon.call("GET", "/api/v1/events?tail=50", token=VIEWER)
+        return next((e for e in page["events"] if e["kind"] == "maintenance_booked"), None)
+
+    booked_event = await daemon.wait_until(booking)
+    assert (booked_event["service"], booked_event["reason"], booked_event["sites"], booked_event["by"]) == (
+        "payroll", "alice: new switch", ["dorset"], "alice")
     began = await daemon.wait_log(maintenance_of(daemon, "dorset", "maintenance"), timeout=20)
     assert "alice: window payroll.dorset@" in began["reason"] and began["reason"].endswith(": new switch")
     assert time.time() >= start - 0.01

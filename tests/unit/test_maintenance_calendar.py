@@ -8,12 +8,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
-from bcd import calendar
+from bcd import calendar, events
 from bcd.bus import Bus
 from bcd.config import parse
 from bcd.engine import Engine
+from bcd.events import Event
 from bcd.journal import Journal
 from bcd.maintenance_calendar import LOOK_AHEAD, MaintenanceCalendar, occurrence
 from bcd.operations import Operations
@@ -39,7 +39,13 @@ class Estate:
         config = parse(estates.payroll(tmp_path, step="{name: pause, sleep: {duration: 1ms}}", mode="manual",
                                        extra=WINDOWS))
         self.engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), Bus(), clock=lambda: self.now)
-        self.calendar = MaintenanceCalendar(Operations(self.engine), EngineView(self.engine), clock=lambda: self.now)
+        self.emitted: list[Event] = []
+        self.calendar = MaintenanceCalendar(Operations(self.engine), EngineView(self.engine), self.emit,
+                                            clock=lambda: self.now)
+
+    def emit(self, event: Event) -> None:
+        self.emitted.append(event)
+        self.engine.emit(event)
 
     def in_maintenance(self) -> dict[str, float | None]:
         return {site: self.engine.sites[("payroll", site)].maintenance_until for site in ("dorset", "hampshire")}
@@ -77,11 +83,12 @@ async def test_each_start_is_applied_once_and_an_overlap_leaving_no_site_is_skip
     assert reason == "calendar: window dorset-nights: dorset patching"
     # hampshire-switch starts while dorset is in maintenance: payroll would have no site outside it
     estate.now = T + 3 * 3600
-    with capture_logs() as logs:
-        await estate.calendar.apply_due(estate.now)
-    assert [(log["event"], log["reason"]) for log in logs] == [(
-        "maintenance_window_refused", "payroll would have no site outside maintenance: dorset (window "
-        "dorset-nights), hampshire (window hampshire-switch); force it if that is meant")]
+    await estate.calendar.apply_due(estate.now)
+    assert [(event.kind, event.service, event.reason) for event in estate.emitted] == [(
+        "maintenance_window_refused", "payroll", "window hampshire-switch: payroll would have no site outside "
+        "maintenance: dorset (window dorset-nights), hampshire (window hampshire-switch); force it if that is meant")]
+    assert estate.emitted[0].data == events.MaintenanceWindow("hampshire-switch", ("hampshire",), T + 3 * 3600,
+                                                              T + 5 * 3600, "config")
     assert estate.in_maintenance() == {"dorset": T + 4 * 3600, "hampshire": None}
     # dorset's maintenance ends by itself at its window's end; a later hampshire window applies
     estate.now = T + 14 * 3600

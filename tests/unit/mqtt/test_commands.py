@@ -350,7 +350,7 @@ async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
 async def test_maintenance_booked_for_later_or_refused(live: Live) -> None:
     assert (await live.send(action="maintenance", site="dorset", duration="2h", **{"from": "2099-01-01T00:00Z"}))[
         1] == "refused: the maintenance calendar is not started"
-    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine))
+    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine), live.engine.emit)
     assert (await live.send(action="maintenance", site="dorset", duration="2h", reason="switch",
                             **{"from": "2099-01-01T00:00Z"}))[1] == (
         "accepted: maintenance of payroll at dorset booked as payroll.dorset@20990101T000000Z")
