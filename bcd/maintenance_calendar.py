@@ -143,9 +143,10 @@ class MaintenanceCalendar:
             for other in others:
                 if service in other.services:
                     down.update({site: f"window {other.name}" for site in other.sites if site not in down})
-            for (name, site), health in self._estate.sites.items():
-                until = health.maintenance_until
-                if name == service and site not in down and until is not None and until > window.start:
+            for site in sites - set(down):
+                health = self._estate.sites.get((service, site))
+                until = None if health is None else health.maintenance_until
+                if until is not None and until > window.start:
                     down[site] = "maintenance already set"
             if sites <= set(down):
                 because = ", ".join(f"{site} ({why})" for site, why in sorted(down.items()) if site in sites)

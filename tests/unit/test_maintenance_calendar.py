@@ -16,7 +16,7 @@ from bcd.engine import Engine
 from bcd.events import Event
 from bcd.journal import Journal
 from bcd.maintenance_calendar import LOOK_AHEAD, MaintenanceCalendar, occurrence
-from bcd.operations import Operations
+from bcd.operations import Accepted, BookMaintenance, Operations, Refusal, Refused
 from bcd.view import EngineView
 from tests.helpers import estates
 
@@ -98,3 +98,21 @@ async def test_each_start_is_applied_once_and_an_overlap_leaving_no_site_is_skip
     estate.engine.end_maintenance("payroll", "hampshire", "test")
     await estate.calendar.apply_due(estate.now)  # applied once: ending it by hand is not undone
     assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
+
+
+async def test_a_booking_gives_way_to_maintenance_already_set_unless_forced(estate: Estate) -> None:
+    estate.now = T + 5 * 3600  # between the config windows
+    estate.engine.start_maintenance("payroll", "hampshire", 3600, "cabling", "olive")
+    later = estate.now + 600
+    refused = await estate.calendar.perform(BookMaintenance("payroll", "dorset", later, 1800, "olive", "patch"))
+    assert refused == Refused(Refusal.CONFLICT, "payroll would have no site outside maintenance: dorset (window "
+                                                "payroll.dorset@20990311T031000Z), hampshire (maintenance already "
+                                                "set); force it if that is meant")
+    after = estate.now + 3600  # hampshire's maintenance has ended by then
+    booked = await estate.calendar.perform(BookMaintenance("payroll", "dorset", after, 1800, "olive", "patch"))
+    assert isinstance(booked, Accepted) and booked.until == after + 1800
+    forced = await estate.calendar.perform(BookMaintenance("payroll", "dorset", later, 60, "olive", "x", force=True))
+    assert isinstance(forced, Accepted)
+    assert [w.name for w in estate.calendar.windows() if w.source == "booked"] == [
+        "payroll.dorset@20990311T031000Z", "payroll.dorset@20990311T040000Z"]
+    assert [event.kind for event in estate.emitted] == ["maintenance_booked", "maintenance_booked"]
