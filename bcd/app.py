@@ -13,12 +13,10 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
   the MQTT output and the alert sender, subscribed to the bus before anything happens (stopped after the
   runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
   the runner, so that its last events are journaled and published while the outputs still run);
-  the runner (orphaned runs recovered first); the plan runner (stopped before the runner: a plan run is
-  interrupted, then its moves); the scheduler (stopped first: no observation starts a run meanwhile); then the
-  web server opens, and READY=1.
-
-The daemon's own loops (ticker, systemd, reloads) run in the same TaskGroup, cancelled first; a part that fails
-stops the daemon with its error. Only this module switches the GC and trims the C heap (bcd.heap): process-wide.
+  the runner (orphaned runs recovered first); the plan runner (stopped before the runner: a plan run is interrupted,
+  then its moves); the maintenance calendar; the scheduler (stopped first: no observation starts a run meanwhile);
+  then the web server opens, and READY=1. The daemon's own loops (ticker, systemd, reloads) run in the same TaskGroup,
+  cancelled first; a failing part stops the daemon with its error. Only here are the GC and C heap (bcd.heap) tuned.
 """
 
 from __future__ import annotations
@@ -52,6 +50,7 @@ from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.lifetime import Lifetimes, closing, leaves
+from bcd.maintenance_calendar import MaintenanceCalendar
 from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
@@ -269,6 +268,7 @@ class Daemon:
         await lifetimes.start("runner", runner.run)
         plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
         await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
+        await lifetimes.start("calendar", MaintenanceCalendar(self.operations, self.view, self.engine.emit).run)
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile

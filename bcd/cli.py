@@ -100,13 +100,15 @@ def add_operator_commands(commands: Any) -> None:
         control.add_argument("run", type=int)
         control.add_argument("--reason", default="")
         control.set_defaults(handler=cmd_control, action=action)
-    maintenance = commands.add_parser("maintenance", help="put a service (or one site) in maintenance, or end it")
+    maintenance = commands.add_parser("maintenance", help="put a service (or one site) in maintenance now or "
+                                      "later, or end it; `bcd maintenance list`: current and upcoming windows")
     add_client_arguments(maintenance)
     maintenance.add_argument("service")
     maintenance.add_argument("--site", help="only this site (default: every site of the service)")
     maintenance.add_argument("--for", dest="duration", help="how long, e.g. 30m, 2h")
     maintenance.add_argument("--reason", help="why, for the journal")
     maintenance.add_argument("--end", action="store_true", help="end the maintenance now")
+    _booking_arguments(maintenance)
     maintenance.set_defaults(handler=cmd_maintenance)
     events = commands.add_parser("events", help="show the journal's events (and follow new ones)")
     add_client_arguments(events)
@@ -340,6 +342,12 @@ def cmd_run_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _booking_arguments(maintenance: argparse.ArgumentParser) -> None:
+    maintenance.add_argument("--from", dest="start", help="book a window starting then (e.g. 2026-12-10T22:00, "
+                             "this machine's local time unless an offset is given)")
+    maintenance.add_argument("--force", action="store_true", help="book it even if it leaves no site outside")
+
+
 @_api
 def cmd_maintenance(args: argparse.Namespace) -> int:
     if args.end:
@@ -347,13 +355,31 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
         result = _call(args, "DELETE", f"/api/v1/services/{args.service}/maintenance{query}")
         print(f"{args.service}: maintenance ended for {', '.join(result['ended']) or 'no site (none was set)'}")
         return EXIT_OK
+    if args.service == "list" and not args.duration:
+        for window in _call(args, "GET", "/api/v1/maintenance")["windows"]:
+            print(f"{'NOW ' if window['active'] else '    '}{_when(window['start'])} to {_when(window['end'])}  "
+                  f"{window['name']}: {', '.join(window['services'])} at {', '.join(window['sites'])}: "
+                  f"{window['reason']} ({window['every'] or window['by']})")
+        return EXIT_OK
     if not args.duration or not args.reason:
         print("bcd maintenance: --for and --reason are required (or --end)", file=sys.stderr)
         return EXIT_USAGE
-    body = {"duration": args.duration, "reason": args.reason, **({"site": args.site} if args.site else {})}
+    body = {"duration": args.duration, "reason": args.reason, **({"site": args.site} if args.site else {}),
+            **({"from": _local(args.start), "force": args.force} if args.start else {})}
     result = _call(args, "POST", f"/api/v1/services/{args.service}/maintenance", body)
-    print(f"{args.service}: {', '.join(result['sites'])} in maintenance until {_when(result['until'])}")
+    booked = f" ({result['detail']})" if args.start else ""
+    print(f"{args.service}: {', '.join(result['sites'])} in maintenance until {_when(result['until'])}{booked}")
     return EXIT_OK
+
+
+def _local(text: str) -> str:
+    """An ISO time without an offset is this machine's local time (the API takes it as UTC)."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text).astimezone().isoformat()
+    except ValueError:
+        return text  # the API says what is wrong with it
 
 
 @_api

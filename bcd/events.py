@@ -26,6 +26,8 @@ class EventKind(StrEnum):
     MAINTENANCE_STARTED = "maintenance_started"
     MAINTENANCE_ENDED = "maintenance_ended"
     MAINTENANCE_EXTENDED = "maintenance_extended"
+    MAINTENANCE_BOOKED = "maintenance_booked"  # a window booked for later (bcd.maintenance_calendar)
+    MAINTENANCE_WINDOW_REFUSED = "maintenance_window_refused"  # a window that would leave a service no site
     RUN_STARTED = "run_started"
     RUN_FINISHED = "run_finished"
     APPROVAL_WAITING = "approval_waiting"
@@ -101,6 +103,17 @@ class MaintenanceEnded:
 @dataclass(frozen=True, slots=True)
 class MaintenanceExtended:
     until: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """`maintenance_booked` and `maintenance_window_refused`: the window's name, sites and times."""
+
+    window: str
+    sites: tuple[str, ...]
+    start: float
+    end: float
+    by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +268,7 @@ Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
     | ApprovalGiven | ApprovalRefused
+    | MaintenanceWindow
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
     | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified
 )
@@ -268,6 +282,8 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.MAINTENANCE_STARTED: MaintenanceStarted,
     EventKind.MAINTENANCE_ENDED: MaintenanceEnded,
     EventKind.MAINTENANCE_EXTENDED: MaintenanceExtended,
+    EventKind.MAINTENANCE_BOOKED: MaintenanceWindow,
+    EventKind.MAINTENANCE_WINDOW_REFUSED: MaintenanceWindow,
     EventKind.RUN_STARTED: RunStarted,
     EventKind.RUN_FINISHED: RunFinished,
     EventKind.APPROVAL_WAITING: ApprovalWaiting,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from bcd.authority import TRUSTED, Action, Actor
 from bcd.engine import Engine, RequestRefused
@@ -59,6 +59,20 @@ class StartMaintenance:
     duration: float
     by: str
     reason: str = "maintenance"
+
+
+@dataclass(frozen=True, slots=True)
+class BookMaintenance:
+    """A maintenance window of one site of `service` (or all of them) from `start` (epoch seconds), booked in
+    the calendar (bcd.maintenance_calendar); `force` books one leaving the service no site outside it."""
+
+    service: str
+    site: str | None
+    start: float
+    duration: float
+    by: str
+    reason: str = "maintenance"
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +147,7 @@ class ApproveGate:
 
 
 PlanIntent = RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate
-Intent = Transfer | Acknowledge | StartMaintenance | EndMaintenance | Approve | Abort | PlanIntent
+Intent = Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | PlanIntent
 
 
 class PlanControl(Protocol):
@@ -145,7 +159,16 @@ class PlanControl(Protocol):
 ACTIONS: dict[type, Action] = {
     Transfer: Action.TRANSFER, Acknowledge: Action.ACKNOWLEDGE, StartMaintenance: Action.MAINTENANCE,
     EndMaintenance: Action.MAINTENANCE, Approve: Action.APPROVE, Abort: Action.ABORT,
+    BookMaintenance: Action.MAINTENANCE,
 }
+
+
+class CalendarControl(Protocol):
+    """What books maintenance windows (bcd.maintenance_calendar), attached once it exists."""
+
+    async def perform(self, intent: BookMaintenance) -> Outcome: ...
+
+    def listing(self) -> list[dict[str, Any]]: ...
 
 
 class Refusal(StrEnum):
@@ -183,9 +206,17 @@ class Operations:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._plans: PlanControl | None = None
+        self._calendar: CalendarControl | None = None
 
     def attach_plans(self, plans: PlanControl) -> None:
         self._plans = plans
+
+    def attach_calendar(self, calendar: CalendarControl) -> None:
+        self._calendar = calendar
+
+    def maintenance_windows(self) -> list[dict[str, Any]]:
+        """Current and upcoming maintenance windows, by start (none before the calendar is attached)."""
+        return [] if self._calendar is None else self._calendar.listing()
 
     def unknown_service(self, name: str) -> Refused | None:
         """The refusal for a service that is not configured, or None."""
@@ -227,6 +258,10 @@ class Operations:
             return forbidden
         if isinstance(intent, Approve | Abort):
             return self._control(intent, actor)
+        if isinstance(intent, BookMaintenance):
+            if self._calendar is None:
+                return Refused(Refusal.UNAVAILABLE, "the maintenance calendar is not started")
+            return await self._calendar.perform(intent)
         if isinstance(intent, Transfer):
             return await self._transfer(intent)
         if isinstance(intent, Acknowledge):

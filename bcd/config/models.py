@@ -8,6 +8,7 @@ import socket
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
@@ -18,6 +19,8 @@ from pydantic_core import PydanticCustomError
 from bcd.authority import ApprovalGate
 from bcd.config.checks import problems as cross_problems
 from bcd.config.includes import INCLUDABLE
+from bcd.config.maintenance import WindowConfig
+from bcd.config.maintenance import problems as window_problems
 from bcd.config.mqtt import MqttSettings
 from bcd.config.plans import PlanConfig
 from bcd.config.plans import problems as plan_problems
@@ -376,6 +379,7 @@ class Config(Model):
     include: list[Annotated[str, Field(min_length=1)]] = Field(
         [], description="more files (paths or globs, relative to this file; each glob's matches sorted) adding "
                         "services, runbooks, plans and maintenance: shaped as $defs.IncludedFile")
+    maintenance: dict[Name, WindowConfig] = Field({}, description="maintenance windows: one-off or repeating")
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 
@@ -392,7 +396,7 @@ class Config(Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
-        problems = [*cross_problems(self), *plan_problems(self)]
+        problems = [*cross_problems(self), *plan_problems(self), *window_problems(self, datetime.now(UTC))]
         if problems:
             summary = "; ".join(".".join(map(str, loc)) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})

@@ -79,16 +79,21 @@ class PlanConfig(Model):
 
     def selects(self, name: str, service: ServiceConfig) -> bool:
         """Whether `service` is one this plan covers (wherever it is active)."""
-        if self.services == "all":
-            return True
-        if isinstance(self.services, list):
-            return name in self.services
-        return all(service.labels.get(key) == value for key, value in self.services.labels.items())
+        return selects(self.services, name, service)
 
     def candidates(self, services: Mapping[str, ServiceConfig]) -> list[str]:
         """The selected services that have both sites of the plan (the others can never move with it)."""
         return [name for name, service in services.items()
                 if self.selects(name, service) and self.from_site in service.sites and self.to_site in service.sites]
+
+
+def selects(selector: Literal["all"] | list[str] | LabelSelector, name: str, service: ServiceConfig) -> bool:
+    """Whether `services: all | [names] | {labels: …}` selects the service `name`."""
+    if selector == "all":
+        return True
+    if isinstance(selector, list):
+        return name in selector
+    return all(service.labels.get(key) == value for key, value in selector.labels.items())
 
 
 def problems(config: Config) -> Iterator[Problem]:

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from bcd.authority import Role, Selector
+from bcd.calendar import when
 from bcd.durations import MAINTENANCE, parse_between
 from bcd.json_nesting import too_nested
 
@@ -51,7 +52,7 @@ ACTION_FIELDS: dict[CommandAction, frozenset[str]] = {
     CommandAction.FAILOVER: frozenset({"service", "to"}),
     CommandAction.FAILBACK: frozenset({"service", "to"}),
     CommandAction.ACK: frozenset({"service"}),
-    CommandAction.MAINTENANCE: frozenset({"service", "site", "duration", "end"}),
+    CommandAction.MAINTENANCE: frozenset({"service", "site", "duration", "end", "from", "force"}),
     CommandAction.APPROVE: frozenset({"run", "service"}),
     CommandAction.ABORT: frozenset({"run", "service"}),
     CommandAction.PLAN_RUN: frozenset({"plan"}),
@@ -98,6 +99,8 @@ class Command:
     plan: str | None = None
     now: bool = False
     signer: Signer | None = None  # the key that signed it
+    start: float | None = None  # maintenance: a window booked from then (epoch seconds)
+    force: bool = False  # maintenance: book a window leaving the service no site outside maintenance
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +261,19 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
         to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,
         run=run if isinstance(run, int) else None, plan=_text(obj, "plan", 64, required=action is
                                                                CommandAction.PLAN_RUN), now=now,
+        **_booking(obj),
     )
+
+
+def _booking(obj: dict[str, Any]) -> dict[str, Any]:
+    """A maintenance command's `from` (ISO 8601, no offset: UTC) and `force`, as the API takes them."""
+    start, force = _text(obj, "from", 64), obj.get("force", False)
+    if not isinstance(force, bool):
+        raise _Malformed("force must be true or false")
+    try:
+        return {"start": None if start is None else when(start), "force": force}
+    except ValueError as exc:
+        raise _Malformed(f"from: {exc}") from None
 
 
 def _text(obj: dict[str, Any], name: str, limit: int, *, required: bool = False, empty: bool = False) -> str | None:

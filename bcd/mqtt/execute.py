@@ -38,6 +38,9 @@ def intent_of(command: Command) -> ops.Intent:
     if command.end:
         return ops.EndMaintenance(command.service, command.site, by)
     assert command.duration is not None
+    if command.start is not None:
+        return ops.BookMaintenance(command.service, command.site, command.start, command.duration, by,
+                                   command.reason or "maintenance", command.force)
     return ops.StartMaintenance(command.service, command.site, command.duration, by, command.reason or "maintenance")
 
 

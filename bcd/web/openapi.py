@@ -61,6 +61,13 @@ RUN = _param("run", "path", INTEGER)
 # a run a call started can be followed, approved or aborted (also what schemathesis's stateful phase walks)
 RUN_LINKS = {name: {"operationId": name, "parameters": {"run": "$response.body#/id"}}
              for name in ("getRun", "approveRun", "abortRun")}
+WINDOW = {"type": "object", "required": ["name", "active", "services", "sites", "start", "end", "reason", "source"],
+          "properties": {"name": {"type": "string"}, "active": {"type": "boolean"},
+                         "services": {"type": "array", "items": {"type": "string"}},
+                         "sites": {"type": "array", "items": {"type": "string"}},
+                         "start": {"type": "number"}, "end": {"type": "number"}, "reason": {"type": "string"},
+                         "by": {"type": "string"}, "source": {"enum": ["config", "booked"]},
+                         "every": {"type": ["string", "null"]}, "force": {"type": "boolean"}}}
 SITE_HEALTH = {
     "type": "object",
     "required": ["state", "since", "reason", "probes"],
@@ -204,11 +211,16 @@ def document() -> dict[str, Any]:
             "acknowledge", "Acknowledge failed or interrupted runs, re-arming automation (operator)",
             {"200": _json({"type": "object"})}, body=ReasonBody, params=[SERVICE], operator=True)},
         "/api/v1/services/{service}/maintenance": {
-            "post": _op("startMaintenance", "Start maintenance of the service or one site (operator)",
+            "post": _op("startMaintenance", "Start maintenance of the service or one site, now or (with `from`) "
+                        "as a window booked in the calendar (operator)",
                         {"201": _json({"type": "object"})}, body=MaintenanceBody, params=[SERVICE], operator=True),
             "delete": _op("endMaintenance", "End maintenance (operator)", {"200": _json({"type": "object"})},
                           params=[SERVICE, _param("site", "query", {"type": "string"})], operator=True),
         },
+        "/api/v1/maintenance": {"get": _op(
+            "listMaintenance", "Current and upcoming maintenance windows (config and booked), by start",
+            {"200": _json({"type": "object", "required": ["windows"],
+                           "properties": {"windows": {"type": "array", "items": WINDOW}}})})},
         "/api/v1/services/{service}/recoveries": {"get": _op(
             "listRecoveries", "The service's recoveries (failovers, failbacks, drills) with their timelines, "
             "newest first", {"200": _json({

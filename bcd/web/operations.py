@@ -8,6 +8,7 @@ from aiohttp import web
 from pydantic import Field
 
 from bcd.authority import Action, Actor
+from bcd.calendar import when
 from bcd.durations import DURATION_PATTERN, MAINTENANCE, parse_between
 from bcd.journal import JournalWriteError
 from bcd.model import RunKind
@@ -16,6 +17,7 @@ from bcd.operations import (
     Accepted,
     Acknowledge,
     Approve,
+    BookMaintenance,
     EndMaintenance,
     Intent,
     Refusal,
@@ -41,6 +43,9 @@ class MaintenanceBody(Body):
     site: str | None = None
     duration: str = Field(description="1s to 366d, e.g. 30m, 2h", pattern=DURATION_PATTERN)
     reason: str = Field(min_length=1, max_length=500)
+    start: str | None = Field(None, alias="from", description="book a window starting then (ISO 8601; no offset: "
+                                                              "UTC) instead of now")
+    force: bool = Field(False, description="book a window leaving the service no site outside maintenance")
 
 
 class ReasonBody(Body):
@@ -53,6 +58,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/services/{service}/ack", acknowledge)
     app.router.add_post("/api/v1/services/{service}/maintenance", start_maintenance)
     app.router.add_delete("/api/v1/services/{service}/maintenance", end_maintenance)
+    app.router.add_get("/api/v1/maintenance", list_maintenance)
     app.router.add_get("/api/v1/runs", list_runs)
     app.router.add_get("/api/v1/runs/{run}", get_run)
     app.router.add_post("/api/v1/runs/{run}/approve", approve)
@@ -170,10 +176,19 @@ async def start_maintenance(request: web.Request) -> web.Response:
         seconds = parse_between(body.duration, *MAINTENANCE)
     except ValueError as exc:
         return problem(400, "Bad Request", f"duration: {exc}")
-    done = await _perform(request, StartMaintenance(name, body.site, seconds, who.name, body.reason), who)
+    if body.start is not None:
+        try:
+            start = when(body.start)
+        except ValueError as exc:
+            return problem(400, "Bad Request", f"from: {exc}")
+        intent: Intent = BookMaintenance(name, body.site, start, seconds, who.name, body.reason, body.force)
+    else:
+        intent = StartMaintenance(name, body.site, seconds, who.name, body.reason)
+    done = await _perform(request, intent, who)
     if isinstance(done, web.Response):
         return done
-    return web.json_response({"service": name, "sites": done.sites, "until": done.until, "by": who.name}, status=201)
+    return web.json_response({"service": name, "sites": done.sites, "until": done.until, "by": who.name,
+                              "detail": done.detail}, status=201)
 
 
 @handler
@@ -184,6 +199,12 @@ async def end_maintenance(request: web.Request) -> web.Response:
     if isinstance(done, web.Response):
         return done
     return web.json_response({"service": name, "ended": done.sites, "by": who.name})
+
+
+@handler
+async def list_maintenance(request: web.Request) -> web.Response:
+    caller(request, Role.VIEWER)
+    return web.json_response({"windows": request.app[CONTEXT].operations.maintenance_windows()})
 
 
 @handler

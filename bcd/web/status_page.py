@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from html import escape
 from importlib import resources
@@ -22,7 +22,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.durations import format_duration
 from bcd.view import EstateView, service_json
-from bcd.web import plan_page
+from bcd.web import maintenance_page, plan_page
 from bcd.web.auth import Denied, Role, require
 from bcd.web.context import CONTEXT
 from bcd.web.problems import problem
@@ -69,7 +69,8 @@ async def page(request: web.Request) -> web.Response:
         readable = True
     except Denied:  # reads need a token: the script asks for one and fills the page in
         readable = False
-    html = render(collect(estate, readable))
+    windows = request.app[CONTEXT].operations.maintenance_windows() if readable else []
+    html = render(replace(collect(estate, readable), windows=windows))
     return web.Response(text=html, content_type="text/html", charset="utf-8",
                         headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
@@ -87,6 +88,7 @@ class PageData:
     runbook_steps: dict[str, int]  # runbook → number of main steps, for "step 2 of 4"
     now: float
     plan_runs: list[dict[str, Any]]  # open recovery plan runs, newest first (bcd.web.plan_page)
+    windows: list[dict[str, Any]] = field(default_factory=list)  # maintenance windows (bcd.web.maintenance_page)
 
 
 def collect(estate: EstateView, readable: bool) -> PageData:
@@ -158,6 +160,7 @@ def render(data: PageData) -> str:
 {_operator_section()}
 {_estate_section(data)}
 {plan_page.section(data.plan_runs, data.readable, data.now)}
+{maintenance_page.section(data.windows, data.readable)}
 <section aria-labelledby="runs-heading" id="runs" data-runbook-steps="{_e(steps_json)}">
 <h2 id="runs-heading">Runbooks</h2>
 <h3 id="active-runs-heading">In progress</h3>

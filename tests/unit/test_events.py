@@ -30,6 +30,12 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
     EventKind.MAINTENANCE_ENDED: (events.MaintenanceEnded(("dorset", "hampshire"), "olive"),
                                   {"sites": ["dorset", "hampshire"], "by": "olive"}),
     EventKind.MAINTENANCE_EXTENDED: (events.MaintenanceExtended(1800.0), {"until": 1800.0}),
+    EventKind.MAINTENANCE_BOOKED: (events.MaintenanceWindow("payroll@x", ("dorset",), 10.0, 20.0, "olive"),
+                                   {"window": "payroll@x", "sites": ["dorset"], "start": 10.0, "end": 20.0,
+                                    "by": "olive"}),
+    EventKind.MAINTENANCE_WINDOW_REFUSED: (events.MaintenanceWindow("night", ("hampshire",), 10.0, 20.0, "calendar"),
+                                           {"window": "night", "sites": ["hampshire"], "start": 10.0, "end": 20.0,
+                                            "by": "calendar"}),
     EventKind.RUN_STARTED: (
         events.RunStarted(7, "failover", "payroll-failover", "dorset", "hampshire", "auto", False, True),
         {"run_id": 7, "run_kind": "failover", "runbook": "payroll-failover", "from": "dorset", "to": "hampshire",

@@ -23,6 +23,7 @@ from bcd.engine import Engine
 from bcd.events import Event
 from bcd.journal import Journal
 from bcd.json_nesting import too_nested
+from bcd.maintenance_calendar import MaintenanceCalendar
 from bcd.model import Observation, ProbeKey, Result
 from bcd.mqtt.commands import (
     MAX_BRACKETS,
@@ -79,6 +80,8 @@ def check(payload: bytes, *, seen: frozenset[str] = frozenset(), retained: bool 
     ({"action": "maintenance", "duration": "2h"}, {"action": CommandAction.MAINTENANCE, "duration": 7200.0, "end": False}),
     ({"action": "maintenance", "duration": 90, "site": "dorset"}, {"duration": 90.0, "site": "dorset"}),
     ({"action": "maintenance", "end": True}, {"end": True, "duration": None}),
+    ({"action": "maintenance", "duration": "2h", "from": "2099-01-01T00:00:00Z", "force": True},
+     {"start": 4070908800.0, "force": True, "duration": 7200.0}),
     ({"action": "approve", "run": 7, "service": None}, {"action": CommandAction.APPROVE, "run": 7, "service": None}),
     ({"action": "abort", "run": 3}, {"action": CommandAction.ABORT, "run": 3, "service": "payroll"}),
     ({"ts": NOW - 59}, {"ts": NOW - 59}),  # just inside max_age, both ways
@@ -148,6 +151,10 @@ REFUSALS: list[tuple[str, bytes, str | None, str]] = [
     ("far-off end", raw(signed(action="maintenance", duration="99999999999999999d")), "c-1", "duration: must be at most 366d"),
     ("run beyond 64 bits", raw(signed(action="approve", run=2**63)), "c-1", "run must be a positive integer"),
     ("duration a bool", raw(signed(action="maintenance", duration=True)), "c-1", "duration must be a string"),
+    ("bad from", raw(signed(action="maintenance", duration="1h", **{"from": "soon"})), "c-1",
+     "from: expected an ISO 8601 time"),
+    ("force not a bool", raw(signed(action="maintenance", duration="1h", force="yes")), "c-1",
+     "force must be true or false"),
     ("stale", raw(signed(ts=NOW - 61)), "c-1", "stale: ts is 61s old (max_age 60s)"),
     # payloads that raised out of verify() before (RecursionError, UnicodeEncodeError): refusals now
     ("8 kB of brackets", b"[" * 8000, None, "more than 64 brackets"),
@@ -338,6 +345,23 @@ async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
     assert (await live.send(action="maintenance", site="kent", duration="1h"))[1].startswith("refused: payroll has no site")
     assert (await live.send(action="maintenance", end=True))[1] == "accepted: maintenance ended for dorset"
     assert (await live.send(action="ack"))[1] == "accepted: nothing to acknowledge"
+
+
+async def test_maintenance_booked_for_later_or_refused(live: Live) -> None:
+    assert (await live.send(action="maintenance", site="dorset", duration="2h", **{"from": "2099-01-01T00:00Z"}))[
+        1] == "refused: the maintenance calendar is not started"
+    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine), live.engine.emit)
+    assert (await live.send(action="maintenance", site="dorset", duration="2h", reason="switch",
+                            **{"from": "2099-01-01T00:00Z"}))[1] == (
+        "accepted: maintenance of payroll at dorset booked as payroll.dorset@20990101T000000Z")
+    assert live.engine.sites[("payroll", "dorset")].maintenance_until is None  # not yet
+    assert (await live.send(action="maintenance", site="dorset", duration="1h", **{"from": "2099-01-01T00:00Z"}))[
+        1] == "refused: payroll.dorset@20990101T000000Z is already booked"
+    assert (await live.send(action="maintenance", duration="1h", **{"from": "2020-01-01T00:00Z"}))[1] == (
+        "refused: the window must start in the future (for maintenance now, leave out `from`)")
+    assert (await live.send(action="maintenance", duration="1h", **{"from": "2099-06-01T00:00Z"}))[1].startswith(
+        "refused: payroll would have no site outside maintenance: dorset (window payroll@20990601T000000Z), "
+        "hampshire (window payroll@20990601T000000Z)")
 
 
 async def test_refusals_are_counted_replayed_ids_too_and_no_key_refuses_all(live: Live) -> None:

@@ -1,0 +1,201 @@
+"""The maintenance calendar: windows from the config (`maintenance:`, one-off or repeating) and windows booked
+through the operations layer (API, CLI, MQTT), each putting some sites of some services in maintenance from its
+start to its end.
+
+At a window's start the calendar carries out `StartMaintenance` for each covered site, by `calendar`, with the
+window's name and reason and a duration reaching the window's end: the engine then ends it by itself at expiry
+(journaled like any maintenance). A window is applied once per occurrence (again after a restart, as the
+maintenance was persisted with the site's health: it is only extended). A window that would leave a service no
+site outside maintenance is refused at booking (and skipped, with a warning, when a config window without
+`force` would do so at its start because other sites are in maintenance by then).
+Booked windows live in this instance's memory (a restart forgets the ones not yet started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from bcd import calendar, events
+from bcd.config.maintenance import WindowConfig
+from bcd.durations import MAINTENANCE, format_duration
+from bcd.events import Event, EventKind
+from bcd.operations import Accepted, BookMaintenance, Operations, Outcome, Refusal, Refused, StartMaintenance
+from bcd.view import EstateView
+
+log = structlog.get_logger(__name__)
+LOOK_AHEAD = 60.0  # seconds: the calendar wakes at least this often (a reload may have added a window)
+BY = "calendar"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One occurrence of a window: these sites of these services, from `start` to `end` (epoch seconds)."""
+
+    name: str
+    services: tuple[str, ...]
+    sites: tuple[str, ...]
+    start: float
+    end: float
+    reason: str
+    by: str
+    source: str  # "config" or "booked"
+    every: str | None = None
+    force: bool = False
+
+    def json(self, now: float) -> dict[str, Any]:
+        return {"name": self.name, "active": self.start <= now, "services": list(self.services),
+                "sites": list(self.sites), "start": self.start, "end": self.end, "reason": self.reason,
+                "by": self.by, "source": self.source, "every": self.every, "force": self.force}
+
+
+def occurrence(spec: WindowConfig, now: float) -> tuple[float, float] | None:
+    """The window's occurrence in progress at `now`, else its next one, else None (a one-off that ended)."""
+    one_off = spec.first_start()
+    if one_off is not None:
+        start = one_off.timestamp()
+        return (start, start + spec.duration) if start + spec.duration > now else None
+    assert spec.every is not None
+    zone = calendar.zone(spec.timezone)
+    after = datetime.fromtimestamp(now - spec.duration, UTC)
+    begin = calendar.parse(spec.every).next_after(after, zone)
+    return None if begin is None else (begin.timestamp(), begin.timestamp() + spec.duration)
+
+
+class MaintenanceCalendar:
+    """Applies the calendar's windows through `operations`; books, lists and refuses windows."""
+
+    def __init__(self, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self._operations = operations
+        self._estate = estate
+        self._emit = emit
+        self._clock = clock
+        self._booked: list[Window] = []
+        self._applied: set[tuple[str, float]] = set()
+        self._wake = asyncio.Event()
+        operations.attach_calendar(self)
+
+    def windows(self, now: float | None = None) -> list[Window]:
+        """Current and upcoming windows (each config window's current or next occurrence), by start."""
+        now = self._clock() if now is None else now
+        config = self._estate.config
+        found = [window for window in self._booked if window.end > now]
+        for name, spec in config.maintenance.items():
+            times = occurrence(spec, now)
+            if times is not None:
+                services = tuple(service for service, conf in config.services.items() if spec.selects(service, conf))
+                found.append(Window(name, services, tuple(spec.sites), *times, spec.reason, "config", "config",
+                                    spec.every, spec.force))
+        return sorted(found, key=lambda window: (window.start, window.name))
+
+    def listing(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [window.json(now) for window in self.windows(now)]
+
+    async def perform(self, intent: BookMaintenance) -> Outcome:
+        """Book a window of one service (one site, or all of them) starting in the future."""
+        now = self._clock()
+        config = self._estate.config
+        sites = list(config.services[intent.service].sites)
+        if intent.site is not None and intent.site not in sites:
+            return Refused(Refusal.NOT_FOUND, f"{intent.service} has no site {intent.site!r}")
+        if intent.start <= now:
+            return Refused(Refusal.CONFLICT, "the window must start in the future (for maintenance now, leave out "
+                                             "`from`)")
+        low, high = MAINTENANCE
+        if not low <= intent.duration <= high:
+            return Refused(Refusal.CONFLICT, f"the duration must be between {format_duration(low)} and "
+                                             f"{format_duration(high)}")
+        covered = tuple(sites if intent.site is None else [intent.site])
+        where = intent.service if intent.site is None else f"{intent.service}.{intent.site}"
+        name = f"{where}@{datetime.fromtimestamp(intent.start, UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        if any(window.name == name for window in self._booked):
+            return Refused(Refusal.CONFLICT, f"{name} is already booked")
+        window = Window(name, (intent.service,), covered, intent.start, intent.start + intent.duration,
+                        intent.reason, intent.by, "booked", force=intent.force)
+        if not intent.force:
+            blocked = self.leaves_no_site(window, now)
+            if blocked is not None:
+                return Refused(Refusal.CONFLICT, blocked)
+        self._booked.append(window)
+        self._wake.set()
+        self._journal(EventKind.MAINTENANCE_BOOKED, window, f"{intent.by}: {intent.reason}", now)
+        return Accepted(f"maintenance of {intent.service} at {', '.join(covered)} booked as {name}",
+                        sites=list(covered), until=window.end)
+
+    def leaves_no_site(self, window: Window, now: float, *, upcoming: bool = True) -> str | None:
+        """Why `window` would leave one of its services no site outside maintenance (with the windows
+        overlapping it, only those already started unless `upcoming`, and the maintenance already set), or
+        None."""
+        others = [other for other in self.windows(now) if other.name != window.name
+                  and other.start < window.end and window.start < other.end and (upcoming or other.start <= now)]
+        for service in window.services:
+            sites = set(self._estate.config.services[service].sites)
+            down = {site: f"window {window.name}" for site in window.sites}
+            for other in others:
+                if service in other.services:
+                    down.update({site: f"window {other.name}" for site in other.sites if site not in down})
+            for site in sites - set(down):
+                health = self._estate.sites.get((service, site))
+                until = None if health is None else health.maintenance_until
+                if until is not None and until > window.start:
+                    down[site] = "maintenance already set"
+            if sites <= set(down):
+                because = ", ".join(f"{site} ({why})" for site, why in sorted(down.items()) if site in sites)
+                return (f"{service} would have no site outside maintenance: {because}; "
+                        "force it if that is meant")
+        return None
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """Apply every window whose start has come; sleep until the next start (at most LOOK_AHEAD)."""
+        ready.set()
+        while True:
+            self._wake.clear()
+            wait = await self.apply_due(self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def apply_due(self, now: float) -> float:
+        """Apply each window whose start has come (once per occurrence); the seconds until the next start
+        (at most LOOK_AHEAD)."""
+        windows = self.windows(now)
+        for window in windows:
+            if window.start <= now and (window.name, window.start) not in self._applied:
+                self._applied.add((window.name, window.start))
+                await self._apply(window, now)
+        return min([LOOK_AHEAD, *(window.start - now for window in windows if window.start > now)])
+
+    async def _apply(self, window: Window, now: float) -> None:
+        # at its start, a window gives way only to what is in maintenance now (the later of two overlapping
+        # windows is the one refused)
+        if not window.force and (blocked := self.leaves_no_site(window, now, upcoming=False)) is not None:
+            self._journal(EventKind.MAINTENANCE_WINDOW_REFUSED, window, f"window {window.name}: {blocked}", now)
+            return
+        for service, site in self._covered(window):
+            intent = StartMaintenance(service, site, window.end - now, window.by if window.source == "booked" else BY,
+                                      f"window {window.name}: {window.reason}")
+            outcome = await self._operations.perform(intent)
+            if isinstance(outcome, Refused):
+                log.warning("maintenance_window_failed", window=window.name, service=service, site=site,
+                            reason=outcome.reason)
+        log.info("maintenance_window_started", window=window.name, until=window.end)
+
+    def _journal(self, kind: EventKind, window: Window, reason: str, now: float) -> None:
+        """One event (a window of several services names none: its reason names the one at fault)."""
+        data = events.MaintenanceWindow(window.name, window.sites, window.start, window.end, window.by)
+        service = window.services[0] if len(window.services) == 1 else None
+        self._emit(Event(kind, now, service, None, reason, data))
+
+    def _covered(self, window: Window) -> Iterator[tuple[str, str]]:
+        services = self._estate.config.services
+        for service in window.services:
+            if service in services:
+                yield from ((service, site) for site in window.sites if site in services[service].sites)

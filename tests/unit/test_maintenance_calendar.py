@@ -1,0 +1,118 @@
+"""bcd.maintenance_calendar against a real engine and journal: occurrences of repeating windows, overlapping
+windows (listed, applied, and one that would leave no site skipped), each start applied once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from bcd import calendar, events
+from bcd.bus import Bus
+from bcd.config import parse
+from bcd.engine import Engine
+from bcd.events import Event
+from bcd.journal import Journal
+from bcd.maintenance_calendar import LOOK_AHEAD, MaintenanceCalendar, occurrence
+from bcd.operations import Accepted, BookMaintenance, Operations, Refusal, Refused
+from bcd.view import EngineView
+from tests.helpers import estates
+
+LONDON = calendar.zone("Europe/London")
+T = datetime(2099, 3, 10, 22, 0, tzinfo=LONDON).timestamp()  # a Tuesday (GMT)
+WINDOWS = """
+maintenance:
+  dorset-nights: {sites: [dorset], every: "every day 22:00", duration: 4h, timezone: Europe/London,
+                  reason: "dorset patching"}
+  hampshire-switch: {sites: [hampshire], from: "2099-03-11T01:00", for: 2h, timezone: Europe/London,
+                     reason: "new switch"}
+  hampshire-later: {sites: [hampshire], from: "2099-03-11T12:00", for: 1h, timezone: Europe/London,
+                    reason: "cabling"}
+"""
+
+
+class Estate:
+    def __init__(self, tmp_path: Path) -> None:
+        self.now = T
+        config = parse(estates.payroll(tmp_path, step="{name: pause, sleep: {duration: 1ms}}", mode="manual",
+                                       extra=WINDOWS))
+        self.engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), Bus(), clock=lambda: self.now)
+        self.emitted: list[Event] = []
+        self.calendar = MaintenanceCalendar(Operations(self.engine), EngineView(self.engine), self.emit,
+                                            clock=lambda: self.now)
+
+    def emit(self, event: Event) -> None:
+        self.emitted.append(event)
+        self.engine.emit(event)
+
+    def in_maintenance(self) -> dict[str, float | None]:
+        return {site: self.engine.sites[("payroll", site)].maintenance_until for site in ("dorset", "hampshire")}
+
+
+@pytest.fixture
+def estate(tmp_path: Path) -> Iterator[Estate]:
+    made = Estate(tmp_path)
+    yield made
+    made.engine.journal.close()
+
+
+def test_a_repeating_window_in_progress_is_its_current_occurrence(estate: Estate) -> None:
+    spec = estate.engine.config.maintenance["dorset-nights"]
+    assert occurrence(spec, T - 1) == (T, T + 4 * 3600)  # next: tonight
+    assert occurrence(spec, T + 3600) == (T, T + 4 * 3600)  # in progress: still tonight's
+    assert occurrence(spec, T + 4 * 3600) == (T + 86400, T + 86400 + 4 * 3600)  # ended: tomorrow's
+
+
+def test_overlapping_windows_are_listed_by_start(estate: Estate) -> None:
+    windows = estate.calendar.windows(T - 60)
+    assert [(w.name, w.start - T, w.end - T, w.source) for w in windows] == [
+        ("dorset-nights", 0, 4 * 3600, "config"), ("hampshire-switch", 3 * 3600, 5 * 3600, "config"),
+        ("hampshire-later", 14 * 3600, 15 * 3600, "config")]
+
+
+async def test_each_start_is_applied_once_and_an_overlap_leaving_no_site_is_skipped(estate: Estate) -> None:
+    assert await estate.calendar.apply_due(T - 60) == 60  # nothing due; the next start within LOOK_AHEAD
+    assert await estate.calendar.apply_due(T - 3600) == LOOK_AHEAD
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
+    estate.now = T
+    await estate.calendar.apply_due(T)
+    assert estate.in_maintenance() == {"dorset": T + 4 * 3600, "hampshire": None}
+    reason = estate.engine.sites[("payroll", "dorset")].maintenance_reason
+    assert reason == "calendar: window dorset-nights: dorset patching"
+    # hampshire-switch starts while dorset is in maintenance: payroll would have no site outside it
+    estate.now = T + 3 * 3600
+    await estate.calendar.apply_due(estate.now)
+    assert [(event.kind, event.service, event.reason) for event in estate.emitted] == [(
+        "maintenance_window_refused", "payroll", "window hampshire-switch: payroll would have no site outside "
+        "maintenance: dorset (window dorset-nights), hampshire (window hampshire-switch); force it if that is meant")]
+    assert estate.emitted[0].data == events.MaintenanceWindow("hampshire-switch", ("hampshire",), T + 3 * 3600,
+                                                              T + 5 * 3600, "config")
+    assert estate.in_maintenance() == {"dorset": T + 4 * 3600, "hampshire": None}
+    # dorset's maintenance ends by itself at its window's end; a later hampshire window applies
+    estate.now = T + 14 * 3600
+    estate.engine.tick()
+    await estate.calendar.apply_due(estate.now)
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": T + 15 * 3600}
+    estate.engine.end_maintenance("payroll", "hampshire", "test")
+    await estate.calendar.apply_due(estate.now)  # applied once: ending it by hand is not undone
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
+
+
+async def test_a_booking_gives_way_to_maintenance_already_set_unless_forced(estate: Estate) -> None:
+    estate.now = T + 5 * 3600  # between the config windows
+    estate.engine.start_maintenance("payroll", "hampshire", 3600, "cabling", "olive")
+    later = estate.now + 600
+    refused = await estate.calendar.perform(BookMaintenance("payroll", "dorset", later, 1800, "olive", "patch"))
+    assert refused == Refused(Refusal.CONFLICT, "payroll would have no site outside maintenance: dorset (window "
+                                                "payroll.dorset@20990311T031000Z), hampshire (maintenance already "
+                                                "set); force it if that is meant")
+    after = estate.now + 3600  # hampshire's maintenance has ended by then
+    booked = await estate.calendar.perform(BookMaintenance("payroll", "dorset", after, 1800, "olive", "patch"))
+    assert isinstance(booked, Accepted) and booked.until == after + 1800
+    forced = await estate.calendar.perform(BookMaintenance("payroll", "dorset", later, 60, "olive", "x", force=True))
+    assert isinstance(forced, Accepted)
+    assert [w.name for w in estate.calendar.windows() if w.source == "booked"] == [
+        "payroll.dorset@20990311T031000Z", "payroll.dorset@20990311T040000Z"]
+    assert [event.kind for event in estate.emitted] == ["maintenance_booked", "maintenance_booked"]
