@@ -13,6 +13,11 @@ from bcd.runbooks.specs import Transfer
 Problem = tuple[tuple[str, ...], str]
 
 
+def undeclared_site(site: str) -> str:
+    """The one wording of a site named somewhere that `sites:` does not declare."""
+    return f"site {site!r} is not declared under sites"
+
+
 def problems(config: Any) -> list[Problem]:
     """Every cross-check problem of `config`, in a stable order."""
     return [*_undeclared_sites(config), *_timeouts(config), *_fast_intervals(config), *_runbook_refs(config),
@@ -25,7 +30,7 @@ def _undeclared_sites(config: Any) -> Iterator[Problem]:
         for site in service.sites:
             if site not in config.sites:
                 loc = ("services", service_name, "sites", site)
-                yield loc, f"site {site!r} is not declared under sites"
+                yield loc, undeclared_site(site)
 
 
 def _scopes(config: Any) -> Iterator[Problem]:
@@ -79,7 +84,7 @@ def _step_sites(config: Any) -> Iterator[Problem]:
                 site = step.wait_healthy.site if step.wait_healthy is not None else None
                 if site is not None and "{" not in site and site not in config.sites:
                     loc = ("runbooks", name, phase, step.name, "wait_healthy", "site")
-                    yield loc, f"site {site!r} is not declared under sites"
+                    yield loc, undeclared_site(site)
 
 
 def _timeouts(config: Any) -> Iterator[Problem]:

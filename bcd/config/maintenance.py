@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from bcd import calendar
+from bcd.config.checks import undeclared_site
 from bcd.config.plans import LabelSelector, ServiceConfig, selects
 from bcd.durations import MAINTENANCE, Duration, format_duration
 from bcd.specs import Model
@@ -90,7 +91,7 @@ def problems(config: Config, now: datetime) -> Iterator[Problem]:
         where: tuple[str | int, ...] = ("maintenance", name)
         for site in window.sites:
             if site not in config.sites:
-                yield (*where, "sites"), f"site {site!r} is not declared under sites"
+                yield (*where, "sites"), undeclared_site(site)
         if isinstance(window.services, list):
             for unknown in window.services:
                 if unknown not in config.services:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import Field
 
 from bcd import dependencies
+from bcd.config.checks import undeclared_site
 from bcd.durations import Duration
 from bcd.specs import Model
 
@@ -106,7 +107,7 @@ def _plan_problems(config: Config, name: str, plan: PlanConfig) -> Iterator[Prob
     where = ("plans", name)
     for key, site in (("from", plan.from_site), ("to", plan.to_site)):
         if site not in config.sites:
-            yield (*where, key), f"site {site!r} is not declared under sites"
+            yield (*where, key), undeclared_site(site)
     if plan.from_site == plan.to_site:
         yield (*where, "to"), f"a plan moves services away from {plan.from_site!r}: `to` must be another site"
     if isinstance(plan.services, list):
