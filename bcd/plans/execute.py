@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -46,14 +46,33 @@ class Live:
     gate: asyncio.Future[str] | None = None
     manual: dict[str, asyncio.Future[str]] = field(default_factory=dict)  # service -> done by whom
     needs: dict[str, list[str]] | None = None  # the dependencies among the run's services (worked out once)
+    lost: bool = False  # in a cluster: this instance lost the plan's lock (another may resume the run)
+    shared_seq: int = -1  # the run's `seq` last written to etcd
+    sharing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one write of the shared record at a time
+
+
+class Shared(Protocol):
+    """In a cluster, the plan's lock and shared record (bcd.plans.lock.ClusterPlanLock)."""
+
+    vantage: str
+
+    def holds(self, plan: str) -> bool: ...
+
+    async def publish(self, run: PlanRun) -> bool: ...
+
+
+LOST_LOCK = ("this instance lost the plan's lock (its lease lapsed, or a fenced write was refused): no more "
+             "moves start here; another instance may resume the run")
 
 
 class Execution:
     """Runs plan runs; `PlanRunner` decides which, and records operators' actions."""
 
     def __init__(self, journal: PlanJournal, operations: Operations, estate: EstateView,
-                 emit: Callable[[Event], None], clock: Callable[[], float]) -> None:
+                 emit: Callable[[Event], None], clock: Callable[[], float], *, shared: Shared | None = None) -> None:
         self.journal = journal
+        self.shared = shared
+        self._writes: set[asyncio.Task[bool]] = set()
         self.operations = operations
         self.estate = estate
         self._emit = emit
@@ -62,9 +81,36 @@ class Execution:
 
     # -- the journal and the bus ---------------------------------------------------------------------
     def save(self, live: Live, run: PlanRun) -> None:
-        """Journal the run's new state (JournalWriteError: the change did not happen), then keep it."""
+        """Journal the run's new state (JournalWriteError: the change did not happen), then keep it; in a cluster
+        it is shared through etcd as soon as it can be (`flush` waits for that)."""
+        run = replace(run, seq=run.seq + 1)
         self.journal.save(run)
         live.run = run
+        if self.shared is not None and not live.lost:
+            task = asyncio.get_running_loop().create_task(self.flush(live))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def flush(self, live: Live) -> bool:
+        """In a cluster, write the run as it is now to etcd, unless already written: False (and no more moves
+        start here) once this instance has lost the plan's lock. Alone: True."""
+        if self.shared is None:
+            return True
+        async with live.sharing:
+            run = live.run
+            if live.lost or live.shared_seq >= run.seq:
+                return not live.lost
+            if await self.shared.publish(run):
+                live.shared_seq = run.seq
+                return True
+        self.lose(live)
+        return False
+
+    def lose(self, live: Live) -> None:
+        if not live.lost:
+            live.lost = True
+            live.stopping = LOST_LOCK
+            log.warning("plan_lock_lost", plan=live.run.plan, plan_run=live.run.id, hint=LOST_LOCK)
 
     def set_move(self, live: Live, move: Move) -> None:
         self.save(live, live.run.with_move(move))
@@ -171,11 +217,17 @@ class Execution:
 
     async def _move(self, live: Live, move: Move, slots: asyncio.Semaphore) -> None:
         async with slots:
+            if self.shared is not None and not self.shared.holds(live.run.plan):
+                self.lose(live)
             if live.stopping:
                 return
             run = live.run
             now = self.clock()
             self.set_move(live, replace(move, state=MoveState.MOVING, started=now, reason=""))
+            if not await self.flush(live):  # every instance must see `moving` before the move can start
+                self.set_move(live, replace(live.run.move(move.service) or move, state=MoveState.PENDING,
+                                            started=None, reason="not started: " + LOST_LOCK))
+                return
             outcome = await self.operations.perform(Transfer(
                 move.service, RunKind.FAILOVER, run.by, f"plan {run.plan} run {run.id}: {run.reason}",
                 to=run.to_site, force=run.forced, plan=PlanRef(run.plan, run.id)))
@@ -185,7 +237,8 @@ class Execution:
                                            reason=f"not started: {reason}", ended=self.clock()))
                 return
             run_id = outcome.run.id
-            self.set_move(live, replace(live.run.move(move.service) or move, run_id=run_id))
+            name = f"{self.shared.vantage}:{run_id}" if self.shared is not None else None
+            self.set_move(live, replace(live.run.move(move.service) or move, run_id=run_id, run_name=name))
             result, detail = await self._wait_run(run_id)
             current = live.run.move(move.service) or move
             if result is RunResult.SUCCEEDED:
@@ -222,6 +275,10 @@ class Execution:
     def _finish(self, live: Live) -> None:
         run = live.run
         states = [move.state for move in run.moves if move.group > 0]
+        if live.lost:  # journaled here only: the run is another instance's to resume (or this one's, later)
+            self.save(live, replace(run, state=PlanState.INTERRUPTED, detail=LOST_LOCK))
+            log.warning("plan_run_interrupted", plan=run.plan, plan_run=run.id, reason=LOST_LOCK)
+            return
         if live.aborted_by is not None:
             state, detail = PlanState.ABORTED, live.stopping
         elif live.stopping or any(s in (MoveState.FAILED, MoveState.BLOCKED) for s in states):

@@ -1,15 +1,26 @@
-"""A plan's lock in a cluster: one etcd lock per plan (the service locks' kind, under the name `plan:<plan>`,
-which no service can have), taken before a plan run starts or resumes and held until it ends, bound to this
-instance's lease: if the instance dies, the lock goes with its lease. Two instances asked at once: one gets the
-lock (its fencing token is recorded in the plan run), the other is refused naming the holder."""
+"""A plan's lock in a cluster, and its runs shared through etcd.
+
+- **The lock**: one etcd lock per plan (the service locks' kind, under the name `plan:<plan>`, which no service
+  can have), taken before a plan run starts or resumes and held until it ends, bound to this instance's lease:
+  if the instance dies or freezes, the lock goes with its lease. Two instances asked at once: one gets the lock
+  (its fencing token is the plan run's id, the same on every instance), the other is refused naming the holder.
+- **The record**: the holder writes the plan's latest run at `plans/<plan>` (fenced by the plan's lock) at every
+  change, and before a move starts; every instance reads it from the coordinator's watch and keeps it in its
+  own journal (`shared()`), so any of them shows the run and, once its holder has lost the lock, can resume it.
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
+from bcd.cluster.records import decoded
 from bcd.coordination.base import CoordinationUnavailable, Coordinator, Lock
+from bcd.plans.model import PlanRun
 
 log = structlog.get_logger("bcd.plans")
 
@@ -18,10 +29,30 @@ def lock_name(plan: str) -> str:
     return f"plan:{plan}"  # a service's name cannot hold ':' (config NAME): no clash with a service's lock
 
 
+def record_key(plan: str) -> str:
+    return f"plans/{plan}"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRun:
+    """A plan's latest run as etcd holds it, and whether its writer still holds the plan's lock."""
+
+    run: PlanRun
+    held: bool
+
+
 class ClusterPlanLock:
-    def __init__(self, coordinator: Coordinator) -> None:
+    """The plans' etcd locks and shared records of this instance (`vantage`; a witness, `executor` false, reads
+    the records and starts no plan run)."""
+
+    def __init__(self, coordinator: Coordinator, vantage: str = "", executor: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._coordinator = coordinator
+        self.vantage = vantage
+        self.executor = executor
+        self._clock = clock
         self._held: dict[str, Lock] = {}
+        self._unreadable: dict[str, bytes] = {}
 
     async def take(self, plan: str) -> tuple[int | None, str | None]:
         """(the fencing token, None) once this instance holds the plan's lock; (None, who holds it) otherwise."""
@@ -58,3 +89,42 @@ class ClusterPlanLock:
         except (ValueError, AttributeError):
             vantage = None
         return f"the instance at vantage {vantage}" if isinstance(vantage, str) else "another instance"
+
+    def holds(self, plan: str) -> bool:
+        """Whether this instance still holds the plan's lock (a lapsed lease or a refused write ends it)."""
+        lock = self._held.get(plan)
+        return lock is not None and lock.valid(self._clock())
+
+    async def publish(self, run: PlanRun) -> bool:
+        """Write `run` as its plan's shared record, fenced by the plan's lock: False when this instance no longer
+        holds it (or the store cannot be asked: nothing may start that the record does not show)."""
+        lock = self._held.get(run.plan)
+        if lock is None:
+            return False
+        try:
+            return await self._coordinator.fenced_put(lock, record_key(run.plan),
+                                                      json.dumps({"id": run.id, **run.to_json()}).encode())
+        except CoordinationUnavailable as exc:
+            log.warning("plan_record_not_written", plan=run.plan, plan_run=run.id, reason=str(exc))
+            return False
+
+    def shared(self) -> list[SharedRun]:
+        """The plans' latest runs as the coordinator's watch has them (no request); a record that cannot be read
+        is logged once and left out."""
+        records = self._coordinator.records()
+        found = []
+        for key, raw in records.items():
+            if not key.startswith("plans/"):
+                continue
+            try:
+                data = json.loads(raw)
+                run = PlanRun.from_json(int(data["id"]), data)
+            except (ValueError, KeyError, TypeError) as exc:
+                if self._unreadable.get(key) != raw:
+                    self._unreadable[key] = raw
+                    log.warning("plan_record_unreadable", key=key, reason=repr(exc))
+                continue
+            holder = decoded(records.get(f"locks/{lock_name(run.plan)}", b""))
+            found.append(SharedRun(run, holder.get("vantage") == run.holder and run.holder is not None))
+        return found
+

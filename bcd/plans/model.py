@@ -46,14 +46,15 @@ class Move:
     group: int
     state: MoveState
     reason: str = ""
-    run_id: int | None = None
+    run_id: int | None = None  # in this instance's journal
     started: float | None = None
     ended: float | None = None
+    run_name: str | None = None  # in a cluster, `<vantage>:<run id>`: the run as every instance names it
 
     def to_json(self) -> dict[str, Any]:
         # by hand, not asdict(): a plan run's record is written whole at each change of one of its moves
         return {"service": self.service, "group": self.group, "state": self.state.value, "reason": self.reason,
-                "run_id": self.run_id, "started": self.started, "ended": self.ended}
+                "run_id": self.run_id, "started": self.started, "ended": self.ended, "run_name": self.run_name}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Move:
@@ -98,6 +99,15 @@ class PlanRun:
     detail: str = ""
     objective: float | None = None
     events: tuple[str, ...] = field(default=())  # operators' actions on it: "at by: what"
+    # in a cluster: the vantage that last wrote the run, the plan lock token it held, and its write count
+    # under that token; (token, seq) orders the versions of a run that instances share through etcd
+    holder: str | None = None
+    token: int | None = None
+    seq: int = 0
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return (self.token or 0, self.seq)
 
     def move(self, service: str) -> Move | None:
         return next((move for move in self.moves if move.service == service), None)
@@ -125,4 +135,18 @@ class PlanRun:
             "state": self.state.value, "detail": self.detail, "objective": self.objective,
             "groups": self.groups, "services": [move.to_json() for move in self.moves],
             "gates": [gate.to_json() for gate in self.gates], "events": list(self.events),
+            "holder": self.holder, "token": self.token, "seq": self.seq,
         }
+
+    @classmethod
+    def from_json(cls, run_id: int, data: dict[str, Any]) -> PlanRun:
+        """A run from its JSON (the journal's row, or the record shared in etcd); KeyError/ValueError/TypeError
+        when the data is not one."""
+        return cls(
+            id=run_id, plan=data["plan"], from_site=data["from"], to_site=data["to"], by=data["by"],
+            reason=data["reason"], forced=data["forced"], started=data["started"], state=PlanState(data["state"]),
+            moves=tuple(Move.from_json(move) for move in data["services"]),
+            gates=tuple(GateRecord.from_json(gate) for gate in data["gates"]), ended=data["ended"],
+            detail=data["detail"], objective=data["objective"], events=tuple(data["events"]),
+            holder=data.get("holder"), token=data.get("token"), seq=int(data.get("seq", 0)),
+        )

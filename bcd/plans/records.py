@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from bcd.journal import Journal, JournalWriteError
-from bcd.plans.model import OPEN_STATES, GateRecord, Move, PlanRun, PlanState
+from bcd.plans.model import OPEN_STATES, PlanRun
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS plan_runs (
@@ -40,12 +40,13 @@ class PlanJournal:
         journal.create(SCHEMA.split(";"))
 
     def create(self, run: PlanRun) -> PlanRun:
-        """Write a new run (its id filled in). Raises PlanBusy when the plan has an open run, JournalWriteError
-        when the journal cannot be written."""
+        """Write a new run: with its own id when it has one (in a cluster, the plan lock's token: the same on
+        every instance), else with the next (filled in). Raises PlanBusy when the plan has an open run (or the id
+        is taken), JournalWriteError when the journal cannot be written."""
         try:
             cursor = self._journal.execute(
-                "INSERT INTO plan_runs (plan, state, started, ended, data) VALUES (?, ?, ?, ?, ?)",
-                (run.plan, run.state.value, run.started, run.ended, _data(run)))
+                "INSERT INTO plan_runs (id, plan, state, started, ended, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (run.id or None, run.plan, run.state.value, run.started, run.ended, _data(run)))
         except sqlite3.IntegrityError:
             holder = self.open_run(run.plan)
             raise PlanBusy(f"plan run {holder.id} of {run.plan} is {holder.state}" if holder else run.plan) from None
@@ -63,6 +64,22 @@ class PlanJournal:
             with self._journal.transaction(sync=False):
                 self._journal.execute("UPDATE plan_runs SET state = ?, ended = ?, data = ? WHERE id = ?",
                                       (run.state.value, run.ended, _data(run), run.id))
+        except sqlite3.Error as exc:
+            raise JournalWriteError(f"journal cannot be written: {exc}") from exc
+
+    def adopt(self, run: PlanRun) -> None:
+        """Keep another instance's version of a run (shared through etcd) as this journal's record of it.
+        Raises PlanBusy when this journal has another open run of the plan, JournalWriteError when it cannot be
+        written."""
+        try:
+            with self._journal.transaction(sync=False):
+                self._journal.execute(
+                    "INSERT INTO plan_runs (id, plan, state, started, ended, data) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended = excluded.ended, "
+                    "data = excluded.data", (run.id, run.plan, run.state.value, run.started, run.ended, _data(run)))
+        except sqlite3.IntegrityError:
+            holder = self.open_run(run.plan)
+            raise PlanBusy(f"plan run {holder.id} of {run.plan} is {holder.state}" if holder else run.plan) from None
         except sqlite3.Error as exc:
             raise JournalWriteError(f"journal cannot be written: {exc}") from exc
 
@@ -109,11 +126,4 @@ def _data(run: PlanRun) -> str:
 
 
 def _run(row: tuple[Any, ...]) -> PlanRun:
-    data = json.loads(row[1])
-    return PlanRun(
-        id=row[0], plan=data["plan"], from_site=data["from"], to_site=data["to"], by=data["by"],
-        reason=data["reason"], forced=data["forced"], started=data["started"], state=PlanState(data["state"]),
-        moves=tuple(Move.from_json(move) for move in data["services"]),
-        gates=tuple(GateRecord.from_json(gate) for gate in data["gates"]), ended=data["ended"],
-        detail=data["detail"], objective=data["objective"], events=tuple(data["events"]),
-    )
+    return PlanRun.from_json(row[0], json.loads(row[1]))

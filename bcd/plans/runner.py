@@ -38,19 +38,31 @@ from bcd.operations import (
 )
 from bcd.plans import planner
 from bcd.plans.execute import Execution, Live
-from bcd.plans.lock import ClusterPlanLock
-from bcd.plans.model import MoveState, PlanRun, PlanState
+from bcd.plans.lock import ClusterPlanLock, SharedRun
+from bcd.plans.model import Move, MoveState, PlanRun, PlanState
 from bcd.plans.records import PlanBusy, PlanJournal
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.plans")
 
+FOLLOW_EVERY = 1.0  # seconds between two reads of the plans' shared records (from the watch: no request)
+
+
 class PlanLock(Protocol):
-    """In a cluster, the plans' etcd locks (bcd.plans.lock.ClusterPlanLock)."""
+    """In a cluster, the plans' etcd locks and shared records (bcd.plans.lock.ClusterPlanLock)."""
+
+    vantage: str
+    executor: bool
 
     async def take(self, plan: str) -> tuple[int | None, str | None]: ...
 
     async def release(self, plan: str) -> None: ...
+
+    def holds(self, plan: str) -> bool: ...
+
+    async def publish(self, run: PlanRun) -> bool: ...
+
+    def shared(self) -> list[SharedRun]: ...
 
 
 class PlanRunner:
@@ -60,12 +72,14 @@ class PlanRunner:
         self.journal = PlanJournal(journal)
         self.estate = estate
         self.clock = clock
-        self.execution = Execution(self.journal, operations, estate, self._announce, clock)
+        self.execution = Execution(self.journal, operations, estate, self._announce, clock, shared=lock)
         self._emit = emit
         self._operations = operations
         self._lock = lock
         self.live: dict[int, Live] = {}  # plan run id -> its run in progress here
         self._listener: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
+        self._unadoptable: dict[int, str] = {}  # plan run id -> why its shared record is not kept here (logged once)
         operations.attach_plans(self)
 
     # -- lifetime ------------------------------------------------------------------------------------
@@ -83,12 +97,13 @@ class PlanRunner:
         """Recover (see `recover`), then listen for runs' ends (what the moves wait for)."""
         self.recover()
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="plan-runs")
+        if self._lock is not None:
+            self._follower = asyncio.get_running_loop().create_task(self._follow(), name="plan-records")
 
     async def stop(self) -> None:
         """Stop: plan runs in progress are journaled `interrupted` (their moves in progress are the runner's)."""
         tasks = [live.task for live in self.live.values() if live.task is not None]
-        if self._listener is not None:
-            tasks.append(self._listener)
+        tasks.extend(task for task in (self._listener, self._follower) if task is not None)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -102,14 +117,64 @@ class PlanRunner:
                 elif event.kind is EventKind.SITE_LOST and event.site is not None:
                     await self.site_lost(event.site, event.reason)
 
+    async def _follow(self) -> None:
+        """Keep the plans' shared records in the journal (see `adopt_shared`), every FOLLOW_EVERY seconds."""
+        while True:
+            try:
+                self.adopt_shared()
+            except Exception:  # the one catch-all of this task: log, keep following
+                log.exception("plan_records_not_followed")
+            await asyncio.sleep(FOLLOW_EVERY)
+
+    def adopt_shared(self) -> None:
+        """Journal here each plan run another instance shared through etcd, when its version is at least the
+        one journaled here (a run in progress here is this instance's own). A shared run still open whose
+        writer no longer holds the plan's lock is `interrupted`: any instance may resume it."""
+        assert self._lock is not None
+        for shared in self._lock.shared():
+            run = shared.run
+            if run.id in self.live:
+                continue
+            if run.state in (PlanState.RUNNING, PlanState.WAITING_GATE) and not shared.held:
+                run = replace(run, state=PlanState.INTERRUPTED, detail=(
+                    f"the instance at vantage {run.holder} lost the plan's lock during this run: bcd plan resume "
+                    f"{run.id} (on any instance)"))
+            run = replace(run, moves=tuple(replace(move, run_id=self._local_run_id(move)) for move in run.moves))
+            local = self.journal.get(run.id)
+            if local is not None and (local == run or run.version < local.version):
+                continue
+            try:
+                self.journal.adopt(run)
+            except (PlanBusy, JournalWriteError) as exc:
+                if self._unadoptable.get(run.id) != str(exc):
+                    self._unadoptable[run.id] = str(exc)
+                    log.warning("plan_run_not_adopted", plan=run.plan, plan_run=run.id, why=str(exc))
+                continue
+            self._unadoptable.pop(run.id, None)
+            log.info("plan_run_adopted", plan=run.plan, plan_run=run.id, state=str(run.state), holder=run.holder)
+
+    def _local_run_id(self, move: Move) -> int | None:
+        """The id in this journal of a move's run: its own, or the mirror of another instance's (None while that
+        is not mirrored here yet)."""
+        if move.run_name is None or self._lock is None:
+            return move.run_id
+        vantage, _, number = move.run_name.rpartition(":")
+        if vantage == self._lock.vantage:
+            return int(number) if number.isdigit() else None
+        for record in self.estate.recent_runs(move.service, 100):
+            if record.evidence.get("remote_run") == move.run_name:
+                return record.id
+        return None
+
     async def site_lost(self, site: str, reason: str) -> list[Outcome]:
-        """Start each plan with `trigger: auto` whose `from` is `site` (in a cluster the plan's lock lets one
-        instance start it; the others' refusals are logged)."""
+        """Start each plan with `trigger: auto` whose `from` is `site` that has something to move (in a cluster
+        the plan's lock lets one instance start it, and a witness starts none; refusals are logged)."""
         outcomes = []
         for name, config in self.estate.config.plans.items():
             if config.trigger != "auto" or config.from_site != site:
                 continue
-            outcome = await self.perform(RunPlan(name, "auto", f"site {site} lost: {reason}"))
+            said = f"site {site} lost"  # the event's reason says so already (not twice)
+            outcome = await self._auto(name, config, reason if reason.startswith(said) else f"{said}: {reason}")
             if isinstance(outcome, Refused):
                 log.warning("plan_not_started", plan=name, site=site, why=outcome.reason)
             outcomes.append(outcome)
@@ -129,10 +194,20 @@ class PlanRunner:
             if isinstance(intent, AbortPlan):
                 return await self._abort(run, intent)
             if isinstance(intent, PlanDone):
-                return self._done(run, intent)
+                return await self._done(run, intent)
             return self._approve(run, intent)
         except JournalWriteError as exc:
             return Refused(Refusal.UNAVAILABLE, str(exc))
+
+    async def _auto(self, name: str, config: PlanConfig, reason: str) -> Outcome:
+        if self._lock is not None and not self._lock.executor:
+            return Refused(Refusal.CONFLICT, f"this instance ({self._lock.vantage}) runs no runbook "
+                                             "(cluster.executor: false): an executing instance starts it")
+        planned, _ = self.planned(name, config)
+        if not any(move.group > 0 for move in planned.moves):
+            return Refused(Refusal.CONFLICT, f"nothing to move: no service of plan {name} is active on "
+                                             f"{config.from_site} (moved already?)")
+        return await self.perform(RunPlan(name, "auto", reason))
 
     def plan_config(self, name: str) -> PlanConfig | None:
         return self.estate.config.plans.get(name)
@@ -152,19 +227,28 @@ class PlanRunner:
         planned, seconds = self.planned(intent.plan, config)
         if intent.dry_run:
             return Accepted(planner.describe(intent.plan, config, planned, seconds))
+        if self._lock is not None and not self._lock.executor:
+            return Refused(Refusal.CONFLICT, f"this instance ({self._lock.vantage}) runs no runbook "
+                                             "(cluster.executor: false): ask an executing instance")
         held = await self._take(intent.plan)
         if isinstance(held, Refused):
             return held
-        run = PlanRun(0, intent.plan, config.from_site, config.to_site, intent.by, intent.reason, intent.force,
-                      self.clock(), PlanState.RUNNING, planned.moves, planned.gates, objective=config.objective,
-                      events=(f"started by {intent.by}" + (" (forced)" if intent.force else "") + held,))
+        held_text, token = held
+        run = PlanRun(token or 0, intent.plan, config.from_site, config.to_site, intent.by, intent.reason,
+                      intent.force, self.clock(), PlanState.RUNNING, planned.moves, planned.gates,
+                      objective=config.objective,
+                      events=(f"started by {intent.by}" + (" (forced)" if intent.force else "") + held_text,),
+                      holder=self._lock.vantage if self._lock is not None else None, token=token)
         try:
             run = self.journal.create(run)
+            shared = await self._share(run)
         except (PlanBusy, JournalWriteError) as exc:
             await self._release(intent.plan)
             if isinstance(exc, JournalWriteError):
                 raise
             return Refused(Refusal.CONFLICT, f"one run of a plan at a time: {exc.holder}")
+        if shared is not None:
+            return shared
         log.info("plan_started", plan=run.plan, plan_run=run.id, by=intent.by, reason=intent.reason,
                  forced=intent.force, groups=len(run.groups))
         self._announce(Event(EventKind.PLAN_STARTED, self.clock(), None, config.from_site,
@@ -174,15 +258,46 @@ class PlanRunner:
         self._launch(Live(run, config))
         return Accepted(f"plan run {run.id} of {run.plan} started: {len(run.groups)} group(s)", plan_run=run)
 
-    async def _take(self, plan: str) -> str | Refused:
-        """In a cluster, the plan's lock (" under plan lock token N" to journal), or the refusal naming its holder;
-        alone, "" (the journal's own lock is enough)."""
+    async def _take(self, plan: str) -> tuple[str, int | None] | Refused:
+        """In a cluster, the plan's lock (" under plan lock token N" to journal, and N), or the refusal naming its
+        holder; alone, ("", None) (the journal's own lock is enough)."""
         if self._lock is None:
-            return ""
+            return "", None
         token, holder = await self._lock.take(plan)
         if token is None:
             return Refused(Refusal.CONFLICT, f"plan {plan} is running elsewhere: its lock is held by {holder}")
-        return f" under plan lock token {token}"
+        return f" under plan lock token {token}", token
+
+    async def _share(self, run: PlanRun) -> Refused | None:
+        """In a cluster, write the run as its plan's shared record (holding the plan's lock); when that fails,
+        the run is journaled failed, the lock released, and the refusal returned."""
+        if self._lock is None or await self._lock.publish(run):
+            return None
+        why = "the plan run could not be shared through etcd (coordination unavailable or the plan's lock lost)"
+        self.journal.save(replace(run, state=PlanState.FAILED, ended=self.clock(), detail=why, seq=run.seq + 1))
+        await self._release(run.plan)
+        return Refused(Refusal.UNAVAILABLE, f"plan run {run.id} not started: {why}")
+
+    async def _write_idle(self, run: PlanRun) -> PlanRun | Refused:
+        """Journal a change of a run in progress nowhere (interrupted); in a cluster under the plan's lock, taken
+        for the write and shared, so that every instance keeps it (refused naming the holder when another holds
+        it: the run is in progress there)."""
+        if self._lock is None:
+            self.journal.save(run)
+            return run
+        held = await self._take(run.plan)
+        if isinstance(held, Refused):
+            return held
+        run = replace(run, holder=self._lock.vantage, token=held[1], seq=0)
+        try:
+            self.journal.save(run)
+            shared = await self._lock.publish(run)
+        finally:
+            await self._release(run.plan)
+        if not shared:
+            return Refused(Refusal.UNAVAILABLE, f"plan run {run.id} changed here but not shared through etcd "
+                                                "(coordination unavailable): the other instances do not know")
+        return run
 
     async def _release(self, plan: str) -> None:
         if self._lock is not None:
@@ -195,6 +310,7 @@ class PlanRunner:
     async def _execute(self, live: Live) -> None:
         try:
             await self.execution.execute(live)
+            await self.execution.flush(live)  # the end is shared before the plan's lock goes
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug fails the plan run (and is logged), never the daemon
@@ -219,13 +335,19 @@ class PlanRunner:
         held = await self._take(run.plan)
         if isinstance(held, Refused):
             return held
-        run = replace(run, state=PlanState.RUNNING, detail="", events=(*run.events, f"resumed by {by}{held}"),
+        held_text, token = held
+        run = replace(run, state=PlanState.RUNNING, detail="", events=(*run.events, f"resumed by {by}{held_text}"),
                       gates=tuple(replace(g, state="closed") if g.state == "waiting" else g for g in run.gates))
+        if self._lock is not None:
+            run = replace(run, holder=self._lock.vantage, token=token, seq=0)
         try:
             self.journal.save(run)
         except JournalWriteError:
             await self._release(run.plan)
             raise
+        refused = await self._share(run)
+        if refused is not None:
+            return refused
         log.info("plan_resumed", plan=run.plan, plan_run=run.id, by=by)
         self._launch(Live(run, config))
         return Accepted(f"plan run {run.id} of {run.plan} resumed", plan_run=run)
@@ -237,7 +359,8 @@ class PlanRunner:
         for move in run.moves:
             if move.state not in (MoveState.MOVING, MoveState.BLOCKED):
                 continue
-            record = self.estate.run(move.run_id) if move.run_id is not None else None
+            run_id = self._local_run_id(move)
+            record = self.estate.run(run_id) if run_id is not None else None
             if record is not None and record.result is RunResult.SUCCEEDED:
                 run = run.with_move(replace(move, state=MoveState.MOVED, reason=f"run {record.id} succeeded",
                                             ended=record.ended))
@@ -264,8 +387,10 @@ class PlanRunner:
                 return Refused(Refusal.CONFLICT, f"plan run {run.id} is {run.state}: nothing to abort")
             run = replace(run, state=PlanState.ABORTED, ended=self.clock(), detail=f"aborted by {intent.by}",
                           events=(*run.events, f"aborted by {intent.by}"))
-            self.journal.save(run)
-            return Accepted(f"plan run {run.id} aborted", plan_run=run)
+            written = await self._write_idle(run)
+            if isinstance(written, Refused):
+                return written
+            return Accepted(f"plan run {run.id} aborted", plan_run=written)
         live.aborted_by = intent.by
         live.stopping = f"aborted by {intent.by}" + (" (moves in progress aborted)" if intent.now else "")
         self.execution.save(live, replace(live.run, events=(*live.run.events, live.stopping)))
@@ -285,7 +410,7 @@ class PlanRunner:
         detail = f"plan run {run.id}: no more moves start" + (f"; aborted {', '.join(aborted)}" if aborted else "")
         return Accepted(detail, plan_run=live.run)
 
-    def _done(self, run: PlanRun, intent: PlanDone) -> Outcome:
+    async def _done(self, run: PlanRun, intent: PlanDone) -> Outcome:
         move = run.move(intent.service)
         if move is None:
             return Refused(Refusal.NOT_FOUND, f"{intent.service} is not in plan run {run.id}")
@@ -300,8 +425,11 @@ class PlanRunner:
                                              "nothing to mark done")
         run = run.with_move(replace(move, state=MoveState.DONE, reason=f"marked done by {intent.by}",
                                     ended=self.clock()))
-        self.journal.save(replace(run, events=(*run.events, f"{intent.service} marked done by {intent.by}")))
-        return Accepted(f"{intent.service} marked done in plan run {run.id}", plan_run=run)
+        written = await self._write_idle(replace(run, events=(*run.events, f"{intent.service} marked done by "
+                                                                         f"{intent.by}")))
+        if isinstance(written, Refused):
+            return written
+        return Accepted(f"{intent.service} marked done in plan run {run.id}", plan_run=written)
 
     def _approve(self, run: PlanRun, intent: ApproveGate) -> Outcome:
         live = self.live.get(run.id)
@@ -322,7 +450,7 @@ def start_plans(journal: Journal, operations: Operations, estate: EstateView, em
                 cluster: ClusterLink | None) -> PlanRunner:
     """The daemon's plan runner, attached to `operations` and started (plan runs left unfinished recovered); in a
     cluster with the plans' etcd locks. Stop it before the runner: a plan run is interrupted, then its moves."""
-    lock = ClusterPlanLock(cluster.coordinator) if cluster is not None else None
+    lock = ClusterPlanLock(cluster.coordinator, cluster.vantage, cluster.executor) if cluster is not None else None
     plans = PlanRunner(journal, operations, estate, emit, lock=lock)
     plans.start()
     return plans

@@ -133,8 +133,12 @@ PLAN_RUN_SCHEMA = {
         "services": {"type": "array", "items": {"type": "object", "properties": {
             "service": {"type": "string"}, "group": {"type": "integer"}, "state": {"enum": [str(s) for s in MoveState]},
             "reason": {"type": "string"}, "run_id": {"type": ["integer", "null"]},
-            "started": {"type": ["number", "null"]}, "ended": {"type": ["number", "null"]}}}},
+            "started": {"type": ["number", "null"]}, "ended": {"type": ["number", "null"]},
+            "run_name": {"type": ["string", "null"], "description": "in a cluster: <vantage>:<run id>"}}}},
         "gates": {"type": "array", "items": {"type": "object"}},
+        "holder": {"type": ["string", "null"], "description": "in a cluster: the vantage that last ran it"},
+        "token": {"type": ["integer", "null"], "description": "in a cluster: the plan lock's token it ran under"},
+        "seq": {"type": "integer", "description": "changes written under that token"},
         "events": {"type": "array", "items": {"type": "string"}},
     },
 }
