@@ -108,6 +108,11 @@ class ClusterPlanLock:
             log.warning("plan_record_not_written", plan=run.plan, plan_run=run.id, reason=str(exc))
             return False
 
+    @property
+    def version(self) -> int:
+        """Grows with every change to the records `shared()` reads (the locks' included)."""
+        return self._coordinator.records_version
+
     def shared(self) -> list[SharedRun]:
         """The plans' latest runs as the coordinator's watch has them (no request); a record that cannot be read
         is logged once and left out."""

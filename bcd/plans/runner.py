@@ -64,6 +64,9 @@ class PlanLock(Protocol):
 
     def shared(self) -> list[SharedRun]: ...
 
+    @property
+    def version(self) -> int: ...
+
 
 class PlanRunner:
     def __init__(self, journal: Journal, operations: Operations, estate: EstateView,
@@ -79,6 +82,7 @@ class PlanRunner:
         self.live: dict[int, Live] = {}  # plan run id -> its run in progress here
         self._listener: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._followed = -1  # the shared records' version last adopted
         self._unadoptable: dict[int, str] = {}  # plan run id -> why its shared record is not kept here (logged once)
         operations.attach_plans(self)
 
@@ -131,6 +135,10 @@ class PlanRunner:
         one journaled here (a run in progress here is this instance's own). A shared run still open whose
         writer no longer holds the plan's lock is `interrupted`: any instance may resume it."""
         assert self._lock is not None
+        version = self._lock.version
+        if version == self._followed or not self.estate.config.plans:
+            return
+        self._followed = version
         for shared in self._lock.shared():
             run = shared.run
             if run.id in self.live:

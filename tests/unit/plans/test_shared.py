@@ -27,6 +27,7 @@ class StubShared:
     records: list[SharedRun] = field(default_factory=list)
     vantage: str = "hampshire"
     executor: bool = True
+    reads: int = 0
 
     async def take(self, plan: str) -> tuple[int | None, str | None]:
         return None, "the instance at vantage dorset"
@@ -42,6 +43,11 @@ class StubShared:
 
     def shared(self) -> list[SharedRun]:
         return self.records
+
+    @property
+    def version(self) -> int:
+        self.reads += 1  # every read finds the records changed
+        return self.reads
 
 
 def runner(tmp_path: Path, shared: StubShared | None, trigger: str = "manual", sites: str = "dorset, to: hampshire",
