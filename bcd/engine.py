@@ -274,7 +274,8 @@ class Engine:
         service = self.config.services[name]
         transfer = service.failover if kind is RunKind.FAILOVER else service.failback
         assert transfer is not None
-        view, gate = self.services[name], self.config.require_approval
+        # a plan's move is not gated again: its plan run waited for `require_approval` before its first group
+        view, gate = self.services[name], self.config.require_approval if plan is None else None
         runbook = gated(self.config.runbooks[transfer.runbook], gate, kind, name, service.labels)
         return self.runner.start(RunRequest(
             service=name, runbook_name=transfer.runbook, runbook=runbook, kind=kind, from_site=view.active,

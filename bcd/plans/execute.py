@@ -21,7 +21,7 @@ from bcd import dependencies
 from bcd.events import Event, EventKind, PlanFinished, PlanGateWaiting, PlanGroupStarted, PlanServiceMoved
 from bcd.model import PlanRef, RunKind, RunResult
 from bcd.operations import Accepted, Operations, Transfer
-from bcd.plans.model import FINISHED_MOVES, GateRecord, Move, MoveState, PlanRun, PlanState
+from bcd.plans.model import FINISHED_MOVES, Move, MoveState, PlanRun, PlanState
 from bcd.plans.records import PlanJournal
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class Execution:
                     break
                 if all(live.run.move(name).state in FINISHED_MOVES for name in group):  # type: ignore[union-attr]
                     continue
-                if number > 1 and not await self._gate(live, number - 1):
+                if not await self._gate(live, number - 1):  # after group 0: `require_approval`
                     break
                 self.emit(EventKind.PLAN_GROUP_STARTED, live.run, f"plan run {live.run.id}: group {number}",
                           PlanGroupStarted(live.run.plan, live.run.id, number, tuple(group)))
@@ -160,7 +160,8 @@ class Execution:
         self.save(live, replace(run.with_gate(replace(gate, state="waiting", at=self.clock())),
                                 state=PlanState.WAITING_GATE))
         self.emit(EventKind.PLAN_GATE_WAITING, live.run, f"plan run {run.id} waits for approval before group "
-                  f"{after + 1}", PlanGateWaiting(run.plan, run.id, after, gate.timeout))
+                  f"{after + 1}" + (f": {gate.why}" if gate.why else ""),
+                  PlanGateWaiting(run.plan, run.id, after, gate.timeout))
         try:
             async with asyncio.timeout(gate.timeout):
                 by = await live.gate
@@ -173,7 +174,8 @@ class Execution:
             live.gate = None
         if live.stopping:  # aborted while waiting
             return False
-        self.save(live, replace(live.run.with_gate(GateRecord(after, gate.timeout, "approved", by, self.clock())),
+        reached = next((g for g in live.run.gates if g.after_group == after), gate)
+        self.save(live, replace(live.run.with_gate(replace(reached, state="approved", by=by, at=self.clock())),
                                 state=PlanState.RUNNING))
         return True
 

@@ -63,21 +63,32 @@ class Move:
 
 @dataclass(frozen=True, slots=True)
 class GateRecord:
-    """A gate before group `after_group + 1`: waiting, approved (by whom, when) or timed out."""
+    """A gate before group `after_group + 1` (after_group 0: before the first, `require_approval`): waiting,
+    approved (by whom, when) or timed out; it opens once `approvers` different people approved (none of them
+    the run's initiator with `distinct_from_initiator`)."""
 
     after_group: int
     timeout: float
     state: str = "closed"  # closed (not reached) | waiting | approved | timed_out
     by: str | None = None
     at: float | None = None
+    approvers: int = 1
+    distinct_from_initiator: bool = False
+    approvals: tuple[str, ...] = ()  # who approved so far
+    why: str = ""  # why the gate is there, when not the plan's own `gates:`
 
     def to_json(self) -> dict[str, Any]:
         return {"after_group": self.after_group, "timeout": self.timeout, "state": self.state, "by": self.by,
-                "at": self.at}
+                "at": self.at, "approvers": self.approvers, "distinct_from_initiator": self.distinct_from_initiator,
+                "approvals": list(self.approvals), "why": self.why}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GateRecord:
-        return cls(**data)
+        return cls(**{**data, "approvals": tuple(data.get("approvals", ()))})
+
+    @property
+    def before(self) -> str:
+        return f"group {self.after_group + 1}"
 
 
 @dataclass(frozen=True, slots=True)

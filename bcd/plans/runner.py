@@ -36,7 +36,7 @@ from bcd.operations import (
     ResumePlan,
     RunPlan,
 )
-from bcd.plans import planner
+from bcd.plans import gates, planner
 from bcd.plans.execute import Execution, Live
 from bcd.plans.lock import ClusterPlanLock, SharedRun
 from bcd.plans.model import Move, MoveState, PlanRun, PlanState
@@ -242,8 +242,10 @@ class PlanRunner:
         if isinstance(held, Refused):
             return held
         held_text, token = held
+        first = gates.required(self.estate.config.require_approval, self.estate.config.services, planned.moves)
         run = PlanRun(token or 0, intent.plan, config.from_site, config.to_site, intent.by, intent.reason,
-                      intent.force, self.clock(), PlanState.RUNNING, planned.moves, planned.gates,
+                      intent.force, self.clock(), PlanState.RUNNING, planned.moves,
+                      planned.gates if first is None else (first, *planned.gates),
                       objective=config.objective,
                       events=(f"started by {intent.by}" + (" (forced)" if intent.force else "") + held_text,),
                       holder=self._lock.vantage if self._lock is not None else None, token=token)
@@ -440,11 +442,28 @@ class PlanRunner:
         return Accepted(f"{intent.service} marked done in plan run {run.id}", plan_run=written)
 
     def _approve(self, run: PlanRun, intent: ApproveGate) -> Outcome:
+        """Count an approval of the gate the run waits at, unless four eyes refuse it (journaled either way, in
+        the run's events); the gate opens once it has its approvers."""
         live = self.live.get(run.id)
-        if live is None or live.gate is None or live.gate.done():
+        gate = next((g for g in live.run.gates if g.state == "waiting"), None) if live is not None else None
+        if live is None or gate is None or live.gate is None or live.gate.done():
             return Refused(Refusal.CONFLICT, f"plan run {run.id} is not waiting at a gate")
-        live.gate.set_result(intent.by)
-        return Accepted(f"plan run {run.id}: gate approved by {intent.by}", plan_run=live.run)
+        why = gates.refusal(live.run, gate, intent.by)
+        if why is not None:
+            self.execution.save(live, replace(live.run, events=(*live.run.events, f"approval refused: {why}")))
+            log.warning("plan_approval_refused", plan=run.plan, plan_run=run.id, by=intent.by, why=why)
+            return Refused(Refusal.CONFLICT, why)
+        gate = replace(gate, approvals=(*gate.approvals, intent.by))
+        self.execution.save(live, replace(live.run.with_gate(gate), events=(
+            *live.run.events, f"gate before {gate.before} approved by {intent.by}")))
+        log.info("plan_approval_given", plan=run.plan, plan_run=run.id, by=intent.by,
+                 approvals=list(gate.approvals), needed=gate.approvers)
+        missing = gate.approvers - len(gate.approvals)
+        if missing > 0:
+            return Accepted(f"plan run {run.id} approved by {intent.by}; {missing} more approval(s) needed",
+                            plan_run=live.run)
+        live.gate.set_result(", ".join(gate.approvals))
+        return Accepted(f"plan run {run.id}: gate approved by {', '.join(gate.approvals)}", plan_run=live.run)
 
     # -- for the view --------------------------------------------------------------------------------
     def running(self) -> list[PlanRun]:

@@ -35,13 +35,23 @@ def _seconds(value: float) -> str:
     return f"{value / 60:.0f} min" if value >= 120 else f"{value:.0f} s"
 
 
+def _gate(gate: dict[str, Any], run_id: int) -> str:
+    """A gate waiting: before which group, why (`require_approval`), and the approvals so far of how many."""
+    why = f' — {_e(gate["why"])}' if gate.get("why") else ""
+    needed = gate.get("approvers", 1)
+    given = gate.get("approvals", [])
+    names = _e(", ".join(given)) or "none yet"
+    count = f"; {len(given)} of {needed} approvals ({names})" if needed > 1 or given else ""
+    return (f'<p class="gate">Waiting for approval before group {gate["after_group"] + 1}{why}{count} '
+            f'(bcd plan approve {run_id})</p>')
+
+
 def _run(run: dict[str, Any], now: float) -> str:
     elapsed = (run["ended"] or now) - run["started"]
     objective = run["objective"]
     against = f" of {_seconds(objective)} objective" if objective else ""
     late = " late" if objective and elapsed > objective else ""
-    gates = "".join(f'<p class="gate">Waiting for approval before group {gate["after_group"] + 1} '
-                    f'(bcd plan approve {run["id"]})</p>' for gate in run["gates"] if gate["state"] == "waiting")
+    gates = "".join(_gate(gate, run["id"]) for gate in run["gates"] if gate["state"] == "waiting")
     moves = {move["service"]: move for move in run["services"]}
     rows = "".join(
         f'<tr><th scope="row">Group {number}</th><td><ul class="plan-services">'
