@@ -6,11 +6,17 @@ Ordering. A service's automatic failover to site S waits (`failover_pending`, gu
 `failover_needed`) or not `up` on its active site. It goes ahead once every dependency is `up` where it is
 active and not moving (on S after its own failover), or has no site S to move to. A dependency that is
 `blocked` or `unavailable` makes the dependent `blocked` (`dependency_failed`), the chain down to the root
-cause in the reason: waiting never turns into a deadlock, a human is paged instead.
+cause in the reason: waiting never turns into a deadlock, a human is paged instead. A dependency whose active
+site is in maintenance (or `blocked` only by maintenance) has not failed, it is being worked on: the dependent
+waits until the maintenance ends, the maintenance in the reason, rather than race it (moving away from its
+dependency would not help the dependent).
 
 Impact. While a dependency is down at a site, the dependent's health at that site is explained by it: its
 `BcdSiteDown` for that site carries `impacted_by` (the root causes: the dependencies down there that are not
-impacted themselves) and is not sent as a page; the root cause's own alert pages.
+impacted themselves) and is not sent as a page; the root cause's own alert pages. A dependency in maintenance
+at that site is a root cause too, down or not (planned work explains its dependents' trouble there; its own
+alerts are held by the maintenance): its dependents do not page either until the maintenance ends, and the
+maintenance is named beside them (`in_maintenance`).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Dependency:
     guard: Guard | None = None
     reason: str = ""  # the root cause's reason when it failed (its own otherwise)
     chain: tuple[str, ...] = ()  # when it failed: itself down to the root cause
+    maintenance: str = ""  # its active site's maintenance ("at dorset: <reason>"), when it is in one
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +64,12 @@ def hold(service: str, target: str, dependencies: Sequence[Dependency]) -> Hold 
     for dep in dependencies:
         if target not in dep.sites:
             continue  # it has no site to move to: nothing to wait for
-        if dep.status in FAILED:
+        if dep.maintenance or (dep.status in FAILED and dep.guard is Guard.MAINTENANCE):
+            # planned work on it: wait until its maintenance ends rather than race it (even once it looks up
+            # again: the work may not be over, and the dependent may be about to recover where it is)
+            waiting.append(f"{dep.name} (in maintenance {dep.maintenance or dep.reason})")
+            continue
+        elif dep.status in FAILED:
             chain = " → ".join((service, *(dep.chain or (dep.name,))))
             root = (dep.chain or (dep.name,))[-1]
             guard = f" ({dep.guard})" if dep.guard is not None else ""
@@ -131,8 +143,15 @@ def dependency_facts(services: Mapping[str, ServiceLike], states: Mapping[str, S
         facts.append(Dependency(
             name, state.status, state.active, site is not None and site.effective is SiteState.UP,
             tuple(services[name].sites), root.guard, root.reason, chain if state.status in FAILED else (),
+            _maintenance(site),
         ))
     return tuple(facts)
+
+
+def _maintenance(site: SiteHealth | None) -> str:
+    if site is None or site.maintenance_until is None:
+        return ""
+    return f"at {site.site}" + (f": {site.maintenance_reason}" if site.maintenance_reason else "")
 
 
 def _root(graph: Graph, states: Mapping[str, StateLike], name: str) -> tuple[tuple[str, ...], StateLike]:
@@ -169,9 +188,22 @@ def impacted_by(graph: Graph, health: Mapping[tuple[str, str], SiteHealth], serv
     return ",".join(roots)
 
 
+def in_maintenance(health: Mapping[tuple[str, str], SiteHealth], causes: str, site: str) -> str:
+    """Of the root causes `causes` (as `impacted_by` gives them), those in maintenance at `site`, each with the
+    maintenance's reason ("directory: Dorset patching"); "" when none is."""
+    named = []
+    for name in causes.split(",") if causes else ():
+        found = health.get((name, site))
+        if found is not None and found.maintenance_until is not None:
+            named.append(f"{name}: {found.maintenance_reason}" if found.maintenance_reason else name)
+    return ", ".join(named)
+
+
 def _down_needs(graph: Graph, health: Mapping[tuple[str, str], SiteHealth], service: str, site: str) -> set[str]:
-    """The services `service` needs (transitively) that are down or degraded at `site`."""
-    return {name for name in dependencies.closure(graph, service) if _down(health, name, site, SiteState.DEGRADED)}
+    """The services `service` needs (transitively) that are down or degraded at `site`, or in maintenance there
+    (planned work explains its dependents' trouble there, even while its own probes pass)."""
+    return {name for name in dependencies.closure(graph, service)
+            if _down(health, name, site, SiteState.DEGRADED, SiteState.MAINTENANCE)}
 
 
 def _down(health: Mapping[tuple[str, str], SiteHealth], service: str, site: str,

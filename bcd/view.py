@@ -206,10 +206,11 @@ def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
                             **perfdata_entry(obs.perfdata)}
             for obs in estate.last_observations(view.name, site_name, site_config.probes)
         }
+        causes = impact.impacted_by(graph, estate.sites, view.name, site_name)
         sites[site_name] = {
             "state": str(site.state), "since": site.since, "reason": site.reason,
-            "maintenance_until": site.maintenance_until, "probes": probes,
-            "impacted_by": impact.impacted_by(graph, estate.sites, view.name, site_name) or None,
+            "maintenance_until": site.maintenance_until, "probes": probes, "impacted_by": causes or None,
+            "impacted_maintenance": impact.in_maintenance(estate.sites, causes, site_name) or None,
         }
     data = {
         "name": view.name, "description": config.description, "labels": config.labels,

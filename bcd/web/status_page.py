@@ -292,7 +292,9 @@ def _site_cell(service: dict[str, Any], site: str) -> str:
     until = health.get("maintenance_until")
     maintenance = f'<span class="until">until {_time(until)}</span>' if until else ""
     if health.get("impacted_by"):
-        maintenance += f'<span class="impacted">impacted by {_e(health["impacted_by"])}</span>'
+        planned = health.get("impacted_maintenance")
+        planned = f" (in maintenance: {_e(planned)})" if planned else ""
+        maintenance += f'<span class="impacted">impacted by {_e(health["impacted_by"])}{planned}</span>'
     return (
         f'<td class="site state-{_e(health["state"])}{" is-active" if active else ""}" data-site="{_e(site)}" '
         f'title="{_e(health["reason"])}">{marker}<span class="state">{_e(health["state"])}</span>'

@@ -3,12 +3,12 @@ down to a root cause, and which dependency explains a site being down."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from bcd.health import SiteHealth
-from bcd.impact import Dependency, dependency_facts, hold, impacted_by
+from bcd.impact import Dependency, dependency_facts, hold, impacted_by, in_maintenance
 from bcd.model import Guard, ServiceStatus, SiteState
 
 OK, BLOCKED, PENDING = ServiceStatus.OK, ServiceStatus.BLOCKED, ServiceStatus.FAILOVER_PENDING
@@ -140,3 +140,33 @@ def test_a_dependency_still_in_doubt_is_the_root_cause_of_a_dependent_confirmed_
     assert impacted_by(GRAPH, table, "payroll", "dorset") == "directory"
     assert impacted_by(GRAPH, health(payroll_dorset=SiteState.DOWN), "payroll", "dorset") == ""
     assert impacted_by(GRAPH, health(directory_dorset=SiteState.DEGRADED), "directory", "dorset") == ""
+
+
+MAINTAINED = SiteHealth("directory", "dorset", SiteState.UP, maintenance_until=200.0,
+                        maintenance_reason="olive: Dorset patching")
+
+
+@pytest.mark.parametrize("status", [BLOCKED, OK])
+def test_a_dependency_in_maintenance_is_waited_for_not_failed(status: ServiceStatus) -> None:
+    # blocked only by its maintenance (down under it), or up again while the work goes on: either way wait
+    maintained = Dependency("directory", status, "dorset", status is OK, BOTH, Guard.MAINTENANCE if
+                            status is BLOCKED else None, "why directory", (), "at dorset: olive: Dorset patching")
+    held = hold("payroll", "hampshire", (maintained,))
+    assert held is not None and held.guard is WAIT
+    assert held.text == "waits for directory (in maintenance at dorset: olive: Dorset patching)"
+
+
+def test_facts_name_a_dependency_s_maintenance() -> None:
+    state = State(ServiceStatus.BLOCKED, "dorset", Guard.MAINTENANCE, "directory: failover blocked")
+    (fact,) = dependency_facts({"directory": Service(()), "payroll": Service(("directory",))},
+                               {"directory": state}, {("directory", "dorset"): MAINTAINED}, "payroll")
+    assert fact.maintenance == "at dorset: olive: Dorset patching"
+
+
+@pytest.mark.parametrize("base", [SiteState.DOWN, SiteState.UP])
+def test_a_dependency_in_maintenance_explains_its_dependents_whatever_its_probes_say(base: SiteState) -> None:
+    table = {("directory", "dorset"): replace(MAINTAINED, base=base),
+             ("payroll", "dorset"): SiteHealth("payroll", "dorset", SiteState.DOWN)}
+    assert impacted_by(GRAPH, table, "payroll", "dorset") == "directory"
+    assert in_maintenance(table, "directory", "dorset") == "directory: olive: Dorset patching"
+    assert in_maintenance(table, "directory", "hampshire") == in_maintenance(table, "", "dorset") == ""

@@ -216,7 +216,8 @@
     el('span', { class: 'state' }, health.state),
     hidden(`: ${health.reason}`),
     inMaintenance ? el('span', { class: 'until' }, 'until ', timeEl(health.maintenance_until)) : null,
-    health.impacted_by ? el('span', { class: 'impacted' }, `impacted by ${health.impacted_by}`) : null,
+    health.impacted_by ? el('span', { class: 'impacted' }, `impacted by ${health.impacted_by}`
+      + (health.impacted_maintenance ? ` (in maintenance: ${health.impacted_maintenance})` : '')) : null,
     viewsList(service, site),
     el('span', { class: 'operator-only cell-action' }, inMaintenance
       ? button('maintenance-end', ['End maintenance', ''], ` of ${service.name} in ${site}`,
