@@ -12,11 +12,14 @@ which needs it, goes down in dorset too. What an operator expects:
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers.api import OPERATOR, VIEWER, Api, sha
-from tests.helpers.daemon import free_port
+from tests.helpers.daemon import free_port, running, write_config
 from tests.helpers.recorder import Recorder
 from tests.helpers.targets import HttpTarget
 
@@ -54,16 +57,20 @@ async def service(daemon: Api, name: str) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
-async def test_a_dependency_in_maintenance_pages_nobody_and_its_dependent_waits(tmp_path: Path) -> None:
-    targets = {name: await HttpTarget().start() for name in ("directory", "payroll", "canary", "hampshire")}
+@pytest.fixture
+async def targets() -> AsyncIterator[dict[str, HttpTarget]]:
+    started = {name: await HttpTarget().start() for name in ("directory", "payroll", "canary", "hampshire")}
+    yield started
+    for target in started.values():
+        await target.stop()
+
+
+async def test_a_dependency_in_maintenance_pages_nobody_and_its_dependent_waits(
+        tmp_path: Path, targets: dict[str, HttpTarget]) -> None:
     async with Recorder() as recorder, Recorder() as pager:
         port = free_port()
-        path = tmp_path / "bcd.yaml"
-        path.write_text(config(tmp_path / "state", port, targets, recorder, pager))
-        daemon = Api(path, port)
-        await daemon.start()
-        try:
-            await daemon.wait_ready(timeout=30)
+        path = write_config(tmp_path / "bcd.yaml", config(tmp_path / "state", port, targets, recorder, pager))
+        async with running(Api(path, port), timeout=30) as daemon:
             status, _, body = await daemon.call("POST", "/api/v1/services/directory/maintenance", body={
                 "site": "dorset", "duration": "1h", "reason": "Dorset patching"})
             assert status == 201, body
@@ -108,10 +115,6 @@ async def test_a_dependency_in_maintenance_pages_nobody_and_its_dependent_waits(
             await daemon.wait_until(lambda: _ok(daemon, "directory"), timeout=30)
             assert back["active"] == "dorset" and recorder.requests == []  # no runbook raced the maintenance
             assert {name for _, name in sent(pager)} == {"canary"}, sent(pager)
-        finally:
-            await daemon.stop()
-            for target in targets.values():
-                await target.stop()
 
 
 async def _ok(daemon: Api, name: str) -> bool:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.api import OPERATOR, VIEWER, Api, sha
-from tests.helpers.daemon import free_port
+from tests.helpers.daemon import free_port, running, write_config
 from tests.helpers.recorder import Recorder
-from tests.helpers.targets import HttpTarget
+from tests.helpers.targets import HttpTarget, two_sites
 
 BOB = "bob-approver-token-0123456789"
 CAROL = "carol-approver-token-0123456789"
@@ -65,15 +65,10 @@ async def approve(daemon: Api, run_id: int, token: str) -> tuple[int, str]:
 
 async def test_a_plan_moving_a_tier_1_service_waits_for_two_approvers_other_than_its_initiator(
         tmp_path: Path) -> None:
-    dorset, hampshire = await HttpTarget().start(), await HttpTarget().start()
-    async with Recorder() as recorder:
+    async with two_sites() as (dorset, hampshire), Recorder() as recorder:
         port = free_port()
-        path = tmp_path / "bcd.yaml"
-        path.write_text(config(tmp_path / "state", port, recorder, dorset, hampshire))
-        daemon = Api(path, port)
-        await daemon.start()
-        try:
-            await daemon.wait_ready(timeout=30)
+        path = write_config(tmp_path / "bcd.yaml", config(tmp_path / "state", port, recorder, dorset, hampshire))
+        async with running(Api(path, port), timeout=30) as daemon:
             untiered = await start(daemon, "untiered")  # b only: no tier-1 service, no gate
             run = await until(daemon, untiered, "succeeded")
             assert run["gates"] == [] and recorder.paths() == ["/b"], run
@@ -112,7 +107,3 @@ async def test_a_plan_moving_a_tier_1_service_waits_for_two_approvers_other_than
             (move,) = [m for m in run["services"] if m["service"] == "a"]
             status, _, record = await daemon.call("GET", f"/api/v1/runs/{move['run_id']}", token=VIEWER)
             assert status == 200 and [step["name"] for step in record["steps"]] == ["announce"], record  # not gated again
-        finally:
-            await daemon.stop()
-            await dorset.stop()
-            await hampshire.stop()
