@@ -4,6 +4,8 @@
   can have), taken before a plan run starts or resumes and held until it ends, bound to this instance's lease:
   if the instance dies or freezes, the lock goes with its lease. Two instances asked at once: one gets the lock
   (its fencing token is the plan run's id, the same on every instance), the other is refused naming the holder.
+- **Who starts an automatic run**: the executing instance in the plan's `to` site, when it is live; the others
+  wait `target_site_grace` first (then the lock, and a plan with nothing left to move, stop a second run).
 - **The record**: the holder writes the plan's latest run at `plans/<plan>` (fenced by the plan's lock) at every
   change, and before a move starts; every instance reads it from the coordinator's watch and keeps it in its
   own journal (`shared()`), so any of them shows the run and, once its holder has lost the lock, can resume it.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -45,11 +47,15 @@ class ClusterPlanLock:
     """The plans' etcd locks and shared records of this instance (`vantage`; a witness, `executor` false, reads
     the records and starts no plan run)."""
 
-    def __init__(self, coordinator: Coordinator, vantage: str = "", executor: bool = True,
+    def __init__(self, coordinator: Coordinator, vantage: str = "", executor: bool = True, *,
+                 executors: Callable[[], Sequence[str]] = tuple, prefer_target_site: bool = True, grace: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._coordinator = coordinator
         self.vantage = vantage
         self.executor = executor
+        self._executors = executors  # the live executing vantages (a vantage is the site it runs in)
+        self._prefer_target_site = prefer_target_site
+        self.grace = grace
         self._clock = clock
         self._held: dict[str, Lock] = {}
         self._unreadable: dict[str, bytes] = {}
@@ -89,6 +95,13 @@ class ClusterPlanLock:
         except (ValueError, AttributeError):
             vantage = None
         return f"the instance at vantage {vantage}" if isinstance(vantage, str) else "another instance"
+
+    def defer_to(self, to_site: str) -> str | None:
+        """Whom an automatic plan run to `to_site` is left to first, as a failover's lock is (`prefer_target_site`,
+        `target_site_grace`): the executing instance in `to_site` when it is live and not this one; else None."""
+        if not self._prefer_target_site or to_site == self.vantage or to_site not in self._executors():
+            return None
+        return to_site
 
     def holds(self, plan: str) -> bool:
         """Whether this instance still holds the plan's lock (a lapsed lease or a refused write ends it)."""

@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
 
 import structlog
 
@@ -38,35 +37,13 @@ from bcd.operations import (
 )
 from bcd.plans import gates, planner
 from bcd.plans.execute import Execution, Live
-from bcd.plans.lock import ClusterPlanLock, SharedRun
-from bcd.plans.model import Move, MoveState, PlanRun, PlanState
+from bcd.plans.follow import Follower, PlanLock
+from bcd.plans.lock import ClusterPlanLock
+from bcd.plans.model import MoveState, PlanRun, PlanState
 from bcd.plans.records import PlanBusy, PlanJournal
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.plans")
-
-FOLLOW_EVERY = 1.0  # seconds between two reads of the plans' shared records (from the watch: no request)
-
-
-class PlanLock(Protocol):
-    """In a cluster, the plans' etcd locks and shared records (bcd.plans.lock.ClusterPlanLock)."""
-
-    vantage: str
-    executor: bool
-
-    async def take(self, plan: str) -> tuple[int | None, str | None]: ...
-
-    async def release(self, plan: str) -> None: ...
-
-    def holds(self, plan: str) -> bool: ...
-
-    async def publish(self, run: PlanRun) -> bool: ...
-
-    def shared(self) -> list[SharedRun]: ...
-
-    @property
-    def version(self) -> int: ...
-
 
 class PlanRunner:
     def __init__(self, journal: Journal, operations: Operations, estate: EstateView,
@@ -82,8 +59,8 @@ class PlanRunner:
         self.live: dict[int, Live] = {}  # plan run id -> its run in progress here
         self._listener: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
-        self._followed = -1  # the shared records' version last adopted
-        self._unadoptable: dict[int, str] = {}  # plan run id -> why its shared record is not kept here (logged once)
+        self._deferred: set[asyncio.Task[None]] = set()  # automatic starts left to another instance first
+        self.shared = Follower(self.journal, estate, lock, self.live)
         operations.attach_plans(self)
 
     # -- lifetime ------------------------------------------------------------------------------------
@@ -102,12 +79,12 @@ class PlanRunner:
         self.recover()
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="plan-runs")
         if self._lock is not None:
-            self._follower = asyncio.get_running_loop().create_task(self._follow(), name="plan-records")
+            self._follower = asyncio.get_running_loop().create_task(self.shared.follow(), name="plan-records")
 
     async def stop(self) -> None:
         """Stop: plan runs in progress are journaled `interrupted` (their moves in progress are the runner's)."""
         tasks = [live.task for live in self.live.values() if live.task is not None]
-        tasks.extend(task for task in (self._listener, self._follower) if task is not None)
+        tasks.extend(task for task in (self._listener, self._follower, *self._deferred) if task is not None)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -121,59 +98,6 @@ class PlanRunner:
                 elif event.kind is EventKind.SITE_LOST and event.site is not None:
                     await self.site_lost(event.site, event.reason)
 
-    async def _follow(self) -> None:
-        """Keep the plans' shared records in the journal (see `adopt_shared`), every FOLLOW_EVERY seconds."""
-        while True:
-            try:
-                self.adopt_shared()
-            except Exception:  # the one catch-all of this task: log, keep following
-                log.exception("plan_records_not_followed")
-            await asyncio.sleep(FOLLOW_EVERY)
-
-    def adopt_shared(self) -> None:
-        """Journal here each plan run another instance shared through etcd, when its version is at least the
-        one journaled here (a run in progress here is this instance's own). A shared run still open whose
-        writer no longer holds the plan's lock is `interrupted`: any instance may resume it."""
-        assert self._lock is not None
-        version = self._lock.version
-        if version == self._followed or not self.estate.config.plans:
-            return
-        self._followed = version
-        for shared in self._lock.shared():
-            run = shared.run
-            if run.id in self.live:
-                continue
-            if run.state in (PlanState.RUNNING, PlanState.WAITING_GATE) and not shared.held:
-                run = replace(run, state=PlanState.INTERRUPTED, detail=(
-                    f"the instance at vantage {run.holder} lost the plan's lock during this run: bcd plan resume "
-                    f"{run.id} (on any instance)"))
-            run = replace(run, moves=tuple(replace(move, run_id=self._local_run_id(move)) for move in run.moves))
-            local = self.journal.get(run.id)
-            if local is not None and (local == run or run.version < local.version):
-                continue
-            try:
-                self.journal.adopt(run)
-            except (PlanBusy, JournalWriteError) as exc:
-                if self._unadoptable.get(run.id) != str(exc):
-                    self._unadoptable[run.id] = str(exc)
-                    log.warning("plan_run_not_adopted", plan=run.plan, plan_run=run.id, why=str(exc))
-                continue
-            self._unadoptable.pop(run.id, None)
-            log.info("plan_run_adopted", plan=run.plan, plan_run=run.id, state=str(run.state), holder=run.holder)
-
-    def _local_run_id(self, move: Move) -> int | None:
-        """The id in this journal of a move's run: its own, or the mirror of another instance's (None while that
-        is not mirrored here yet)."""
-        if move.run_name is None or self._lock is None:
-            return move.run_id
-        vantage, _, number = move.run_name.rpartition(":")
-        if vantage == self._lock.vantage:
-            return int(number) if number.isdigit() else None
-        for record in self.estate.recent_runs(move.service, 100):
-            if record.evidence.get("remote_run") == move.run_name:
-                return record.id
-        return None
-
     async def site_lost(self, site: str, reason: str) -> list[Outcome]:
         """Start each plan with `trigger: auto` whose `from` is `site` that has something to move (in a cluster
         the plan's lock lets one instance start it, and a witness starts none; refusals are logged)."""
@@ -182,11 +106,30 @@ class PlanRunner:
             if config.trigger != "auto" or config.from_site != site:
                 continue
             said = f"site {site} lost"  # the event's reason says so already (not twice)
-            outcome = await self._auto(name, config, reason if reason.startswith(said) else f"{said}: {reason}")
-            if isinstance(outcome, Refused):
-                log.warning("plan_not_started", plan=name, site=site, why=outcome.reason)
-            outcomes.append(outcome)
+            why = reason if reason.startswith(said) else f"{said}: {reason}"
+            lock = self._lock
+            who = lock.defer_to(config.to_site) if lock is not None and lock.executor else None
+            if lock is not None and who is not None:
+                log.info("plan_deferred", plan=name, site=site, to=who, grace=lock.grace,
+                         hint=f"the executing instance in {who} starts it; this one tries after the grace")
+                task = asyncio.get_running_loop().create_task(self._later(name, config, site, why))
+                self._deferred.add(task)
+                task.add_done_callback(self._deferred.discard)
+                continue
+            outcomes.append(await self._auto_logged(name, config, site, why))
         return outcomes
+
+    async def _later(self, name: str, config: PlanConfig, site: str, why: str) -> None:
+        assert self._lock is not None
+        await asyncio.sleep(self._lock.grace)
+        if site in self.estate.lost_sites:
+            await self._auto_logged(name, config, site, why)
+
+    async def _auto_logged(self, name: str, config: PlanConfig, site: str, why: str) -> Outcome:
+        outcome = await self._auto(name, config, why)
+        if isinstance(outcome, Refused):
+            log.warning("plan_not_started", plan=name, site=site, why=outcome.reason)
+        return outcome
 
     # -- intents -------------------------------------------------------------------------------------
     async def perform(self, intent: PlanIntent) -> Outcome:
@@ -369,7 +312,7 @@ class PlanRunner:
         for move in run.moves:
             if move.state not in (MoveState.MOVING, MoveState.BLOCKED):
                 continue
-            run_id = self._local_run_id(move)
+            run_id = self.shared.local_run_id(move)
             record = self.estate.run(run_id) if run_id is not None else None
             if record is not None and record.result is RunResult.SUCCEEDED:
                 run = run.with_move(replace(move, state=MoveState.MOVED, reason=f"run {record.id} succeeded",
@@ -477,7 +420,9 @@ def start_plans(journal: Journal, operations: Operations, estate: EstateView, em
                 cluster: ClusterLink | None) -> PlanRunner:
     """The daemon's plan runner, attached to `operations` and started (plan runs left unfinished recovered); in a
     cluster with the plans' etcd locks. Stop it before the runner: a plan run is interrupted, then its moves."""
-    lock = ClusterPlanLock(cluster.coordinator, cluster.vantage, cluster.executor) if cluster is not None else None
+    lock = None if cluster is None else ClusterPlanLock(
+        cluster.coordinator, cluster.vantage, cluster.executor, executors=cluster.views.executors,
+        prefer_target_site=cluster.preference.prefer_target_site, grace=cluster.preference.grace)
     plans = PlanRunner(journal, operations, estate, emit, lock=lock)
     plans.start()
     return plans

@@ -28,6 +28,10 @@ class StubShared:
     vantage: str = "hampshire"
     executor: bool = True
     reads: int = 0
+    grace: float = 0.0
+
+    def defer_to(self, to_site: str) -> str | None:
+        return None
 
     async def take(self, plan: str) -> tuple[int | None, str | None]:
         return None, "the instance at vantage dorset"
@@ -67,17 +71,17 @@ RUN = PlanRun(41, "evacuate", "dorset", "hampshire", "olive", "drill", False, 10
 def test_a_shared_run_is_kept_here_newer_versions_replace_it_older_ones_never(tmp_path: Path) -> None:
     shared = StubShared([SharedRun(RUN, held=True)])
     plans = runner(tmp_path, shared)
-    plans.adopt_shared()
+    plans.shared.adopt_shared()
     kept = plans.journal.get(41)
     assert kept is not None and (kept.state, kept.holder, kept.version) == (PlanState.RUNNING, "dorset", (41, 5))
     assert kept.move("a") == Move("a", 1, MoveState.MOVED, run_id=None, run_name="dorset:3")  # not mirrored here yet
 
     shared.records = [SharedRun(replace(RUN, seq=4, state=PlanState.FAILED), held=True)]  # older: ignored
-    plans.adopt_shared()
+    plans.shared.adopt_shared()
     assert plans.journal.get(41) == kept
 
     shared.records = [SharedRun(RUN, held=False)]  # its holder's lease lapsed
-    plans.adopt_shared()
+    plans.shared.adopt_shared()
     kept = plans.journal.get(41)
     assert kept is not None and kept.state is PlanState.INTERRUPTED
     assert kept.detail == ("the instance at vantage dorset lost the plan's lock during this run: bcd plan resume 41 "
@@ -85,13 +89,13 @@ def test_a_shared_run_is_kept_here_newer_versions_replace_it_older_ones_never(tm
 
     resumed = replace(RUN, holder="kent", token=57, seq=1, state=PlanState.SUCCEEDED, ended=130.0)
     shared.records = [SharedRun(resumed, held=False)]
-    plans.adopt_shared()
+    plans.shared.adopt_shared()
     assert plans.journal.get(41) == replace(resumed, moves=(replace(RUN.moves[0], run_id=None), RUN.moves[1]))
 
 
 async def test_a_plan_with_an_open_run_elsewhere_cannot_start_another_here(tmp_path: Path) -> None:
     plans = runner(tmp_path, StubShared([SharedRun(RUN, held=True)]))
-    plans.adopt_shared()
+    plans.shared.adopt_shared()
     refused = await plans.perform(RunPlan("evacuate", "olive", "again"))
     assert refused == Refused(Refusal.CONFLICT, "plan evacuate is running elsewhere: its lock is held by the "
                                                 "instance at vantage dorset")
