@@ -78,6 +78,11 @@ def describe(name: str, config: PlanConfig, planned: Planned, seconds: Mapping[s
     if config.description:
         lines.append(f"  {config.description}")
     gates = {gate.after_group: gate for gate in planned.gates}
+    if 0 in gates and planned.groups:
+        first = gates[0]
+        rules = f"{first.approvers} different approver(s)" + (", not the initiator" if first.distinct_from_initiator
+                                                               else "")
+        lines.append(f"gate: {rules} approve before group 1 (timeout {first.timeout:g}s): {first.why}")
     for number, group in enumerate(planned.groups, start=1):
         lines.append(f"group {number}:")
         for move in group:

@@ -169,7 +169,9 @@ class PlanRunner:
         active = {service: state.active for service, state in self.estate.services.items()}
         runbooks = {service: s.failover.runbook for service, s in services.items() if s.failover is not None}
         seconds = self.journal.durations(runbooks)
-        return planner.plan(config, services, active, seconds), seconds
+        planned = planner.plan(config, services, active, seconds)
+        first = gates.required(self.estate.config.require_approval, services, planned.moves)
+        return (planned if first is None else replace(planned, gates=(first, *planned.gates))), seconds
 
     async def _run(self, intent: RunPlan) -> Outcome:
         config = self.plan_config(intent.plan)
@@ -185,10 +187,8 @@ class PlanRunner:
         if isinstance(held, Refused):
             return held
         held_text, token = held
-        first = gates.required(self.estate.config.require_approval, self.estate.config.services, planned.moves)
         run = PlanRun(token or 0, intent.plan, config.from_site, config.to_site, intent.by, intent.reason,
-                      intent.force, self.clock(), PlanState.RUNNING, planned.moves,
-                      planned.gates if first is None else (first, *planned.gates),
+                      intent.force, self.clock(), PlanState.RUNNING, planned.moves, planned.gates,
                       objective=config.objective,
                       events=(f"started by {intent.by}" + (" (forced)" if intent.force else "") + held_text,),
                       holder=self._lock.vantage if self._lock is not None else None, token=token)

@@ -73,6 +73,10 @@ async def test_a_plan_moving_a_tier_1_service_waits_for_two_approvers_other_than
             run = await until(daemon, untiered, "succeeded")
             assert run["gates"] == [] and recorder.paths() == ["/b"], run
 
+            status, _, shown = await daemon.call("GET", "/api/v1/plans/evacuate", token=VIEWER)
+            assert status == 200 and ("gate: 2 different approver(s), not the initiator approve before group 1 "
+                                      "(timeout 3600s): a labelled tier=1: approval required before the first "
+                                      "group\ngroup 1:\n  a") in shown["order"], shown
             run_id = await start(daemon, "evacuate")
             run = await until(daemon, run_id, "waiting_gate")
             (gate,) = run["gates"]
