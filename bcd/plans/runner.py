@@ -337,7 +337,8 @@ class PlanRunner:
         live = self.live.get(run.id)
         if live is None:
             if run.state is not PlanState.INTERRUPTED:
-                return Refused(Refusal.CONFLICT, f"plan run {run.id} is {run.state}: nothing to abort")
+                return Refused(Refusal.CONFLICT, f"plan run {run.id} is {run.state}: nothing to abort"
+                                                 + self._elsewhere(run))
             run = replace(run, state=PlanState.ABORTED, ended=self.clock(), detail=f"aborted by {intent.by}",
                           events=(*run.events, f"aborted by {intent.by}"))
             written = await self._write_idle(run)
@@ -390,7 +391,7 @@ class PlanRunner:
         live = self.live.get(run.id)
         gate = next((g for g in live.run.gates if g.state == "waiting"), None) if live is not None else None
         if live is None or gate is None or live.gate is None or live.gate.done():
-            return Refused(Refusal.CONFLICT, f"plan run {run.id} is not waiting at a gate")
+            return Refused(Refusal.CONFLICT, f"plan run {run.id} is not waiting at a gate" + self._elsewhere(run))
         why = gates.refusal(live.run, gate, intent.by)
         if why is not None:
             self.execution.save(live, replace(live.run, events=(*live.run.events, f"approval refused: {why}")))
@@ -407,6 +408,13 @@ class PlanRunner:
                             plan_run=live.run)
         live.gate.set_result(", ".join(gate.approvals))
         return Accepted(f"plan run {run.id}: gate approved by {', '.join(gate.approvals)}", plan_run=live.run)
+
+    def _elsewhere(self, run: PlanRun) -> str:
+        """Where an open run not in progress here is in progress (its holder), for a refusal: "" otherwise."""
+        if self._lock is None or run.holder in (None, self._lock.vantage) or run.state not in (
+                PlanState.RUNNING, PlanState.WAITING_GATE):
+            return ""
+        return f" here: it is {run.state} on the instance at vantage {run.holder}, ask that one"
 
     # -- for the view --------------------------------------------------------------------------------
     def running(self) -> list[PlanRun]:

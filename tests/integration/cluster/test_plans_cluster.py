@@ -88,6 +88,10 @@ async def test_a_frozen_plan_holder_is_taken_over_only_after_its_lease_and_resum
         refused = await survivor.call("POST", f"/api/v1/plan-runs/{run_id}/resume")
         assert refused.status == 409, refused
         assert refused.body["detail"] == f"plan run {run_id} is running, not interrupted", refused.body
+        refused = await survivor.call("POST", f"/api/v1/plan-runs/{run_id}/abort", json_body={})
+        assert (refused.status, refused.body["detail"]) == (409, f"plan run {run_id} is running: nothing to abort "
+                                                                 "here: it is running on the instance at vantage "
+                                                                 "dorset, ask that one"), refused.body
         blocked = await survivor.wait_service(lambda s: s["status"] == "blocked")
         assert blocked["guard"] == "run_interrupted"  # the lease ran out: the holder's move is cut short
 
