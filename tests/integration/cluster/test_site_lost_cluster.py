@@ -25,7 +25,7 @@ def config(estate: ClusterEstate, pager: Recorder) -> dict[str, Any]:
     settings["services"]["payroll"]["depends_on"] = ["directory"]
     settings["plans"] = {"evacuate": {"from": "dorset", "to": "hampshire", "trigger": "auto"}}
     settings["alerts"] = {"alertmanager": {"urls": [pager.url()], "resend": "500ms"}}
-    settings["cluster"]["target_site_grace"] = "2s"  # how long the others leave the plan to hampshire's instance
+    settings["cluster"]["target_site_grace"] = "5s"  # how long the others leave the plan to hampshire's instance
     return settings
 
 
