@@ -8,7 +8,6 @@ iteration into one transaction (group commit), so a burst of transitions costs o
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
@@ -325,10 +324,6 @@ class RunJournal:
         except OSError as exc:
             raise self._refused(exc) from exc
 
-    def _synced(self, sync: asyncio.Future[None]) -> None:
-        error = None if sync.cancelled() else sync.exception()
-        if isinstance(error, OSError):
-            self._refused(error)
 
     def _record(self, write: Write, sync: bool = True) -> None:
         """A record of what has already happened: written now or, while the journal cannot be written, kept by
@@ -361,7 +356,7 @@ class RunJournal:
             (result.value, ended, detail, verified_at, run_id),
         ), sync)
         if not sync:
-            self._journal.syncs.start().add_done_callback(self._synced)
+            self._journal.syncs.soon(self._refused)
 
     def set_result(self, run_id: int, result: RunResult) -> None:
         self._record(_run_write("UPDATE runs SET result = ? WHERE id = ?", (result.value, run_id)))

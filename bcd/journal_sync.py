@@ -5,14 +5,16 @@ survives kill -9, not a power cut. `WalSync.durable()` returns once every such c
 is on disk: the WAL file is synced once, after the callbacks ready in this iteration of the event loop, for
 every caller waiting by then. So runs whose steps start together wait for one fsync, not one each in turn
 (SQLite's own sync, with synchronous=FULL, costs one fsync per commit, each holding the event loop).
-The sync is made on the loop's thread: handing it to a worker thread costs two thread wake-ups, which on a
-busy machine take longer than the fsync itself.
+That sync is made on the loop's thread: handing it to a worker thread costs two thread wake-ups, which on a
+busy machine take longer than the fsync itself. What nobody waits for (a run's end) is synced by `soon()` in a
+worker thread instead, the event loop going on meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,11 +28,18 @@ class WalSync:
         self._synced = 0  # how many of them are known to be on disk
         self._directory_synced = False
         self._next: asyncio.Future[None] | None = None  # the sync due at the end of this loop iteration
+        self._background: asyncio.Future[None] | None = None  # `soon()`'s sync in a worker thread
+        self._again: Callable[[OSError], object] | None = None  # `soon()` asked again meanwhile (what to tell)
+
+    @property
+    def pending(self) -> int:
+        """Commits not known to be on disk yet."""
+        return self.commits - self._synced
 
     async def durable(self) -> None:
         """Return once every commit counted before the call is on disk. Raises OSError when the sync fails.
         Cancelling the caller never cancels the sync that others wait for."""
-        if self._synced < self.commits:
+        if self.pending:
             await asyncio.shield(self.start())
 
     def start(self) -> asyncio.Future[None]:
@@ -41,6 +50,27 @@ class WalSync:
             self._next.add_done_callback(lambda done: done.exception())  # retrieved: no warning if none waits
             loop.call_soon(self._sync)
         return self._next
+
+    def soon(self, failed: Callable[[OSError], object]) -> None:
+        """Sync every commit counted so far in a worker thread, the caller not waiting; `failed` is told if the
+        sync fails. Asked while one is under way: another follows it."""
+        if self._background is not None:
+            self._again = failed
+            return
+        covered = self.commits
+        self._background = asyncio.get_running_loop().run_in_executor(None, self._fsync)
+        self._background.add_done_callback(lambda done: self._synced_soon(done, covered, failed))
+
+    def _synced_soon(self, done: asyncio.Future[None], covered: int, failed: Callable[[OSError], object]) -> None:
+        self._background = None
+        error = None if done.cancelled() else done.exception()
+        if error is None:
+            self._synced = max(self._synced, covered)
+        elif isinstance(error, OSError):
+            failed(error)
+        again, self._again = self._again, None
+        if again is not None and not done.cancelled():
+            self.soon(again)
 
     def _sync(self) -> None:
         done, self._next = self._next, None

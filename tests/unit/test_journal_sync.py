@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from bcd import journal_sync
+from bcd.bus import Bus
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord
+from bcd.journal_writer import JournalWriter, iso8601
 from bcd.model import RunKind, RunResult
-from tests.helpers.runner_kit import Kit
+from tests.helpers.runner_kit import Kit, eventually
 
 NOTHING = "INSERT OR REPLACE INTO service_state VALUES (?, 'up', 'dorset', 0, 'test')"
 
@@ -54,15 +56,33 @@ async def test_callers_waiting_together_share_one_fsync_of_the_wal(tmp_path: Pat
     journal.close()
 
 
-async def test_a_runs_end_is_synced_soon_without_waiting_for_it(tmp_path: Path, synced: list[str]) -> None:
+def started(runs: RunJournal) -> int:
+    return runs.create(RunRecord(0, "payroll", "move", RunKind.FAILOVER, "auto", "active down", "dorset", "hampshire",
+                                 False, False, {}, 1.0, None, RunResult.RUNNING, "", None, None, None))
+
+
+async def test_a_runs_end_is_synced_in_the_background(tmp_path: Path, synced: list[str]) -> None:
     journal = Journal(tmp_path / "bcd.sqlite")
     runs = RunJournal(journal)
-    run_id = runs.create(RunRecord(0, "payroll", "move", RunKind.FAILOVER, "auto", "active down", "dorset",
-                                   "hampshire", False, False, {}, 1.0, None, RunResult.RUNNING, "", None, None, None))
-    runs.finish(run_id, RunResult.SUCCEEDED, 2.0, "done", sync=False)
-    assert synced == []  # the caller did not wait
-    await asyncio.sleep(0)  # the sync comes after the callbacks ready now
-    assert synced[0] == "bcd.sqlite-wal"
+    runs.finish(started(runs), RunResult.SUCCEEDED, 2.0, "done", sync=False)
+    assert journal.syncs.pending == 1
+    await eventually(lambda: journal.syncs.pending == 0, 5, "the run's end synced")
+    assert synced == ["bcd.sqlite-wal", tmp_path.name]
+    await journal.syncs.durable()  # already on disk: nothing more to sync
+    assert len(synced) == 2
+    journal.close()
+
+
+async def test_a_background_sync_that_fails_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_sync, "_fsync", RefusingDisk())
+    journal = Journal(tmp_path / "bcd.sqlite")
+    writer = JournalWriter(journal, Bus())
+    runs = RunJournal(journal, writer)
+    runs.finish(started(runs), RunResult.SUCCEEDED, 2.0, "done", sync=False)
+    await eventually(lambda: writer.failing, 5, "the failed sync reported")
+    assert writer.refusal() == ("journal cannot be written: sync failed: [Errno 5] Input/output error since "
+                                + iso8601(writer.failing_since or 0.0))
+    writer.close()
     journal.close()
 
 
