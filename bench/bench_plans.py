@@ -1,8 +1,9 @@
 """Recovery plans (`make bench`): how long planning a 500-service estate takes (groups, skips, critical path,
-the dry run's text), and the overhead of a 200-service evacuation whose runbooks each take 1 s with
-`parallel: 10` against its bound (critical path + services / parallel), on the real Engine, Runner, plan
-runner and a SQLite journal in a temporary directory (in process: no HTTP, no probes; the standbys are fed in
-as up)."""
+the dry run's text), and a 200-service evacuation whose runbooks each take 1 s with `parallel: 10`: its total
+against its bound (critical path + services / parallel), its overhead over the runbooks' own time in groups
+of `parallel`, each move's overhead over its runbook (median, p99) and the CPU it took, on the real Engine,
+Runner, plan runner and a SQLite journal in a temporary directory (in process: no HTTP, no probes; the
+standbys are fed in as up)."""
 
 from __future__ import annotations
 
