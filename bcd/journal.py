@@ -1,7 +1,8 @@
 """The SQLite store under `state_dir`: current health and status, and the event journal.
 
-WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss (runs and steps are made
-durable by a group commit, `bcd.journal_sync`, before what they describe happens). Writes happen on
+WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss (runs and steps are committed
+without waiting, then made durable by a group commit, `bcd.journal_sync`: a step's start before the step runs,
+a run's end soon after it). Writes happen on
 transitions and decisions (rare), never per observation; the engine groups the writes of one event-loop
 iteration into one transaction (group commit), so a burst of transitions costs one fsync, not one each.
 """
