@@ -1,6 +1,8 @@
 """The SQLite store under `state_dir`: current health and status, and the event journal.
 
-WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss. Writes happen on
+WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss (runs and steps are committed
+without waiting, then made durable by a group commit, `bcd.journal_sync`: a step's start before the step runs,
+a run's end soon after it). Writes happen on
 transitions and decisions (rare), never per observation; the engine groups the writes of one event-loop
 iteration into one transaction (group commit), so a burst of transitions costs one fsync, not one each.
 """
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
+from bcd.journal_sync import WalSync
 from bcd.ledger import Ledger, Write, event_body
 from bcd.ledger import prune as ledger_prune
 from bcd.model import RunResult
@@ -81,6 +84,7 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_database(self.path)  # StateDirError if it is corrupt or cannot be written
+        self.syncs = WalSync(self.path)  # what was committed with sync=False is made durable through it
         self.create([*SCHEMA.split(";"), *RUNS_SCHEMA.split(";")])
         for table, column, definition in ADDED_COLUMNS:
             present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})").fetchall()}
@@ -141,6 +145,8 @@ class Journal:
             if self.ledger is not None:
                 self.ledger.flush()
             self._db.execute("COMMIT")
+            if not sync:
+                self.syncs.commits += 1
         except BaseException:
             if self._db.in_transaction:  # a failed COMMIT leaves it open; SQLITE_FULL may have ended it already
                 self._db.execute("ROLLBACK")
@@ -160,9 +166,10 @@ class Journal:
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
 
-    def apply(self, write: Write, at: float) -> sqlite3.Cursor:
-        """Make a change to a covered table and chain the rows it touched, in one transaction."""
-        with self.transaction():
+    def apply(self, write: Write, at: float, *, sync: bool = True) -> sqlite3.Cursor:
+        """Make a change to a covered table and chain the rows it touched, in one transaction (`sync`: see
+        `transaction`)."""
+        with self.transaction(sync=sync):
             cursor = self._db.execute(write.sql, write.params)
             if self.ledger is not None:
                 if write.where is None:
@@ -281,8 +288,10 @@ class WriteFailures(Protocol):
 
 
 class RunJournal:
-    """Runs and steps, in the same SQLite file. Every write commits (and fsyncs) before it returns:
-    a step is journaled as started before it runs, so kill -9 can never hide a step that ran.
+    """Runs and steps, in the same SQLite file. Every write commits before it returns and by default fsyncs
+    too; the runner writes with `sync=False` and awaits `durable()` (one fsync for the runs waiting together)
+    before a step runs: a step is on disk as started before it runs, so neither kill -9 nor a power cut can hide
+    a step that ran.
 
     When the journal cannot be written, a record of what is about to happen (a run created, a step started,
     an acknowledgement) raises JournalWriteError, so that it does not happen; a record of what has happened
@@ -293,45 +302,62 @@ class RunJournal:
         self._failures = failures
         self.clock = time.time
 
-    def _write(self, write: Write) -> sqlite3.Cursor:
+    def _write(self, write: Write, sync: bool = True) -> sqlite3.Cursor:
         """A record that must be on disk before what it describes may happen: written (and chained) now, or
-        JournalWriteError (reported to `failures`)."""
+        JournalWriteError (reported to `failures`). `sync=False`: the caller awaits `durable()` before then."""
         try:
-            return self._journal.apply(write, self.clock())
+            return self._journal.apply(write, self.clock(), sync=sync)
         except sqlite3.Error as exc:
-            if self._failures is not None:
-                self._failures.report(exc)
-            raise JournalWriteError(f"journal cannot be written: {exc}") from exc
+            raise self._refused(exc) from exc
 
-    def _record(self, write: Write) -> None:
+    def _refused(self, exc: sqlite3.Error | OSError) -> JournalWriteError:
+        """The error for a write or sync that failed, reported to `failures`."""
+        error = exc if isinstance(exc, sqlite3.Error) else sqlite3.OperationalError(f"sync failed: {exc}")
+        if self._failures is not None:
+            self._failures.report(error)
+        return JournalWriteError(f"journal cannot be written: {error}")
+
+    async def durable(self) -> None:
+        """Return once every record written so far is on disk (a group commit: `bcd.journal_sync`); raises
+        JournalWriteError (reported) when the disk refuses."""
+        try:
+            await self._journal.syncs.durable()
+        except OSError as exc:
+            raise self._refused(exc) from exc
+
+
+    def _record(self, write: Write, sync: bool = True) -> None:
         """A record of what has already happened: written now or, while the journal cannot be written, kept by
         `failures` in order and written when it can (raises JournalWriteError only without `failures`)."""
         if self._failures is not None and self._failures.failing:
             self._failures.keep(write)  # behind what is kept already: the same row's updates stay in order
             return
         try:
-            self._write(write)
+            self._write(write, sync)
         except JournalWriteError:
             if self._failures is None:
                 raise
             self._failures.keep(write)
 
-    def create(self, run: RunRecord) -> int:
+    def create(self, run: RunRecord, *, sync: bool = True) -> int:
         cursor = self._write(Write(
             f"INSERT INTO runs ({run_columns}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run.service, run.runbook, run.kind.value, run.trigger, run.reason, run.from_site, run.to_site,
              int(run.dry_run), int(run.forced), json.dumps(run.evidence), run.started, run.ended, run.result.value,
              run.detail, run.acknowledged_by, run.detected_at, run.verified_at), "runs",
-        ))
+        ), sync)
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
     def finish(self, run_id: int, result: RunResult, ended: float, detail: str,
-               verified_at: float | None = None) -> None:
+               verified_at: float | None = None, *, sync: bool = True) -> None:
+        """The run's end; `sync=False`: synced soon, the caller not waiting (a failure is reported)."""
         self._record(_run_write(
             "UPDATE runs SET result = ?, ended = ?, detail = ?, verified_at = ? WHERE id = ?",
             (result.value, ended, detail, verified_at, run_id),
-        ))
+        ), sync)
+        if not sync:
+            self._journal.syncs.soon(self._refused)
 
     def set_result(self, run_id: int, result: RunResult) -> None:
         self._record(_run_write("UPDATE runs SET result = ? WHERE id = ?", (result.value, run_id)))
@@ -356,18 +382,19 @@ class RunJournal:
         ))
         return cursor.rowcount > 0
 
-    def step_started(self, step: StepRecord) -> None:
+    def step_started(self, step: StepRecord, *, sync: bool = True) -> None:
         self._write(Write(
             f"INSERT OR REPLACE INTO steps ({_STEP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (step.run_id, step.seq, step.phase, step.name, step.kind, json.dumps(step.inputs), step.started,
              step.ended, step.attempts, step.outcome, step.output), "steps",
-        ))
+        ), sync)
 
-    def step_finished(self, run_id: int, seq: int, *, ended: float, attempts: int, outcome: str, output: str) -> None:
+    def step_finished(self, run_id: int, seq: int, *, ended: float, attempts: int, outcome: str, output: str,
+                      sync: bool = True) -> None:
         self._record(_step_write(
             "UPDATE steps SET ended = ?, attempts = ?, outcome = ?, output = ? WHERE run_id = ? AND seq = ?",
             (ended, attempts, outcome, output, run_id, seq),
-        ))
+        ), sync)
 
     def step_process(self, run_id: int, seq: int, pgid: int, start: int) -> None:
         """Record the process group a step started (its leader's pid and start time)."""

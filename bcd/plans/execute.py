@@ -19,6 +19,7 @@ import structlog
 
 from bcd import dependencies
 from bcd.events import Event, EventKind, PlanFinished, PlanGateWaiting, PlanGroupStarted, PlanServiceMoved
+from bcd.journal import JournalWriteError
 from bcd.model import PlanRef, RunKind, RunResult
 from bcd.operations import Accepted, Operations, Transfer
 from bcd.plans.model import FINISHED_MOVES, Move, MoveState, PlanRun, PlanState
@@ -49,6 +50,8 @@ class Live:
     lost: bool = False  # in a cluster: this instance lost the plan's lock (another may resume the run)
     shared_seq: int = -1  # the run's `seq` last written to etcd
     sharing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one write of the shared record at a time
+    unsaved: list[Move] = field(default_factory=list)  # moves changed in `run` since it was last journaled
+    saving: asyncio.Future[None] | None = None  # done once they are journaled (`Execution.journaled`)
 
 
 class Shared(Protocol):
@@ -113,11 +116,43 @@ class Execution:
             log.warning("plan_lock_lost", plan=live.run.plan, plan_run=live.run.id, hint=LOST_LOCK)
 
     def set_move(self, live: Live, move: Move) -> None:
-        self.save(live, live.run.with_move(move))
+        """Change one service's move in the run at once; it is journaled, then announced, with the other moves
+        changed in this iteration of the event loop: one write of the run's record for the moves that start
+        or end together, not one each. `journaled()` waits for that write."""
+        live.run = live.run.with_move(move)
+        live.unsaved.append(move)
+        if live.saving is None:
+            loop = asyncio.get_running_loop()
+            live.saving = loop.create_future()
+            live.saving.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved
+            loop.call_soon(self.write_moves, live)
+
+    async def journaled(self, live: Live) -> None:
+        """Return once every move changed so far is journaled (JournalWriteError: it could not be)."""
+        if live.saving is not None:
+            await asyncio.shield(live.saving)
+
+    def write_moves(self, live: Live) -> None:
+        """Journal the moves changed since the last write, then announce them. The journal failing: they are
+        kept for the next write, and whoever waits in `journaled()` gets the JournalWriteError."""
+        saving, live.saving = live.saving, None
+        moves, live.unsaved = live.unsaved, []
+        try:
+            if moves:
+                self.save(live, live.run)
+        except JournalWriteError as exc:
+            live.unsaved[:0] = moves
+            if saving is None:
+                raise
+            saving.set_exception(exc)
+            return
+        if saving is not None:
+            saving.set_result(None)
         run = live.run
-        self.emit(EventKind.PLAN_SERVICE_MOVED, run, f"plan run {run.id}: {move.service} {move.state}"
-                  + (f": {move.reason}" if move.reason else ""),
-                  PlanServiceMoved(run.plan, run.id, move.state.value, move.run_id), service=move.service)
+        for move in moves:
+            self.emit(EventKind.PLAN_SERVICE_MOVED, run, f"plan run {run.id}: {move.service} {move.state}"
+                      + (f": {move.reason}" if move.reason else ""),
+                      PlanServiceMoved(run.plan, run.id, move.state.value, move.run_id), service=move.service)
 
     def emit(self, kind: EventKind, run: PlanRun, reason: str, payload: object, service: str | None = None) -> None:
         self._emit(Event(kind, self.clock(), service, None, reason, payload))  # type: ignore[arg-type]
@@ -143,6 +178,7 @@ class Execution:
                 self.emit(EventKind.PLAN_GROUP_STARTED, live.run, f"plan run {live.run.id}: group {number}",
                           PlanGroupStarted(live.run.plan, live.run.id, number, tuple(group)))
                 await self._group(live, group)
+                self.write_moves(live)  # the group's moves announced before what follows it (a gate, the end)
             self._finish(live)
         except asyncio.CancelledError:
             run = replace(live.run, state=PlanState.INTERRUPTED,
@@ -226,6 +262,7 @@ class Execution:
             run = live.run
             now = self.clock()
             self.set_move(live, replace(move, state=MoveState.MOVING, started=now, reason=""))
+            await self.journaled(live)  # journaled before its run is asked for: never started twice
             if not await self.flush(live):  # every instance must see `moving` before the move can start
                 self.set_move(live, replace(live.run.move(move.service) or move, state=MoveState.PENDING,
                                             started=None, reason="not started: " + LOST_LOCK))
@@ -256,9 +293,12 @@ class Execution:
             live.stopping = f"{move.service} failed and the plan stops on failure"
 
     async def _wait_run(self, run_id: int) -> tuple[RunResult, str]:
-        """The run's result once it has ended: woken by its announced end, checking the journal at least
-        every second (an announcement a full bus queue dropped is not waited for forever)."""
+        """The run's result once it has ended: woken by the runner as soon as the run's end is journaled (or,
+        for a run not in progress here, by its announced end), checking the journal at least every second (an
+        announcement a full bus queue dropped, or an end the journal could not take yet, is not waited for
+        forever)."""
         ended = self._ended.setdefault(run_id, asyncio.Event())
+        end = self.operations.run_end(run_id)
         try:
             while True:
                 record = self.estate.run(run_id)
@@ -266,6 +306,9 @@ class Execution:
                         RunResult.RUNNING, RunResult.WAITING_APPROVAL):
                     return record.result, record.detail
                 ended.clear()
+                if end is not None and not end.done():
+                    await asyncio.wait({end}, timeout=1.0)
+                    continue
                 try:
                     async with asyncio.timeout(1.0):
                         await ended.wait()
@@ -275,6 +318,7 @@ class Execution:
             self._ended.pop(run_id, None)
 
     def _finish(self, live: Live) -> None:
+        self.write_moves(live)
         run = live.run
         states = [move.state for move in run.moves if move.group > 0]
         if live.lost:  # journaled here only: the run is another instance's to resume (or this one's, later)

@@ -7,13 +7,14 @@ waiting at a gate, or interrupted) at a time, whatever asks — the database ref
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from dataclasses import replace
 from typing import Any
 
 from bcd.journal import Journal, JournalWriteError
-from bcd.plans.model import OPEN_STATES, PlanRun
+from bcd.plans.model import OPEN_STATES, Move, PlanRun
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS plan_runs (
@@ -120,9 +121,18 @@ class PlanJournal:
 
 
 def _data(run: PlanRun) -> str:
-    data = run.to_json()
-    del data["groups"]  # derived from the moves
-    return json.dumps(data)
+    """The run as JSON, without its groups (derived from the moves). The record is written whole at every
+    change of one of its moves: each move's text is kept from the saves before, so a save encodes only the
+    moves that changed, not the whole estate again."""
+    data = replace(run, moves=()).to_json()
+    del data["groups"], data["services"]
+    head = json.dumps(data)
+    return f'{head[:-1]}, "services": [{", ".join(map(_move_text, run.moves))}]}}'
+
+
+@functools.lru_cache(maxsize=4096)
+def _move_text(move: Move) -> str:
+    return json.dumps(move.to_json())
 
 
 def _run(row: tuple[Any, ...]) -> PlanRun:

@@ -123,7 +123,7 @@ class ActiveRun:
                        self.waiting_step)
 
 
-TRIGGERS = ("auto", "operator")  # the trigger label: automatic, or any operator (API, CLI, MQTT)
+TRIGGERS = ("auto", "operator")  # the trigger label (`TRIGGERS[trigger != "auto"]`): automatic, or any operator
 FINAL_RESULTS = tuple(str(result) for result in RunResult if result not in (RunResult.RUNNING,
                                                                           RunResult.WAITING_APPROVAL))
 
@@ -203,7 +203,7 @@ class Runner:
         for record in stale:
             notes = orphans.settle(self.journal, record, kill=self.kill_orphans)
             self.journal.mark_interrupted(record.id, now, "; ".join([INTERRUPTED, *notes.values()]), notes)
-            self.stats.runs[(record.service, record.runbook, _trigger(record.trigger), "interrupted")] += 1
+            self.stats.runs[(record.service, record.runbook, TRIGGERS[record.trigger != "auto"], "interrupted")] += 1
             reason = "; ".join(["interrupted: the daemon stopped during this run", *notes.values()])
             self.hooks.emit(
                 Event(EventKind.RUN_FINISHED, now, record.service, None, reason,
@@ -224,7 +224,8 @@ class Runner:
             forced=request.forced, evidence=request.evidence, started=now, ended=None, result=RunResult.RUNNING,
             detail="", acknowledged_by=None, detected_at=request.detected_at, verified_at=None,
         )
-        run = ActiveRun(request, self.journal.create(record), now)
+        # synced by the first step's durable(); a fenced run's now, as its steps reach etcd before the journal
+        run = ActiveRun(request, self.journal.create(record, sync=request.fence is not None), now)
         self.active[request.service] = run
         if request.detected_at is not None and request.kind is RunKind.FAILOVER and not request.dry_run:
             self.stats.detection[request.service] = max(0.0, now - request.detected_at)
@@ -335,13 +336,14 @@ class Runner:
         outcome_word = "dry_run" if request.dry_run else "running"
         self.journal.step_started(StepRecord(
             run.id, seq, phase, step.name, step.kind, mask(rendered, self.secrets), started, None, 0, outcome_word, ""
-        ))
+        ), sync=False)  # on disk before the step runs: durable() below
         self._step_event(run, StepStarted(run.id, seq, step.name, step.kind, phase, mask(rendered, self.secrets)))
         if request.dry_run:
-            self.journal.step_finished(run.id, seq, ended=started, attempts=0, outcome="dry_run", output="")
+            self.journal.step_finished(run.id, seq, ended=started, attempts=0, outcome="dry_run", output="", sync=False)
             return True
         attempts, outcome, output, ok = 0, "", "", False
         try:
+            await self.journal.durable()  # one fsync shared with the runs starting steps now, off the event loop
             attempts, result = await self._attempts(run, step, spec, variables)
             outcome, output, ok = "succeeded", f"{result.summary}\n{result.output}".strip(), True
         except StepError as exc:
@@ -350,8 +352,9 @@ class Runner:
         except asyncio.CancelledError:
             outcome, output = "aborted" if run.aborted_by else "interrupted", "cancelled"
             raise
-        except LostLock as exc:
-            outcome, output = "interrupted", f"lost_lock: {exc}"
+        except (LostLock, JournalWriteError) as exc:  # a lost lock, or the step's start not on disk: it never ran
+            outcome, output = ("interrupted", f"lost_lock: {exc}") if isinstance(exc, LostLock) else (
+                "failed", f"not run: {exc}")
             raise
         except Exception as exc:  # a bug in a step kind fails the step (and is logged), never the daemon
             log.exception("step_crashed", run_id=run.id, step=step.name)
@@ -361,7 +364,7 @@ class Runner:
                 request.fence.after_step(run.id, seq, phase, step.name, outcome or "interrupted")
             ended = self.clock()
             self.journal.step_finished(run.id, seq, ended=ended, attempts=attempts, outcome=outcome or "interrupted",
-                                       output=mask(output[:4096], self.secrets))
+                                       output=mask(output[:4096], self.secrets), sync=False)  # the next sync covers it
             self.stats.step_durations.setdefault(
                 (request.service, request.runbook_name, step.name), Histogram(STEP_BUCKETS)
             ).observe(ended - started)
@@ -457,9 +460,9 @@ class Runner:
         succeeded = result is RunResult.SUCCEEDED
         verified = run.verified_at or (now if succeeded and self.hooks.site_state(
             request.service, request.to_site) is SiteState.UP else None)
-        self.journal.finish(run.id, result, now, detail, verified if succeeded else None)
+        self.journal.finish(run.id, result, now, detail, verified if succeeded else None, sync=False)
         self.active.pop(request.service, None)
-        self.stats.runs[(request.service, request.runbook_name, _trigger(request.trigger), str(result))] += 1
+        self.stats.runs[(request.service, request.runbook_name, TRIGGERS[request.trigger != "auto"], str(result))] += 1
         self.stats.durations.setdefault((request.service, request.runbook_name), Histogram(DURATION_BUCKETS)).observe(
             now - run.started)
         if succeeded:
@@ -494,7 +497,3 @@ async def _under_lock(fence: RunFence | None, work: Any) -> StepOutcome:
         raise LostLock(watch.result())
     outcome: StepOutcome = step.result()
     return outcome
-
-
-def _trigger(trigger: str) -> str:
-    return TRIGGERS[0] if trigger == "auto" else TRIGGERS[1]

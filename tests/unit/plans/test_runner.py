@@ -266,3 +266,20 @@ async def test_resume_after_a_stop_settles_the_cut_short_move_first(tmp_path: Pa
     assert states["a"][0] is MoveState.FAILED and states["a"][1].endswith("interrupted, acknowledged by olive")
     assert states["b"][0] is MoveState.SKIPPED and states["c"][0] is MoveState.MOVED
     assert [r.service for r in estate.engine.runs.recent()].count("a") == 1  # a's run never started again
+
+
+async def test_a_move_learns_of_its_runs_end_from_the_runner_not_the_bus(tmp_path: Path, stop: list[Estate]) -> None:
+    # without the plan runner's listener on the bus, a move would see its run's end only at the journal check
+    # it makes every second; from the runner it sees it at once
+    estate = await build(tmp_path, {"a": [], "b": ["a"], "c": ["b"]}, "{from: dorset, to: hampshire}")
+    stop.append(estate)
+    listener = estate.plans._listener
+    assert listener is not None
+    listener.cancel()
+    run = await estate.ended((await estate.run()).id)
+    assert run.state is PlanState.SUCCEEDED, run
+    moves = {m.service: m for m in run.moves}
+    runs = {m.service: estate.engine.runs.get(m.run_id) for m in run.moves if m.run_id is not None}
+    assert all(record is not None and record.ended is not None for record in runs.values())
+    late = {name: moves[name].ended - record.ended for name, record in runs.items()}  # type: ignore[operator, union-attr]
+    assert all(0 <= seconds < 0.5 for seconds in late.values()), late
