@@ -103,6 +103,18 @@ def test_a_deleted_or_added_row_is_named(tmp_path: Path, sql: str, named: str) -
     assert check(path).problems[0][1] == named
 
 
+@needs_sqlite3
+def test_deleted_events_rows_are_one_gap_and_the_rest_of_the_chain_still_checks(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    for n in range(5):
+        journal.append(Event(EventKind.SITE_TRANSITION, float(n + 1), "payroll", "dorset", f"change {n}", DOWN))
+    journal.close()
+    tamper(path, "DELETE FROM events WHERE id IN (2, 3)")  # entries 3 and 4
+    assert [text for _, text in check(path).problems] == [
+        "entries 3..4 missing: entry 5 follows entry 2 (events rows 2..3 deleted)"]
+
+
 def test_a_rewritten_entry_breaks_the_link_to_the_next(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     written(path).close()
