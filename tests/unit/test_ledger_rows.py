@@ -95,3 +95,18 @@ def test_plan_runs_are_chained_and_a_changed_or_deleted_plan_run_row_is_named(tm
         f"plan_runs row 1 differs from entry {last} (state: 'succeeded' in the ledger, 'failed' in the row)")
     tamper(path, "DELETE FROM plan_runs")
     assert check(path).problems[0][1] == f"plan_runs row 1 is missing (entry {last} records it)"
+
+
+def test_pruning_a_journal_written_before_the_upgrade_keeps_what_remains_verifiable(tmp_path: Path) -> None:
+    path = tmp_path / "bcd.sqlite"
+    shutil.copyfile(BEFORE, path)
+    journal = Journal(path)
+    PlanJournal(journal)
+    journal.append(Event(EventKind.SITE_TRANSITION, 1.9e9, "payroll", "dorset", "early", DOWN))
+    journal.append(Event(EventKind.SITE_TRANSITION, 2e9, "payroll", "dorset", "much later", DOWN))
+    pruned = journal.prune(before=1.95e9, now=2e9 + 1)  # the old events (their entries in the ledger table) and
+    journal.close()                                     # the one in its own row before 1.95e9 go
+    assert pruned is not None and pruned["deleted"] == {"events": 4} and pruned["carried"] == 3  # run, step, plan
+    report = check(path)
+    assert report.problems == [] and report.starts_after == pruned["hash"]
+    assert report.rows == 1 + 1 + 1 + 1  # the later event, the run, its step, the plan run
