@@ -21,8 +21,10 @@ from typing import Any, Protocol
 import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
+from bcd.journal_schema import ADDED_COLUMNS, RUNS_SCHEMA, SCHEMA
+from bcd.journal_schema import STEP_COLUMNS as _STEP_COLUMNS
 from bcd.journal_sync import WalSync
-from bcd.ledger import Ledger, Write, event_body
+from bcd.ledger import Ledger, Write
 from bcd.ledger import prune as ledger_prune
 from bcd.model import RunResult
 from bcd.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
@@ -32,23 +34,6 @@ __all__ = ["INTERRUPTED", "RUN_FIELDS", "Journal", "JournalWriteError", "RunJour
            "SavedSite", "StepRecord"]  # the run records live in bcd.run_records; importers find them here too
 
 log = structlog.get_logger("bcd.journal")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS site_health (
-    service TEXT NOT NULL, site TEXT NOT NULL,
-    base TEXT NOT NULL, flapping INTEGER NOT NULL, maintenance_until REAL, maintenance_reason TEXT NOT NULL,
-    since REAL NOT NULL, reason TEXT NOT NULL,
-    PRIMARY KEY (service, site)
-);
-CREATE TABLE IF NOT EXISTS service_state (
-    service TEXT PRIMARY KEY, status TEXT NOT NULL, active TEXT NOT NULL, since REAL NOT NULL, reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
-    service TEXT, site TEXT, reason TEXT NOT NULL, data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_service ON events (service, id);
-"""
 
 
 class JournalWriteError(Exception):
@@ -91,6 +76,7 @@ class Journal:
             if column not in present:
                 self.create([f"ALTER TABLE {table} ADD COLUMN {column} {definition}"])
         self.ledger: Ledger | None = None
+        self._next_event: int | None = None  # the next events row's id (AUTOINCREMENT's), known before the INSERT
         if chained:
             self.ledger = self._start_chain()
 
@@ -152,6 +138,7 @@ class Journal:
                 self._db.execute("ROLLBACK")
             if self.ledger is not None and head is not None:
                 self.ledger.rollback(head)
+            self._next_event = None
             raise
         finally:
             if not sync:
@@ -185,6 +172,20 @@ class Journal:
         with self.transaction():
             return ledger_prune(self._db, self.ledger, before, now)
 
+    def cover(self, table: str) -> None:
+        """A covered table (bcd.ledger.COVERED) made by a plug-in: rows it holds from before the chain covered
+        it are adopted now (bcd.ledger.Ledger.cover), in their own transaction."""
+        if self.ledger is None:
+            return
+        try:
+            with self.transaction():
+                adopted = self.ledger.cover(time.time(), table)
+        except sqlite3.Error as exc:  # tried again at the next start; meanwhile `verify` names the rows
+            log.warning("journal_chain_adopt_failed", journal=str(self.path), table=table, error=str(exc))
+            return
+        if adopted:
+            log.info("journal_chain_adopted", journal=str(self.path), table=table, rows=adopted)
+
     def record(self, at: float, kind: str, ref: str, body: dict[str, Any]) -> None:
         """Chain an entry that is no table's row (a config load), committed at once."""
         if self.ledger is not None:
@@ -214,19 +215,26 @@ class Journal:
 
     def append(self, event: Event) -> Event:
         """Journal an event; returns it with its id."""
-        data = json.dumps(payload_json(event.data))
-        cursor = self._db.execute(
-            "INSERT INTO events (at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?)",
-            (event.at, event.kind.value, event.service, event.site, event.reason, data),
-        )
-        if self.ledger is not None:  # the row as `SELECT *` reads it (bcd.ledger_check compares the two)
-            row_id = cursor.lastrowid
-            assert row_id is not None
-            self.ledger.append_text(event.at, "events", str(row_id), event_body(
-                row_id, event.at, event.kind.value, event.service, event.site, event.reason, data))
-            if not self._db.in_transaction:
-                self.ledger.flush()
-        return replace(event, id=cursor.lastrowid)
+        return self.append_events([event])[0]
+
+    def append_events(self, events: list[Event]) -> list[Event]:
+        """Journal events in one statement (committed with the caller's transaction, or at once); returns them
+        with their ids. Chained, each row carries its own entry: its `seq` and `hash` (bcd.ledger)."""
+        with self.transaction():
+            first = self._next_event
+            if first is None:
+                row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+                first = (row[0] if row else 0) + 1
+            rows = [(row_id, event.at, event.kind.value, event.service, event.site, event.reason,
+                     json.dumps(payload_json(event.data))) for row_id, event in enumerate(events, first)]
+            if self.ledger is None:
+                self._db.executemany(_INSERT_EVENT, rows)
+            else:
+                chained = self.ledger.chain_events(rows)
+                self._db.executemany(_INSERT_CHAINED_EVENT, [
+                    (*row, *entry) for row, entry in zip(rows, chained, strict=True)])
+            self._next_event = first + len(rows)
+        return [replace(event, id=row[0]) for event, row in zip(events, rows, strict=True)]
 
     def last_events(self, count: int, service: str | None = None) -> list[Event]:
         """The newest `count` events, oldest first."""
@@ -248,32 +256,15 @@ class Journal:
         return [_event(row) for row in rows]
 
 
+_INSERT_EVENT = "INSERT INTO events (id, at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_CHAINED_EVENT = ("INSERT INTO events (id, at, kind, service, site, reason, data, seq, hash) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
 def _event(row: tuple[Any, ...]) -> Event:
     """An event from its journal row: (id, at, kind, service, site, reason, the payload's JSON)."""
     kind = EventKind(row[2])
     return Event(kind, row[1], row[3], row[4], row[5], payload_from_json(kind, json.loads(row[6])), row[0])
-
-
-RUNS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, service TEXT NOT NULL, runbook TEXT NOT NULL, kind TEXT NOT NULL,
-    trigger TEXT NOT NULL, reason TEXT NOT NULL, from_site TEXT NOT NULL, to_site TEXT NOT NULL,
-    dry_run INTEGER NOT NULL, forced INTEGER NOT NULL, evidence TEXT NOT NULL,
-    started REAL NOT NULL, ended REAL, result TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
-    acknowledged_by TEXT, detected_at REAL, verified_at REAL
-);
-CREATE INDEX IF NOT EXISTS runs_service ON runs (service, id);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id INTEGER NOT NULL, seq INTEGER NOT NULL, phase TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
-    inputs TEXT NOT NULL, started REAL NOT NULL, ended REAL, attempts INTEGER NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL, output TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, seq)
-);
-"""
-# Columns added since the first release, created on an existing database too: (table, column, definition).
-# pgid / pgid_start: a command step's process group and its leader's start time (see bcd.process).
-ADDED_COLUMNS = (("steps", "pgid", "INTEGER"), ("steps", "pgid_start", "INTEGER"))
-_STEP_COLUMNS = "run_id, seq, phase, name, kind, inputs, started, ended, attempts, outcome, output"
 
 
 class WriteFailures(Protocol):
@@ -324,7 +315,6 @@ class RunJournal:
             await self._journal.syncs.durable()
         except OSError as exc:
             raise self._refused(exc) from exc
-
 
     def _record(self, write: Write, sync: bool = True) -> None:
         """A record of what has already happened: written now or, while the journal cannot be written, kept by

@@ -174,7 +174,7 @@ class JournalWriter:
                     self.journal.save_site(site)
                 for service in queue.services.values():
                     self.journal.save_service(service)
-                written = [self.journal.append(event) for event in queue.events]
+                written = self.journal.append_events(queue.events)
                 gap = self.journal.append(gap) if gap is not None else None
                 if not queue.size and self.failing_since is not None:
                     self.journal.probe_write(now)  # nothing else to write: is it writable again?

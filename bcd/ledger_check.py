@@ -1,25 +1,40 @@
 """Checking the ledger (bcd.ledger): the chain itself, and every covered row against its last entry; reading a
 journal read-only (a running daemon may hold it); exporting entries as JSON lines and checking such a file.
 
-A problem names the entry where the chain breaks: a changed entry (its hash does not match its content), a
-missing one (a gap in `seq`), one that does not follow the entry before it (its `prev` is not that entry's
-hash: the entries before it were rewritten), or a covered row that differs from, or has no, entry.
+The chain is read from both places that keep entries (the ledger table, and events rows that carry their own),
+merged by `seq` (`entries`). A problem names the entry where the chain breaks: a changed entry (its hash does not
+match its content: for an events row that carries its entry, the row itself was changed), a missing one (a gap in
+`seq`: for such a row, the row was deleted), one that does not follow the entry before it (its `prev` is not that
+entry's hash: the entries before it were rewritten), or a covered row that differs from, or has no, entry.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from bcd.ledger import COVERED, GENESIS, canonical, chain_hash, entry_text, row_ref
+from bcd.ledger import (
+    COVERED,
+    GENESIS,
+    canonical,
+    chain_hash,
+    entry_text,
+    event_body,
+    events_chained,
+    row_body,
+    row_ref,
+    table_exists,
+)
 
-Entry = tuple[int, float, str, str, str, str, str]  # seq, at, kind, ref, body (canonical JSON), prev, hash
+# seq, at, kind, ref, body (canonical JSON), prev (None: not stored, the previous entry's hash), hash
+Entry = tuple[int, float, str, str, str, str | None, str]
 Row = tuple[str, dict[str, Any]]  # a covered row: its ref, its columns
-_ENTRY_COLUMNS = "seq, at, kind, ref, body, prev, hash"
 
 
 @dataclass(slots=True)
@@ -55,59 +70,129 @@ def has_ledger(db: sqlite3.Connection) -> bool:
 def check_chain(entries: Iterable[Entry], report: Report, expected_prev: str | None) -> Iterator[Entry]:
     """Walk entries in seq order, recording breaks in `report`; yield each entry for row checks.
     `expected_prev` None: the first entry's prev is taken as given (an export of a period)."""
-    last: tuple[int, str] | None = None
-    for entry in entries:
-        seq, at, kind, ref, body, prev, digest = entry
+    last: _Last | None = None
+    for seq, at, kind, ref, body, stored_prev, digest in entries:
+        text = entry_text(seq, at, kind, ref, body)
+        prev = stored_prev if stored_prev is not None else (last.digest if last is not None else expected_prev or "")
+        row_id = int(ref) if kind == "events" and stored_prev is None else None  # an events row's own entry
         if last is None:
             report.first, report.starts_after = seq, prev
             if expected_prev is not None and prev != expected_prev:
                 report.add(seq, f"entry {seq} does not start the chain: its prev is not "
                                 f"{'the genesis value' if seq == 1 else 'the hash the checkpoint kept'}")
-        elif seq != last[0] + 1:
-            missing = f"entry {last[0] + 1}" if seq == last[0] + 2 else f"entries {last[0] + 1}..{seq - 1}"
-            report.add(last[0] + 1, f"{missing} missing: entry {seq} follows entry {last[0]}")
-        elif prev != last[1]:
-            report.add(seq, f"entry {seq} does not follow entry {last[0]}: its prev is not that entry's hash "
-                            f"(entry {last[0]} or an earlier one was rewritten)")
-        if chain_hash(prev, entry_text(seq, at, kind, ref, body)) != digest:
-            report.add(seq, f"entry {seq} ({kind} {ref}) was changed: its hash does not match its content")
+        elif seq <= last.seq:
+            report.add(seq, f"entry {seq} is out of order: it follows entry {last.seq}")
+        elif seq != last.seq + 1:
+            report.add(last.seq + 1, _missing(last, seq, row_id))
+        elif prev != last.digest:
+            report.add(seq, _not_following(seq, last.seq))
+        computed = chain_hash(prev, text)
+        unknown = stored_prev is None and last is not None and seq != last.seq + 1  # its prev went with the gap
+        if computed != digest and not unknown:
+            if stored_prev is None and last is not None and chain_hash(last.computed, text) == digest:
+                report.add(seq, _not_following(seq, last.seq))  # its content is intact: the entry before was rewritten
+            else:
+                report.add(seq, f"entry {seq} ({kind} {ref}) was changed: its hash does not match its content")
         report.entries += 1
-        last = (seq, digest)
-        yield entry
+        last = _Last(seq, digest, computed, row_id)
+        yield seq, at, kind, ref, body, stored_prev, digest
     if last is not None:
-        report.head = last
+        report.head = (last.seq, last.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class _Last:
+    """The entry checked last: its seq, stored hash, the hash its content gives, its events row (if its own)."""
+
+    seq: int
+    digest: str
+    computed: str
+    row_id: int | None
+
+
+def _missing(last: _Last, seq: int, row_id: int | None) -> str:
+    """A gap in seq; between two events rows that carry their own entries, the rows deleted with them are named."""
+    missing = f"entry {last.seq + 1}" if seq == last.seq + 2 else f"entries {last.seq + 1}..{seq - 1}"
+    text = f"{missing} missing: entry {seq} follows entry {last.seq}"
+    if last.row_id is None or row_id is None or row_id - last.row_id != seq - last.seq:
+        return text
+    rows = f"row {last.row_id + 1}" if row_id == last.row_id + 2 else f"rows {last.row_id + 1}..{row_id - 1}"
+    return f"{text} (events {rows} deleted)"
+
+
+def _not_following(seq: int, before: int) -> str:
+    return (f"entry {seq} does not follow entry {before}: its prev is not that entry's hash "
+            f"(entry {before} or an earlier one was rewritten)")
+
+
+def entries(db: sqlite3.Connection) -> Iterator[Entry]:
+    """Every entry of the chain in seq order: the ledger table's and the events rows' that carry their own."""
+    table = db.execute("SELECT seq, at, kind, ref, body, prev, hash FROM ledger ORDER BY seq")
+    if not events_chained(db):
+        yield from table
+        return
+    rows = db.cursor().execute("SELECT seq, hash, id, at, kind, service, site, reason, data FROM events "
+                               "WHERE seq IS NOT NULL ORDER BY id")
+    in_rows = ((seq, at, "events", str(row_id), event_body(row_id, at, kind, service, site, reason, data), None,
+                digest) for seq, digest, row_id, at, kind, service, site, reason, data in rows)
+    yield from heapq.merge(table, in_rows, key=lambda entry: entry[0])
 
 
 def check_database(db: sqlite3.Connection) -> Report:
-    """Check a journal's ledger and every covered row."""
+    """Check a journal's ledger and every covered row (in one read transaction: a daemon may be writing)."""
     report = Report()
-    checkpoint = _checkpoint(db)
-    expected = checkpoint if checkpoint is not None else GENESIS
-    latest: dict[str, dict[str, tuple[int, Mapping[str, Any]]]] = {
-        table: {} for table, (_, once) in COVERED.items() if not once}
-    appended = {table: _rows(db, table) for table, (_, once) in COVERED.items() if once}
-    pending: dict[str, Row | None] = {table: next(rows, None) for table, rows in appended.items()}
-    cursor = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM ledger ORDER BY seq")
-    for seq, _, kind, ref, body, _, _ in check_chain(cursor, report, expected):
-        if kind in latest:
-            latest[kind][ref] = (seq, json.loads(body))
-        elif kind in appended:
-            pending[kind] = _match_appended(report, (kind, seq, ref), json.loads(body), appended[kind], pending[kind])
-    for table, rows in appended.items():
-        row = pending[table]
-        while row is not None:
-            report.add(report.head[0] + 1, f"{table} row {row[0]} has no ledger entry (written outside bcd)")
-            report.rows += 1
-            row = next(rows, None)
-    for table, entries in latest.items():
-        _match_updated(report, db, table, entries)
+    with _snapshot(db):
+        tables = {table: once for table, (_, once) in COVERED.items() if table_exists(db, table)}
+        expected = _checkpoint(db) or GENESIS
+        latest: dict[str, dict[str, tuple[int, Mapping[str, Any]]]] = {
+            table: {} for table, once in tables.items() if not once}
+        appended = {table: _rows(db, table) for table, once in tables.items() if once}
+        pending: dict[str, Row | None] = {table: next(rows, None) for table, rows in appended.items()}
+        for seq, _, kind, ref, body, prev, _ in check_chain(entries(db), report, expected):
+            if kind in latest:
+                latest[kind][ref] = (seq, json.loads(body))
+            elif kind in appended and prev is None:  # an events row that carries its own entry: checked with it
+                report.rows += 1
+            elif kind in appended:
+                pending[kind] = _match_appended(report, (kind, seq, ref), json.loads(body), appended[kind],
+                                                pending[kind])
+        for table, rows in appended.items():
+            row = pending[table]
+            while row is not None:
+                report.add(report.head[0] + 1, f"{table} row {row[0]} has no ledger entry (written outside bcd)")
+                report.rows += 1
+                row = next(rows, None)
+        for table, found in latest.items():
+            _match_updated(report, db, table, found)
     report.problems.sort(key=lambda problem: problem[0])
     return report
 
 
+@contextmanager
+def _snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction around what is read, so that the ledger and the rows agree with each other."""
+    if db.in_transaction:
+        yield
+        return
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("ROLLBACK")
+
+
+def _first_seq(db: sqlite3.Connection) -> int | None:
+    firsts = [row[0] for row in (
+        db.execute("SELECT min(seq) FROM ledger").fetchone(),
+        db.execute("SELECT seq FROM events WHERE seq IS NOT NULL ORDER BY id LIMIT 1").fetchone()
+        if events_chained(db) else None,
+    ) if row is not None and row[0] is not None]
+    return min(firsts) if firsts else None
+
+
 def _checkpoint(db: sqlite3.Connection) -> str | None:
     """The hash of the last pruned entry, as the newest checkpoint entry keeps it (None: nothing pruned)."""
-    first = db.execute("SELECT min(seq) FROM ledger").fetchone()[0]
+    first = _first_seq(db)
     if first is None or first == 1:
         return None
     for (body,) in db.execute("SELECT body FROM ledger WHERE kind = 'checkpoint' ORDER BY seq DESC"):
@@ -118,10 +203,12 @@ def _checkpoint(db: sqlite3.Connection) -> str | None:
 
 
 def _rows(db: sqlite3.Connection, table: str) -> Iterator[Row]:
-    cursor = db.cursor().execute(f"SELECT * FROM {table} ORDER BY rowid")
+    """A covered table's rows as their entries' bodies; of events, those whose entries are in the ledger table."""
+    own = " WHERE seq IS NULL" if table == "events" and events_chained(db) else ""
+    cursor = db.cursor().execute(f"SELECT * FROM {table}{own} ORDER BY rowid")
     columns = [column[0] for column in cursor.description]
     for values in cursor:
-        row = dict(zip(columns, values, strict=True))
+        row = row_body(table, dict(zip(columns, values, strict=True)))
         yield row_ref(table, row), row
 
 
@@ -144,11 +231,13 @@ def _match_appended(report: Report, where: tuple[str, int, str], body: Mapping[s
 
 def _match_updated(report: Report, db: sqlite3.Connection, table: str,
                    entries: dict[str, tuple[int, Mapping[str, Any]]]) -> None:
+    why = "written outside bcd" if entries else (  # a table with no entry at all may predate its coverage
+        f"written outside bcd, or by a bcd that did not chain {table} yet: the daemon adopts those when it starts")
     for ref, row in _rows(db, table):
         report.rows += 1
         found = entries.pop(ref, None)
         if found is None:
-            report.add(report.head[0] + 1, f"{table} row {ref} has no ledger entry (written outside bcd)")
+            report.add(report.head[0] + 1, f"{table} row {ref} has no ledger entry ({why})")
         else:
             _compare(report, (table, found[0], ref), found[1], row)
     for ref, (seq, _) in entries.items():
@@ -166,21 +255,31 @@ def _compare(report: Report, where: tuple[str, int, str], body: Mapping[str, Any
 
 
 def head_at(db: sqlite3.Connection, until: float) -> tuple[int, str] | None:
-    """The chain's head as it stood at `until` (the last entry before it): what a report of a period quotes."""
-    row = db.execute("SELECT seq, hash FROM ledger WHERE at < ? ORDER BY seq DESC LIMIT 1", (until,)).fetchone()
-    return (row[0], row[1]) if row else None
+    """The chain's head as it stood at `until`: (seq, hash) of the newest entry whose `at` is before it, None when
+    there is none. What a report of a period quotes; an export of the entries up to `until` ends with it, and the
+    next period's entries continue from it (their first `prev`)."""
+    found = [row for row in (
+        db.execute("SELECT seq, hash FROM ledger WHERE at < ? ORDER BY seq DESC LIMIT 1", (until,)).fetchone(),
+        db.execute("SELECT seq, hash FROM events WHERE seq IS NOT NULL AND at < ? ORDER BY id DESC LIMIT 1",
+                   (until,)).fetchone() if events_chained(db) else None,
+    ) if row is not None]
+    return max((row[0], row[1]) for row in found) if found else None
 
 
 # -- export ----------------------------------------------------------------------------------------------------
 def export(db: sqlite3.Connection, out: TextIO, start: float | None = None, end: float | None = None) -> int:
     """Write the entries with `start <= at < end` as JSON lines (each entry with its prev and hash); returns
     how many. Entries are in seq order; a period cut out of the chain checks on its own (`check_lines`)."""
-    sql = f"SELECT {_ENTRY_COLUMNS} FROM ledger WHERE at >= ? AND at < ? ORDER BY seq"
-    count = 0
-    for seq, at, kind, ref, body, prev, digest in db.execute(sql, (start or float("-inf"), end or float("inf"))):
-        out.write(canonical({"seq": seq, "at": at, "kind": kind, "ref": ref, "body": json.loads(body),
-                             "prev": prev, "hash": digest}) + "\n")
-        count += 1
+    low, high = start or float("-inf"), end or float("inf")
+    count, last = 0, GENESIS
+    with _snapshot(db):
+        for seq, at, kind, ref, body, stored_prev, digest in entries(db):
+            prev = stored_prev if stored_prev is not None else last
+            last = digest
+            if low <= at < high:
+                out.write(canonical({"seq": seq, "at": at, "kind": kind, "ref": ref, "body": json.loads(body),
+                                     "prev": prev, "hash": digest}) + "\n")
+                count += 1
     return count
 
 

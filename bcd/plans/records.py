@@ -1,5 +1,6 @@
 """Plan runs in the journal: one row per run (its services, groups, each move's run id, result and times, the
-gates and who approved them, as JSON), written and committed before what it describes happens.
+gates and who approved them, as JSON), written and committed before what it describes happens, and chained in the
+journal's ledger like runs and steps (bcd.ledger: every write goes through `Journal.apply`).
 
 The table's partial unique index is the plan's local lock: at most one run of a plan is open (running,
 waiting at a gate, or interrupted) at a time, whatever asks — the database refuses a second.
@@ -10,10 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import time
 from dataclasses import replace
 from typing import Any
 
 from bcd.journal import Journal, JournalWriteError
+from bcd.ledger import Write
 from bcd.plans.model import OPEN_STATES, Move, PlanRun
 
 SCHEMA = f"""
@@ -38,16 +41,19 @@ class PlanBusy(Exception):
 class PlanJournal:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
+        self.clock = time.time
         journal.create(SCHEMA.split(";"))
+        journal.cover("plan_runs")  # rows a bcd wrote before the chain covered plan runs
 
     def create(self, run: PlanRun) -> PlanRun:
         """Write a new run: with its own id when it has one (in a cluster, the plan lock's token: the same on
         every instance), else with the next (filled in). Raises PlanBusy when the plan has an open run (or the id
         is taken), JournalWriteError when the journal cannot be written."""
         try:
-            cursor = self._journal.execute(
+            cursor = self._journal.apply(Write(
                 "INSERT INTO plan_runs (id, plan, state, started, ended, data) VALUES (?, ?, ?, ?, ?, ?)",
-                (run.id or None, run.plan, run.state.value, run.started, run.ended, _data(run)))
+                (run.id or None, run.plan, run.state.value, run.started, run.ended, _data(run)), "plan_runs"),
+                self.clock())
         except sqlite3.IntegrityError:
             holder = self.open_run(run.plan)
             raise PlanBusy(f"plan run {holder.id} of {run.plan} is {holder.state}" if holder else run.plan) from None
@@ -63,8 +69,9 @@ class PlanJournal:
         no record: resume starts it)."""
         try:
             with self._journal.transaction(sync=False):
-                self._journal.execute("UPDATE plan_runs SET state = ?, ended = ?, data = ? WHERE id = ?",
-                                      (run.state.value, run.ended, _data(run), run.id))
+                self._journal.apply(Write("UPDATE plan_runs SET state = ?, ended = ?, data = ? WHERE id = ?",
+                                          (run.state.value, run.ended, _data(run), run.id), "plan_runs", "id = ?",
+                                          (run.id,)), self.clock())
         except sqlite3.Error as exc:
             raise JournalWriteError(f"journal cannot be written: {exc}") from exc
 
@@ -73,11 +80,11 @@ class PlanJournal:
         Raises PlanBusy when this journal has another open run of the plan, JournalWriteError when it cannot be
         written."""
         try:
-            with self._journal.transaction(sync=False):
-                self._journal.execute(
-                    "INSERT INTO plan_runs (id, plan, state, started, ended, data) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended = excluded.ended, "
-                    "data = excluded.data", (run.id, run.plan, run.state.value, run.started, run.ended, _data(run)))
+            self._journal.apply(Write(
+                "INSERT INTO plan_runs (id, plan, state, started, ended, data) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET state = excluded.state, ended = excluded.ended, "
+                "data = excluded.data", (run.id, run.plan, run.state.value, run.started, run.ended, _data(run)),
+                "plan_runs", "id = ?", (run.id,)), self.clock(), sync=False)
         except sqlite3.IntegrityError:
             holder = self.open_run(run.plan)
             raise PlanBusy(f"plan run {holder.id} of {run.plan} is {holder.state}" if holder else run.plan) from None

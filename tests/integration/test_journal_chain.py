@@ -1,6 +1,6 @@
 """The chained journal of a running daemon (a subprocess on real files): `bcd journal verify` checks it while
-the daemon runs (read-only), a run and its steps are covered, a SIGHUP reload is chained with who sent it, and
-a row changed after the daemon stopped is named."""
+the daemon runs (read-only), a run and its steps are covered, a SIGHUP reload is chained with who sent it, a
+plan run is covered, and a row changed after the daemon stopped is named."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from bcd.ledger_check import entries
 from tests.helpers.daemon import write_config
 from tests.integration.runbooks.daemon_kit import Estate, open_estate
+from tests.integration.test_plans import estate as plan_estate
+from tests.integration.test_plans import wait_plan
 
 
 @pytest.fixture
@@ -50,10 +53,29 @@ async def test_a_running_daemons_journal_verifies_and_a_reload_and_a_run_are_cha
     assert await daemon.stop() == 0
     with contextlib.closing(sqlite3.connect(estate.state_dir / "bcd.sqlite")) as db:
         (seq,) = db.execute("SELECT max(seq) FROM ledger WHERE kind = 'steps'").fetchone()
-        kinds = {row[0] for row in db.execute("SELECT DISTINCT kind FROM ledger")}
+        kinds = {entry[2] for entry in entries(db)}  # events carry their entries in their own rows
         db.execute("UPDATE steps SET output = 'all fine'")
         db.commit()
     assert kinds >= {"genesis", "config", "events", "runs", "steps"}
     code, out = await verify(estate.config_path)
     assert code == 1
     assert f"NOT intact: the chain breaks at entry {seq}: steps row {run['id']}/1 differs from entry {seq} " in out
+
+
+async def test_a_plan_run_of_the_daemon_is_chained_and_a_changed_plan_run_row_is_named(tmp_path: Path) -> None:
+    async with plan_estate(tmp_path, {"directory": [], "payroll": ["directory"]},
+                           "{from: dorset, to: hampshire}") as (daemon, _):
+        status, _, body = await daemon.call("POST", "/api/v1/plans/evacuate/run", body={"reason": "drill"})
+        assert status == 202, body
+        run = await wait_plan(daemon, body["plan_run"]["id"], lambda run: run["ended"] is not None)
+        assert run["state"] == "succeeded"
+        code, out = await verify(tmp_path / "bcd.yaml")  # while the daemon runs
+        assert code == 0, out
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "bcd.sqlite")) as db:
+        (seq,) = db.execute("SELECT max(seq) FROM ledger WHERE kind = 'plan_runs'").fetchone()
+        db.execute("UPDATE plan_runs SET state = 'failed'")  # as a tamperer would, after the daemon stopped
+        db.commit()
+    code, out = await verify(tmp_path / "bcd.yaml")
+    assert code == 1
+    assert (f"NOT intact: the chain breaks at entry {seq}: plan_runs row {run['id']} differs from entry {seq} "
+            "(state: 'succeeded' in the ledger, 'failed' in the row)") in out

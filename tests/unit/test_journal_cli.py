@@ -63,8 +63,8 @@ def test_verify_exits_0_when_intact_and_1_naming_the_first_break(estate: Path, t
     broken = bcd("journal", "verify", "-c", str(estate))
     assert broken.returncode == EXIT_FAILED
     assert broken.stdout.splitlines()[0].endswith(
-        "NOT intact: the chain breaks at entry 4: events row 3 differs from entry 4 (reason: 'change 2' in the "
-        "ledger, 'nothing' in the row)")
+        "NOT intact: the chain breaks at entry 4: entry 4 (events 3) was changed: its hash does not match its "
+        "content")
 
 
 def test_an_export_verifies_offline_and_a_changed_line_fails(estate: Path, tmp_path: Path) -> None:

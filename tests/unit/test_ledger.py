@@ -1,6 +1,10 @@
 """The tamper-evident ledger on a real SQLite file: changed or deleted rows (made with the `sqlite3` command,
 as a tamperer would) are named by the check; an export checks offline; a journal from before the chain starts
-it with a genesis entry; pruning keeps what remains verifiable."""
+it with a genesis entry; pruning keeps what remains verifiable.
+
+An events row carries its own entry (its `seq` and `hash` columns): changing the row changes that entry, and
+deleting it leaves a gap in the chain; runs and steps have theirs in the ledger table, which also keeps what
+the row said (so the check shows the old value)."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.journal_writer import JournalWriter
 from bcd.ledger import canonical, event_body
-from bcd.ledger_check import Report, check_database, check_lines, export, head_at, open_readonly
+from bcd.ledger_check import Report, check_database, check_lines, entries, export, head_at, open_readonly
 from bcd.model import RunResult
 from tests.helpers.sqlite_full import BIG, FullJournal
 from tests.unit.test_journal_writer import FakeTimers
@@ -70,11 +74,11 @@ def test_an_untouched_journal_is_intact_and_every_row_is_covered(tmp_path: Path)
 @needs_sqlite3
 @pytest.mark.parametrize(("sql", "named"), [
     ("UPDATE events SET reason = 'nothing happened' WHERE id = 2",
-     "events row 2 differs from entry 3 (reason: 'change 1' in the ledger, 'nothing happened' in the row)"),
+     "entry 3 (events 2) was changed: its hash does not match its content"),
     ("UPDATE runs SET acknowledged_by = 'mallory'", "runs row 1 differs from entry 11 (acknowledged_by: 'alice'"),
     ("UPDATE steps SET outcome = 'succeeded' WHERE seq = 2", "steps row 1/2 differs from entry 9 (outcome: 'failed'"),
-    ("UPDATE ledger SET body = replace(body, 'change 1', 'nothing') WHERE seq = 3",
-     "entry 3 (events 2) was changed: its hash does not match its content"),
+    ("UPDATE ledger SET body = replace(body, 'active down', 'nothing') WHERE seq = 5",
+     "entry 5 (runs 1) was changed: its hash does not match its content"),
 ])
 def test_a_changed_row_is_named(tmp_path: Path, sql: str, named: str) -> None:
     path = tmp_path / "j.sqlite"
@@ -86,8 +90,8 @@ def test_a_changed_row_is_named(tmp_path: Path, sql: str, named: str) -> None:
 
 @needs_sqlite3
 @pytest.mark.parametrize(("sql", "named"), [
-    ("DELETE FROM events WHERE id = 2", "events row 2 is missing (entry 3 records it)"),
-    ("DELETE FROM ledger WHERE seq = 3", "entry 3 missing: entry 4 follows entry 2"),
+    ("DELETE FROM events WHERE id = 2", "entry 3 missing: entry 4 follows entry 2 (events row 2 deleted)"),
+    ("DELETE FROM ledger WHERE seq = 5", "entry 5 missing: entry 6 follows entry 4"),
     ("DELETE FROM steps WHERE seq = 1", "steps row 1/1 is missing (entry 7 records it)"),
     ("INSERT INTO events (at, kind, service, site, reason, data) VALUES (9, 'site_transition', 'payroll', "
      "'dorset', 'forged', '{}')", "events row 4 has no ledger entry (written outside bcd)"),
@@ -99,11 +103,23 @@ def test_a_deleted_or_added_row_is_named(tmp_path: Path, sql: str, named: str) -
     assert check(path).problems[0][1] == named
 
 
+@needs_sqlite3
+def test_deleted_events_rows_are_one_gap_and_the_rest_of_the_chain_still_checks(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    for n in range(5):
+        journal.append(Event(EventKind.SITE_TRANSITION, float(n + 1), "payroll", "dorset", f"change {n}", DOWN))
+    journal.close()
+    tamper(path, "DELETE FROM events WHERE id IN (2, 3)")  # entries 3 and 4
+    assert [text for _, text in check(path).problems] == [
+        "entries 3..4 missing: entry 5 follows entry 2 (events rows 2..3 deleted)"]
+
+
 def test_a_rewritten_entry_breaks_the_link_to_the_next(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     written(path).close()
     with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("UPDATE ledger SET hash = ? WHERE seq = 2", ("f" * 64,))
+        db.execute("UPDATE events SET hash = ? WHERE seq = 2", ("f" * 64,))  # events row 1's own entry
         db.commit()
     problems = [text for _, text in check(path).problems]
     assert problems[0] == "entry 2 (events 1) was changed: its hash does not match its content"
@@ -164,7 +180,7 @@ def test_pruning_keeps_what_remains_verifiable_and_the_runs(tmp_path: Path) -> N
     assert report.starts_after == pruned["hash"]
     assert report.rows == 1 + 1 + 2  # the later event; the run and its steps stay
     with contextlib.closing(open_readonly(path)) as db:
-        kinds = [row[0] for row in db.execute("SELECT kind FROM ledger ORDER BY seq")]
+        kinds = [entry[2] for entry in entries(db)]
     assert kinds == ["events", "runs", "steps", "steps", "checkpoint"]
 
 
@@ -178,7 +194,7 @@ def test_after_pruning_a_changed_checkpoint_or_a_deleted_first_entry_is_named(tm
     assert pruned is not None
     journal.close()
     first = pruned["through"] + 1
-    tamper(path, f"DELETE FROM ledger WHERE seq = {first}")
+    tamper(path, f"DELETE FROM events WHERE seq = {first}")  # the later event: the first entry kept
     assert check(path).problems[0][1].startswith(f"entry {first + 1} does not start the chain")
 
 
@@ -221,7 +237,7 @@ def test_the_writer_prunes_by_journal_keep_at_its_first_commit(tmp_path: Path) -
 def test_the_head_of_a_period_is_the_last_entry_before_its_end(tmp_path: Path) -> None:
     written(tmp_path / "j.sqlite").close()
     with contextlib.closing(open_readonly(tmp_path / "j.sqlite")) as db:
-        (third,) = db.execute("SELECT hash FROM ledger WHERE seq = 3").fetchone()
+        (third,) = db.execute("SELECT hash FROM events WHERE seq = 3").fetchone()
         assert head_at(db, 2.5) == (3, third)  # genesis is stamped now; events 1 and 2 are entries 2 and 3
         assert head_at(db, 0.5) is None
 
