@@ -497,4 +497,6 @@ async def _under_lock(fence: RunFence | None, work: Any) -> StepOutcome:
 
 
 def _trigger(trigger: str) -> str:
-    return TRIGGERS[0] if trigger == "auto" else TRIGGERS[1]
+    """The trigger label; `drill` for a drill's legs (born at 1, not declared: BcdRunbookRunUnsuccessful
+    leaves them to BcdDrillFailed)."""
+    return trigger if trigger in ("auto", "drill") else TRIGGERS[1]
