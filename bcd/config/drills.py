@@ -117,7 +117,9 @@ class Config(Protocol):
 def unfit(service: ServiceConfig, kind: str) -> str | None:
     """Why `service` cannot be drilled as `kind`, or None."""
     if kind == "runbook":
-        return None if service.drill_runbook else "a runbook drill needs the service's drill_runbook"
+        if not service.drill_runbook:
+            return "a runbook drill needs the service's drill_runbook"
+        return "runbook drills are not carried out by this version of bcd (use round_trip)"
     missing = [which for which in ("failover", "failback") if getattr(service, which) is None]
     return f"a round trip needs a {' and a '.join(missing)} runbook" if missing else None
 

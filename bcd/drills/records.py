@@ -5,9 +5,6 @@ reads off the rest of the journal."""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from bcd.journal import Journal
 
 KINDS = "('drill_started', 'drill_finished', 'drill_skipped')"
@@ -39,11 +36,3 @@ class DrillJournal:
             f"SELECT max(json_extract(data, '$.occurrence')) FROM events WHERE kind IN {KINDS} "
             "AND kind IN ('drill_started', 'drill_skipped') AND json_extract(data, '$.name') = ?", (name,)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
-
-    def recent(self, service: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest drills' ends (result, reason, runs), newest first."""
-        where = "" if service is None else " AND service = ?"
-        rows = self._journal.execute(
-            f"SELECT at, service, reason, data FROM events WHERE kind IN {KINDS} AND kind = 'drill_finished'{where} "
-            "ORDER BY at DESC LIMIT ?", ((service,) if service is not None else ()) + (limit,)).fetchall()
-        return [{"at": at, "service": name, "reason": reason, **json.loads(data)} for at, name, reason, data in rows]

@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from bcd.config.drills import unfit
-from bcd.drills import checks
+from bcd.drills.checks import Facts, degraded, refusal
 from bcd.events import DrillFinished, DrillStarted, Event, EventKind
 from bcd.model import RunKind, RunResult
 from bcd.operations import Accepted, Drill, Operations, Outcome, Refusal, Refused, Transfer
@@ -65,7 +65,7 @@ class Drills:
         self.live: dict[str, Live] = {}  # service -> its drill under way
         operations.attach_drills(self)
 
-    def facts(self, service: str, kind: str, now: float) -> checks.Facts:
+    def facts(self, service: str, kind: str, now: float) -> Facts:
         """What the preconditions look at, read from the estate now."""
         estate = self._estate
         config = estate.config
@@ -75,7 +75,7 @@ class Drills:
         blackout = next((f"{name}: {hit}" for name, drill in config.drills.items() if drill.service == service
                          and (hit := drill.in_blackout(datetime.fromtimestamp(now, UTC))) is not None), None)
         view = estate.services[service]
-        return checks.Facts(
+        return Facts(
             service, kind, view.status, view.active, {site: estate.sites[(service, site)] for site in spec.sites},
             unfit=unfit(spec, kind), failback_auto=spec.failback is not None and spec.failback.mode == "auto",
             drilling=self.live[service].id if service in self.live else None,
@@ -86,9 +86,7 @@ class Drills:
         """Check the preconditions and start the drill's first leg: Accepted (the drill goes on in the
         background) or Refused (CONFLICT) with the reason."""
         now = self._clock()
-        why = checks.refusal(self.facts(intent.service, intent.kind, now))
-        if why is None and intent.kind != "round_trip":
-            why = "only round_trip drills are carried out by this version"
+        why = refusal(self.facts(intent.service, intent.kind, now))
         if why is not None:
             return Refused(Refusal.CONFLICT, f"drill refused: {why}")
         origin = self._estate.services[intent.service].active
@@ -148,7 +146,7 @@ class Drills:
         """Stay on the target for the hold, watching both sites: why the hold ended early, or None."""
         end = self._clock() + live.intent.hold
         while True:
-            why = checks.degraded(self._sites(live.intent.service), live.origin, live.target)
+            why = degraded(self._sites(live.intent.service), live.origin, live.target)
             if why is None and self._estate.services[live.intent.service].active != live.target:
                 why = f"{live.intent.service} is no longer active on {live.target}"
             if why is not None or self._clock() >= end:

@@ -496,7 +496,5 @@ async def _under_lock(fence: RunFence | None, work: Any) -> StepOutcome:
     return outcome
 
 
-def _trigger(trigger: str) -> str:
-    """The trigger label; `drill` for a drill's legs (born at 1, not declared: BcdRunbookRunUnsuccessful
-    leaves them to BcdDrillFailed)."""
+def _trigger(trigger: str) -> str:  # `drill`: a drill's legs (not declared; BcdDrillFailed's, not the runbook rule's)
     return trigger if trigger in ("auto", "drill") else TRIGGERS[1]

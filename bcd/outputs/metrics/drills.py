@@ -1,8 +1,9 @@
 """`bcd_drills_total{service,kind,result}`, `bcd_drill_last_success_timestamp_seconds{service}` and
 `bcd_drills_max_age_seconds`: what BcdDrillFailed and BcdDrillOverdue read, from the journal at scrape time.
 
-The last success is shown for every service that has a scheduled drill or has ever been drilled (0: never
-succeeded); a service neither scheduled nor ever drilled has no series (the continuity report lists those).
+A scheduled drill's counts are shown at 0 before its first end. The last success is shown for every service
+that has a scheduled drill or has ever been drilled (0: never succeeded); a service neither scheduled nor ever
+drilled has no series (the continuity report lists those).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from prometheus_client.registry import Collector
 
 from bcd.view import EstateView
 
+RESULTS = ("succeeded", "failed", "aborted", "interrupted")
+
 
 class DrillCollector(Collector):
     def __init__(self, estate: EstateView) -> None:
@@ -23,7 +26,10 @@ class DrillCollector(Collector):
         config = self._estate.config
         total = CounterMetricFamily("bcd_drills", "DR drills ended, by result (succeeded, failed, aborted, "
                                     "interrupted), as the journal keeps them.", labels=["service", "kind", "result"])
-        for (service, kind, result), count in sorted(self._estate.drill_results().items()):
+        counts: dict[tuple[str, str, str], int] = {
+            (drill.service, drill.kind, result): 0 for drill in config.drills.values() for result in RESULTS}
+        counts.update(self._estate.drill_results())  # scheduled drills at 0 before their first end: increase() sees it
+        for (service, kind, result), count in sorted(counts.items()):
             if service in config.services:
                 total.add_metric([service, kind, result], count)
         yield total

@@ -19,9 +19,9 @@ services:
 """
 
 
-def issues_of(text: str) -> list[str]:
+def issues_of(text: str, estate: str = ESTATE) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        parse(ESTATE + textwrap.dedent(text), "bcd.yaml")
+        parse(estate + textwrap.dedent(text), "bcd.yaml")
     return [str(issue) for issue in caught.value.issues]
 
 
@@ -49,14 +49,17 @@ def test_bad_drills_are_located() -> None:
           oneway: {service: sql, at: "every day 02:00"}
           nobook: {service: payroll, kind: runbook, at: "every day 02:00"}
           dark: {service: payroll, at: "first Monday of Jan 02:00", blackout: ["2000-01-01..2099-12-31"]}
-        """) == [
-        "bcd.yaml:7: drills.nosuch.service: unknown service 'nosuch'",
-        "bcd.yaml:8: drills.never.at: 'fifth Monday of Feb 10:00' never fires outside the blackouts in the next "
+          later: {service: archive, kind: runbook, at: "every day 02:00"}
+        """, ESTATE + f"  archive: {{active: dorset, drill_runbook: move, {PROBES}}}\n") == [
+        "bcd.yaml:8: drills.nosuch.service: unknown service 'nosuch'",
+        "bcd.yaml:9: drills.never.at: 'fifth Monday of Feb 10:00' never fires outside the blackouts in the next "
         "8 years",
-        "bcd.yaml:9: drills.oneway.kind: sql: a round trip needs a failback runbook",
-        "bcd.yaml:10: drills.nobook.kind: payroll: a runbook drill needs the service's drill_runbook",
-        "bcd.yaml:11: drills.dark.at: 'first Monday of Jan 02:00' never fires outside the blackouts in the next "
+        "bcd.yaml:10: drills.oneway.kind: sql: a round trip needs a failback runbook",
+        "bcd.yaml:11: drills.nobook.kind: payroll: a runbook drill needs the service's drill_runbook",
+        "bcd.yaml:12: drills.dark.at: 'first Monday of Jan 02:00' never fires outside the blackouts in the next "
         "8 years",
+        "bcd.yaml:13: drills.later.kind: archive: runbook drills are not carried out by this version of bcd (use "
+        "round_trip)",
     ]
 
 
