@@ -26,6 +26,7 @@ def start(journal: Journal, operations: Operations, estate: EstateView, emit: Ca
 
     records = DrillJournal(journal)
     drills = Drills(operations, estate, emit)
+    drills.recover(records)
     schedule = DrillSchedule(operations, estate, emit, records)
 
     async def run(ready: asyncio.Event) -> None:

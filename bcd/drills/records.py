@@ -5,6 +5,9 @@ reads off the rest of the journal."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from bcd.journal import Journal
 
 KINDS = "('drill_started', 'drill_finished', 'drill_skipped')"
@@ -36,3 +39,11 @@ class DrillJournal:
             f"SELECT max(json_extract(data, '$.occurrence')) FROM events WHERE kind IN {KINDS} "
             "AND kind IN ('drill_started', 'drill_skipped') AND json_extract(data, '$.name') = ?", (name,)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def unfinished(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Drills started that never ended (the daemon was killed during them): (service, reason, data)."""
+        rows = self._journal.execute(
+            f"SELECT service, reason, data FROM events WHERE kind IN {KINDS} AND kind = 'drill_started' AND "
+            "json_extract(data, '$.drill') NOT IN (SELECT json_extract(data, '$.drill') FROM events "
+            f"WHERE kind IN {KINDS} AND kind = 'drill_finished')").fetchall()
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]

@@ -22,6 +22,7 @@ import structlog
 
 from bcd.config.drills import unfit
 from bcd.drills.checks import Facts, degraded, refusal
+from bcd.drills.records import DrillJournal
 from bcd.events import DrillFinished, DrillStarted, Event, EventKind
 from bcd.model import RunKind, RunResult
 from bcd.operations import Accepted, Drill, Operations, Outcome, Refusal, Refused, Transfer
@@ -109,6 +110,16 @@ class Drills:
         live.task = asyncio.get_running_loop().create_task(self._round_trip(live), name=f"drill-{drill_id}")
         return Accepted(f"drill {drill_id}: run {outcome.run.id} moves {intent.service} to {target}, holds "
                         f"{intent.hold:g}s, then back to {origin}", run=outcome.run, drill=live.json())
+
+    def recover(self, records: DrillJournal) -> None:
+        """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed
+        during it; its runs are marked interrupted by the runner)."""
+        for service, _, data in records.unfinished():
+            drill_id, kind = str(data.get("drill")), str(data.get("drill_kind", "round_trip"))
+            reason = f"drill {drill_id} interrupted: the daemon stopped during it (check bcd status)"
+            self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), service, None, reason,
+                             DrillFinished(drill_id, kind, "interrupted", (), data.get("name"))))
+            log.warning("drill_interrupted", drill=drill_id, service=service)
 
     async def stop(self) -> None:
         """Stop watching: drills under way end `interrupted` (their runs are the runner's)."""

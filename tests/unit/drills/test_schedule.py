@@ -19,7 +19,7 @@ from bcd.drills.records import DrillJournal
 from bcd.drills.runner import Drills
 from bcd.drills.schedule import DrillSchedule
 from bcd.engine import Engine
-from bcd.events import Event, EventKind
+from bcd.events import DrillFinished, DrillStarted, Event, EventKind
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
 from bcd.operations import Operations
@@ -153,3 +153,19 @@ async def test_an_occurrence_in_a_blackout_or_refused_is_skipped_with_the_reason
     await schedule.start_due(estate.now)
     assert "skipped: drill refused: site dorset of payroll is down" in estate.kinds(EventKind.DRILL_SKIPPED)[1].reason
     assert estate.kinds(EventKind.DRILL_STARTED) == []
+
+
+async def test_a_drill_left_unfinished_by_a_killed_daemon_ends_interrupted_at_the_next_start(estate: Estate) -> None:
+    estate.emit(Event(EventKind.DRILL_STARTED, estate.now, "payroll", "hampshire", "drill payroll@1 by olive: x",
+                      DrillStarted("payroll@1", "round_trip", 0.0, "olive", "dorset", "hampshire")))
+    estate.emit(Event(EventKind.DRILL_STARTED, estate.now, "payroll", "hampshire", "drill payroll@2 by olive: x",
+                      DrillStarted("payroll@2", "round_trip", 0.0, "olive", "dorset", "hampshire")))
+    estate.emit(Event(EventKind.DRILL_FINISHED, estate.now, "payroll", None, "drill payroll@2 succeeded: x",
+                      DrillFinished("payroll@2", "round_trip", "succeeded", (1, 2))))
+    estate.engine.writer.flush()
+    records = DrillJournal(estate.engine.journal)
+    Drills(estate.operations, EngineView(estate.engine), estate.emit, clock=estate.clock).recover(records)
+    ended = estate.kinds(EventKind.DRILL_FINISHED)[1:]
+    assert [(e.data.drill, e.data.result) for e in ended] == [("payroll@1", "interrupted")]  # type: ignore[union-attr]
+    estate.engine.writer.flush()
+    assert records.unfinished() == []
