@@ -32,5 +32,5 @@ def _drill(kit: ClientKit, args: argparse.Namespace) -> int:
         return 2
     body = {"reason": args.reason, "kind": args.kind, "hold": args.hold}
     answer = kit.call(args, "POST", f"/api/v1/services/{quote(args.service, safe='')}/drill", body)
-    print(json.dumps(answer, indent=2) if args.json else f"drill {answer['id']} started: {answer['detail']}")
+    print(json.dumps(answer, indent=2) if args.json else answer["detail"])
     return 0

@@ -341,7 +341,7 @@ class Engine:
                 trigger = "plan" if request.plan is not None else "drill" if request.drill else by  # `plan`, `drill`
                 run = self.start_run(name, request.kind, verdict.to_site, trigger, trigger_reason,
                                       dry_run=request.dry_run, forced=request.force, plan=request.plan,
-                                     drill=request.drill)
+                                      drill=request.drill)
             except RunConflict as exc:
                 raise RequestRefused(Verdict(None, str(exc), Guard.RUN_IN_PROGRESS, conflict=True)) from None
         self._evaluate(name, self.clock())
