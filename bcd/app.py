@@ -14,9 +14,9 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
   runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
   the runner, so that its last events are journaled and published while the outputs still run);
   the runner (orphaned runs recovered first); the plan runner (stopped before the runner: a plan run is interrupted,
-  then its moves); the maintenance calendar; the scheduler (stopped first: no observation starts a run meanwhile);
-  then the web server opens, and READY=1. The daemon's own loops (ticker, systemd, reloads) run in the same TaskGroup,
-  cancelled first; a failing part stops the daemon with its error. Only here are the GC and C heap (bcd.heap) tuned.
+  then its moves); the maintenance calendar; the drills; the scheduler (stopped first: no observation starts a run
+  meanwhile); then the web server opens, and READY=1. The daemon's own loops (ticker, systemd, reloads) run in the same
+  TaskGroup, cancelled first; a failing part stops the daemon with its error. GC and C heap are tuned here (bcd.heap).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import structlog
 from pydantic import TypeAdapter
 
 from bcd import config as config_module
-from bcd import config_record, heap, systemd
+from bcd import config_record, drills, heap, systemd
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
 from bcd.cluster import ClusterLink, Preference
@@ -269,6 +269,7 @@ class Daemon:
         plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
         await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
         await lifetimes.start("calendar", MaintenanceCalendar(self.operations, self.view, self.engine.emit).run)
+        await lifetimes.start("drills", drills.start(self.journal, self.operations, self.view, self.engine.emit))
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile
@@ -279,8 +280,7 @@ class Daemon:
         await web_server.open()
         heap.settle()
         log.info("started", instance=self.config.instance, services=len(self.config.services),
-                 probes=scheduler.stats.probes, listen=self.config.server.listen,
-                 state=str(self.journal.path))
+                 probes=scheduler.stats.probes, listen=self.config.server.listen, state=str(self.journal.path))
         return self.parts
 
     async def _flush_journal(self) -> None:

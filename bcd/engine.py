@@ -267,7 +267,7 @@ class Engine:
 
     def start_run(
         self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
-        fence: RunFence | None = None, plan: PlanRef | None = None,
+        fence: RunFence | None = None, plan: PlanRef | None = None, drill: str | None = None,
     ) -> ActiveRun:
         """Start a run now (the cluster link calls this once it holds the lock). Raises RunConflict."""
         assert self.runner is not None
@@ -280,7 +280,8 @@ class Engine:
         return self.runner.start(RunRequest(
             service=name, runbook_name=transfer.runbook, runbook=runbook, kind=kind, from_site=view.active,
             to_site=to_site, trigger=trigger, reason=reason, dry_run=dry_run, forced=forced, plan=plan,
-            evidence=self.evidence(name), detected_at=self.first_failure.get((name, view.active)), fence=fence))
+            evidence=self.evidence(name) | ({"drill": drill} if drill else {}),  # a drill's leg says so
+            detected_at=self.first_failure.get((name, view.active)), fence=fence))
 
     def last_observations(self, service: str, site: str, probes: Iterable[ProbeConfig]) -> Iterator[Observation]:
         """The last observation of each of these probes of a site that has run (looked up, not searched for:
@@ -338,9 +339,10 @@ class Engine:
         else:
             trigger_reason = f"{by}: {reason}" + (" (forced)" if request.force else "")
             try:
-                trigger = "plan" if request.plan is not None else by  # a recovery plan's move: trigger `plan`
+                trigger = "plan" if request.plan is not None else "drill" if request.drill else by  # `plan`, `drill`
                 run = self.start_run(name, request.kind, verdict.to_site, trigger, trigger_reason,
-                                      dry_run=request.dry_run, forced=request.force, plan=request.plan)
+                                      dry_run=request.dry_run, forced=request.force, plan=request.plan,
+                                      drill=request.drill)
             except RunConflict as exc:
                 raise RequestRefused(Verdict(None, str(exc), Guard.RUN_IN_PROGRESS, conflict=True)) from None
         self._evaluate(name, self.clock())

@@ -45,6 +45,9 @@ class EventKind(StrEnum):
     SITE_LOST = "site_lost"
     SITE_RECOVERED = "site_recovered"
     TARGET_VERIFIED = "target_verified"
+    DRILL_STARTED = "drill_started"  # a DR drill (bcd.drills): its legs are runs marked as the drill's
+    DRILL_FINISHED = "drill_finished"
+    DRILL_SKIPPED = "drill_skipped"  # a scheduled drill's occurrence that did not start, and why
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -264,13 +267,42 @@ class TargetVerified:
     step: str
 
 
+@dataclass(frozen=True, slots=True)
+class DrillStarted:
+    drill: str  # the drill's id, in its runs' evidence
+    drill_kind: str  # round_trip | runbook
+    hold: float
+    by: str
+    from_site: str = field(metadata=FROM)
+    to_site: str = field(metadata=TO)
+    name: str | None = None  # the scheduled drill's name (`drills:`)
+    occurrence: float | None = None  # the scheduled time it was started for
+
+
+@dataclass(frozen=True, slots=True)
+class DrillFinished:
+    drill: str
+    drill_kind: str
+    result: str  # succeeded | failed | aborted
+    runs: tuple[int, ...]
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DrillSkipped:
+    name: str
+    occurrence: float
+    drill_kind: str
+
+
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
     | ApprovalGiven | ApprovalRefused
     | MaintenanceWindow
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
-    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified
+    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified | DrillStarted | DrillFinished
+    | DrillSkipped
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -301,6 +333,9 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.SITE_LOST: SiteLost,
     EventKind.SITE_RECOVERED: SiteRecovered,
     EventKind.TARGET_VERIFIED: TargetVerified,
+    EventKind.DRILL_STARTED: DrillStarted,
+    EventKind.DRILL_FINISHED: DrillFinished,
+    EventKind.DRILL_SKIPPED: DrillSkipped,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

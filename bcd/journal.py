@@ -448,7 +448,9 @@ class RunJournal:
 
     def last_ended(self, service: str) -> float | None:
         row = self._journal.execute(
-            "SELECT max(ended) FROM runs WHERE service = ? AND dry_run = 0 AND result = 'succeeded'", (service,)
+            # a drill's legs start no cooldown for real failovers
+            "SELECT max(ended) FROM runs WHERE service = ? AND dry_run = 0 AND result = 'succeeded' "
+            "AND json_extract(evidence, '$.drill') IS NULL", (service,)
         ).fetchone()
         return row[0] if row else None
 

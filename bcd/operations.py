@@ -42,6 +42,7 @@ class Transfer:
     force: bool = False
     dry_run: bool = False
     plan: PlanRef | None = None  # a recovery plan's move (trigger `plan`, `{plan}` and `{plan_run}` filled in)
+    drill: str | None = None  # a leg of this drill (bcd.drills): journaled as such, no cooldown
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +148,23 @@ class ApproveGate:
     by: str
 
 
+@dataclass(frozen=True, slots=True)
+class Drill:
+    """Rehearse a recovery of `service` (bcd.drills): `round_trip` (to a standby and back, `hold` seconds
+    between) or `runbook` (its drill runbook, then that runbook's cleanup); `name`: a scheduled drill's."""
+
+    service: str
+    by: str
+    reason: str
+    kind: str = "round_trip"
+    hold: float = 0.0
+    name: str | None = None
+    occurrence: float | None = None  # the scheduled time a scheduled drill starts for
+
+
 PlanIntent = RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate
-Intent = Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | PlanIntent
+Intent = (Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | PlanIntent
+          | Drill)
 
 
 class PlanControl(Protocol):
@@ -160,7 +176,7 @@ class PlanControl(Protocol):
 ACTIONS: dict[type, Action] = {
     Transfer: Action.TRANSFER, Acknowledge: Action.ACKNOWLEDGE, StartMaintenance: Action.MAINTENANCE,
     EndMaintenance: Action.MAINTENANCE, Approve: Action.APPROVE, Abort: Action.ABORT,
-    BookMaintenance: Action.MAINTENANCE,
+    BookMaintenance: Action.MAINTENANCE, Drill: Action.TRANSFER,
 }
 
 
@@ -170,6 +186,12 @@ class CalendarControl(Protocol):
     async def perform(self, intent: BookMaintenance) -> Outcome: ...
 
     def listing(self) -> list[dict[str, Any]]: ...
+
+
+class DrillControl(Protocol):
+    """What carries out drills (bcd.drills), attached once it exists (it acts through us)."""
+
+    async def perform(self, intent: Drill) -> Outcome: ...
 
 
 class Refusal(StrEnum):
@@ -189,6 +211,7 @@ class Accepted:
     sites: list[str] = field(default_factory=list)  # the sites a maintenance start or end covered
     until: float | None = None  # when the maintenance started ends
     plan_run: PlanRun | None = None  # the plan run started, resumed or changed
+    drill: dict[str, Any] | None = None  # the drill started (bcd.drills)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +231,16 @@ class Operations:
         self._engine = engine
         self._plans: PlanControl | None = None
         self._calendar: CalendarControl | None = None
+        self._drills: DrillControl | None = None
 
     def attach_plans(self, plans: PlanControl) -> None:
         self._plans = plans
 
     def attach_calendar(self, calendar: CalendarControl) -> None:
         self._calendar = calendar
+
+    def attach_drills(self, drills: DrillControl) -> None:
+        self._drills = drills
 
     def maintenance_windows(self) -> list[dict[str, Any]]:
         """Current and upcoming maintenance windows, by start (none before the calendar is attached)."""
@@ -271,10 +298,8 @@ class Operations:
             return forbidden
         if isinstance(intent, Approve | Abort):
             return self._control(intent, actor)
-        if isinstance(intent, BookMaintenance):
-            if self._calendar is None:
-                return Refused(Refusal.UNAVAILABLE, "the maintenance calendar is not started")
-            return await self._calendar.perform(intent)
+        if isinstance(intent, BookMaintenance | Drill):
+            return await self._delegate(intent)
         if isinstance(intent, Transfer):
             return await self._transfer(intent)
         if isinstance(intent, Acknowledge):
@@ -304,9 +329,19 @@ class Operations:
             return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
         return await self._plans.perform(intent)
 
+    async def _delegate(self, intent: BookMaintenance | Drill) -> Outcome:
+        """A booking (bcd.maintenance_calendar) or a drill (bcd.drills), by the part attached for it."""
+        if isinstance(intent, Drill):
+            if self._drills is None:
+                return Refused(Refusal.UNAVAILABLE, "drills are not started")
+            return await self._drills.perform(intent)
+        if self._calendar is None:
+            return Refused(Refusal.UNAVAILABLE, "the maintenance calendar is not started")
+        return await self._calendar.perform(intent)
+
     async def _transfer(self, intent: Transfer) -> Outcome:
         """Through `engine.submit()`: on a cluster member it first takes the service's lock in etcd."""
-        request = Request(intent.kind, intent.to, intent.force, intent.dry_run, intent.plan)
+        request = Request(intent.kind, intent.to, intent.force, intent.dry_run, intent.plan, intent.drill)
         try:
             run = await self._engine.submit(intent.service, request, intent.by, intent.reason)
         except RequestRefused as exc:

@@ -199,6 +199,7 @@ class Request:
     force: bool = False
     dry_run: bool = False
     plan: PlanRef | None = None  # a move of a recovery plan's run (trigger `plan`)
+    drill: str | None = None  # a leg of this drill (bcd.drills): its run's evidence says so, no cooldown
 
 
 @dataclass(frozen=True, slots=True)

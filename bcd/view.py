@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from bcd import impact
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
+from bcd.drills.records import DrillJournal
 from bcd.engine import Engine, ServiceState
 from bcd.events import Event
 from bcd.health import SiteHealth
@@ -100,6 +101,12 @@ class EstateView(Protocol):
     def plan_results(self) -> dict[tuple[str, str], int]:
         """Ended plan runs counted by (plan, state)."""
 
+    def drill_results(self) -> dict[tuple[str, str, str], int]:
+        """Ended drills counted by (service, kind, result)."""
+
+    def drill_successes(self) -> dict[str, float]:
+        """service -> when its last drill succeeded."""
+
 
 class EngineView:
     """`EstateView` over the engine's own tables."""
@@ -108,6 +115,7 @@ class EngineView:
         self._engine = engine
         self._plans = PlanJournal(engine.journal)
         self._recoveries = RecoveryJournal(engine.journal, engine.runs)
+        self._drills = DrillJournal(engine.journal)
 
     @property
     def config(self) -> Config:
@@ -190,6 +198,12 @@ class EngineView:
 
     def plan_results(self) -> dict[tuple[str, str], int]:
         return self._plans.results()
+
+    def drill_results(self) -> dict[tuple[str, str, str], int]:
+        return self._drills.results()
+
+    def drill_successes(self) -> dict[str, float]:
+        return self._drills.last_successes()
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:

@@ -295,7 +295,7 @@ class ClusterLink:
         refusal = self.preference.refusal("runs no runbook", self.views.executors())
         if refusal is not None:
             raise RequestRefused(refusal)
-        trigger = "plan" if request.plan is not None else by  # a recovery plan's move: trigger `plan`
+        trigger = "plan" if request.plan is not None else "drill" if request.drill else by  # `plan`, `drill`
         if service in self._busy:
             raise RequestRefused(Verdict(None, f"{service}: this instance is taking the lock already",
                                          Guard.RUN_IN_PROGRESS, conflict=True))
@@ -313,7 +313,7 @@ class ClusterLink:
                 return self.engine.start_run(
                     service, request.kind, to_site, trigger,
                     trigger_reason + "; coordination unavailable: this instance's local lock only",
-                    dry_run=request.dry_run, forced=True, plan=request.plan)
+                    dry_run=request.dry_run, forced=True, plan=request.plan, drill=request.drill)
             if lock is None:
                 holder = self.lock_holder(service) or "another instance"
                 raise RequestRefused(Verdict(None, f"the lock of {service} is held by {holder}",
@@ -329,7 +329,7 @@ class ClusterLink:
             try:
                 run = self.engine.start_run(service, request.kind, verdict.to_site, trigger, trigger_reason,
                                             dry_run=request.dry_run, forced=request.force, fence=fence,
-                                            plan=request.plan)
+                                            plan=request.plan, drill=request.drill)
             except Exception:
                 self._fences.pop(service, None)
                 await self._release(lock)

@@ -18,6 +18,8 @@ from pydantic_core import PydanticCustomError
 
 from bcd.authority import ApprovalGate
 from bcd.config.checks import problems as cross_problems
+from bcd.config.drills import DrillConfig
+from bcd.config.drills import problems as drill_problems
 from bcd.config.includes import INCLUDABLE
 from bcd.config.maintenance import WindowConfig
 from bcd.config.maintenance import problems as window_problems
@@ -95,6 +97,7 @@ class Objectives:
 
 class Defaults(Model):
     objectives: Objectives = Field(Objectives(), description="for services that set none")
+    drills_max_age: Duration = Field(365 * 86400.0, description="a service not drilled this long is overdue")
     interval: Duration = 10.0
     timeout: Duration = 3.0
     rise: int = Field(2, ge=1, le=100, strict=True)
@@ -247,6 +250,7 @@ class ServiceConfig(TimingOverrides):
                                    description="RTO and RPO; each left out is the one under defaults:")
     depends_on: list[Name] = Field([], description="services this one needs: they move first, and while one of "
                                                    "them is down at a site it is paged as the root cause")
+    drill_runbook: Name | None = Field(None, description="the runbook of a drill of kind runbook (then its cleanup)")
     sites: Annotated[dict[Name, ServiceSite], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -380,6 +384,7 @@ class Config(Model):
         [], description="more files (paths or globs, relative to this file; each glob's matches sorted) adding "
                         "services, runbooks, plans and maintenance: shaped as $defs.IncludedFile")
     maintenance: dict[Name, WindowConfig] = Field({}, description="maintenance windows: one-off or repeating")
+    drills: dict[Name, DrillConfig] = Field({}, description="scheduled DR drills (bcd.drills)")
     _secrets: frozenset[str] = PrivateAttr(default=frozenset())
     _warnings: tuple[str, ...] = PrivateAttr(default=())
 
@@ -396,7 +401,8 @@ class Config(Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # Each problem keeps its own location as a tuple (names may contain dots or be all digits).
-        problems = [*cross_problems(self), *plan_problems(self), *window_problems(self, datetime.now(UTC))]
+        problems = [*cross_problems(self), *plan_problems(self), *window_problems(self, datetime.now(UTC)),
+                    *drill_problems(self, datetime.now(UTC))]
         if problems:
             summary = "; ".join(".".join(map(str, loc)) + ": " + message for loc, message in problems)
             raise PydanticCustomError("cross_check", "{summary}", {"summary": summary, "problems": problems})

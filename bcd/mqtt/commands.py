@@ -20,6 +20,7 @@ from typing import Any
 
 from bcd.authority import Role, Selector
 from bcd.calendar import when
+from bcd.config.drills import MAX_HOLD
 from bcd.durations import MAINTENANCE, parse_between
 from bcd.json_nesting import too_nested
 
@@ -45,6 +46,7 @@ class CommandAction(StrEnum):
     PLAN_ABORT = "plan_abort"
     PLAN_APPROVE = "plan_approve"
     PLAN_DONE = "plan_done"
+    DRILL = "drill"
 
 
 COMMON_FIELDS = frozenset({"id", "action", "reason", "by", "ts", "sig"})
@@ -60,9 +62,10 @@ ACTION_FIELDS: dict[CommandAction, frozenset[str]] = {
     CommandAction.PLAN_ABORT: frozenset({"run", "now"}),
     CommandAction.PLAN_APPROVE: frozenset({"run"}),
     CommandAction.PLAN_DONE: frozenset({"run", "service"}),
+    CommandAction.DRILL: frozenset({"service", "kind", "hold"}),
 }
 SERVICE_ACTIONS = frozenset({CommandAction.FAILOVER, CommandAction.FAILBACK, CommandAction.ACK,
-                             CommandAction.MAINTENANCE, CommandAction.PLAN_DONE})
+                             CommandAction.MAINTENANCE, CommandAction.PLAN_DONE, CommandAction.DRILL})
 RUN_ACTIONS = frozenset({CommandAction.APPROVE, CommandAction.ABORT, CommandAction.PLAN_RESUME,
                          CommandAction.PLAN_ABORT, CommandAction.PLAN_APPROVE, CommandAction.PLAN_DONE})
 
@@ -101,6 +104,8 @@ class Command:
     signer: Signer | None = None  # the key that signed it
     start: float | None = None  # maintenance: a window booked from then (epoch seconds)
     force: bool = False  # maintenance: book a window leaving the service no site outside maintenance
+    kind: str = "round_trip"  # drill: round_trip or runbook
+    hold: float = 0.0  # drill: seconds on the standby
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +266,7 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
         to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,
         run=run if isinstance(run, int) else None, plan=_text(obj, "plan", 64, required=action is
                                                                CommandAction.PLAN_RUN), now=now,
-        **_booking(obj),
+        **_booking(obj), **(_drill(obj) if action is CommandAction.DRILL else {}),
     )
 
 
@@ -274,6 +279,19 @@ def _booking(obj: dict[str, Any]) -> dict[str, Any]:
         return {"start": None if start is None else when(start), "force": force}
     except ValueError as exc:
         raise _Malformed(f"from: {exc}") from None
+
+
+def _drill(obj: dict[str, Any]) -> dict[str, Any]:
+    """A drill command's `kind` and `hold` (a duration such as 10m, or seconds), as the API takes them."""
+    kind, hold = obj.get("kind", "round_trip"), obj.get("hold", 0)
+    if kind not in ("round_trip", "runbook"):
+        raise _Malformed("kind must be round_trip or runbook")
+    if isinstance(hold, bool) or not isinstance(hold, str | int | float):
+        raise _Malformed("hold must be a string such as 10m, or seconds")
+    try:
+        return {"kind": kind, "hold": parse_between(hold, 0.0, MAX_HOLD)}
+    except ValueError as exc:
+        raise _Malformed(f"hold: {exc}") from None
 
 
 def _text(obj: dict[str, Any], name: str, limit: int, *, required: bool = False, empty: bool = False) -> str | None:

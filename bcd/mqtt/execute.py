@@ -33,6 +33,8 @@ def intent_of(command: Command) -> ops.Intent:
     if command.action in (CommandAction.FAILOVER, CommandAction.FAILBACK):
         kind = RunKind.FAILOVER if command.action is CommandAction.FAILOVER else RunKind.FAILBACK
         return ops.Transfer(command.service, kind, by, command.reason or str(kind), command.to)
+    if command.action is CommandAction.DRILL:
+        return ops.Drill(command.service, by, command.reason or "drill", command.kind, command.hold)
     if command.action is CommandAction.ACK:
         return ops.Acknowledge(command.service, by, command.reason or "acknowledged")
     if command.end:

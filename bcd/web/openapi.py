@@ -13,6 +13,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.model import RunResult, ServiceStatus, SiteState
 from bcd.plans.model import MoveState, PlanState
+from bcd.web.drills import DRILL_SCHEMA, DrillBody
 from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 from bcd.web.plans import PlanAbortBody, PlanRunBody
@@ -211,6 +212,10 @@ def document() -> dict[str, Any]:
             "failback", "Start a failback to the home site (operator)",
             {"202": _json(_ref("Run"), "The run started", RUN_LINKS)},
             body=TransferBody, params=[SERVICE], operator=True)},
+        "/api/v1/services/{service}/drill": {"post": _op(
+            "drill", "Start a DR drill: to a standby and back, or the drill runbook (operator); 409 with the reason "
+            "when a precondition fails", {"202": _json(DRILL_SCHEMA, "The drill started")}, body=DrillBody,
+            params=[SERVICE], operator=True)},
         "/api/v1/services/{service}/ack": {"post": _op(
             "acknowledge", "Acknowledge failed or interrupted runs, re-arming automation (operator)",
             {"200": _json({"type": "object"})}, body=ReasonBody, params=[SERVICE], operator=True)},

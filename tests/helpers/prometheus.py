@@ -513,6 +513,7 @@ class Estate:
                 "description": "Library catalogue",
                 "active": "dorset",
                 "failover": {"runbook": "drain", "mode": "manual"},
+                "failback": {"runbook": "drain", "mode": "manual"},  # drillable (its drill series at 0)
                 "sites": {
                     "dorset": {"probes": [{"name": "opac", "http": {"url": self.up.url("/opac")}}]},
                     "hampshire": {"probes": [
@@ -552,6 +553,7 @@ class Estate:
             },
             "auth": operator_auth(),
             "plans": {"evacuate-dorset": {"from": "dorset", "to": "hampshire"}},  # never run: its series at zero
+            "drills": {"library-yearly": {"service": "library", "at": "first Monday of Jan 03:00"}},  # likewise
             "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
             "alerts": {
                 "alertmanager": {"urls": [f"http://127.0.0.1:{self.closed_port}"], "resend": "1s", "attempts": 1,

@@ -77,6 +77,18 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
                           {"services": ["directory", "sql"], "plans": ["evacuate-dorset"]}),
     EventKind.SITE_RECOVERED: (events.SiteRecovered(("directory",), 3.0), {"services": ["directory"], "lost_since": 3.0}),
     EventKind.TARGET_VERIFIED: (events.TargetVerified(7, "verify"), {"run_id": 7, "step": "verify"}),
+    EventKind.DRILL_STARTED: (
+        events.DrillStarted("payroll@20260106T020000Z", "round_trip", 600.0, "drills", "dorset", "hampshire",
+                            "payroll-quarterly", 1767664800.0),
+        {"drill": "payroll@20260106T020000Z", "drill_kind": "round_trip", "hold": 600.0, "by": "drills",
+         "from": "dorset", "to": "hampshire", "name": "payroll-quarterly", "occurrence": 1767664800.0},
+    ),
+    EventKind.DRILL_FINISHED: (
+        events.DrillFinished("payroll@20260106T020000Z", "round_trip", "succeeded", (7, 8)),
+        {"drill": "payroll@20260106T020000Z", "drill_kind": "round_trip", "result": "succeeded", "runs": [7, 8]},
+    ),
+    EventKind.DRILL_SKIPPED: (events.DrillSkipped("payroll-quarterly", 1767664800.0, "round_trip"),
+                              {"name": "payroll-quarterly", "occurrence": 1767664800.0, "drill_kind": "round_trip"}),
 }
 
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
 from bcd.outputs.metrics.data_lag import DataLagCollector
+from bcd.outputs.metrics.drills import DrillCollector
 from bcd.outputs.metrics.families import (
     AlertCollector,
     ClusterCollector,
@@ -55,6 +56,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(DaemonCollector(self.reload))
         self.registry.register(PlanCollector(estate))
+        self.registry.register(DrillCollector(estate))
         self.registry.register(DataLagCollector(estate))
         self.recoveries = RecoveryCollector(estate)
         self.registry.register(self.recoveries)

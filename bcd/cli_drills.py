@@ -1,0 +1,36 @@
+"""`bcd drill SERVICE`: start a DR drill through the daemon's API (`POST /api/v1/services/{service}/drill`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+from urllib.parse import quote
+
+from bcd.cli_plans import ClientKit
+from bcd.durations import parse_duration
+
+
+def add_commands(commands: Any, kit: ClientKit) -> None:
+    drill = commands.add_parser("drill", help="rehearse a recovery of a service: to a standby and back (operator)")
+    kit.client_arguments(drill)
+    drill.add_argument("service")
+    drill.add_argument("--reason", required=True, help="why, for the journal")
+    drill.add_argument("--kind", choices=("round_trip", "runbook"), default="round_trip",
+                       help="round_trip: a real failover, hold, fail back; runbook: the service's drill_runbook")
+    drill.add_argument("--hold", default="0s", help="round_trip: how long to stay on the standby (e.g. 10m)")
+    drill.add_argument("--json", action="store_true", help="print the API's JSON")
+    drill.set_defaults(handler=kit.api(lambda args: _drill(kit, args)))
+
+
+def _drill(kit: ClientKit, args: argparse.Namespace) -> int:
+    try:
+        parse_duration(args.hold)
+    except ValueError as exc:
+        print(f"bcd drill: --hold: {exc}", file=sys.stderr)
+        return 2
+    body = {"reason": args.reason, "kind": args.kind, "hold": args.hold}
+    answer = kit.call(args, "POST", f"/api/v1/services/{quote(args.service, safe='')}/drill", body)
+    print(json.dumps(answer, indent=2) if args.json else answer["detail"])
+    return 0

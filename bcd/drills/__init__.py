@@ -1,0 +1,40 @@
+"""DR drills: rehearsed recoveries carried out through `bcd.operations` (runner.py), their preconditions (pure,
+checks.py), their schedule (schedule.py) and what the journal says about them (records.py, which the estate view
+reads: so this package's entry imports the rest only when the daemon starts it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from bcd.lifetime import Run, hold
+
+if TYPE_CHECKING:
+    from bcd.events import Event
+    from bcd.journal import Journal
+    from bcd.operations import Operations
+    from bcd.view import EstateView
+
+
+def start(journal: Journal, operations: Operations, estate: EstateView, emit: Callable[[Event], None]) -> Run:
+    """The daemon's drills as one part: attached to `operations`, scheduled drills started at their times.
+    Stopped before the runner: a drill under way ends `interrupted`, then the runner stops its run."""
+    from bcd.drills.records import DrillJournal
+    from bcd.drills.runner import Drills
+    from bcd.drills.schedule import DrillSchedule
+
+    records = DrillJournal(journal)
+    drills = Drills(operations, estate, emit)
+    drills.recover(records)
+    schedule = DrillSchedule(operations, estate, emit, records)
+
+    async def run(ready: asyncio.Event) -> None:
+        task = asyncio.get_running_loop().create_task(schedule.run(asyncio.Event()), name="drill-schedule")
+        try:
+            await hold(ready, drills.stop)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    return run

@@ -1,0 +1,49 @@
+"""What the journal says about drills: each service's last successful drill (for /metrics and
+`BcdDrillOverdue`, again after a restart) and each scheduled drill's last occurrence started or skipped (so an
+occurrence starts once, also across a restart). Read from the `drill_*` events; a partial index keeps the
+reads off the rest of the journal."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bcd.journal import Journal
+
+KINDS = "('drill_started', 'drill_finished', 'drill_skipped')"
+INDEX = f"CREATE INDEX IF NOT EXISTS events_drills ON events (kind, at) WHERE kind IN {KINDS}"
+
+
+class DrillJournal:
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        journal.create([INDEX])
+
+    def last_successes(self) -> dict[str, float]:
+        """service -> when its last drill succeeded."""
+        rows = self._journal.execute(
+            f"SELECT service, max(at) FROM events WHERE kind IN {KINDS} AND kind = 'drill_finished' "
+            "AND json_extract(data, '$.result') = 'succeeded' GROUP BY service").fetchall()
+        return {row[0]: row[1] for row in rows if row[0] is not None}
+
+    def results(self) -> dict[tuple[str, str, str], int]:
+        """Ended drills counted by (service, kind, result)."""
+        rows = self._journal.execute(
+            f"SELECT service, json_extract(data, '$.drill_kind'), json_extract(data, '$.result'), count(*) FROM events "
+            f"WHERE kind IN {KINDS} AND kind = 'drill_finished' GROUP BY 1, 2, 3").fetchall()
+        return {(row[0], row[1], row[2]): row[3] for row in rows if row[0] is not None}
+
+    def last_occurrence(self, name: str) -> float | None:
+        """The latest occurrence of scheduled drill `name` that was started or skipped."""
+        row = self._journal.execute(
+            f"SELECT max(json_extract(data, '$.occurrence')) FROM events WHERE kind IN {KINDS} "
+            "AND kind IN ('drill_started', 'drill_skipped') AND json_extract(data, '$.name') = ?", (name,)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def unfinished(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Drills started that never ended (the daemon was killed during them): (service, reason, data)."""
+        rows = self._journal.execute(
+            f"SELECT service, reason, data FROM events WHERE kind IN {KINDS} AND kind = 'drill_started' AND "
+            "json_extract(data, '$.drill') NOT IN (SELECT json_extract(data, '$.drill') FROM events "
+            f"WHERE kind IN {KINDS} AND kind = 'drill_finished')").fetchall()
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]

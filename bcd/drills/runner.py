@@ -1,0 +1,204 @@
+"""Carrying out DR drills through `bcd.operations`, like any other caller: a round trip is a real failover to a
+standby (the service's own failover runbook, the same runner, lock and guards), a hold while both sites are
+watched, and a real move back to the site it started on, each leg a run marked with the drill's id (its
+evidence's `drill`: a recovery of kind `drill`, trigger `drill`, no cooldown for real failovers).
+
+A drill is refused before it starts when a precondition fails (`bcd.drills.checks`), or when the policy refuses
+its first leg (cooldown, data lag, …). While it holds on the standby, the standby or the site it returns to
+leaving `up` aborts it: it moves back at once (unless a real failover already did), and says why. Its start
+and end are journaled (`drill_started`, `drill_finished` with the result, its runs and the reason) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from bcd.config.drills import unfit
+from bcd.drills.checks import Facts, degraded, refusal
+from bcd.drills.records import DrillJournal
+from bcd.events import DrillFinished, DrillStarted, Event, EventKind
+from bcd.model import RunKind, RunResult
+from bcd.operations import Accepted, Drill, Operations, Outcome, Refusal, Refused, Transfer
+from bcd.view import EstateView
+
+log = structlog.get_logger("bcd.drills")
+POLL = 0.2  # seconds between looks at a leg's run and the sites' health (cheap: reads of the view)
+ENDED = frozenset({RunResult.SUCCEEDED, RunResult.FAILED, RunResult.ABORTED, RunResult.ROLLED_BACK,
+                   RunResult.INTERRUPTED, RunResult.DRY_RUN})
+
+
+@dataclass
+class Live:
+    """A drill under way in this process."""
+
+    id: str
+    intent: Drill
+    origin: str
+    target: str
+    started: float
+    runs: list[int] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    def json(self) -> dict[str, Any]:
+        intent = self.intent
+        return {"id": self.id, "service": intent.service, "kind": intent.kind, "hold": intent.hold,
+                "from": self.origin, "to": self.target, "by": intent.by, "reason": intent.reason,
+                "name": intent.name, "started": self.started, "runs": list(self.runs)}
+
+
+class Drills:
+    """Starts, watches and ends drills."""
+
+    def __init__(self, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
+                 clock: Callable[[], float] = time.time, poll: float = POLL) -> None:
+        self._operations = operations
+        self._estate = estate
+        self._emit = emit
+        self._clock = clock
+        self._poll = poll
+        self.live: dict[str, Live] = {}  # service -> its drill under way
+        operations.attach_drills(self)
+
+    def facts(self, service: str, kind: str, now: float) -> Facts:
+        """What the preconditions look at, read from the estate now."""
+        estate = self._estate
+        config = estate.config
+        spec = config.services[service]
+        run = estate.run_in_progress(service)
+        unacked = estate.unacknowledged_run(service)
+        blackout = next((f"{name}: {hit}" for name, drill in config.drills.items() if drill.service == service
+                         and (hit := drill.in_blackout(datetime.fromtimestamp(now, UTC))) is not None), None)
+        view = estate.services[service]
+        return Facts(
+            service, kind, view.status, view.active, {site: estate.sites[(service, site)] for site in spec.sites},
+            unfit=unfit(spec, kind), failback_auto=spec.failback is not None and spec.failback.mode == "auto",
+            drilling=self.live[service].id if service in self.live else None,
+            running=None if run is None else run.id, unacknowledged=None if unacked is None else unacked.id,
+            blackout=blackout)
+
+    async def perform(self, intent: Drill) -> Outcome:
+        """Check the preconditions and start the drill's first leg: Accepted (the drill goes on in the
+        background) or Refused (CONFLICT) with the reason."""
+        now = self._clock()
+        why = refusal(self.facts(intent.service, intent.kind, now))
+        if why is not None:
+            return Refused(Refusal.CONFLICT, f"drill refused: {why}")
+        origin = self._estate.services[intent.service].active
+        target = next(site for site in self._estate.config.services[intent.service].sites if site != origin)
+        drill_id = f"{intent.service}@{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        outcome = await self._operations.perform(Transfer(
+            intent.service, RunKind.FAILOVER, intent.by, f"drill {drill_id}: {intent.reason}", to=target,
+            drill=drill_id))
+        if isinstance(outcome, Refused):
+            return Refused(outcome.kind, f"drill refused: {outcome.reason}", outcome.guard)
+        assert outcome.run is not None
+        live = Live(drill_id, intent, origin, target, now, [outcome.run.id])
+        self.live[intent.service] = live
+        self._emit(Event(EventKind.DRILL_STARTED, now, intent.service, target,
+                         f"drill {drill_id} by {intent.by}: {intent.reason}",
+                         DrillStarted(drill_id, intent.kind, intent.hold, intent.by, origin, target, intent.name,
+                                      intent.occurrence)))
+        log.info("drill_started", drill=drill_id, service=intent.service, to_site=target, hold=intent.hold,
+                 run_id=outcome.run.id)
+        live.task = asyncio.get_running_loop().create_task(self._round_trip(live), name=f"drill-{drill_id}")
+        return Accepted(f"drill {drill_id}: run {outcome.run.id} moves {intent.service} to {target}, holds "
+                        f"{intent.hold:g}s, then back to {origin}", run=outcome.run, drill=live.json())
+
+    def recover(self, records: DrillJournal) -> None:
+        """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed
+        during it; its runs are marked interrupted by the runner)."""
+        for service, _, data in records.unfinished():
+            drill_id, kind = str(data.get("drill")), str(data.get("drill_kind", "round_trip"))
+            reason = f"drill {drill_id} interrupted: the daemon stopped during it (check bcd status)"
+            self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), service, None, reason,
+                             DrillFinished(drill_id, kind, "interrupted", (), data.get("name"))))
+            log.warning("drill_interrupted", drill=drill_id, service=service)
+
+    async def stop(self) -> None:
+        """Stop watching: drills under way end `interrupted` (their runs are the runner's)."""
+        tasks = [live.task for live in self.live.values() if live.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- a round trip ---------------------------------------------------------------------------------
+    async def _round_trip(self, live: Live) -> None:
+        try:
+            result, detail = await self._wait_run(live.runs[0])
+            if result is not RunResult.SUCCEEDED:
+                self._finish(live, "failed", f"the move to {live.target} (run {live.runs[0]}) {result}: {detail}")
+                return
+            aborted = await self._hold(live)
+            back, how = await self._return(live)
+            if aborted is not None:
+                tail = f"; back on {live.origin} ({how})" if back else f"; NOT back on {live.origin}: {how}"
+                self._finish(live, "aborted", f"aborted: {aborted}{tail}")
+            elif back:
+                self._finish(live, "succeeded", f"{live.target} served for {live.intent.hold:g}s; back on "
+                                                f"{live.origin} ({how})")
+            else:
+                self._finish(live, "failed", f"not back on {live.origin}: {how}")
+        except asyncio.CancelledError:
+            self._finish(live, "interrupted", "the daemon stopped during the drill: check where the service is "
+                                              "active (bcd status)")
+            raise
+        except Exception as exc:  # the one catch-all of a drill's task: it must end, journaled
+            log.exception("drill_error", drill=live.id)
+            self._finish(live, "failed", f"internal error: {exc}")
+
+    async def _hold(self, live: Live) -> str | None:
+        """Stay on the target for the hold, watching both sites: why the hold ended early, or None."""
+        end = self._clock() + live.intent.hold
+        while True:
+            why = degraded(self._sites(live.intent.service), live.origin, live.target)
+            if why is None and self._estate.services[live.intent.service].active != live.target:
+                why = f"{live.intent.service} is no longer active on {live.target}"
+            if why is not None or self._clock() >= end:
+                return why
+            await asyncio.sleep(min(self._poll, max(0.0, end - self._clock())))
+
+    async def _return(self, live: Live) -> tuple[bool, str]:
+        """Move the service back to its origin (unless a real run already did): (back, how or why not)."""
+        service = live.intent.service
+        while (running := self._estate.run_in_progress(service)) is not None:  # a real failover, say
+            await self._wait_run(running.id)
+        if self._estate.services[service].active == live.origin:
+            return True, "already moved back by another run"
+        home = self._estate.config.services[service].active
+        kind = RunKind.FAILBACK if live.origin == home else RunKind.FAILOVER
+        outcome = await self._operations.perform(Transfer(
+            service, kind, live.intent.by, f"drill {live.id}: back to {live.origin}", to=live.origin, drill=live.id))
+        if isinstance(outcome, Refused):
+            return False, f"the move back was refused: {outcome.reason}"
+        assert outcome.run is not None
+        live.runs.append(outcome.run.id)
+        result, detail = await self._wait_run(outcome.run.id)
+        if result is not RunResult.SUCCEEDED:
+            return False, f"the move back (run {outcome.run.id}) {result}: {detail}"
+        return True, f"run {outcome.run.id}"
+
+    async def _wait_run(self, run_id: int) -> tuple[RunResult, str]:
+        while True:
+            record = self._estate.run(run_id)
+            if record is not None and record.ended is not None and record.result in ENDED:
+                return record.result, record.detail
+            await asyncio.sleep(self._poll)
+
+    def _sites(self, service: str) -> dict[str, Any]:
+        return {site: self._estate.sites[(service, site)] for site in self._estate.config.services[service].sites}
+
+    def _finish(self, live: Live, result: str, reason: str) -> None:
+        service, kind = live.intent.service, live.intent.kind
+        self.live.pop(service, None)
+        now = self._clock()
+        self._emit(Event(EventKind.DRILL_FINISHED, now, service, None, f"drill {live.id} {result}: {reason}",
+                         DrillFinished(live.id, kind, result, tuple(live.runs), live.intent.name)))
+        (log.info if result == "succeeded" else log.warning)(
+            "drill_finished", drill=live.id, service=service, result=result, reason=reason, runs=live.runs)

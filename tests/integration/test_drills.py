@@ -1,0 +1,140 @@
+"""DR drills in the real daemon (a subprocess) on loopback HTTP targets: a round trip that ends active on the
+site it started on with both legs journaled as a drill, a drill refused while the standby is down, a drill
+aborted when its target degrades mid-hold (it fails back), a drill that starts no cooldown for a real failover,
+and `bcd drill` on the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.api import CONFIG, VIEWER, Api, api_daemon
+
+# probes patient enough for a loaded machine (a CLI subprocess starting must not make a site look down)
+DRILL_CONFIG = CONFIG.replace(
+    "defaults: {{interval: 200ms, timeout: 150ms, rise: 1, fall: 2}}",
+    "defaults: {{interval: 1s, timeout: 800ms, rise: 1, fall: 2}}",
+).replace(
+    """  move: {{steps: [{{name: pause, sleep: {{duration: 10ms}}}}]}}""",
+    """  move: {{steps: [{{name: pause, sleep: {{duration: 10ms}}}},
+                  {{name: verify, wait_healthy: {{site: "{{to_site}}", within: 5s}}}}]}}""",
+).replace(
+    """    failover: {{runbook: move, mode: manual}}""",
+    """    failover: {{runbook: move, mode: manual, cooldown: 1h}}
+    failback: {{runbook: move, mode: manual}}""",
+)
+
+
+async def cli(daemon: Api, *args: str) -> subprocess.CompletedProcess[str]:
+    """`bcd ARGS` in a thread: the targets, served by this event loop, keep answering the daemon's probes."""
+    return await asyncio.to_thread(daemon.cli, *args)
+
+
+async def service(daemon: Api) -> dict[str, Any]:
+    status, _, body = await daemon.call("GET", "/api/v1/services/payroll", token=VIEWER)
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+async def both_up(daemon: Api) -> None:
+    async def up() -> bool:
+        body = await service(daemon)
+        return body["status"] == "ok" and all(site["state"] == "up" for site in body["sites"].values())
+    await daemon.wait_until(up, timeout=15)
+
+
+async def drill(daemon: Api, **fields: Any) -> tuple[int, Any]:
+    status, _, body = await daemon.call("POST", "/api/v1/services/payroll/drill",
+                                        body={"reason": "quarterly test", **fields})
+    return status, body
+
+
+async def finished(daemon: Api, timeout: float = 30.0) -> dict[str, Any]:
+    return await daemon.wait_log(lambda line: line.get("event") == "drill_finished", timeout=timeout)
+
+
+async def recoveries(daemon: Api) -> list[dict[str, Any]]:
+    status, _, body = await daemon.call("GET", "/api/v1/services/payroll/recoveries", token=VIEWER)
+    assert status == 200, body
+    return body["recoveries"]  # type: ignore[no-any-return]
+
+
+async def test_a_round_trip_ends_on_the_starting_site_with_both_legs_journaled(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, DRILL_CONFIG) as (daemon, _, _):
+        await both_up(daemon)
+        status, body = await drill(daemon, hold="1s")
+        assert status == 202, body
+        assert (body["from"], body["to"], body["kind"], body["hold"]) == ("dorset", "hampshire", "round_trip", 1.0)
+        end = await finished(daemon)
+        assert end["result"] == "succeeded", end
+        assert (await service(daemon))["active"] == "dorset"
+        legs = sorted(await recoveries(daemon), key=lambda r: r["run_id"])
+        assert [(r["kind"], r["from"], r["to"], r["result"], r["trigger"]) for r in legs] == [
+            ("drill", "dorset", "hampshire", "succeeded", "drill"), ("drill", "hampshire", "dorset", "succeeded", "drill")]
+        assert legs[0]["timeline"]["verified"] is not None and legs[1]["timeline"]["verified"] is not None
+        journaled = await daemon.wait_until(lambda: _events(daemon, "drill_finished"))  # the next group commit
+        assert [event["kind"] for event in await _events(daemon, "drill_started")] == ["drill_started"]
+        drill_end = journaled[0]
+        assert (drill_end["result"], drill_end["runs"]) == ("succeeded", [leg["run_id"] for leg in legs])
+        metrics = await daemon.metrics_with(VIEWER)
+        assert 'bcd_drills_total{kind="round_trip",result="succeeded",service="payroll"} 1.0' in metrics
+        # no cooldown from the drill: a real failover may start at once (the config's cooldown is 1h)
+        status, _, run = await daemon.call("POST", "/api/v1/services/payroll/failover", body={"reason": "real"})
+        assert status == 202, run
+
+
+async def test_a_drill_is_refused_while_the_standby_is_down(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, DRILL_CONFIG) as (daemon, _, hampshire):
+        await both_up(daemon)
+        hampshire.status = 503
+        await daemon.wait_until(lambda: _site_state(daemon, "hampshire", "down"), timeout=15)
+        status, body = await drill(daemon)
+        assert status == 409, body
+        assert body["detail"].startswith("drill refused: site hampshire of payroll is down"), body
+        assert await recoveries(daemon) == []
+        result = await cli(daemon, "drill", "payroll", "--reason", "from the CLI")
+        assert result.returncode == 1 and "HTTP 409: drill refused: site hampshire of payroll is down" in result.stderr, (
+            result)
+
+
+async def test_a_drill_aborts_and_fails_back_when_its_target_degrades_mid_hold(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, DRILL_CONFIG) as (daemon, _, hampshire):
+        await both_up(daemon)
+        status, body = await drill(daemon, hold="10m")
+        assert status == 202, body
+        await daemon.wait_until(lambda: _active(daemon, "hampshire"), timeout=15)
+        hampshire.status = 503
+        end = await finished(daemon)
+        assert end["result"] == "aborted", end
+        assert "aborted: target hampshire is" in end["reason"] and "back on dorset" in end["reason"], end
+        assert (await service(daemon))["active"] == "dorset"
+        legs = sorted(await recoveries(daemon), key=lambda r: r["run_id"])
+        assert [(r["kind"], r["to"], r["result"]) for r in legs] == [("drill", "hampshire", "succeeded"),
+                                                                       ("drill", "dorset", "succeeded")]
+
+
+async def test_the_cli_starts_a_drill(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, DRILL_CONFIG) as (daemon, _, _):
+        await both_up(daemon)
+        result = await cli(daemon, "drill", "payroll", "--reason", "from the CLI", "--hold", "0s")
+        assert result.returncode == 0, result
+        assert result.stdout.startswith("drill payroll@"), result.stdout
+        assert (await finished(daemon))["result"] == "succeeded"
+        bad = await cli(daemon, "drill", "payroll", "--reason", "x", "--hold", "soon")
+        assert bad.returncode == 2 and "--hold" in bad.stderr, bad
+
+
+async def _site_state(daemon: Api, site: str, state: str) -> bool:
+    return bool((await service(daemon))["sites"][site]["state"] == state)
+
+
+async def _active(daemon: Api, site: str) -> bool:
+    return bool((await service(daemon))["active"] == site)
+
+
+async def _events(daemon: Api, kind: str) -> list[dict[str, Any]]:
+    status, _, body = await daemon.call("GET", "/api/v1/events?service=payroll&limit=500", token=VIEWER)
+    assert status == 200, body
+    return [event for event in body["events"] if event["kind"] == kind]
