@@ -45,6 +45,10 @@ class EventKind(StrEnum):
     SITE_LOST = "site_lost"
     SITE_RECOVERED = "site_recovered"
     TARGET_VERIFIED = "target_verified"
+    RUN_BOOKED = "run_booked"  # a failover, failback or plan run booked for a set time (bcd.booked_runs)
+    BOOKING_CANCELLED = "booking_cancelled"  # a booked run or maintenance window cancelled before its time
+    BOOKED_RUN_STARTED = "booked_run_started"
+    BOOKED_RUN_REFUSED = "booked_run_refused"  # refused by a guard at its time, missed, or interrupted
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -114,6 +118,21 @@ class MaintenanceWindow:
     start: float
     end: float
     by: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookedRun:
+    """The booked-run and booking events: the booking's id, what it books (`booked_kind`: failover, failback,
+    plan or maintenance; `plan` for a plan), its time (`due`), who booked it, its state now, and what it started."""
+
+    booking: str
+    booked_kind: str
+    due: float  # its time (epoch seconds)
+    by: str
+    state: str
+    plan: str | None = None
+    run_id: int | None = None
+    plan_run: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +289,7 @@ Payload = (
     | ApprovalGiven | ApprovalRefused
     | MaintenanceWindow
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
-    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified
+    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified | BookedRun
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -301,6 +320,10 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.SITE_LOST: SiteLost,
     EventKind.SITE_RECOVERED: SiteRecovered,
     EventKind.TARGET_VERIFIED: TargetVerified,
+    EventKind.RUN_BOOKED: BookedRun,
+    EventKind.BOOKING_CANCELLED: BookedRun,
+    EventKind.BOOKED_RUN_STARTED: BookedRun,
+    EventKind.BOOKED_RUN_REFUSED: BookedRun,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

@@ -41,6 +41,7 @@ class Transfer:
     force: bool = False
     dry_run: bool = False
     plan: PlanRef | None = None  # a recovery plan's move (trigger `plan`, `{plan}` and `{plan_run}` filled in)
+    at: float | None = None  # book it for then (epoch seconds; bcd.booked_runs) instead of starting it now
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class RunPlan:
     reason: str
     force: bool = False
     dry_run: bool = False
+    at: float | None = None  # book it for then (epoch seconds; bcd.booked_runs) instead of starting it now
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +148,18 @@ class ApproveGate:
     by: str
 
 
+@dataclass(frozen=True, slots=True)
+class CancelBooking:
+    """Cancel a booked run or maintenance window (bcd.bookings) before its time."""
+
+    booking: str
+    by: str
+    reason: str = ""
+
+
 PlanIntent = RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate
-Intent = Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | PlanIntent
+Intent = (Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | PlanIntent
+          | CancelBooking)
 
 
 class PlanControl(Protocol):
@@ -167,6 +179,19 @@ class CalendarControl(Protocol):
     """What books maintenance windows (bcd.maintenance_calendar), attached once it exists."""
 
     async def perform(self, intent: BookMaintenance) -> Outcome: ...
+
+    def listing(self) -> list[dict[str, Any]]: ...
+
+
+class BookingControl(Protocol):
+    """What books runs and cancels bookings (bcd.booked_runs), attached once it exists. `target(id)` is the
+    booking's (service or None for a plan, its action), or None when there is no such booking."""
+
+    async def book(self, intent: Transfer | RunPlan) -> Outcome: ...
+
+    async def cancel(self, intent: CancelBooking) -> Outcome: ...
+
+    def target(self, booking: str) -> tuple[str | None, Action] | None: ...
 
     def listing(self) -> list[dict[str, Any]]: ...
 
@@ -207,6 +232,14 @@ class Operations:
         self._engine = engine
         self._plans: PlanControl | None = None
         self._calendar: CalendarControl | None = None
+        self._bookings: BookingControl | None = None
+
+    def attach_bookings(self, bookings: BookingControl) -> None:
+        self._bookings = bookings
+
+    def bookings(self) -> list[dict[str, Any]]:
+        """Every booking (runs and maintenance windows), by time (none before they are attached)."""
+        return [] if self._bookings is None else self._bookings.listing()
 
     def attach_plans(self, plans: PlanControl) -> None:
         self._plans = plans
@@ -248,6 +281,8 @@ class Operations:
     async def _perform(self, intent: Intent, actor: Actor) -> Outcome:
         if isinstance(intent, RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate):
             return await self._plan(intent, actor)
+        if isinstance(intent, CancelBooking):
+            return await self._cancel(intent, actor)
         unknown = None if intent.service is None else self.unknown_service(intent.service)
         if unknown is not None:
             return unknown
@@ -259,9 +294,7 @@ class Operations:
         if isinstance(intent, Approve | Abort):
             return self._control(intent, actor)
         if isinstance(intent, BookMaintenance):
-            if self._calendar is None:
-                return Refused(Refusal.UNAVAILABLE, "the maintenance calendar is not started")
-            return await self._calendar.perform(intent)
+            return await self._book_window(intent)
         if isinstance(intent, Transfer):
             return await self._transfer(intent)
         if isinstance(intent, Acknowledge):
@@ -282,17 +315,47 @@ class Operations:
         """A recovery plan's intent: an operator's (a gate's approval: an approver's), never a scoped token's (a
         plan moves services of every owner)."""
         forbidden = self.permitted(actor, Action.APPROVE if isinstance(intent, ApproveGate) else Action.TRANSFER)
-        if forbidden is None and actor.scope is not None:
-            forbidden = Refused(Refusal.FORBIDDEN, f"{actor.name} may act only on services labelled {actor.scope}; "
-                                                   "a recovery plan acts on services of every owner")
+        forbidden = forbidden or self._scoped(actor, None)
         if forbidden is not None:
             return forbidden
+        if isinstance(intent, RunPlan) and intent.at is not None:
+            return await self._book(intent)
         if self._plans is None:
             return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
         return await self._plans.perform(intent)
 
+    async def _book_window(self, intent: BookMaintenance) -> Outcome:
+        if self._calendar is None:
+            return Refused(Refusal.UNAVAILABLE, "the maintenance calendar is not started")
+        return await self._calendar.perform(intent)
+
+    async def _book(self, intent: Transfer | RunPlan) -> Outcome:
+        if self._bookings is None:
+            return Refused(Refusal.UNAVAILABLE, "bookings are not started")
+        return await self._bookings.book(intent)
+
+    async def _cancel(self, intent: CancelBooking, actor: Actor) -> Outcome:
+        """Cancelled by whoever may book what it books: the same role, the service in scope (a plan's: no scope)."""
+        target = None if self._bookings is None else self._bookings.target(intent.booking)
+        if self._bookings is None or target is None:
+            return Refused(Refusal.NOT_FOUND, f"no booking {intent.booking!r}")
+        service, action = target
+        return self.permitted(actor, action) or self._scoped(actor, service) or await self._bookings.cancel(intent)
+
+    def _scoped(self, actor: Actor, service: str | None) -> Refused | None:
+        """The refusal when `service` (None: a recovery plan, which acts on services of every owner) is outside
+        `actor`'s scope, or None."""
+        if service is not None:
+            return self.out_of_scope(actor, service)
+        if actor.scope is None:
+            return None
+        return Refused(Refusal.FORBIDDEN, f"{actor.name} may act only on services labelled {actor.scope}; "
+                                          "a recovery plan acts on services of every owner")
+
     async def _transfer(self, intent: Transfer) -> Outcome:
         """Through `engine.submit()`: on a cluster member it first takes the service's lock in etcd."""
+        if intent.at is not None:
+            return await self._book(intent)
         request = Request(intent.kind, intent.to, intent.force, intent.dry_run, intent.plan)
         try:
             run = await self._engine.submit(intent.service, request, intent.by, intent.reason)

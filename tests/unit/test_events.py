@@ -77,6 +77,18 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
                           {"services": ["directory", "sql"], "plans": ["evacuate-dorset"]}),
     EventKind.SITE_RECOVERED: (events.SiteRecovered(("directory",), 3.0), {"services": ["directory"], "lost_since": 3.0}),
     EventKind.TARGET_VERIFIED: (events.TargetVerified(7, "verify"), {"run_id": 7, "step": "verify"}),
+    EventKind.RUN_BOOKED: (events.BookedRun("1a2b3c4d", "failover", 10.0, "olive", "booked"),
+                           {"booking": "1a2b3c4d", "booked_kind": "failover", "due": 10.0, "by": "olive",
+                            "state": "booked"}),
+    EventKind.BOOKING_CANCELLED: (events.BookedRun("1a2b3c4d", "plan", 10.0, "olive", "cancelled", "evacuate"),
+                                  {"booking": "1a2b3c4d", "booked_kind": "plan", "due": 10.0, "by": "olive",
+                                   "state": "cancelled", "plan": "evacuate"}),
+    EventKind.BOOKED_RUN_STARTED: (events.BookedRun("1a2b3c4d", "failover", 10.0, "olive", "started", run_id=7),
+                                   {"booking": "1a2b3c4d", "booked_kind": "failover", "due": 10.0, "by": "olive",
+                                    "state": "started", "run_id": 7}),
+    EventKind.BOOKED_RUN_REFUSED: (events.BookedRun("1a2b3c4d", "plan", 10.0, "olive", "missed", "evacuate"),
+                                   {"booking": "1a2b3c4d", "booked_kind": "plan", "due": 10.0, "by": "olive",
+                                    "state": "missed", "plan": "evacuate"}),
 }
 
 

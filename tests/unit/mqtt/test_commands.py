@@ -17,6 +17,7 @@ import aiomqtt
 import pytest
 from pydantic import ValidationError
 
+from bcd.bookings import LocalBookings
 from bcd.bus import Bus
 from bcd.config import MqttSettings, parse
 from bcd.engine import Engine
@@ -350,7 +351,8 @@ async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
 async def test_maintenance_booked_for_later_or_refused(live: Live) -> None:
     assert (await live.send(action="maintenance", site="dorset", duration="2h", **{"from": "2099-01-01T00:00Z"}))[
         1] == "refused: the maintenance calendar is not started"
-    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine), live.engine.emit)
+    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine), live.engine.emit,
+                        LocalBookings(live.engine.journal))
     assert (await live.send(action="maintenance", site="dorset", duration="2h", reason="switch",
                             **{"from": "2099-01-01T00:00Z"}))[1] == (
         "accepted: maintenance of payroll at dorset booked as payroll.dorset@20990101T000000Z")
