@@ -108,7 +108,8 @@ class BookedRuns:
         log.info("run_booked", booking=booking.id, kind=booking.kind, target=booking.target, at=iso(booking.at),
                  by=booking.by)
         self._wake.set()
-        return Accepted(f"booking {booking.id}: {booking.kind} of {booking.target} at {iso(booking.at)}")
+        return Accepted(f"booking {booking.id}: {booking.kind} of {booking.target} at {iso(booking.at)}",
+                        booking=booking.to_json())
 
     def _check(self, intent: Transfer | RunPlan, at: float, now: float) -> Refused | None:
         if intent.dry_run:
@@ -148,7 +149,8 @@ class BookedRuns:
             return Refused(Refusal.UNAVAILABLE, f"the booking cannot be changed: {exc}")
         self._journal(EventKind.BOOKING_CANCELLED, cancelled, f"booking {booking.id} {why}")
         log.info("booking_cancelled", booking=booking.id, by=intent.by, reason=intent.reason)
-        return Accepted(f"booking {booking.id} ({booking.kind} of {booking.target} at {iso(booking.at)}) cancelled")
+        return Accepted(f"booking {booking.id} ({booking.kind} of {booking.target} at {iso(booking.at)}) cancelled",
+                        booking=cancelled.to_json())
 
     def listing(self) -> list[dict[str, Any]]:
         """Every booking to come (by time), then the latest decided ones, LISTED at most."""

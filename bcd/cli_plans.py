@@ -20,6 +20,7 @@ class ClientKit:
     call: Callable[..., Any]  # (args, method, path, body=None) -> the JSON answer
     client_arguments: Callable[[argparse.ArgumentParser], None]
     when: Callable[[float | None], str]  # a timestamp as the CLI shows it
+    local: Callable[[str], str] = str  # an ISO time given without an offset, in this machine's local time
 
 
 def add_plan_commands(commands: Any, kit: ClientKit) -> None:
@@ -42,6 +43,7 @@ def add_plan_commands(commands: Any, kit: ClientKit) -> None:
     run.add_argument("--dry-run", action="store_true", help="print what it would do, run nothing")
     run.add_argument("--force", action="store_true", help="each move bypasses the standby-health and cooldown "
                      "guards (journaled as forced)")
+    run.add_argument("--at", help="book the run for then (bcd bookings); local time unless an offset is given")
     for name, help_text in (("resume", "go on with an interrupted plan run (operator)"),
                             ("approve", "approve the gate a plan run waits at (operator)"),
                             ("status", "show one plan run")):
@@ -84,6 +86,10 @@ def _show(kit: ClientKit, args: argparse.Namespace) -> int:
 
 
 def _run(kit: ClientKit, args: argparse.Namespace) -> int:
+    if args.at:
+        from bcd.cli_bookings import book_plan
+
+        return book_plan(kit, args)
     body = {"reason": args.reason, "dry_run": args.dry_run, "force": args.force}
     answer = kit.call(args, "POST", f"/api/v1/plans/{args.name}/run", body)
     if args.json:

@@ -213,6 +213,7 @@ class Accepted:
     sites: list[str] = field(default_factory=list)  # the sites a maintenance start or end covered
     until: float | None = None  # when the maintenance started ends
     plan_run: PlanRun | None = None  # the plan run started, resumed or changed
+    booking: dict[str, Any] | None = None  # the booking made or cancelled (bcd.bookings, as JSON)
 
 
 @dataclass(frozen=True, slots=True)

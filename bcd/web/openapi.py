@@ -13,6 +13,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.model import RunResult, ServiceStatus, SiteState
 from bcd.plans.model import MoveState, PlanState
+from bcd.web import bookings
 from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 from bcd.web.plans import PlanAbortBody, PlanRunBody
@@ -249,6 +250,7 @@ def document() -> dict[str, Any]:
             {"200": {"description": "text/event-stream", "content": {"text/event-stream": STRING}}},
             params=[_param("service", "query", {"type": "string"}), _param("Last-Event-ID", "header", INTEGER)])},
         **_plan_paths(),
+        **bookings.paths(_op, _json, _param),
     }
     return {
         "openapi": "3.1.0",
