@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -61,6 +61,12 @@ WATCH_EVERY = 1.0  # seconds: the longest the loop sleeps (a booking made elsewh
 LISTED = 200  # bookings listed: every one to come, then the latest decided
 
 
+class Emit(Protocol):
+    """The engine's emit: journal, publish and log an event (with more fields for its log line)."""
+
+    def __call__(self, event: Event, **log_fields: object) -> None: ...
+
+
 def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -69,7 +75,7 @@ class BookedRuns:
     """Books runs, starts them at their time (once, cluster-wide), lists and cancels every booking. `me` names
     this instance in `taken_by`; `executor` False (a cluster witness): it never takes a booked run."""
 
-    def __init__(self, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
+    def __init__(self, operations: Operations, estate: EstateView, emit: Emit,
                  store: BookingStore, *, me: str, executor: bool = True,
                  clock: Callable[[], float] = time.time) -> None:
         self._operations = operations
@@ -105,8 +111,6 @@ class BookedRuns:
         except BookingsUnavailable as exc:
             return Refused(Refusal.UNAVAILABLE, f"the booking cannot be stored: {exc}")
         self._journal(EventKind.RUN_BOOKED, booking, f"{booking.by}: {booking.reason}")
-        log.info("run_booked", booking=booking.id, kind=booking.kind, target=booking.target, at=iso(booking.at),
-                 by=booking.by)
         self._wake.set()
         return Accepted(f"booking {booking.id}: {booking.kind} of {booking.target} at {iso(booking.at)}",
                         booking=booking.to_json())
@@ -148,7 +152,6 @@ class BookedRuns:
         except BookingsUnavailable as exc:
             return Refused(Refusal.UNAVAILABLE, f"the booking cannot be changed: {exc}")
         self._journal(EventKind.BOOKING_CANCELLED, cancelled, f"booking {booking.id} {why}")
-        log.info("booking_cancelled", booking=booking.id, by=intent.by, reason=intent.reason)
         return Accepted(f"booking {booking.id} ({booking.kind} of {booking.target} at {iso(booking.at)}) cancelled",
                         booking=cancelled.to_json())
 
@@ -261,17 +264,14 @@ class BookedRuns:
 
     def _announce(self, kind: EventKind, booking: Booking, state: BookingState, why: str) -> None:
         reason = f"booking {booking.id} ({booking.kind} of {booking.target} booked by {booking.by}): {why}"
-        if kind is EventKind.BOOKED_RUN_REFUSED:
-            log.warning("booked_run_refused", booking=booking.id, state=state, reason=why, kind=booking.kind,
-                        target=booking.target)
-        else:
-            log.info("booked_run_started", booking=booking.id, kind=booking.kind, target=booking.target, detail=why)
         self._journal(kind, replace(booking, state=state), reason)
 
     def _journal(self, kind: EventKind, booking: Booking, reason: str) -> None:
+        """Journaled, published and logged (one line named by the kind, with the booking, its state and reason)."""
         data = events.BookedRun(booking.id, booking.kind.value, booking.at, booking.by, booking.state.value,
                                 booking.plan, booking.run_id, booking.plan_run)
-        self._emit(Event(kind, self._clock(), booking.service, None, reason, data))
+        self._emit(Event(kind, self._clock(), booking.service, None, reason, data), booking=booking.id,
+                   state=booking.state.value, due=iso(booking.at), target=booking.target, reason=reason)
 
 
 def _booking_of(intent: Transfer | RunPlan, at: float, now: float) -> Booking:
@@ -292,7 +292,7 @@ def _intent_of(booking: Booking) -> Transfer | RunPlan:
     return Transfer(booking.service, RunKind(booking.kind.value), booking.by, reason, booking.to, booking.force)
 
 
-def start(journal: Journal, operations: Operations, estate: EstateView, emit: Callable[[Event], None],  # noqa: PLR0917
+def start(journal: Journal, operations: Operations, estate: EstateView, emit: Emit,  # noqa: PLR0917
           cluster: ClusterLink | None, metrics: Metrics) -> BookedRuns:
     """The store of bookings (the journal's, or etcd's in a cluster), the maintenance calendar on it and the
     booked runs, attached to `operations`, their figures registered. Run it as one part (`BookedRuns.run`)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from bcd.cli_plans import ClientKit, Handler
@@ -54,39 +53,10 @@ def _booked_or(kit: ClientKit, now: Handler) -> Handler:
     def handler(args: argparse.Namespace) -> int:
         if not args.at:
             return now(args)
-        if args.dry_run:
-            return _no_dry_run()
         body = {"kind": args.kind, "service": args.service, "to": args.to, "force": args.force}
-        return kit.api(lambda _: book(kit, args, body))(args)
+        return kit.api(lambda _: kit.book(args, body))(args)
 
     return handler
-
-
-def book_plan(kit: ClientKit, args: argparse.Namespace) -> int:
-    """`bcd plan run PLAN --at TIME`."""
-    return _no_dry_run() if args.dry_run else book(kit, args, {"kind": "plan", "plan": args.name, "force": args.force})
-
-
-def _no_dry_run() -> int:
-    print("bcd: a dry run is not booked: leave out --at (or --dry-run)", file=sys.stderr)
-    return 2
-
-
-def book(kit: ClientKit, args: argparse.Namespace, body: dict[str, Any]) -> int:
-    """POST the booking (`body` plus the time and reason of `args`) and print what was booked."""
-    answer = kit.call(args, "POST", "/api/v1/bookings", {**body, "at": kit.local(args.at), "reason": args.reason})
-    if getattr(args, "json", False):
-        print(json.dumps(answer, indent=2))
-        return 0
-    booking = answer["booking"]
-    print(f"{answer['detail']} ({_local_time(booking['at'])}); cancel with: bcd bookings cancel {booking['id']}")
-    return 0
-
-
-def _local_time(epoch: float) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M %Z here")
 
 
 def _list(kit: ClientKit, args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,22 @@ class ClientKit:
     client_arguments: Callable[[argparse.ArgumentParser], None]
     when: Callable[[float | None], str]  # a timestamp as the CLI shows it
     local: Callable[[str], str] = str  # an ISO time given without an offset, in this machine's local time
+
+    def book(self, args: argparse.Namespace, body: dict[str, Any]) -> int:
+        """`--at`: POST the booking (`body` plus the time and reason of `args`) and print what was booked (a dry
+        run is not booked: exit 2)."""
+        if args.dry_run:
+            print("bcd: a dry run is not booked: leave out --at (or --dry-run)", file=sys.stderr)
+            return 2
+        answer = self.call(args, "POST", "/api/v1/bookings", {**body, "at": self.local(args.at),
+                                                               "reason": args.reason})
+        if getattr(args, "json", False):
+            print(json.dumps(answer, indent=2))
+            return 0
+        booking = answer["booking"]
+        here = dt.datetime.fromtimestamp(booking["at"]).astimezone().strftime("%Y-%m-%d %H:%M %Z here")
+        print(f"{answer['detail']} ({here}); cancel with: bcd bookings cancel {booking['id']}")
+        return 0
 
 
 def add_plan_commands(commands: Any, kit: ClientKit) -> None:
@@ -87,9 +105,7 @@ def _show(kit: ClientKit, args: argparse.Namespace) -> int:
 
 def _run(kit: ClientKit, args: argparse.Namespace) -> int:
     if args.at:
-        from bcd.cli_bookings import book_plan
-
-        return book_plan(kit, args)
+        return kit.book(args, {"kind": "plan", "plan": args.name, "force": args.force})
     body = {"reason": args.reason, "dry_run": args.dry_run, "force": args.force}
     answer = kit.call(args, "POST", f"/api/v1/plans/{args.name}/run", body)
     if args.json:

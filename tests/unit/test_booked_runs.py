@@ -50,9 +50,9 @@ class Estate:
         return BookedRuns(self.operations, EngineView(self.engine), self.emit, store, me="unit",
                           clock=lambda: self.now)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, **fields: object) -> None:
         self.emitted.append(event)
-        self.engine.emit(event)
+        self.engine.emit(event, **fields)
 
     def sites(self, dorset: Result, hampshire: Result) -> None:
         for site, result in (("dorset", dorset), ("hampshire", hampshire)):

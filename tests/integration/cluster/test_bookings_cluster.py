@@ -64,3 +64,34 @@ async def test_a_window_booked_on_one_instance_is_applied_by_every_instance(esta
         assert service["active"] == "dorset" and service["sites"]["dorset"]["state"] == "maintenance", service
         assert await member.runs() == []
     assert estate.steps.requests == []
+
+
+async def bookings(member: Member) -> list[dict[str, Any]]:
+    reply = await member.call("GET", "/api/v1/bookings")
+    assert reply.status == 200, reply
+    return reply.body["bookings"]  # type: ignore[no-any-return]
+
+
+async def test_a_booked_failover_is_started_by_exactly_one_instance(estate: ClusterEstate) -> None:
+    dorset, hampshire = await estate.start(estate.config(mode="manual"), "dorset", "hampshire")
+    at = float(int(time.time()) + 3)
+    booked = await hampshire.call("POST", "/api/v1/bookings", json_body={
+        "kind": "failover", "service": "payroll", "at": iso(at), "reason": "planned switchover"})
+    assert booked.status == 201, booked
+    number = booked.body["booking"]["id"]
+    seen = await dorset.poll(lambda: bookings(dorset), bool, "the booking, on dorset's instance")
+    assert [(b["id"], b["state"], b["at"]) for b in seen] == [(number, "booked", at)]
+    started = await dorset.poll(lambda: bookings(dorset), lambda found: found[0]["state"] == "started",
+                                "the booking started")
+    (booking,) = started
+    assert booking["taken_by"] in ("dorset", "hampshire") and booking["run_id"] is not None
+    starter = dorset if booking["taken_by"] == "dorset" else hampshire
+    other = hampshire if starter is dorset else dorset
+    run = await starter.wait_run(booking["run_id"])
+    assert run["result"] == "succeeded" and f"booking {number}: planned switchover" in run["reason"]
+    assert time.time() >= at - 0.01
+    await other.wait_service(lambda s: s["active"] == "hampshire")
+    await estate.dorset_probed([dorset, hampshire], 4)  # time passes: nobody starts it again
+    assert len(estate.steps.to("/switch")) == 1
+    assert [line["booking"] for line in starter.logged("booked_run_started")] == [number]
+    assert other.logged("booked_run_started") == [] and await bookings(other) == started
