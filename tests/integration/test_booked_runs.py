@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.api import VIEWER, Api, api_daemon
+from tests.helpers.api import CONFIG, VIEWER, Api, api_daemon
 from tests.helpers.daemon import metric_value
 
 
@@ -118,3 +118,24 @@ async def test_bad_bookings_are_refused_with_nothing_booked_and_one_is_cancelled
         assert status == 409 and problem["detail"].endswith("only a booking to come can be cancelled")
         status, _, problem = await daemon.call("GET", "/api/v1/bookings/nope", token=VIEWER)
         assert status == 404
+
+
+async def test_a_time_passed_while_the_daemon_was_down_is_missed_beyond_the_grace(tmp_path: Path) -> None:
+    config = CONFIG + "bookings: {{grace: 1s}}\n"
+    async with api_daemon(tmp_path, config) as (daemon, _, _):
+        at = time.time() + 2
+        late = datetime.fromtimestamp(at).astimezone().isoformat()
+        status, _, booked = await daemon.call("POST", "/api/v1/bookings", body={
+            "kind": "failover", "service": "payroll", "at": late, "reason": "planned switchover"})
+        assert status == 201, booked
+        assert await daemon.stop() == 0
+        while time.time() < at + 2:  # down past its time and the grace: time passing is what is tested
+            await asyncio.sleep(0.2)
+        await daemon.start()
+        missed = await daemon.wait_log(lambda line: line.get("event") == "booked_run_refused", timeout=30)
+        assert missed["state"] == "missed" and "while no bcd ran it (grace 1s)" in missed["reason"], missed
+        (booking,) = await bookings(daemon)
+        assert booking["state"] == "missed" and booking["detail"].startswith("missed: its time "), booking
+        assert await runs(daemon) == []
+        metrics = await daemon.metrics_with(VIEWER)
+        assert metric_value(metrics, 'bcd_booked_runs_total{kind="failover",result="missed"}') == 1

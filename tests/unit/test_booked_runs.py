@@ -203,3 +203,22 @@ async def test_a_booked_plan_starts_a_plan_run_at_its_time(estate: Estate) -> No
         assert found is not None and found.state is BookingState.STARTED and found.plan_run is not None, found
     finally:
         await plans.stop()
+
+
+async def test_a_booked_maintenance_window_is_listed_and_cancelled_with_the_runs(estate: Estate) -> None:
+    from bcd.maintenance_calendar import MaintenanceCalendar
+    from bcd.operations import BookMaintenance
+
+    calendar = MaintenanceCalendar(estate.operations, EngineView(estate.engine), estate.emit, estate.store,
+                                   clock=lambda: estate.now)
+    booked = await estate.operations.perform(BookMaintenance("payroll", "dorset", T + 600, 3600, "olive", "patch"))
+    assert isinstance(booked, Accepted)
+    (window,) = estate.booked.listing()
+    assert (window["kind"], window["service"], window["sites"], window["state"]) == (
+        "maintenance", "payroll", ["dorset"], "booked")
+    assert [w.booking for w in calendar.windows(T)] == [window["id"]]
+    done = await estate.operations.perform(CancelBooking(window["id"], "olive"))
+    assert isinstance(done, Accepted), done
+    assert calendar.windows(T) == []
+    await calendar.apply_due(T + 600)
+    assert estate.engine.sites[("payroll", "dorset")].maintenance_until is None
