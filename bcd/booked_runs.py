@@ -155,8 +155,11 @@ class BookedRuns:
         return Accepted(f"booking {booking.id} ({booking.kind} of {booking.target} at {iso(booking.at)}) cancelled",
                         booking=cancelled.to_json())
 
-    def listing(self) -> list[dict[str, Any]]:
-        """Every booking to come (by time), then the latest decided ones, LISTED at most."""
+    def listing(self, booking: str | None = None) -> list[dict[str, Any]]:
+        """Every booking to come (by time), then the latest decided ones, LISTED at most; or the one named."""
+        if booking is not None:
+            found = self.store.get(booking)
+            return [] if found is None else [found.to_json()]
         bookings = sorted(self.store.all(), key=lambda b: (b.at, b.id))
         coming = [b for b in bookings if b.state is BookingState.BOOKED]
         decided = sorted((b for b in bookings if b.state is not BookingState.BOOKED),

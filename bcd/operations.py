@@ -193,7 +193,7 @@ class BookingControl(Protocol):
 
     def target(self, booking: str) -> tuple[str | None, Action] | None: ...
 
-    def listing(self) -> list[dict[str, Any]]: ...
+    def listing(self, booking: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class Refusal(StrEnum):
@@ -238,9 +238,10 @@ class Operations:
     def attach_bookings(self, bookings: BookingControl) -> None:
         self._bookings = bookings
 
-    def bookings(self) -> list[dict[str, Any]]:
-        """Every booking (runs and maintenance windows), by time (none before they are attached)."""
-        return [] if self._bookings is None else self._bookings.listing()
+    def bookings(self, booking: str | None = None) -> list[dict[str, Any]]:
+        """The bookings (runs and maintenance windows) to come by time, then the latest decided; or only the one
+        named `booking` (none before they are attached)."""
+        return [] if self._bookings is None else self._bookings.listing(booking)
 
     def attach_plans(self, plans: PlanControl) -> None:
         self._plans = plans

@@ -48,8 +48,8 @@ def routes(app: web.Application) -> None:
 
 def _found(request: web.Request) -> dict[str, Any] | web.Response:
     wanted = request.match_info["booking"]
-    booking = next((b for b in request.app[CONTEXT].operations.bookings() if b["id"] == wanted), None)
-    return booking or refused(Refused(Refusal.NOT_FOUND, f"no booking {wanted[:40]!r}"))
+    found = request.app[CONTEXT].operations.bookings(wanted)
+    return found[0] if found else refused(Refused(Refusal.NOT_FOUND, f"no booking {wanted[:40]!r}"))
 
 
 async def _perform(request: web.Request, intent: Intent, who: Actor, status: int) -> web.Response:
