@@ -68,7 +68,8 @@ WINDOW = {"type": "object", "required": ["name", "active", "services", "sites", 
                          "sites": {"type": "array", "items": {"type": "string"}},
                          "start": {"type": "number"}, "end": {"type": "number"}, "reason": {"type": "string"},
                          "by": {"type": "string"}, "source": {"enum": ["config", "booked"]},
-                         "every": {"type": ["string", "null"]}, "force": {"type": "boolean"}}}
+                         "every": {"type": ["string", "null"]}, "force": {"type": "boolean"},
+                         "booking": {"type": ["string", "null"], "description": "a booked window's booking id"}}}
 SITE_HEALTH = {
     "type": "object",
     "required": ["state", "since", "reason", "probes"],
