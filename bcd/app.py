@@ -14,9 +14,9 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
   runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
   the runner, so that its last events are journaled and published while the outputs still run);
   the runner (orphaned runs recovered first); the plan runner (stopped before the runner: a plan run is interrupted,
-  then its moves); the maintenance calendar; the drills; the scheduler (stopped first: no observation starts a run
-  meanwhile); then the web server opens, and READY=1. The daemon's own loops (ticker, systemd, reloads) run in the same
-  TaskGroup, cancelled first; a failing part stops the daemon with its error. GC and C heap are tuned here (bcd.heap).
+  then its moves); the bookings and the calendar; the drills; the scheduler (stopped first: no observation starts a
+  run meanwhile); then the web server opens, and READY=1. The daemon's own loops (ticker, systemd, reloads) run in
+  the same TaskGroup, cancelled first; a failing part stops the daemon with its error. GC and C heap are tuned here.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import aiohttp
 import structlog
 from pydantic import TypeAdapter
 
+from bcd import booked_runs, config_record, drills, heap, systemd
 from bcd import config as config_module
-from bcd import config_record, drills, heap, systemd
 from bcd.broker import BrokerLink, broker_link
 from bcd.bus import Bus
 from bcd.cluster import ClusterLink, Preference
@@ -50,7 +50,6 @@ from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.lifetime import Lifetimes, closing, leaves
-from bcd.maintenance_calendar import MaintenanceCalendar
 from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
@@ -268,7 +267,8 @@ class Daemon:
         await lifetimes.start("runner", runner.run)
         plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
         await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
-        await lifetimes.start("calendar", MaintenanceCalendar(self.operations, self.view, self.engine.emit).run)
+        bookings = booked_runs.start(self.journal, self.operations, self.view, self.engine.emit, cluster, self.metrics)
+        await lifetimes.start("bookings", bookings.run)  # the booked runs and the maintenance calendar
         await lifetimes.start("drills", drills.start(self.journal, self.operations, self.view, self.engine.emit))
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.metrics.register(SchedulerCollector(scheduler.stats))

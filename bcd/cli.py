@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bcd import __version__, cli_drills, tokens
+from bcd import __version__, cli_bookings, cli_drills, tokens
 from bcd.cli_plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
@@ -22,8 +22,7 @@ DEFAULT_URL = "http://127.0.0.1:9847"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = (parser := build_parser()).parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)
@@ -72,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--views", action="store_true", help="in a cluster: the reason of every vantage's view")
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
-    add_plan_commands(commands, kit := ClientKit(_api, _call, add_client_arguments, _when))
-    cli_drills.add_commands(commands, kit)
+    add_plan_commands(commands, kit := ClientKit(_api, _call, add_client_arguments, _when, _local))
+    for extra in (cli_drills, cli_bookings):
+        extra.add_commands(commands, kit)
     tokens.add_commands(commands)
     add_journal_commands(commands)
     return parser

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,23 @@ class ClientKit:
     call: Callable[..., Any]  # (args, method, path, body=None) -> the JSON answer
     client_arguments: Callable[[argparse.ArgumentParser], None]
     when: Callable[[float | None], str]  # a timestamp as the CLI shows it
+    local: Callable[[str], str] = str  # an ISO time given without an offset, in this machine's local time
+
+    def book(self, args: argparse.Namespace, body: dict[str, Any]) -> int:
+        """`--at`: POST the booking (`body` plus the time and reason of `args`) and print what was booked (a dry
+        run is not booked: exit 2)."""
+        if args.dry_run:
+            print("bcd: a dry run is not booked: leave out --at (or --dry-run)", file=sys.stderr)
+            return 2
+        answer = self.call(args, "POST", "/api/v1/bookings", {**body, "at": self.local(args.at),
+                                                               "reason": args.reason})
+        if getattr(args, "json", False):
+            print(json.dumps(answer, indent=2))
+            return 0
+        booking = answer["booking"]
+        here = dt.datetime.fromtimestamp(booking["at"]).astimezone().strftime("%Y-%m-%d %H:%M %Z here")
+        print(f"{answer['detail']} ({here}); cancel with: bcd bookings cancel {booking['id']}")
+        return 0
 
 
 def add_plan_commands(commands: Any, kit: ClientKit) -> None:
@@ -42,6 +61,7 @@ def add_plan_commands(commands: Any, kit: ClientKit) -> None:
     run.add_argument("--dry-run", action="store_true", help="print what it would do, run nothing")
     run.add_argument("--force", action="store_true", help="each move bypasses the standby-health and cooldown "
                      "guards (journaled as forced)")
+    run.add_argument("--at", help="book the run for then (bcd bookings); local time unless an offset is given")
     for name, help_text in (("resume", "go on with an interrupted plan run (operator)"),
                             ("approve", "approve the gate a plan run waits at (operator)"),
                             ("status", "show one plan run")):
@@ -84,6 +104,8 @@ def _show(kit: ClientKit, args: argparse.Namespace) -> int:
 
 
 def _run(kit: ClientKit, args: argparse.Namespace) -> int:
+    if args.at:
+        return kit.book(args, {"kind": "plan", "plan": args.name, "force": args.force})
     body = {"reason": args.reason, "dry_run": args.dry_run, "force": args.force}
     answer = kit.call(args, "POST", f"/api/v1/plans/{args.name}/run", body)
     if args.json:

@@ -48,6 +48,10 @@ class EventKind(StrEnum):
     DRILL_STARTED = "drill_started"  # a DR drill (bcd.drills): its legs are runs marked as the drill's
     DRILL_FINISHED = "drill_finished"
     DRILL_SKIPPED = "drill_skipped"  # a scheduled drill's occurrence that did not start, and why
+    RUN_BOOKED = "run_booked"  # a failover, failback or plan run booked for a set time (bcd.booked_runs)
+    BOOKING_CANCELLED = "booking_cancelled"  # a booked run or maintenance window cancelled before its time
+    BOOKED_RUN_STARTED = "booked_run_started"
+    BOOKED_RUN_REFUSED = "booked_run_refused"  # refused by a guard at its time, missed, or interrupted
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -117,6 +121,21 @@ class MaintenanceWindow:
     start: float
     end: float
     by: str
+
+
+@dataclass(frozen=True, slots=True)
+class BookedRun:
+    """The booked-run and booking events: the booking's id, what it books (`booked_kind`: failover, failback,
+    plan or maintenance; `plan` for a plan), its time (`due`), who booked it, its state now, and what it started."""
+
+    booking: str
+    booked_kind: str
+    due: float  # its time (epoch seconds)
+    by: str
+    state: str
+    plan: str | None = None
+    run_id: int | None = None
+    plan_run: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +322,7 @@ Payload = (
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
     | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified | DrillStarted | DrillFinished
     | DrillSkipped
+    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified | BookedRun
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -336,6 +356,10 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.DRILL_STARTED: DrillStarted,
     EventKind.DRILL_FINISHED: DrillFinished,
     EventKind.DRILL_SKIPPED: DrillSkipped,
+    EventKind.RUN_BOOKED: BookedRun,
+    EventKind.BOOKING_CANCELLED: BookedRun,
+    EventKind.BOOKED_RUN_STARTED: BookedRun,
+    EventKind.BOOKED_RUN_REFUSED: BookedRun,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

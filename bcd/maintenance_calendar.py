@@ -8,7 +8,8 @@ window's name and reason and a duration reaching the window's end: the engine th
 maintenance was persisted with the site's health: it is only extended). A window that would leave a service no
 site outside maintenance is refused at booking (and skipped, with a warning, when a config window without
 `force` would do so at its start because other sites are in maintenance by then).
-Booked windows live in this instance's memory (a restart forgets the ones not yet started).
+Booked windows live in the store of bookings (bcd.bookings): the state directory, or etcd in a cluster, where
+every instance sees them and applies them to its own sites; a restart forgets none.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import structlog
 
 from bcd import calendar, events
+from bcd.bookings import Booking, BookingKind, BookingState, BookingStore, BookingsUnavailable, new_id
 from bcd.config.maintenance import WindowConfig
 from bcd.durations import MAINTENANCE, format_duration
 from bcd.events import Event, EventKind
@@ -32,6 +34,7 @@ from bcd.view import EstateView
 
 log = structlog.get_logger(__name__)
 LOOK_AHEAD = 60.0  # seconds: the calendar wakes at least this often (a reload may have added a window)
+WATCH_EVERY = 1.0  # seconds: how soon a window another instance booked is seen (the store's version is read)
 BY = "calendar"
 
 
@@ -49,11 +52,18 @@ class Window:
     source: str  # "config" or "booked"
     every: str | None = None
     force: bool = False
+    booking: str | None = None  # a booked window's booking id (`bcd bookings cancel ID`)
 
     def json(self, now: float) -> dict[str, Any]:
         return {"name": self.name, "active": self.start <= now, "services": list(self.services),
                 "sites": list(self.sites), "start": self.start, "end": self.end, "reason": self.reason,
-                "by": self.by, "source": self.source, "every": self.every, "force": self.force}
+                "by": self.by, "source": self.source, "every": self.every, "force": self.force,
+                "booking": self.booking}
+
+    @classmethod
+    def booked(cls, booking: Booking) -> Window:
+        return cls(str(booking.name), (str(booking.service),), booking.sites, booking.at, booking.end, booking.reason,
+                   booking.by, "booked", force=booking.force, booking=booking.id)
 
 
 def occurrence(spec: WindowConfig, now: float) -> tuple[float, float] | None:
@@ -73,12 +83,12 @@ class MaintenanceCalendar:
     """Applies the calendar's windows through `operations`; books, lists and refuses windows."""
 
     def __init__(self, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 store: BookingStore, clock: Callable[[], float] = time.time) -> None:
         self._operations = operations
         self._estate = estate
         self._emit = emit
+        self._store = store
         self._clock = clock
-        self._booked: list[Window] = []
         self._applied: set[tuple[str, float]] = set()
         self._wake = asyncio.Event()
         operations.attach_calendar(self)
@@ -87,7 +97,8 @@ class MaintenanceCalendar:
         """Current and upcoming windows (each config window's current or next occurrence), by start."""
         now = self._clock() if now is None else now
         config = self._estate.config
-        found = [window for window in self._booked if window.end > now]
+        found = [Window.booked(booking) for booking in self._store.all() if booking.kind is BookingKind.MAINTENANCE
+                 and booking.state is BookingState.BOOKED and booking.end > now]
         for name, spec in config.maintenance.items():
             times = occurrence(spec, now)
             if times is not None:
@@ -117,15 +128,21 @@ class MaintenanceCalendar:
         covered = tuple(sites if intent.site is None else [intent.site])
         where = intent.service if intent.site is None else f"{intent.service}.{intent.site}"
         name = f"{where}@{datetime.fromtimestamp(intent.start, UTC).strftime('%Y%m%dT%H%M%SZ')}"
-        if any(window.name == name for window in self._booked):
+        if any(window.name == name for window in self.windows(now) if window.source == "booked"):
             return Refused(Refusal.CONFLICT, f"{name} is already booked")
-        window = Window(name, (intent.service,), covered, intent.start, intent.start + intent.duration,
-                        intent.reason, intent.by, "booked", force=intent.force)
+        booking = Booking(new_id(), BookingKind.MAINTENANCE, intent.start, intent.by, intent.reason, now,
+                          service=intent.service, site=intent.site, sites=covered, duration=intent.duration,
+                          name=name, force=intent.force)
+        window = Window.booked(booking)
         if not intent.force:
             blocked = self.leaves_no_site(window, now)
             if blocked is not None:
                 return Refused(Refusal.CONFLICT, blocked)
-        self._booked.append(window)
+        try:
+            if not await self._store.add(booking):
+                return Refused(Refusal.CONFLICT, f"booking {booking.id} exists already: try again")
+        except BookingsUnavailable as exc:
+            return Refused(Refusal.UNAVAILABLE, f"the booking cannot be stored: {exc}")
         self._wake.set()
         self._journal(EventKind.MAINTENANCE_BOOKED, window, f"{intent.by}: {intent.reason}", now)
         return Accepted(f"maintenance of {intent.service} at {', '.join(covered)} booked as {name}",
@@ -160,8 +177,12 @@ class MaintenanceCalendar:
         while True:
             self._wake.clear()
             wait = await self.apply_due(self._clock())
+            seen = self._store.version
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    while self._store.version == seen and not self._wake.is_set():  # another instance's booking
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), WATCH_EVERY)
 
     async def apply_due(self, now: float) -> float:
         """Apply each window whose start has come (once per occurrence); the seconds until the next start

@@ -43,6 +43,7 @@ class Transfer:
     dry_run: bool = False
     plan: PlanRef | None = None  # a recovery plan's move (trigger `plan`, `{plan}` and `{plan_run}` filled in)
     drill: str | None = None  # a leg of this drill (bcd.drills): journaled as such, no cooldown
+    at: float | None = None  # book it for then (epoch seconds; bcd.booked_runs) instead of starting it now
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class RunPlan:
     reason: str
     force: bool = False
     dry_run: bool = False
+    at: float | None = None  # book it for then (epoch seconds; bcd.booked_runs) instead of starting it now
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +164,18 @@ class Drill:
     occurrence: float | None = None  # the scheduled time a scheduled drill starts for
 
 
+@dataclass(frozen=True, slots=True)
+class CancelBooking:
+    """Cancel a booked run or maintenance window (bcd.bookings) before its time."""
+
+    booking: str
+    by: str
+    reason: str = ""
+
+
 PlanIntent = RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate
-Intent = (Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | PlanIntent
-          | Drill)
+ServiceIntent = Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | Drill
+Intent = ServiceIntent | PlanIntent | CancelBooking
 
 
 class PlanControl(Protocol):
@@ -194,6 +205,19 @@ class DrillControl(Protocol):
     async def perform(self, intent: Drill) -> Outcome: ...
 
 
+class BookingControl(Protocol):
+    """What books runs and cancels bookings (bcd.booked_runs), attached once it exists. `target(id)` is the
+    booking's (service or None for a plan, its action), or None when there is no such booking."""
+
+    async def book(self, intent: Transfer | RunPlan) -> Outcome: ...
+
+    async def cancel(self, intent: CancelBooking) -> Outcome: ...
+
+    def target(self, booking: str) -> tuple[str | None, Action] | None: ...
+
+    def listing(self, booking: str | None = None) -> list[dict[str, Any]]: ...
+
+
 class Refusal(StrEnum):
     FORBIDDEN = "forbidden"  # the actor's role or scope does not allow it (HTTP 403)
     NOT_FOUND = "not_found"  # no such service, site or run (HTTP 404)
@@ -212,6 +236,7 @@ class Accepted:
     until: float | None = None  # when the maintenance started ends
     plan_run: PlanRun | None = None  # the plan run started, resumed or changed
     drill: dict[str, Any] | None = None  # the drill started (bcd.drills)
+    booking: dict[str, Any] | None = None  # the booking made or cancelled (bcd.bookings, as JSON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +257,15 @@ class Operations:
         self._plans: PlanControl | None = None
         self._calendar: CalendarControl | None = None
         self._drills: DrillControl | None = None
+        self._bookings: BookingControl | None = None
+
+    def attach_bookings(self, bookings: BookingControl) -> None:
+        self._bookings = bookings
+
+    def bookings(self, booking: str | None = None) -> list[dict[str, Any]]:
+        """The bookings (runs and maintenance windows) to come by time, then the latest decided; or only the one
+        named `booking` (none before they are attached)."""
+        return [] if self._bookings is None else self._bookings.listing(booking)
 
     def attach_plans(self, plans: PlanControl) -> None:
         self._plans = plans
@@ -288,18 +322,26 @@ class Operations:
     async def _perform(self, intent: Intent, actor: Actor) -> Outcome:
         if isinstance(intent, RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate):
             return await self._plan(intent, actor)
+        if isinstance(intent, CancelBooking):
+            return await self._cancel(intent, actor)
         unknown = None if intent.service is None else self.unknown_service(intent.service)
         if unknown is not None:
             return unknown
         forbidden = self.permitted(actor, ACTIONS.get(type(intent), Action.TRANSFER))  # another intent: an operator's
         if forbidden is None and intent.service is not None:
             forbidden = self.out_of_scope(actor, intent.service)
-        if forbidden is not None:
-            return forbidden
+        return forbidden or await self._act(intent, actor)
+
+    async def _act(self, intent: ServiceIntent, actor: Actor) -> Outcome:
+        """An intent on a known service, permitted: carried out by the engine, or by the part attached for it."""
         if isinstance(intent, Approve | Abort):
             return self._control(intent, actor)
-        if isinstance(intent, BookMaintenance | Drill):
-            return await self._delegate(intent)
+        if isinstance(intent, BookMaintenance):
+            return await self._book_window(intent)
+        if isinstance(intent, Drill):
+            if self._drills is None:
+                return Refused(Refusal.UNAVAILABLE, "drills are not started")
+            return await self._drills.perform(intent)
         if isinstance(intent, Transfer):
             return await self._transfer(intent)
         if isinstance(intent, Acknowledge):
@@ -320,27 +362,47 @@ class Operations:
         """A recovery plan's intent: an operator's (a gate's approval: an approver's), never a scoped token's (a
         plan moves services of every owner)."""
         forbidden = self.permitted(actor, Action.APPROVE if isinstance(intent, ApproveGate) else Action.TRANSFER)
-        if forbidden is None and actor.scope is not None:
-            forbidden = Refused(Refusal.FORBIDDEN, f"{actor.name} may act only on services labelled {actor.scope}; "
-                                                   "a recovery plan acts on services of every owner")
+        forbidden = forbidden or self._scoped(actor, None)
         if forbidden is not None:
             return forbidden
+        if isinstance(intent, RunPlan) and intent.at is not None:
+            return await self._book(intent)
         if self._plans is None:
             return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
         return await self._plans.perform(intent)
 
-    async def _delegate(self, intent: BookMaintenance | Drill) -> Outcome:
-        """A booking (bcd.maintenance_calendar) or a drill (bcd.drills), by the part attached for it."""
-        if isinstance(intent, Drill):
-            if self._drills is None:
-                return Refused(Refusal.UNAVAILABLE, "drills are not started")
-            return await self._drills.perform(intent)
+    async def _book_window(self, intent: BookMaintenance) -> Outcome:
         if self._calendar is None:
             return Refused(Refusal.UNAVAILABLE, "the maintenance calendar is not started")
         return await self._calendar.perform(intent)
 
+    async def _book(self, intent: Transfer | RunPlan) -> Outcome:
+        if self._bookings is None:
+            return Refused(Refusal.UNAVAILABLE, "bookings are not started")
+        return await self._bookings.book(intent)
+
+    async def _cancel(self, intent: CancelBooking, actor: Actor) -> Outcome:
+        """Cancelled by whoever may book what it books: the same role, the service in scope (a plan's: no scope)."""
+        target = None if self._bookings is None else self._bookings.target(intent.booking)
+        if self._bookings is None or target is None:
+            return Refused(Refusal.NOT_FOUND, f"no booking {intent.booking!r}")
+        service, action = target
+        return self.permitted(actor, action) or self._scoped(actor, service) or await self._bookings.cancel(intent)
+
+    def _scoped(self, actor: Actor, service: str | None) -> Refused | None:
+        """The refusal when `service` (None: a recovery plan, which acts on services of every owner) is outside
+        `actor`'s scope, or None."""
+        if service is not None:
+            return self.out_of_scope(actor, service)
+        if actor.scope is None:
+            return None
+        return Refused(Refusal.FORBIDDEN, f"{actor.name} may act only on services labelled {actor.scope}; "
+                                          "a recovery plan acts on services of every owner")
+
     async def _transfer(self, intent: Transfer) -> Outcome:
         """Through `engine.submit()`: on a cluster member it first takes the service's lock in etcd."""
+        if intent.at is not None:
+            return await self._book(intent)
         request = Request(intent.kind, intent.to, intent.force, intent.dry_run, intent.plan, intent.drill)
         try:
             run = await self._engine.submit(intent.service, request, intent.by, intent.reason)

@@ -357,6 +357,11 @@ class JournalSettings(Model):
                                   "1d); a checkpoint keeps what remains verifiable. Runs and steps are kept")
 
 
+class BookingSettings(Model):
+    grace: Duration = Field(300.0, le=86400.0, description="a booked run whose time passed while no instance ran "
+                            "starts late within this; later it is marked missed (not run)")
+
+
 class Config(Model):
     instance: Name = Field(default_factory=lambda: socket.gethostname().split(".")[0] or "bcd")
     vantage: Name | None = Field(None, description="the site this daemon runs in")
@@ -380,6 +385,7 @@ class Config(Model):
     cluster: Cluster | None = Field(None, description="run as one of several instances sharing etcd")
     plans: dict[Name, PlanConfig] = Field({}, description="recovery plans: move a site's services in order")
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    bookings: BookingSettings = Field(default_factory=BookingSettings, description="booked runs (bcd bookings)")
     include: list[Annotated[str, Field(min_length=1)]] = Field(
         [], description="more files (paths or globs, relative to this file; each glob's matches sorted) adding "
                         "services, runbooks, plans and maintenance: shaped as $defs.IncludedFile")

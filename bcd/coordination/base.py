@@ -8,6 +8,7 @@ Keys live under `/bcd/<cluster>/`:
 - `locks/<service>`           the run lock; its create revision is the fencing token
 - `runs/<service>/<run_id>`   run records, written fenced by the lock holder
 - `active/<service>`          the active site, written fenced by the lock holder at the end of a run
+- `bookings/<id>`             booked maintenance windows and runs (bcd.bookings), changed by compare-and-swap
 Callers name keys relative to the cluster prefix (`run_key()`, `active_key()`).
 """
 
@@ -191,8 +192,23 @@ class Coordinator(Protocol):
         ...
 
     def records(self) -> dict[str, bytes]:
-        """Every key of the cluster but the views (locks, run records, active sites), relative keys to values,
-        as the store's watch has them now (no request is made)."""
+        """Every key of the cluster but the views and bookings (locks, run records, active sites), relative keys
+        to values, as the store's watch has them now (no request is made)."""
+        ...
+
+    def entries(self, group: str) -> dict[str, tuple[bytes, int]]:
+        """The keys of one group (e.g. "bookings"), relative to it, as (value, mod revision), as the store's watch
+        has them now (no request is made)."""
+        ...
+
+    def entries_version(self, group: str) -> int:
+        """Grows with every change to entries(group)."""
+        ...
+
+    async def swap(self, key: str, value: bytes, revision: int) -> bool:
+        """Put `value` at the relative `key` (bound to no lease, fenced by no lock) only if the key's mod revision
+        is still `revision` (0: only if absent). False when it changed meanwhile; raises CoordinationUnavailable
+        when the store could not be asked."""
         ...
 
     @property

@@ -86,6 +86,10 @@ class KeyCache:
         """How many changes the groups (but those in `exclude`) have seen: it grows with each."""
         return sum(count for name, count in self._versions.items() if name not in exclude)
 
+    def group_version(self, name: str) -> int:
+        """How many changes the group `name` has seen."""
+        return self._versions.get(name, 0)
+
     # ---- applying
 
     def _split(self, key: str) -> tuple[str, str]:

@@ -112,11 +112,17 @@ class EtcdCoordinator:
         return {vantage: entry.kv.mod_revision for vantage, entry in self.keys.group("views").items()}
 
     def records(self) -> dict[str, bytes]:
-        return self.keys.items(exclude=("views",))
+        return self.keys.items(exclude=("views", "bookings"))
 
     @property
     def records_version(self) -> int:
-        return self.keys.version(exclude=("views",))
+        return self.keys.version(exclude=("views", "bookings"))
+
+    def entries(self, group: str) -> dict[str, tuple[bytes, int]]:
+        return {key: (entry.kv.value, entry.kv.mod_revision) for key, entry in self.keys.group(group).items()}
+
+    def entries_version(self, group: str) -> int:
+        return self.keys.group_version(group)
 
     def _set_healthy(self, healthy: bool, reason: str = "") -> None:
         if healthy and not self._healthy:
@@ -378,6 +384,18 @@ class EtcdCoordinator:
             if self._on_lost is not None:
                 self._on_lost(lock.service)
         return result.succeeded
+
+    async def swap(self, key: str, value: bytes, revision: int) -> bool:
+        target = self._keys.absolute(key)
+        try:
+            result = await self._client.txn([Compare.mod_revision(target, "=", revision)], [Op.put(target, value)],
+                                            [Op.range(target)])
+        except EtcdError as exc:
+            raise CoordinationUnavailable(f"cannot write {key}: {exc}") from exc
+        found = result.responses[0].kvs if not result.succeeded and result.responses else ()
+        # a failed compare on a key holding exactly our value: an earlier attempt of ours succeeded but its answer
+        # was lost on the way (the client tried another endpoint)
+        return result.succeeded or (bool(found) and found[0].value == value)
 
     async def read(self, prefix: str) -> dict[str, bytes]:
         try:

@@ -47,22 +47,24 @@ class CommandAction(StrEnum):
     PLAN_APPROVE = "plan_approve"
     PLAN_DONE = "plan_done"
     DRILL = "drill"
+    BOOKING_CANCEL = "booking_cancel"
 
 
 COMMON_FIELDS = frozenset({"id", "action", "reason", "by", "ts", "sig"})
 ACTION_FIELDS: dict[CommandAction, frozenset[str]] = {
-    CommandAction.FAILOVER: frozenset({"service", "to"}),
-    CommandAction.FAILBACK: frozenset({"service", "to"}),
+    CommandAction.FAILOVER: frozenset({"service", "to", "at"}),
+    CommandAction.FAILBACK: frozenset({"service", "to", "at"}),
     CommandAction.ACK: frozenset({"service"}),
     CommandAction.MAINTENANCE: frozenset({"service", "site", "duration", "end", "from", "force"}),
     CommandAction.APPROVE: frozenset({"run", "service"}),
     CommandAction.ABORT: frozenset({"run", "service"}),
-    CommandAction.PLAN_RUN: frozenset({"plan"}),
+    CommandAction.PLAN_RUN: frozenset({"plan", "at"}),
     CommandAction.PLAN_RESUME: frozenset({"run"}),
     CommandAction.PLAN_ABORT: frozenset({"run", "now"}),
     CommandAction.PLAN_APPROVE: frozenset({"run"}),
     CommandAction.PLAN_DONE: frozenset({"run", "service"}),
     CommandAction.DRILL: frozenset({"service", "kind", "hold"}),
+    CommandAction.BOOKING_CANCEL: frozenset({"booking"}),
 }
 SERVICE_ACTIONS = frozenset({CommandAction.FAILOVER, CommandAction.FAILBACK, CommandAction.ACK,
                              CommandAction.MAINTENANCE, CommandAction.PLAN_DONE, CommandAction.DRILL})
@@ -106,6 +108,8 @@ class Command:
     force: bool = False  # maintenance: book a window leaving the service no site outside maintenance
     kind: str = "round_trip"  # drill: round_trip or runbook
     hold: float = 0.0  # drill: seconds on the standby
+    at: float | None = None  # failover, failback, plan_run: book the run for then (epoch seconds)
+    booking: str | None = None  # booking_cancel: the booking's id
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,19 +270,24 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
         to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,
         run=run if isinstance(run, int) else None, plan=_text(obj, "plan", 64, required=action is
                                                                CommandAction.PLAN_RUN), now=now,
-        **_booking(obj), **(_drill(obj) if action is CommandAction.DRILL else {}),
+        booking=_text(obj, "booking", 64, required=action is CommandAction.BOOKING_CANCEL), **_booking(obj),
+        **(_drill(obj) if action is CommandAction.DRILL else {}),
     )
 
 
 def _booking(obj: dict[str, Any]) -> dict[str, Any]:
-    """A maintenance command's `from` (ISO 8601, no offset: UTC) and `force`, as the API takes them."""
-    start, force = _text(obj, "from", 64), obj.get("force", False)
+    """A maintenance command's `from` and `force`, a run's `at` (ISO 8601, no offset: UTC), as the API takes them."""
+    force = obj.get("force", False)
     if not isinstance(force, bool):
         raise _Malformed("force must be true or false")
-    try:
-        return {"start": None if start is None else when(start), "force": force}
-    except ValueError as exc:
-        raise _Malformed(f"from: {exc}") from None
+    times: dict[str, Any] = {"force": force}
+    for name, field in (("from", "start"), ("at", "at")):
+        text = _text(obj, name, 64)
+        try:
+            times[field] = None if text is None else when(text)
+        except ValueError as exc:
+            raise _Malformed(f"{name}: {exc}") from None
+    return times
 
 
 def _drill(obj: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,9 @@ def intent_of(command: Command) -> ops.Intent:
     by = f"mqtt:{command.by}"
     if command.action in PLAN_INTENTS:
         return _plan_intent(command, by)
+    if command.action is CommandAction.BOOKING_CANCEL:
+        assert command.booking is not None
+        return ops.CancelBooking(command.booking, by, command.reason or "")
     if command.action in (CommandAction.APPROVE, CommandAction.ABORT):
         assert command.run is not None
         control = ops.Approve if command.action is CommandAction.APPROVE else ops.Abort
@@ -32,7 +35,7 @@ def intent_of(command: Command) -> ops.Intent:
     assert command.service is not None
     if command.action in (CommandAction.FAILOVER, CommandAction.FAILBACK):
         kind = RunKind.FAILOVER if command.action is CommandAction.FAILOVER else RunKind.FAILBACK
-        return ops.Transfer(command.service, kind, by, command.reason or str(kind), command.to)
+        return ops.Transfer(command.service, kind, by, command.reason or str(kind), command.to, at=command.at)
     if command.action is CommandAction.DRILL:
         return ops.Drill(command.service, by, command.reason or "drill", command.kind, command.hold)
     if command.action is CommandAction.ACK:
@@ -54,7 +57,7 @@ def _plan_intent(command: Command, by: str) -> ops.Intent:
     """A recovery plan's command (`plan_run` names the plan; the others a plan run)."""
     if command.action is CommandAction.PLAN_RUN:
         assert command.plan is not None
-        return ops.RunPlan(command.plan, by, command.reason or "mqtt")
+        return ops.RunPlan(command.plan, by, command.reason or "mqtt", at=command.at)
     assert command.run is not None
     if command.action is CommandAction.PLAN_DONE:
         assert command.service is not None

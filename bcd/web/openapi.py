@@ -13,6 +13,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.model import RunResult, ServiceStatus, SiteState
 from bcd.plans.model import MoveState, PlanState
+from bcd.web import bookings
 from bcd.web.drills import DRILL_SCHEMA, DrillBody
 from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
@@ -68,7 +69,8 @@ WINDOW = {"type": "object", "required": ["name", "active", "services", "sites", 
                          "sites": {"type": "array", "items": {"type": "string"}},
                          "start": {"type": "number"}, "end": {"type": "number"}, "reason": {"type": "string"},
                          "by": {"type": "string"}, "source": {"enum": ["config", "booked"]},
-                         "every": {"type": ["string", "null"]}, "force": {"type": "boolean"}}}
+                         "every": {"type": ["string", "null"]}, "force": {"type": "boolean"},
+                         "booking": {"type": ["string", "null"], "description": "a booked window's booking id"}}}
 SITE_HEALTH = {
     "type": "object",
     "required": ["state", "since", "reason", "probes"],
@@ -258,6 +260,7 @@ def document() -> dict[str, Any]:
             {"200": {"description": "text/event-stream", "content": {"text/event-stream": STRING}}},
             params=[_param("service", "query", {"type": "string"}), _param("Last-Event-ID", "header", INTEGER)])},
         **_plan_paths(),
+        **bookings.paths(_op, _json, _param),
     }
     return {
         "openapi": "3.1.0",

@@ -9,7 +9,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.outputs.metrics import CONTENT_TYPE
 from bcd.view import service_json
-from bcd.web import drills, events, openapi, operations, plans, recoveries, status_page
+from bcd.web import bookings, drills, events, openapi, operations, plans, recoveries, status_page
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT, WebContext
 from bcd.web.hosts import host_middleware
@@ -30,6 +30,7 @@ def build_app(context: WebContext) -> web.Application:
     operations.routes(app)
     plans.routes(app)
     drills.routes(app)
+    bookings.routes(app)
     events.routes(app)
     recoveries.routes(app)
     app.router.add_get("/api/v1/openapi.json", openapi.serve)

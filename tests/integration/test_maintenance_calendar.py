@@ -105,3 +105,23 @@ async def test_bad_bookings_are_refused_and_nothing_is_booked(
     assert [window["name"] for window in listed["windows"]] == ["night"]
 
 
+
+
+
+async def test_a_booked_window_survives_a_restart_and_starts_after_it(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path) as (daemon, _, _):  # no config window: a one-off one would end meanwhile
+        start = float(int(time.time()) + 6)
+        status, _, booked = await daemon.call("POST", "/api/v1/services/payroll/maintenance", body={
+            "site": "dorset", "from": iso(start) + "Z", "duration": "1h", "reason": "new switch"})
+        assert status == 201, booked
+        name = booked["detail"].rsplit(" ", 1)[1]
+        assert await daemon.stop() == 0
+        await daemon.start()
+        await daemon.wait_ready(20)
+        _, _, listed = await daemon.call("GET", "/api/v1/maintenance", token=VIEWER)
+        (window,) = listed["windows"]
+        assert (window["name"], window["source"], window["sites"], window["start"], window["by"]) == (
+            name, "booked", ["dorset"], start, "alice")
+        assert window["booking"] is not None
+        began = await daemon.wait_log(maintenance_of(daemon, "dorset", "maintenance"), timeout=20)
+        assert f"alice: window {name}: new switch" in began["reason"] and time.time() >= start - 0.01

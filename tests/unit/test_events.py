@@ -89,6 +89,18 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
     ),
     EventKind.DRILL_SKIPPED: (events.DrillSkipped("payroll-quarterly", 1767664800.0, "round_trip"),
                               {"name": "payroll-quarterly", "occurrence": 1767664800.0, "drill_kind": "round_trip"}),
+    EventKind.RUN_BOOKED: (events.BookedRun("1a2b3c4d", "failover", 10.0, "olive", "booked"),
+                           {"booking": "1a2b3c4d", "booked_kind": "failover", "due": 10.0, "by": "olive",
+                            "state": "booked"}),
+    EventKind.BOOKING_CANCELLED: (events.BookedRun("1a2b3c4d", "plan", 10.0, "olive", "cancelled", "evacuate"),
+                                  {"booking": "1a2b3c4d", "booked_kind": "plan", "due": 10.0, "by": "olive",
+                                   "state": "cancelled", "plan": "evacuate"}),
+    EventKind.BOOKED_RUN_STARTED: (events.BookedRun("1a2b3c4d", "failover", 10.0, "olive", "started", run_id=7),
+                                   {"booking": "1a2b3c4d", "booked_kind": "failover", "due": 10.0, "by": "olive",
+                                    "state": "started", "run_id": 7}),
+    EventKind.BOOKED_RUN_REFUSED: (events.BookedRun("1a2b3c4d", "plan", 10.0, "olive", "missed", "evacuate"),
+                                   {"booking": "1a2b3c4d", "booked_kind": "plan", "due": 10.0, "by": "olive",
+                                    "state": "missed", "plan": "evacuate"}),
 }
 
 

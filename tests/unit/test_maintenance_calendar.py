@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bcd import calendar, events
+from bcd.bookings import LocalBookings
 from bcd.bus import Bus
 from bcd.config import parse
 from bcd.engine import Engine
@@ -40,7 +41,8 @@ class Estate:
                                        extra=WINDOWS))
         self.engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), Bus(), clock=lambda: self.now)
         self.emitted: list[Event] = []
-        self.calendar = MaintenanceCalendar(Operations(self.engine), EngineView(self.engine), self.emit,
+        self.store = LocalBookings(self.engine.journal)
+        self.calendar = MaintenanceCalendar(Operations(self.engine), EngineView(self.engine), self.emit, self.store,
                                             clock=lambda: self.now)
 
     def emit(self, event: Event) -> None:

@@ -269,3 +269,20 @@ async def test_fenced_delete_removes_records_only_for_the_holder(etcd_cluster: E
         assert await a.coordinator.fenced_delete(lock, keys[-1:]) is False  # the stale holder deletes nothing
         assert await b.coordinator.read("runs/web/") == {keys[-1]: b"{}"}
         assert [service for service, _ in a.lost] == ["web"]
+
+
+async def test_swap_writes_only_over_the_revision_it_was_given_and_bookings_are_no_records(
+    etcd_cluster: EtcdCluster, cluster_name: str,
+) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b):
+        assert await a.coordinator.swap("bookings/x1", b"booked", 0)
+        assert not await b.coordinator.swap("bookings/x1", b"other", 0)  # only if absent: it is not
+        await wait_for(lambda: "x1" in b.coordinator.entries("bookings"))
+        value, revision = b.coordinator.entries("bookings")["x1"]
+        assert value == b"booked"
+        assert await a.coordinator.swap("bookings/x1", b"taken by dorset", revision)
+        assert not await b.coordinator.swap("bookings/x1", b"taken by hampshire", revision)  # stale: dorset won
+        await wait_for(lambda: b.coordinator.entries("bookings")["x1"][0] == b"taken by dorset")
+        assert b.coordinator.entries_version("bookings") >= 2
+        assert not any(key.startswith("bookings/") for key in b.coordinator.records())

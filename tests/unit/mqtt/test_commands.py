@@ -17,6 +17,8 @@ import aiomqtt
 import pytest
 from pydantic import ValidationError
 
+from bcd.booked_runs import BookedRuns
+from bcd.bookings import BookingState, LocalBookings
 from bcd.bus import Bus
 from bcd.config import MqttSettings, parse
 from bcd.engine import Engine
@@ -350,7 +352,8 @@ async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
 async def test_maintenance_booked_for_later_or_refused(live: Live) -> None:
     assert (await live.send(action="maintenance", site="dorset", duration="2h", **{"from": "2099-01-01T00:00Z"}))[
         1] == "refused: the maintenance calendar is not started"
-    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine), live.engine.emit)
+    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine), live.engine.emit,
+                        LocalBookings(live.engine.journal))
     assert (await live.send(action="maintenance", site="dorset", duration="2h", reason="switch",
                             **{"from": "2099-01-01T00:00Z"}))[1] == (
         "accepted: maintenance of payroll at dorset booked as payroll.dorset@20990101T000000Z")
@@ -362,6 +365,27 @@ async def test_maintenance_booked_for_later_or_refused(live: Live) -> None:
     assert (await live.send(action="maintenance", duration="1h", **{"from": "2099-06-01T00:00Z"}))[1].startswith(
         "refused: payroll would have no site outside maintenance: dorset (window payroll@20990601T000000Z), "
         "hampshire (window payroll@20990601T000000Z)")
+
+
+
+async def test_a_run_is_booked_for_later_and_cancelled_by_command(live: Live) -> None:
+    operations = live.output.reader.operations
+    store = LocalBookings(live.engine.journal)
+    BookedRuns(operations, EngineView(live.engine), live.engine.emit, store, me="unit", clock=lambda: live.clock)
+    said = (await live.send(action="failover", reason="planned", at="2023-11-15T22:15Z"))[1]
+    (booking,) = store.all()
+    assert said == f"accepted: booking {booking.id}: failover of payroll at 2023-11-15T22:15:00Z"
+    assert (booking.by, booking.at, booking.state) == ("mqtt:olive", 1700086500.0, BookingState.BOOKED)
+    assert live.engine.runs.recent("payroll") == []  # not now
+    assert (await live.send(action="plan_run", service=None, plan="nothing", at="2023-11-15T22:15Z"))[1] == (
+        "refused: no plan named 'nothing'")
+    assert (await live.send(action="failback", at="2020-01-01T00:00Z"))[1].startswith(
+        "refused: the time 2020-01-01T00:00:00Z has passed")
+    assert (await live.send(action="failover", at="tonight"))[1].startswith("refused: at: expected an ISO 8601 time")
+    assert (await live.send(action="booking_cancel", service=None, booking=booking.id, reason="not"))[1] == (
+        f"accepted: booking {booking.id} (failover of payroll at 2023-11-15T22:15:00Z) cancelled")
+    assert (await live.send(action="booking_cancel", service=None))[1] == "refused: booking is required"
+    assert [b.state for b in store.all()] == [BookingState.CANCELLED]
 
 
 async def test_refusals_are_counted_replayed_ids_too_and_no_key_refuses_all(live: Live) -> None:

@@ -1,0 +1,44 @@
+"""bcd.bookings: the lone instance's store on a real SQLite journal — bookings survive a reopen (a restart), a
+change is a compare-and-swap (a stale copy changes nothing), a taken id is refused; bookings round-trip as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from bcd.bookings import Booking, BookingKind, BookingState, LocalBookings, decode
+from bcd.journal import Journal
+
+WINDOW = Booking("0a1b2c3d", BookingKind.MAINTENANCE, 2000.0, "olive", "new switch", 1000.0, service="payroll",
+                 site="dorset", sites=("dorset",), duration=3600.0, name="payroll.dorset@x")
+RUN = Booking("9f8e7d6c", BookingKind.FAILOVER, 3000.0, "olive", "planned move", 1000.0, service="payroll",
+              to="hampshire")
+
+
+async def test_bookings_survive_a_reopen_of_the_journal(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "bcd.sqlite")
+    store = LocalBookings(journal)
+    assert await store.add(WINDOW) and await store.add(RUN)
+    started = replace(RUN, state=BookingState.STARTED, taken_by="bcd", run_id=4)
+    assert await store.change(RUN, started)
+    journal.close()
+    again = LocalBookings(Journal(tmp_path / "bcd.sqlite"))
+    assert sorted(again.all(), key=lambda b: b.at) == [WINDOW, started]
+    assert again.get("9f8e7d6c") == started and again.get("nope") is None
+
+
+async def test_a_change_from_a_stale_copy_changes_nothing_and_a_taken_id_is_refused(tmp_path: Path) -> None:
+    store = LocalBookings(Journal(tmp_path / "bcd.sqlite"))
+    assert await store.add(RUN)
+    version = store.version
+    taken = replace(RUN, state=BookingState.STARTING, taken_by="dorset")
+    assert await store.change(RUN, taken)
+    assert not await store.change(RUN, replace(RUN, state=BookingState.CANCELLED))  # RUN is stale now
+    assert store.get(RUN.id) == taken and store.version == version + 1
+    assert not await store.add(replace(WINDOW, id=RUN.id))
+
+
+def test_a_booking_round_trips_and_junk_is_no_booking() -> None:
+    assert decode(WINDOW.encode()) == WINDOW
+    assert decode(RUN.encode()) == RUN
+    assert decode(b"[1, 2]") is None and decode(b"{\"id\": 1}") is None and decode(b"\xff") is None
