@@ -73,6 +73,7 @@ from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
 from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
+from bcd.uptime import Uptime
 from bcd.view import EngineView
 from bcd.web import listen
 from bcd.web.context import WebContext
@@ -246,6 +247,7 @@ class Daemon:
                              server=self.config.server)
         web_server = WebServer(build_app(context), listeners, self.config.server)
         await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last
+        await lifetimes.start("uptime", Uptime(self.journal).run)  # the daemon's span, for continuity reports
         self.metrics.register(HttpCollector(web_server.runner, web_server.connections))
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:

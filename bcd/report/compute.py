@@ -1,0 +1,131 @@
+"""A continuity report computed from a journal and the config: `compute()` returns the typed Report
+(bcd.report.model) that the renderers turn into HTML, JSON or Markdown."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+
+from bcd.config import Config
+from bcd.durations import parse_duration
+from bcd.recoveries import Recovery, RecoveryKind, derive
+from bcd.report import source
+from bcd.report.availability import ServiceTrack, start_tracks, walk
+from bcd.report.model import (
+    ChainHead,
+    Drill,
+    Incident,
+    LagFinding,
+    Period,
+    Report,
+    ServiceReport,
+    SiteReport,
+)
+from bcd.report.risks import risks
+from bcd.run_records import RunRecord
+
+DRILLS_MAX_AGE = 365 * 86400.0
+NO_LAG_SAMPLES = ("The journal keeps no data-lag samples (the lag is measured by probes and shown live, not "
+                  "journaled): the worst lag in the period cannot be shown; lags accepted by forced moves are.")
+NO_SPANS = ("This journal predates the daemon's uptime records: the daemon's own downtime cannot be told apart "
+            "and counts as observed.")
+
+
+class ReportError(Exception):
+    """The report cannot be made as asked (an unknown service): `str()` says why."""
+
+
+def drills_max_age(config: Config) -> float:
+    """`drills_max_age` from the config where it has one (top level, `drills:` settings or defaults), else 365d."""
+    for owner in (config, getattr(config, "drills", None), config.defaults):
+        value = getattr(owner, "drills_max_age", None)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return parse_duration(value)
+    return DRILLS_MAX_AGE
+
+
+def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
+            services: Sequence[str] | None = None, now: float | None = None) -> Report:
+    """The report of [start, end) for `services` (all configured when None). Raises ReportError for a service
+    the config does not have."""
+    now = time.time() if now is None else now
+    unknown = [name for name in services or () if name not in config.services]
+    if unknown:
+        raise ReportError(f"no service named {', '.join(map(repr, unknown))} in the config "
+                          f"(it has {', '.join(sorted(config.services)) or 'none'})")
+    names = list(services) if services else sorted(config.services)
+    period = Period(start, max(start, min(end, now)), end)
+    only = names if services else None
+    spans = source.spans(db, period.start, period.end, now)
+    tracks = start_tracks(period.start, {name: tuple(config.services[name].sites) for name in names},
+                          {name: config.services[name].active for name in names},
+                          source.initial_states(db, period.start, only), source.initial_active(db, period.start, only))
+    walk(tracks, source.events(db, period.start, period.end, only), spans)
+    for track in tracks.values():
+        track.finish(period.end, spans)
+    runs = source.runs(db, period.start, period.end, only)
+    recoveries = _recoveries(config, db, runs)
+    last = source.last_drills(db, period.end)
+    accepted = _lags_accepted(runs)
+    reports = tuple(_service(config, tracks[name], recoveries.get(name, []), last.get(name), accepted.get(name, ()))
+                    for name in names)
+    max_age = drills_max_age(config)
+    notes = [NO_LAG_SAMPLES] + ([NO_SPANS] if spans.spans is None else [])
+    if period.end < end:
+        notes.append("The period ends after the report was made: it is counted up to then.")
+    chain = source.chain_head(db, period.end)
+    return Report(title="Continuity report", instance=config.instance, generated=now, period=period,
+                  services=reports, risks=tuple(risks(config, reports, period, max_age)), chain=chain,
+                  drills_max_age=max_age, notes=tuple(notes))
+
+
+def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord]) -> dict[str, list[Recovery]]:
+    out: dict[str, list[Recovery]] = {}
+    for run in runs:
+        rto = config.objectives(run.service).rto if run.service in config.services else None
+        recovery = derive(run, source.steps(db, run.id), source.down_at(db, run), rto)
+        out.setdefault(run.service, []).append(recovery)
+    return out
+
+
+def _lags_accepted(runs: list[RunRecord]) -> dict[str, tuple[str, ...]]:
+    """The reasons of forced runs that accepted a data lag past the RPO (bcd.rpo.lag_accepted), per service."""
+    out: dict[str, tuple[str, ...]] = {}
+    for run in runs:
+        if run.forced and "accepted: data lag" in run.reason:
+            out[run.service] = (*out.get(run.service, ()), run.reason)
+    return out
+
+
+def _service(config: Config, track: ServiceTrack, recoveries: list[Recovery], last_drill: float | None,
+             accepted: tuple[str, ...]) -> ServiceReport:
+    service = config.services[track.name]
+    objectives = config.objectives(track.name)
+    moves = tuple(r for r in recoveries if r.kind is not RecoveryKind.DRILL)
+    drills = tuple(Drill(r) for r in recoveries if r.kind is RecoveryKind.DRILL)
+    sites = tuple(
+        SiteReport(site, counts.frozen(), *track.standby.get(site, [0.0, 0.0]))
+        for site, counts in sorted(track.sites.items(), key=lambda item: item[0] != service.active)
+    )
+    return ServiceReport(
+        name=track.name, description=service.description, rto=objectives.rto, rpo=objectives.rpo,
+        runbook=service.failover.runbook if service.failover is not None else None,
+        availability=track.service.frozen(), sites=sites,
+        incidents=tuple(_incident(start, end, site, worst, moves) for start, end, site, worst in track.incidents),
+        recoveries=moves, drills=drills, last_drill=last_drill,
+        lag=LagFinding(objectives.rpo, samples=False, accepted=accepted),
+    )
+
+
+def _incident(start: float, end: float | None, site: str, worst: str, moves: tuple[Recovery, ...]) -> Incident:
+    """The incident, with the recovery that ended it: the last successful move away from its site started
+    within it."""
+    ended_by = [r for r in moves if r.from_site == site and r.result.value == "succeeded"
+                and start <= r.timeline.started <= (end if end is not None else float("inf"))]
+    return Incident(start, end, site, worst, ended_by[-1] if ended_by else None)
+
+
+__all__ = ["ChainHead", "ReportError", "compute", "drills_max_age"]

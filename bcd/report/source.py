@@ -1,0 +1,151 @@
+"""Reading a journal for a report: read-only (a running daemon keeps writing it: WAL lets a reader in without
+blocking the writer), streamed (a year of a large estate is about a million events: never held in memory).
+
+Only what the report needs is read, and SQLite picks the fields out of each event's JSON (`json_extract`), so
+Python touches one short tuple per transition."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sqlite3
+from collections.abc import Collection, Iterator
+
+from bcd.recoveries import DRILL_KEY
+from bcd.report.model import ChainHead
+from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
+from bcd.uptime import ALIVE_INTERVAL
+from bcd.uptime import TABLE as SPANS
+
+# an event the report follows: (at, kind, service, site, the payload's `to`)
+Row = tuple[float, str, str, "str | None", "str | None"]
+KINDS = ("site_transition", "active_changed")
+
+
+def _in(column: str, names: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    """An SQL condition keeping `names` (all when None), and its parameters."""
+    if names is None:
+        return "", ()
+    return f" AND {column} IN ({', '.join('?' * len(names))})", tuple(names)
+
+
+def _table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+class Spans:
+    """When the daemon ran, as sorted disjoint (start, end) spans; `covered(a, b)` is the time of [a, b) in them.
+    `None` spans (a journal from before they were kept): all time counts as observed."""
+
+    def __init__(self, spans: tuple[tuple[float, float], ...] | None) -> None:
+        self.spans = spans
+        self._starts = [start for start, _ in spans or ()]
+        self._before: list[float] = []
+        total = 0.0
+        for start, end in spans or ():
+            self._before.append(total)
+            total += end - start
+
+    def _upto(self, t: float) -> float:
+        """Time in the spans before `t`."""
+        assert self.spans is not None
+        i = bisect.bisect_right(self._starts, t) - 1
+        if i < 0:
+            return 0.0
+        start, end = self.spans[i]
+        return self._before[i] + min(t, end) - start
+
+    def covered(self, a: float, b: float) -> float:
+        if b <= a:
+            return 0.0
+        if self.spans is None:
+            return b - a
+        return self._upto(b) - self._upto(a)
+
+
+def spans(db: sqlite3.Connection, start: float, end: float, now: float) -> Spans:
+    """The daemon's spans within [start, end]. A span still open (no stop) ends at its last heartbeat, or at
+    `now` when that heartbeat is recent (the daemon runs now)."""
+    if not _table(db, SPANS):
+        return Spans(None)
+    rows = db.execute(f"SELECT started, alive, stopped FROM {SPANS} WHERE started < ? AND coalesce(stopped, alive) "
+                      f">= ? ORDER BY started", (end, start - 2 * ALIVE_INTERVAL)).fetchall()
+    out: list[tuple[float, float]] = []
+    for started, alive, stopped in rows:
+        stop = stopped if stopped is not None else (now if now - alive <= 2 * ALIVE_INTERVAL else alive)
+        a, b = max(started, start), min(stop, end)
+        if out and a < out[-1][1]:  # overlapping rows (a clock step back): merged
+            a = out[-1][1]
+        if b > a:
+            out.append((a, b))
+    return Spans(tuple(out))
+
+
+def initial_states(db: sqlite3.Connection, before: float,
+                   services: Collection[str] | None) -> dict[tuple[str, str], str]:
+    """Each (service, site)'s state as of `before`: the `to` of its last transition before it."""
+    where, params = _in("service", services)
+    rows = db.execute(
+        "SELECT service, site, json_extract(data, '$.to'), max(id) FROM events WHERE kind = 'site_transition' "
+        f"AND at < ?{where} GROUP BY service, site", (before, *params))
+    return {(row[0], row[1]): row[2] for row in rows}
+
+
+def initial_active(db: sqlite3.Connection, before: float, services: Collection[str] | None) -> dict[str, str]:
+    """Each service's active site as of `before`, where an `active_changed` before it says."""
+    where, params = _in("service", services)
+    rows = db.execute("SELECT service, json_extract(data, '$.to'), max(id) FROM events WHERE kind = "
+                      f"'active_changed' AND at < ?{where} GROUP BY service", (before, *params))
+    return {row[0]: row[1] for row in rows}
+
+
+def events(db: sqlite3.Connection, start: float, end: float, services: Collection[str] | None) -> Iterator[Row]:
+    """Transitions and active-site changes in [start, end), in the order they were journaled."""
+    where, params = _in("service", services)
+    cursor = db.execute(
+        "SELECT at, kind, service, site, json_extract(data, '$.to') FROM events WHERE kind IN (?, ?) "
+        f"AND at >= ? AND at < ?{where} ORDER BY id", (*KINDS, start, end, *params))
+    cursor.arraysize = 2000
+    while batch := cursor.fetchmany():
+        yield from batch
+
+
+def runs(db: sqlite3.Connection, start: float, end: float, services: Collection[str] | None) -> list[RunRecord]:
+    """Runs (no dry runs: nothing was recovered) started in [start, end), oldest first."""
+    where, params = _in("service", services)
+    rows = db.execute(f"SELECT {run_columns} FROM runs WHERE dry_run = 0 AND started >= ? AND started < ?{where} "
+                      "ORDER BY id", (start, end, *params)).fetchall()
+    return [run_from_row(row) for row in rows]
+
+
+def steps(db: sqlite3.Connection, run_id: int) -> list[StepRecord]:
+    rows = db.execute("SELECT run_id, seq, phase, name, kind, inputs, started, ended, attempts, outcome, output "
+                      "FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+    return [StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), *r[6:]) for r in rows]
+
+
+def last_drills(db: sqlite3.Connection, end: float) -> dict[str, float]:
+    """Each service's last successful drill (its run's end) before `end`."""
+    rows = db.execute(
+        f"SELECT service, max(coalesce(verified_at, ended)) FROM runs WHERE dry_run = 0 AND result = 'succeeded' "
+        f"AND json_extract(evidence, '$.{DRILL_KEY}') IS NOT NULL AND json_extract(evidence, '$.{DRILL_KEY}') "
+        f"NOT IN (0, '') AND coalesce(ended, started) < ? GROUP BY service", (end,))
+    return {row[0]: row[1] for row in rows if row[1] is not None}
+
+
+def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:
+    """The ledger's last entry at or before `end` (None: no ledger, or no entry yet then)."""
+    if not _table(db, "ledger"):
+        return None
+    row = db.execute("SELECT seq, hash, at FROM ledger WHERE seq = (SELECT max(seq) FROM ledger WHERE at <= ?)",
+                     (end,)).fetchone()
+    return None if row is None else ChainHead(row[0], row[1], row[2])
+
+
+def down_at(db: sqlite3.Connection, run: RunRecord) -> list[float]:
+    """When the site a run left was confirmed down between its first failure and its start (bcd.recoveries)."""
+    since = run.detected_at if run.detected_at is not None else run.started
+    rows = db.execute(
+        "SELECT at FROM events WHERE service = ? AND site = ? AND kind = 'site_transition' AND at >= ? AND at <= ? "
+        "AND json_extract(data, '$.to') = 'down'", (run.service, run.from_site, since, run.started)).fetchall()
+    return [row[0] for row in rows]
