@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bcd.report.compute import ReportError
 
-CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "/usr/bin/chromium")
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome")  # found on PATH
 TIMEOUT = 120.0
 
 
