@@ -46,6 +46,7 @@ END = T0 + 10 * D
 
 def config_text(state_dir: Path) -> str:
     return f"""
+instance: councils
 state_dir: {state_dir}
 sites: {{dorset: {{}}, hampshire: {{}}}}
 runbooks:
