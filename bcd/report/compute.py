@@ -13,6 +13,7 @@ from bcd.recoveries import Recovery, RecoveryKind, derive
 from bcd.report import source
 from bcd.report.availability import ServiceTrack, start_tracks, walk
 from bcd.report.model import (
+    Availability,
     ChainHead,
     Drill,
     Incident,
@@ -61,13 +62,12 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     only = names if services else None
     spans = source.spans(db, period.start, period.end, now)
     tracks = start_tracks(period.start, {name: tuple(config.services[name].sites) for name in names},
-                          {name: config.services[name].active for name in names},
-                          source.initial_states(db, period.start, only), source.initial_active(db, period.start, only))
-    walk(tracks, source.events(db, period.start, period.end, only), spans)
+                          {name: config.services[name].active for name in names})
+    walk(tracks, source.events(db, period.end, only), spans)
     for track in tracks.values():
         track.finish(period.end, spans)
     runs = source.runs(db, period.start, period.end, only)
-    recoveries = _recoveries(config, db, runs)
+    recoveries = _recoveries(config, db, runs, tracks)
     last = source.last_drills(db, period.end)
     accepted = _lags_accepted(runs)
     reports = tuple(_service(config, tracks[name], recoveries.get(name, []), last.get(name), accepted.get(name, ()))
@@ -82,11 +82,17 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
                   drills_max_age=max_age, notes=tuple(notes))
 
 
-def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord]) -> dict[str, list[Recovery]]:
+def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord],
+                tracks: dict[str, ServiceTrack]) -> dict[str, list[Recovery]]:
+    """Each run as a recovery (bcd.recoveries), its decision from the transitions to `down` the walk saw (one
+    confirmed before the period began is not seen: such a run's decision is its start)."""
     out: dict[str, list[Recovery]] = {}
     for run in runs:
-        rto = config.objectives(run.service).rto if run.service in config.services else None
-        recovery = derive(run, source.steps(db, run.id), source.down_at(db, run), rto)
+        if run.service not in tracks:  # a service no longer configured
+            continue
+        rto = config.objectives(run.service).rto
+        downs = tracks[run.service].downs.get(run.from_site, [])
+        recovery = derive(run, source.steps(db, run.id), downs, rto)
         out.setdefault(run.service, []).append(recovery)
     return out
 
@@ -107,13 +113,13 @@ def _service(config: Config, track: ServiceTrack, recoveries: list[Recovery], la
     moves = tuple(r for r in recoveries if r.kind is not RecoveryKind.DRILL)
     drills = tuple(Drill(r) for r in recoveries if r.kind is RecoveryKind.DRILL)
     sites = tuple(
-        SiteReport(site, counts.frozen(), *track.standby.get(site, [0.0, 0.0]))
-        for site, counts in sorted(track.sites.items(), key=lambda item: item[0] != service.active)
+        SiteReport(name, Availability(dict(site.seconds)), site.standby_seconds, site.standby_not_up)
+        for name, site in sorted(track.sites.items(), key=lambda item: item[0] != service.active)
     )
     return ServiceReport(
         name=track.name, description=service.description, rto=objectives.rto, rpo=objectives.rpo,
         runbook=service.failover.runbook if service.failover is not None else None,
-        availability=track.service.frozen(), sites=sites,
+        availability=track.availability(), sites=sites,
         incidents=tuple(_incident(start, end, site, worst, moves) for start, end, site, worst in track.incidents),
         recoveries=moves, drills=drills, last_drill=last_drill,
         lag=LagFinding(objectives.rpo, samples=False, accepted=accepted),
