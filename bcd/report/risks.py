@@ -38,7 +38,9 @@ def risks(config: Config, services: Sequence[ServiceReport], period: Period, dri
 
 def _drills(service: ServiceReport, period: Period, max_age: float) -> Iterator[Risk]:
     if service.last_drill is None:
-        yield Risk(service.name, "never_drilled", "never drilled: recovery has not been rehearsed")
+        text = ("never drilled: recovery has not been rehearsed" if not service.drills else
+                f"no drill has succeeded yet ({len(service.drills)} in the period failed)")
+        yield Risk(service.name, "never_drilled", text)
     elif period.end - service.last_drill > max_age:
         yield Risk(service.name, "drill_overdue",
                    f"last drilled {duration(period.end - service.last_drill)} before the period's end, "
