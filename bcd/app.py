@@ -247,7 +247,6 @@ class Daemon:
                              server=self.config.server)
         web_server = WebServer(build_app(context), listeners, self.config.server)
         await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last
-        await lifetimes.start("uptime", Uptime(self.journal).run)  # the daemon's span, for continuity reports
         self.metrics.register(HttpCollector(web_server.runner, web_server.connections))
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
@@ -265,7 +264,8 @@ class Daemon:
         self.metrics.register(AlertCollector(alerts.stats))
         await lifetimes.start("alerts", alerts.run)
         # stops right after the runner: its last events are journaled and published while the outputs still run
-        await lifetimes.start("journal-flush", closing(self._flush_journal))
+        # the daemon's span in the journal (bcd.uptime, for continuity reports): its stop comes after this flush
+        await lifetimes.start("journal-flush", Uptime(self.journal, flush=self.engine.writer.flush).run)
         runner = self._recovered_runner(step_http)  # recovers orphaned runs before any probe starts
         await lifetimes.start("runner", runner.run)
         plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
@@ -284,9 +284,6 @@ class Daemon:
                  probes=scheduler.stats.probes, listen=self.config.server.listen,
                  state=str(self.journal.path))
         return self.parts
-
-    async def _flush_journal(self) -> None:
-        self.engine.writer.flush()
 
     def _recovered_runner(self, step_http: aiohttp.ClientSession) -> Runner:
         runner = Runner(

@@ -16,7 +16,6 @@ from bcd.cli_plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
 from bcd.journal_cli import add_journal_commands
-from bcd.report.cli import add_report_command
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:9847"
@@ -76,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_plan_commands(commands, ClientKit(_api, _call, add_client_arguments, _when))
     tokens.add_commands(commands)
     add_journal_commands(commands)
-    add_report_command(commands)
     return parser
 
 

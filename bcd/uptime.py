@@ -31,8 +31,10 @@ class Uptime:
     """The daemon's span in the journal: `run` is its lifetime part (bcd.lifetime)."""
 
     def __init__(self, journal: Journal, clock: Callable[[], float] = time.time,
-                 interval: float = ALIVE_INTERVAL) -> None:
+                 interval: float = ALIVE_INTERVAL, flush: Callable[[], object] | None = None) -> None:
+        """`flush`: the journal's group commit, flushed when the part stops, before the stop is recorded."""
         self._journal = journal
+        self._flush = flush
         self._clock = clock
         self._interval = interval
         self._started: float | None = None
@@ -48,9 +50,13 @@ class Uptime:
                 await asyncio.sleep(self._interval)
                 self._write("alive", f"UPDATE {TABLE} SET alive = ? WHERE started = ?", (self._clock(), self._started))
         finally:
-            now = self._clock()
-            self._write("stop", f"UPDATE {TABLE} SET alive = ?, stopped = ? WHERE started = ?",
-                        (now, now, self._started))
+            try:
+                if self._flush is not None:
+                    self._flush()  # the last events first: they happened while the daemon ran
+            finally:
+                now = self._clock()
+                self._write("stop", f"UPDATE {TABLE} SET alive = ?, stopped = ? WHERE started = ?",
+                            (now, now, self._started))
 
     def _write(self, what: str, sql: str, params: tuple[object, ...], *, schema: bool = False) -> None:
         """One committed write; a journal that cannot be written costs the report some observed time, never

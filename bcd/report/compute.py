@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from bcd.config import Config
 from bcd.durations import parse_duration
 from bcd.recoveries import Recovery, RecoveryKind, derive
-from bcd.report import source
 from bcd.report.availability import ServiceTrack, start_tracks, walk
 from bcd.report.model import (
     Availability,
@@ -24,6 +23,9 @@ from bcd.report.model import (
     SiteReport,
 )
 from bcd.report.risks import risks
+from bcd.report.source import chain_head, events, last_drills, steps
+from bcd.report.source import runs as read_runs
+from bcd.report.source import spans as read_spans
 from bcd.run_records import RunRecord
 
 DRILLS_MAX_AGE = 365 * 86400.0
@@ -60,15 +62,15 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     names = list(services) if services else sorted(config.services)
     period = Period(start, max(start, min(end, now)), end)
     only = names if services else None
-    spans = source.spans(db, period.start, period.end, now)
+    spans = read_spans(db, period.start, period.end, now)
     tracks = start_tracks(period.start, {name: tuple(config.services[name].sites) for name in names},
                           {name: config.services[name].active for name in names})
-    walk(tracks, source.events(db, period.end, only), spans)
+    walk(tracks, events(db, period.end, only), spans)
     for track in tracks.values():
         track.finish(period.end, spans)
-    runs = source.runs(db, period.start, period.end, only)
+    runs = read_runs(db, period.start, period.end, only)
     recoveries = _recoveries(config, db, runs, tracks)
-    last = source.last_drills(db, period.end)
+    last = last_drills(db, period.end)
     accepted = _lags_accepted(runs)
     reports = tuple(_service(config, tracks[name], recoveries.get(name, []), last.get(name), accepted.get(name, ()))
                     for name in names)
@@ -76,7 +78,7 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     notes = [NO_LAG_SAMPLES] + ([NO_SPANS] if spans.spans is None else [])
     if period.end < end:
         notes.append("The period ends after the report was made: it is counted up to then.")
-    chain = source.chain_head(db, period.end)
+    chain = chain_head(db, period.end)
     return Report(title="Continuity report", instance=config.instance, generated=now, period=period,
                   services=reports, risks=tuple(risks(config, reports, period, max_age)), chain=chain,
                   drills_max_age=max_age, notes=tuple(notes))
@@ -92,7 +94,7 @@ def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord],
             continue
         rto = config.objectives(run.service).rto
         downs = tracks[run.service].downs.get(run.from_site, [])
-        recovery = derive(run, source.steps(db, run.id), downs, rto)
+        recovery = derive(run, steps(db, run.id), downs, rto)
         out.setdefault(run.service, []).append(recovery)
     return out
 
