@@ -36,6 +36,7 @@ from bcd.model import RunResult
 from bcd.report import ReportError, make_report
 from bcd.report.compute import compute
 from bcd.report.model import Report
+from bcd.report.risks import risks
 from bcd.uptime import SCHEMA as SPANS_SCHEMA
 from tests.helpers.daemon import write_config
 
@@ -192,3 +193,23 @@ def test_a_journal_without_uptime_records_counts_all_time_observed_and_says_so(e
         report = compute(config, db, T0, END, now=END + D)
     assert all("unobserved" not in s.availability.seconds for s in report.services)
     assert any("predates the daemon's uptime records" in note for note in report.notes)
+
+
+def test_a_drill_older_than_drills_max_age_is_a_risk(estate: Path) -> None:
+    report = report_of(estate)
+    assert report.drills_max_age == 365 * D  # the default: this config sets none
+    config = config_module.load(str(estate))
+    overdue = [r for r in risks(config, report.services, report.period, 3 * D) if r.service == "library"]
+    assert [(r.kind, r.text) for r in overdue] == [
+        ("drill_overdue", "last drilled 3d 23h before the period's end, longer ago than drills_max_age (3d)")]
+
+
+def test_a_lag_accepted_by_a_forced_move_is_shown_and_a_risk(estate: Path, tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "state" / "bcd.sqlite")
+    reason = "olive: test (accepted: data lag of hampshire 12m exceeds rpo 5m) (forced)"
+    RunJournal(journal).create(RunRecord(0, "library", "move", "failover", "olive", reason, "dorset", "hampshire",
+                                         False, True, {}, T0 + 7 * D, None, "failed", "", None, None, None))
+    journal.close()
+    library = next(s for s in report_of(estate).services if s.name == "library")
+    assert library.lag.accepted == (reason,) and not library.lag.samples
+    assert ("library", "objective_missed") in [(r.service, r.kind) for r in report_of(estate).risks]
