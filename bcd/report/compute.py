@@ -23,9 +23,10 @@ from bcd.report.model import (
     SiteReport,
 )
 from bcd.report.risks import risks
-from bcd.report.source import chain_head, events, last_drills, steps
+from bcd.report.source import chain_head, events, first_event, gaps, last_drills, steps
 from bcd.report.source import runs as read_runs
 from bcd.report.source import spans as read_spans
+from bcd.report.text import when
 from bcd.run_records import RunRecord
 
 DRILLS_MAX_AGE = 365 * 86400.0
@@ -76,6 +77,11 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
                     for name in names)
     max_age = drills_max_age(config)
     notes = [NO_LAG_SAMPLES] + ([NO_SPANS] if spans.spans is None else [])
+    notes += [f"The journal lost events in the period: {reason}" for reason in gaps(db, period.start, period.end)]
+    oldest = first_event(db)
+    if oldest is None or oldest > period.start:
+        notes.append(f"The journal holds no event before {when(oldest)} (pruned by journal.keep, or not yet "
+                     "written): time before it counts as unknown, left out of availability.")
     if period.end < end:
         notes.append("The period ends after the report was made: it is counted up to then.")
     chain = chain_head(db, period.end)

@@ -131,3 +131,16 @@ def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:
     # from the newest entry back (the primary key's order): a recent period's end is found at once
     row = db.execute("SELECT seq, hash, at FROM ledger WHERE at <= ? ORDER BY seq DESC LIMIT 1", (end,)).fetchone()
     return None if row is None else ChainHead(row[0], row[1], row[2])
+
+
+def gaps(db: sqlite3.Connection, start: float, end: float) -> list[str]:
+    """The reasons of `journal_gap` events in [start, end): events the daemon could not journal."""
+    rows = db.execute("SELECT reason FROM events WHERE kind = 'journal_gap' AND at >= ? AND at < ? ORDER BY id",
+                      (start, end)).fetchall()
+    return [row[0] for row in rows]
+
+
+def first_event(db: sqlite3.Connection) -> float | None:
+    """When the journal's oldest event kept happened (older ones pruned, or none written yet)."""
+    row = db.execute("SELECT at FROM events ORDER BY id LIMIT 1").fetchone()
+    return None if row is None else float(row[0])

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from bcd import config as config_module
-from bcd.events import ActiveChanged, Event, EventKind, SiteTransition
+from bcd.events import ActiveChanged, Event, EventKind, JournalGap, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.ledger_check import open_readonly
 from bcd.model import RunResult
@@ -213,3 +213,17 @@ def test_a_lag_accepted_by_a_forced_move_is_shown_and_a_risk(estate: Path, tmp_p
     library = next(s for s in report_of(estate).services if s.name == "library")
     assert library.lag.accepted == (reason,) and not library.lag.samples
     assert ("library", "objective_missed") in [(r.service, r.kind) for r in report_of(estate).risks]
+
+
+def test_events_the_journal_lost_and_time_before_its_first_event_are_noted(estate: Path, tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "state" / "bcd.sqlite")
+    journal.append(Event(EventKind.JOURNAL_GAP, T0 + 2 * D, None, None, "12 events from … were not journaled",
+                         JournalGap(12, T0 + D, T0 + 2 * D)))
+    journal.close()
+    notes = report_of(estate).notes
+    assert "The journal lost events in the period: 12 events from … were not journaled" in notes
+    assert not any("holds no event before" in note for note in notes)
+    config = config_module.load(str(estate))
+    earlier = make_report(config, T0 - 10 * D, END, now=END + D)
+    assert "The journal holds no event before 2026-06-30 23:00 UTC (pruned by journal.keep, or not yet written): " \
+           "time before it counts as unknown, left out of availability." in earlier.notes
