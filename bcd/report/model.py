@@ -111,6 +111,13 @@ class ServiceReport:
         return tuple(r for r in self.recoveries if r.rto_met is False)
 
 
+RISK_KINDS = {  # kind → what a manager reads in the summary's count
+    "never_drilled": "never drilled successfully", "drill_overdue": "drill overdue", "no_runbook": "no runbook",
+    "no_objective": "an objective missing", "standby_not_up": "standby not up > 1 %",
+    "objective_missed": "objective missed",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Risk:
     service: str
@@ -138,6 +145,11 @@ class Report:
     chain: ChainHead | None
     drills_max_age: float
     notes: tuple[str, ...] = field(default=())
+
+    def risk_counts(self) -> dict[str, int]:
+        """How many risks of each kind (RISK_KINDS order), the kinds with none left out."""
+        counts = {kind: sum(1 for risk in self.risks if risk.kind == kind) for kind in RISK_KINDS}
+        return {kind: count for kind, count in counts.items() if count}
 
     @property
     def availability(self) -> Availability:

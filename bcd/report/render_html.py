@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from html import escape
 
-from bcd.report.model import STATES, Availability, Incident, Report, ServiceReport
+from bcd.report.model import RISK_KINDS, STATES, Availability, Incident, Report, ServiceReport
 from bcd.report.text import apart, day, duration, percent, when
 
 CSS = """
@@ -89,7 +89,8 @@ def _summary(report: Report) -> Iterator[str]:
                f'<td class="{"warn" if s.last_drill is None else ""}">{drill}</td>'
                f'<td class="num {"bad" if risks else "ok"}">{risks}</td></tr>')
     yield "</tbody></table>" + _legend()
-    yield '<h3>Risks</h3><ul class="risks">'
+    counts = " · ".join(f"{RISK_KINDS[kind]}: {count}" for kind, count in report.risk_counts().items())
+    yield f'<h3>Risks</h3><p class="risk-counts">{escape(counts or "none")}</p><ul class="risks">'
     yield "".join(f"<li><b>{escape(r.service)}</b>: {escape(r.text)}</li>" for r in report.risks) or "<li>None.</li>"
     yield "</ul></section>\n"
 

@@ -19,7 +19,7 @@ def report_json(report: Report) -> dict[str, Any]:
             "recoveries": sum(len(s.recoveries) for s in report.services),
             "rto_missed": sum(len(s.rto_missed) for s in report.services),
             "drills": sum(len(s.drills) for s in report.services),
-            "risks": len(report.risks),
+            "risks": len(report.risks), "risks_by_kind": report.risk_counts(),
         },
         "chain": None if report.chain is None else {"seq": report.chain.seq, "hash": report.chain.hash,
                                                     "at": report.chain.at},

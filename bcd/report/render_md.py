@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bcd.report.model import Report, ServiceReport
+from bcd.report.model import RISK_KINDS, Report, ServiceReport
 from bcd.report.text import apart, day, duration, percent, when
 
 
@@ -34,6 +34,9 @@ def _lines(report: Report) -> Iterator[str]:
     yield ""
     yield "## Risks"
     yield ""
+    if report.risks:
+        yield " · ".join(f"{RISK_KINDS[kind]}: {count}" for kind, count in report.risk_counts().items())
+        yield ""
     yield from (f"- **{r.service}**: {r.text}" for r in report.risks) if report.risks else iter(["None."])
     for service in report.services:
         yield ""

@@ -65,6 +65,8 @@ def test_the_report_shows_its_summary_first_and_loads_nothing_from_outside(drive
     rows = {row.find_element(By.CSS_SELECTOR, "td").text: row.text
             for row in driver.find_elements(By.CSS_SELECTOR, "#summary table.overview tbody tr")}
     assert rows["payroll"].startswith("payroll 99.928 %") and "never drilled" in rows["payroll"]
+    assert driver.find_element(By.CSS_SELECTOR, "#summary .risk-counts").text == (
+        "never drilled successfully: 1 · an objective missing: 1 · standby not up > 1 %: 1 · objective missed: 1")
     risks = [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#summary ul.risks li")]
     assert "payroll: standby dorset was not up for 17.20 % of its standby time (1d 3h): a failover could not have " \
            "gone there" in risks
