@@ -161,7 +161,7 @@ def report(config_path: str) -> int:
     """In the child: `bcd report`'s work, timed; prints one JSON line."""
     began, cpu = time.perf_counter(), time.process_time()
     from bcd import config as config_module
-    from bcd.report import make_report
+    from bcd.report.make import make_report
     from bcd.report.render_html import render_html
 
     loaded = config_module.load(config_path)

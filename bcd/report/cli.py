@@ -7,14 +7,9 @@ import argparse
 import sys
 from typing import Any
 
-from bcd import config as config_module
-from bcd.config import ConfigError
-from bcd.report import RENDERERS, ReportError, make_report
-from bcd.report.dates import period
-from bcd.report.pdf import html_to_pdf
+from bcd.report import FORMATS, ReportError
 
 EXIT_OK, EXIT_USAGE = 0, 2
-FORMATS = (*RENDERERS, "pdf")
 
 
 def add_report_command(commands: Any) -> None:
@@ -23,12 +18,19 @@ def add_report_command(commands: Any) -> None:
     report.add_argument("--from", dest="start", required=True, help="first day (2026-07-01) or a UTC time")
     report.add_argument("--to", dest="end", required=True, help="last day, included (2026-09-30), or a UTC time")
     report.add_argument("--service", action="append", help="only this service (repeat for more)")
-    report.add_argument("--format", choices=FORMATS, default="html", help="html (default), json, md or pdf")
+    report.add_argument("--format", choices=(*FORMATS, "pdf"), default="html", help="html (default), json, md or pdf")
     report.add_argument("-o", "--output", help="file to write (default: standard output)")
     report.set_defaults(handler=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    # imported here: every `bcd` command builds this one's arguments, only `bcd report` needs the rest
+    from bcd import config as config_module
+    from bcd.config import ConfigError
+    from bcd.report.dates import period
+    from bcd.report.make import RENDERERS, make_report
+    from bcd.report.pdf import html_to_pdf
+
     try:
         config = config_module.load(args.config)
     except ConfigError as exc:

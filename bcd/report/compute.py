@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from bcd.config import Config
 from bcd.durations import parse_duration
 from bcd.recoveries import Recovery, RecoveryKind, derive
+from bcd.report import ReportError
 from bcd.report.availability import ServiceTrack, start_tracks, walk
 from bcd.report.model import (
     Availability,
-    ChainHead,
     Drill,
     Incident,
     LagFinding,
@@ -34,10 +34,6 @@ NO_LAG_SAMPLES = ("The journal keeps no data-lag samples (the lag is measured by
                   "journaled): the worst lag in the period cannot be shown; lags accepted by forced moves are.")
 NO_SPANS = ("This journal predates the daemon's uptime records: the daemon's own downtime cannot be told apart "
             "and counts as observed.")
-
-
-class ReportError(Exception):
-    """The report cannot be made as asked (an unknown service): `str()` says why."""
 
 
 def drills_max_age(config: Config) -> float:
@@ -142,4 +138,3 @@ def _incident(start: float, end: float | None, site: str, worst: str, moves: tup
     return Incident(start, end, site, worst, ended_by[-1] if ended_by else None)
 
 
-__all__ = ["ChainHead", "ReportError", "compute", "drills_max_age"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bcd.report.compute import ReportError
+from bcd.report import ReportError
 
 DAY = 86400.0
 

@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bcd.report.compute import ReportError
+from bcd.report import ReportError
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")  # found on PATH
 TIMEOUT = 120.0

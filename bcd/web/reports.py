@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from bcd.daemon_thread import in_daemon_thread
-from bcd.report import MEDIA_TYPES, RENDERERS, ReportError, make_report
+from bcd.report import MEDIA_TYPES, ReportError
 from bcd.report.dates import period
+from bcd.report.make import RENDERERS, make_report
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT
 from bcd.web.operations import caller, handler

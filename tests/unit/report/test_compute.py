@@ -33,8 +33,9 @@ from bcd.events import ActiveChanged, Event, EventKind, JournalGap, SiteTransiti
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.ledger_check import open_readonly
 from bcd.model import RunResult
-from bcd.report import ReportError, make_report
+from bcd.report import ReportError
 from bcd.report.compute import compute
+from bcd.report.make import make_report
 from bcd.report.model import Report
 from bcd.report.risks import risks
 from bcd.uptime import SCHEMA as SPANS_SCHEMA
