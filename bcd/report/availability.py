@@ -37,10 +37,11 @@ class SiteTrack:
 
     def close(self, t: float, spans: Spans, standby: bool) -> None:
         """Count [since, t) in the current state."""
-        if t <= self.since:
+        since = self.since
+        if t <= since:
             return
-        total, observed = t - self.since, spans.covered(self.since, t)
-        _add(self.seconds, self.state, observed, total)
+        observed = spans.covered(since, t)
+        _add(self.seconds, self.state, observed, t - since)
         if standby:
             self.standby_seconds += observed
             if self.state != "up":
@@ -134,13 +135,13 @@ class ServiceTrack:
 def walk(tracks: dict[str, ServiceTrack], rows: Iterable[Row], spans: Spans) -> None:
     """Apply every row to its service's track, in order (rows of services not tracked are skipped). A row from
     before the period (before a track's `since`) only sets a state: nothing is counted for it."""
-    for at, kind, service, site, to in rows:
+    for at, service, site, to in rows:
         track = tracks.get(service)
         if track is None or to is None:
             continue
-        if kind == "active_changed":
+        if site is None:
             track.active_changed(at, to, spans)
-        elif site is not None:
+        else:
             track.transition(at, site, to, spans)
 
 
