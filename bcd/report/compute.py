@@ -88,8 +88,8 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
 
 def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord],
                 tracks: dict[str, ServiceTrack]) -> dict[str, list[Recovery]]:
-    """Each run as a recovery (bcd.recoveries), its decision from the transitions to `down` the walk saw (one
-    confirmed before the period began is not seen: such a run's decision is its start)."""
+    """Each run as a recovery (bcd.recoveries), its decision from the transitions to `down` the walk saw (every
+    one in the journal before the period's end)."""
     out: dict[str, list[Recovery]] = {}
     for run in runs:
         if run.service not in tracks:  # a service no longer configured
