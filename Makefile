@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python bench/bench_cluster.py  # etcd's load from 3 instances x 500 services; needs etcd (make deps)
 	$(BIN)/python bench/bench_journal.py
 	$(BIN)/python bench/bench_detection.py
+	$(BIN)/python bench/bench_report.py  # a year of a 200-service journal: about a minute to write, then the report
 
 # chaos soak (bench/soak.py): SOAK_SECONDS=3600 make soak for an hour; needs mosquitto (make deps)
 SOAK_SECONDS ?= 600

@@ -72,6 +72,7 @@ from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import Runner
 from bcd.scheduler import Job, Scheduler
 from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
+from bcd.uptime import Uptime
 from bcd.view import EngineView
 from bcd.web import listen
 from bcd.web.context import WebContext
@@ -262,7 +263,8 @@ class Daemon:
         self.metrics.register(AlertCollector(alerts.stats))
         await lifetimes.start("alerts", alerts.run)
         # stops right after the runner: its last events are journaled and published while the outputs still run
-        await lifetimes.start("journal-flush", closing(self._flush_journal))
+        # the daemon's span in the journal (bcd.uptime, for continuity reports): its stop comes after this flush
+        await lifetimes.start("journal-flush", Uptime(self.journal, flush=self.engine.writer.flush).run)
         runner = self._recovered_runner(step_http)  # recovers orphaned runs before any probe starts
         await lifetimes.start("runner", runner.run)
         plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
@@ -282,9 +284,6 @@ class Daemon:
         log.info("started", instance=self.config.instance, services=len(self.config.services),
                  probes=scheduler.stats.probes, listen=self.config.server.listen, state=str(self.journal.path))
         return self.parts
-
-    async def _flush_journal(self) -> None:
-        self.engine.writer.flush()
 
     def _recovered_runner(self, step_http: aiohttp.ClientSession) -> Runner:
         runner = Runner(

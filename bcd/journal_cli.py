@@ -14,6 +14,7 @@ from typing import Any
 from bcd import config as config_module
 from bcd.config import ConfigError
 from bcd.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
+from bcd.report.cli import add_report_command
 from bcd.state_dir import JOURNAL_NAME
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -34,6 +35,7 @@ def add_journal_commands(commands: Any) -> None:
     dump.add_argument("--to", dest="end", type=moment, help="up to (not including) this UTC date or time")
     dump.add_argument("-o", "--output", help="file to write (default: standard output)")
     dump.set_defaults(handler=cmd_export)
+    add_report_command(commands)  # `bcd report` reads the journal the same way (bcd.report.cli)
 
 
 def moment(text: str) -> float:

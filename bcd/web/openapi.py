@@ -19,6 +19,7 @@ from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 from bcd.web.plans import PlanAbortBody, PlanRunBody
 from bcd.web.recoveries import RECOVERY_SCHEMA
+from bcd.web.reports import REPORT_PARAMS, REPORT_RESPONSES
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -259,6 +260,9 @@ def document() -> dict[str, Any]:
             "streamEvents", "Live events as server-sent events (Last-Event-ID resumes)",
             {"200": {"description": "text/event-stream", "content": {"text/event-stream": STRING}}},
             params=[_param("service", "query", {"type": "string"}), _param("Last-Event-ID", "header", INTEGER)])},
+        "/reports": {"get": _op("getReport", "A continuity report over a period, from the journal: availability, "
+                                "incidents, recoveries against the RTO, drills, risks; 400 for bad dates or an "
+                                "unknown service", REPORT_RESPONSES, params=REPORT_PARAMS)},
         **_plan_paths(),
         **bookings.paths(_op, _json, _param),
     }

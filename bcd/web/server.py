@@ -9,7 +9,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.outputs.metrics import CONTENT_TYPE
 from bcd.view import service_json
-from bcd.web import bookings, drills, events, openapi, operations, plans, recoveries, status_page
+from bcd.web import bookings, drills, events, openapi, operations, plans, recoveries, reports, status_page
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT, WebContext
 from bcd.web.hosts import host_middleware
@@ -33,6 +33,7 @@ def build_app(context: WebContext) -> web.Application:
     bookings.routes(app)
     events.routes(app)
     recoveries.routes(app)
+    reports.routes(app)
     app.router.add_get("/api/v1/openapi.json", openapi.serve)
     status_page.routes(app)
     return app

@@ -1,0 +1,147 @@
+"""Reading a journal for a report: read-only (a running daemon keeps writing it: WAL lets a reader in without
+blocking the writer), streamed (a year of a large estate is about a million events: never held in memory).
+
+Only what the report needs is read, and SQLite picks the fields out of each event's JSON (`json_extract`), so
+Python touches one short tuple per transition."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sqlite3
+from collections.abc import Collection, Iterator
+
+from bcd.recoveries import DRILL_KEY
+from bcd.report.model import ChainHead
+from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
+from bcd.uptime import ALIVE_INTERVAL
+from bcd.uptime import TABLE as SPANS
+
+# an event the report follows: (at, service, site (None: an active-site change), the payload's `to`)
+Row = tuple[float, str, "str | None", "str | None"]
+KINDS = ("site_transition", "active_changed")
+
+
+def _in(column: str, names: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    """An SQL condition keeping `names` (all when None), and its parameters."""
+    if names is None:
+        return "", ()
+    return f" AND {column} IN ({', '.join('?' * len(names))})", tuple(names)
+
+
+def _table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+class Spans:
+    """When the daemon ran, as sorted disjoint (start, end) spans; `covered(a, b)` is the time of [a, b) in them.
+    `None` spans (a journal from before they were kept): all time counts as observed."""
+
+    def __init__(self, spans: tuple[tuple[float, float], ...] | None) -> None:
+        self.spans = spans
+        self._starts = [start for start, _ in spans or ()]
+        self._before: list[float] = []
+        self._last = (0.0, -1.0)
+        total = 0.0
+        for start, end in spans or ():
+            self._before.append(total)
+            total += end - start
+
+    def _upto(self, t: float) -> float:
+        """Time in the spans before `t`."""
+        assert self.spans is not None
+        i = bisect.bisect_right(self._starts, t) - 1
+        if i < 0:
+            return 0.0
+        start, end = self.spans[i]
+        return self._before[i] + min(t, end) - start
+
+    def covered(self, a: float, b: float) -> float:
+        if b <= a:
+            return 0.0
+        if self.spans is None:
+            return b - a
+        start, end = self._last
+        if start <= a and b <= end:  # most stretches lie within one span: the last one found is tried first
+            return b - a
+        i = bisect.bisect_right(self._starts, a) - 1
+        if i >= 0 and b <= self.spans[i][1]:
+            self._last = self.spans[i]
+            return max(0.0, b - max(a, self.spans[i][0]))
+        return self._upto(b) - self._upto(a)
+
+
+def spans(db: sqlite3.Connection, start: float, end: float, now: float) -> Spans:
+    """The daemon's spans within [start, end]. A span still open (no stop) ends at its last heartbeat, or at
+    `now` when that heartbeat is recent (the daemon runs now)."""
+    if not _table(db, SPANS):
+        return Spans(None)
+    rows = db.execute(f"SELECT started, alive, stopped FROM {SPANS} WHERE started < ? AND coalesce(stopped, alive) "
+                      f">= ? ORDER BY started", (end, start - 2 * ALIVE_INTERVAL)).fetchall()
+    out: list[tuple[float, float]] = []
+    for started, alive, stopped in rows:
+        stop = stopped if stopped is not None else (now if now - alive <= 2 * ALIVE_INTERVAL else alive)
+        a, b = max(started, start), min(stop, end)
+        if out and a < out[-1][1]:  # overlapping rows (a clock step back): merged
+            a = out[-1][1]
+        if b > a:
+            out.append((a, b))
+    return Spans(tuple(out))
+
+
+def events(db: sqlite3.Connection, end: float, services: Collection[str] | None) -> Iterator[Row]:
+    """Transitions and active-site changes before `end`, in the order they were journaled: those before the
+    period set the states it starts in (one pass over the table, not one per question). A row is (at,
+    service, site, to), its site None for an active-site change (fewer objects a row: a year is a million)."""
+    where, params = _in("service", services)
+    cursor = db.execute(
+        "SELECT at, service, CASE kind WHEN 'active_changed' THEN NULL ELSE site END, json_extract(data, '$.to') "
+        f"FROM events WHERE kind IN (?, ?) AND at < ?{where} ORDER BY id", (*KINDS, end, *params))
+    cursor.arraysize = 2000
+    while batch := cursor.fetchmany():
+        yield from batch
+
+
+def runs(db: sqlite3.Connection, start: float, end: float, services: Collection[str] | None) -> list[RunRecord]:
+    """Runs (no dry runs: nothing was recovered) started in [start, end), oldest first."""
+    where, params = _in("service", services)
+    rows = db.execute(f"SELECT {run_columns} FROM runs WHERE dry_run = 0 AND started >= ? AND started < ?{where} "
+                      "ORDER BY id", (start, end, *params)).fetchall()
+    return [run_from_row(row) for row in rows]
+
+
+def steps(db: sqlite3.Connection, run_id: int) -> list[StepRecord]:
+    rows = db.execute("SELECT run_id, seq, phase, name, kind, inputs, started, ended, attempts, outcome, output "
+                      "FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
+    return [StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), *r[6:]) for r in rows]
+
+
+def last_drills(db: sqlite3.Connection, end: float) -> dict[str, float]:
+    """Each service's last successful drill (its run's end) before `end`."""
+    rows = db.execute(
+        f"SELECT service, max(coalesce(verified_at, ended)) FROM runs WHERE dry_run = 0 AND result = 'succeeded' "
+        f"AND json_extract(evidence, '$.{DRILL_KEY}') IS NOT NULL AND json_extract(evidence, '$.{DRILL_KEY}') "
+        f"NOT IN (0, '') AND coalesce(ended, started) < ? GROUP BY service", (end,))
+    return {row[0]: row[1] for row in rows if row[1] is not None}
+
+
+def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:
+    """The ledger's last entry at or before `end` (None: no ledger, or no entry yet then)."""
+    if not _table(db, "ledger"):
+        return None
+    # from the newest entry back (the primary key's order): a recent period's end is found at once
+    row = db.execute("SELECT seq, hash, at FROM ledger WHERE at <= ? ORDER BY seq DESC LIMIT 1", (end,)).fetchone()
+    return None if row is None else ChainHead(row[0], row[1], row[2])
+
+
+def gaps(db: sqlite3.Connection, start: float, end: float) -> list[str]:
+    """The reasons of `journal_gap` events in [start, end): events the daemon could not journal."""
+    rows = db.execute("SELECT reason FROM events WHERE kind = 'journal_gap' AND at >= ? AND at < ? ORDER BY id",
+                      (start, end)).fetchall()
+    return [row[0] for row in rows]
+
+
+def first_event(db: sqlite3.Connection) -> float | None:
+    """When the journal's oldest event kept happened (older ones pruned, or none written yet)."""
+    row = db.execute("SELECT at FROM events ORDER BY id LIMIT 1").fetchone()
+    return None if row is None else float(row[0])

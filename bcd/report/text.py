@@ -1,0 +1,49 @@
+"""How a report writes numbers for people: percentages, durations, UTC times (shared by the renderers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from bcd.report.model import Availability
+
+
+def percent(ratio: float | None, digits: int = 3) -> str:
+    """e.g. "99.942 %"; "n/a" when nothing was observed."""
+    return "n/a" if ratio is None else f"{ratio * 100:.{digits}f} %"
+
+
+def share(part: float, whole: float) -> str:
+    return "0 %" if whole <= 0 or part <= 0 else f"{part / whole * 100:.2f} %"
+
+
+def duration(seconds: float | None) -> str:
+    """e.g. "2d 3h", "1h 4m", "4m 10s", "12.5s"; "—" when not known."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds % 1 else f"{seconds:.0f}s"
+    parts, left = [], round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
+def when(at: float | None) -> str:
+    """e.g. "2026-07-14 03:12 UTC"; "—" when not known."""
+    if at is None:
+        return "—"
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def day(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d")
+
+
+def apart(availability: Availability) -> str:
+    """What was left out of the availability, e.g. "maintenance 2h; unobserved 1d 4h"."""
+    seconds = availability.seconds
+    parts = [f"{state} {duration(seconds[state])}" for state in ("maintenance", "unknown", "unobserved")
+             if seconds.get(state, 0.0) >= 1]
+    return "; ".join(parts) or "none"
