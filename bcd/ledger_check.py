@@ -258,12 +258,18 @@ def head_at(db: sqlite3.Connection, until: float) -> tuple[int, str] | None:
     """The chain's head as it stood at `until`: (seq, hash) of the newest entry whose `at` is before it, None when
     there is none. What a report of a period quotes; an export of the entries up to `until` ends with it, and the
     next period's entries continue from it (their first `prev`)."""
+    head = head_entry_at(db, until)
+    return None if head is None else (head[0], head[1])
+
+
+def head_entry_at(db: sqlite3.Connection, until: float) -> tuple[int, str, float] | None:
+    """`head_at`, with the entry's `at`."""
     found = [row for row in (
-        db.execute("SELECT seq, hash FROM ledger WHERE at < ? ORDER BY seq DESC LIMIT 1", (until,)).fetchone(),
-        db.execute("SELECT seq, hash FROM events WHERE seq IS NOT NULL AND at < ? ORDER BY id DESC LIMIT 1",
+        db.execute("SELECT seq, hash, at FROM ledger WHERE at < ? ORDER BY seq DESC LIMIT 1", (until,)).fetchone(),
+        db.execute("SELECT seq, hash, at FROM events WHERE seq IS NOT NULL AND at < ? ORDER BY id DESC LIMIT 1",
                    (until,)).fetchone() if events_chained(db) else None,
     ) if row is not None]
-    return max((row[0], row[1]) for row in found) if found else None
+    return max((row[0], row[1], row[2]) for row in found) if found else None
 
 
 # -- export ----------------------------------------------------------------------------------------------------

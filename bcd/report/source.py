@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import sqlite3
 from collections.abc import Collection, Iterator
 
+from bcd.ledger_check import head_entry_at
 from bcd.recoveries import DRILL_KEY
 from bcd.report.model import ChainHead
 from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
@@ -126,12 +128,12 @@ def last_drills(db: sqlite3.Connection, end: float) -> dict[str, float]:
 
 
 def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:
-    """The ledger's last entry at or before `end` (None: no ledger, or no entry yet then)."""
+    """The chain's last entry at or before `end` — in the ledger table, or an event's own row (bcd.ledger_check
+    .head_entry_at) — or None: no ledger, or no entry yet then."""
     if not _table(db, "ledger"):
         return None
-    # from the newest entry back (the primary key's order): a recent period's end is found at once
-    row = db.execute("SELECT seq, hash, at FROM ledger WHERE at <= ? ORDER BY seq DESC LIMIT 1", (end,)).fetchone()
-    return None if row is None else ChainHead(row[0], row[1], row[2])
+    head = head_entry_at(db, math.nextafter(end, math.inf))
+    return None if head is None else ChainHead(*head)
 
 
 def gaps(db: sqlite3.Connection, start: float, end: float) -> list[str]:
