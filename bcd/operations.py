@@ -151,7 +151,7 @@ Intent = Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMainte
 
 
 class PlanControl(Protocol):
-    """What carries out plan intents (bcd.plans.runner), attached once it exists (it acts through us)."""
+    """What carries out plan intents (bcd.plans.runner); it acts through an `Operations` of its own, without plans."""
 
     async def perform(self, intent: PlanIntent) -> Outcome: ...
 
@@ -164,7 +164,7 @@ ACTIONS: dict[type, Action] = {
 
 
 class CalendarControl(Protocol):
-    """What books maintenance windows (bcd.maintenance_calendar), attached once it exists."""
+    """What books maintenance windows (bcd.maintenance_calendar); it acts through an `Operations` of its own."""
 
     async def perform(self, intent: BookMaintenance) -> Outcome: ...
 
@@ -201,21 +201,20 @@ Outcome = Accepted | Refused
 
 
 class Operations:
-    """Carries out intents against the engine, for the actor asking: `by` names who asked, as journaled."""
+    """Carries out intents against the engine, for the actor asking: `by` names who asked, as journaled.
 
-    def __init__(self, engine: Engine) -> None:
+    Plan intents go to `plans` and bookings to `calendar`. Both act on services through operations of their
+    own made without them (and built first: nothing is attached later), so a plan never starts a plan; without
+    them those intents are refused as not started (the operations the plan runner and the calendar act through)."""
+
+    def __init__(self, engine: Engine, *, plans: PlanControl | None = None,
+                 calendar: CalendarControl | None = None) -> None:
         self._engine = engine
-        self._plans: PlanControl | None = None
-        self._calendar: CalendarControl | None = None
-
-    def attach_plans(self, plans: PlanControl) -> None:
         self._plans = plans
-
-    def attach_calendar(self, calendar: CalendarControl) -> None:
         self._calendar = calendar
 
     def maintenance_windows(self) -> list[dict[str, Any]]:
-        """Current and upcoming maintenance windows, by start (none before the calendar is attached)."""
+        """Current and upcoming maintenance windows, by start (none without a calendar)."""
         return [] if self._calendar is None else self._calendar.listing()
 
     def unknown_service(self, name: str) -> Refused | None:
@@ -320,7 +319,7 @@ class Operations:
         if forbidden is not None:
             return forbidden
         runner = engine.runner
-        if runner is None:
+        if runner is None or not engine.acting:
             return Refused(Refusal.UNAVAILABLE, "the runner is not started")
         if isinstance(intent, Approve):
             return self._approve(intent, record.service)

@@ -17,8 +17,9 @@ from typing import Protocol
 
 import structlog
 
-from bcd.cluster import ClusterLink
 from bcd.config.plans import PlanConfig
+from bcd.coordination import Coordinator
+from bcd.engine import Engine
 from bcd.events import Event, EventKind, PlanStarted
 from bcd.journal import Journal, JournalWriteError
 from bcd.model import RunResult
@@ -66,7 +67,6 @@ class PlanRunner:
         self._lock = lock
         self.live: dict[int, Live] = {}  # plan run id -> its run in progress here
         self._listener: asyncio.Task[None] | None = None
-        operations.attach_plans(self)
 
     # -- lifetime ------------------------------------------------------------------------------------
     def recover(self) -> list[PlanRun]:
@@ -117,7 +117,10 @@ class PlanRunner:
 
     # -- intents -------------------------------------------------------------------------------------
     async def perform(self, intent: PlanIntent) -> Outcome:
-        """Carry out a plan intent: Accepted (with the plan run) or Refused with the reason."""
+        """Carry out a plan intent: Accepted (with the plan run) or Refused with the reason (also before `start`:
+        the plan runs left unfinished are not recovered yet)."""
+        if self._listener is None:
+            return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
         try:
             if isinstance(intent, RunPlan):
                 return await self._run(intent)
@@ -318,11 +321,9 @@ class PlanRunner:
         self._emit(event)
 
 
-def start_plans(journal: Journal, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
-                cluster: ClusterLink | None) -> PlanRunner:
-    """The daemon's plan runner, attached to `operations` and started (plan runs left unfinished recovered); in a
-    cluster with the plans' etcd locks. Stop it before the runner: a plan run is interrupted, then its moves."""
-    lock = ClusterPlanLock(cluster.coordinator) if cluster is not None else None
-    plans = PlanRunner(journal, operations, estate, emit, lock=lock)
-    plans.start()
-    return plans
+def daemon_plans(journal: Journal, engine: Engine, estate: EstateView, coordinator: Coordinator | None) -> PlanRunner:
+    """The daemon's plan runner, acting through operations of its own (without plans: a plan never starts a
+    plan); in a cluster with the plans' etcd locks. `start` it after the runner, stop it before: a plan run is
+    interrupted, then its moves."""
+    lock = ClusterPlanLock(coordinator) if coordinator is not None else None
+    return PlanRunner(journal, Operations(engine), estate, engine.emit, lock=lock)

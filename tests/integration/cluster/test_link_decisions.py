@@ -36,6 +36,7 @@ from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
 from tests.helpers import estates
 from tests.helpers.etcd import EtcdCluster, wait_for
+from tests.helpers.runner_kit import acting
 
 
 class Interleaved(EtcdCoordinator):
@@ -112,18 +113,18 @@ async def member(tmp_path: Path, etcd_cluster: EtcdCluster, request: pytest.Fixt
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     endpoints = etcd_cluster.endpoints
     config = parse(estates.payroll(tmp_path, step="{name: settle, sleep: {duration: 10ms}}", mode="auto"))
-    engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), Bus())
-    events = engine.bus.subscribe("test")
+    bus = Bus()
+    events = bus.subscribe("test")
     async with EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as ours, \
             EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as theirs, EtcdClient(endpoints) as store:
         def lost(service: str) -> None:  # as the composition root wires it
             link.lost(service)
 
         coordinator = Interleaved(ours, cluster=name, vantage="dorset", lease_ttl=3, on_lost=lost)
-        link = ClusterLink(coordinator, engine, vantage="dorset", lease_ttl=3, call_timeout=0.5, keep_runs=3)
-        engine.attach_cluster(link)
-        runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-        engine.attach(runner)
+        engine, runner = acting(config, Journal(tmp_path / "bcd.sqlite"), bus, cluster=lambda made: ClusterLink(
+            coordinator, made, vantage="dorset", lease_ttl=3, call_timeout=0.5, keep_runs=3))
+        link = engine.cluster
+        assert isinstance(link, ClusterLink)
         peer = EtcdCoordinator(theirs, cluster=name, vantage="hampshire", lease_ttl=3)
         await link.start()
         await peer.start()
