@@ -153,7 +153,7 @@ class Daemon:
         config_record.record(self.journal, config_path, config_record.effective(config), "start")
         self.view = EngineView(self.engine)  # what the outputs and the web read
         self.metrics = Metrics(self.view)
-        self.metrics.register(JournalCollector(self.engine.writer))
+        self.metrics.register(JournalCollector(self.engine.writer.stats))
         self.metrics.reload.success_timestamp = time.time()
         self.shortages = Shortages()
         self.metrics.register(ShortageCollector(self.shortages))
@@ -251,7 +251,7 @@ class Daemon:
                              server=self.config.server)
         web_server = WebServer(build_app(context), listeners, self.config.server)
         await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last
-        self.metrics.register(HttpCollector(web_server.runner, web_server.connections))
+        self.metrics.register(HttpCollector(web_server.connections))
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
             log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
@@ -259,7 +259,7 @@ class Daemon:
         await lifetimes.start("step-http", closing(self.step_http.close))
         if etcd is not None and cluster is not None:  # before the runner: in a cluster no run without the lock
             await lifetimes.start("etcd", closing(etcd.close))
-            self.metrics.register(ClusterCollector(cluster, self.view))
+            self.metrics.register(ClusterCollector(cluster.figures))
             await lifetimes.start("cluster", cluster.run)  # stops after the runner: final run records, then locks
         mqtt = MqttOutput(self.view, operations, self.bus)  # subscribes now: recovery events go out
         mqtt.apply(self.config)

@@ -33,7 +33,6 @@ from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
 from bcd.outputs.metrics import ClusterCollector
 from bcd.runbooks.runner import Runner
-from bcd.view import EngineView
 from tests.helpers import estates
 from tests.helpers.etcd import EtcdCluster, wait_for
 from tests.helpers.runner_kit import acting
@@ -200,7 +199,7 @@ async def test_unchanged_views_run_and_the_holder_prunes_old_records(member: Mem
 async def test_votes_cover_every_site_and_the_standby_needs_a_quorum_too(member: Member) -> None:
     await member.peer_sees(dorset="down", hampshire="down")  # hampshire's vantage sees both sites down
     votes = {(sample.labels["site"], sample.labels["state"]): sample.value
-             for family in ClusterCollector(member.link, EngineView(member.engine)).collect() if family.name == "bcd_site_votes"
+             for family in ClusterCollector(member.link.figures).collect() if family.name == "bcd_site_votes"
              for sample in family.samples if sample.labels["service"] == "payroll"}
     assert votes[("dorset", "up")] == 1 and votes[("dorset", "down")] == 1
     assert votes[("hampshire", "up")] == 1 and votes[("hampshire", "down")] == 1
