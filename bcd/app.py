@@ -5,7 +5,8 @@ sets `ready` once the next part may rely on it, runs until cancelled and cleans 
 (`Daemon.running`) starts them one after another under one TaskGroup, each once the one before is ready, and
 stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, which matters:
 
-  the state_dir lock and the journal (in the constructor; then the engine, the estate view, operations, metrics);
+  the state_dir lock and the journal (in the constructor; then the engine, which makes its runner and cluster link
+  (none is attached later), the estate view, metrics; operations with the plan runner and calendar, in `_start`);
   `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
   the web server, set up but not yet serving (bcd.web.serving: stops last, so SSE sees the runner's last events);
   the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
@@ -13,10 +14,11 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
   the MQTT output and the alert sender, subscribed to the bus before anything happens (stopped after the
   runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
   the runner, so that its last events are journaled and published while the outputs still run);
-  the runner (orphaned runs recovered first); the plan runner (stopped before the runner: a plan run is interrupted,
-  then its moves); the maintenance calendar; the scheduler (stopped first: no observation starts a run meanwhile);
-  then the web server opens, and READY=1. The daemon's own loops (ticker, systemd, reloads) run in the same TaskGroup,
-  cancelled first; a failing part stops the daemon with its error. Only here are the GC and C heap (bcd.heap) tuned.
+  the runner (orphaned runs recovered first, then the engine acts); the plan runner (stopped before the runner: a
+  plan run is interrupted, then its moves); the maintenance calendar; the scheduler (stopped first: no
+  observation starts a run meanwhile); then the web server opens, and READY=1. The daemon's own loops (ticker,
+  systemd, reloads) run in the same TaskGroup, cancelled first; a failing part stops the daemon with its error.
+  Only here are the GC and C heap (bcd.heap) tuned.
 """
 
 from __future__ import annotations
