@@ -5,7 +5,8 @@ sets `ready` once the next part may rely on it, runs until cancelled and cleans 
 (`Daemon.running`) starts them one after another under one TaskGroup, each once the one before is ready, and
 stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, which matters:
 
-  the state_dir lock and the journal (in the constructor; then the engine, the estate view, operations, metrics);
+  the state_dir lock and the journal (in the constructor; then the engine, which makes its runner and cluster link
+  (none is attached later), the estate view, metrics; operations with the plan runner and calendar, in `_start`);
   `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
   the web server, set up but not yet serving (bcd.web.serving: stops last, so SSE sees the runner's last events);
   the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
@@ -13,10 +14,11 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
   the MQTT output and the alert sender, subscribed to the bus before anything happens (stopped after the
   runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
   the runner, so that its last events are journaled and published while the outputs still run);
-  the runner (orphaned runs recovered first); the plan runner (stopped before the runner: a plan run is interrupted,
-  then its moves); the bookings and the calendar; the drills; the scheduler (stopped first: no observation starts a
-  run meanwhile); then the web server opens, and READY=1. The daemon's own loops (ticker, systemd, reloads) run in
-  the same TaskGroup, cancelled first; a failing part stops the daemon with its error. GC and C heap are tuned here.
+  the runner (orphaned runs recovered first, then the engine acts); the plan runner (stopped before the runner: a
+  plan run is interrupted, then its moves); the bookings and the calendar; the drills; the scheduler (stopped
+  first: no observation starts a run meanwhile); then the web server opens, and READY=1. The daemon's own loops
+  (ticker, systemd, reloads) run in the same TaskGroup, cancelled first; a failing part stops the daemon with its
+  error. Only here are the GC and C heap (bcd.heap) tuned.
 """
 
 from __future__ import annotations
@@ -27,20 +29,18 @@ import json
 import resource
 import signal
 import socket
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import structlog
 from pydantic import TypeAdapter
 
 from bcd import booked_runs, config_record, drills, heap, systemd
 from bcd import config as config_module
-from bcd.broker import BrokerLink, broker_link
+from bcd.broker import steps_broker_link
 from bcd.bus import Bus
 from bcd.cluster import ClusterLink, Preference
 from bcd.config import Config, ConfigError, ProbeConfig
@@ -48,7 +48,7 @@ from bcd.coordination import EtcdCoordinator
 from bcd.coordination.etcd import EtcdClient
 from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
-from bcd.journal import Journal
+from bcd.journal import Journal, RunJournal
 from bcd.lifetime import Lifetimes, closing, leaves
 from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
@@ -66,10 +66,11 @@ from bcd.outputs.metrics import (
     ShortageCollector,
 )
 from bcd.outputs.shortages import Shortages
-from bcd.plans.runner import start_plans
+from bcd.plans.runner import daemon_plans
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
-from bcd.runbooks.runner import Runner
+from bcd.runbooks.runner import RunHooks, Runner
+from bcd.runbooks.session import StepSession
 from bcd.scheduler import Job, Scheduler
 from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
 from bcd.uptime import Uptime
@@ -122,7 +123,7 @@ class Parts:
     docstring). A lone instance has no etcd client and no cluster link."""
 
     web: WebServer
-    step_http: aiohttp.ClientSession
+    step_http: StepSession
     etcd: EtcdClient | None
     cluster: ClusterLink | None
     mqtt: MqttOutput
@@ -147,12 +148,14 @@ class Daemon:
         self.bus = Bus()
         self.state_lock = StateLock.acquire(Path(config.state_dir))  # first: a second daemon touches nothing
         self.journal = self._open_journal(Path(config.state_dir) / JOURNAL_NAME)
-        self.engine = Engine(config, self.journal, self.bus)
+        self.step_http = StepSession()  # the runbook steps' (made on first use: it needs the running loop)
+        self.etcd, self.coordinator, link = self._coordination()  # a lone instance has none
+        # the engine makes its runner and cluster link, with itself as their hooks; it acts once started (`_start`)
+        self.engine = Engine(config, self.journal, self.bus, runner=self._runner, cluster=link)
         config_record.record(self.journal, config_path, config_record.effective(config), "start")
         self.view = EngineView(self.engine)  # what the outputs and the web read
-        self.operations = Operations(self.engine)  # what they act through
         self.metrics = Metrics(self.view)
-        self.metrics.register(JournalCollector(self.engine.writer))
+        self.metrics.register(JournalCollector(self.engine.writer.stats))
         self.metrics.reload.success_timestamp = time.time()
         self.shortages = Shortages()
         self.metrics.register(ShortageCollector(self.shortages))
@@ -240,22 +243,30 @@ class Daemon:
 
     async def _start(self, lifetimes: Lifetimes, listeners: list[socket.socket],
                      probes: Callable[[Job], Probe]) -> Parts:
-        """Build and start every part, in order (each ready before the next is built); returns once the HTTP
-        server is serving."""
-        context = WebContext(view=self.view, operations=self.operations, metrics=self.metrics, ready=self.ready,
+        """Build (what operations need first) and start every part, in order; returns once the HTTP server serves."""
+        etcd, cluster = self.etcd, self.engine.cluster
+        assert cluster is None or isinstance(cluster, ClusterLink)  # what `_coordination` has the engine make
+        plans = daemon_plans(self.journal, self.engine, self.view, cluster)
+        bookings = booked_runs.make(self.journal, Operations(self.engine, plans=plans), self.view, self.engine.emit,
+                                    cluster, self.metrics)
+        drills_made, run_drills = drills.make(self.journal, Operations(self.engine), self.view, self.engine.emit)
+        operations = Operations(self.engine, plans=plans, calendar=bookings.calendar, drills=drills_made,
+                                bookings=bookings)  # what the outputs and the web act through
+        context = WebContext(view=self.view, operations=operations, metrics=self.metrics, ready=self.ready,
                              server=self.config.server)
         web_server = WebServer(build_app(context), listeners, self.config.server)
         await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last
-        self.metrics.register(HttpCollector(web_server.runner, web_server.connections))
+        self.metrics.register(HttpCollector(web_server.connections))
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
             log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
                         hint="raise LimitNOFILE, or lower scheduler.max_concurrency")
-        step_http = aiohttp.ClientSession()
-        await lifetimes.start("step-http", closing(step_http.close))
-        # before the runner: in a cluster no run without the lock
-        etcd, cluster = await self._start_coordination(lifetimes)
-        mqtt = MqttOutput(self.view, self.operations, self.bus)  # subscribes now: recovery events go out
+        await lifetimes.start("step-http", closing(self.step_http.close))
+        if etcd is not None and cluster is not None:  # before the runner: in a cluster no run without the lock
+            await lifetimes.start("etcd", closing(etcd.close))
+            self.metrics.register(ClusterCollector(cluster.figures))
+            await lifetimes.start("cluster", cluster.run)  # stops after the runner: final run records, then locks
+        mqtt = MqttOutput(self.view, operations, self.bus)  # subscribes now: recovery events go out
         mqtt.apply(self.config)
         self.metrics.register(MqttCollector(mqtt.stats))
         await lifetimes.start("mqtt", mqtt.run)  # stops after the runner: its last events go out, then `offline`
@@ -265,19 +276,18 @@ class Daemon:
         # stops right after the runner: its last events are journaled and published while the outputs still run
         # the daemon's span in the journal (bcd.uptime, for continuity reports): its stop comes after this flush
         await lifetimes.start("journal-flush", Uptime(self.journal, flush=self.engine.writer.flush).run)
-        runner = self._recovered_runner(step_http)  # recovers orphaned runs before any probe starts
+        runner = self._recovered_runner()  # recovers orphaned runs before any probe starts
         await lifetimes.start("runner", runner.run)
-        plans = start_plans(self.journal, self.operations, self.view, self.engine.emit, cluster)
+        plans.start()  # plan runs left unfinished are recovered
         await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
-        bookings = booked_runs.start(self.journal, self.operations, self.view, self.engine.emit, cluster, self.metrics)
         await lifetimes.start("bookings", bookings.run)  # the booked runs and the maintenance calendar
-        await lifetimes.start("drills", drills.start(self.journal, self.operations, self.view, self.engine.emit))
+        await lifetimes.start("drills", run_drills)
         scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile
         if cluster is not None:  # what another vantage sees failing is probed again here too
             cluster.follow_doubts(scheduler.reprobe)
-        self.parts = Parts(web_server, step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
+        self.parts = Parts(web_server, self.step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
         scheduler.sync(jobs(self.config), probes, self.config.bursts)
         await web_server.open()
         heap.settle()
@@ -285,28 +295,28 @@ class Daemon:
                  probes=scheduler.stats.probes, listen=self.config.server.listen, state=str(self.journal.path))
         return self.parts
 
-    def _recovered_runner(self, step_http: aiohttp.ClientSession) -> Runner:
-        runner = Runner(
-            self.engine.runs, self.engine, lambda: step_http, max_concurrent=self.config.runner.max_concurrent_runs,
-            secrets=self.config.secrets, broker=self._broker(self.config), kill_orphans=self.config.runner.kill_orphans,
-        )
+    def _runner(self, runs: RunJournal, hooks: RunHooks) -> Runner:
+        return Runner(runs, hooks, self.step_http, max_concurrent=self.config.runner.max_concurrent_runs,
+                      secrets=self.config.secrets, broker=steps_broker_link(self.config.mqtt),
+                      kill_orphans=self.config.runner.kill_orphans)
+
+    def _recovered_runner(self) -> Runner:
+        """The engine's runner, once it has recovered orphaned runs; the engine acts from now on (in the loop)."""
+        runner = self.engine.runner
+        assert runner is not None
         for record in runner.recover():
             log.warning("run_interrupted", run_id=record.id, service=record.service,
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
-        # Attached, not passed to the engine's constructor: the runner takes the engine as its hooks (a cycle one
-        # step must close), and attaching re-decides every service, which may start a run: that needs the
-        # running loop and the recovery above, while the engine is built before the loop (in the constructor).
-        self.engine.attach(runner)
+        self.engine.act()
         self.metrics.register(RunnerCollector(runner.stats))
         return runner
 
-    async def _start_coordination(self, lifetimes: Lifetimes) -> tuple[EtcdClient | None, ClusterLink | None]:
-        """A cluster member: an etcd client and coordinator, and the cluster link the engine decides and runs
-        through. A lone instance has none: its runner runs alone, with the run id as `{fence_token}`. The link is
-        attached to the engine, like the runner (`_recovered_runner`): it takes the engine as its hooks."""
+    def _coordination(self) -> tuple[EtcdClient | None, EtcdCoordinator | None, Callable[[Engine], ClusterLink] | None]:
+        """A cluster member: an etcd client and coordinator, and how the engine makes the cluster link it decides
+        and runs through (started in `_start`). A lone instance has none."""
         cluster_config = self.config.cluster
         if cluster_config is None:
-            return None, None
+            return None, None, None
         assert self.config.vantage is not None  # the config refuses a cluster member without one
         etcd_config = cluster_config.etcd  # its *_file paths are resolved by the config (bcd.credentials)
         etcd = EtcdClient(
@@ -314,24 +324,25 @@ class Daemon:
             deadline=cluster_config.call_timeout, ca_file=etcd_config.ca_file, cert_file=etcd_config.cert_file,
             key_file=etcd_config.key_file,
         )
-        await lifetimes.start("etcd", closing(etcd.close))
         link: ClusterLink
 
-        def lost(service: str) -> None:  # the coordinator is made first: the link is made from it
+        def lost(service: str) -> None:  # the coordinator is made first: the link is made from it (by the engine)
             link.lost(service)
 
         coordinator = EtcdCoordinator(etcd, cluster=cluster_config.name, vantage=self.config.vantage,
                                       lease_ttl=cluster_config.lease_ttl, keepalive=cluster_config.keepalive_interval,
                                       on_lost=lost, full_read_every=cluster_config.full_read_every)
-        link = ClusterLink(coordinator, self.engine, vantage=self.config.vantage, quorum=cluster_config.quorum,
-                           lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout,
-                           preference=Preference.configured(self.config.vantage, cluster_config))
-        self.engine.attach_cluster(link)
-        self.metrics.register(ClusterCollector(link, self.view))
-        await lifetimes.start("cluster", link.run)  # stops after the runner: final run records, then locks
+        vantage, preference = self.config.vantage, Preference.configured(self.config.vantage, cluster_config)
+
+        def made_by(engine: Engine) -> ClusterLink:
+            nonlocal link
+            link = ClusterLink(coordinator, engine, vantage=vantage, quorum=cluster_config.quorum,
+                               lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout,
+                               preference=preference)
+            return link
         log.info("cluster_member", cluster=cluster_config.name, vantage=self.config.vantage,
                  endpoints=etcd_config.endpoints, quorum=cluster_config.quorum, lease_ttl=cluster_config.lease_ttl)
-        return etcd, link
+        return etcd, coordinator, made_by
 
     def _start_systemd(self, scheduler: Scheduler) -> None:
         """READY=1 (config loaded, HTTP bound), then STATUS= updates and, under WatchdogSec=, WATCHDOG=1 pings
@@ -354,16 +365,6 @@ class Daemon:
         if not self.metrics.reload.successful:
             notes.append("last reload FAILED, running the previous config")
         return systemd.summary(len(self.config.services), probes, blocked, runs, "; ".join(notes))
-
-    @staticmethod
-    def _broker(config: Config) -> BrokerLink | None:
-        if config.mqtt is None:
-            return None
-        try:
-            return broker_link(config.mqtt)
-        except (OSError, ssl.SSLError) as exc:  # mqtt_publish steps will fail and say so; the daemon goes on
-            log.error("mqtt_broker_settings_unusable", error=str(exc), hint="fix the mqtt section's files, then reload")
-            return None
 
     def _open_journal(self, path: Path) -> Journal:
         try:
@@ -480,7 +481,7 @@ class Daemon:
         self.config = new
         self.engine.apply_config(new)
         parts.runner.secrets = new.secrets
-        parts.runner.broker = self._broker(new)
+        parts.runner.broker = steps_broker_link(new.mqtt)
         parts.mqtt.apply(new)
         parts.alerts.configure(new)
         parts.scheduler.sync(jobs(new), build, new.bursts)

@@ -88,8 +88,7 @@ class BookedRuns:
         self._wake = asyncio.Event()
         self._recovered = False
         self._unsaved: dict[str, tuple[Booking, Booking]] = {}  # id -> (ours as stored, its outcome to store)
-        self.calendar: MaintenanceCalendar | None = None  # run beside the booked runs (start_bookings)
-        operations.attach_bookings(self)
+        self.calendar: MaintenanceCalendar | None = None  # run beside the booked runs (`make`)
 
     # -- operations' side ------------------------------------------------------------------------------
     async def book(self, intent: Transfer | RunPlan) -> Outcome:
@@ -295,10 +294,11 @@ def _intent_of(booking: Booking) -> Transfer | RunPlan:
     return Transfer(booking.service, RunKind(booking.kind.value), booking.by, reason, booking.to, booking.force)
 
 
-def start(journal: Journal, operations: Operations, estate: EstateView, emit: Emit,  # noqa: PLR0917
-          cluster: ClusterLink | None, metrics: Metrics) -> BookedRuns:
+def make(journal: Journal, operations: Operations, estate: EstateView, emit: Emit,  # noqa: PLR0917
+         cluster: ClusterLink | None, metrics: Metrics) -> BookedRuns:
     """The store of bookings (the journal's, or etcd's in a cluster), the maintenance calendar on it and the
-    booked runs, attached to `operations`, their figures registered. Run it as one part (`BookedRuns.run`)."""
+    booked runs, acting through `operations` (made without them: with the plans, for a booked plan run), their
+    figures registered. Run it as one part (`BookedRuns.run`)."""
     store: BookingStore = LocalBookings(journal) if cluster is None else ClusterBookings(cluster.coordinator)
     me = estate.config.instance if cluster is None else cluster.vantage
     runs = BookedRuns(operations, estate, emit, store, me=me, executor=cluster is None or cluster.executor)

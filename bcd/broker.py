@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import structlog
+
 from bcd.credentials import read_credential
 
 if TYPE_CHECKING:
@@ -53,3 +55,16 @@ def broker_link(settings: MqttSettings) -> BrokerLink:
         if settings.cert_file is not None:
             tls.load_cert_chain(settings.cert_file, settings.key_file)
     return link_from_url(settings.url, settings.username, password, tls, settings.tls_verify)
+
+
+def steps_broker_link(settings: MqttSettings | None) -> BrokerLink | None:
+    """`broker_link` for runbook `mqtt_publish` steps: None without an `mqtt:` section, or (logged) when its files
+    are unusable."""
+    if settings is None:
+        return None
+    try:
+        return broker_link(settings)
+    except (OSError, ssl.SSLError) as exc:  # mqtt_publish steps will fail and say so; the daemon goes on
+        structlog.get_logger("bcd.app").error("mqtt_broker_settings_unusable", error=str(exc),
+                                              hint="fix the mqtt section's files, then reload")
+        return None

@@ -28,7 +28,7 @@ from bcd.journal_writer import JournalWriter
 from bcd.model import Guard, Observation, PlanRef, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
 from bcd.runbooks.gate import gated
-from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, Runner, RunRequest
+from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, RunHooks, Runner, RunRequest
 
 log = structlog.get_logger("bcd.engine")
 
@@ -83,14 +83,19 @@ class ClusterHooks(Protocol):
 
 
 class Engine:
-    def __init__(self, config: Config, journal: Journal, bus: Bus, clock: Callable[[], float] = time.time):
+    """Built complete (its runner and cluster link made by the given factories, it their hooks); acts from act()."""
+
+    def __init__(self, config: Config, journal: Journal, bus: Bus, clock: Callable[[], float] = time.time, *,
+                 runner: Callable[[RunJournal, RunHooks], Runner] | None = None,
+                 cluster: Callable[[Engine], ClusterHooks] | None = None):
         self.journal = journal
         self.writer = JournalWriter(journal, bus, clock)
         self.runs = RunJournal(journal, self.writer)
         self.bus = bus
         self.clock = clock
         self.config = config
-        self.runner: Runner | None = None
+        self.runner = runner(self.runs, self) if runner is not None else None  # stores its hooks, no more
+        self.acting = False  # whether decisions start runs (`act`)
         self.sites: dict[tuple[str, str], SiteHealth] = {}
         self.services: dict[str, ServiceState] = {}
         self.rules: dict[tuple[str, str], SiteRules] = {}
@@ -99,23 +104,20 @@ class Engine:
         self.transitions: Counter[tuple[str, str, str, str]] = Counter()
         self._run_facts: dict[str, RunFacts] = {}
         self.writer.recovered = self._run_facts.clear  # run records kept while it failed are written now
-        self.cluster: ClusterHooks | None = None  # None: a lone instance (no `cluster:` section)
+        self.cluster: ClusterHooks | None = None  # made last (below); None: a lone instance (no `cluster:` section)
         self.site_loss = site_loss.SiteLoss(self.emit)  # which sites are lost (every service there down)
         self._restore()
         self.apply_config(config)
+        self.cluster = cluster(self) if cluster is not None else None  # after the first decisions, as before
 
-    def attach(self, runner: Runner) -> None:
-        """Connect the runner (it needs the engine as its hooks, so it comes second), then re-decide."""
-        self.runner = runner
-        runner.stats.declare(_runbooks(self.config))
-        # what was cached before the runner came may be stale: `recover()` has just marked runs interrupted
-        self._run_facts.clear()
+    def act(self) -> None:
+        """Start the runs decisions ask for from now on, and decide every service again. Called once the runner
+        has recovered the runs the last daemon left unfinished, in the running loop."""
+        assert self.runner is not None
+        self.acting = True
+        self._run_facts.clear()  # what was cached before may be stale: `recover()` marked runs interrupted
         for name in list(self.services):
             self._evaluate(name, self.clock())
-
-    def attach_cluster(self, cluster: ClusterHooks) -> None:
-        """Make this engine one instance of a cluster: quorum in decisions, runs only under the cluster lock."""
-        self.cluster = cluster
 
     # -- configuration -------------------------------------------------------------------------------
     def apply_config(self, config: Config) -> None:
@@ -232,7 +234,7 @@ class Engine:
 
     def _evaluate(self, name: str, now: float) -> None:
         decision = policy.decide(self.snapshot(name), now)
-        if decision.action is not None and self.runner is not None:
+        if decision.action is not None and self.acting:
             held = self._start_automatic(name, decision.action, decision.reason)
             decision = policy.decide(self.snapshot(name), now) if held is None else held
         self._set_status(name, decision.status, decision.reason, decision.guard, now)
@@ -265,10 +267,9 @@ class Engine:
         if refusal is not None:
             raise JournalWriteError(f"refused: {refusal}")
 
-    def start_run(
-        self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool, forced: bool,
-        fence: RunFence | None = None, plan: PlanRef | None = None, drill: str | None = None,
-    ) -> ActiveRun:
+    def start_run(self, name: str, kind: RunKind, to_site: str, trigger: str, reason: str, *, dry_run: bool,
+                  forced: bool, fence: RunFence | None = None, plan: PlanRef | None = None,
+                  drill: str | None = None) -> ActiveRun:
         """Start a run now (the cluster link calls this once it holds the lock). Raises RunConflict."""
         assert self.runner is not None
         service = self.config.services[name]
@@ -333,6 +334,8 @@ class Engine:
         verdict = policy.check_request(self.snapshot(name), request, self.clock())
         if verdict.to_site is None:
             raise RequestRefused(verdict)
+        if not self.acting:  # the runner has not yet recovered the runs the last daemon left unfinished
+            raise RequestRefused(Verdict(None, "the runner is not started"))
         reason += f" ({verdict.accepted})" if verdict.accepted else ""  # the journal keeps what force accepted
         if self.cluster is not None:
             run = await self.cluster.start_requested(name, request, verdict.to_site, by, reason)

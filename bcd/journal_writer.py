@@ -28,6 +28,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -65,6 +66,16 @@ def _loop_call_later(delay: float, callback: Callable[[], None]) -> Timer | None
         return None
 
 
+@dataclass(slots=True)
+class JournalStats:
+    """The writer's figures for /metrics, kept up to date as it works."""
+
+    write_errors: int = 0  # writes that failed, each retry counted
+    queued: int = 0  # entries (events, state rows, run records) waiting to be written
+    dropped: int = 0  # events never journaled: the queue was full
+    writable: bool = True
+
+
 class JournalWriter:
     """Stages, commits, logs and publishes the engine's changes; keeps what cannot be written yet.
     `call_later` schedules the flush and the retries (default: the running event loop; a test passes a fake)."""
@@ -82,7 +93,7 @@ class JournalWriter:
         self._queue = _Queue(max_events)
         self.failing_since: float | None = None
         self.error = ""
-        self.write_errors = 0
+        self.stats = JournalStats()
         self._retry: Timer | None = None
         self._delay = RETRY_FIRST
         self._closed = False
@@ -107,6 +118,7 @@ class JournalWriter:
         staged = self._staged
         accepted = self._queue.add(self.sites, self.services, [event for event, _ in staged])
         self.sites, self.services, self._staged = {}, {}, []
+        self._counted()
         written: list[Event] = []
         if self._retry is None:  # while a retry is due, new entries wait behind the queue for it
             written = self._write() or []
@@ -138,13 +150,10 @@ class JournalWriter:
             return None
         return f"journal cannot be written: {self.error} since {iso8601(self.failing_since)}"
 
-    @property
-    def queued(self) -> int:
-        return self._queue.size
-
-    @property
-    def dropped(self) -> int:
-        return self._queue.dropped_total
+    def _counted(self) -> None:
+        """Bring `stats` up to date with the queue (after every change to it)."""
+        stats, queue = self.stats, self._queue
+        stats.queued, stats.dropped, stats.writable = queue.size, queue.dropped_total, self.failing_since is None
 
     # -- WriteFailures (the run journal) ----------------------------------------------------------------
     @property
@@ -158,6 +167,7 @@ class JournalWriter:
     def keep(self, write: Write) -> None:
         """A run record to write as soon as the journal can be written, before the queued events."""
         self._queue.statements.append(write)
+        self._counted()
         if self._retry is None:
             self._retry = self._schedule(self._delay, self._retry_now)
 
@@ -184,10 +194,11 @@ class JournalWriter:
         entries, dropped = queue.size, queue.dropped
         self._queue = _Queue(queue.limit, queue.dropped_total)
         if self.failing_since is not None:
-            log.info("journal_recovered", written=entries, dropped=dropped, write_errors=self.write_errors,
+            log.info("journal_recovered", written=entries, dropped=dropped, write_errors=self.stats.write_errors,
                      failed_for=round(now - self.failing_since, 3))
             self.failing_since, self.error, self._delay = None, "", RETRY_FIRST
             self.recovered()
+        self._counted()
         if gap is not None:
             self.bus.publish(gap)
         self._prune(now)
@@ -208,7 +219,7 @@ class JournalWriter:
                      deleted=checkpoint["deleted"], carried=checkpoint["carried"])
 
     def _failed(self, exc: sqlite3.Error) -> None:
-        self.write_errors += 1
+        self.stats.write_errors += 1
         first = self.failing_since is None
         self.error = str(exc)
         if first:
@@ -219,6 +230,7 @@ class JournalWriter:
         if self._retry is None:
             self._retry = self._schedule(self._delay, self._retry_now)
             self._delay = min(self._delay * 2, RETRY_MAX)
+        self._counted()
 
     def _retry_now(self) -> None:
         self._retry = None

@@ -91,7 +91,6 @@ class MaintenanceCalendar:
         self._clock = clock
         self._applied: set[tuple[str, float]] = set()
         self._wake = asyncio.Event()
-        operations.attach_calendar(self)
 
     def windows(self, now: float | None = None) -> list[Window]:
         """Current and upcoming windows (each config window's current or next occurrence), by start."""

@@ -179,7 +179,7 @@ Intent = ServiceIntent | PlanIntent | CancelBooking
 
 
 class PlanControl(Protocol):
-    """What carries out plan intents (bcd.plans.runner), attached once it exists (it acts through us)."""
+    """What carries out plan intents (bcd.plans.runner); it acts through an `Operations` of its own, without plans."""
 
     async def perform(self, intent: PlanIntent) -> Outcome: ...
 
@@ -192,7 +192,7 @@ ACTIONS: dict[type, Action] = {
 
 
 class CalendarControl(Protocol):
-    """What books maintenance windows (bcd.maintenance_calendar), attached once it exists."""
+    """What books maintenance windows (bcd.maintenance_calendar); it acts through an `Operations` of its own."""
 
     async def perform(self, intent: BookMaintenance) -> Outcome: ...
 
@@ -200,13 +200,13 @@ class CalendarControl(Protocol):
 
 
 class DrillControl(Protocol):
-    """What carries out drills (bcd.drills), attached once it exists (it acts through us)."""
+    """What carries out drills (bcd.drills); it acts through operations of its own."""
 
     async def perform(self, intent: Drill) -> Outcome: ...
 
 
 class BookingControl(Protocol):
-    """What books runs and cancels bookings (bcd.booked_runs), attached once it exists. `target(id)` is the
+    """What books runs and cancels bookings (bcd.booked_runs). `target(id)` is the
     booking's (service or None for a plan, its action), or None when there is no such booking."""
 
     async def book(self, intent: Transfer | RunPlan) -> Outcome: ...
@@ -250,34 +250,34 @@ Outcome = Accepted | Refused
 
 
 class Operations:
-    """Carries out intents against the engine, for the actor asking: `by` names who asked, as journaled."""
+    """Carries out intents against the engine, for the actor asking: `by` names who asked, as journaled.
 
-    def __init__(self, engine: Engine) -> None:
+    Plan intents go to `plans`, maintenance windows to `calendar`, drills to `drills`, booked runs to `bookings`.
+    Each acts on services through operations of its own made without it (and built first: nothing is attached
+    later), so a plan never starts a plan; without them those intents are refused as not started."""
+
+    def __init__(self, engine: Engine, *, plans: PlanControl | None = None, calendar: CalendarControl | None = None,
+                 drills: DrillControl | None = None, bookings: BookingControl | None = None) -> None:
         self._engine = engine
-        self._plans: PlanControl | None = None
-        self._calendar: CalendarControl | None = None
-        self._drills: DrillControl | None = None
-        self._bookings: BookingControl | None = None
-
-    def attach_bookings(self, bookings: BookingControl) -> None:
+        self._plans = plans
+        self._calendar = calendar
+        self._drills = drills
         self._bookings = bookings
+
+    def joined(self, *, plans: PlanControl | None = None, calendar: CalendarControl | None = None,
+               drills: DrillControl | None = None, bookings: BookingControl | None = None) -> Operations:
+        """These operations with more parts: for a part that acts through operations including itself (a drill
+        schedule starts drills), made once the part exists."""
+        return Operations(self._engine, plans=plans or self._plans, calendar=calendar or self._calendar,
+                          drills=drills or self._drills, bookings=bookings or self._bookings)
 
     def bookings(self, booking: str | None = None) -> list[dict[str, Any]]:
         """The bookings (runs and maintenance windows) to come by time, then the latest decided; or only the one
-        named `booking` (none before they are attached)."""
+        named `booking` (none without bookings)."""
         return [] if self._bookings is None else self._bookings.listing(booking)
 
-    def attach_plans(self, plans: PlanControl) -> None:
-        self._plans = plans
-
-    def attach_calendar(self, calendar: CalendarControl) -> None:
-        self._calendar = calendar
-
-    def attach_drills(self, drills: DrillControl) -> None:
-        self._drills = drills
-
     def maintenance_windows(self) -> list[dict[str, Any]]:
-        """Current and upcoming maintenance windows, by start (none before the calendar is attached)."""
+        """Current and upcoming maintenance windows, by start (none without a calendar)."""
         return [] if self._calendar is None else self._calendar.listing()
 
     def run_end(self, run_id: int) -> asyncio.Future[None] | None:
@@ -430,7 +430,7 @@ class Operations:
         if forbidden is not None:
             return forbidden
         runner = engine.runner
-        if runner is None:
+        if runner is None or not engine.acting:
             return Refused(Refusal.UNAVAILABLE, "the runner is not started")
         if isinstance(intent, Approve):
             return self._approve(intent, record.service)

@@ -70,14 +70,16 @@ def planning(counts: list[int]) -> None:
 async def evacuation(counts: list[int], parallel: int) -> None:
     with tempfile.TemporaryDirectory() as state:
         config = estate(counts, f"{RUNBOOK:g}s", parallel, state)
-        engine = Engine(config, Journal(Path(state) / "bcd.sqlite"), Bus())
-        runner = Runner(engine.runs, engine, lambda: None, max_concurrent=1000)  # type: ignore[arg-type, return-value]
-        engine.attach(runner)
+        engine = Engine(config, Journal(Path(state) / "bcd.sqlite"), Bus(), runner=lambda runs, hooks: Runner(
+            runs, hooks, lambda: None, max_concurrent=1000))  # type: ignore[arg-type, return-value]
+        engine.act()
+        runner = engine.runner
+        assert runner is not None
         for name in config.services:
             for site in ("dorset", "hampshire"):
                 engine.observe(Observation(ProbeKey(name, site, "t"), Result.OK, 0.01, "ok", time.time()))
-        operations = Operations(engine)
-        plans = PlanRunner(engine.journal, operations, EngineView(engine), engine.emit)
+        plans = PlanRunner(engine.journal, Operations(engine), EngineView(engine), engine.emit)
+        operations = Operations(engine, plans=plans)
         plans.start()
         try:
             async with engine.bus.subscription("bench", 100_000) as events:

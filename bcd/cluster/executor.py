@@ -15,6 +15,7 @@ import structlog
 from bcd import policy
 from bcd.cluster.acks import write_acknowledgements
 from bcd.cluster.fence import Fence
+from bcd.cluster.figures import ClusterFigures
 from bcd.cluster.mirror import Mirror
 from bcd.cluster.preference import Preference
 from bcd.cluster.records import KEEP_RUNS, ActiveSite, Holder, RemoteRun, RunLedger, decoded, prunable
@@ -141,6 +142,11 @@ class ClusterLink:
 
     def evidence(self, service: str, active: str) -> dict[str, Any]:
         return self.views.evidence(service, active)
+
+    def figures(self) -> ClusterFigures:
+        """What /metrics shows of the cluster (bcd.outputs.metrics.ClusterCollector)."""
+        return self.views.figures({name: service.sites for name, service in self.engine.config.services.items()},
+                                  self.holds)
 
     def holds(self, service: str) -> bool:
         """Whether this instance holds the service's lock for a run of its own."""

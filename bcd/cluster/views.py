@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from bcd import policy
+from bcd.cluster.figures import ClusterFigures
 from bcd.coordination import Coordinator
 from bcd.engine import QUIET_STATUSES, Engine
 from bcd.model import SiteState
@@ -157,6 +158,19 @@ class Views:
                     if news and ours is not None and ours.effective is SiteState.UP:
                         self.reprobe(site, f"{vantage} sees {service} {view.state} at {site}: {view.reason}")
         self._doubts = doubts
+
+    def figures(self, services: Mapping[str, Iterable[str]], holds: Callable[[str], bool]) -> ClusterFigures:
+        """What /metrics shows: the live members and their views' ages, every site's votes, the locks held."""
+        members = {} if self.suspect else {self.vantage: 0.0}
+        members.update((vantage, peer.age) for vantage, peer in sorted(self.peers().items()))
+        votes: dict[tuple[str, str], dict[SiteState, int]] = {}
+        for name, sites in services.items():
+            for site in sites:
+                counts = votes[(name, site)] = dict.fromkeys(SiteState, 0)
+                for vote in self.votes(name, site):
+                    counts[vote.state] += 1
+        return ClusterFigures(self.vantage, self.coordinator.available, members, votes,
+                              {name: holds(name) for name in services})
 
     def peers(self) -> dict[str, PeerView]:
         """The other live vantages' views (a view older than twice the lease TTL does not count)."""

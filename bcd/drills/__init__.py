@@ -13,13 +13,15 @@ from bcd.lifetime import Run, hold
 if TYPE_CHECKING:
     from bcd.events import Event
     from bcd.journal import Journal
-    from bcd.operations import Operations
+    from bcd.operations import DrillControl, Operations
     from bcd.view import EstateView
 
 
-def start(journal: Journal, operations: Operations, estate: EstateView, emit: Callable[[Event], None]) -> Run:
-    """The daemon's drills as one part: attached to `operations`, scheduled drills started at their times.
-    Stopped before the runner: a drill under way ends `interrupted`, then the runner stops its run."""
+def make(journal: Journal, operations: Operations, estate: EstateView,
+         emit: Callable[[Event], None]) -> tuple[DrillControl, Run]:
+    """The daemon's drills, acting through `operations` (made without them), and their part: scheduled drills
+    started at their times, through operations joined with the drills. Stopped before the runner: a drill under
+    way ends `interrupted`, then the runner stops its run."""
     from bcd.drills.records import DrillJournal
     from bcd.drills.runner import Drills
     from bcd.drills.schedule import DrillSchedule
@@ -27,7 +29,7 @@ def start(journal: Journal, operations: Operations, estate: EstateView, emit: Ca
     records = DrillJournal(journal)
     drills = Drills(operations, estate, emit)
     drills.recover(records)
-    schedule = DrillSchedule(operations, estate, emit, records)
+    schedule = DrillSchedule(operations.joined(drills=drills), estate, emit, records)
 
     async def run(ready: asyncio.Event) -> None:
         task = asyncio.get_running_loop().create_task(schedule.run(asyncio.Event()), name="drill-schedule")
@@ -37,4 +39,4 @@ def start(journal: Journal, operations: Operations, estate: EstateView, emit: Ca
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    return run
+    return drills, run

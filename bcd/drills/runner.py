@@ -64,7 +64,6 @@ class Drills:
         self._clock = clock
         self._poll = poll
         self.live: dict[str, Live] = {}  # service -> its drill under way
-        operations.attach_drills(self)
 
     def facts(self, service: str, kind: str, now: float) -> Facts:
         """What the preconditions look at, read from the estate now."""

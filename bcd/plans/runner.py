@@ -13,11 +13,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import structlog
 
-from bcd.cluster import ClusterLink
 from bcd.config.plans import PlanConfig
+from bcd.engine import Engine
 from bcd.events import Event, EventKind, PlanStarted
 from bcd.journal import Journal, JournalWriteError
 from bcd.model import RunResult
@@ -43,6 +44,9 @@ from bcd.plans.model import MoveState, PlanRun, PlanState
 from bcd.plans.records import PlanBusy, PlanJournal
 from bcd.view import EstateView
 
+if TYPE_CHECKING:
+    from bcd.cluster import ClusterLink
+
 log = structlog.get_logger("bcd.plans")
 
 class PlanRunner:
@@ -61,7 +65,6 @@ class PlanRunner:
         self._follower: asyncio.Task[None] | None = None
         self._deferred: set[asyncio.Task[None]] = set()  # automatic starts left to another instance first
         self.shared = Follower(self.journal, estate, lock, self.live)
-        operations.attach_plans(self)
 
     # -- lifetime ------------------------------------------------------------------------------------
     def recover(self) -> list[PlanRun]:
@@ -133,7 +136,10 @@ class PlanRunner:
 
     # -- intents -------------------------------------------------------------------------------------
     async def perform(self, intent: PlanIntent) -> Outcome:
-        """Carry out a plan intent: Accepted (with the plan run) or Refused with the reason."""
+        """Carry out a plan intent: Accepted (with the plan run) or Refused with the reason (also before `start`:
+        the plan runs left unfinished are not recovered yet)."""
+        if self._listener is None:
+            return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
         try:
             if isinstance(intent, RunPlan):
                 return await self._run(intent)
@@ -424,13 +430,11 @@ class PlanRunner:
         self._emit(event)
 
 
-def start_plans(journal: Journal, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
-                cluster: ClusterLink | None) -> PlanRunner:
-    """The daemon's plan runner, attached to `operations` and started (plan runs left unfinished recovered); in a
-    cluster with the plans' etcd locks. Stop it before the runner: a plan run is interrupted, then its moves."""
+def daemon_plans(journal: Journal, engine: Engine, estate: EstateView, cluster: ClusterLink | None) -> PlanRunner:
+    """The daemon's plan runner, acting through operations of its own (without plans: a plan never starts a
+    plan); in a cluster with the plans' etcd locks. `start` it after the runner, stop it before: a plan run is
+    interrupted, then its moves."""
     lock = None if cluster is None else ClusterPlanLock(
         cluster.coordinator, cluster.vantage, cluster.executor, executors=cluster.views.executors,
         prefer_target_site=cluster.preference.prefer_target_site, grace=cluster.preference.grace)
-    plans = PlanRunner(journal, operations, estate, emit, lock=lock)
-    plans.start()
-    return plans
+    return PlanRunner(journal, Operations(engine), estate, engine.emit, lock=lock)

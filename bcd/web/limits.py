@@ -48,9 +48,17 @@ def connection_cap(configured: int, open_files: int) -> int:
 
 @dataclass
 class ConnectionStats:
+    """The HTTP server's figures for /metrics (and its cap)."""
+
     cap: int = 0
     refused: int = 0
     lingering: int = 0
+    server: web.Server | None = None  # the server it caps, once it serves
+
+    @property
+    def open(self) -> int:
+        """Connections open now."""
+        return len(self.server.connections) if self.server is not None else 0
 
 
 class _Refuse(asyncio.Protocol):
@@ -117,4 +125,5 @@ class LimitedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None
+        self._stats.server = server
         self._server = await asyncio.get_running_loop().create_server(_Capped(server, self._stats), sock=self._sock)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bcd.bus import Bus
+from bcd.config import Config
+from bcd.engine import Engine
 from bcd.events import Event
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.model import RunKind, SiteState
@@ -161,3 +165,14 @@ async def wait_gone(pids: list[int], timeout: float = 5.0) -> None:
 def open_journal(path: Path) -> tuple[Journal, RunJournal]:
     journal = Journal(path)
     return journal, RunJournal(journal)
+
+
+def acting(config: Config, journal: Journal, bus: Bus, **options: Any) -> tuple[Engine, Runner]:
+    """An engine as the daemon builds it: with a real Runner made by the engine (its steps get no HTTP session),
+    acting. `options` go to the engine (`clock`, `cluster`); the runner takes the engine's clock."""
+    clock = options.get("clock", time.time)
+    engine = Engine(config, journal, bus, runner=lambda runs, hooks: Runner(
+        runs, hooks, lambda: None, clock=clock), **options)  # type: ignore[arg-type, return-value]
+    engine.act()
+    assert engine.runner is not None
+    return engine, engine.runner

@@ -16,15 +16,14 @@ from bcd.booked_runs import BookedRuns
 from bcd.bookings import BookingState, LocalBookings
 from bcd.bus import Bus
 from bcd.config import parse
-from bcd.engine import Engine
 from bcd.events import Event
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result, RunKind
 from bcd.operations import Accepted, CancelBooking, Operations, Refusal, Refused, RunPlan, Transfer
 from bcd.outputs.metrics.bookings import BookingCollector
-from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
 from tests.helpers import estates
+from tests.helpers.runner_kit import acting
 
 T = 4_000_000_000.0  # 2096: every booking's time is in the future of the real clock too
 PLANS = """
@@ -38,16 +37,15 @@ class Estate:
         self.now = T
         config = parse(estates.payroll(tmp_path, step="{name: pause, sleep: {duration: 1ms}}", mode="manual",
                                        extra=PLANS))
-        self.engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), Bus())
-        self.runner = Runner(self.engine.runs, self.engine, lambda: None)  # type: ignore[arg-type, return-value]
-        self.engine.attach(self.runner)
-        self.operations = Operations(self.engine)
+        self.engine, self.runner = acting(config, Journal(tmp_path / "bcd.sqlite"), Bus())
+        self.base = Operations(self.engine)  # what the booked runs act through
         self.emitted: list[Event] = []
         self.store = LocalBookings(self.engine.journal)
         self.booked = self.made(self.store)
+        self.operations = self.base.joined(bookings=self.booked)  # the daemon's: bookings made through them
 
-    def made(self, store: LocalBookings) -> BookedRuns:
-        return BookedRuns(self.operations, EngineView(self.engine), self.emit, store, me="unit",
+    def made(self, store: LocalBookings, operations: Operations | None = None) -> BookedRuns:
+        return BookedRuns(operations or self.base, EngineView(self.engine), self.emit, store, me="unit",
                           clock=lambda: self.now)
 
     def emit(self, event: Event, **fields: object) -> None:
@@ -192,7 +190,9 @@ async def test_a_booking_is_cancelled_before_its_time_by_whom_its_scope_allows(e
 async def test_a_booked_plan_starts_a_plan_run_at_its_time(estate: Estate) -> None:
     from bcd.plans.runner import PlanRunner
 
-    plans = PlanRunner(estate.engine.journal, estate.operations, EngineView(estate.engine), estate.emit)
+    plans = PlanRunner(estate.engine.journal, estate.base, EngineView(estate.engine), estate.emit)
+    estate.booked = estate.made(estate.store, estate.base.joined(plans=plans))  # a booked plan starts through them
+    estate.operations = estate.base.joined(plans=plans, bookings=estate.booked)
     plans.start()
     try:
         booked = await estate.operations.perform(RunPlan("evacuate", "olive", "patch night", at=T + 60))
@@ -209,8 +209,9 @@ async def test_a_booked_maintenance_window_is_listed_and_cancelled_with_the_runs
     from bcd.maintenance_calendar import MaintenanceCalendar
     from bcd.operations import BookMaintenance
 
-    calendar = MaintenanceCalendar(estate.operations, EngineView(estate.engine), estate.emit, estate.store,
+    calendar = MaintenanceCalendar(estate.base, EngineView(estate.engine), estate.emit, estate.store,
                                    clock=lambda: estate.now)
+    estate.operations = estate.operations.joined(calendar=calendar)
     booked = await estate.operations.perform(BookMaintenance("payroll", "dorset", T + 600, 3600, "olive", "patch"))
     assert isinstance(booked, Accepted)
     (window,) = estate.booked.listing()

@@ -23,6 +23,7 @@ from bcd.model import HURRY, SETTLED, SUSPECT, Guard, Observation, ProbeKey, Res
 from bcd.policy import Request
 from bcd.runbooks.runner import Runner
 from tests.helpers import estates
+from tests.helpers.runner_kit import acting
 
 LIBRARY = """
   library:
@@ -291,9 +292,8 @@ async def live(tmp_path: Path) -> AsyncIterator[LiveFactory]:
 
     async def make(**options: object) -> Live:
         clock = Clock()
-        engine = make_engine(tmp_path, clock, **options)
-        runner = Runner(engine.runs, engine, lambda: None, clock=clock)  # type: ignore[arg-type, return-value]
-        engine.attach(runner)
+        engine, runner = acting(parse(config_text(tmp_path, **options)), Journal(tmp_path / "bcd.sqlite"), Bus(),  # type: ignore[arg-type]
+                                clock=clock)
         made.append(Live(engine, runner, clock, engine.bus.subscribe("test")))
         return made[-1]
 

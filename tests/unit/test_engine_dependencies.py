@@ -16,7 +16,7 @@ from bcd.engine import Engine
 from bcd.events import Event, EventKind, SiteLost
 from bcd.journal import Journal
 from bcd.model import Guard, Observation, ProbeKey, Result, ServiceStatus
-from bcd.runbooks.runner import Runner
+from tests.helpers.runner_kit import acting
 
 CONFIG = """
 instance: unit
@@ -65,9 +65,7 @@ async def next_event(events: Subscription, kind: EventKind, service: str | None 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    made = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock=Clock())
-    runner = Runner(made.runs, made, lambda: None, clock=made.clock)  # type: ignore[arg-type, return-value]
-    made.attach(runner)
+    made, runner = acting(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock=Clock())
     yield made
     await runner.stop()
     made.close()

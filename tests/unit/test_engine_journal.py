@@ -17,8 +17,7 @@ from bcd.mqtt.commands import Command, CommandAction
 from bcd.mqtt.execute import execute
 from bcd.operations import Operations
 from bcd.policy import Request
-from bcd.runbooks.runner import Runner
-from tests.helpers.runner_kit import eventually
+from tests.helpers.runner_kit import acting, eventually
 from tests.helpers.sqlite_full import BIG, FullJournal
 from tests.unit.outputs.test_metrics import CONFIG
 
@@ -31,9 +30,7 @@ def observe(engine: Engine, site: str, result: Result, reason: str = "") -> None
 
 async def test_no_run_starts_and_operators_are_refused_until_the_journal_is_written_again(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "bcd.sqlite")
-    engine = Engine(parse(AUTO.format(state=tmp_path, extra="")), journal, Bus())
-    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-    engine.attach(runner)
+    engine, runner = acting(parse(AUTO.format(state=tmp_path, extra="")), journal, Bus())
     observe(engine, "hampshire", Result.OK)
     full = FullJournal(journal)
     full.fill()

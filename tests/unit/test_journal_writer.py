@@ -102,14 +102,14 @@ def test_a_full_journal_logs_and_publishes_at_once_queues_in_order_and_retries_u
     assert failed["error"] == "database or disk is full" and failed["log_level"] == "error"
     refusal = writer.refusal()
     assert refusal is not None and refusal.startswith("journal cannot be written: database or disk is full since 1970")
-    assert writer.write_errors == 1 and writer.queued == 2
+    assert writer.stats.write_errors == 1 and writer.stats.queued == 2
     # later changes wait behind the queue for the retry (no write is tried meanwhile)
     flushed(writer, timers, event(3))
-    assert writer.write_errors == 1 and writer.queued == 3
+    assert writer.stats.write_errors == 1 and writer.stats.queued == 3
     # retries back off while the disk stays full
     delays = [timers.fire() for _ in range(6)]
     assert delays == [RETRY_FIRST, RETRY_FIRST * 2, RETRY_FIRST * 4, RETRY_FIRST * 8, RETRY_FIRST * 16, RETRY_MAX]
-    assert writer.write_errors == 7 and journal.events() == []
+    assert writer.stats.write_errors == 7 and journal.events() == []
     disk.free()
     with capture_logs() as logs:
         timers.fire()
@@ -117,7 +117,7 @@ def test_a_full_journal_logs_and_publishes_at_once_queues_in_order_and_retries_u
     assert [line for line in logs if line["event"] == "journal_recovered"] == [
         {"event": "journal_recovered", "written": 3, "dropped": 0, "write_errors": 7, "failed_for": 0.0,
          "log_level": "info"}]
-    assert writer.refusal() is None and writer.queued == 0 and timers.due == []
+    assert writer.refusal() is None and writer.stats.queued == 0 and timers.due == []
     assert seen.queue.qsize() == 1  # event 3 only: what was queued is not published again
 
 
@@ -128,7 +128,7 @@ def test_beyond_the_bound_the_newest_events_are_dropped_counted_and_recorded_as_
     disk.fill()
     flushed(writer, timers, event(1, BIG), event(2), event(3))
     flushed(writer, timers, event(4), event(5))
-    assert writer.queued == 3 and writer.dropped == 2
+    assert writer.stats.queued == 3 and writer.stats.dropped == 2
     disk.free()
     timers.fire()
     events = journal.events()
@@ -136,7 +136,7 @@ def test_beyond_the_bound_the_newest_events_are_dropped_counted_and_recorded_as_
     assert [e.at for e in events[:3]] == [1.0, 2.0, 3.0]  # the oldest are kept, in order
     assert payload_json(events[3].data) == {"dropped": 2, "from": 4.0, "to": 5.0}
     assert events[3].reason.startswith("2 events from 1970-01-01T00:00:04Z to 1970-01-01T00:00:05Z were not journaled")
-    assert writer.dropped == 2  # a counter: it stays
+    assert writer.stats.dropped == 2  # a counter: it stays
 
 
 def test_state_rows_keep_their_latest_version_while_queued(journal: Journal) -> None:
@@ -147,7 +147,7 @@ def test_state_rows_keep_their_latest_version_while_queued(journal: Journal) -> 
     for n, base in enumerate(("down", "up", "down")):
         writer.sites[("payroll", "dorset")] = SavedSite("payroll", "dorset", base, False, None, "", float(n), BIG)
         flushed(writer, timers, event(n))
-    assert writer.queued == 4  # one site row, three events
+    assert writer.stats.queued == 4  # one site row, three events
     disk.free()
     timers.fire()
     assert [(s.base, s.since) for s in journal.sites()] == [("down", 2.0)]
@@ -170,12 +170,12 @@ def test_a_run_or_step_is_refused_when_it_cannot_be_journaled_and_what_ended_is_
         runs.step_started(StepRecord(run_id, 2, "main", "start", "command", {"x": BIG}, 3.0, None, 0, "running", ""))
     with pytest.raises(JournalWriteError):
         runs.create(run_record(BIG))
-    assert writer.refusal() is not None and writer.write_errors == 2
+    assert writer.refusal() is not None and writer.stats.write_errors == 2
     # what already happened is kept, in order, and written first when the journal can be written again
     runs.step_finished(run_id, 1, ended=4.0, attempts=1, outcome="succeeded", output=BIG)
     runs.finish(run_id, RunResult.FAILED, 5.0, "step 2 'start' did not run")
     flushed(writer, timers, event(6))
-    assert writer.queued == 3
+    assert writer.stats.queued == 3
     assert [r.result for r in runs.recent()] == ["running"]
     disk.free()
     timers.fire()
@@ -194,10 +194,10 @@ def test_a_failure_seen_by_the_run_journal_alone_is_cleared_by_a_probe_write(jou
     full.fill()
     writer.report(sqlite3.OperationalError("disk I/O error"))
     assert writer.refusal() == "journal cannot be written: disk I/O error since 1970-01-12T13:46:40Z"
-    assert writer.queued == 0
+    assert writer.stats.queued == 0
     timers.fire()  # nothing queued: a small real write tells whether the journal is writable again
     assert writer.refusal() == "journal cannot be written: database or disk is full since 1970-01-12T13:46:40Z"
-    assert writer.write_errors == 2 and recovered == []
+    assert writer.stats.write_errors == 2 and recovered == []
     full.free()
     timers.fire()
     assert writer.refusal() is None and recovered == [True]
@@ -219,7 +219,7 @@ def test_the_collector_shows_errors_queue_drops_and_writability(journal: Journal
     writer = writer_for(journal, timers, max_events=1)
     FullJournal(journal).fill()
     flushed(writer, timers, event(1, BIG), event(2))
-    samples = {s.name: s.value for family in JournalCollector(writer).collect() for s in family.samples}
+    samples = {s.name: s.value for family in JournalCollector(writer.stats).collect() for s in family.samples}
     assert samples == {"bcd_journal_write_errors_total": 1, "bcd_journal_queued_entries": 1,
                        "bcd_journal_dropped_total": 1, "bcd_journal_writable": 0}
 

@@ -29,6 +29,7 @@ from bcd.operations import (
     Transfer,
 )
 from bcd.runbooks.runner import Runner
+from tests.helpers.runner_kit import acting
 from tests.helpers.sqlite_full import BIG, FullJournal
 
 CONFIG = """
@@ -62,9 +63,7 @@ class Estate:
 
 @pytest.fixture
 async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
-    engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus())
-    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-    engine.attach(runner)
+    engine, runner = acting(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus())
     for site, result in (("dorset", Result.FAIL), ("hampshire", Result.OK)):
         engine.observe(Observation(ProbeKey("payroll", site, "health"), result, 0.01, str(result), 100.0))
     operations = Operations(engine)

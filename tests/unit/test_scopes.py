@@ -135,7 +135,7 @@ async def test_a_recovery_plan_is_an_operators_never_a_scoped_tokens_and_its_gat
     approver = Actor("alice", Role.APPROVER)
     assert await operations.perform(RunPlan("evacuate", "alice", "drill"), approver) == Refused(
         Refusal.FORBIDDEN, "alice is an approver; this needs an operator")
-    # allowed to ask: refused only because no plan runner is attached to these bare operations
+    # allowed to ask: refused only because these bare operations have no plan runner
     gate = await operations.perform(ApproveGate(1, "alice"), approver)
     assert gate == Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
     assert await operations.perform(ApproveGate(1, "vic"), Actor("vic", Role.VIEWER)) == Refused(

@@ -1,24 +1,23 @@
 """Every family of /metrics that goes through prometheus-client: the daemon-level ones, low in cardinality.
 
 Each part of the daemon owns its figures (plain numbers it updates as it works: `SchedulerStats`, `RunStats`,
-`MqttStats`, `AlertStats`, the journal writer's counters, `Shortages`, `ConnectionStats`, the cluster link's
-view) and this module alone turns them into families at scrape time. The per-probe, per-site and per-service
-families are rendered by hand in `bcd.outputs.metrics.text`.
+`MqttStats`, `AlertStats`, `JournalStats`, `Shortages`, `ConnectionStats`; the cluster link's `ClusterFigures`,
+made at scrape time from the views it holds) and this module alone turns them into families at scrape time. The
+per-probe, per-site and per-service families are rendered by hand in `bcd.outputs.metrics.text`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from bcd import __version__
-from bcd.journal_writer import JournalWriter
-from bcd.model import SiteState
+from bcd.cluster.figures import ClusterFigures
+from bcd.journal_writer import JournalStats
 from bcd.mqtt.stats import MqttStats
 from bcd.outputs.alert_rules import ALERTNAMES
 from bcd.outputs.alerts.delivery import AlertStats
@@ -26,7 +25,6 @@ from bcd.outputs.shortages import Shortages
 from bcd.probes.base import LOCAL_SHORTAGES
 from bcd.scheduler import SchedulerStats
 from bcd.stats import Histogram
-from bcd.view import EstateView
 from bcd.web.limits import ConnectionStats
 
 
@@ -217,20 +215,20 @@ class JournalCollector(Collector):
     """`bcd_journal_write_errors_total`, `bcd_journal_queued_entries`, `bcd_journal_dropped_total`,
     `bcd_journal_writable`."""
 
-    def __init__(self, writer: JournalWriter) -> None:
-        self._writer = writer
+    def __init__(self, stats: JournalStats) -> None:
+        self._stats = stats
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        writer = self._writer
+        stats = self._stats
         yield CounterMetricFamily("bcd_journal_write_errors", "Journal writes that failed (each retry counts).",
-                                  value=writer.write_errors)
+                                  value=stats.write_errors)
         yield GaugeMetricFamily("bcd_journal_queued_entries",
                                 "Entries (events, state rows, run records) waiting to be written to the journal.",
-                                value=writer.queued)
+                                value=stats.queued)
         yield CounterMetricFamily("bcd_journal_dropped", "Events never journaled: the queue was full.",
-                                  value=writer.dropped)
+                                  value=stats.dropped)
         yield GaugeMetricFamily("bcd_journal_writable", "1 while the journal can be written, 0 while it cannot.",
-                                value=0 if writer.failing else 1)
+                                value=int(stats.writable))
 
 
 class ShortageCollector(Collector):
@@ -252,14 +250,12 @@ class ShortageCollector(Collector):
 class HttpCollector(Collector):
     """`bcd_http_connections` (open now), `bcd_http_connections_limit`, `bcd_http_connections_refused_total`."""
 
-    def __init__(self, runner: web.BaseRunner, stats: ConnectionStats) -> None:
-        self._runner = runner
+    def __init__(self, stats: ConnectionStats) -> None:
         self._stats = stats
 
     def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
-        server = self._runner.server
         yield GaugeMetricFamily("bcd_http_connections", "Open connections to bcd's HTTP server.",
-                                value=len(server.connections) if server is not None else 0)
+                                value=self._stats.open)
         yield GaugeMetricFamily("bcd_http_connections_limit", "Most connections the HTTP server holds at once.",
                                 value=self._stats.cap)
         yield CounterMetricFamily("bcd_http_connections_refused",
@@ -267,74 +263,34 @@ class HttpCollector(Collector):
                                   value=self._stats.refused)
 
 
-class Vote(Protocol):
-    @property
-    def state(self) -> SiteState: ...
-
-
-class Peer(Protocol):
-    @property
-    def age(self) -> float: ...
-
-
-class ClusterFigures(Protocol):
-    """What the cluster link shows for /metrics (`bcd.cluster.ClusterLink`)."""
-
-    @property
-    def vantage(self) -> str: ...
-
-    @property
-    def suspect(self) -> bool: ...
-
-    @property
-    def available(self) -> bool: ...
-
-    def peers(self) -> Mapping[str, Peer]: ...
-
-    def votes(self, service: str, site: str) -> Iterable[Vote]: ...
-
-    def holds(self, service: str) -> bool: ...
-
-
 class ClusterCollector(Collector):
     """bcd_cluster_members, bcd_cluster_coordination_up, bcd_vantage_view_age_seconds, bcd_site_votes,
-    bcd_lock_held."""
+    bcd_lock_held: from the cluster link's figures (`bcd.cluster.ClusterLink.figures`)."""
 
-    def __init__(self, link: ClusterFigures, estate: EstateView) -> None:
-        self._link = link
-        self._estate = estate
+    def __init__(self, figures: Callable[[], ClusterFigures]) -> None:
+        self._figures = figures
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        link = self._link
+        figures = self._figures()
         members = GaugeMetricFamily("bcd_cluster_members", "Live vantages whose view this instance sees.",
                                     labels=["vantage"])
         ages = GaugeMetricFamily("bcd_vantage_view_age_seconds", "Seconds since each vantage's view was written.",
                                  labels=["vantage"])
-        if not link.suspect:
-            members.add_metric([link.vantage], 1)
-            ages.add_metric([link.vantage], 0.0)
-        for vantage, peer in sorted(link.peers().items()):
+        for vantage, age in figures.members.items():
             members.add_metric([vantage], 1)
-            ages.add_metric([vantage], peer.age)
+            ages.add_metric([vantage], age)
         yield members
         yield GaugeMetricFamily("bcd_cluster_coordination_up", "Whether coordination (etcd and our lease) is up.",
-                                value=int(link.available))
+                                value=int(figures.available))
         yield ages
-        yield from _cluster_services(link, self._estate)
-
-
-def _cluster_services(link: ClusterFigures, estate: EstateView) -> Iterator[GaugeMetricFamily]:
-    votes = GaugeMetricFamily("bcd_site_votes", "Live vantages seeing the site in each state.",
-                              labels=["service", "site", "state"])
-    held = GaugeMetricFamily("bcd_lock_held", "Whether this instance holds the service's run lock.",
-                             labels=["service"])
-    for name, service in estate.config.services.items():
-        for site in service.sites:
-            counts = dict.fromkeys(SiteState, 0)
-            for vote in link.votes(name, site):
-                counts[vote.state] += 1
+        votes = GaugeMetricFamily("bcd_site_votes", "Live vantages seeing the site in each state.",
+                                  labels=["service", "site", "state"])
+        for (service, site), counts in figures.votes.items():
             for state, count in counts.items():
-                votes.add_metric([name, site, str(state)], count)
-        held.add_metric([name], int(link.holds(name)))
-    yield votes
-    yield held
+                votes.add_metric([service, site, str(state)], count)
+        yield votes
+        held = GaugeMetricFamily("bcd_lock_held", "Whether this instance holds the service's run lock.",
+                                 labels=["service"])
+        for service, holds in figures.held.items():
+            held.add_metric([service], int(holds))
+        yield held

@@ -33,9 +33,9 @@ from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
 from bcd.outputs.metrics import ClusterCollector
 from bcd.runbooks.runner import Runner
-from bcd.view import EngineView
 from tests.helpers import estates
 from tests.helpers.etcd import EtcdCluster, wait_for
+from tests.helpers.runner_kit import acting
 
 
 class Interleaved(EtcdCoordinator):
@@ -112,18 +112,18 @@ async def member(tmp_path: Path, etcd_cluster: EtcdCluster, request: pytest.Fixt
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     endpoints = etcd_cluster.endpoints
     config = parse(estates.payroll(tmp_path, step="{name: settle, sleep: {duration: 10ms}}", mode="auto"))
-    engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), Bus())
-    events = engine.bus.subscribe("test")
+    bus = Bus()
+    events = bus.subscribe("test")
     async with EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as ours, \
             EtcdClient(endpoints, request_timeout=0.5, deadline=1.0) as theirs, EtcdClient(endpoints) as store:
         def lost(service: str) -> None:  # as the composition root wires it
             link.lost(service)
 
         coordinator = Interleaved(ours, cluster=name, vantage="dorset", lease_ttl=3, on_lost=lost)
-        link = ClusterLink(coordinator, engine, vantage="dorset", lease_ttl=3, call_timeout=0.5, keep_runs=3)
-        engine.attach_cluster(link)
-        runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-        engine.attach(runner)
+        engine, runner = acting(config, Journal(tmp_path / "bcd.sqlite"), bus, cluster=lambda made: ClusterLink(
+            coordinator, made, vantage="dorset", lease_ttl=3, call_timeout=0.5, keep_runs=3))
+        link = engine.cluster
+        assert isinstance(link, ClusterLink)
         peer = EtcdCoordinator(theirs, cluster=name, vantage="hampshire", lease_ttl=3)
         await link.start()
         await peer.start()
@@ -199,7 +199,7 @@ async def test_unchanged_views_run_and_the_holder_prunes_old_records(member: Mem
 async def test_votes_cover_every_site_and_the_standby_needs_a_quorum_too(member: Member) -> None:
     await member.peer_sees(dorset="down", hampshire="down")  # hampshire's vantage sees both sites down
     votes = {(sample.labels["site"], sample.labels["state"]): sample.value
-             for family in ClusterCollector(member.link, EngineView(member.engine)).collect() if family.name == "bcd_site_votes"
+             for family in ClusterCollector(member.link.figures).collect() if family.name == "bcd_site_votes"
              for sample in family.samples if sample.labels["service"] == "payroll"}
     assert votes[("dorset", "up")] == 1 and votes[("dorset", "down")] == 1
     assert votes[("hampshire", "up")] == 1 and votes[("hampshire", "down")] == 1

@@ -58,4 +58,4 @@ async def test_a_run_that_cannot_be_journaled_does_not_start(tmp_path: Path, rec
         with pytest.raises(JournalWriteError, match="database or disk is full"):
             kit.start({"steps": [http_step("first", recorder.url("/first"))]}, reason=BIG)
         assert kit.runner.active == {} and kit.hooks.events == [] and recorder.requests == []
-        assert writer.write_errors == 1
+        assert writer.stats.write_errors == 1

@@ -23,8 +23,8 @@ from bcd.events import DrillFinished, DrillStarted, Event, EventKind
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
 from bcd.operations import Operations
-from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
+from tests.helpers.runner_kit import acting
 
 CONFIG = """
 state_dir: {state}
@@ -100,11 +100,10 @@ class Estate:
 @pytest.fixture
 async def estate(tmp_path: Path) -> AsyncIterator[Estate]:
     clock = Clock()
-    engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock=clock)
-    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-    engine.attach(runner)
+    engine, runner = acting(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock=clock)
     made = Estate(clock, engine, Operations(engine), [], asyncio.Event())
     drills = Drills(made.operations, EngineView(engine), made.emit, clock=clock, poll=0.01)
+    made.operations = made.operations.joined(drills=drills)  # the daemon's: drills started through operations
     made.observe(Result.OK)
     yield made
     await drills.stop()

@@ -45,6 +45,7 @@ from bcd.outputs.metrics import Metrics, MqttCollector
 from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
 from tests.helpers import estates
+from tests.helpers.runner_kit import acting
 
 KEY = b"0123456789abcdef0123456789abcdef"
 NOW = 1_700_000_000.0
@@ -293,9 +294,7 @@ class Live:
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
     config = parse(estates.payroll(tmp_path, step="{name: hold, approval: {timeout: 1h}}", mode="manual", extra=MQTT))
     bus = Bus()
-    engine = Engine(config, Journal(tmp_path / "bcd.sqlite"), bus)
-    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-    engine.attach(runner)
+    engine, runner = acting(config, Journal(tmp_path / "bcd.sqlite"), bus)
     holder: dict[str, Live] = {}
     output = MqttOutput(EngineView(engine), Operations(engine), bus, clock=lambda: holder["live"].clock)
     metrics = Metrics(EngineView(engine))
@@ -352,8 +351,9 @@ async def test_maintenance_start_and_end_and_ack(live: Live) -> None:
 async def test_maintenance_booked_for_later_or_refused(live: Live) -> None:
     assert (await live.send(action="maintenance", site="dorset", duration="2h", **{"from": "2099-01-01T00:00Z"}))[
         1] == "refused: the maintenance calendar is not started"
-    MaintenanceCalendar(live.output.reader.operations, EngineView(live.engine), live.engine.emit,
-                        LocalBookings(live.engine.journal))
+    calendar = MaintenanceCalendar(Operations(live.engine), EngineView(live.engine), live.engine.emit,
+                                   LocalBookings(live.engine.journal))
+    live.output.reader.operations = Operations(live.engine, calendar=calendar)  # the daemon's: with its calendar
     assert (await live.send(action="maintenance", site="dorset", duration="2h", reason="switch",
                             **{"from": "2099-01-01T00:00Z"}))[1] == (
         "accepted: maintenance of payroll at dorset booked as payroll.dorset@20990101T000000Z")

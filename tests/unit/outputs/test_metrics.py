@@ -14,8 +14,8 @@ from bcd.engine import Engine
 from bcd.journal import Journal
 from bcd.model import Observation, ProbeKey, Result
 from bcd.outputs.metrics import Metrics, ProbeMetrics, RunnerCollector, escape
-from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
+from tests.helpers.runner_kit import acting
 
 CONFIG = """
 state_dir: {state}
@@ -53,10 +53,8 @@ def observe(engine: Engine, metrics: Metrics, service: str, site: str, probe: st
 
 @pytest.fixture
 def live(tmp_path: Path) -> tuple[Engine, Metrics]:
-    engine = Engine(config(tmp_path, LIBRARY), Journal(tmp_path / "bcd.sqlite"), Bus())
-    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
+    engine, runner = acting(config(tmp_path, LIBRARY), Journal(tmp_path / "bcd.sqlite"), Bus())
     metrics = Metrics(EngineView(engine))
-    engine.attach(runner)
     metrics.register(RunnerCollector(runner.stats))
     observe(engine, metrics, "payroll", "dorset", "health", Result.FAIL)
     observe(engine, metrics, "payroll", "hampshire", "health", Result.OK)

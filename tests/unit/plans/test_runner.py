@@ -33,6 +33,7 @@ from bcd.plans.runner import PlanRunner
 from bcd.runbooks.runner import Runner
 from bcd.view import EngineView
 from tests.helpers.plans import levels, most_at_once, order_violations, services_yaml
+from tests.helpers.runner_kit import acting
 
 PROBES = {"dorset": "[{name: t, tcp: {host: 127.0.0.1, port: 1}}]",
           "hampshire": "[{name: t, tcp: {host: 127.0.0.1, port: 1}}]"}
@@ -83,14 +84,12 @@ async def build(tmp_path: Path, graph: dict[str, list[str]], plan: str, **servic
             "defaults: {interval: 10s, timeout: 3s, rise: 1, fall: 1}\n"
             f"runner: {{max_concurrent_runs: 50}}\n{RUNBOOKS}{services_yaml(graph, PROBES, **services)}"  # type: ignore[arg-type]
             f"plans:\n  evacuate: {plan}\n")
-    engine = Engine(parse(text), Journal(tmp_path / "bcd.sqlite"), Bus())
-    runner = Runner(engine.runs, engine, lambda: None)  # type: ignore[arg-type, return-value]
-    engine.attach(runner)
+    engine, runner = acting(parse(text), Journal(tmp_path / "bcd.sqlite"), Bus())
     for name in graph:
         for site in ("dorset", "hampshire"):
             engine.observe(Observation(ProbeKey(name, site, "t"), Result.OK, 0.01, "ok", 100.0))
-    operations = Operations(engine)
-    plans = PlanRunner(engine.journal, operations, EngineView(engine), engine.emit)
+    plans = PlanRunner(engine.journal, Operations(engine), EngineView(engine), engine.emit)
+    operations = Operations(engine, plans=plans)
     plans.start()
     return Estate(engine, runner, operations, plans, graph, [])
 
