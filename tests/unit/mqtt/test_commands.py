@@ -371,7 +371,8 @@ async def test_maintenance_booked_for_later_or_refused(live: Live) -> None:
 async def test_a_run_is_booked_for_later_and_cancelled_by_command(live: Live) -> None:
     operations = live.output.reader.operations
     store = LocalBookings(live.engine.journal)
-    BookedRuns(operations, EngineView(live.engine), live.engine.emit, store, me="unit", clock=lambda: live.clock)
+    booked = BookedRuns(operations, EngineView(live.engine), live.engine.emit, store, me="unit", clock=lambda: live.clock)
+    live.output.reader.operations = operations.joined(bookings=booked)  # the daemon's: with its bookings
     said = (await live.send(action="failover", reason="planned", at="2023-11-15T22:15Z"))[1]
     (booking,) = store.all()
     assert said == f"accepted: booking {booking.id}: failover of payroll at 2023-11-15T22:15:00Z"

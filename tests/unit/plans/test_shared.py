@@ -96,14 +96,18 @@ def test_a_shared_run_is_kept_here_newer_versions_replace_it_older_ones_never(tm
 async def test_a_plan_with_an_open_run_elsewhere_cannot_start_another_here(tmp_path: Path) -> None:
     plans = runner(tmp_path, StubShared([SharedRun(RUN, held=True)]))
     plans.shared.adopt_shared()
+    plans.start()
     refused = await plans.perform(RunPlan("evacuate", "olive", "again"))
+    await plans.stop()
     assert refused == Refused(Refusal.CONFLICT, "plan evacuate is running elsewhere: its lock is held by the "
                                                 "instance at vantage dorset")
 
 
 async def test_a_witness_starts_no_plan_run(tmp_path: Path) -> None:
     plans = runner(tmp_path, StubShared(executor=False, vantage="witness"), trigger="auto")
+    plans.start()
     refused = await plans.perform(RunPlan("evacuate", "olive", "drill"))
+    await plans.stop()
     assert refused == Refused(Refusal.CONFLICT, "this instance (witness) runs no runbook (cluster.executor: false): "
                                                 "ask an executing instance")
     assert await plans.site_lost("dorset", "site dorset lost: every service probed there is down") == [Refused(
