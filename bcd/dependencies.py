@@ -56,8 +56,9 @@ def closure(graph: Graph, service: str) -> set[str]:
 
 
 def dependents(graph: Graph) -> dict[str, set[str]]:
-    """Service -> the services that need it directly (the graph's edges reversed)."""
-    reverse: dict[str, set[str]] = {name: set() for name in graph}
+    """Service -> the services that need it directly (the graph's edges reversed); a service nothing needs is
+    left out (most are: an empty set each would be 2 MB at 10,000 services)."""
+    reverse: dict[str, set[str]] = {}
     for name, needs in graph.items():
         for need in needs:
             reverse.setdefault(need, set()).add(name)

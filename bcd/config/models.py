@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -31,7 +32,7 @@ from bcd.durations import Duration
 from bcd.outputs.alerts.registry import RECEIVERS
 from bcd.probes.registry import KINDS as PROBE_KINDS
 from bcd.runbooks.specs import Auth, Runbook, RunnerSettings, Transfer
-from bcd.specs import FORBID, Model
+from bcd.specs import FORBID, SHARED_EMPTY, Model
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 MAX_TARGET_SITE_GRACE = 60.0  # seconds: a failover waits this long at worst for a live but idle target site
@@ -57,9 +58,11 @@ FAST_FLOOR = 1.0  # the default fast_interval is this or timeout + FAST_MARGIN, 
 FAST_MARGIN = 0.5
 
 
+@functools.lru_cache(maxsize=256)
 def effective_fast_interval(interval: float, timeout: float, given: float | None) -> float:
     """The effective fast_interval: as given, else 1 s or timeout + 500 ms, whichever is longer, but never
-    longer than the interval (where it equals the interval, fast confirmation is off)."""
+    longer than the interval (where it equals the interval, fast confirmation is off). Cached: probes with
+    the same timing share one float (24 bytes a probe otherwise, kept by the scheduler's jobs)."""
     if given is not None:
         return given
     return min(interval, max(FAST_FLOOR, timeout + FAST_MARGIN))
@@ -243,13 +246,15 @@ class ServiceSite:
 class ServiceConfig(TimingOverrides):
     description: str = ""
     active: Name = Field(description="the site that serves today (its home); the others are standby")
-    labels: dict[str, str] = Field({}, description="copied onto alerts, MQTT state and API objects")
+    labels: Annotated[dict[str, str], SHARED_EMPTY] = Field(
+        {}, validate_default=True, description="copied onto alerts, MQTT state and API objects")
     failover: Transfer | None = Field(None, description="runbook and mode for moving away from the active site")
     failback: Transfer | None = Field(None, description="runbook and mode for moving back home")
     objectives: Objectives = Field(Objectives(),
                                    description="RTO and RPO; each left out is the one under defaults:")
-    depends_on: list[Name] = Field([], description="services this one needs: they move first, and while one of "
-                                                   "them is down at a site it is paged as the root cause")
+    depends_on: Annotated[list[Name], SHARED_EMPTY] = Field(
+        [], validate_default=True, description="services this one needs: they move first, and while one of "
+                                               "them is down at a site it is paged as the root cause")
     drill_runbook: Name | None = Field(None, description="the runbook of a drill of kind runbook (then its cleanup)")
     sites: Annotated[dict[Name, ServiceSite], Field(min_length=1)]
 

@@ -14,7 +14,7 @@ from pydantic.dataclasses import dataclass
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import Attempt, ProbeContext, ProbeKind, guarded
 from bcd.process import BASE_ENV, run_child, signal_name
-from bcd.specs import FORBID, absolute_argv
+from bcd.specs import FORBID, SHARED_EMPTY, absolute_argv
 
 MAX_OUTPUT = 65536
 _RESULTS = {0: Result.OK, 1: Result.WARN, 2: Result.FAIL}
@@ -91,7 +91,7 @@ class CommandSpec:
     """`command:` probe: a Nagios/monitoring-plugins check run without a shell."""
 
     argv: Annotated[list[str], Field(min_length=1)]
-    env: dict[str, str] = Field({})
+    env: Annotated[dict[str, str], SHARED_EMPTY] = Field({}, validate_default=True)
 
     _absolute = field_validator("argv")(absolute_argv)
 

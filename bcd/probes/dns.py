@@ -5,14 +5,14 @@ The probe itself is in `dns_query.py`, imported when the first `dns:` probe is b
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from bcd.lazy import lazy_import
 from bcd.probes.base import Probe, ProbeContext, ProbeKind
-from bcd.specs import FORBID
+from bcd.specs import FORBID, SHARED_EMPTY
 
 _query = lazy_import("bcd.probes.dns_query")
 
@@ -25,7 +25,8 @@ class DnsSpec:
     server: str = Field(description="IP address of the DNS server")
     port: int = Field(53, ge=1, le=65535)
     type: Literal["A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "PTR", "SOA"] = "A"
-    expect: list[str] = Field([], description="records that must all be present in the answer")
+    expect: Annotated[list[str], SHARED_EMPTY] = Field(
+        [], validate_default=True, description="records that must all be present in the answer")
     transport: Literal["udp", "tcp"] = "udp"
 
 

@@ -17,8 +17,9 @@ from bcd.probes import json_values
 from bcd.probes.base import Attempt, ProbeContext, ProbeKind, describe_os_error, guarded, one_line, seconds
 from bcd.probes.http_client import BrokenBody, ClosedEarly, HttpRequest, InvalidResponse, Reply, exchange
 from bcd.probes.tls import cert_expiry, client_context, expiry_verdict
-from bcd.specs import FORBID, check_regex
+from bcd.specs import FORBID, SHARED_EMPTY, check_regex
 
+ValueName = Annotated[str, Field(min_length=1, max_length=128)]
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -28,7 +29,7 @@ class HttpSpec:
 
     url: Annotated[str, Field(pattern=r"^https?://", description="http:// or https:// URL")]
     method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
-    headers: dict[str, str] = Field({})
+    headers: Annotated[dict[str, str], SHARED_EMPTY] = Field({}, validate_default=True)
     body: str | None = Field(None, description="request body (POST/PUT)")
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
         None, description="accepted status codes; default any 2xx"
@@ -43,8 +44,9 @@ class HttpSpec:
         None, description="certificate expiring sooner → warn; already expired → fail"
     )
     max_body_bytes: int = Field(65536, ge=0, description="bytes of the body read for body_regex or json_values")
-    json_values: dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(min_length=1)]] = Field(
-        {}, description="named numbers read from the JSON answer by dotted path, e.g. {lag: replication.lag_seconds}")
+    json_values: Annotated[dict[ValueName, Annotated[str, Field(min_length=1)]], SHARED_EMPTY] = Field(
+        {}, validate_default=True,
+        description="named numbers read from the JSON answer by dotted path, e.g. {lag: replication.lag_seconds}")
 
     _regex = field_validator("body_regex")(check_regex)
 

@@ -44,6 +44,12 @@ def test_closure_and_dependents() -> None:
     assert dependencies.dependents(ESTATE)["directory"] == {"sql", "files", "payroll"}
 
 
+def test_dependents_leave_out_services_nothing_needs() -> None:
+    # most services of an estate are needed by none: an empty set each was 2 MB at 10,000 services
+    assert dependencies.dependents(ESTATE) == {"directory": {"sql", "files", "payroll"}, "dns": {"files"},
+                                               "sql": {"payroll", "care"}, "files": {"care"}}
+
+
 def test_groups_by_depth_of_the_deepest_dependency() -> None:
     assert dependencies.groups(ESTATE, ESTATE) == [
         ["directory", "dns", "intranet"], ["files", "sql"], ["care", "payroll"],
