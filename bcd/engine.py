@@ -27,6 +27,7 @@ from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, Sa
 from bcd.journal_writer import JournalWriter
 from bcd.model import Guard, Observation, PlanRef, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
+from bcd.run_records import NO_RUNS, RunFacts
 from bcd.runbooks.gate import gated
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, RunHooks, Runner, RunRequest
 
@@ -46,16 +47,6 @@ class ServiceState:
     since: float
     reason: str
     guard: Guard | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunFacts:
-    unacknowledged: tuple[str, Guard] | None
-    last_ended: float | None
-    last_dry_run: float | None
-
-
-NO_RUNS = RunFacts(None, None, None)
 
 
 class RequestRefused(Exception):

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bcd.model import RunKind, RunResult
+from bcd.model import Guard, RunKind, RunResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,16 @@ class RunRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What the engine's decisions need of a service's runs, cached per service (bcd.engine)."""
+
+    unacknowledged: tuple[str, Guard] | None  # the run waiting for an acknowledgement, and its guard
+    last_ended: float | None
+    last_dry_run: float | None
+
+
+NO_RUNS = RunFacts(None, None, None)  # a service that has never run (most): one shared object
 RUN_FIELDS = tuple(RunRecord.__slots__)
 INTERRUPTED = "the daemon stopped during this run; no step was re-run"
 run_columns = (
