@@ -35,18 +35,23 @@ class SiteTrack:
     standby_seconds: float = 0.0  # observed while another site was active
     standby_not_up: float = 0.0
 
-    def close(self, t: float, spans: Spans, standby: bool) -> None:
-        """Count [since, t) in the current state."""
+    def close(self, t: float, spans: Spans, standby: bool) -> float:
+        """Count [since, t) in the current state; returns the time of it observed (0 when t <= since)."""
         since = self.since
         if t <= since:
-            return
+            return 0.0
         observed = spans.covered(since, t)
-        _add(self.seconds, self.state, observed, t - since)
+        seconds, state = self.seconds, self.state
+        if observed > 0:  # _add, inlined: this runs once per transition (a year is a million)
+            seconds[state] = seconds.get(state, 0.0) + observed
+        if t - since - observed > 1e-9:
+            seconds["unobserved"] = seconds.get("unobserved", 0.0) + t - since - observed
         if standby:
             self.standby_seconds += observed
-            if self.state != "up":
+            if state != "up":
                 self.standby_not_up += observed
         self.since = t
+        return observed
 
 
 @dataclass(slots=True)
@@ -85,15 +90,24 @@ class ServiceTrack:
         return site
 
     def transition(self, t: float, name: str, to: str, spans: Spans) -> None:
-        site = self._site(name, t)
-        site.close(t, spans, name != self.active)
-        if name == self.active:
+        site = self.sites.get(name) or self._site(name, t)
+        if name != self.active:  # a standby's change changes no incident
+            site.close(t, spans, True)
+            site.state = to
+            if to == "down":
+                self.downs.setdefault(name, []).append(t)
+            return
+        since = site.since
+        observed = site.close(t, spans, False)
+        if since == self.since and t > since:  # the service's stretch is its active site's: counted once
+            _add(self.seconds, site.state, observed, t - since)
+            self.since = t
+        else:
             self._close(t, spans)
         site.state = to
         if to == "down":
             self.downs.setdefault(name, []).append(t)
-        if name == self.active:  # a standby's change changes no incident
-            self.follow(t)
+        self._follow(t, to)
 
     def active_changed(self, t: float, to: str, spans: Spans) -> None:
         for name, site in self.sites.items():  # which sites are standby changes
@@ -105,7 +119,10 @@ class ServiceTrack:
 
     def follow(self, t: float) -> None:
         """Open, worsen or close the incident after a change at `t` (not before the period: `since`)."""
-        state = self.state()
+        self._follow(t, self.state())
+
+    def _follow(self, t: float, state: str) -> None:
+        """`follow`, the service's state (its active site's) given."""
         if state == "up":
             if self.open is not None:
                 self._end(max(t, self.since))
