@@ -69,6 +69,9 @@ async def test_a_failing_drill_step_still_runs_the_cleanup_and_fails_the_drill(t
         (run,) = await recoveries(daemon)
         assert await steps(daemon, run["run_id"]) == [
             ("main", "copy up", "succeeded"), ("main", "copy check", "failed"), ("cleanup", "copy down", "succeeded")]
+        # the drill's failure is the drill's: nothing to acknowledge, the service not blocked (no page)
+        body = await service(daemon)
+        assert (body["status"], body["active"]) == ("ok", "dorset"), body
 
 
 async def test_a_site_degrading_mid_drill_aborts_it_then_the_cleanup_runs(tmp_path: Path, recorder: Recorder) -> None:
