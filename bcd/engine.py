@@ -414,7 +414,7 @@ class Engine:
 
     def run_succeeded(self, service: str, to_site: str, run_id: int) -> None:
         view = self.services.get(service)
-        if view is None:
+        if view is None or view.active == to_site:  # a drill runbook's run moves nothing
             return
         now = self.clock()
         self.services[service] = replace(view, active=to_site)

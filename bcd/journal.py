@@ -441,7 +441,9 @@ class RunJournal:
     def unacknowledged(self, service: str) -> RunRecord | None:
         row = self._journal.execute(
             f"SELECT {run_columns} FROM runs WHERE service = ? AND acknowledged_by IS NULL AND result IN "
-            "('failed', 'aborted', 'rolled_back', 'interrupted') ORDER BY id DESC LIMIT 1",
+            "('failed', 'aborted', 'rolled_back', 'interrupted') "
+            # a runbook drill's run moves nothing: its failure is the drill's (BcdDrillFailed), not the estate's
+            "AND NOT (from_site = to_site AND json_extract(evidence, '$.drill') IS NOT NULL) ORDER BY id DESC LIMIT 1",
             (service,),
         ).fetchone()
         return run_from_row(row) if row else None

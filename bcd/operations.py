@@ -28,6 +28,7 @@ from bcd.journal import JournalWriteError, RunRecord
 from bcd.model import Guard, PlanRef, RunKind
 from bcd.plans.model import PlanRun
 from bcd.policy import Request
+from bcd.runbooks.runner import RunConflict, RunRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,26 @@ class Operations:
         end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         run.task.add_done_callback(lambda _: None if end.done() else end.set_result(None))
         return end
+
+    def drill_run(self, service: str, by: str, reason: str, drill: str) -> Outcome:
+        """Start `service`'s drill runbook (then its cleanup) as a run of drill `drill` (bcd.drills, which checked
+        who asks): trigger `drill`, its evidence carrying the drill (no cooldown), from and to the active site (it
+        moves nothing). Refused while a run is in progress, before the runner starts, on a cluster member."""
+        engine = self._engine
+        name = engine.config.services[service].drill_runbook
+        if engine.runner is None or not engine.acting or name is None:
+            return Refused(Refusal.UNAVAILABLE, "the runner is not started" if name else f"{service}: no drill_runbook")
+        if engine.cluster is not None:
+            return Refused(Refusal.CONFLICT, "runbook drills are not carried out on a cluster member (use round_trip)")
+        active = engine.services[service].active
+        try:
+            engine.writable()
+            run = engine.runner.start(RunRequest(
+                service, name, engine.config.runbooks[name], RunKind.FAILOVER, active, active, "drill",
+                f"{by}: {reason}", evidence=engine.evidence(service) | {"drill": drill}))
+        except (RunConflict, JournalWriteError) as exc:
+            return Refused(Refusal.CONFLICT if isinstance(exc, RunConflict) else Refusal.UNAVAILABLE, str(exc))
+        return Accepted(f"run {run.id}: drill runbook {name} of {service}", run=engine.runs.get(run.id))
 
     def unknown_service(self, name: str) -> Refused | None:
         """The refusal for a service that is not configured, or None."""

@@ -73,3 +73,11 @@ def degraded(sites: Mapping[str, SiteHealth], origin: str, target: str) -> str |
         if health.state is not SiteState.UP:
             return f"{role} {site} is {health.state}" + (f" ({health.reason})" if health.reason else "")
     return None
+
+
+def unwell(sites: Mapping[str, SiteHealth]) -> str | None:
+    """Why a runbook drill must stop (a site of its service is no longer `up`), or None."""
+    for site, health in sites.items():
+        if health.state is not SiteState.UP:
+            return f"site {site} is {health.state}" + (f" ({health.reason})" if health.reason else "")
+    return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,11 +21,11 @@ from typing import Any
 import structlog
 
 from bcd.config.drills import unfit
-from bcd.drills.checks import Facts, degraded, refusal
+from bcd.drills.checks import Facts, degraded, refusal, unwell
 from bcd.drills.records import DrillJournal
 from bcd.events import DrillFinished, DrillStarted, Event, EventKind
 from bcd.model import RunKind, RunResult
-from bcd.operations import Accepted, Drill, Operations, Outcome, Refusal, Refused, Transfer
+from bcd.operations import Abort, Accepted, Drill, Operations, Outcome, Refusal, Refused, Transfer
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.drills")
@@ -90,11 +90,16 @@ class Drills:
         if why is not None:
             return Refused(Refusal.CONFLICT, f"drill refused: {why}")
         origin = self._estate.services[intent.service].active
-        target = next(site for site in self._estate.config.services[intent.service].sites if site != origin)
         drill_id = f"{intent.service}@{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%SZ')}"
-        outcome = await self._operations.perform(Transfer(
-            intent.service, RunKind.FAILOVER, intent.by, f"drill {drill_id}: {intent.reason}", to=target,
-            drill=drill_id))
+        if intent.kind == "runbook":  # its drill runbook on the active site, then that runbook's cleanup
+            target = origin
+            outcome = self._operations.drill_run(intent.service, intent.by, f"drill {drill_id}: {intent.reason}",
+                                                 drill_id)
+        else:
+            target = next(site for site in self._estate.config.services[intent.service].sites if site != origin)
+            outcome = await self._operations.perform(Transfer(
+                intent.service, RunKind.FAILOVER, intent.by, f"drill {drill_id}: {intent.reason}", to=target,
+                drill=drill_id))
         if isinstance(outcome, Refused):
             return Refused(outcome.kind, f"drill refused: {outcome.reason}", outcome.guard)
         assert outcome.run is not None
@@ -106,9 +111,11 @@ class Drills:
                                       intent.occurrence)))
         log.info("drill_started", drill=drill_id, service=intent.service, to_site=target, hold=intent.hold,
                  run_id=outcome.run.id)
-        live.task = asyncio.get_running_loop().create_task(self._round_trip(live), name=f"drill-{drill_id}")
-        return Accepted(f"drill {drill_id}: run {outcome.run.id} moves {intent.service} to {target}, holds "
-                        f"{intent.hold:g}s, then back to {origin}", run=outcome.run, drill=live.json())
+        work = self._runbook(live) if intent.kind == "runbook" else self._round_trip(live)
+        live.task = asyncio.get_running_loop().create_task(work, name=f"drill-{drill_id}")
+        what = (f"runs the drill runbook of {intent.service} on {origin}, then its cleanup" if intent.kind == "runbook"
+                else f"moves {intent.service} to {target}, holds {intent.hold:g}s, then back to {origin}")
+        return Accepted(f"drill {drill_id}: run {outcome.run.id} {what}", run=outcome.run, drill=live.json())
 
     def recover(self, records: DrillJournal) -> None:
         """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed
@@ -127,23 +134,36 @@ class Drills:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    # -- a runbook drill ------------------------------------------------------------------------------
+    async def _runbook(self, live: Live) -> None:
+        """Watch the drill runbook's run (steps, then cleanup, one run): a site leaving `up` aborts it (the runner
+        still runs the cleanup); the drill succeeds only when the run does, cleanup included."""
+        await self._guarded(live, self._watch_runbook(live))
+
+    async def _watch_runbook(self, live: Live) -> None:
+        run_id, service, why = live.runs[0], live.intent.service, None
+        while (record := self._estate.run(run_id)) is None or record.ended is None or record.result not in ENDED:
+            if why is None and (why := unwell(self._sites(service))) is not None:
+                outcome = await self._operations.perform(Abort(run_id, "drill", service, why))
+                log.warning("drill_aborting", drill=live.id, reason=why, outcome=getattr(outcome, "reason", "ok"))
+            await asyncio.sleep(self._poll)
+        cleanup = "; cleanup completed" in record.detail
+        if why is not None:
+            self._finish(live, "aborted", f"aborted: {why}; run {run_id} {record.result}: {record.detail}")
+        elif record.result is RunResult.SUCCEEDED:
+            self._finish(live, "succeeded", f"the drill runbook and its cleanup succeeded (run {run_id})"
+                         if cleanup else f"the drill runbook succeeded (run {run_id})")
+        else:
+            self._finish(live, "failed", f"run {run_id} {record.result}: {record.detail}")
+
     # -- a round trip ---------------------------------------------------------------------------------
     async def _round_trip(self, live: Live) -> None:
+        await self._guarded(live, self._legs(live))
+
+    async def _guarded(self, live: Live, work: Coroutine[Any, Any, None]) -> None:
+        """Await the drill's `work`: whatever happens it ends journaled (interrupted on shutdown)."""
         try:
-            result, detail = await self._wait_run(live.runs[0])
-            if result is not RunResult.SUCCEEDED:
-                self._finish(live, "failed", f"the move to {live.target} (run {live.runs[0]}) {result}: {detail}")
-                return
-            aborted = await self._hold(live)
-            back, how = await self._return(live)
-            if aborted is not None:
-                tail = f"; back on {live.origin} ({how})" if back else f"; NOT back on {live.origin}: {how}"
-                self._finish(live, "aborted", f"aborted: {aborted}{tail}")
-            elif back:
-                self._finish(live, "succeeded", f"{live.target} served for {live.intent.hold:g}s; back on "
-                                                f"{live.origin} ({how})")
-            else:
-                self._finish(live, "failed", f"not back on {live.origin}: {how}")
+            await work
         except asyncio.CancelledError:
             self._finish(live, "interrupted", "the daemon stopped during the drill: check where the service is "
                                               "active (bcd status)")
@@ -151,6 +171,22 @@ class Drills:
         except Exception as exc:  # the one catch-all of a drill's task: it must end, journaled
             log.exception("drill_error", drill=live.id)
             self._finish(live, "failed", f"internal error: {exc}")
+
+    async def _legs(self, live: Live) -> None:
+        result, detail = await self._wait_run(live.runs[0])
+        if result is not RunResult.SUCCEEDED:
+            self._finish(live, "failed", f"the move to {live.target} (run {live.runs[0]}) {result}: {detail}")
+            return
+        aborted = await self._hold(live)
+        back, how = await self._return(live)
+        if aborted is not None:
+            tail = f"; back on {live.origin} ({how})" if back else f"; NOT back on {live.origin}: {how}"
+            self._finish(live, "aborted", f"aborted: {aborted}{tail}")
+        elif back:
+            self._finish(live, "succeeded", f"{live.target} served for {live.intent.hold:g}s; back on "
+                                            f"{live.origin} ({how})")
+        else:
+            self._finish(live, "failed", f"not back on {live.origin}: {how}")
 
     async def _hold(self, live: Live) -> str | None:
         """Stay on the target for the hold, watching both sites: why the hold ended early, or None."""

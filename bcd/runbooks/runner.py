@@ -14,12 +14,11 @@ lock stops the run at once, journaled `interrupted` with detail `lost_lock`, and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -33,6 +32,8 @@ from bcd.model import PlanRef, RunKind, RunResult, SiteState
 from bcd.policy import RunInfo
 from bcd.recoveries import target_verified
 from bcd.runbooks import approvals, orphans
+from bcd.runbooks.fence import LostLock as LostLock  # noqa: PLC0414 (bcd.cluster imports it from here)
+from bcd.runbooks.fence import under_lock
 from bcd.runbooks.render import mask, render
 from bcd.runbooks.specs import Runbook, Step
 from bcd.runbooks.steps.base import ApprovalNeed, StepContext, StepError, StepOutcome
@@ -44,10 +45,6 @@ log = structlog.get_logger("bcd.runner")
 
 DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 STEP_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
-
-
-class LostLock(Exception):
-    """The run's lock is no longer valid (or its fenced record was refused): stop, run no further step."""
 
 
 class RunFence(Protocol):
@@ -290,6 +287,17 @@ class Runner:
             self._finish(run, result, detail)
 
     async def _phases(self, run: ActiveRun) -> tuple[RunResult, str]:
+        """The steps (and rollback), then the cleanup whatever they came to (not on shutdown): the run succeeds
+        only when both do."""
+        result, detail = await self._steps(run)
+        cleanup = run.request.runbook.cleanup
+        if not cleanup or result is RunResult.INTERRUPTED:
+            return result, detail
+        if await self._phase(run, "cleanup", cleanup):  # an abort ended the steps, never the cleanup
+            return result, detail + "; cleanup completed"
+        return (RunResult.FAILED if result is RunResult.SUCCEEDED else result), detail + "; cleanup failed"
+
+    async def _steps(self, run: ActiveRun) -> tuple[RunResult, str]:
         request = run.request
         run.main = asyncio.get_running_loop().create_task(self._phase(run, "main", request.runbook.steps))
         try:
@@ -391,7 +399,7 @@ class Runner:
                     attempts += 1
                     try:
                         async with asyncio.timeout(timeout):
-                            outcome = await _under_lock(run.request.fence, kind.execute(spec, ctx))
+                            outcome = await under_lock(run.request.fence, kind.execute(spec, ctx))
                     except TimeoutError:
                         raise StepError(f"timeout after {timeout:g}s", retryable=kind.retry_timeouts) from None
                     if "verified_site" in ctx.extra:
@@ -473,26 +481,6 @@ class Runner:
             run_id=run.id, result=str(result), detail=detail,
         )
         self.hooks.run_changed(request.service)
-
-
-async def _under_lock(fence: RunFence | None, work: Any) -> StepOutcome:
-    """Await the step `work`; with a fence, cancel it and raise LostLock as soon as the lock runs out."""
-    if fence is None:
-        result: StepOutcome = await work
-        return result
-    step = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(fence.expired())
-    try:
-        await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-        if not step.done():
-            step.cancel()  # a command step kills its process group on cancellation
-            with contextlib.suppress(asyncio.CancelledError):
-                await step
-    if step.cancelled() and watch.done() and not watch.cancelled():
-        raise LostLock(watch.result())
-    return cast(StepOutcome, step.result())
 
 
 def _trigger(trigger: str) -> str:  # `drill`: a drill's legs (not declared; BcdDrillFailed's, not the runbook rule's)

@@ -63,6 +63,8 @@ class Runbook(Spec):
     description: str = ""
     steps: Annotated[list[Step], Field(min_length=1)]
     rollback: list[Step] = Field([], description="run when a step fails with on_failure: abort, or on abort")
+    cleanup: list[Step] = Field([], description="run after the steps (and rollback) whatever their outcome, also on "
+                                                "abort: a drill runbook's teardown")
 
     @field_validator("description")
     @classmethod

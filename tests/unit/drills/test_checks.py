@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from bcd.drills.checks import Facts, degraded, refusal
+from bcd.drills.checks import Facts, degraded, refusal, unwell
 from bcd.health import SiteHealth
 from bcd.model import ServiceStatus, SiteState
 
@@ -57,3 +57,9 @@ def test_a_hold_ends_when_the_target_or_the_origin_leaves_up() -> None:
         "target hampshire is degraded (hampshire degraded)")
     assert degraded({**UP, "dorset": site("dorset", SiteState.DOWN)}, "dorset", "hampshire") == (
         "origin dorset is down (dorset down)")
+
+
+def test_a_runbook_drill_stops_when_any_site_of_its_service_leaves_up() -> None:
+    assert unwell(UP) is None
+    assert unwell({**UP, "hampshire": site("hampshire", SiteState.DOWN)}) == "site hampshire is down (hampshire down)"
+    assert unwell({**UP, "dorset": site("dorset", SiteState.UNKNOWN)}) == "site dorset is unknown (dorset unknown)"

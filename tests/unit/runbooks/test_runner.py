@@ -160,6 +160,17 @@ FAILURES = [  # runbook → (result, detail, the steps journaled: phase, name, o
                   "rollback": [command("undo", "/bin/true")]},
                  "succeeded", "payroll now active in hampshire",
                  [("main", "false", "failed"), ("main", "after", "succeeded")], id="continue"),
+    pytest.param({"steps": [TRUE], "cleanup": [command("teardown", "/bin/true")]},
+                 "succeeded", "payroll now active in hampshire; cleanup completed",
+                 [("main", "true", "succeeded"), ("cleanup", "teardown", "succeeded")], id="cleanup-after-success"),
+    pytest.param({"steps": [FALSE, command("after", "/bin/true")], "rollback": [command("undo", "/bin/true")],
+                  "cleanup": [command("teardown", "/bin/true")]},
+                 "rolled_back", "a step failed; rollback completed; cleanup completed",
+                 [("main", "false", "failed"), ("rollback", "undo", "succeeded"), ("cleanup", "teardown", "succeeded")],
+                 id="cleanup-after-failure"),
+    pytest.param({"steps": [TRUE], "cleanup": [command("teardown", "/bin/false"), command("more", "/bin/true")]},
+                 "failed", "payroll now active in hampshire; cleanup failed",
+                 [("main", "true", "succeeded"), ("cleanup", "teardown", "failed")], id="cleanup-fails"),
 ]
 
 
@@ -223,6 +234,16 @@ async def test_an_abort_kills_the_steps_process_group_and_rolls_back(kit: Kit) -
     record, _ = kit.finished(run.id)
     assert (record.result, record.detail) == ("aborted", "aborted by olive; rolled back")
     assert outcomes(kit, run.id) == [("main", "hold", "aborted"), ("rollback", "undo", "succeeded")]
+
+
+async def test_an_aborted_run_still_runs_its_cleanup(kit: Kit) -> None:
+    run = kit.start({"steps": [command("hold", "/bin/sleep", "30")], "cleanup": [command("teardown", "/bin/true")]})
+    await kit.wait_step_started(run, "hold")
+    assert kit.runner.abort(run.id, "olive")
+    await run_ended(run)
+    record, _ = kit.finished(run.id)
+    assert (record.result, record.detail) == ("aborted", "aborted by olive; cleanup completed")
+    assert outcomes(kit, run.id) == [("main", "hold", "aborted"), ("cleanup", "teardown", "succeeded")]
 
 
 async def test_an_abort_of_an_unknown_or_ended_run_is_refused(kit: Kit) -> None:
