@@ -1,10 +1,11 @@
 """Data-lag evidence for the journal: a site's lag as it crosses its service's RPO, and its running maximum.
 
 The lag is measured live by a probe (`bcd.data_lag`); the continuity report needs what it was over a period.
-One `data_lag` event (`bcd.events.DataLag`) when a site's lag goes over the RPO or back within it, and one
-with the highest lag of each stretch of at least MAX_EVERY seconds, only when it differs from the last one
-written: a few events an hour per site, never one per observation. Both go through the engine's `emit`
-(journaled by the group commit).
+One `data_lag` event (`bcd.events.DataLag`) when a site's lag goes over the RPO or back within it (and for the
+first lag measured after a start, so that the journal says where it stands: it may have moved while the daemon
+was stopped), and one with the highest lag of each stretch of at least MAX_EVERY seconds, only when it differs
+from the last one written: a few events an hour per site, never one per observation. Both go through the
+engine's `emit` (journaled by the group commit).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class _Track:
     """One site of a service: whether its lag is over the RPO, and the maximum of the stretch since `since`."""
 
     since: float
-    over: bool = False
+    over: bool | None = None  # None: not known yet (the first lag measured since start is journaled either way)
     high: float | None = None
     written: float | None = None  # the last maximum written
 
@@ -63,10 +64,10 @@ class LagJournal:
         if track is None:
             track = self.tracks[(service, site)] = _Track(at)
         over = rpo is not None and lag > rpo
-        if over != track.over:
+        if over != track.over and rpo is not None:
+            words = (f"exceeds the RPO of {_s(rpo)}" if over else
+                     f"is {'back ' if track.over else ''}within the RPO of {_s(rpo)}")
             track.over = over
-            assert rpo is not None  # `over` changes only against an RPO (it stays False without one)
-            words = f"exceeds the RPO of {_s(rpo)}" if over else f"is back within the RPO of {_s(rpo)}"
             self.emit(Event(EventKind.DATA_LAG, at, service, site, f"{service} at {site}: data lag {_s(lag)} {words}",
                             DataLag("crossing", lag, over, rpo)))
         track.high = lag if track.high is None else max(track.high, lag)

@@ -1,6 +1,7 @@
 """Data-lag evidence in the journal (bcd.lag_journal) from a live engine on a real SQLite journal, time a fake
 clock: one `data_lag` event when a site's lag crosses the RPO, up or down, and the running maximum at most every
-MAX_EVERY seconds and only when it changed — never one event per observation."""
+MAX_EVERY seconds and only when it changed — never one event per observation; after a start, one crossing
+event says where the lag stands."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def test_crossings_and_maxima_are_journaled_not_each_observation(tmp_path: Path)
     engine.observe(Observation(ProbeKey("payroll", "dorset", "health"), Result.OK, 0.01, "OK", clock.now))
     found = lag_events(engine)
     assert [(e.at, e.reason, e.data) for e in found] == [
+        (1000.0, "payroll at hampshire: data lag 100 s is within the RPO of 300 s",
+         DataLag("crossing", 100.0, False, 300.0)),  # where it stands at start
         (1100.0, "payroll at hampshire: data lag 420 s exceeds the RPO of 300 s",
          DataLag("crossing", 420.0, True, 300.0)),
         (1120.0, "payroll at hampshire: data lag 120 s is back within the RPO of 300 s",
@@ -54,5 +57,23 @@ def test_an_unchanged_maximum_is_not_written_again(tmp_path: Path) -> None:
         engine.observe(Observation(ProbeKey("payroll", "hampshire", "replica"), Result.OK, 0.01, "OK", clock.now,
                                    perfdata=(("lag", "12s"),)))
         clock.now += 10.0
-    assert [e.data for e in lag_events(engine)] == [DataLag("max", 12.0, False, 300.0, 1000.0)]
+    assert [e.data for e in lag_events(engine)] == [DataLag("crossing", 12.0, False, 300.0),
+                                                    DataLag("max", 12.0, False, 300.0, 1000.0)]
+    engine.close()
+
+
+def test_after_a_restart_the_first_lag_says_where_it_stands(tmp_path: Path) -> None:
+    """Over the RPO when the daemon stopped, within it when it starts again: the journal must not leave it over."""
+    clock = Clock()
+    replica = ProbeKey("payroll", "hampshire", "replica")
+    for lag in ("420s", "100s"):
+        engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock)
+        engine.observe(Observation(replica, Result.OK, 0.01, "OK", clock.now, perfdata=(("lag", lag),)))
+        engine.close()
+        engine.journal.close()
+        clock.now += 60.0
+    engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock)
+    assert [(e.reason, e.data.over) for e in lag_events(engine)] == [  # type: ignore[union-attr]
+        ("payroll at hampshire: data lag 420 s exceeds the RPO of 300 s", True),
+        ("payroll at hampshire: data lag 100 s is within the RPO of 300 s", False)]
     engine.close()
