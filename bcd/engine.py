@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from bcd import data_lag, dependencies, events, health, impact, model, policy, site_loss
+from bcd import data_lag, dependencies, events, health, impact, lag_journal, model, policy, site_loss
 from bcd.bus import Bus
 from bcd.config import Config, ProbeConfig
 from bcd.events import Event, EventKind
@@ -100,6 +100,7 @@ class Engine:
         self.writer.recovered = self._run_facts.clear  # run records kept while it failed are written now
         self.cluster: ClusterHooks | None = None  # made last (below); None: a lone instance (no `cluster:` section)
         self.site_loss = site_loss.SiteLoss(self.emit)  # which sites are lost (every service there down)
+        self.lags = lag_journal.LagJournal(self.emit)  # journals data lag crossing the RPO, and its maximum
         self._restore()
         self.apply_config(config)
         self.cluster = cluster(self) if cluster is not None else None  # after the first decisions, as before
@@ -161,7 +162,7 @@ class Engine:
         current = self.sites.get(key)
         if current is None:
             return model.SETTLED  # removed by a reload while the probe was in flight
-        self.last[obs.key] = obs
+        self.last[obs.key] = self.lags.observed(obs, self.config)
         if obs.result is Result.FAIL and key not in self.first_failure:
             self.first_failure[key] = obs.at
         updated, transition = health.observe(current, obs, self.rules[key])
@@ -483,9 +484,8 @@ def _saved(site: SiteHealth) -> SavedSite:
 
 
 def _rule(transfer: Any) -> TransferRule | None:
-    if transfer is None:
-        return None
-    return TransferRule(transfer.runbook, policy.TransferMode(transfer.mode), transfer.cooldown)
+    return None if transfer is None else TransferRule(transfer.runbook, policy.TransferMode(transfer.mode),
+                                                      transfer.cooldown)
 
 
 def _runbooks(config: Config) -> dict[str, set[str]]:

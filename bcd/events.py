@@ -52,6 +52,7 @@ class EventKind(StrEnum):
     BOOKING_CANCELLED = "booking_cancelled"  # a booked run or maintenance window cancelled before its time
     BOOKED_RUN_STARTED = "booked_run_started"
     BOOKED_RUN_REFUSED = "booked_run_refused"  # refused by a guard at its time, missed, or interrupted
+    DATA_LAG = "data_lag"  # a site's data lag crossing its service's RPO, or its running maximum (bcd.lag_journal)
 
 
 ENVELOPE = frozenset({"id", "kind", "at", "service", "site", "reason"})
@@ -314,6 +315,18 @@ class DrillSkipped:
     drill_kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class DataLag:
+    """`crossing`: the lag went over the RPO (`over`) or back within it; `max`: the highest lag measured since
+    `since` (at most one every few minutes, and only when it changed)."""
+
+    sample: str  # crossing | max
+    lag: float  # seconds
+    over: bool  # the lag exceeds the RPO
+    rpo: float | None = None
+    since: float | None = None  # a `max`: the start of the stretch it covers
+
+
 Payload = (
     SiteTransition | SiteChangedInMaintenance | ServiceStatusChanged | ActiveChanged | Acknowledged
     | MaintenanceStarted | MaintenanceEnded | MaintenanceExtended | RunStarted | RunFinished | ApprovalWaiting
@@ -322,7 +335,7 @@ Payload = (
     | StepStarted | StepFinished | RunNotStarted | JournalGap | PlanStarted | PlanGroupStarted | PlanServiceMoved
     | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified | DrillStarted | DrillFinished
     | DrillSkipped
-    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified | BookedRun
+    | PlanGateWaiting | PlanFinished | SiteLost | SiteRecovered | TargetVerified | BookedRun | DataLag
 )
 
 PAYLOADS: dict[EventKind, type[Payload]] = {
@@ -360,6 +373,7 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.BOOKING_CANCELLED: BookedRun,
     EventKind.BOOKED_RUN_STARTED: BookedRun,
     EventKind.BOOKED_RUN_REFUSED: BookedRun,
+    EventKind.DATA_LAG: DataLag,
 }
 
 # Keys written under another name before, which journals keep: a run mirrored from another instance was

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from bcd.report.lags import LagTrack
 from bcd.report.model import Availability
 from bcd.report.source import Row, Spans
 
@@ -73,6 +74,8 @@ class ServiceTrack:
     incidents: list[tuple[float, float | None, str, str]] = field(default_factory=list)
     downs: dict[str, list[float]] = field(default_factory=dict)  # site → when it was confirmed down (recoveries)
     open: OpenIncident | None = None
+    start: float = 0.0  # the period's
+    lags: dict[str, LagTrack] = field(default_factory=dict)  # the sites with data_lag events (bcd.report.lags)
 
     def state(self) -> str:
         site = self.sites.get(self.active)
@@ -152,11 +155,13 @@ class ServiceTrack:
 def walk(tracks: dict[str, ServiceTrack], rows: Iterable[Row], spans: Spans) -> None:
     """Apply every row to its service's track, in order (rows of services not tracked are skipped). A row from
     before the period (before a track's `since`) only sets a state: nothing is counted for it."""
-    for at, service, site, to in rows:
+    for at, service, site, to, lag in rows:
         track = tracks.get(service)
         if track is None or to is None:
             continue
-        if site is None:
+        if lag is not None and site is not None:
+            track.lags.setdefault(site, LagTrack(track.start)).row(at, to, lag)
+        elif site is None:
             track.active_changed(at, to, spans)
         else:
             track.transition(at, site, to, spans)
@@ -165,5 +170,6 @@ def walk(tracks: dict[str, ServiceTrack], rows: Iterable[Row], spans: Spans) -> 
 def start_tracks(start: float, sites: dict[str, tuple[str, ...]], home: dict[str, str]) -> dict[str, ServiceTrack]:
     """A track per service at the period's start: every site `unknown` and the configured home active, until
     the journal's rows from before the period say otherwise."""
-    return {name: ServiceTrack(name, home[name], {site: SiteTrack("unknown", start) for site in names}, start)
+    return {name: ServiceTrack(name, home[name], {site: SiteTrack("unknown", start) for site in names}, start,
+                               start=start)
             for name, names in sites.items()}

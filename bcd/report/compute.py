@@ -28,8 +28,8 @@ from bcd.report.source import spans as read_spans
 from bcd.report.text import when
 from bcd.run_records import RunRecord
 
-NO_LAG_SAMPLES = ("The journal keeps no data-lag samples (the lag is measured by probes and shown live, not "
-                  "journaled): the worst lag in the period cannot be shown; lags accepted by forced moves are.")
+NO_LAG_SAMPLES = ("The journal holds no data-lag events (no site names a data_lag probe, or the journal predates "
+                  "them): the worst lag in the period cannot be shown; lags accepted by forced moves are.")
 NO_SPANS = ("This journal predates the daemon's uptime records: the daemon's own downtime cannot be told apart "
             "and counts as observed.")
 
@@ -61,10 +61,12 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     recoveries = _recoveries(config, db, runs, tracks)
     last = last_drills(db, period.end)
     accepted = _lags_accepted(runs)
-    reports = tuple(_service(config, tracks[name], recoveries.get(name, []), last.get(name), accepted.get(name, ()))
+    reports = tuple(_service(config, tracks[name], recoveries.get(name, []), last.get(name),
+                             _lag(tracks[name], config.objectives(name).rpo, accepted.get(name, ()), period.end))
                     for name in names)
     max_age = drills_max_age(config)
-    notes = [NO_LAG_SAMPLES] + ([NO_SPANS] if spans.spans is None else [])
+    notes = ([] if any(r.lag.samples for r in reports) else [NO_LAG_SAMPLES]) + ([NO_SPANS] if spans.spans is None
+                                                                               else [])
     notes += [f"The journal lost events in the period: {reason}" for reason in gaps(db, period.start, period.end)]
     oldest = first_event(db)
     if oldest is None or oldest > period.start:
@@ -102,8 +104,16 @@ def _lags_accepted(runs: list[RunRecord]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _lag(track: ServiceTrack, rpo: float | None, accepted: tuple[str, ...], end: float) -> LagFinding:
+    """The worst data lag of each site that journaled one (bcd.report.lags), and the service's."""
+    sites = sorted((lag.finish(site, end, rpo) for site, lag in track.lags.items()),
+                   key=lambda site: -(site.worst or 0.0))
+    worst = max((site.worst for site in sites if site.worst is not None), default=None)
+    return LagFinding(rpo, samples=bool(sites), worst=worst, accepted=accepted, sites=tuple(sites))
+
+
 def _service(config: Config, track: ServiceTrack, recoveries: list[Recovery], last_drill: float | None,
-             accepted: tuple[str, ...]) -> ServiceReport:
+             lag: LagFinding) -> ServiceReport:
     service = config.services[track.name]
     objectives = config.objectives(track.name)
     moves = tuple(r for r in recoveries if r.kind is not RecoveryKind.DRILL)
@@ -118,7 +128,7 @@ def _service(config: Config, track: ServiceTrack, recoveries: list[Recovery], la
         availability=track.availability(), sites=sites,
         incidents=tuple(_incident(start, end, site, worst, moves) for start, end, site, worst in track.incidents),
         recoveries=moves, drills=drills, last_drill=last_drill,
-        lag=LagFinding(objectives.rpo, samples=False, accepted=accepted),
+        lag=lag,
     )
 
 

@@ -82,13 +82,28 @@ class Drill:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteLag:
+    """One site's data lag in the period, from the journal's `data_lag` events (bcd.lag_journal)."""
+
+    site: str
+    worst: float | None  # seconds: the highest lag journaled in the period (or standing at its start)
+    over_seconds: float  # how long it was over the RPO in the period (from the crossings)
+    exceeded: bool  # it was over the RPO in the period
+
+
+@dataclass(frozen=True, slots=True)
 class LagFinding:
     """What the journal tells about data lag against the RPO."""
 
     rpo: float | None
-    samples: bool  # False: the journal keeps no lag samples
+    samples: bool  # False: the journal holds no data-lag events for the service (bcd.lag_journal)
     worst: float | None = None
     accepted: tuple[str, ...] = ()  # lags accepted by forced moves in the period (their journaled reasons)
+    sites: tuple[SiteLag, ...] = ()  # the sites that measure a lag, worst first
+
+    @property
+    def exceeded(self) -> tuple[SiteLag, ...]:
+        return tuple(site for site in self.sites if site.exceeded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +129,14 @@ class ServiceReport:
 RISK_KINDS = {  # kind → what a manager reads in the summary's count
     "never_drilled": "never drilled successfully", "drill_overdue": "drill overdue", "no_runbook": "no runbook",
     "no_objective": "an objective missing", "standby_not_up": "standby not up > 1 %",
-    "objective_missed": "objective missed",
+    "objective_missed": "objective missed", "lag_over_rpo": "data lag over RPO",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Risk:
     service: str
-    kind: str  # never_drilled, drill_overdue, no_runbook, no_objective, standby_not_up, objective_missed
+    kind: str  # a key of RISK_KINDS
     text: str
 
 

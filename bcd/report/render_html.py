@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from html import escape
 
 from bcd.report.model import RISK_KINDS, STATES, Availability, Incident, Report, ServiceReport
-from bcd.report.text import apart, day, duration, percent, when
+from bcd.report.text import apart, day, duration, lag_sites, percent, when
 
 CSS = """
 :root { --ink: #1d2733; --muted: #5b6773; --line: #d5dbe1; --ok: #2e7d32; --bad: #c62828; --warn: #b26a00; }
@@ -190,8 +190,9 @@ def _drills(service: ServiceReport, report: Report) -> Iterator[str]:
 
 def _lag(service: ServiceReport) -> str:
     if service.lag.samples:
-        return f"worst {duration(service.lag.worst)} against an RPO of {duration(service.lag.rpo)}"
-    text = "Not journaled: the journal keeps no lag samples, so the worst lag in the period cannot be shown."
+        text = lag_sites(service.lag) + "."
+    else:
+        text = "Not journaled: the journal holds no data-lag events, so the worst lag in the period cannot be shown."
     if service.lag.accepted:
         text += f" Forced moves accepted a lag past the RPO {len(service.lag.accepted)} time(s) (see risks)."
     return text

@@ -43,7 +43,9 @@ def _service(service: ServiceReport) -> dict[str, Any]:
         "drills": [{**d.recovery.to_json(), "passed": d.passed} for d in service.drills],
         "last_drill": service.last_drill,
         "data_lag": {"rpo": service.lag.rpo, "samples": service.lag.samples, "worst": service.lag.worst,
-                     "accepted": list(service.lag.accepted)},
+                     "accepted": list(service.lag.accepted),
+                     "sites": [{"site": s.site, "worst": s.worst, "over_seconds": s.over_seconds,
+                                "exceeded": s.exceeded} for s in service.lag.sites]},
     }
 
 

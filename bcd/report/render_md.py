@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bcd.report.model import RISK_KINDS, Report, ServiceReport
-from bcd.report.text import apart, day, duration, percent, when
+from bcd.report.text import apart, day, duration, lag_sites, percent, when
 
 
 def render_md(report: Report) -> str:
@@ -93,8 +93,6 @@ def _service(service: ServiceReport) -> Iterator[str]:
 
 
 def _lag(service: ServiceReport) -> str:
-    if service.lag.samples:
-        return f"worst {duration(service.lag.worst)} against RPO {duration(service.lag.rpo)}"
     accepted = len(service.lag.accepted)
     more = f"; {accepted} forced move(s) accepted a lag past the RPO" if accepted else ""
-    return f"not journaled (no samples){more}"
+    return f"{lag_sites(service.lag) if service.lag.samples else 'not journaled (no samples)'}{more}"

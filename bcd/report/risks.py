@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from bcd.config import Config
-from bcd.report.model import Period, Risk, ServiceReport
+from bcd.report.model import Period, Risk, ServiceReport, SiteLag
 from bcd.report.text import duration, percent
 
 STANDBY_NOT_UP = 0.01  # a standby not `up` for more of its observed standby time than this is a risk
 
 
 def risks(config: Config, services: Sequence[ServiceReport], period: Period, drills_max_age: float) -> Iterator[Risk]:
-    """Per service, in order: drills, runbook, objectives, standbys, objectives missed."""
+    """Per service, in order: drills, runbook, objectives, standbys, objectives missed, data lag over the RPO."""
     for service in services:
         yield from _drills(service, period, drills_max_age)
         if service.runbook is None:
@@ -32,6 +32,8 @@ def risks(config: Config, services: Sequence[ServiceReport], period: Period, dri
             yield Risk(service.name, "objective_missed",
                        f"{recovery.kind.value} run {recovery.run_id} took {duration(recovery.timeline.total)}, "
                        f"over the RTO of {duration(recovery.rto)}")
+        for lagging in service.lag.exceeded:
+            yield Risk(service.name, "lag_over_rpo", _lag_text(lagging, service.rpo))
         for reason in service.lag.accepted:
             yield Risk(service.name, "objective_missed", f"a forced move accepted data loss past the RPO: {reason}")
 
@@ -45,3 +47,10 @@ def _drills(service: ServiceReport, period: Period, max_age: float) -> Iterator[
         yield Risk(service.name, "drill_overdue",
                    f"last drilled {duration(period.end - service.last_drill)} before the period's end, "
                    f"longer ago than drills_max_age ({duration(max_age)})")
+
+
+def _lag_text(site: SiteLag, rpo: float | None) -> str:
+    worst = f"reached {duration(site.worst)}" if site.worst is not None else "was over it"
+    over = f", over it for {duration(site.over_seconds)}" if site.over_seconds > 0 else ""
+    return (f"data lag of {site.site} {worst} against an RPO of {duration(rpo)}{over}: a failover there would "
+            "have lost more data than promised")

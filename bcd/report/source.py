@@ -19,9 +19,12 @@ from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
 from bcd.uptime import ALIVE_INTERVAL
 from bcd.uptime import TABLE as SPANS
 
-# an event the report follows: (at, service, site (None: an active-site change), the payload's `to`)
-Row = tuple[float, str, "str | None", "str | None"]
-KINDS = ("site_transition", "active_changed")
+# an event the report follows: (at, service, site (None: an active-site change), the payload's `to`, and for a
+# `data_lag` event its lag (None for the others), `to` then `max`, `over` or `within`: bcd.report.lags)
+Row = tuple[float, str, "str | None", "str | None", "float | None"]
+KINDS = ("site_transition", "active_changed", "data_lag")
+LAG_TO = ("CASE WHEN json_extract(data, '$.sample') = 'max' THEN 'max' WHEN json_extract(data, '$.over') "
+          "THEN 'over' ELSE 'within' END")
 
 
 def _in(column: str, names: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
@@ -92,13 +95,16 @@ def spans(db: sqlite3.Connection, start: float, end: float, now: float) -> Spans
 
 
 def events(db: sqlite3.Connection, end: float, services: Collection[str] | None) -> Iterator[Row]:
-    """Transitions and active-site changes before `end`, in the order they were journaled: those before the
-    period set the states it starts in (one pass over the table, not one per question). A row is (at,
-    service, site, to), its site None for an active-site change (fewer objects a row: a year is a million)."""
+    """Transitions, active-site changes and data lags before `end`, in the order they were journaled: those
+    before the period set the states it starts in (one pass over the table, not one per question). A row is
+    (at, service, site, to, lag), its site None for an active-site change (fewer objects a row: a year is a
+    million)."""
     where, params = _in("service", services)
     cursor = db.execute(
-        "SELECT at, service, CASE kind WHEN 'active_changed' THEN NULL ELSE site END, json_extract(data, '$.to') "
-        f"FROM events WHERE kind IN (?, ?) AND at < ?{where} ORDER BY id", (*KINDS, end, *params))
+        "SELECT at, service, CASE kind WHEN 'active_changed' THEN NULL ELSE site END, "
+        f"CASE kind WHEN 'data_lag' THEN {LAG_TO} ELSE json_extract(data, '$.to') END, "
+        "CASE kind WHEN 'data_lag' THEN json_extract(data, '$.lag') END "
+        f"FROM events WHERE kind IN (?, ?, ?) AND at < ?{where} ORDER BY id", (*KINDS, end, *params))
     cursor.arraysize = 2000
     while batch := cursor.fetchmany():
         yield from batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bcd.report.model import Availability
+from bcd.report.model import Availability, LagFinding
 
 
 def percent(ratio: float | None, digits: int = 3) -> str:
@@ -47,3 +47,11 @@ def apart(availability: Availability) -> str:
     parts = [f"{state} {duration(seconds[state])}" for state in ("maintenance", "unknown", "unobserved")
              if seconds.get(state, 0.0) >= 1]
     return "; ".join(parts) or "none"
+
+
+def lag_sites(lag: LagFinding) -> str:
+    """e.g. "worst 7m 30s against an RPO of 5m: hampshire 7m 30s, over the RPO for 20s; dorset 12s"."""
+    sites = "; ".join(f"{site.site} {duration(site.worst)}"
+                      + (f", over the RPO for {duration(site.over_seconds)}" if site.exceeded else "")
+                      for site in lag.sites)
+    return f"worst {duration(lag.worst)} against an RPO of {duration(lag.rpo)}: {sites}"

@@ -95,6 +95,8 @@ SAMPLES: dict[EventKind, tuple[events.Payload, dict[str, object]]] = {
     EventKind.BOOKING_CANCELLED: (events.BookedRun("1a2b3c4d", "plan", 10.0, "olive", "cancelled", "evacuate"),
                                   {"booking": "1a2b3c4d", "booked_kind": "plan", "due": 10.0, "by": "olive",
                                    "state": "cancelled", "plan": "evacuate"}),
+    EventKind.DATA_LAG: (events.DataLag("crossing", 420.0, True, 300.0),
+                         {"sample": "crossing", "lag": 420.0, "over": True, "rpo": 300.0}),
     EventKind.BOOKED_RUN_STARTED: (events.BookedRun("1a2b3c4d", "failover", 10.0, "olive", "started", run_id=7),
                                    {"booking": "1a2b3c4d", "booked_kind": "failover", "due": 10.0, "by": "olive",
                                     "state": "started", "run_id": 7}),
