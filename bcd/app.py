@@ -149,6 +149,8 @@ class Daemon:
         self.state_lock = StateLock.acquire(Path(config.state_dir))  # first: a second daemon touches nothing
         self.journal = self._open_journal(Path(config.state_dir) / JOURNAL_NAME)
         self.step_http = StepSession()  # the runbook steps' (made on first use: it needs the running loop)
+        # made before the cluster link, which re-probes here what another vantage sees failing; runs from `_start`
+        self.scheduler = Scheduler(self._observe, config.scheduler.max_concurrency, config.vantage)
         self.etcd, self.coordinator, link = self._coordination()  # a lone instance has none
         # the engine makes its runner and cluster link, with itself as their hooks; it acts once started (`_start`)
         self.engine = Engine(config, self.journal, self.bus, runner=self._runner, cluster=link)
@@ -282,11 +284,9 @@ class Daemon:
         await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
         await lifetimes.start("bookings", bookings.run)  # the booked runs and the maintenance calendar
         await lifetimes.start("drills", run_drills)
-        scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
+        scheduler = self.scheduler
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile
-        if cluster is not None:  # what another vantage sees failing is probed again here too
-            cluster.follow_doubts(scheduler.reprobe)
         self.parts = Parts(web_server, self.step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
         scheduler.sync(jobs(self.config), probes, self.config.bursts)
         await web_server.open()
@@ -338,7 +338,7 @@ class Daemon:
             nonlocal link
             link = ClusterLink(coordinator, engine, vantage=vantage, quorum=cluster_config.quorum,
                                lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout,
-                               preference=preference)
+                               preference=preference, reprobe=self.scheduler.reprobe)
             return link
         log.info("cluster_member", cluster=cluster_config.name, vantage=self.config.vantage,
                  endpoints=etcd_config.endpoints, quorum=cluster_config.quorum, lease_ttl=cluster_config.lease_ttl)
