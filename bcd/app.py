@@ -5,8 +5,8 @@ sets `ready` once the next part may rely on it, runs until cancelled and cleans 
 (`Daemon.running`) starts them one after another under one TaskGroup, each once the one before is ready, and
 stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, which matters:
 
-  the state_dir lock and the journal (in the constructor; then the engine, which makes its runner and cluster link
-  (none is attached later), the estate view, metrics; operations with the plan runner and calendar, in `_start`);
+  the state_dir lock and the journal (in the constructor; then the scheduler, the engine with its runner and cluster
+  link (which re-probes through the scheduler), the view, metrics; operations, plan runner, calendar in `_start`);
   `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
   the web server, set up but not yet serving (bcd.web.serving: stops last, so SSE sees the runner's last events);
   the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
@@ -162,8 +162,8 @@ class Daemon:
         self.shortages = Shortages()
         self.metrics.register(ShortageCollector(self.shortages))
         self.context = ProbeContext(user_agent(config.vantage if config.cluster else None))
-        # Set once every part is running, None before and after: the parts need the running loop, and this
-        # object is made before it (a locked state_dir is one line and exit 2 before any loop starts).
+        # Set once every part is running, None before and after: the web server needs the listeners `running()`
+        # binds, MQTT and alerts see the bus from when they are built (a locked state_dir: exit 2 before that).
         self.parts: Parts | None = None
         self._group: asyncio.TaskGroup | None = None  # the root task group, once every part runs
         self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
@@ -198,8 +198,8 @@ class Daemon:
                 async with self._task_group() as lifetimes:
                     parts = await self._start(lifetimes, listeners, probes)
                     self._group = lifetimes.group  # from now on a SIGHUP reloads at once (before: once started)
-                    self._spawn(self._ticker(parts.scheduler))
-                    self._start_systemd(parts.scheduler)
+                    self._spawn(self._ticker(self.scheduler))
+                    self._start_systemd(self.scheduler)
                     if self._reload_pending:
                         self._spawn_reload()
                     yield parts
@@ -358,8 +358,8 @@ class Daemon:
 
     def _status_text(self) -> str:
         blocked = sum(view.status is ServiceStatus.BLOCKED for view in self.engine.services.values())
-        runs = len(self.parts.runner.active) if self.parts is not None else 0
-        probes = self.parts.scheduler.stats.probes if self.parts is not None else 0
+        runs = len(self.engine.runner.active) if self.engine.runner is not None else 0
+        probes = self.scheduler.stats.probes  # 0 before the start
         ready, why = self.ready()
         notes = [] if ready else [why]
         if not self.metrics.reload.successful:
@@ -380,7 +380,7 @@ class Daemon:
         refusal = self.engine.writer.refusal()
         if refusal is not None:
             return False, refusal
-        if not self.parts.scheduler.all_ran_once():
+        if not self.scheduler.all_ran_once():
             return False, "waiting for every probe to run once"
         return True, "config loaded, every probe has run"
 
