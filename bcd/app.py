@@ -5,8 +5,8 @@ sets `ready` once the next part may rely on it, runs until cancelled and cleans 
 (`Daemon.running`) starts them one after another under one TaskGroup, each once the one before is ready, and
 stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, which matters:
 
-  the state_dir lock and the journal (in the constructor; then the engine, which makes its runner and cluster link
-  (none is attached later), the estate view, metrics; operations with the plan runner and calendar, in `_start`);
+  the state_dir lock and the journal (in the constructor; then the scheduler, the engine with its runner and cluster
+  link (which re-probes through the scheduler), the view, metrics; operations, plan runner, calendar in `_start`);
   `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
   the web server, set up but not yet serving (bcd.web.serving: stops last, so SSE sees the runner's last events);
   the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
@@ -149,6 +149,8 @@ class Daemon:
         self.state_lock = StateLock.acquire(Path(config.state_dir))  # first: a second daemon touches nothing
         self.journal = self._open_journal(Path(config.state_dir) / JOURNAL_NAME)
         self.step_http = StepSession()  # the runbook steps' (made on first use: it needs the running loop)
+        # made before the cluster link, which re-probes here what another vantage sees failing; runs from `_start`
+        self.scheduler = Scheduler(self._observe, config.scheduler.max_concurrency, config.vantage)
         self.etcd, self.coordinator, link = self._coordination()  # a lone instance has none
         # the engine makes its runner and cluster link, with itself as their hooks; it acts once started (`_start`)
         self.engine = Engine(config, self.journal, self.bus, runner=self._runner, cluster=link)
@@ -160,8 +162,8 @@ class Daemon:
         self.shortages = Shortages()
         self.metrics.register(ShortageCollector(self.shortages))
         self.context = ProbeContext(user_agent(config.vantage if config.cluster else None))
-        # Set once every part is running, None before and after: the parts need the running loop, and this
-        # object is made before it (a locked state_dir is one line and exit 2 before any loop starts).
+        # Set once every part is running, None before and after: the web server needs the listeners `running()`
+        # binds, MQTT and alerts see the bus from when they are built (a locked state_dir: exit 2 before that).
         self.parts: Parts | None = None
         self._group: asyncio.TaskGroup | None = None  # the root task group, once every part runs
         self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
@@ -196,8 +198,8 @@ class Daemon:
                 async with self._task_group() as lifetimes:
                     parts = await self._start(lifetimes, listeners, probes)
                     self._group = lifetimes.group  # from now on a SIGHUP reloads at once (before: once started)
-                    self._spawn(self._ticker(parts.scheduler))
-                    self._start_systemd(parts.scheduler)
+                    self._spawn(self._ticker(self.scheduler))
+                    self._start_systemd(self.scheduler)
                     if self._reload_pending:
                         self._spawn_reload()
                     yield parts
@@ -282,11 +284,9 @@ class Daemon:
         await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
         await lifetimes.start("bookings", bookings.run)  # the booked runs and the maintenance calendar
         await lifetimes.start("drills", run_drills)
-        scheduler = Scheduler(self._observe, self.config.scheduler.max_concurrency, self.config.vantage)
+        scheduler = self.scheduler
         self.metrics.register(SchedulerCollector(scheduler.stats))
         await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile
-        if cluster is not None:  # what another vantage sees failing is probed again here too
-            cluster.follow_doubts(scheduler.reprobe)
         self.parts = Parts(web_server, self.step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
         scheduler.sync(jobs(self.config), probes, self.config.bursts)
         await web_server.open()
@@ -338,7 +338,7 @@ class Daemon:
             nonlocal link
             link = ClusterLink(coordinator, engine, vantage=vantage, quorum=cluster_config.quorum,
                                lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout,
-                               preference=preference)
+                               preference=preference, reprobe=self.scheduler.reprobe)
             return link
         log.info("cluster_member", cluster=cluster_config.name, vantage=self.config.vantage,
                  endpoints=etcd_config.endpoints, quorum=cluster_config.quorum, lease_ttl=cluster_config.lease_ttl)
@@ -358,8 +358,8 @@ class Daemon:
 
     def _status_text(self) -> str:
         blocked = sum(view.status is ServiceStatus.BLOCKED for view in self.engine.services.values())
-        runs = len(self.parts.runner.active) if self.parts is not None else 0
-        probes = self.parts.scheduler.stats.probes if self.parts is not None else 0
+        runs = len(self.engine.runner.active) if self.engine.runner is not None else 0
+        probes = self.scheduler.stats.probes  # 0 before the start
         ready, why = self.ready()
         notes = [] if ready else [why]
         if not self.metrics.reload.successful:
@@ -380,7 +380,7 @@ class Daemon:
         refusal = self.engine.writer.refusal()
         if refusal is not None:
             return False, refusal
-        if not self.parts.scheduler.all_ran_once():
+        if not self.scheduler.all_ran_once():
             return False, "waiting for every probe to run once"
         return True, "config loaded, every probe has run"
 

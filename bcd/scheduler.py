@@ -21,6 +21,7 @@ scheduler is behind (`behind()`): failures then may be bcd's own shortage, and e
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import itertools
@@ -126,10 +127,14 @@ class Scheduler:
         self._cut: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._loop = asyncio.get_running_loop()
         self._bursts = Bursts(0, 0.0, 0.0)
         self.stats = SchedulerStats()
         self.progress = 0  # bumps on every finished run: the watchdog's sign of life
+
+    @functools.cached_property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The loop it runs on, taken at first use: a scheduler can be made before the loop runs."""
+        return asyncio.get_running_loop()
 
     @property
     def keys(self) -> set[ProbeKey]:

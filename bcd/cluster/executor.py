@@ -36,7 +36,8 @@ SYNC_EVERY = 0.5  # the watched run records, locks and active sites are gone thr
 
 class ClusterLink:
     """Views, votes and the lock bridge of one instance (`vantage`). See the package docstring; `preference`
-    says whether it takes a lock (a witness never does) and when."""
+    says whether it takes a lock (a witness never does) and when; `reprobe(site, reason)` is called when another
+    vantage's view newly shows a site failing that is up here."""
 
     def __init__(
         self,
@@ -51,6 +52,7 @@ class ClusterLink:
         wall_clock: Callable[[], float] = time.time,
         keep_runs: int = KEEP_RUNS,
         preference: Preference | None = None,
+        reprobe: Callable[[str, str], object] | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.engine = engine
@@ -59,7 +61,7 @@ class ClusterLink:
         self.preference = preference or Preference(vantage=vantage, prefer_target_site=False, clock=clock)
         self.executor = self.preference.executor
         self.views = Views(coordinator, engine, vantage=vantage, executor=self.executor, quorum=quorum,
-                           lease_ttl=lease_ttl, clock=clock, wall_clock=wall_clock)
+                           lease_ttl=lease_ttl, clock=clock, wall_clock=wall_clock, reprobe=reprobe)
         self.ledger = RunLedger(vantage)
         self.mirror = Mirror(engine, self.ledger, vantage=vantage, wall_clock=wall_clock)
         self.margin = call_timeout  # steps stop this long before the lock's validity ends
@@ -113,10 +115,6 @@ class ClusterLink:
         fence = self._fences.get(service)
         if fence is not None:
             fence.lose(f"the lock of {service} (token {fence.token}) was lost")
-
-    def follow_doubts(self, reprobe: Callable[[str, str], object]) -> None:
-        """Call `reprobe(site, reason)` when another vantage's view newly shows a site failing that is up here."""
-        self.views.reprobe = reprobe
 
     @property
     def available(self) -> bool:

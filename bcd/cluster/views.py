@@ -70,6 +70,7 @@ class Views:
         lease_ttl: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        reprobe: Callable[[str, str], object] | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.engine = engine
@@ -85,7 +86,7 @@ class Views:
         self._seen_views: dict[str, bytes] = {}
         self._published: tuple[str, float] | None = None  # (content, when) of our last publication
         self._was_available = False
-        self.reprobe: Callable[[str, str], object] | None = None  # (site, reason): see doubts()
+        self.reprobe = reprobe  # (site, reason): see doubts()
         self._doubts: dict[tuple[str, str, str], float] = {}  # (vantage, service, site) failing there → since
 
     def _our_view(self) -> dict[str, dict[str, dict[str, Any]]]:

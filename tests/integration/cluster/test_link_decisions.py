@@ -77,6 +77,7 @@ class Member:
     client: EtcdClient  # this member's client
     prefix: str
     events: Subscription
+    reprobes: list[str]  # what the link asked to probe again here ("site: reason"), as the scheduler would
 
     def observe(self, site: str, result: Result) -> None:
         self.engine.observe(Observation(ProbeKey("payroll", site, "health"), result, 0.01,
@@ -120,14 +121,16 @@ async def member(tmp_path: Path, etcd_cluster: EtcdCluster, request: pytest.Fixt
             link.lost(service)
 
         coordinator = Interleaved(ours, cluster=name, vantage="dorset", lease_ttl=3, on_lost=lost)
+        reprobes: list[str] = []
         engine, runner = acting(config, Journal(tmp_path / "bcd.sqlite"), bus, cluster=lambda made: ClusterLink(
-            coordinator, made, vantage="dorset", lease_ttl=3, call_timeout=0.5, keep_runs=3))
+            coordinator, made, vantage="dorset", lease_ttl=3, call_timeout=0.5, keep_runs=3,
+            reprobe=lambda site, reason: reprobes.append(f"{site}: {reason}")))
         link = engine.cluster
         assert isinstance(link, ClusterLink)
         peer = EtcdCoordinator(theirs, cluster=name, vantage="hampshire", lease_ttl=3)
         await link.start()
         await peer.start()
-        live = Member(engine, runner, link, coordinator, peer, store, ours, f"/bcd/{name}/", events)
+        live = Member(engine, runner, link, coordinator, peer, store, ours, f"/bcd/{name}/", events, reprobes)
         live.observe("dorset", Result.OK)
         live.observe("hampshire", Result.OK)
         await wait_for(lambda: link.available and peer.available)
@@ -253,8 +256,7 @@ async def test_another_instance_s_records_and_view_arrive_through_the_watch_with
 
 
 async def test_another_vantage_seeing_a_site_fail_re_probes_it_here_once_per_change(member: Member) -> None:
-    asked: list[str] = []
-    member.link.follow_doubts(lambda site, reason: asked.append(f"{site}: {reason}"))
+    asked = member.reprobes
 
     async def hampshire_publishes(**sites: tuple[str, float]) -> None:  # site → (state, since)
         await member.peer.publish_view(json.dumps({"vantage": "hampshire", "at": time.time(), "services": {
