@@ -39,10 +39,21 @@ STORY = frozenset({"service_status", "run_started", "run_finished", "active_chan
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port reserved for whoever binds it next with SO_REUSEADDR (etcd, aiohttp, bcd's listener
+    all do): a connection to it is closed from its side first, leaving it in TIME_WAIT for a minute, and the
+    kernel hands no port in TIME_WAIT to bind(0) or to an outgoing connection. A port merely bound and
+    released could be taken by any of those before its user binds it (a race the demo's test lost)."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        address = listener.getsockname()
+        with socket.create_connection(address) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # closed first: the TIME_WAIT is on the reserved port's side
+            client.recv(1)  # its FIN arrived: the accepted side is in TIME_WAIT, not FIN_WAIT
+    port: int = address[1]
+    return port
 
 
 class EmbeddedEtcd:

@@ -2,11 +2,15 @@
 
 Each invalid fixture names the lines it must produce in leading `# expect: <text>` comments; check-config must
 print exactly those problems (one line each, `FILE:LINE: path: message`), exit 2 and never a traceback.
-The subprocesses are started all at once (each pays ~1 s of imports) so the module stays fast.
+Each command runs once, in this process (`bcd.cli.main` with stdout and stderr captured: a subprocess per
+fixture paid ~0.6 s of imports each, minutes on a loaded 2-core machine); `test_in_process_outcome_is_the_real_
+command_line` runs a handful of them as real `python -m bcd` subprocesses and requires the very same outcome.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import os
@@ -25,6 +29,7 @@ from pydantic import BaseModel
 from pydantic.dataclasses import is_pydantic_dataclass
 from pydantic.fields import FieldInfo
 
+from bcd import cli as bcd_cli
 from bcd import config as bcd_config
 from bcd.probes.registry import KINDS as PROBE_KINDS
 
@@ -49,27 +54,63 @@ def bcd_command(*args: str) -> tuple[str, ...]:
 
 
 def _run(command: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    """`command` as a real subprocess, with the fixtures' environment."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BCD_TEST_")}
     env.update(ENVIRONMENT)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
 
 
-def all_commands() -> list[tuple[str, ...]]:
-    files = [*GOOD, *INVALID, *INVALID_INCLUDES, EXAMPLE, CONFIGS / "no-such-file.yaml", CONFIGS]
-    return [*(bcd_command("check-config", str(path)) for path in files), bcd_command("schema")]
+@contextlib.contextmanager
+def _fixture_environment() -> Iterator[None]:
+    """This process's environment and cwd as `_run` gives its subprocesses, restored afterwards."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith("BCD_TEST_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(ENVIRONMENT)
+    try:
+        with contextlib.chdir(ROOT):
+            yield
+    finally:
+        for key in ENVIRONMENT:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+
+
+def run_in_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """`bcd ARGS` through `bcd.cli.main`, as `python -m bcd ARGS` would run it (its exit code, stdout, stderr).
+    An exception escapes: it fails the test, as the traceback it would print would."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with _fixture_environment(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code: int | str | None = bcd_cli.main(list(args))
+        except SystemExit as exit_:  # argparse's way out
+            code = exit_.code
+    assert isinstance(code, int), code
+    return subprocess.CompletedProcess(bcd_command(*args), code, stdout.getvalue(), stderr.getvalue())
 
 
 @cache
-def _results() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
-    commands = all_commands()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return dict(zip(commands, pool.map(_run, commands), strict=True))
-
-
 def outcome(*args: str) -> subprocess.CompletedProcess[str]:
-    """The outcome of `bcd ARGS` (run once, together with all the other commands of this module)."""
-    return _results()[bcd_command(*args)]
+    """The outcome of `bcd ARGS` (run once per session, in this process)."""
+    return run_in_process(*args)
+
+
+# A handful run for real too: one of each kind of outcome (OK with warnings, invalid, invalid include,
+# unreadable, schema), in a pool no wider than the machine.
+REAL = [
+    ("check-config", str(CONFIGS / "good-full.yaml")),
+    ("check-config", str(INVALID[0])),
+    ("check-config", str(INVALID_INCLUDES[0])),
+    ("check-config", str(CONFIGS / "no-such-file.yaml")),
+    ("schema",),
+]
+
+
+@cache
+def real_outcomes() -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+    with ThreadPoolExecutor(max_workers=min(len(REAL), os.cpu_count() or 2)) as pool:
+        return dict(zip(REAL, pool.map(_run, (bcd_command(*args) for args in REAL)), strict=True))
 
 
 def expectations(path: Path) -> list[str]:
@@ -94,6 +135,14 @@ def assert_never_leaks(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr
     assert SECRET not in result.stdout
     assert SECRET not in result.stderr
+
+
+@pytest.mark.parametrize("args", REAL, ids=lambda args: Path(args[-1]).stem)
+def test_in_process_outcome_is_the_real_command_line(args: tuple[str, ...]) -> None:
+    real = real_outcomes()[args]
+    assert "Traceback" not in real.stderr
+    assert (real.returncode, real.stdout, real.stderr) == (outcome(*args).returncode, outcome(*args).stdout,
+                                                           outcome(*args).stderr)
 
 
 def test_fixtures_exist() -> None:
@@ -181,7 +230,7 @@ def test_a_file_over_the_size_limit_is_one_located_error(tmp_path: Path) -> None
         out.write("sites:\n  dorset: {}\n")
         for _ in range(33):
             out.write("#" * (1024 * 1024 - 1) + "\n")
-    result = _run(bcd_command("check-config", str(path)))
+    result = run_in_process("check-config", str(path))
     assert_never_leaks(result)
     assert result.returncode == 2
     assert result.stderr == f"{path}:1: the file is larger than the limit of 32 MB\n"
@@ -192,7 +241,7 @@ def test_thousands_of_errors_print_the_first_fifty_and_a_count(tmp_path: Path) -
     path.write_text("sites: {dorset: {}}\nservices:\n" + "".join(
         f"  s{i}: {{active: dorset, bogus: 1, sites: {{dorset: {{probes: [{{name: p, tcp: {{host: h, port: 1}}}}]}}}}}}\n"
         for i in range(5000)))
-    result = _run(bcd_command("check-config", str(path)))
+    result = run_in_process("check-config", str(path))
     assert_never_leaks(result)
     assert result.returncode == 2
     printed = result.stderr.splitlines()

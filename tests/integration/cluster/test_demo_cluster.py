@@ -10,7 +10,7 @@ import re
 import signal
 import sys
 
-from tests.helpers.daemon import free_port
+from bcd.demo_cluster import free_port
 
 
 async def test_the_cluster_demo_shows_no_quorum_then_one_failover() -> None:

@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bcd.cluster.views import VIEW_MIN_GAP
 from tests.helpers import estates, netns
 from tests.helpers.daemon import write_config
 from tests.helpers.etcd import wait_for
@@ -35,6 +36,10 @@ from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, sha256
 
 LEASE_TTL = 3.0  # keepalive every TTL/3; steps stop CALL_TIMEOUT before the lease's validity ends
 CALL_TIMEOUT = 0.5
+# Cut off, an instance's lease validity ends at most LEASE_TTL after the cut; its next view round (every
+# VIEW_MIN_GAP) logs coordination_down once its view's put, and the lease loop's ahead of it, end (CALL_TIMEOUT
+# each, all endpoints together).
+DOWN_NOTICED = LEASE_TTL + 2 * CALL_TIMEOUT + VIEW_MIN_GAP
 
 
 @dataclass(frozen=True)
@@ -292,13 +297,15 @@ async def cut_while_holding(estate: PartitionEstate, dorset: Member, hampshire: 
     # dorset, alone with its minority etcd member: its lease validity ends at most LEASE_TTL after the cut (the
     # last keepalive answered before it), and the step stops a safety margin (CALL_TIMEOUT) before that
     stopped = await logged_after(dorset, mark, lambda e: e.get("event") == "lost_lock" and e.get("run_id") == run_id)
-    await wait_for(lambda: coordination(dorset, mark) == "coordination_down", WAIT)
+    # and says coordination is down on its next view round after that validity ends (DOWN_NOTICED)
+    down = await logged_after(dorset, mark, lambda e: e.get("event") == "coordination_down")
     # hampshire takes the lock (to mark dorset's run interrupted) only once etcd has expired dorset's lease
     taken = await hampshire.wait_log(lambda e: e.get("event") == "lock acquired" and e.get("vantage") == "hampshire")
     timings = {"etcd_lease_left": asked_at + lease_left - cut_at, "stopped": at(stopped) - cut_at,
-               "taken": at(taken) - cut_at}
+               "down": at(down) - cut_at, "taken": at(taken) - cut_at}
     print(f"\nseconds after the cut: {', '.join(f'{k} {v:.2f}' for k, v in timings.items())}")
     assert timings["stopped"] < LEASE_TTL - CALL_TIMEOUT + 0.25, timings
+    assert timings["down"] < DOWN_NOTICED + 0.25, timings
     assert timings["taken"] >= timings["etcd_lease_left"], timings
     assert timings["taken"] - timings["stopped"] >= 0.5 * CALL_TIMEOUT, timings  # dorset had stopped well before
 
