@@ -5,8 +5,9 @@ sets `ready` once the next part may rely on it, runs until cancelled and cleans 
 (`Daemon.running`) starts them one after another under one TaskGroup, each once the one before is ready, and
 stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, which matters:
 
-  the state_dir lock and the journal (in the constructor; then the scheduler, the engine with its runner and cluster
-  link (which re-probes through the scheduler), the view, metrics; operations, plan runner, calendar in `_start`);
+  the state_dir lock and the journal, then every part is made, none started (in the constructor: the scheduler,
+  the engine with its runner and cluster link (which re-probes through the scheduler), the view, metrics, plan
+  runner, bookings, calendar, drills, operations, web server, MQTT output, alert sender: `Daemon.parts`);
   `server.listen` bound and every probe built (an address in use or an unusable TLS file stops the start here);
   the web server, set up but not yet serving (bcd.web.serving: stops last, so SSE sees the runner's last events);
   the runbook steps' HTTP session; in a cluster the etcd client and the cluster link (before the runner: no
@@ -15,8 +16,9 @@ stops them in the reverse order, one at a time, within STOP_TIMEOUT. The order, 
   runner: its last events go out, then `offline`); a flush of the journal's group commit (stopped right after
   the runner, so that its last events are journaled and published while the outputs still run);
   the runner (orphaned runs recovered first, then the engine acts); the plan runner (stopped before the runner: a
-  plan run is interrupted, then its moves); the bookings and the calendar; the drills; the scheduler (stopped
-  first: no observation starts a run meanwhile); then the web server opens, and READY=1. The daemon's own loops
+  plan run is interrupted, then its moves); the bookings and the calendar; the drills (those left unfinished end
+  `interrupted` first); the scheduler (stopped first: no observation starts a run meanwhile); then the web server
+  opens on the listeners, and READY=1. The daemon's own loops
   (ticker, systemd, reloads) run in the same TaskGroup, cancelled first; a failing part stops the daemon with its
   error. Only here are the GC and C heap (bcd.heap) tuned.
 """
@@ -40,16 +42,17 @@ from pydantic import TypeAdapter
 
 from bcd import booked_runs, config_record, drills, heap, systemd
 from bcd import config as config_module
+from bcd.booked_runs import BookedRuns
 from bcd.broker import steps_broker_link
 from bcd.bus import Bus
-from bcd.cluster import ClusterLink, Preference
+from bcd.cluster import ClusterLink
+from bcd.cluster.member import coordination
 from bcd.config import Config, ConfigError, ProbeConfig
-from bcd.coordination import EtcdCoordinator
 from bcd.coordination.etcd import EtcdClient
 from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal, RunJournal
-from bcd.lifetime import Lifetimes, closing, leaves
+from bcd.lifetime import Lifetimes, Run, closing, leaves
 from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
 from bcd.operations import Operations
@@ -66,7 +69,7 @@ from bcd.outputs.metrics import (
     ShortageCollector,
 )
 from bcd.outputs.shortages import Shortages
-from bcd.plans.runner import daemon_plans
+from bcd.plans.runner import PlanRunner, daemon_plans
 from bcd.probes.base import Probe, ProbeContext, ProbeSetupError, user_agent
 from bcd.probes.registry import build_probe
 from bcd.runbooks.runner import RunHooks, Runner
@@ -119,8 +122,8 @@ def raise_open_files_limit() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """What a running daemon runs, started by `Daemon.running` in the order of these fields (see the module
-    docstring). A lone instance has no etcd client and no cluster link."""
+    """What a daemon runs, all made by `Daemon.__init__` and started by `Daemon.running` in the order of these
+    fields (see the module docstring). A lone instance has no etcd client and no cluster link."""
 
     web: WebServer
     step_http: StepSession
@@ -129,6 +132,9 @@ class Parts:
     mqtt: MqttOutput
     alerts: AlertSender
     runner: Runner
+    plans: PlanRunner
+    bookings: BookedRuns
+    drills: Run
     scheduler: Scheduler
 
 
@@ -151,7 +157,7 @@ class Daemon:
         self.step_http = StepSession()  # the runbook steps' (made on first use: it needs the running loop)
         # made before the cluster link, which re-probes here what another vantage sees failing; runs from `_start`
         self.scheduler = Scheduler(self._observe, config.scheduler.max_concurrency, config.vantage)
-        self.etcd, self.coordinator, link = self._coordination()  # a lone instance has none
+        self.etcd, self.coordinator, link = coordination(config, self.scheduler.reprobe)  # a lone instance: none
         # the engine makes its runner and cluster link, with itself as their hooks; it acts once started (`_start`)
         self.engine = Engine(config, self.journal, self.bus, runner=self._runner, cluster=link)
         config_record.record(self.journal, config_path, config_record.effective(config), "start")
@@ -162,9 +168,8 @@ class Daemon:
         self.shortages = Shortages()
         self.metrics.register(ShortageCollector(self.shortages))
         self.context = ProbeContext(user_agent(config.vantage if config.cluster else None))
-        # Set once every part is running, None before and after: the web server needs the listeners `running()`
-        # binds, MQTT and alerts see the bus from when they are built (a locked state_dir: exit 2 before that).
-        self.parts: Parts | None = None
+        self.parts = self._parts()  # made, not running: nothing is bound, subscribed or journaled until `_start`
+        self._started = False  # every part runs (set by `_start`, cleared by `_stop_all`): until then "starting"
         self._group: asyncio.TaskGroup | None = None  # the root task group, once every part runs
         self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
         self._stop = asyncio.Event()
@@ -241,13 +246,14 @@ class Daemon:
         except TimeoutError:
             log.warning("shutdown_timeout", seconds=STOP_TIMEOUT)
             lifetimes.abandon()
-        self.parts = None
+        self._started = False
 
-    async def _start(self, lifetimes: Lifetimes, listeners: list[socket.socket],
-                     probes: Callable[[Job], Probe]) -> Parts:
-        """Build (what operations need first) and start every part, in order; returns once the HTTP server serves."""
+    def _parts(self) -> Parts:
+        """Make every part (what operations need first), none started; the collectors in the order of the parts."""
         etcd, cluster = self.etcd, self.engine.cluster
-        assert cluster is None or isinstance(cluster, ClusterLink)  # what `_coordination` has the engine make
+        assert cluster is None or isinstance(cluster, ClusterLink)  # what `coordination` has the engine make
+        runner = self.engine.runner
+        assert runner is not None  # what `_runner` has the engine make
         plans = daemon_plans(self.journal, self.engine, self.view, cluster)
         bookings = booked_runs.make(self.journal, Operations(self.engine, plans=plans), self.view, self.engine.emit,
                                     cluster, self.metrics)
@@ -256,93 +262,64 @@ class Daemon:
                                 bookings=bookings)  # what the outputs and the web act through
         context = WebContext(view=self.view, operations=operations, metrics=self.metrics, ready=self.ready,
                              server=self.config.server)
-        web_server = WebServer(build_app(context), listeners, self.config.server)
-        await lifetimes.start("web", web_server.run)  # serves last (open() below), stops last
+        web_server = WebServer(build_app(context), self.config.server)
         self.metrics.register(HttpCollector(web_server.connections))
+        if cluster is not None:
+            self.metrics.register(ClusterCollector(cluster.figures))
+        mqtt = MqttOutput(self.view, operations, self.bus)  # subscribes when started (`apply`)
+        self.metrics.register(MqttCollector(mqtt.stats))
+        alerts = AlertSender(self.view, self.bus, self.config)  # subscribes when started (`run`)
+        self.metrics.register(AlertCollector(alerts.stats))
+        self.metrics.register(RunnerCollector(runner.stats))
+        self.metrics.register(SchedulerCollector(self.scheduler.stats))
+        return Parts(web_server, self.step_http, etcd, cluster, mqtt, alerts, runner, plans, bookings, run_drills,
+                     self.scheduler)
+
+    async def _start(self, lifetimes: Lifetimes, listeners: list[socket.socket],
+                     probes: Callable[[Job], Probe]) -> Parts:
+        """Start every part, in order; returns once the HTTP server serves `listeners`."""
+        parts = self.parts
+        await lifetimes.start("web", parts.web.run)  # serves last (open() below), stops last
         open_files = raise_open_files_limit()
         if open_files < self.config.scheduler.max_concurrency * 2 + 100:
             log.warning("open_files_limit_low", limit=open_files, max_concurrency=self.config.scheduler.max_concurrency,
                         hint="raise LimitNOFILE, or lower scheduler.max_concurrency")
         await lifetimes.start("step-http", closing(self.step_http.close))
-        if etcd is not None and cluster is not None:  # before the runner: in a cluster no run without the lock
-            await lifetimes.start("etcd", closing(etcd.close))
-            self.metrics.register(ClusterCollector(cluster.figures))
-            await lifetimes.start("cluster", cluster.run)  # stops after the runner: final run records, then locks
-        mqtt = MqttOutput(self.view, operations, self.bus)  # subscribes now: recovery events go out
-        mqtt.apply(self.config)
-        self.metrics.register(MqttCollector(mqtt.stats))
-        await lifetimes.start("mqtt", mqtt.run)  # stops after the runner: its last events go out, then `offline`
-        alerts = AlertSender(self.view, self.bus, self.config)
-        self.metrics.register(AlertCollector(alerts.stats))
-        await lifetimes.start("alerts", alerts.run)
+        if parts.etcd is not None and parts.cluster is not None:  # before the runner: no run without the lock
+            await lifetimes.start("etcd", closing(parts.etcd.close))
+            await lifetimes.start("cluster", parts.cluster.run)  # stops after the runner: final run records, locks
+        parts.mqtt.apply(self.config)  # subscribes now: recovery events go out
+        await lifetimes.start("mqtt", parts.mqtt.run)  # stops after the runner: its last events go out, `offline`
+        await lifetimes.start("alerts", parts.alerts.run)
         # stops right after the runner: its last events are journaled and published while the outputs still run
         # the daemon's span in the journal (bcd.uptime, for continuity reports): its stop comes after this flush
         await lifetimes.start("journal-flush", Uptime(self.journal, flush=self.engine.writer.flush).run)
-        runner = self._recovered_runner()  # recovers orphaned runs before any probe starts
-        await lifetimes.start("runner", runner.run)
-        plans.start()  # plan runs left unfinished are recovered
-        await lifetimes.start("plans", closing(plans.stop))  # stops before the runner: the plan run, then its moves
-        await lifetimes.start("bookings", bookings.run)  # the booked runs and the maintenance calendar
-        await lifetimes.start("drills", run_drills)
-        scheduler = self.scheduler
-        self.metrics.register(SchedulerCollector(scheduler.stats))
-        await lifetimes.start("scheduler", scheduler.run)  # stops first: no observation starts a run meanwhile
-        self.parts = Parts(web_server, self.step_http, etcd, cluster, mqtt, alerts, runner, scheduler)
-        scheduler.sync(jobs(self.config), probes, self.config.bursts)
-        await web_server.open()
+        self._recover_runs()  # before any probe starts
+        await lifetimes.start("runner", parts.runner.run)
+        parts.plans.start()  # plan runs left unfinished are recovered
+        await lifetimes.start("plans", closing(parts.plans.stop))  # stops before the runner: the plan run, its moves
+        await lifetimes.start("bookings", parts.bookings.run)  # the booked runs and the maintenance calendar
+        await lifetimes.start("drills", parts.drills)
+        await lifetimes.start("scheduler", parts.scheduler.run)  # stops first: no observation starts a run meanwhile
+        self._started = True
+        parts.scheduler.sync(jobs(self.config), probes, self.config.bursts)
+        await parts.web.open(listeners)
         heap.settle()
         log.info("started", instance=self.config.instance, services=len(self.config.services),
-                 probes=scheduler.stats.probes, listen=self.config.server.listen, state=str(self.journal.path))
-        return self.parts
+                 probes=parts.scheduler.stats.probes, listen=self.config.server.listen, state=str(self.journal.path))
+        return parts
 
     def _runner(self, runs: RunJournal, hooks: RunHooks) -> Runner:
         return Runner(runs, hooks, self.step_http, max_concurrent=self.config.runner.max_concurrent_runs,
                       secrets=self.config.secrets, broker=steps_broker_link(self.config.mqtt),
                       kill_orphans=self.config.runner.kill_orphans)
 
-    def _recovered_runner(self) -> Runner:
-        """The engine's runner, once it has recovered orphaned runs; the engine acts from now on (in the loop)."""
-        runner = self.engine.runner
-        assert runner is not None
-        for record in runner.recover():
+    def _recover_runs(self) -> None:
+        """The runner recovers orphaned runs; the engine acts from now on (in the loop)."""
+        for record in self.parts.runner.recover():
             log.warning("run_interrupted", run_id=record.id, service=record.service,
                         hint="the service stays blocked until an operator acknowledges (bcd ack)")
         self.engine.act()
-        self.metrics.register(RunnerCollector(runner.stats))
-        return runner
-
-    def _coordination(self) -> tuple[EtcdClient | None, EtcdCoordinator | None, Callable[[Engine], ClusterLink] | None]:
-        """A cluster member: an etcd client and coordinator, and how the engine makes the cluster link it decides
-        and runs through (started in `_start`). A lone instance has none."""
-        cluster_config = self.config.cluster
-        if cluster_config is None:
-            return None, None, None
-        assert self.config.vantage is not None  # the config refuses a cluster member without one
-        etcd_config = cluster_config.etcd  # its *_file paths are resolved by the config (bcd.credentials)
-        etcd = EtcdClient(
-            etcd_config.endpoints, request_timeout=max(0.1, cluster_config.call_timeout / 2),
-            deadline=cluster_config.call_timeout, ca_file=etcd_config.ca_file, cert_file=etcd_config.cert_file,
-            key_file=etcd_config.key_file,
-        )
-        link: ClusterLink
-
-        def lost(service: str) -> None:  # the coordinator is made first: the link is made from it (by the engine)
-            link.lost(service)
-
-        coordinator = EtcdCoordinator(etcd, cluster=cluster_config.name, vantage=self.config.vantage,
-                                      lease_ttl=cluster_config.lease_ttl, keepalive=cluster_config.keepalive_interval,
-                                      on_lost=lost, full_read_every=cluster_config.full_read_every)
-        vantage, preference = self.config.vantage, Preference.configured(self.config.vantage, cluster_config)
-
-        def made_by(engine: Engine) -> ClusterLink:
-            nonlocal link
-            link = ClusterLink(coordinator, engine, vantage=vantage, quorum=cluster_config.quorum,
-                               lease_ttl=cluster_config.lease_ttl, call_timeout=cluster_config.call_timeout,
-                               preference=preference, reprobe=self.scheduler.reprobe)
-            return link
-        log.info("cluster_member", cluster=cluster_config.name, vantage=self.config.vantage,
-                 endpoints=etcd_config.endpoints, quorum=cluster_config.quorum, lease_ttl=cluster_config.lease_ttl)
-        return etcd, coordinator, made_by
 
     def _start_systemd(self, scheduler: Scheduler) -> None:
         """READY=1 (config loaded, HTTP bound), then STATUS= updates and, under WatchdogSec=, WATCHDOG=1 pings
@@ -375,7 +352,7 @@ class Daemon:
             raise
 
     def ready(self) -> tuple[bool, str]:
-        if self.parts is None:
+        if not self._started:
             return False, "starting"
         refusal = self.engine.writer.refusal()
         if refusal is not None:
@@ -471,7 +448,6 @@ class Daemon:
         if new.cluster != self.config.cluster or new.vantage != self.config.vantage:
             log.warning("reload_ignores", fields="cluster, vantage", hint="restart to change them")
         parts = self.parts
-        assert parts is not None
         try:
             build = self._prebuilt(new)
         except ConfigError as exc:

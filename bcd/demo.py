@@ -164,7 +164,7 @@ async def narrate(daemon: Daemon, config: Config) -> None:
     """Tell the operator, in one line each, what the runbooks did and how fast."""
     async with daemon.bus.subscription("demo") as events:
         async for event in events:
-            if not isinstance(event.data, RunFinished) or daemon.parts is None:
+            if not isinstance(event.data, RunFinished):
                 continue
             stats = daemon.parts.runner.stats
             service = event.service or ""

@@ -138,7 +138,6 @@ async def whole_site() -> tuple[list[float], int, int, int]:
     and bursts during those seconds."""
 
     async def story(daemon: Daemon, dorset: list[Target]) -> tuple[list[float], int, int, int]:
-        assert daemon.parts is not None
         scheduler = daemon.parts.scheduler
         events = daemon.bus.subscribe("bench", size=10_000)
         await asyncio.sleep(random.uniform(0, INTERVAL))

@@ -161,7 +161,6 @@ async def measure_pipeline(probes: int, url: str, warmup: float, window: float) 
         base_rss = rss_mb()
         config = estate(probes, url, state_dir, port)
         async with running_daemon(config) as (daemon, samples):
-            assert daemon.parts is not None
             await asyncio.sleep(warmup)
             samples.clear()
             stats = daemon.parts.scheduler.stats

@@ -19,19 +19,20 @@ if TYPE_CHECKING:
 
 def make(journal: Journal, operations: Operations, estate: EstateView,
          emit: Callable[[Event], None]) -> tuple[DrillControl, Run]:
-    """The daemon's drills, acting through `operations` (made without them), and their part: scheduled drills
-    started at their times, through operations joined with the drills. Stopped before the runner: a drill under
-    way ends `interrupted`, then the runner stops its run."""
+    """The daemon's drills, acting through `operations` (made without them), and their part: drills the journal
+    holds unfinished end `interrupted` as it starts, then scheduled drills start at their times, through operations
+    joined with the drills. Stopped before the runner: a drill under way ends `interrupted`, then the runner stops
+    its run. Made before the event loop runs: nothing is journaled or emitted until the part starts."""
     from bcd.drills.records import DrillJournal
     from bcd.drills.runner import Drills
     from bcd.drills.schedule import DrillSchedule
 
     records = DrillJournal(journal)
     drills = Drills(operations, estate, emit)
-    drills.recover(records)
     schedule = DrillSchedule(operations.joined(drills=drills), estate, emit, records)
 
     async def run(ready: asyncio.Event) -> None:
+        drills.recover(records)
         task = asyncio.get_running_loop().create_task(schedule.run(asyncio.Event()), name="drill-schedule")
         try:
             await hold(ready, drills.stop)

@@ -32,7 +32,7 @@ async def test_a_sighup_during_the_start_reloads_once_every_part_runs(tmp_path: 
     with capture_logs() as logs:
         running = asyncio.create_task(daemon.run())
         await asyncio.sleep(0)  # run() has set its signal handlers and the start has begun (it waits for a part)
-        assert daemon.parts is None
+        assert daemon.ready() == (False, "starting")  # its parts are made, not yet all running
         os.kill(os.getpid(), signal.SIGHUP)
         async with asyncio.timeout(10):
             while not any(line["event"] in ("reloaded", "config_reload_failed") for line in logs):  # noqa: ASYNC110

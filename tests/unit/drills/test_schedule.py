@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bcd import drills
 from bcd.bus import Bus
 from bcd.config import parse
 from bcd.drills.records import DrillJournal
@@ -168,3 +169,18 @@ async def test_a_drill_left_unfinished_by_a_killed_daemon_ends_interrupted_at_th
     assert [(e.data.drill, e.data.result) for e in ended] == [("payroll@1", "interrupted")]  # type: ignore[union-attr]
     estate.engine.writer.flush()
     assert records.unfinished() == []
+
+
+async def test_the_daemons_drills_end_unfinished_ones_when_their_part_starts_not_when_made(estate: Estate) -> None:
+    estate.emit(Event(EventKind.DRILL_STARTED, estate.now, "payroll", "hampshire", "drill payroll@1 by olive: x",
+                      DrillStarted("payroll@1", "round_trip", 0.0, "olive", "dorset", "hampshire")))
+    estate.engine.writer.flush()
+    _, run = drills.make(estate.engine.journal, estate.operations, EngineView(estate.engine), estate.emit)
+    assert estate.kinds(EventKind.DRILL_FINISHED) == []  # made (in the daemon's constructor): nothing emitted yet
+    ready = asyncio.Event()
+    part = asyncio.create_task(run(ready))
+    await ready.wait()
+    part.cancel()
+    await asyncio.gather(part, return_exceptions=True)
+    ended = estate.kinds(EventKind.DRILL_FINISHED)
+    assert [(e.data.drill, e.data.result) for e in ended] == [("payroll@1", "interrupted")]  # type: ignore[union-attr]
