@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bcd.authority import Actor, Role, Selector
 from bcd.bus import Bus
 from bcd.config import parse
 from bcd.drills.runner import Drills
@@ -132,3 +133,14 @@ async def test_a_precondition_failing_on_any_service_refuses_it_before_anything_
     assert estate.legs() == []
     unknown = await estate.operations.perform(DrillPlan("nowhere", "olive", "x"))
     assert isinstance(unknown, Refused) and unknown.kind is Refusal.NOT_FOUND
+
+
+async def test_a_plan_drill_is_an_operators_never_a_scoped_tokens(build: Callable[..., Estate]) -> None:
+    estate = build()
+    scoped = Actor("dana", Role.OPERATOR, Selector(labels={"owner": "dorset-cc"}))
+    outcome = await estate.operations.perform(DrillPlan("evacuate", "dana", "x"), scoped)
+    assert isinstance(outcome, Refused) and outcome.kind is Refusal.FORBIDDEN, outcome
+    assert "a recovery plan acts on services of every owner" in outcome.reason
+    viewer = await estate.operations.perform(DrillPlan("evacuate", "vic", "x"), Actor("vic", Role.VIEWER))
+    assert isinstance(viewer, Refused) and viewer.kind is Refusal.FORBIDDEN, viewer
+    assert estate.legs() == []
