@@ -54,13 +54,13 @@ class Estate:
     def observe(self, service: str, site: str, result: Result) -> None:
         self.engine.observe(Observation(ProbeKey(service, site, "t"), result, 0.01, str(result), 100.0))
 
-    async def drilled(self) -> Event:
-        """Start a drill of plan evacuate and wait for its end."""
+    async def drilled(self, hold: float = 0.0, meanwhile: Callable[[Event], None] = lambda _: None) -> Event:
+        """Start a drill of plan evacuate and wait for its end, handing each event before it to `meanwhile`."""
         async with self.engine.bus.subscription("test") as events, asyncio.timeout(20):
-            outcome = await self.operations.perform(DrillPlan("evacuate", "olive", "quarterly rehearsal"))
+            outcome = await self.operations.perform(DrillPlan("evacuate", "olive", "quarterly rehearsal", hold))
             assert isinstance(outcome, Accepted), outcome
             while (event := await events.get()).kind is not EventKind.DRILL_FINISHED:
-                pass
+                meanwhile(event)
         self.engine.writer.flush()
         return event
 
@@ -121,6 +121,23 @@ async def test_a_failed_move_stops_the_drill_and_moves_back_what_moved(build: Ca
     drill = finished.data.drill  # type: ignore[union-attr]
     assert estate.legs() == [("db", RunKind.FAILOVER, "hampshire", drill), ("app", RunKind.FAILOVER, "hampshire", drill),
                              ("db", RunKind.FAILBACK, "dorset", drill)]
+    assert {view.active for view in estate.engine.services.values()} == {"dorset"}
+
+
+async def test_a_site_leaving_up_during_the_hold_aborts_it_and_moves_everything_back(
+        build: Callable[..., Estate]) -> None:
+    estate = build()
+
+    def degrade(event: Event) -> None:  # once the plan run has ended, the standby of web goes down
+        if event.kind is EventKind.PLAN_FINISHED:
+            estate.observe("web", "hampshire", Result.FAIL)
+
+    finished = await estate.drilled(hold=600.0, meanwhile=degrade)
+    assert finished.data.result == "aborted", finished.reason  # type: ignore[union-attr]
+    assert "aborted: web: target hampshire is down" in finished.reason
+    assert "3 service(s) back on dorset" in finished.reason
+    assert [(service, kind) for service, kind, _, _ in estate.legs()[3:]] == [
+        ("web", RunKind.FAILBACK), ("app", RunKind.FAILBACK), ("db", RunKind.FAILBACK)]
     assert {view.active for view in estate.engine.services.values()} == {"dorset"}
 
 
