@@ -115,6 +115,7 @@ class RunPlan:
     force: bool = False
     dry_run: bool = False
     at: float | None = None  # book it for then (epoch seconds; bcd.booked_runs) instead of starting it now
+    drill: str | None = None  # a plan drill's (bcd.drills.plan): each move a leg of this drill, no cooldown
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,14 @@ class Drill:
 
 
 @dataclass(frozen=True, slots=True)
+class DrillPlan:
+    plan: str  # rehearse this recovery plan (bcd.drills.plan): run it as a drill, hold `hold` seconds, move back
+    by: str
+    reason: str
+    hold: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class CancelBooking:
     """Cancel a booked run or maintenance window (bcd.bookings) before its time."""
 
@@ -176,7 +185,7 @@ class CancelBooking:
 
 PlanIntent = RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate
 ServiceIntent = Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | Drill
-Intent = ServiceIntent | PlanIntent | CancelBooking
+Intent = ServiceIntent | PlanIntent | CancelBooking | DrillPlan
 
 
 class PlanControl(Protocol):
@@ -204,6 +213,8 @@ class DrillControl(Protocol):
     """What carries out drills (bcd.drills); it acts through operations of its own."""
 
     async def perform(self, intent: Drill) -> Outcome: ...
+
+    async def perform_plan(self, intent: DrillPlan, plans: PlanControl) -> Outcome: ...  # runs it through `plans`
 
 
 class BookingControl(Protocol):
@@ -341,7 +352,7 @@ class Operations:
             return Refused(Refusal.UNAVAILABLE, str(exc))
 
     async def _perform(self, intent: Intent, actor: Actor) -> Outcome:
-        if isinstance(intent, RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate):
+        if isinstance(intent, RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate | DrillPlan):
             return await self._plan(intent, actor)
         if isinstance(intent, CancelBooking):
             return await self._cancel(intent, actor)
@@ -379,7 +390,7 @@ class Operations:
             return Refused(Refusal.NOT_FOUND, str(exc.args[0]) if exc.args else "unknown site")
         return Accepted(f"maintenance ended for {', '.join(sites) or 'no site'}", sites=sites)
 
-    async def _plan(self, intent: RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate, actor: Actor) -> Outcome:
+    async def _plan(self, intent: PlanIntent | DrillPlan, actor: Actor) -> Outcome:
         """A recovery plan's intent: an operator's (a gate's approval: an approver's), never a scoped token's (a
         plan moves services of every owner)."""
         forbidden = self.permitted(actor, Action.APPROVE if isinstance(intent, ApproveGate) else Action.TRANSFER)
@@ -390,6 +401,9 @@ class Operations:
             return await self._book(intent)
         if self._plans is None:
             return Refused(Refusal.UNAVAILABLE, "recovery plans are not started")
+        if isinstance(intent, DrillPlan):  # the drill runs the plan through these operations' plans
+            return await self._drills.perform_plan(intent, self._plans) if self._drills else Refused(
+                Refusal.UNAVAILABLE, "drills are not started")
         return await self._plans.perform(intent)
 
     async def _book_window(self, intent: BookMaintenance) -> Outcome:

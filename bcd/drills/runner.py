@@ -22,16 +22,27 @@ import structlog
 
 from bcd.config.drills import unfit
 from bcd.drills.checks import Facts, degraded, refusal, unwell
+from bcd.drills.legs import ENDED, Legs
+from bcd.drills.plan import PlanDrills
 from bcd.drills.records import DrillJournal
 from bcd.events import DrillFinished, DrillStarted, Event, EventKind
 from bcd.model import RunKind, RunResult
-from bcd.operations import Abort, Accepted, Drill, Operations, Outcome, Refusal, Refused, Transfer
+from bcd.operations import (
+    Abort,
+    Accepted,
+    Drill,
+    DrillPlan,
+    Operations,
+    Outcome,
+    PlanControl,
+    Refusal,
+    Refused,
+    Transfer,
+)
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.drills")
 POLL = 0.2  # seconds between looks at a leg's run and the sites' health (cheap: reads of the view)
-ENDED = frozenset({RunResult.SUCCEEDED, RunResult.FAILED, RunResult.ABORTED, RunResult.ROLLED_BACK,
-                   RunResult.INTERRUPTED, RunResult.DRY_RUN})
 
 
 @dataclass
@@ -64,6 +75,8 @@ class Drills:
         self._clock = clock
         self._poll = poll
         self.live: dict[str, Live] = {}  # service -> its drill under way
+        self.legs = Legs(operations, estate, poll)
+        self.plans = PlanDrills(estate, emit, clock=clock, poll=poll, facts=self.facts, legs=self.legs)
 
     def facts(self, service: str, kind: str, now: float) -> Facts:
         """What the preconditions look at, read from the estate now."""
@@ -117,6 +130,10 @@ class Drills:
                 else f"moves {intent.service} to {target}, holds {intent.hold:g}s, then back to {origin}")
         return Accepted(f"drill {drill_id}: run {outcome.run.id} {what}", run=outcome.run, drill=live.json())
 
+    async def perform_plan(self, intent: DrillPlan, plans: PlanControl) -> Outcome:
+        """Drill a recovery plan (bcd.drills.plan), running it through `plans`."""
+        return await self.plans.perform(intent, plans)
+
     def recover(self, records: DrillJournal) -> None:
         """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed
         during it; its runs are marked interrupted by the runner)."""
@@ -133,6 +150,7 @@ class Drills:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.plans.stop()
 
     # -- a runbook drill ------------------------------------------------------------------------------
     async def _runbook(self, live: Live) -> None:
@@ -201,30 +219,10 @@ class Drills:
 
     async def _return(self, live: Live) -> tuple[bool, str]:
         """Move the service back to its origin (unless a real run already did): (back, how or why not)."""
-        service = live.intent.service
-        while (running := self._estate.run_in_progress(service)) is not None:  # a real failover, say
-            await self._wait_run(running.id)
-        if self._estate.services[service].active == live.origin:
-            return True, "already moved back by another run"
-        home = self._estate.config.services[service].active
-        kind = RunKind.FAILBACK if live.origin == home else RunKind.FAILOVER
-        outcome = await self._operations.perform(Transfer(
-            service, kind, live.intent.by, f"drill {live.id}: back to {live.origin}", to=live.origin, drill=live.id))
-        if isinstance(outcome, Refused):
-            return False, f"the move back was refused: {outcome.reason}"
-        assert outcome.run is not None
-        live.runs.append(outcome.run.id)
-        result, detail = await self._wait_run(outcome.run.id)
-        if result is not RunResult.SUCCEEDED:
-            return False, f"the move back (run {outcome.run.id}) {result}: {detail}"
-        return True, f"run {outcome.run.id}"
+        return await self.legs.move_back(live.intent.service, live.origin, live.intent.by, live.id, live.runs)
 
     async def _wait_run(self, run_id: int) -> tuple[RunResult, str]:
-        while True:
-            record = self._estate.run(run_id)
-            if record is not None and record.ended is not None and record.result in ENDED:
-                return record.result, record.detail
-            await asyncio.sleep(self._poll)
+        return await self.legs.wait_run(run_id)
 
     def _sites(self, service: str) -> dict[str, Any]:
         return {site: self._estate.sites[(service, site)] for site in self._estate.config.services[service].sites}

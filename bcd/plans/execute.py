@@ -50,6 +50,7 @@ class Live:
     lost: bool = False  # in a cluster: this instance lost the plan's lock (another may resume the run)
     shared_seq: int = -1  # the run's `seq` last written to etcd
     sharing: asyncio.Lock = field(default_factory=asyncio.Lock)  # one write of the shared record at a time
+    drill: str | None = None  # a plan drill's (bcd.drills.plan): each move a leg of it
     unsaved: list[Move] = field(default_factory=list)  # moves changed in `run` since it was last journaled
     saving: asyncio.Future[None] | None = None  # done once they are journaled (`Execution.journaled`)
 
@@ -269,7 +270,7 @@ class Execution:
                 return
             outcome = await self.operations.perform(Transfer(
                 move.service, RunKind.FAILOVER, run.by, f"plan {run.plan} run {run.id}: {run.reason}",
-                to=run.to_site, force=run.forced, plan=PlanRef(run.plan, run.id)))
+                to=run.to_site, force=run.forced, plan=PlanRef(run.plan, run.id), drill=live.drill))
             if not isinstance(outcome, Accepted) or outcome.run is None:
                 reason = getattr(outcome, "reason", "not started")
                 self._failed(live, replace(live.run.move(move.service) or move, state=MoveState.FAILED,

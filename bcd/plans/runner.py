@@ -214,7 +214,7 @@ class PlanRunner:
                              f"{intent.by}: {intent.reason}" + (" (forced)" if intent.force else ""),
                              PlanStarted(run.plan, run.id, run.from_site, run.to_site, len(run.groups),
                                          sum(m.group > 0 for m in run.moves))))
-        self._launch(Live(run, config))
+        self._launch(Live(run, config, drill=intent.drill))
         return Accepted(f"plan run {run.id} of {run.plan} started: {len(run.groups)} group(s)", plan_run=run)
 
     async def _take(self, plan: str) -> tuple[str, int | None] | Refused:

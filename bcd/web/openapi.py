@@ -14,7 +14,7 @@ from bcd import __version__
 from bcd.model import RunResult, ServiceStatus, SiteState
 from bcd.plans.model import MoveState, PlanState
 from bcd.web import bookings
-from bcd.web.drills import DRILL_SCHEMA, DrillBody
+from bcd.web.drills import DRILL_SCHEMA, PLAN_DRILL_SCHEMA, DrillBody, PlanDrillBody
 from bcd.web.inputs import INT64
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 from bcd.web.plans import PlanAbortBody, PlanRunBody
@@ -161,6 +161,10 @@ def _plan_paths() -> dict[str, Any]:
         "/api/v1/plans/{plan}/run": {"post": _op(
             "runPlan", "Start a run of the plan (202), or its dry run (200) (operator)",
             {"200": PLAN_OUTCOME, "202": PLAN_OUTCOME}, body=PlanRunBody, params=[PLAN], operator=True)},
+        "/api/v1/plans/{plan}/drill": {"post": _op(
+            "drillPlan", "Drill the plan: run it as a drill, hold, move each moved service back, dependents first "
+            "(operator, not a scoped token); 409 with the reason when a precondition fails",
+            {"202": _json(PLAN_DRILL_SCHEMA, "The drill started")}, body=PlanDrillBody, params=[PLAN], operator=True)},
         "/api/v1/plan-runs": {"get": _op("listPlanRuns", "Recent plan runs, newest first", {"200": _json(runs)},
                                          params=[_param("plan", "query", {"type": "string"}),
                                                  _param("limit", "query", PAGE)])},

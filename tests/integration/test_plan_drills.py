@@ -1,0 +1,55 @@
+"""Plan drills in the real daemon (a subprocess) on loopback HTTP targets: `bcd drill --plan` runs the plan as a
+drill and moves the service back, both legs journaled as a drill and no cooldown started; the API refuses a plan
+drill with the reason when a precondition fails, and an unknown plan with 404."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.api import VIEWER, Api, api_daemon
+from tests.integration.test_drills import DRILL_CONFIG, _site_state, both_up, cli, finished, recoveries, service
+
+PLAN_CONFIG = DRILL_CONFIG + "plans:\n  evacuate: {{from: dorset, to: hampshire}}\n"
+
+
+async def drill_events(daemon: Api, count: int) -> list[dict[str, Any]] | None:
+    """The journaled drill events (a plan drill's name no service) once there are `count`, else None."""
+    status, _, body = await daemon.call("GET", "/api/v1/events?limit=500", token=VIEWER)
+    assert status == 200, body
+    found = [e for e in body["events"] if e["kind"] in ("drill_started", "drill_finished")]
+    return found if len(found) >= count else None
+
+
+async def test_bcd_drill_plan_moves_the_plan_and_back_as_a_drill_with_no_cooldown(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, PLAN_CONFIG) as (daemon, _, _):
+        await both_up(daemon)
+        result = await cli(daemon, "drill", "--plan", "evacuate", "--reason", "quarterly plan test", "--hold", "1s")
+        assert result.returncode == 0, result
+        assert result.stdout.startswith("drill plan:evacuate@"), result.stdout
+        end = await finished(daemon)
+        assert end["result"] == "succeeded", end
+        assert (await service(daemon))["active"] == "dorset"
+        legs = sorted(await recoveries(daemon), key=lambda r: r["run_id"])
+        assert [(r["kind"], r["from"], r["to"], r["result"]) for r in legs] == [
+            ("drill", "dorset", "hampshire", "succeeded"), ("drill", "hampshire", "dorset", "succeeded")]
+        journaled = await daemon.wait_until(lambda: drill_events(daemon, 2))  # the next group commit
+        assert [(e["kind"], e["drill_kind"]) for e in journaled] == [("drill_started", "plan"),
+                                                                      ("drill_finished", "plan")], journaled
+        status, _, run = await daemon.call("POST", "/api/v1/services/payroll/failover", body={"reason": "real"})
+        assert status == 202, run  # the drill started no cooldown (the config's is 1h)
+        bad = await cli(daemon, "drill", "payroll", "--plan", "evacuate", "--reason", "x")
+        assert bad.returncode == 2 and "one of them" in bad.stderr, bad
+
+
+async def test_a_plan_drill_is_refused_with_the_reason(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, PLAN_CONFIG) as (daemon, _, hampshire):
+        await both_up(daemon)
+        hampshire.status = 503
+        await daemon.wait_until(lambda: _site_state(daemon, "hampshire", "down"), timeout=15)
+        status, _, body = await daemon.call("POST", "/api/v1/plans/evacuate/drill", body={"reason": "x"})
+        assert status == 409, body
+        assert body["detail"].startswith("drill refused: site hampshire of payroll is down"), body
+        status, _, body = await daemon.call("POST", "/api/v1/plans/nowhere/drill", body={"reason": "x"})
+        assert status == 404, body
+        assert await drill_events(daemon, 1) is None
