@@ -113,6 +113,7 @@ class Views:
             else:
                 log.info("vantage_trusts_itself_again", vantage=self.vantage)
             self._refresh_contested()
+        self._notice_others()  # first: a publish or withdrawal failing in an outage must not hide the outage
         if suspect:
             if self._published is not None:
                 await self.coordinator.withdraw_view()
@@ -126,6 +127,10 @@ class Views:
                         f'"executor": {json.dumps(self.executor)}, "services": {content}}}')
                 await self.coordinator.publish_view(view.encode())
                 self._published = (content, now)
+        self._notice_others()
+
+    def _notice_others(self) -> None:
+        """Decide again where the others' views or the store's availability changed since last seen."""
         seen = {vantage: raw for vantage, (raw, _) in self.coordinator.views().items()}
         available = self.coordinator.available
         if seen != self._seen_views or available != self._was_available:
