@@ -113,7 +113,7 @@ class Views:
             else:
                 log.info("vantage_trusts_itself_again", vantage=self.vantage)
             self._refresh_contested()
-        self._notice_others()  # first: a publish or withdrawal failing in an outage must not hide the outage
+        self._notice_others()  # before publishing: a publish or withdrawal failing in an outage must not hide it
         if suspect:
             if self._published is not None:
                 await self.coordinator.withdraw_view()
@@ -127,7 +127,6 @@ class Views:
                         f'"executor": {json.dumps(self.executor)}, "services": {content}}}')
                 await self.coordinator.publish_view(view.encode())
                 self._published = (content, now)
-        self._notice_others()
 
     def _notice_others(self) -> None:
         """Decide again where the others' views or the store's availability changed since last seen."""
