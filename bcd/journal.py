@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,7 +65,7 @@ class Journal:
     """One connection, used from the event loop thread only. Every change to a covered table is chained in
     the ledger (bcd.ledger) in the same transaction; `chained=False` only to measure what that costs (bench)."""
 
-    def __init__(self, path: str | Path, *, chained: bool = True) -> None:
+    def __init__(self, path: str | Path, *, chained: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_database(self.path)  # StateDirError if it is corrupt or cannot be written
@@ -78,16 +78,17 @@ class Journal:
         self.ledger: Ledger | None = None
         self._next_event: int | None = None  # the next events row's id (AUTOINCREMENT's), known before the INSERT
         if chained:
-            self.ledger = self._start_chain()
+            self.ledger = self._start_chain(clock)
 
-    def _start_chain(self) -> Ledger:
-        """The ledger; a journal without one (new, or from before the chain) starts it with a genesis entry."""
+    def _start_chain(self, clock: Callable[[], float]) -> Ledger:
+        """The ledger (`clock`: when its seals are due); a journal without one (new, or from before the chain)
+        starts it with a genesis entry."""
         try:
-            ledger = Ledger(self._db)
+            ledger = self.ledger = Ledger(self._db, clock)
             if not ledger.empty:
+                self._seal_found(ledger)
                 log.info("journal_chain_head", journal=str(self.path), seq=ledger.head[0], hash=ledger.head[1])
                 return ledger
-            self.ledger = ledger
             with self.transaction():
                 had = self._db.execute("SELECT 1 FROM events UNION ALL SELECT 1 FROM runs LIMIT 1").fetchone()
                 reason = ("rows written before the chain existed were adopted as found: their earlier history "
@@ -110,7 +111,29 @@ class Journal:
             self._db.close()
             raise not_writable(self.path, exc) from exc
 
+    def seal(self) -> None:
+        """Seal the events entries that wait for their hashes (bcd.ledger), committed without waiting for the disk
+        (like the events themselves)."""
+        if self.ledger is not None and self.ledger.unsealed:
+            with self.transaction(sync=False):
+                self.ledger.seal()
+
+    def _seal_found(self, ledger: Ledger) -> None:
+        """Seal the events entries a daemon that stopped without closing the journal left unsealed."""
+        if ledger.unsealed:
+            count = ledger.unsealed
+            self.seal()
+            log.warning("journal_chain_sealed_at_start", journal=str(self.path), entries=count,
+                        hint="the daemon stopped before sealing its newest events; they were sealed as found")
+
     def close(self) -> None:
+        """Seal what waits (bcd.ledger), then close; a seal that cannot be written now is made at the next open."""
+        if self.ledger is not None and self.ledger.unsealed:
+            try:
+                self.seal()
+            except sqlite3.Error as exc:
+                log.warning("journal_seal_failed", journal=str(self.path), entries=self.ledger.unsealed,
+                            error=str(exc), hint="they are sealed when the journal is opened next")
         self._db.close()
 
     @contextmanager
@@ -122,7 +145,7 @@ class Journal:
         if self._db.in_transaction:
             yield
             return
-        head = self.ledger.head if self.ledger is not None else None
+        mark = self.ledger.mark() if self.ledger is not None else None
         if not sync:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
@@ -136,8 +159,8 @@ class Journal:
         except BaseException:
             if self._db.in_transaction:  # a failed COMMIT leaves it open; SQLITE_FULL may have ended it already
                 self._db.execute("ROLLBACK")
-            if self.ledger is not None and head is not None:
-                self.ledger.rollback(head)
+            if self.ledger is not None and mark is not None:
+                self.ledger.rollback(mark)
             self._next_event = None
             raise
         finally:
@@ -219,20 +242,24 @@ class Journal:
 
     def append_events(self, events: list[Event]) -> list[Event]:
         """Journal events in one statement (committed with the caller's transaction, or at once); returns them
-        with their ids. Chained, each row carries its own entry: its `seq` and `hash` (bcd.ledger)."""
+        with their ids. Chained, each row carries its own entry: its `seq` (its hash: its seal's, bcd.ledger)."""
         with self.transaction():
             first = self._next_event
             if first is None:
                 row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
                 first = (row[0] if row else 0) + 1
-            rows = [(row_id, event.at, event.kind.value, event.service, event.site, event.reason,
-                     json.dumps(payload_json(event.data))) for row_id, event in enumerate(events, first)]
+            rows: list[tuple[Any, ...]]
             if self.ledger is None:
+                rows = [(row_id, event.at, event.kind.value, event.service, event.site, event.reason,
+                         json.dumps(payload_json(event.data))) for row_id, event in enumerate(events, first)]
                 self._db.executemany(_INSERT_EVENT, rows)
-            else:
-                chained = self.ledger.chain_events(rows)
-                self._db.executemany(_INSERT_CHAINED_EVENT, [
-                    (*row, *entry) for row, entry in zip(rows, chained, strict=True)])
+            else:  # each row's seq follows the chain's; its hash comes with the next seal (bcd.ledger)
+                delta = self.ledger.next_seq - first
+                rows = [(row_id, event.at, event.kind.value, event.service, event.site, event.reason,
+                         json.dumps(payload_json(event.data)), row_id + delta)
+                        for row_id, event in enumerate(events, first)]
+                self._db.executemany(_INSERT_CHAINED_EVENT, rows)
+                self.ledger.events_written(rows)
             self._next_event = first + len(rows)
         return [replace(event, id=row[0]) for event, row in zip(events, rows, strict=True)]
 
@@ -257,8 +284,8 @@ class Journal:
 
 
 _INSERT_EVENT = "INSERT INTO events (id, at, kind, service, site, reason, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_CHAINED_EVENT = ("INSERT INTO events (id, at, kind, service, site, reason, data, seq, hash) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_CHAINED_EVENT = ("INSERT INTO events (id, at, kind, service, site, reason, data, seq) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _event(row: tuple[Any, ...]) -> Event:

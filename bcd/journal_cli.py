@@ -13,6 +13,7 @@ from typing import Any
 
 from bcd import config as config_module
 from bcd.config import ConfigError
+from bcd.ledger import SEAL_EVERY
 from bcd.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
 from bcd.report.cli import add_report_command
 from bcd.state_dir import JOURNAL_NAME
@@ -96,7 +97,9 @@ def _print(where: str, report: Report, *, rows: bool) -> int:
     start = "from genesis" if report.first <= 1 else f"after {report.starts_after}"
     checked = f", {report.rows} rows checked against them" if rows else " (an export: the rows are not in it)"
     if report.intact:
-        print(f"{where}: intact: {span} {start}{checked}; head {seq} {digest}")
+        waiting = (f"; the newest {report.unsealed} events entries are not sealed yet (the daemon seals them within "
+                   f"{SEAL_EVERY:.0f} s)" if report.unsealed else "")
+        print(f"{where}: intact: {span} {start}{checked}; head {seq} {digest}{waiting}")
         return EXIT_OK
     first_seq, first = report.problems[0]
     print(f"{where}: NOT intact: the chain breaks at entry {first_seq}: {first}")

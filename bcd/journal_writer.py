@@ -37,7 +37,7 @@ import structlog
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal, SavedService, SavedSite
-from bcd.ledger import Write
+from bcd.ledger import SEAL_EVERY, Write
 
 log = structlog.get_logger("bcd.journal")
 
@@ -95,6 +95,7 @@ class JournalWriter:
         self.error = ""
         self.stats = JournalStats()
         self._retry: Timer | None = None
+        self._seal_timer: Timer | None = None
         self._delay = RETRY_FIRST
         self._closed = False
         self.recovered: Callable[[], None] = lambda: None  # told once a retry has written what was kept
@@ -138,8 +139,9 @@ class JournalWriter:
             self._retry = None
             self._write()
         self._closed = True
-        if self._retry is not None:
-            self._retry.cancel()
+        for timer in (self._retry, self._seal_timer):
+            if timer is not None:
+                timer.cancel()
         if self._queue.size:
             log.error("journal_entries_lost", entries=self._queue.size, error=self.error,
                       hint="the journal could not be written before the daemon stopped")
@@ -202,7 +204,29 @@ class JournalWriter:
         if gap is not None:
             self.bus.publish(gap)
         self._prune(now)
+        self._seal_later()
         return written
+
+    def _seal_later(self) -> None:
+        """Events entries wait for their hashes (bcd.ledger): a commit seals them once they are SEAL_EVERY old, and
+        this timer does it when no commit comes (a quiet estate)."""
+        ledger = self.journal.ledger
+        if ledger is not None and ledger.unsealed and self._seal_timer is None:
+            self._seal_timer = self._schedule(SEAL_EVERY, self._seal_now)
+
+    def _seal_now(self) -> None:
+        self._seal_timer = None
+        ledger = self.journal.ledger
+        if self._closed or self.failing_since is not None or ledger is None:  # a retry's commit seals them
+            return
+        if (left := SEAL_EVERY - ledger.waited()) > 0:  # a commit sealed the older ones: the newer are not due yet
+            if ledger.unsealed:
+                self._seal_timer = self._schedule(left, self._seal_now)
+            return
+        try:
+            self.journal.seal()
+        except sqlite3.Error as exc:
+            self._failed(exc)
 
     def _prune(self, now: float) -> None:
         """Retention, after a successful commit; a failure is logged and tried again PRUNE_EVERY later."""

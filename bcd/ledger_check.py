@@ -13,28 +13,35 @@ from __future__ import annotations
 import heapq
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from bcd.ledger import (
     COVERED,
     GENESIS,
+    HASH_LENGTH,
     canonical,
     chain_hash,
     entry_text,
     event_body,
+    event_hash,
     events_chained,
     row_body,
     row_ref,
+    sealed_hash,
     table_exists,
 )
 
-# seq, at, kind, ref, body (canonical JSON), prev (None: not stored, the previous entry's hash), hash
-Entry = tuple[int, float, str, str, str, str | None, str]
+# seq, at, kind, ref, body (canonical JSON), prev (None: not stored, the previous entry's hash), hash (None: an
+# events entry not sealed yet)
+Entry = tuple[int, float, str, str, str, str | None, str | None]
 Row = tuple[str, dict[str, Any]]  # a covered row: its ref, its columns
+UNSEALED_GRACE = 60.0  # seconds an events entry may wait for its seal before a check calls it a problem
 
 
 @dataclass(slots=True)
@@ -46,6 +53,8 @@ class Report:
     head: tuple[int, str] = (0, GENESIS)
     starts_after: str = GENESIS  # the prev of the first entry: GENESIS, or a checkpoint's hash
     rows: int = 0
+    unsealed: int = 0  # the newest events entries, not sealed yet (a running daemon seals them within seconds)
+    unsealed_at: float = 0.0  # the oldest of them
     problems: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -71,6 +80,7 @@ def check_chain(entries: Iterable[Entry], report: Report, expected_prev: str | N
     """Walk entries in seq order, recording breaks in `report`; yield each entry for row checks.
     `expected_prev` None: the first entry's prev is taken as given (an export of a period)."""
     last: _Last | None = None
+    sealed: _Last | None = None  # the newest entry with a hash: the head
     for seq, at, kind, ref, body, stored_prev, digest in entries:
         text = entry_text(seq, at, kind, ref, body)
         prev = stored_prev if stored_prev is not None else (last.digest if last is not None else expected_prev or "")
@@ -88,16 +98,26 @@ def check_chain(entries: Iterable[Entry], report: Report, expected_prev: str | N
             report.add(seq, _not_following(seq, last.seq))
         computed = chain_hash(prev, text)
         unknown = stored_prev is None and last is not None and seq != last.seq + 1  # its prev went with the gap
+        if digest is None:  # an events entry not sealed yet: the chain goes on from its content
+            report.unsealed_at = report.unsealed_at if report.unsealed else at
+            report.unsealed += 1
+            report.entries += 1
+            last = _Last(seq, computed, computed, row_id)
+            yield seq, at, kind, ref, body, stored_prev, digest
+            continue
+        if report.unsealed:
+            report.add(seq - report.unsealed, _unsealed(seq - report.unsealed, seq - 1))
+            report.unsealed = 0
         if computed != digest and not unknown:
             if stored_prev is None and last is not None and chain_hash(last.computed, text) == digest:
                 report.add(seq, _not_following(seq, last.seq))  # its content is intact: the entry before was rewritten
             else:
                 report.add(seq, f"entry {seq} ({kind} {ref}) was changed: its hash does not match its content")
         report.entries += 1
-        last = _Last(seq, digest, computed, row_id)
+        last = sealed = _Last(seq, digest, computed, row_id)
         yield seq, at, kind, ref, body, stored_prev, digest
-    if last is not None:
-        report.head = (last.seq, last.digest)
+    if sealed is not None:
+        report.head = (sealed.seq, sealed.digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +140,14 @@ def _missing(last: _Last, seq: int, row_id: int | None) -> str:
     return f"{text} (events {rows} deleted)"
 
 
+def _unsealed_span(first: int, last: int) -> str:
+    return f"entry {first} was" if first == last else f"entries {first}..{last} were"
+
+
+def _unsealed(first: int, last: int) -> str:
+    return f"{_unsealed_span(first, last)} not sealed although later entries were: their seal was deleted"
+
+
 def _not_following(seq: int, before: int) -> str:
     return (f"entry {seq} does not follow entry {before}: its prev is not that entry's hash "
             f"(entry {before} or an earlier one was rewritten)")
@@ -133,13 +161,36 @@ def entries(db: sqlite3.Connection) -> Iterator[Entry]:
         return
     rows = db.cursor().execute("SELECT seq, hash, id, at, kind, service, site, reason, data FROM events "
                                "WHERE seq IS NOT NULL ORDER BY id")
+    hashes = _Seals(db)
     in_rows = ((seq, at, "events", str(row_id), event_body(row_id, at, kind, service, site, reason, data), None,
-                digest) for seq, digest, row_id, at, kind, service, site, reason, data in rows)
+                digest if digest is not None else hashes.get(seq))
+               for seq, digest, row_id, at, kind, service, site, reason, data in rows)
     yield from heapq.merge(table, in_rows, key=lambda entry: entry[0])
 
 
-def check_database(db: sqlite3.Connection) -> Report:
-    """Check a journal's ledger and every covered row (in one read transaction: a daemon may be writing)."""
+class _Seals:
+    """The seals' hashes, read in seq order alongside the events rows (bcd.ledger: events entries' hashes)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._seals: Iterator[tuple[int, int, str]] = iter(
+            db.cursor().execute("SELECT seq, first, hashes FROM seals ORDER BY seq") if table_exists(db, "seals")
+            else ())
+        self._seal: tuple[int, int, str] | None = next(self._seals, None)
+
+    def get(self, seq: int) -> str | None:
+        """Entry `seq`'s hash as its seal keeps it (asked in growing seq order); None: no seal covers it."""
+        while self._seal is not None and self._seal[0] < seq:
+            self._seal = next(self._seals, None)
+        if self._seal is None or self._seal[1] > seq:
+            return None
+        start = (seq - self._seal[1]) * HASH_LENGTH
+        return self._seal[2][start:start + HASH_LENGTH]
+
+
+def check_database(db: sqlite3.Connection, now: float | None = None) -> Report:
+    """Check a journal's ledger and every covered row (in one read transaction: a daemon may be writing).
+    Events entries not sealed yet are no problem while they are recent (a running daemon seals them within
+    seconds); older than UNSEALED_GRACE at `now` they are: a daemon that died, or a deleted seal."""
     report = Report()
     with _snapshot(db):
         tables = {table: once for table, (_, once) in COVERED.items() if table_exists(db, table)}
@@ -164,6 +215,12 @@ def check_database(db: sqlite3.Connection) -> Report:
                 row = next(rows, None)
         for table, found in latest.items():
             _match_updated(report, db, table, found)
+    if report.unsealed and report.unsealed_at < (time.time() if now is None else now) - UNSEALED_GRACE:
+        first = report.head[0] + 1
+        oldest = datetime.fromtimestamp(report.unsealed_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        report.add(first, f"{_unsealed_span(first, first + report.unsealed - 1)} never sealed (the oldest from "
+                          f"{oldest}): the daemon died before sealing them and has not started since (its next "
+                          "start seals them as found), or their seal was deleted")
     report.problems.sort(key=lambda problem: problem[0])
     return report
 
@@ -266,10 +323,22 @@ def head_entry_at(db: sqlite3.Connection, until: float) -> tuple[int, str, float
     """`head_at`, with the entry's `at`."""
     found = [row for row in (
         db.execute("SELECT seq, hash, at FROM ledger WHERE at < ? ORDER BY seq DESC LIMIT 1", (until,)).fetchone(),
-        db.execute("SELECT seq, hash, at FROM events WHERE seq IS NOT NULL AND at < ? ORDER BY id DESC LIMIT 1",
-                   (until,)).fetchone() if events_chained(db) else None,
+        _events_head_at(db, until) if events_chained(db) else None,
     ) if row is not None]
     return max((row[0], row[1], row[2]) for row in found) if found else None
+
+
+def _events_head_at(db: sqlite3.Connection, until: float) -> tuple[int, str, float] | None:
+    """The newest events entry before `until` whose hash is known (an unsealed one is skipped: not proven yet)."""
+    sql = "SELECT seq, hash, at FROM events WHERE seq IS NOT NULL AND at < ?"
+    row = db.execute(f"{sql} ORDER BY id DESC LIMIT 1", (until,)).fetchone()
+    if row is not None and row[1] is None and sealed_hash(db, row[0]) is None:
+        sealed = db.execute("SELECT max(seq) FROM seals").fetchone()[0] if table_exists(db, "seals") else None
+        row = db.execute(f"{sql} AND seq <= ? ORDER BY id DESC LIMIT 1", (until, sealed or 0)).fetchone()
+    if row is None:
+        return None
+    digest = event_hash(db, row[0], row[1])
+    return None if digest is None else (row[0], digest, row[2])
 
 
 # -- export ----------------------------------------------------------------------------------------------------
@@ -280,6 +349,8 @@ def export(db: sqlite3.Connection, out: TextIO, start: float | None = None, end:
     count, last = 0, GENESIS
     with _snapshot(db):
         for seq, at, kind, ref, body, stored_prev, digest in entries(db):
+            if digest is None:  # not sealed yet, nor anything after it
+                break
             prev = stored_prev if stored_prev is not None else last
             last = digest
             if low <= at < high:

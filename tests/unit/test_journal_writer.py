@@ -19,6 +19,7 @@ from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition, payload_json
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
 from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalWriter
+from bcd.ledger import SEAL_EVERY
 from bcd.model import RunResult
 from bcd.outputs.metrics import JournalCollector
 from tests.helpers.sqlite_full import BIG, FullJournal
@@ -80,7 +81,38 @@ def test_writes_in_one_group_commit_and_publishes_with_ids(journal: Journal) -> 
     assert [e.reason for e in journal.events()] == ["change 1", "change 2"]
     published = [seen.queue.get_nowait() for _ in range(2)]
     assert [e.id for e in published] == [e.id for e in journal.events()]
-    assert writer.refusal() is None and timers.due == []
+    assert writer.refusal() is None and timers.due == [(SEAL_EVERY, writer._seal_now)]  # the only timer left
+
+
+def test_entries_are_sealed_by_a_commit_when_due_and_by_the_timer_when_no_commit_comes(tmp_path: Path) -> None:
+    clock = [0.0]
+    journal = Journal(tmp_path / "bcd.sqlite", clock=lambda: clock[0])
+    timers = FakeTimers()
+    writer = writer_for(journal, timers)
+    assert journal.ledger is not None
+
+    def sealed() -> list[tuple[int, int]]:
+        return journal.execute("SELECT first, seq FROM seals ORDER BY seq").fetchall()
+
+    flushed(writer, timers, event(1))  # entry 2 (the genesis is 1)
+    clock[0] = 3.0
+    flushed(writer, timers, event(2))
+    assert timers.due == [(SEAL_EVERY, writer._seal_now)] and sealed() == []  # one timer for both
+    clock[0] = 5.0
+    timers.fire(writer._seal_now)
+    assert sealed() == [(2, 3)] and journal.ledger.unsealed == 0 and timers.due == []
+    clock[0] = 40.0
+    flushed(writer, timers, event(3))
+    clock[0] = 45.0
+    flushed(writer, timers, event(4))  # entry 4 has waited SEAL_EVERY: this commit seals both
+    assert sealed()[-1] == (4, 5)
+    clock[0] = 46.0
+    flushed(writer, timers, event(5))
+    timers.fire(writer._seal_now)  # the timer of entry 4 finds entry 6 too young: it waits for it
+    assert sealed()[-1] == (4, 5) and timers.due == [(SEAL_EVERY, writer._seal_now)]
+    clock[0] = 51.0
+    timers.fire(writer._seal_now)
+    assert sealed()[-1] == (6, 6) and journal.ledger.unsealed == 0 and timers.due == []
 
 
 def test_a_full_journal_logs_and_publishes_at_once_queues_in_order_and_retries_until_space_returns(
@@ -117,7 +149,7 @@ def test_a_full_journal_logs_and_publishes_at_once_queues_in_order_and_retries_u
     assert [line for line in logs if line["event"] == "journal_recovered"] == [
         {"event": "journal_recovered", "written": 3, "dropped": 0, "write_errors": 7, "failed_for": 0.0,
          "log_level": "info"}]
-    assert writer.refusal() is None and writer.stats.queued == 0 and timers.due == []
+    assert writer.refusal() is None and writer.stats.queued == 0 and timers.due == [(SEAL_EVERY, writer._seal_now)]
     assert seen.queue.qsize() == 1  # event 3 only: what was queued is not published again
 
 

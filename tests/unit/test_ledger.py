@@ -2,8 +2,8 @@
 as a tamperer would) are named by the check; an export checks offline; a journal from before the chain starts
 it with a genesis entry; pruning keeps what remains verifiable.
 
-An events row carries its own entry (its `seq` and `hash` columns): changing the row changes that entry, and
-deleting it leaves a gap in the chain; runs and steps have theirs in the ledger table, which also keeps what
+An events row carries its own entry (its `seq` column; its hash is kept by a seal): changing the row changes
+that entry, and deleting it leaves a gap in the chain; runs and steps have theirs in the ledger table, which also keeps what
 the row said (so the check shows the old value)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.journal_writer import JournalWriter
-from bcd.ledger import canonical, event_body
+from bcd.ledger import canonical, event_body, sealed_hash
 from bcd.ledger_check import Report, check_database, check_lines, entries, export, head_at, open_readonly
 from bcd.model import RunResult
 from tests.helpers.sqlite_full import BIG, FullJournal
@@ -119,7 +119,10 @@ def test_a_rewritten_entry_breaks_the_link_to_the_next(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     written(path).close()
     with contextlib.closing(sqlite3.connect(path)) as db:
-        db.execute("UPDATE events SET hash = ? WHERE seq = 2", ("f" * 64,))  # events row 1's own entry
+        (first, hashes) = db.execute("SELECT first, hashes FROM seals WHERE first <= 2 AND seq >= 2").fetchone()
+        start = (2 - first) * 64  # events row 1's own entry, as its seal keeps it
+        db.execute("UPDATE seals SET hashes = ? WHERE first = ?", (hashes[:start] + "f" * 64 + hashes[start + 64:],
+                                                                   first))
         db.commit()
     problems = [text for _, text in check(path).problems]
     assert problems[0] == "entry 2 (events 1) was changed: its hash does not match its content"
@@ -237,7 +240,7 @@ def test_the_writer_prunes_by_journal_keep_at_its_first_commit(tmp_path: Path) -
 def test_the_head_of_a_period_is_the_last_entry_before_its_end(tmp_path: Path) -> None:
     written(tmp_path / "j.sqlite").close()
     with contextlib.closing(open_readonly(tmp_path / "j.sqlite")) as db:
-        (third,) = db.execute("SELECT hash FROM events WHERE seq = 3").fetchone()
+        third = sealed_hash(db, 3)
         assert head_at(db, 2.5) == (3, third)  # genesis is stamped now; events 1 and 2 are entries 2 and 3
         assert head_at(db, 0.5) is None
 
