@@ -21,12 +21,14 @@ import asyncio
 import json
 import secrets
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
 from bcd.coordination.base import CoordinationUnavailable, Coordinator
 from bcd.journal import Journal, JournalWriteError
+from bcd.ledger import Write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bookings (id TEXT PRIMARY KEY, at REAL NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL)
@@ -161,6 +163,7 @@ class LocalBookings:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
         journal.create([SCHEMA])
+        journal.cover("bookings")  # rows a bcd wrote before the chain covered bookings
         self._bookings: dict[str, Booking] = {}
         for (data,) in journal.execute("SELECT data FROM bookings ORDER BY at").fetchall():
             booking = decode(data.encode())
@@ -185,8 +188,8 @@ class LocalBookings:
     async def add(self, booking: Booking) -> bool:
         if booking.id in self._bookings:
             return False
-        self._write("INSERT INTO bookings (id, at, state, data) VALUES (?, ?, ?, ?)",
-                    (booking.id, booking.at, booking.state.value, booking.encode().decode()))
+        self._write(Write("INSERT INTO bookings (id, at, state, data) VALUES (?, ?, ?, ?)",
+                          (booking.id, booking.at, booking.state.value, booking.encode().decode()), "bookings"))
         self._bookings[booking.id] = booking
         self._version += 1
         return True
@@ -194,16 +197,16 @@ class LocalBookings:
     async def change(self, old: Booking, new: Booking) -> bool:
         if self._bookings.get(old.id) != old:
             return False
-        self._write("UPDATE bookings SET at = ?, state = ?, data = ? WHERE id = ?",
-                    (new.at, new.state.value, new.encode().decode(), new.id))
+        self._write(Write("UPDATE bookings SET at = ?, state = ?, data = ? WHERE id = ?",
+                          (new.at, new.state.value, new.encode().decode(), new.id), "bookings", "id = ?", (new.id,)))
         self._bookings[new.id] = new
         self._version += 1
         return True
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _write(self, write: Write) -> None:
+        """Committed with a full sync and chained in the journal's ledger (bcd.ledger), or BookingsUnavailable."""
         try:
-            with self._journal.transaction():
-                self._journal.execute(sql, params)
+            self._journal.apply(write, time.time())
         except (sqlite3.Error, JournalWriteError) as exc:
             raise BookingsUnavailable(f"the journal cannot be written: {exc}") from exc
 

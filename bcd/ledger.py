@@ -48,6 +48,7 @@ COVERED: Mapping[str, tuple[tuple[str, ...], bool]] = {
     "runs": (("id",), False),
     "steps": (("run_id", "seq"), False),
     "plan_runs": (("id",), False),
+    "bookings": (("id",), False),
 }
 SEALS = "CREATE TABLE IF NOT EXISTS seals (seq INTEGER PRIMARY KEY, first INTEGER NOT NULL, hashes TEXT NOT NULL)"
 SEAL_EVERY = 5.0  # seconds an events entry waits at most for its hash (while the journal is written)

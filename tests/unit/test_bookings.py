@@ -1,13 +1,16 @@
 """bcd.bookings: the lone instance's store on a real SQLite journal — bookings survive a reopen (a restart), a
-change is a compare-and-swap (a stale copy changes nothing), a taken id is refused; bookings round-trip as JSON."""
+change is a compare-and-swap (a stale copy changes nothing), a taken id is refused; bookings round-trip as JSON; bookings are chained in the journal's ledger, so a changed booking is named."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
 from bcd.bookings import Booking, BookingKind, BookingState, LocalBookings, decode
 from bcd.journal import Journal
+from bcd.ledger_check import check_database, open_readonly
 
 WINDOW = Booking("0a1b2c3d", BookingKind.MAINTENANCE, 2000.0, "olive", "new switch", 1000.0, service="payroll",
                  site="dorset", sites=("dorset",), duration=3600.0, name="payroll.dorset@x")
@@ -42,3 +45,20 @@ def test_a_booking_round_trips_and_junk_is_no_booking() -> None:
     assert decode(WINDOW.encode()) == WINDOW
     assert decode(RUN.encode()) == RUN
     assert decode(b"[1, 2]") is None and decode(b"{\"id\": 1}") is None and decode(b"\xff") is None
+
+
+async def test_bookings_are_chained_and_a_booking_changed_outside_bcd_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bcd.sqlite"
+    journal = Journal(path)
+    store = LocalBookings(journal)
+    assert await store.add(RUN)
+    assert await store.change(RUN, replace(RUN, state=BookingState.CANCELLED, detail="cancelled by olive"))
+    journal.close()
+    with contextlib.closing(open_readonly(path)) as db:
+        assert check_database(db).problems == []
+    with contextlib.closing(sqlite3.connect(path)) as db:  # a forced run, moved to another time, by hand
+        db.execute("UPDATE bookings SET at = 4000.0 WHERE id = '9f8e7d6c'")
+        db.commit()
+    with contextlib.closing(open_readonly(path)) as db:
+        (problem,) = check_database(db).problems
+    assert problem[1] == f"bookings row 9f8e7d6c differs from entry {problem[0]} (at: 3000.0 in the ledger, 4000.0 in the row)"
