@@ -172,6 +172,8 @@ class DrillPlan:
     by: str
     reason: str
     hold: float = 0.0
+    name: str | None = None  # a scheduled drill's
+    occurrence: float | None = None  # the scheduled time a scheduled drill starts for
 
 
 @dataclass(frozen=True, slots=True)
