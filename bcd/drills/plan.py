@@ -76,6 +76,11 @@ class PlanDrills:
         """Why plan `plan` may not be drilled now (the first service that fails a precondition), or None."""
         if plan in self.live:
             return f"drill {self.live[plan].id} of plan {plan} is under way"
+        moment = datetime.fromtimestamp(now, UTC)
+        blackout = next((f"{name}: {hit}" for name, drill in self._estate.config.drills.items()
+                         if drill.plan == plan and (hit := drill.in_blackout(moment)) is not None), None)
+        if blackout is not None:
+            return f"plan {plan} is in a drill blackout ({blackout})"
         services = self.moving(plan)
         if not services:
             return f"nothing to move: no service of plan {plan} is active on its from site"
