@@ -13,7 +13,7 @@ from bcd.report.model import PlanDrill
 from bcd.report.render_html import render_html
 from bcd.report.render_json import render_json
 from bcd.report.render_md import render_md
-from tests.unit.report.test_compute import D, T0, estate, report_of
+from tests.unit.report.test_compute import T0, D, estate, report_of
 
 SHARED_FIXTURES = (estate,)
 
