@@ -15,7 +15,7 @@ from bcd.bus import Bus
 from bcd.config import parse
 from bcd.drills.records import DrillJournal
 from bcd.drills.runner import Drills
-from bcd.events import EventKind
+from bcd.events import DrillStarted, Event, EventKind
 from bcd.journal import Journal
 from bcd.model import Result
 from bcd.operations import DrillPlan, Operations, Refused
@@ -81,3 +81,14 @@ async def test_a_plan_drill_in_its_blackout_is_skipped_and_refused_by_hand(estat
     assert isinstance(by_hand, Refused), by_hand
     assert by_hand.reason == "drill refused: plan evacuate is in a drill blackout (sunday: 2027-04-10..2027-04-12)"
     assert estate.kinds(EventKind.DRILL_STARTED) == []
+
+
+async def test_a_plan_drill_ended_interrupted_at_a_restart_is_counted_for_its_plan(estate: Estate) -> None:
+    estate.emit(Event(EventKind.DRILL_STARTED, estate.now, None, "hampshire", "drill plan:evacuate@1 of plan evacuate",
+                      DrillStarted("plan:evacuate@1", "plan", 0.0, "olive", "dorset", "hampshire", plan="evacuate")))
+    estate.engine.writer.flush()
+    records = DrillJournal(estate.engine.journal)
+    Drills(estate.operations, EngineView(estate.engine), estate.emit, clock=estate.clock).recover(records)
+    estate.engine.writer.flush()
+    assert records.plan_results() == {("evacuate", "interrupted"): 1}  # the plan read from the drill's start
+    assert records.plan_successes() == {}
