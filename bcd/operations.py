@@ -172,8 +172,7 @@ class DrillPlan:
     by: str
     reason: str
     hold: float = 0.0
-    name: str | None = None  # a scheduled drill's
-    occurrence: float | None = None  # the scheduled time a scheduled drill starts for
+    scheduled: tuple[str, float] | None = None  # a scheduled drill's name, and the occurrence it starts for
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,10 +44,15 @@ class PlanLive:
     runs: list[int] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
+    @property
+    def name(self) -> str | None:
+        """The scheduled drill's name (`drills:`), None for one asked for."""
+        return None if self.intent.scheduled is None else self.intent.scheduled[0]
+
     def json(self) -> dict[str, Any]:
         intent = self.intent
         return {"id": self.id, "plan": intent.plan, "kind": KIND, "hold": intent.hold, "from": self.from_site,
-                "to": self.to_site, "by": intent.by, "reason": intent.reason, "name": intent.name,
+                "to": self.to_site, "by": intent.by, "reason": intent.reason, "name": self.name,
                 "started": self.started,
                 "plan_run": self.plan_run, "runs": list(self.runs)}
 
@@ -105,10 +110,11 @@ class PlanDrills:
         assert outcome.plan_run is not None
         live = PlanLive(drill_id, intent, config.from_site, config.to_site, now, outcome.plan_run.id)
         self.live[intent.plan] = live
+        name, occurrence = intent.scheduled or (None, None)
         self._emit(Event(EventKind.DRILL_STARTED, now, None, config.to_site,
                          f"drill {drill_id} of plan {intent.plan} by {intent.by}: {intent.reason}",
                          DrillStarted(drill_id, KIND, intent.hold, intent.by, config.from_site, config.to_site,
-                                      intent.name, intent.occurrence, intent.plan)))
+                                      name, occurrence, intent.plan)))
         log.info("drill_started", drill=drill_id, plan=intent.plan, plan_run=live.plan_run, hold=intent.hold)
         live.task = asyncio.get_running_loop().create_task(self._guarded(live), name=f"drill-{drill_id}")
         return Accepted(f"drill {drill_id}: plan run {live.plan_run} moves plan {intent.plan}'s services to "
@@ -185,6 +191,6 @@ class PlanDrills:
         self.live.pop(live.intent.plan, None)
         self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), None, None,
                          f"drill {live.id} of plan {live.intent.plan} {result}: {reason}",
-                         DrillFinished(live.id, KIND, result, tuple(live.runs), live.intent.name, live.intent.plan)))
+                         DrillFinished(live.id, KIND, result, tuple(live.runs), live.name, live.intent.plan)))
         (log.info if result == "succeeded" else log.warning)(
             "drill_finished", drill=live.id, plan=live.intent.plan, result=result, reason=reason, runs=live.runs)

@@ -85,7 +85,7 @@ class DrillSchedule:
             return
         reason = f"{name}: {spec.reason}"
         outcome = await self._operations.perform(
-            DrillPlan(spec.plan, BY, reason, spec.hold, name, start) if spec.plan is not None
+            DrillPlan(spec.plan, BY, reason, spec.hold, (name, start)) if spec.plan is not None
             else Drill(spec.service or "", BY, reason, spec.kind, spec.hold, name, start))
         if isinstance(outcome, Refused):
             self._skip(name, spec, start, outcome.reason)
