@@ -1,8 +1,8 @@
 """Plan drills in the real daemon (a subprocess) on loopback HTTP targets: `bcd drill --plan` runs the plan as a
 drill and moves the service back, both legs journaled as a drill and no cooldown started, and /metrics counts it
 for the plan; the API refuses a plan drill with the reason when a precondition fails, and an unknown plan with
-404; a scheduled plan drill's occurrence in its blackout is skipped once, also across a restart, and a plan drill
-asked for then is refused."""
+404; a scheduled plan drill's occurrence in its blackout, or refused by the plan drill's own check, is skipped with
+the reason once, also across a restart, and a plan drill asked for in the blackout is refused."""
 
 from __future__ import annotations
 
@@ -66,21 +66,27 @@ async def test_a_plan_drill_is_refused_with_the_reason(tmp_path: Path) -> None:
         assert await drill_events(daemon, 1) is None
 
 
-def scheduled_in_blackout() -> str:
-    """PLAN_CONFIG with a daily drill of plan evacuate two minutes ago (due at the start: within LATE) in a
-    blackout around today."""
+def scheduled_now() -> str:
+    """PLAN_CONFIG with two daily plan drills two minutes ago (due at the start: within LATE): `nightly` of plan
+    evacuate in a blackout around today, `homecoming` of plan back, which has nothing to move (payroll is active
+    on dorset, not on its `from` site)."""
     now = datetime.now(UTC)
     at = (now - timedelta(minutes=2)).strftime("%H:%M")
     days = f"{(now - timedelta(days=1)).date()}..{(now + timedelta(days=1)).date()}"
-    return PLAN_CONFIG + f'drills:\n  nightly: {{{{plan: evacuate, at: "every day {at}", blackout: ["{days}"]}}}}\n'
+    return (PLAN_CONFIG + "  back: {{from: hampshire, to: dorset}}\n"
+            f'drills:\n  nightly: {{{{plan: evacuate, at: "every day {at}", blackout: ["{days}"]}}}}\n'
+            f'  homecoming: {{{{plan: back, at: "every day {at}"}}}}\n')
 
 
-async def test_a_scheduled_plan_drill_in_its_blackout_is_skipped_once_also_after_a_restart(tmp_path: Path) -> None:
-    config = scheduled_in_blackout()
+async def test_scheduled_plan_drills_are_skipped_with_the_reason_once_also_after_a_restart(tmp_path: Path) -> None:
+    config = scheduled_now()
     async with api_daemon(tmp_path, config) as (daemon, _, _):
-        skipped = await daemon.wait_log(lambda line: line.get("event") == "drill_skipped")
-        assert (skipped["drill"], skipped["plan"], skipped["service"]) == ("nightly", "evacuate", None), skipped
+        skipped = await daemon.wait_log(lambda line: line.get("event") == "drill_skipped" and line["drill"] == "nightly")
+        assert (skipped["plan"], skipped["service"]) == ("evacuate", None), skipped
         assert "in its blackout" in skipped["why"], skipped
+        # started through operations that carry out plan drills: refused by the plan drill's own check
+        refused = await daemon.wait_log(lambda line: line.get("event") == "drill_skipped" and line["drill"] == "homecoming")
+        assert refused["why"] == "drill refused: nothing to move: no service of plan back is active on its from site"
         metrics = await daemon.metrics_with(VIEWER)
         assert 'bcd_plan_drills_total{plan="evacuate",result="succeeded"} 0.0' in metrics  # scheduled: shown at 0
         assert metric_value(metrics, 'bcd_plan_drill_last_success_timestamp_seconds{plan="evacuate"}') == 0.0
@@ -91,6 +97,6 @@ async def test_a_scheduled_plan_drill_in_its_blackout_is_skipped_once_also_after
         assert body["detail"].startswith("drill refused: plan evacuate is in a drill blackout (nightly: "), body
         status, _, events = await daemon.call("GET", "/api/v1/events?limit=500", token=VIEWER)
         assert status == 200, events
-        assert [(e["name"], e["drill_kind"]) for e in events["events"] if e["kind"] == "drill_skipped"] == [
-            ("nightly", "plan")], events  # the occurrence was skipped once: the restart found it in the journal
+        assert sorted((e["name"], e["drill_kind"]) for e in events["events"] if e["kind"] == "drill_skipped") == [
+            ("homecoming", "plan"), ("nightly", "plan")], events  # skipped once: the restart found them journaled
         assert not any(line.get("event") == "drill_skipped" for line in daemon.log_lines)
