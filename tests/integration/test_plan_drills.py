@@ -2,7 +2,8 @@
 drill and moves the service back, both legs journaled as a drill and no cooldown started, and /metrics counts it
 for the plan; the API refuses a plan drill with the reason when a precondition fails, and an unknown plan with
 404; a scheduled plan drill's occurrence in its blackout, or refused by the plan drill's own check, is skipped with
-the reason once, also across a restart, and a plan drill asked for in the blackout is refused."""
+the reason once, also across a restart, and a plan drill asked for in the blackout is refused; one due when the
+daemon starts (the sites restored up from the journal) drills the plan once, and a restart does not again."""
 
 from __future__ import annotations
 
@@ -100,3 +101,27 @@ async def test_scheduled_plan_drills_are_skipped_with_the_reason_once_also_after
         assert sorted((e["name"], e["drill_kind"]) for e in events["events"] if e["kind"] == "drill_skipped") == [
             ("homecoming", "plan"), ("nightly", "plan")], events  # skipped once: the restart found them journaled
         assert not any(line.get("event") == "drill_skipped" for line in daemon.log_lines)
+
+
+async def test_a_scheduled_plan_drill_due_at_the_start_drills_the_plan_once(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, PLAN_CONFIG) as (daemon, _, _):
+        await both_up(daemon)  # journaled: the next start begins with both sites up (then re-confirmed)
+    at = (datetime.now(UTC) - timedelta(minutes=2)).strftime("%H:%M")  # due at the start: within LATE
+    config = PLAN_CONFIG + f'drills:\n  nightly: {{{{plan: evacuate, hold: 1s, at: "every day {at}"}}}}\n'
+    async with api_daemon(tmp_path, config) as (daemon, _, _):
+        end = await finished(daemon)
+        assert (end["plan"], end["result"]) == ("evacuate", "succeeded"), end
+        assert (await service(daemon))["active"] == "dorset"
+        journaled = await daemon.wait_until(lambda: drill_events(daemon, 2))
+        assert [(e["kind"], e["name"], e["plan"], e["by"] if "by" in e else None) for e in journaled] == [
+            ("drill_started", "nightly", "evacuate", "drills"), ("drill_finished", "nightly", "evacuate", None)]
+        legs = await recoveries(daemon)
+        assert sorted((r["kind"], r["to"], r["result"]) for r in legs) == [
+            ("drill", "dorset", "succeeded"), ("drill", "hampshire", "succeeded")]
+        metrics = await daemon.metrics_with(VIEWER)
+        assert 'bcd_plan_drills_total{plan="evacuate",result="succeeded"} 1.0' in metrics
+        assert 'bcd_plan_drills_total{plan="evacuate",result="failed"} 0.0' in metrics  # scheduled: every result
+    async with api_daemon(tmp_path, config) as (daemon, _, _):  # a restart: the occurrence is in the journal
+        await both_up(daemon)
+        assert await drill_events(daemon, 3) is None
+        assert not any(line.get("event") == "drill_started" for line in daemon.log_lines)
