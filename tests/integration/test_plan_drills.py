@@ -113,7 +113,7 @@ async def test_a_scheduled_plan_drill_due_at_the_start_drills_the_plan_once(tmp_
         assert (end["plan"], end["result"]) == ("evacuate", "succeeded"), end
         assert (await service(daemon))["active"] == "dorset"
         journaled = await daemon.wait_until(lambda: drill_events(daemon, 2))
-        assert [(e["kind"], e["name"], e["plan"], e["by"] if "by" in e else None) for e in journaled] == [
+        assert [(e["kind"], e["name"], e["plan"], e.get("by")) for e in journaled] == [
             ("drill_started", "nightly", "evacuate", "drills"), ("drill_finished", "nightly", "evacuate", None)]
         legs = await recoveries(daemon)
         assert sorted((r["kind"], r["to"], r["result"]) for r in legs) == [
