@@ -257,7 +257,8 @@ class Daemon:
         plans = daemon_plans(self.journal, self.engine, self.view, cluster)
         bookings = booked_runs.make(self.journal, Operations(self.engine, plans=plans), self.view, self.engine.emit,
                                     cluster, self.metrics)
-        drills_made, run_drills = drills.make(self.journal, Operations(self.engine), self.view, self.engine.emit)
+        drills_made, run_drills = drills.make(self.journal, Operations(self.engine, plans=plans), self.view,
+                                              self.engine.emit)  # with plans: a scheduled drill may be a plan's
         operations = Operations(self.engine, plans=plans, calendar=bookings.calendar, drills=drills_made,
                                 bookings=bookings)  # what the outputs and the web act through
         context = WebContext(view=self.view, operations=operations, metrics=self.metrics, ready=self.ready,

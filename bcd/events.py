@@ -297,6 +297,7 @@ class DrillStarted:
     to_site: str = field(metadata=TO)
     name: str | None = None  # the scheduled drill's name (`drills:`)
     occurrence: float | None = None  # the scheduled time it was started for
+    plan: str | None = None  # a plan drill's recovery plan (drill_kind plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +307,7 @@ class DrillFinished:
     result: str  # succeeded | failed | aborted
     runs: tuple[int, ...]
     name: str | None = None
+    plan: str | None = None  # a plan drill's recovery plan (drill_kind plan)
 
 
 @dataclass(frozen=True, slots=True)

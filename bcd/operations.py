@@ -172,6 +172,7 @@ class DrillPlan:
     by: str
     reason: str
     hold: float = 0.0
+    scheduled: tuple[str, float] | None = None  # a scheduled drill's name, and the occurrence it starts for
 
 
 @dataclass(frozen=True, slots=True)

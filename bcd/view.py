@@ -107,6 +107,12 @@ class EstateView(Protocol):
     def drill_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""
 
+    def plan_drill_results(self) -> dict[tuple[str, str], int]:
+        """Ended plan drills counted by (plan, result)."""
+
+    def plan_drill_successes(self) -> dict[str, float]:
+        """plan -> when its last drill succeeded."""
+
 
 class EngineView:
     """`EstateView` over the engine's own tables."""
@@ -204,6 +210,12 @@ class EngineView:
 
     def drill_successes(self) -> dict[str, float]:
         return self._drills.last_successes()
+
+    def plan_drill_results(self) -> dict[tuple[str, str], int]:
+        return self._drills.plan_results()
+
+    def plan_drill_successes(self) -> dict[str, float]:
+        return self._drills.plan_successes()
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""The `drills:` section: scheduled DR drills (`bcd.drills`), each naming a service, a kind, a hold, a calendar
-expression (`bcd.calendar`) with its time zone, and blackout periods in which no drill of the service starts.
+"""The `drills:` section: scheduled DR drills (`bcd.drills`), each naming a service and a kind, or a recovery plan
+(`plan:`, drilled by `bcd.drills.plan`), a hold, a calendar expression (`bcd.calendar`) with its time zone, and
+blackout periods in which no drill of the service (or the plan) starts.
 
-Checked at load (errors, `FILE:LINE`): the service exists, the expression parses and fires outside the
+Checked at load (errors, `FILE:LINE`): exactly one of service and plan, which exists (a plan drill takes no
+kind), the expression parses and fires outside the
 blackouts within `bcd.calendar.HORIZON_YEARS`, the time zone exists, each blackout reads `YYYY-MM-DD..YYYY-MM-DD`
 (first day not after the last), and the service can be drilled that way (a round trip needs a failover and a
 failback runbook; a runbook drill a `drill_runbook`). A service's `drill_runbook` must name a runbook.
@@ -39,7 +41,8 @@ def blackout(text: str) -> tuple[date, date]:
 
 
 class DrillConfig(Model):
-    service: str = Field(description="the service drilled")
+    service: str | None = Field(None, description="the service drilled (or `plan`)")
+    plan: str | None = Field(None, description="the recovery plan drilled (or `service`): moved, held, moved back")
     kind: Literal["round_trip", "runbook"] = Field(
         "round_trip", description="round_trip: to a standby and back; runbook: its drill_runbook, then cleanup")
     hold: Duration = Field(0.0, description="round_trip: how long to stay on the standby before failing back")
@@ -74,6 +77,11 @@ class DrillConfig(Model):
         for text in value:
             blackout(text)
         return value
+
+    @property
+    def drill_kind(self) -> str:
+        """What its events say: `plan` for a plan drill, else its kind."""
+        return "plan" if self.plan is not None else self.kind
 
     def blackouts(self) -> list[tuple[date, date]]:
         return [blackout(text) for text in self.blackout]
@@ -113,6 +121,9 @@ class Config(Protocol):
     @property
     def drills(self) -> Mapping[str, DrillConfig]: ...
 
+    @property
+    def plans(self) -> Mapping[str, Any]: ...
+
 
 def unfit(service: ServiceConfig, kind: str) -> str | None:
     """Why `service` cannot be drilled as `kind`, or None."""
@@ -131,11 +142,22 @@ def problems(config: Config, now: datetime) -> Iterator[Problem]:
             yield ("services", name, "drill_runbook"), f"unknown runbook {service.drill_runbook!r}"
     for name, drill in config.drills.items():
         where: tuple[str | int, ...] = ("drills", name)
-        target = config.services.get(drill.service)
-        if target is None:
-            yield (*where, "service"), f"unknown service {drill.service!r}"
-        elif (why := unfit(target, drill.kind)) is not None:
-            yield (*where, "kind"), f"{drill.service}: {why}"
+        yield from _target(config, drill, where)
         if drill.next_start(now) is None:
             yield (*where, "at"), (f"{drill.at!r} never fires outside the blackouts in the next "
                                    f"{calendar.HORIZON_YEARS} years")
+
+
+def _target(config: Config, drill: DrillConfig, where: tuple[str | int, ...]) -> Iterator[Problem]:
+    """What is wrong with what `drill` names: exactly one existing service (drillable as its kind) or plan."""
+    if (drill.service is None) == (drill.plan is None):
+        yield where, "name exactly one of service and plan"
+    elif drill.plan is not None:
+        if drill.plan not in config.plans:
+            yield (*where, "plan"), f"unknown plan {drill.plan!r}"
+        if "kind" in drill.model_fields_set:
+            yield (*where, "kind"), "a plan drill takes no kind: it moves what the plan moves, then moves it back"
+    elif (target := config.services.get(drill.service or "")) is None:
+        yield (*where, "service"), f"unknown service {drill.service!r}"
+    elif (why := unfit(target, drill.kind)) is not None:
+        yield (*where, "kind"), f"{drill.service}: {why}"

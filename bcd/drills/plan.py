@@ -44,10 +44,16 @@ class PlanLive:
     runs: list[int] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
+    @property
+    def name(self) -> str | None:
+        """The scheduled drill's name (`drills:`), None for one asked for."""
+        return None if self.intent.scheduled is None else self.intent.scheduled[0]
+
     def json(self) -> dict[str, Any]:
         intent = self.intent
         return {"id": self.id, "plan": intent.plan, "kind": KIND, "hold": intent.hold, "from": self.from_site,
-                "to": self.to_site, "by": intent.by, "reason": intent.reason, "started": self.started,
+                "to": self.to_site, "by": intent.by, "reason": intent.reason, "name": self.name,
+                "started": self.started,
                 "plan_run": self.plan_run, "runs": list(self.runs)}
 
 
@@ -75,6 +81,11 @@ class PlanDrills:
         """Why plan `plan` may not be drilled now (the first service that fails a precondition), or None."""
         if plan in self.live:
             return f"drill {self.live[plan].id} of plan {plan} is under way"
+        moment = datetime.fromtimestamp(now, UTC)
+        blackout = next((f"{name}: {hit}" for name, drill in self._estate.config.drills.items()
+                         if drill.plan == plan and (hit := drill.in_blackout(moment)) is not None), None)
+        if blackout is not None:
+            return f"plan {plan} is in a drill blackout ({blackout})"
         services = self.moving(plan)
         if not services:
             return f"nothing to move: no service of plan {plan} is active on its from site"
@@ -99,9 +110,11 @@ class PlanDrills:
         assert outcome.plan_run is not None
         live = PlanLive(drill_id, intent, config.from_site, config.to_site, now, outcome.plan_run.id)
         self.live[intent.plan] = live
+        name, occurrence = intent.scheduled or (None, None)
         self._emit(Event(EventKind.DRILL_STARTED, now, None, config.to_site,
                          f"drill {drill_id} of plan {intent.plan} by {intent.by}: {intent.reason}",
-                         DrillStarted(drill_id, KIND, intent.hold, intent.by, config.from_site, config.to_site)))
+                         DrillStarted(drill_id, KIND, intent.hold, intent.by, config.from_site, config.to_site,
+                                      name, occurrence, intent.plan)))
         log.info("drill_started", drill=drill_id, plan=intent.plan, plan_run=live.plan_run, hold=intent.hold)
         live.task = asyncio.get_running_loop().create_task(self._guarded(live), name=f"drill-{drill_id}")
         return Accepted(f"drill {drill_id}: plan run {live.plan_run} moves plan {intent.plan}'s services to "
@@ -178,6 +191,6 @@ class PlanDrills:
         self.live.pop(live.intent.plan, None)
         self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), None, None,
                          f"drill {live.id} of plan {live.intent.plan} {result}: {reason}",
-                         DrillFinished(live.id, KIND, result, tuple(live.runs))))
+                         DrillFinished(live.id, KIND, result, tuple(live.runs), live.name, live.intent.plan)))
         (log.info if result == "succeeded" else log.warning)(
             "drill_finished", drill=live.id, plan=live.intent.plan, result=result, reason=reason, runs=live.runs)

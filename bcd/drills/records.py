@@ -1,7 +1,7 @@
-"""What the journal says about drills: each service's last successful drill (for /metrics and
-`BcdDrillOverdue`, again after a restart) and each scheduled drill's last occurrence started or skipped (so an
-occurrence starts once, also across a restart). Read from the `drill_*` events; a partial index keeps the
-reads off the rest of the journal."""
+"""What the journal says about drills: each service's (and recovery plan's) last successful drill and results
+(for /metrics, `BcdDrillFailed` and `BcdDrillOverdue`, again after a restart) and each scheduled drill's last
+occurrence started or skipped (so an occurrence starts once, also across a restart). Read from the `drill_*`
+events; a partial index keeps the reads off the rest of the journal."""
 
 from __future__ import annotations
 
@@ -32,6 +32,26 @@ class DrillJournal:
             f"SELECT service, json_extract(data, '$.drill_kind'), json_extract(data, '$.result'), count(*) FROM events "
             f"WHERE kind IN {KINDS} AND kind = 'drill_finished' GROUP BY 1, 2, 3").fetchall()
         return {(row[0], row[1], row[2]): row[3] for row in rows if row[0] is not None}
+
+    def plan_results(self) -> dict[tuple[str, str], int]:
+        """Ended plan drills counted by (plan, result); the plan read from the drill's start (a drill ended
+        `interrupted` at a restart names none of its own)."""
+        return {(row[0], row[1]): row[2] for row in self._plan_ends("json_extract(f.data, '$.result'), count(*)",
+                                                                     "GROUP BY 1, 2")}
+
+    def plan_successes(self) -> dict[str, float]:
+        """plan -> when its last drill succeeded."""
+        return {row[0]: row[1] for row in self._plan_ends(
+            "max(f.at)", "AND json_extract(f.data, '$.result') = 'succeeded' GROUP BY 1")}
+
+    def _plan_ends(self, columns: str, tail: str) -> list[Any]:
+        rows = self._journal.execute(
+            f"SELECT json_extract(s.data, '$.plan'), {columns} FROM events f JOIN events s "
+            f"ON s.kind IN {KINDS} AND s.kind = 'drill_started' "
+            "AND json_extract(s.data, '$.drill') = json_extract(f.data, '$.drill') "
+            f"WHERE f.kind IN {KINDS} AND f.kind = 'drill_finished' AND json_extract(f.data, '$.drill_kind') = 'plan' "
+            f"{tail}").fetchall()
+        return [row for row in rows if row[0] is not None]
 
     def last_occurrence(self, name: str) -> float | None:
         """The latest occurrence of scheduled drill `name` that was started or skipped."""

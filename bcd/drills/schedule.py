@@ -1,5 +1,6 @@
 """Scheduled drills (`drills:`): at each occurrence of a drill's calendar expression (`bcd.calendar`, in its time
-zone: daylight-saving changes are the calendar's), the drill is started through `bcd.operations` by `drills`.
+zone: daylight-saving changes are the calendar's), the drill is started through `bcd.operations` by `drills`: a
+service's drill (`Drill`), or a recovery plan's (`plan:`, `DrillPlan`).
 
 An occurrence starts once: the journal keeps each occurrence started (`drill_started`) or skipped
 (`drill_skipped`), and after a restart the schedule goes on after the last one it holds. An occurrence inside
@@ -21,7 +22,7 @@ from bcd import calendar
 from bcd.config.drills import DrillConfig
 from bcd.drills.records import DrillJournal
 from bcd.events import DrillSkipped, Event, EventKind
-from bcd.operations import Drill, Operations, Refused
+from bcd.operations import Drill, DrillPlan, Operations, Refused
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.drills")
@@ -64,7 +65,7 @@ class DrillSchedule:
         """Start (or skip) every occurrence due by `now`; the seconds until the next one (at most LOOK_AHEAD)."""
         wait = LOOK_AHEAD
         for name, spec in list(self._estate.config.drills.items()):
-            if spec.service not in self._estate.config.services:
+            if not self._exists(spec):
                 continue
             while (start := self.next_occurrence(name, spec, now)) is not None and start <= now:
                 self._after[name] = start
@@ -73,19 +74,25 @@ class DrillSchedule:
                 wait = min(wait, start - now)
         return max(wait, 0.0)
 
+    def _exists(self, spec: DrillConfig) -> bool:
+        config = self._estate.config
+        return spec.plan in config.plans if spec.plan is not None else spec.service in config.services
+
     async def _start(self, name: str, spec: DrillConfig, start: float) -> None:
         blackout = spec.in_blackout(datetime.fromtimestamp(start, UTC))
         if blackout is not None:
             self._skip(name, spec, start, f"in its blackout {blackout}")
             return
-        outcome = await self._operations.perform(Drill(spec.service, BY, f"{name}: {spec.reason}", spec.kind,
-                                                       spec.hold, name, start))
+        reason = f"{name}: {spec.reason}"
+        outcome = await self._operations.perform(
+            DrillPlan(spec.plan, BY, reason, spec.hold, (name, start)) if spec.plan is not None
+            else Drill(spec.service or "", BY, reason, spec.kind, spec.hold, name, start))
         if isinstance(outcome, Refused):
             self._skip(name, spec, start, outcome.reason)
 
     def _skip(self, name: str, spec: DrillConfig, start: float, why: str) -> None:
         at = datetime.fromtimestamp(start, UTC).isoformat()
         reason = f"scheduled drill {name} of {at} skipped: {why}"
-        log.warning("drill_skipped", drill=name, service=spec.service, occurrence=at, why=why)
+        log.warning("drill_skipped", drill=name, service=spec.service, plan=spec.plan, occurrence=at, why=why)
         self._emit(Event(EventKind.DRILL_SKIPPED, self._clock(), spec.service, None, reason,
-                         DrillSkipped(name, start, spec.kind)))
+                         DrillSkipped(name, start, spec.drill_kind)))

@@ -47,6 +47,7 @@ class CommandAction(StrEnum):
     PLAN_APPROVE = "plan_approve"
     PLAN_DONE = "plan_done"
     DRILL = "drill"
+    PLAN_DRILL = "plan_drill"
     BOOKING_CANCEL = "booking_cancel"
 
 
@@ -64,6 +65,7 @@ ACTION_FIELDS: dict[CommandAction, frozenset[str]] = {
     CommandAction.PLAN_APPROVE: frozenset({"run"}),
     CommandAction.PLAN_DONE: frozenset({"run", "service"}),
     CommandAction.DRILL: frozenset({"service", "kind", "hold"}),
+    CommandAction.PLAN_DRILL: frozenset({"plan", "hold"}),
     CommandAction.BOOKING_CANCEL: frozenset({"booking"}),
 }
 SERVICE_ACTIONS = frozenset({CommandAction.FAILOVER, CommandAction.FAILBACK, CommandAction.ACK,
@@ -107,7 +109,7 @@ class Command:
     start: float | None = None  # maintenance: a window booked from then (epoch seconds)
     force: bool = False  # maintenance: book a window leaving the service no site outside maintenance
     kind: str = "round_trip"  # drill: round_trip or runbook
-    hold: float = 0.0  # drill: seconds on the standby
+    hold: float = 0.0  # drill, plan_drill: seconds on the standby
     at: float | None = None  # failover, failback, plan_run: book the run for then (epoch seconds)
     booking: str | None = None  # booking_cancel: the booking's id
 
@@ -268,10 +270,10 @@ def _parse(obj: dict[str, Any], command_id: str) -> Command:
     return Command(
         id=command_id, action=action, reason=reason or "", by=by or "", ts=float(ts), service=service,
         to=_text(obj, "to", 64), site=_text(obj, "site", 64), duration=duration, end=end,
-        run=run if isinstance(run, int) else None, plan=_text(obj, "plan", 64, required=action is
-                                                               CommandAction.PLAN_RUN), now=now,
+        run=run if isinstance(run, int) else None, now=now,
+        plan=_text(obj, "plan", 64, required=action in (CommandAction.PLAN_RUN, CommandAction.PLAN_DRILL)),
         booking=_text(obj, "booking", 64, required=action is CommandAction.BOOKING_CANCEL), **_booking(obj),
-        **(_drill(obj) if action is CommandAction.DRILL else {}),
+        **(_drill(obj) if action in (CommandAction.DRILL, CommandAction.PLAN_DRILL) else {}),
     )
 
 
@@ -291,7 +293,8 @@ def _booking(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _drill(obj: dict[str, Any]) -> dict[str, Any]:
-    """A drill command's `kind` and `hold` (a duration such as 10m, or seconds), as the API takes them."""
+    """A drill command's `kind` and `hold` (a duration such as 10m, or seconds), as the API takes them (a
+    plan_drill takes no kind: `extra` refuses it before this)."""
     kind, hold = obj.get("kind", "round_trip"), obj.get("hold", 0)
     if kind not in ("round_trip", "runbook"):
         raise _Malformed("kind must be round_trip or runbook")

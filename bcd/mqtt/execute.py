@@ -25,6 +25,9 @@ def intent_of(command: Command) -> ops.Intent:
     by = f"mqtt:{command.by}"
     if command.action in PLAN_INTENTS:
         return _plan_intent(command, by)
+    if command.action is CommandAction.PLAN_DRILL:
+        assert command.plan is not None
+        return ops.DrillPlan(command.plan, by, command.reason or "drill", command.hold)
     if command.action is CommandAction.BOOKING_CANCEL:
         assert command.booking is not None
         return ops.CancelBooking(command.booking, by, command.reason or "")

@@ -22,7 +22,7 @@ from bcd.report.model import (
     SiteReport,
 )
 from bcd.report.risks import risks
-from bcd.report.source import chain_head, events, first_event, gaps, last_drills, steps
+from bcd.report.source import chain_head, events, first_event, gaps, last_drills, plan_drills, steps
 from bcd.report.source import runs as read_runs
 from bcd.report.source import spans as read_spans
 from bcd.report.text import when
@@ -77,7 +77,8 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     chain = chain_head(db, period.end)
     return Report(title="Continuity report", instance=config.instance, generated=now, period=period,
                   services=reports, risks=tuple(risks(config, reports, period, max_age)), chain=chain,
-                  drills_max_age=max_age, notes=tuple(notes))
+                  drills_max_age=max_age, notes=tuple(notes),
+                  plan_drills=tuple(plan_drills(db, period.start, period.end)))
 
 
 def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord],

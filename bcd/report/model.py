@@ -141,6 +141,27 @@ class Risk:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanDrill:
+    """A drill of a recovery plan started in the period (bcd.drills.plan); its legs are also in the drills of each
+    service it moved."""
+
+    drill: str
+    plan: str
+    started: float
+    result: str | None  # succeeded, failed, aborted, interrupted; None: not ended (yet)
+    ended: float | None
+    reason: str  # why it ended so ("" while it has not)
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "succeeded"
+
+    def to_json(self) -> dict[str, object]:
+        return {"drill": self.drill, "plan": self.plan, "started": self.started, "result": self.result,
+                "ended": self.ended, "reason": self.reason, "passed": self.passed}
+
+
+@dataclass(frozen=True, slots=True)
 class ChainHead:
     """The journal's hash chain as of the period's end: its last entry then, which `bcd journal verify` checks."""
 
@@ -160,6 +181,7 @@ class Report:
     chain: ChainHead | None
     drills_max_age: float
     notes: tuple[str, ...] = field(default=())
+    plan_drills: tuple[PlanDrill, ...] = field(default=())
 
     def risk_counts(self) -> dict[str, int]:
         """How many risks of each kind (RISK_KINDS order), the kinds with none left out."""

@@ -55,6 +55,7 @@ def _document(report: Report) -> Iterator[str]:
     yield (f'<p class="meta">{escape(report.instance)} · {day(period.start)} to {day(period.asked_end - 1)} · '
            f"made {when(report.generated)} from the journal</p>\n")
     yield from _summary(report)
+    yield from _plan_drills(report)
     for service in report.services:
         yield from _service(service, report)
     yield from _footer(report)
@@ -196,6 +197,19 @@ def _lag(service: ServiceReport) -> str:
     if service.lag.accepted:
         text += f" Forced moves accepted a lag past the RPO {len(service.lag.accepted)} time(s) (see risks)."
     return text
+
+
+def _plan_drills(report: Report) -> Iterator[str]:
+    """The drills of recovery plans (their legs are also in each moved service's drills), when there were any."""
+    if not report.plan_drills:
+        return
+    yield ('<section id="plan-drills"><h2>Plan drills</h2><table><thead><tr><th>Plan</th><th>Drill</th>'
+           "<th>Started</th><th>Outcome</th><th>Why</th></tr></thead><tbody>")
+    for d in report.plan_drills:
+        outcome = f'<span class="{"ok" if d.passed else "bad"}">{escape(d.result or "not ended")}</span>'
+        yield (f"<tr><td>{escape(d.plan)}</td><td><code>{escape(d.drill)}</code></td><td>{when(d.started)}</td>"
+               f"<td>{outcome}</td><td>{escape(d.reason)}</td></tr>")
+    yield "</tbody></table></section>\n"
 
 
 def _footer(report: Report) -> Iterator[str]:

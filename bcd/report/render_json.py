@@ -27,6 +27,7 @@ def report_json(report: Report) -> dict[str, Any]:
         "risks": [{"service": r.service, "kind": r.kind, "text": r.text} for r in report.risks],
         "services": [_service(s) for s in report.services],
         "notes": list(report.notes),
+        "plan_drills": [drill.to_json() for drill in report.plan_drills],
     }
 
 

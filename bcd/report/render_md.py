@@ -38,6 +38,12 @@ def _lines(report: Report) -> Iterator[str]:
         yield " · ".join(f"{RISK_KINDS[kind]}: {count}" for kind, count in report.risk_counts().items())
         yield ""
     yield from (f"- **{r.service}**: {r.text}" for r in report.risks) if report.risks else iter(["None."])
+    if report.plan_drills:
+        yield ""
+        yield "## Plan drills"
+        yield ""
+        yield from (f"- plan {d.plan}, drill `{d.drill}`, {when(d.started)}: {d.result or 'not ended'}; {d.reason}"
+                    for d in report.plan_drills)
     for service in report.services:
         yield ""
         yield from _service(service)

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterator
 
 from bcd.ledger_check import head_entry_at
 from bcd.recoveries import DRILL_KEY
-from bcd.report.model import ChainHead
+from bcd.report.model import ChainHead, PlanDrill
 from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
 from bcd.uptime import ALIVE_INTERVAL
 from bcd.uptime import TABLE as SPANS
@@ -131,6 +131,19 @@ def last_drills(db: sqlite3.Connection, end: float) -> dict[str, float]:
         f"AND json_extract(evidence, '$.{DRILL_KEY}') IS NOT NULL AND json_extract(evidence, '$.{DRILL_KEY}') "
         f"NOT IN (0, '') AND coalesce(ended, started) < ? GROUP BY service", (end,))
     return {row[0]: row[1] for row in rows if row[1] is not None}
+
+
+def plan_drills(db: sqlite3.Connection, start: float, end: float) -> list[PlanDrill]:
+    """The drills of recovery plans started in [start, end), oldest first, each with its end if it has one (the
+    events have no service: the events_service index finds them among the few such)."""
+    rows = db.execute(
+        "SELECT json_extract(s.data, '$.drill'), json_extract(s.data, '$.plan'), s.at, "
+        "json_extract(f.data, '$.result'), f.at, coalesce(f.reason, '') FROM events s LEFT JOIN events f "
+        "ON f.service IS NULL AND f.kind = 'drill_finished' "
+        "AND json_extract(f.data, '$.drill') = json_extract(s.data, '$.drill') "
+        "WHERE s.service IS NULL AND s.kind = 'drill_started' AND json_extract(s.data, '$.drill_kind') = 'plan' "
+        "AND s.at >= ? AND s.at < ? ORDER BY s.at", (start, end)).fetchall()
+    return [PlanDrill(*row) for row in rows if row[1] is not None]
 
 
 def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:

@@ -553,7 +553,8 @@ class Estate:
             },
             "auth": operator_auth(),
             "plans": {"evacuate-dorset": {"from": "dorset", "to": "hampshire"}},  # never run: its series at zero
-            "drills": {"library-yearly": {"service": "library", "at": "first Monday of Jan 03:00"}},  # likewise
+            "drills": {"library-yearly": {"service": "library", "at": "first Monday of Jan 03:00"},  # likewise
+                       "evacuate-yearly": {"plan": "evacuate-dorset", "at": "first Monday of Jan 04:00"}},
             "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
             "alerts": {
                 "alertmanager": {"urls": [f"http://127.0.0.1:{self.closed_port}"], "resend": "1s", "attempts": 1,

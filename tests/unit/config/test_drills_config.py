@@ -81,3 +81,23 @@ def test_a_drill_runbook_must_exist() -> None:
         parse(text, "bcd.yaml")
     assert [str(issue) for issue in caught.value.issues] == [
         "bcd.yaml:4: services.payroll.drill_runbook: unknown runbook 'nosuch'"]
+
+
+def test_a_scheduled_plan_drill_names_exactly_one_existing_plan_and_no_kind() -> None:
+    plans = "plans:\n  evacuate: {from: dorset, to: hampshire}\n"
+    config = parse(ESTATE + plans + 'drills:\n  rehearse: {plan: evacuate, hold: 5m, at: "every Sun 02:00"}\n',
+                   "bcd.yaml")
+    drill = config.drills["rehearse"]
+    assert (drill.plan, drill.service, drill.drill_kind, drill.hold) == ("evacuate", None, "plan", 300.0)
+    assert issues_of("""\
+        drills:
+          both: {service: payroll, plan: evacuate, at: "every day 02:00"}
+          neither: {at: "every day 02:00"}
+          nosuch: {plan: nosuch, at: "every day 02:00"}
+          kinded: {plan: evacuate, kind: round_trip, at: "every day 02:00"}
+        """, ESTATE + plans) == [
+        "bcd.yaml:9: drills.both: name exactly one of service and plan",
+        "bcd.yaml:10: drills.neither: name exactly one of service and plan",
+        "bcd.yaml:11: drills.nosuch.plan: unknown plan 'nosuch'",
+        "bcd.yaml:12: drills.kinded.kind: a plan drill takes no kind: it moves what the plan moves, then moves it back",
+    ]
