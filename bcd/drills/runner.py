@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from bcd.config.drills import unfit
+from bcd.drills import restart
 from bcd.drills.checks import Facts, degraded, refusal, unwell
 from bcd.drills.legs import ENDED, Legs
 from bcd.drills.plan import PlanDrills
@@ -39,6 +40,7 @@ from bcd.operations import (
     Refused,
     Transfer,
 )
+from bcd.run_records import RunRecord
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.drills")
@@ -135,14 +137,53 @@ class Drills:
         return await self.plans.perform(intent, plans)
 
     def recover(self, records: DrillJournal) -> None:
-        """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed
-        during it; its runs are marked interrupted by the runner)."""
-        for service, _, data in records.unfinished():
+        """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed during
+        it; the runner has marked its runs interrupted), saying where its service was left; a runbook drill's
+        cleanup steps run first, once (bcd.drills.restart)."""
+        for service, started, data in records.unfinished():
             drill_id, kind = str(data.get("drill")), str(data.get("drill_kind", "round_trip"))
-            reason = f"drill {drill_id} interrupted: the daemon stopped during it (check bcd status)"
-            self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), service, None, reason,
-                             DrillFinished(drill_id, kind, "interrupted", (), data.get("name"))))
-            log.warning("drill_interrupted", drill=drill_id, service=service)
+            if service not in self._estate.config.services:  # a plan drill (bcd.drills.plan), or a service removed
+                reason = f"drill {drill_id} interrupted: the daemon stopped during it (check bcd status)"
+                self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), service, None, reason,
+                                 DrillFinished(drill_id, kind, "interrupted", (), data.get("name"))))
+                log.warning("drill_interrupted", drill=drill_id, service=service)
+                continue
+            runs = restart.runs_of(self._estate.recent_runs(service), drill_id)
+            live = Live(drill_id, Drill(service, str(data.get("by")), started, kind, float(data.get("hold") or 0.0),
+                                        data.get("name")), str(data.get("from")), str(data.get("to")),
+                        self._clock(), [run.id for run in runs])
+            if kind == "runbook":
+                self._clean_up(live, restart.cleanup_run(runs))
+            else:
+                estate = self._estate
+                self._finish(live, "interrupted", f"{restart.KILLED}; " + restart.where_left(
+                    service, live.origin, estate.services[service].active, estate.config.services[service].active,
+                    runs))
+
+    def _clean_up(self, live: Live, earlier: RunRecord | None) -> None:
+        """Run the cleanup steps of runbook drill `live`, unless an earlier restart did; it ends when they do."""
+        if earlier is not None:
+            self._finish(live, "interrupted", f"{restart.KILLED}; {restart.cleaned(earlier, earlier=True)}")
+            return
+        service = live.intent.service
+        outcome = self._operations.drill_run(service, "bcd", f"drill {live.id}: its cleanup after a restart "
+                                             f"({restart.KILLED})", live.id, cleanup=True)
+        if isinstance(outcome, Refused):
+            self._finish(live, "interrupted", f"{restart.KILLED}; its cleanup did not run ({outcome.reason}): "
+                                              "run the cleanup steps by hand")
+            return
+        assert outcome.run is not None
+        live.runs.append(outcome.run.id)
+        self.live[service] = live
+        log.warning("drill_cleanup_after_restart", drill=live.id, service=service, run_id=outcome.run.id)
+        live.task = asyncio.get_running_loop().create_task(self._guarded(live, self._cleaned(live, outcome.run.id)),
+                                                           name=f"drill-{live.id}-cleanup")
+
+    async def _cleaned(self, live: Live, run_id: int) -> None:
+        await self.legs.wait_run(run_id)
+        record = self._estate.run(run_id)
+        assert record is not None
+        self._finish(live, "interrupted", f"{restart.KILLED}; {restart.cleaned(record)}")
 
     async def stop(self) -> None:
         """Stop watching: drills under way end `interrupted` (their runs are the runner's)."""
