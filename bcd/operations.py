@@ -305,9 +305,8 @@ class Operations:
         return end
 
     def drill_run(self, service: str, by: str, reason: str, drill: str, cleanup: bool = False) -> Outcome:
-        """Start `service`'s drill runbook then its cleanup (`cleanup`: the cleanup alone) as a run of drill `drill`
-        (bcd.drills checked who asks): trigger `drill`, evidence `drill` (no cooldown), from and to the active site
-        (it moves nothing). Refused while a run is in progress, before the runner starts, on a cluster member."""
+        """Start `service`'s drill runbook, then its cleanup (`cleanup`: that alone), as a run of drill `drill` from
+        and to the active site (trigger, evidence `drill`). Refused mid-run, before the runner acts, on a cluster."""
         engine = self._engine
         name = engine.config.services[service].drill_runbook
         if engine.runner is None or not engine.acting or name is None:
