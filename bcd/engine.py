@@ -100,7 +100,7 @@ class Engine:
         self.writer.recovered = self._run_facts.clear  # run records kept while it failed are written now
         self.cluster: ClusterHooks | None = None  # made last (below); None: a lone instance (no `cluster:` section)
         self.site_loss = site_loss.SiteLoss(self.emit)  # which sites are lost (every service there down)
-        self.lags = lag_journal.LagJournal(self.emit)  # journals data lag crossing the RPO, and its maximum
+        self.lags = lag_journal.LagJournal(self.emit, clock)  # journals data lag crossing the RPO, and its maximum
         self._restore()
         self.apply_config(config)
         self.cluster = cluster(self) if cluster is not None else None  # after the first decisions, as before
@@ -126,6 +126,7 @@ class Engine:
             for key, rule in self.rules.items()
         }
         self.site_loss.configure(config, self.sites)
+        self.lags.configure(config)  # a site that no longer measures its lag: its pending maximum is written
         self.last = {key: obs for key, obs in self.last.items() if (key.service, key.site) in self.rules}
         self.transitions = Counter({k: v for k, v in self.transitions.items() if (k[0], k[1]) in self.rules})
         self.services = {name: self._service_state(name, now) for name in config.services}
@@ -457,7 +458,9 @@ class Engine:
         self.writer.emit(event, **log_fields)
 
     def close(self) -> None:
-        """Write what is pending; afterwards nothing is written (the journal is about to close)."""
+        """Write what is pending (each site's highest data lag too); afterwards nothing is written (the journal is
+        about to close)."""
+        self.lags.close()
         self.writer.close()
 
 def _rules(config: Config) -> list[tuple[tuple[str, str], SiteRules]]:

@@ -305,22 +305,22 @@ class Operations:
         run.task.add_done_callback(lambda _: None if end.done() else end.set_result(None))
         return end
 
-    def drill_run(self, service: str, by: str, reason: str, drill: str) -> Outcome:
-        """Start `service`'s drill runbook (then its cleanup) as a run of drill `drill` (bcd.drills, which checked
-        who asks): trigger `drill`, its evidence carrying the drill (no cooldown), from and to the active site (it
-        moves nothing). Refused while a run is in progress, before the runner starts, on a cluster member."""
+    def drill_run(self, service: str, by: str, reason: str, drill: str, cleanup: bool = False) -> Outcome:
+        """Start `service`'s drill runbook, then its cleanup (`cleanup`: that alone), as a run of drill `drill` from
+        and to the active site (trigger, evidence `drill`). Refused mid-run, before the runner acts, on a cluster."""
         engine = self._engine
         name = engine.config.services[service].drill_runbook
         if engine.runner is None or not engine.acting or name is None:
             return Refused(Refusal.UNAVAILABLE, "the runner is not started" if name else f"{service}: no drill_runbook")
         if engine.cluster is not None:
             return Refused(Refusal.CONFLICT, "runbook drills are not carried out on a cluster member (use round_trip)")
-        active = engine.services[service].active
+        active, runbook = engine.services[service].active, engine.config.runbooks[name]
         try:
             engine.writable()
             run = engine.runner.start(RunRequest(
-                service, name, engine.config.runbooks[name], RunKind.FAILOVER, active, active, "drill",
-                f"{by}: {reason}", evidence=engine.evidence(service) | {"drill": drill}))
+                service, name, runbook.model_copy(update={"steps": [], "rollback": []}) if cleanup else runbook,
+                RunKind.FAILOVER, active, active, "drill", f"{by}: {reason}",
+                evidence=engine.evidence(service) | {"drill": drill} | ({"drill_cleanup": True} if cleanup else {})))
         except (RunConflict, JournalWriteError) as exc:
             return Refused(Refusal.CONFLICT if isinstance(exc, RunConflict) else Refusal.UNAVAILABLE, str(exc))
         return Accepted(f"run {run.id}: drill runbook {name} of {service}", run=engine.runs.get(run.id))

@@ -67,3 +67,18 @@ class DrillJournal:
             "json_extract(data, '$.drill') NOT IN (SELECT json_extract(data, '$.drill') FROM events "
             f"WHERE kind IN {KINDS} AND kind = 'drill_finished')").fetchall()
         return [(row[0], row[1], json.loads(row[2])) for row in rows]
+
+    def unannounced(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Drills whose start the journal lost (the daemon was killed within a group commit of it) but whose first
+        run it holds, interrupted (a run is on disk before its first step runs): (service, reason, data) as
+        `unfinished` gives them, the kind told by the run (a runbook drill's moves nothing)."""
+        rows = self._journal.execute(
+            "SELECT service, reason, from_site, to_site, json_extract(evidence, '$.drill'), min(id) FROM runs "
+            "WHERE trigger = 'drill' AND json_extract(evidence, '$.drill') IS NOT NULL "
+            "AND json_extract(evidence, '$.drill_cleanup') IS NULL AND json_extract(evidence, '$.drill') NOT IN "
+            f"(SELECT json_extract(data, '$.drill') FROM events WHERE kind IN {KINDS} "
+            "AND json_extract(data, '$.drill') IS NOT NULL) GROUP BY 5 HAVING sum(result = 'interrupted') > 0"
+        ).fetchall()
+        return [(service, reason, {"drill": drill, "drill_kind": "runbook" if origin == target else "round_trip",
+                                   "by": reason.split(":", 1)[0], "from": origin, "to": target})
+                for service, reason, origin, target, drill, _ in rows]

@@ -25,6 +25,7 @@ from bcd.drills.checks import Facts, degraded, refusal, unwell
 from bcd.drills.legs import ENDED, Legs
 from bcd.drills.plan import PlanDrills
 from bcd.drills.records import DrillJournal
+from bcd.drills.restart import STOPPED, cleaned, cleanup_run, runs_of, where_left
 from bcd.events import DrillFinished, DrillStarted, Event, EventKind
 from bcd.model import RunKind, RunResult
 from bcd.operations import (
@@ -39,6 +40,7 @@ from bcd.operations import (
     Refused,
     Transfer,
 )
+from bcd.run_records import RunRecord
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.drills")
@@ -135,17 +137,62 @@ class Drills:
         return await self.plans.perform(intent, plans)
 
     def recover(self, records: DrillJournal) -> None:
-        """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed
-        during it; its runs are marked interrupted by the runner)."""
-        for service, _, data in records.unfinished():
+        """End, as `interrupted`, each drill the journal holds started but not ended (the daemon was killed during
+        it; the runner has marked its runs interrupted), saying where its service was left; a runbook drill's
+        cleanup steps run first, once (bcd.drills.restart)."""
+        for service, started, data in records.unfinished() + records.unannounced():
             drill_id, kind = str(data.get("drill")), str(data.get("drill_kind", "round_trip"))
-            reason = f"drill {drill_id} interrupted: the daemon stopped during it (check bcd status)"
-            self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), service, None, reason,
-                             DrillFinished(drill_id, kind, "interrupted", (), data.get("name"))))
-            log.warning("drill_interrupted", drill=drill_id, service=service)
+            if service not in self._estate.config.services:  # a plan drill (bcd.drills.plan), or a service removed
+                reason = f"drill {drill_id} interrupted: the daemon stopped during it (check bcd status)"
+                self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), service, None, reason,
+                                 DrillFinished(drill_id, kind, "interrupted", (), data.get("name"))))
+                log.warning("drill_interrupted", drill=drill_id, service=service)
+                continue
+            runs = runs_of(self._estate.recent_runs(service), drill_id)
+            live = Live(drill_id, Drill(service, str(data.get("by")), started, kind, float(data.get("hold") or 0.0),
+                                        data.get("name")), str(data.get("from")), str(data.get("to")),
+                        self._clock(), [run.id for run in runs])
+            if kind == "runbook":
+                self._clean_up(live, cleanup_run(runs))
+            else:
+                self._finish(live, "interrupted", self._left(live))
+
+    def _left(self, live: Live) -> str:
+        """Why a round trip ended `interrupted`: where the daemon stopping left its service."""
+        service, estate = live.intent.service, self._estate
+        runs = runs_of(estate.recent_runs(service), live.id)
+        return f"{STOPPED}; " + where_left(service, live.origin, estate.services[service].active,
+                                           estate.config.services[service].active, runs)
+
+    def _clean_up(self, live: Live, earlier: RunRecord | None) -> None:
+        """Run the cleanup steps of runbook drill `live`, unless an earlier restart did; it ends when they do."""
+        if earlier is not None:
+            self._finish(live, "interrupted", f"{STOPPED}; {cleaned(earlier, earlier=True)}")
+            return
+        service = live.intent.service
+        again = any(step.phase == "cleanup" for run in live.runs for step in self._estate.run_steps(run))
+        outcome = self._operations.drill_run(service, "bcd", f"drill {live.id}: its cleanup after a restart "
+                                             f"({STOPPED})", live.id, cleanup=True)
+        if isinstance(outcome, Refused):
+            self._finish(live, "interrupted", f"{STOPPED}; its cleanup did not run ({outcome.reason}): "
+                                              "run the cleanup steps by hand")
+            return
+        assert outcome.run is not None
+        live.runs.append(outcome.run.id)
+        self.live[service] = live
+        log.warning("drill_cleanup_after_restart", drill=live.id, service=service, run_id=outcome.run.id)
+        live.task = asyncio.get_running_loop().create_task(
+            self._guarded(live, self._cleaned(live, outcome.run.id, again)), name=f"drill-{live.id}-cleanup")
+
+    async def _cleaned(self, live: Live, run_id: int, again: bool) -> None:
+        await self.legs.wait_run(run_id)
+        record = self._estate.run(run_id)
+        assert record is not None
+        self._finish(live, "interrupted", f"{STOPPED}; {cleaned(record, again=again)}")
 
     async def stop(self) -> None:
-        """Stop watching: drills under way end `interrupted` (their runs are the runner's)."""
+        """Stop watching: round trips under way end `interrupted`, runbook drills are left to the next start (which
+        runs their cleanup); their runs are the runner's."""
         tasks = [live.task for live in self.live.values() if live.task is not None]
         for task in tasks:
             task.cancel()
@@ -182,9 +229,12 @@ class Drills:
         """Await the drill's `work`: whatever happens it ends journaled (interrupted on shutdown)."""
         try:
             await work
-        except asyncio.CancelledError:
-            self._finish(live, "interrupted", "the daemon stopped during the drill: check where the service is "
-                                              "active (bcd status)")
+        except asyncio.CancelledError:  # the daemon stops
+            if live.intent.kind == "runbook":  # left unended: the next start runs its cleanup (bcd.drills.restart)
+                log.warning("drill_left_to_restart", drill=live.id, service=live.intent.service,
+                            hint="the next start runs its cleanup steps")
+            else:
+                self._finish(live, "interrupted", self._left(live))
             raise
         except Exception as exc:  # the one catch-all of a drill's task: it must end, journaled
             log.exception("drill_error", drill=live.id)

@@ -1,10 +1,13 @@
 """Data-lag evidence in the journal (bcd.lag_journal) from a live engine on a real SQLite journal, time a fake
 clock: one `data_lag` event when a site's lag crosses the RPO, up or down, and the running maximum at most every
 MAX_EVERY seconds and only when it changed — never one event per observation; after a start, one crossing
-event says where the lag stands."""
+event says where the lag stands. The maximum pending when observations stop reaches the journal on its own: when
+its stretch ends (a timer on a real event loop whose time is fake: tests/helpers/virtual_time.py), when the engine
+closes (the daemon stops) and when a reload removes the site's lag."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from bcd.bus import Bus
@@ -14,6 +17,7 @@ from bcd.events import DataLag, Event
 from bcd.journal import Journal
 from bcd.lag_journal import MAX_EVERY
 from bcd.model import Observation, ProbeKey, Result
+from tests.helpers.virtual_time import run
 from tests.unit.outputs.test_metrics_data_lag import CONFIG as LAG_CONFIG
 from tests.unit.test_engine import Clock
 
@@ -73,7 +77,66 @@ def test_after_a_restart_the_first_lag_says_where_it_stands(tmp_path: Path) -> N
         engine.journal.close()
         clock.now += 60.0
     engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock)
-    assert [(e.reason, e.data.over) for e in lag_events(engine)] == [  # type: ignore[union-attr]
+    crossings = [e for e in lag_events(engine) if e.data.sample == "crossing"]  # type: ignore[union-attr]
+    assert [(e.reason, e.data.over) for e in crossings] == [  # type: ignore[union-attr]
         ("payroll at hampshire: data lag 420 s exceeds the RPO of 300 s", True),
         ("payroll at hampshire: data lag 100 s is within the RPO of 300 s", False)]
     engine.close()
+
+
+def observe_lag(engine: Engine, lag: str, at: float) -> None:
+    engine.observe(Observation(ProbeKey("payroll", "hampshire", "replica"), Result.OK, 0.01, "OK", at,
+                               perfdata=(("lag", lag),)))
+
+
+def test_the_maximum_pending_when_observations_stop_is_written_when_its_stretch_ends(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[tuple[float, str, object]], int]:
+        loop = asyncio.get_running_loop()
+        clock = lambda: 1000.0 + loop.time()  # noqa: E731 - wall time that moves with the (fake) loop time
+        engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock)
+        for lag in ("100s", "250s", "180s"):  # then the probe stops answering with a lag
+            observe_lag(engine, lag, clock())
+            await asyncio.sleep(10.0)
+        await asyncio.sleep(3600.0)  # an hour without a lag: one maximum, at the end of its stretch, then nothing
+        found = [(e.at, e.reason, e.data) for e in lag_events(engine)]
+        timers = sum(1 for track in engine.lags.tracks.values() if track.timer is not None)
+        engine.close()
+        return found, timers
+
+    found, timers = run(scenario())
+    assert found == [
+        (1000.0, "payroll at hampshire: data lag 100 s is within the RPO of 300 s", DataLag("crossing", 100.0, False,
+                                                                                            300.0)),
+        (1000.0 + MAX_EVERY, "payroll at hampshire: highest data lag 250 s over the last 300 s (RPO 300 s)",
+         DataLag("max", 250.0, False, 300.0, 1000.0))]
+    assert timers == 0  # no timer is left armed while no lag is measured
+
+
+def test_the_maximum_pending_when_the_daemon_stops_is_written_at_close(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock)
+    for lag in ("100s", "250s", "180s"):
+        observe_lag(engine, lag, clock.now)
+        clock.now += 10.0
+    assert [e.data.sample for e in lag_events(engine)] == ["crossing"]  # type: ignore[union-attr]
+    engine.close()
+    assert [(e.at, e.reason, e.data) for e in lag_events(engine)][1:] == [
+        (1030.0, "payroll at hampshire: highest data lag 250 s over the last 30 s (RPO 300 s)",
+         DataLag("max", 250.0, False, 300.0, 1000.0))]
+
+
+def test_a_reload_that_removes_the_lag_writes_its_pending_maximum(tmp_path: Path) -> None:
+    clock = Clock()
+    engine = Engine(parse(CONFIG.format(state=tmp_path)), Journal(tmp_path / "bcd.sqlite"), Bus(), clock)
+    observe_lag(engine, "420s", clock.now)
+    observe_lag(engine, "500s", clock.now + 10.0)
+    clock.now += 20.0
+    engine.apply_config(parse(CONFIG.format(state=tmp_path)))  # unchanged: nothing written
+    assert len(lag_events(engine)) == 1
+    engine.apply_config(parse(CONFIG.format(state=tmp_path).replace(
+        "        data_lag: {probe: replica, value: lag}\n", "")))
+    assert [(e.at, e.reason) for e in lag_events(engine)][1:] == [
+        (1020.0, "payroll at hampshire: highest data lag 500 s over the last 20 s (RPO 300 s)")]
+    assert engine.lags.tracks == {}
+    engine.close()
+    assert len(lag_events(engine)) == 2  # closing writes nothing more for it
