@@ -152,19 +152,29 @@ class ServiceTrack:
         return Availability(dict(self.seconds))
 
 
-def walk(tracks: dict[str, ServiceTrack], rows: Iterable[Row], spans: Spans) -> None:
-    """Apply every row to its service's track, in order (rows of services not tracked are skipped). A row from
-    before the period (before a track's `since`) only sets a state: nothing is counted for it."""
-    for at, service, site, to, lag in rows:
-        track = tracks.get(service)
-        if track is None or to is None:
-            continue
-        if lag is not None and site is not None:
-            track.lags.setdefault(site, LagTrack(track.start)).row(at, to, lag)
-        elif site is None:
-            track.active_changed(at, to, spans)
-        else:
-            track.transition(at, site, to, spans)
+def walk(tracks: dict[str, ServiceTrack], batches: Iterable[list[Row]], spans: Spans, known: tuple[str, ...],
+         start: float) -> list[str]:
+    """Apply every row to its service's track, in order (rows of services not tracked are skipped); a site or
+    `to` given as an index is the word of `known` there. A row from before the period (before a track's
+    `since`) only sets a state: nothing is counted for it. Returns the reasons of the journal's gaps (rows
+    without a service) from `start` on."""
+    gaps: list[str] = []
+    for batch in batches:
+        for at, service, coded_site, coded_to, lag in batch:
+            track = tracks.get(service) if service is not None else None
+            to = known[coded_to] if isinstance(coded_to, int) else coded_to
+            if track is None or to is None:
+                if service is None and to is not None and at >= start:
+                    gaps.append(to)
+                continue
+            site = known[coded_site] if isinstance(coded_site, int) else coded_site
+            if site is None:
+                track.active_changed(at, to, spans)
+            elif lag is None:
+                track.transition(at, site, to, spans)
+            else:
+                track.lags.setdefault(site, LagTrack(track.start)).row(at, to, lag)
+    return gaps
 
 
 def start_tracks(start: float, sites: dict[str, tuple[str, ...]], home: dict[str, str]) -> dict[str, ServiceTrack]:
