@@ -41,7 +41,8 @@ class SiteTrack:
         since = self.since
         if t <= since:
             return 0.0
-        observed = spans.covered(since, t)
+        first, last = spans.last  # Spans.covered's first try, inlined: this runs once per transition
+        observed = t - since if first <= since and t <= last else spans.covered(since, t)
         seconds, state = self.seconds, self.state
         if observed > 0:  # _add, inlined: this runs once per transition (a year is a million)
             seconds[state] = seconds.get(state, 0.0) + observed
@@ -110,7 +111,8 @@ class ServiceTrack:
         site.state = to
         if to == "down":
             self.downs.setdefault(name, []).append(t)
-        self._follow(t, to)
+        if to != "up" or self.open is not None:  # (back up with no incident open changes none)
+            self._follow(t, to)
 
     def active_changed(self, t: float, to: str, spans: Spans) -> None:
         for name, site in self.sites.items():  # which sites are standby changes

@@ -61,7 +61,8 @@ class Spans:
         self.spans = spans
         self._starts = [start for start, _ in spans or ()]
         self._before: list[float] = []
-        self._last = (0.0, -1.0)
+        # the span `covered` found last (all time when there are no spans): most stretches lie within it
+        self.last = (-math.inf, math.inf) if spans is None else (0.0, -1.0)
         total = 0.0
         for start, end in spans or ():
             self._before.append(total)
@@ -81,12 +82,12 @@ class Spans:
             return 0.0
         if self.spans is None:
             return b - a
-        start, end = self._last
+        start, end = self.last
         if start <= a and b <= end:  # most stretches lie within one span: the last one found is tried first
             return b - a
         i = bisect.bisect_right(self._starts, a) - 1
         if i >= 0 and b <= self.spans[i][1]:
-            self._last = self.spans[i]
+            self.last = self.spans[i]
             return max(0.0, b - max(a, self.spans[i][0]))
         return self._upto(b) - self._upto(a)
 
