@@ -36,8 +36,9 @@ class SiteTrack:
     standby_seconds: float = 0.0  # observed while another site was active
     standby_not_up: float = 0.0
 
-    def close(self, t: float, spans: Spans, standby: bool) -> float:
-        """Count [since, t) in the current state; returns the time of it observed (0 when t <= since)."""
+    def close(self, t: float, spans: Spans, standby: bool, service: dict[str, float] | None = None) -> float:
+        """Count [since, t) in the current state, and in `service` too (the service's seconds, when this is the
+        active site and its stretch is the service's); returns the time of it observed (0 when t <= since)."""
         since = self.since
         if t <= since:
             return 0.0
@@ -46,8 +47,12 @@ class SiteTrack:
         seconds, state = self.seconds, self.state
         if observed > 0:  # _add, inlined: this runs once per transition (a year is a million)
             seconds[state] = seconds.get(state, 0.0) + observed
+            if service is not None:
+                service[state] = service.get(state, 0.0) + observed
         if t - since - observed > 1e-9:
             seconds["unobserved"] = seconds.get("unobserved", 0.0) + t - since - observed
+            if service is not None:
+                service["unobserved"] = service.get("unobserved", 0.0) + t - since - observed
         if standby:
             self.standby_seconds += observed
             if state != "up":
@@ -102,11 +107,12 @@ class ServiceTrack:
                 self.downs.setdefault(name, []).append(t)
             return
         since = site.since
-        observed = site.close(t, spans, False)
-        if since == self.since and t > since:  # the service's stretch is its active site's: counted once
-            _add(self.seconds, site.state, observed, t - since)
-            self.since = t
+        if since == self.since:  # the service's stretch is its active site's: counted once, into both
+            site.close(t, spans, False, self.seconds)
+            if t > since:
+                self.since = t
         else:
+            site.close(t, spans, False)
             self._close(t, spans)
         site.state = to
         if to == "down":
