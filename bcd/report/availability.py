@@ -10,6 +10,7 @@ until the service was served by an `up` site again; a failing check never confir
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from bcd.report.lags import LagTrack
 from bcd.report.model import Availability
 from bcd.report.source import Row, Spans
 
+Seconds = defaultdict[str, float]  # time by state (`+=` without a lookup first: a million times a year)
 NOT_COUNTED = frozenset({"maintenance", "unknown"})  # neither a failure nor an up: no incident starts or ends
 WORST = {"down": 3, "flapping": 2, "degraded": 1}
 
@@ -32,11 +34,11 @@ def _add(seconds: dict[str, float], state: str, observed: float, total: float) -
 class SiteTrack:
     state: str
     since: float
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: Seconds = field(default_factory=lambda: defaultdict(float))
     standby_seconds: float = 0.0  # observed while another site was active
     standby_not_up: float = 0.0
 
-    def close(self, t: float, spans: Spans, standby: bool, service: dict[str, float] | None = None) -> float:
+    def close(self, t: float, spans: Spans, standby: bool, service: Seconds | None = None) -> float:
         """Count [since, t) in the current state, and in `service` too (the service's seconds, when this is the
         active site and its stretch is the service's); returns the time of it observed (0 when t <= since)."""
         since = self.since
@@ -46,13 +48,13 @@ class SiteTrack:
         observed = t - since if first <= since and t <= last else spans.covered(since, t)
         seconds, state = self.seconds, self.state
         if observed > 0:  # _add, inlined: this runs once per transition (a year is a million)
-            seconds[state] = seconds.get(state, 0.0) + observed
+            seconds[state] += observed
             if service is not None:
-                service[state] = service.get(state, 0.0) + observed
+                service[state] += observed
         if t - since - observed > 1e-9:
-            seconds["unobserved"] = seconds.get("unobserved", 0.0) + t - since - observed
+            seconds["unobserved"] += t - since - observed
             if service is not None:
-                service["unobserved"] = service.get("unobserved", 0.0) + t - since - observed
+                service["unobserved"] += t - since - observed
         if standby:
             self.standby_seconds += observed
             if state != "up":
@@ -76,7 +78,7 @@ class ServiceTrack:
     active: str
     sites: dict[str, SiteTrack]
     since: float  # the service's own stretch (its active site's state)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: Seconds = field(default_factory=lambda: defaultdict(float))
     incidents: list[tuple[float, float | None, str, str]] = field(default_factory=list)
     downs: dict[str, list[float]] = field(default_factory=dict)  # site → when it was confirmed down (recoveries)
     open: OpenIncident | None = None
@@ -134,12 +136,13 @@ class ServiceTrack:
 
     def _follow(self, t: float, state: str) -> None:
         """`follow`, the service's state (its active site's) given."""
+        since = self.since
         if state == "up":
             if self.open is not None:
-                self._end(max(t, self.since))
+                self._end(t if t > since else since)
         elif state not in NOT_COUNTED:
             if self.open is None:
-                self.open = OpenIncident(max(t, self.since), self.active, state)
+                self.open = OpenIncident(t if t > since else since, self.active, state)
             elif WORST.get(state, 0) > WORST.get(self.open.worst, 0):
                 self.open.worst = state
 
