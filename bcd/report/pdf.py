@@ -15,8 +15,9 @@ from bcd.process import BASE_ENV, run_child
 from bcd.report import ReportError
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")  # found on PATH
-TIMEOUT = 120.0
+TIMEOUT = 300.0  # a year of 200 services (a 23 MB PDF) took 85 s on a loaded 2-core machine
 OUTPUT_LIMIT = 16384  # of Chromium's own messages, kept for the reason of a failure
+PAGE = "report.html"
 
 
 class PdfError(ReportError):
@@ -36,25 +37,44 @@ def not_installed(asked: str, instead: str) -> str:
 
 async def html_to_pdf(html: str, deadline: float = TIMEOUT) -> bytes:
     """The PDF Chromium prints of `html` (no network: the document is self-contained). PdfError when Chromium
-    is not installed, fails, or has not finished within `deadline` seconds (its own: the
-    printer never runs without one)."""
+    is not installed, fails, or has not finished within `deadline` seconds (its own: the printer never runs
+    without one). The files are written, read and removed in a worker thread: Chromium's profile alone is
+    hundreds of files (half a second to remove on a loaded machine), too long to hold up the daemon's loop."""
     browser = chromium()
     if browser is None:
         raise PdfError(not_installed("a PDF", "html"))
-    with tempfile.TemporaryDirectory(prefix="bcd-report-", ignore_cleanup_errors=True) as tmp:
-        page, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
-        page.write_text(html, encoding="utf-8")
+    tmp = Path(await asyncio.to_thread(_page, html))
+    try:
+        page, out = tmp / PAGE, tmp / "report.pdf"
         argv = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
                 f"--user-data-dir={tmp}/profile", "--no-pdf-header-footer", f"--print-to-pdf={out}", page.as_uri()]
         try:
             async with asyncio.timeout(deadline):
-                done = await run_child(argv, {**BASE_ENV, "HOME": tmp}, limit=OUTPUT_LIMIT, merge_stderr=True)
+                done = await run_child(argv, {**BASE_ENV, "HOME": str(tmp)}, limit=OUTPUT_LIMIT, merge_stderr=True)
         except TimeoutError:
             raise PdfError(f"Chromium had not printed the report after {deadline:g} s (stopped)") from None
         except OSError as exc:
             raise PdfError(f"Chromium could not print the report: {exc}") from exc
-        if done.code != 0 or not out.is_file():
+        pdf = await asyncio.to_thread(_read, out)
+        if done.code != 0 or pdf is None:
             tail = done.output.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise PdfError(f"Chromium could not print the report (exit {done.code}): {tail[0]}")
-        return out.read_bytes()
+        return pdf
+    finally:  # awaited even when the caller gives up (a shutdown's cancel): the files never stay behind
+        await asyncio.to_thread(shutil.rmtree, tmp, ignore_errors=True)
+
+
+def _page(html: str) -> str:
+    """A new temporary directory holding `html` as the page to print."""
+    tmp = tempfile.mkdtemp(prefix="bcd-report-")
+    (Path(tmp) / PAGE).write_text(html, encoding="utf-8")
+    return tmp
+
+
+def _read(path: Path) -> bytes | None:
+    """The PDF Chromium wrote, or None when it wrote none (or it cannot be read)."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
