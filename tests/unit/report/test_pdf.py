@@ -4,6 +4,8 @@ tests/unit/report/test_cli.py and tests/integration/test_report.py print real PD
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -37,6 +39,22 @@ async def test_a_chromium_past_the_deadline_is_killed_with_its_children_and_its_
     assert str(raised.value) == "Chromium had not printed the report after 1 s (stopped)"
     pid_list = [int(pid) for pid in pids.read_text().split()]
     # the group was killed with the deadline; the sleep grandchild dies as soon as the kernel delivers that
+    await eventually(lambda: all(process_group(pid) is None for pid in pid_list), 5, "the stand-in's group gone")
+    assert list(tmp.iterdir()) == []
+
+
+async def test_a_caller_that_gives_up_leaves_no_chromium_and_no_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pids = tmp_path / "pids"
+    tmp = stand_in(tmp_path, monkeypatch, f"sleep 60 & echo $$ $! > {pids}.new; mv {pids}.new {pids}; wait")
+    printing = asyncio.create_task(html_to_pdf("<p>report</p>"))
+    await eventually(pids.exists, 10, "the stand-in started")
+    printing.cancel()  # as the daemon's shutdown cancels a request's task
+    with contextlib.suppress(asyncio.CancelledError):
+        await printing
+    assert printing.cancelled()
+    pid_list = [int(pid) for pid in pids.read_text().split()]
     await eventually(lambda: all(process_group(pid) is None for pid in pid_list), 5, "the stand-in's group gone")
     assert list(tmp.iterdir()) == []
 
