@@ -10,6 +10,7 @@ until the service was served by an `up` site again; a failing check never confir
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from bcd.report.lags import LagTrack
 from bcd.report.model import Availability
 from bcd.report.source import Row, Spans
 
+Seconds = defaultdict[str, float]  # time by state (`+=` without a lookup first: a million times a year)
 NOT_COUNTED = frozenset({"maintenance", "unknown"})  # neither a failure nor an up: no incident starts or ends
 WORST = {"down": 3, "flapping": 2, "degraded": 1}
 
@@ -32,21 +34,27 @@ def _add(seconds: dict[str, float], state: str, observed: float, total: float) -
 class SiteTrack:
     state: str
     since: float
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: Seconds = field(default_factory=lambda: defaultdict(float))
     standby_seconds: float = 0.0  # observed while another site was active
     standby_not_up: float = 0.0
 
-    def close(self, t: float, spans: Spans, standby: bool) -> float:
-        """Count [since, t) in the current state; returns the time of it observed (0 when t <= since)."""
+    def close(self, t: float, spans: Spans, standby: bool, service: Seconds | None = None) -> float:
+        """Count [since, t) in the current state, and in `service` too (the service's seconds, when this is the
+        active site and its stretch is the service's); returns the time of it observed (0 when t <= since)."""
         since = self.since
         if t <= since:
             return 0.0
-        observed = spans.covered(since, t)
+        first, last = spans.last  # Spans.covered's first try, inlined: this runs once per transition
+        observed = t - since if first <= since and t <= last else spans.covered(since, t)
         seconds, state = self.seconds, self.state
         if observed > 0:  # _add, inlined: this runs once per transition (a year is a million)
-            seconds[state] = seconds.get(state, 0.0) + observed
+            seconds[state] += observed
+            if service is not None:
+                service[state] += observed
         if t - since - observed > 1e-9:
-            seconds["unobserved"] = seconds.get("unobserved", 0.0) + t - since - observed
+            seconds["unobserved"] += t - since - observed
+            if service is not None:
+                service["unobserved"] += t - since - observed
         if standby:
             self.standby_seconds += observed
             if state != "up":
@@ -70,7 +78,7 @@ class ServiceTrack:
     active: str
     sites: dict[str, SiteTrack]
     since: float  # the service's own stretch (its active site's state)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: Seconds = field(default_factory=lambda: defaultdict(float))
     incidents: list[tuple[float, float | None, str, str]] = field(default_factory=list)
     downs: dict[str, list[float]] = field(default_factory=dict)  # site → when it was confirmed down (recoveries)
     open: OpenIncident | None = None
@@ -101,16 +109,18 @@ class ServiceTrack:
                 self.downs.setdefault(name, []).append(t)
             return
         since = site.since
-        observed = site.close(t, spans, False)
-        if since == self.since and t > since:  # the service's stretch is its active site's: counted once
-            _add(self.seconds, site.state, observed, t - since)
-            self.since = t
+        if since == self.since:  # the service's stretch is its active site's: counted once, into both
+            site.close(t, spans, False, self.seconds)
+            if t > since:
+                self.since = t
         else:
+            site.close(t, spans, False)
             self._close(t, spans)
         site.state = to
         if to == "down":
             self.downs.setdefault(name, []).append(t)
-        self._follow(t, to)
+        if to != "up" or self.open is not None:  # (back up with no incident open changes none)
+            self._follow(t, to)
 
     def active_changed(self, t: float, to: str, spans: Spans) -> None:
         for name, site in self.sites.items():  # which sites are standby changes
@@ -126,12 +136,13 @@ class ServiceTrack:
 
     def _follow(self, t: float, state: str) -> None:
         """`follow`, the service's state (its active site's) given."""
+        since = self.since
         if state == "up":
             if self.open is not None:
-                self._end(max(t, self.since))
+                self._end(t if t > since else since)
         elif state not in NOT_COUNTED:
             if self.open is None:
-                self.open = OpenIncident(max(t, self.since), self.active, state)
+                self.open = OpenIncident(t if t > since else since, self.active, state)
             elif WORST.get(state, 0) > WORST.get(self.open.worst, 0):
                 self.open.worst = state
 
@@ -152,19 +163,29 @@ class ServiceTrack:
         return Availability(dict(self.seconds))
 
 
-def walk(tracks: dict[str, ServiceTrack], rows: Iterable[Row], spans: Spans) -> None:
-    """Apply every row to its service's track, in order (rows of services not tracked are skipped). A row from
-    before the period (before a track's `since`) only sets a state: nothing is counted for it."""
-    for at, service, site, to, lag in rows:
-        track = tracks.get(service)
-        if track is None or to is None:
-            continue
-        if lag is not None and site is not None:
-            track.lags.setdefault(site, LagTrack(track.start)).row(at, to, lag)
-        elif site is None:
-            track.active_changed(at, to, spans)
-        else:
-            track.transition(at, site, to, spans)
+def walk(tracks: dict[str, ServiceTrack], batches: Iterable[list[Row]], spans: Spans, known: tuple[str, ...],
+         start: float) -> list[str]:
+    """Apply every row to its service's track, in order (rows of services not tracked are skipped); a site or
+    `to` given as an index is the word of `known` there. A row from before the period (before a track's
+    `since`) only sets a state: nothing is counted for it. Returns the reasons of the journal's gaps (rows
+    without a service) from `start` on."""
+    gaps: list[str] = []
+    for batch in batches:
+        for at, service, coded_site, coded_to, lag in batch:
+            track = tracks.get(service) if service is not None else None
+            to = known[coded_to] if isinstance(coded_to, int) else coded_to
+            if track is None or to is None:
+                if service is None and to is not None and at >= start:
+                    gaps.append(to)
+                continue
+            site = known[coded_site] if isinstance(coded_site, int) else coded_site
+            if site is None:
+                track.active_changed(at, to, spans)
+            elif lag is None:
+                track.transition(at, site, to, spans)
+            else:
+                track.lags.setdefault(site, LagTrack(track.start)).row(at, to, lag)
+    return gaps
 
 
 def start_tracks(start: float, sites: dict[str, tuple[str, ...]], home: dict[str, str]) -> dict[str, ServiceTrack]:

@@ -25,11 +25,13 @@ def add_report_command(commands: Any) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     # imported here: every `bcd` command builds this one's arguments, only `bcd report` needs the rest
+    import asyncio
+
     from bcd import config as config_module
     from bcd.config import ConfigError
     from bcd.report.dates import period
     from bcd.report.make import RENDERERS, make_report
-    from bcd.report.pdf import html_to_pdf
+    from bcd.report.pdf import chromium, html_to_pdf, not_installed
 
     try:
         config = config_module.load(args.config)
@@ -38,10 +40,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(issue, file=sys.stderr)
         return EXIT_USAGE
     try:
+        if args.format == "pdf" and chromium() is None:  # said before the report's seconds of work
+            raise ReportError(not_installed("--format pdf", "--format html"))
         start, end = period(args.start, args.end)
         report = make_report(config, start, end, args.service)
         text = RENDERERS["html" if args.format == "pdf" else args.format](report)
-        data = html_to_pdf(text) if args.format == "pdf" else text.encode()
+        data = asyncio.run(html_to_pdf(text)) if args.format == "pdf" else text.encode()
     except ReportError as exc:
         print(f"bcd report: {exc}", file=sys.stderr)
         return EXIT_USAGE

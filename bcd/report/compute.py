@@ -22,11 +22,11 @@ from bcd.report.model import (
     SiteReport,
 )
 from bcd.report.risks import risks
-from bcd.report.source import chain_head, events, first_event, gaps, last_drills, plan_drills, steps
+from bcd.report.source import chain_head, events, first_event, last_drills, plan_drills, steps, words
 from bcd.report.source import runs as read_runs
 from bcd.report.source import spans as read_spans
 from bcd.report.text import when
-from bcd.run_records import RunRecord
+from bcd.run_records import RunRecord, StepRecord
 
 NO_LAG_SAMPLES = ("The journal holds no data-lag events (no site names a data_lag probe, or the journal predates "
                   "them): the worst lag in the period cannot be shown; lags accepted by forced moves are.")
@@ -54,11 +54,12 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     spans = read_spans(db, period.start, period.end, now)
     tracks = start_tracks(period.start, {name: tuple(config.services[name].sites) for name in names},
                           {name: config.services[name].active for name in names})
-    walk(tracks, events(db, period.end, only), spans)
+    known = words({site for name in names for site in config.services[name].sites})
+    journal_gaps = walk(tracks, events(db, period.end, only, known), spans, known, period.start)
     for track in tracks.values():
         track.finish(period.end, spans)
     runs = read_runs(db, period.start, period.end, only)
-    recoveries = _recoveries(config, db, runs, tracks)
+    recoveries = _recoveries(config, runs, steps(db, period.start, period.end, only), tracks)
     last = last_drills(db, period.end)
     accepted = _lags_accepted(runs)
     reports = tuple(_service(config, tracks[name], recoveries.get(name, []), last.get(name),
@@ -67,7 +68,7 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     max_age = drills_max_age(config)
     notes = ([] if any(r.lag.samples for r in reports) else [NO_LAG_SAMPLES]) + ([NO_SPANS] if spans.spans is None
                                                                                else [])
-    notes += [f"The journal lost events in the period: {reason}" for reason in gaps(db, period.start, period.end)]
+    notes += [f"The journal lost events in the period: {reason}" for reason in journal_gaps]
     oldest = first_event(db)
     if oldest is None or oldest > period.start:
         notes.append(f"The journal holds no event before {when(oldest)} (pruned by journal.keep, or not yet "
@@ -81,7 +82,7 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
                   plan_drills=tuple(plan_drills(db, period.start, period.end)))
 
 
-def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord],
+def _recoveries(config: Config, runs: list[RunRecord], run_steps: dict[int, list[StepRecord]],
                 tracks: dict[str, ServiceTrack]) -> dict[str, list[Recovery]]:
     """Each run as a recovery (bcd.recoveries), its decision from the transitions to `down` the walk saw (every
     one in the journal before the period's end)."""
@@ -91,7 +92,7 @@ def _recoveries(config: Config, db: sqlite3.Connection, runs: list[RunRecord],
             continue
         rto = config.objectives(run.service).rto
         downs = tracks[run.service].downs.get(run.from_site, [])
-        recovery = derive(run, steps(db, run.id), downs, rto)
+        recovery = derive(run, run_steps.get(run.id, []), downs, rto)
         out.setdefault(run.service, []).append(recovery)
     return out
 

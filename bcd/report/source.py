@@ -2,7 +2,9 @@
 blocking the writer), streamed (a year of a large estate is about a million events: never held in memory).
 
 Only what the report needs is read, and SQLite picks the fields out of each event's JSON (`json_extract`), so
-Python touches one short tuple per transition."""
+Python touches one short tuple per transition; a site or state it knows comes as its index in the report's
+words (`words`: a small int, which Python does not allocate, and a dict lookup by the word's one str object
+hashes nothing), so a row is a tuple and a float."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sqlite3
 from collections.abc import Collection, Iterator
 
 from bcd.ledger_check import head_entry_at
+from bcd.model import SiteState
 from bcd.recoveries import DRILL_KEY
 from bcd.report.model import ChainHead, PlanDrill
 from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
@@ -20,11 +23,23 @@ from bcd.uptime import ALIVE_INTERVAL
 from bcd.uptime import TABLE as SPANS
 
 # an event the report follows: (at, service, site (None: an active-site change), the payload's `to`, and for a
-# `data_lag` event its lag (None for the others), `to` then `max`, `over` or `within`: bcd.report.lags)
-Row = tuple[float, str, "str | None", "str | None", "float | None"]
-KINDS = ("site_transition", "active_changed", "data_lag")
+# `data_lag` event its lag (None for the others), `to` then `max`, `over` or `within`: bcd.report.lags). A
+# `journal_gap` event has no service, its reason as its `to`. A site and a `to` among the words come as an index.
+Row = tuple[float, "str | None", "int | str | None", "int | str | None", "float | None"]
+KINDS = ("site_transition", "active_changed", "data_lag", "journal_gap")
+LAG_TOS = ("max", "over", "within")
 LAG_TO = ("CASE WHEN json_extract(data, '$.sample') = 'max' THEN 'max' WHEN json_extract(data, '$.over') "
           "THEN 'over' ELSE 'within' END")
+
+
+def words(sites: Collection[str]) -> tuple[str, ...]:
+    """The words a row's site and `to` come as indexes into: the site states, the data-lag `to`s and `sites`."""
+    return tuple(dict.fromkeys((*(state.value for state in SiteState), *LAG_TOS, *sorted(sites))))
+
+
+def _coded(expr: str, known: tuple[str, ...]) -> str:
+    """SQL for `expr` as its index in `known` (`expr` itself when not there: evaluated once, SQLite's CASE)."""
+    return f"CASE {expr} {' '.join(f'WHEN ? THEN {i}' for i in range(len(known)))} ELSE {expr} END"
 
 
 def _in(column: str, names: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
@@ -46,7 +61,8 @@ class Spans:
         self.spans = spans
         self._starts = [start for start, _ in spans or ()]
         self._before: list[float] = []
-        self._last = (0.0, -1.0)
+        # the span `covered` found last (all time when there are no spans): most stretches lie within it
+        self.last = (-math.inf, math.inf) if spans is None else (0.0, -1.0)
         total = 0.0
         for start, end in spans or ():
             self._before.append(total)
@@ -66,12 +82,12 @@ class Spans:
             return 0.0
         if self.spans is None:
             return b - a
-        start, end = self._last
+        start, end = self.last
         if start <= a and b <= end:  # most stretches lie within one span: the last one found is tried first
             return b - a
         i = bisect.bisect_right(self._starts, a) - 1
         if i >= 0 and b <= self.spans[i][1]:
-            self._last = self.spans[i]
+            self.last = self.spans[i]
             return max(0.0, b - max(a, self.spans[i][0]))
         return self._upto(b) - self._upto(a)
 
@@ -94,20 +110,24 @@ def spans(db: sqlite3.Connection, start: float, end: float, now: float) -> Spans
     return Spans(tuple(out))
 
 
-def events(db: sqlite3.Connection, end: float, services: Collection[str] | None) -> Iterator[Row]:
-    """Transitions, active-site changes and data lags before `end`, in the order they were journaled: those
-    before the period set the states it starts in (one pass over the table, not one per question). A row is
-    (at, service, site, to, lag), its site None for an active-site change (fewer objects a row: a year is a
-    million)."""
+def events(db: sqlite3.Connection, end: float, services: Collection[str] | None,
+           known: tuple[str, ...]) -> Iterator[list[Row]]:
+    """Transitions, active-site changes, data lags and journal gaps before `end`, in batches, in the order they
+    were journaled: those before the period set the states it starts in (one pass over the table, not one per
+    question). A row is (at, service, site, to, lag), its site None for an active-site change, a site or `to`
+    in `known` (bcd.report.source.words) as its index (fewer objects a row: a year is a million)."""
     where, params = _in("service", services)
+    where = where and f" AND (kind = 'journal_gap' OR {where[5:]})"  # a gap is the journal's: of every service
+    to = _coded(f"CASE kind WHEN 'data_lag' THEN {LAG_TO} WHEN 'journal_gap' THEN reason "
+                "ELSE json_extract(data, '$.to') END", known)
     cursor = db.execute(
-        "SELECT at, service, CASE kind WHEN 'active_changed' THEN NULL ELSE site END, "
-        f"CASE kind WHEN 'data_lag' THEN {LAG_TO} ELSE json_extract(data, '$.to') END, "
+        f"SELECT at, service, CASE kind WHEN 'active_changed' THEN NULL ELSE {_coded('site', known)} END, {to}, "
         "CASE kind WHEN 'data_lag' THEN json_extract(data, '$.lag') END "
-        f"FROM events WHERE kind IN (?, ?, ?) AND at < ?{where} ORDER BY id", (*KINDS, end, *params))
+        f"FROM events WHERE kind IN (?, ?, ?, ?) AND at < ?{where} ORDER BY id",
+        (*known, *known, *KINDS, end, *params))
     cursor.arraysize = 2000
     while batch := cursor.fetchmany():
-        yield from batch
+        yield batch
 
 
 def runs(db: sqlite3.Connection, start: float, end: float, services: Collection[str] | None) -> list[RunRecord]:
@@ -118,10 +138,17 @@ def runs(db: sqlite3.Connection, start: float, end: float, services: Collection[
     return [run_from_row(row) for row in rows]
 
 
-def steps(db: sqlite3.Connection, run_id: int) -> list[StepRecord]:
+def steps(db: sqlite3.Connection, start: float, end: float, services: Collection[str] | None
+          ) -> dict[int, list[StepRecord]]:
+    """The steps of the runs `runs` reads, by run, in order (one query, not one per run)."""
+    where, params = _in("service", services)
     rows = db.execute("SELECT run_id, seq, phase, name, kind, inputs, started, ended, attempts, outcome, output "
-                      "FROM steps WHERE run_id = ? ORDER BY seq", (run_id,)).fetchall()
-    return [StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), *r[6:]) for r in rows]
+                      "FROM steps WHERE run_id IN (SELECT id FROM runs WHERE dry_run = 0 AND started >= ? "
+                      f"AND started < ?{where}) ORDER BY run_id, seq", (start, end, *params))
+    out: dict[int, list[StepRecord]] = {}
+    for r in rows:
+        out.setdefault(r[0], []).append(StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), *r[6:]))
+    return out
 
 
 def last_drills(db: sqlite3.Connection, end: float) -> dict[str, float]:
@@ -153,13 +180,6 @@ def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:
         return None
     head = head_entry_at(db, math.nextafter(end, math.inf))
     return None if head is None else ChainHead(*head)
-
-
-def gaps(db: sqlite3.Connection, start: float, end: float) -> list[str]:
-    """The reasons of `journal_gap` events in [start, end): events the daemon could not journal."""
-    rows = db.execute("SELECT reason FROM events WHERE kind = 'journal_gap' AND at >= ? AND at < ? ORDER BY id",
-                      (start, end)).fetchall()
-    return [row[0] for row in rows]
 
 
 def first_event(db: sqlite3.Connection) -> float | None:

@@ -266,7 +266,8 @@ def document() -> dict[str, Any]:
             params=[_param("service", "query", {"type": "string"}), _param("Last-Event-ID", "header", INTEGER)])},
         "/reports": {"get": _op("getReport", "A continuity report over a period, from the journal: availability, "
                                 "incidents, recoveries against the RTO, drills, risks; 400 for bad dates or an "
-                                "unknown service", REPORT_RESPONSES, params=REPORT_PARAMS)},
+                                "unknown service; format=pdf: 501 where headless Chromium is not installed, "
+                                "500 when it fails", {**REPORT_RESPONSES, "5XX": PROBLEM}, params=REPORT_PARAMS)},
         **_plan_paths(),
         **bookings.paths(_op, _json, _param),
     }

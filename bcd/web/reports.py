@@ -1,25 +1,31 @@
-"""`GET /reports?from=2026-07-01&to=2026-09-30[&service=…][&format=html|json|md]`: a continuity report
+"""`GET /reports?from=2026-07-01&to=2026-09-30[&service=…][&format=html|json|md|pdf]`: a continuity report
 (bcd.report), made from the journal read-only in a thread of its own, so the event loop and the journal's
-writer go on meanwhile. One report at a time (a second asks again later: 429): a year of a large estate takes
-seconds and tens of MB."""
+writer go on meanwhile; a PDF is its HTML printed by headless Chromium, a child process with a deadline
+(bcd.report.pdf; 501 where Chromium is not installed). One report at a time (a second asks again later: 429):
+a year of a large estate takes seconds and tens of MB."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from bcd.daemon_thread import in_daemon_thread
 from bcd.report import MEDIA_TYPES, ReportError
 from bcd.report.dates import period
 from bcd.report.make import RENDERERS, make_report
+from bcd.report.pdf import PdfError, chromium, html_to_pdf, not_installed
 from bcd.web.auth import Role
 from bcd.web.context import CONTEXT
 from bcd.web.operations import caller, handler
 from bcd.web.problems import problem
 
 BUSY = web.AppKey("reports_busy", asyncio.Lock)
+FORMATS = (*RENDERERS, "pdf")
+
+log = structlog.get_logger("bcd.web")
 
 
 def routes(app: web.Application) -> None:
@@ -36,8 +42,10 @@ async def get_report(request: web.Request) -> web.Response:
         return problem(400, "Bad Request", f"missing {' and '.join(missing)}: e.g. "
                                            "/reports?from=2026-07-01&to=2026-09-30")
     fmt = query.get("format", "html")
-    if fmt not in RENDERERS:
-        return problem(400, "Bad Request", f"format must be one of {', '.join(RENDERERS)}; got {fmt!r}")
+    if fmt not in FORMATS:
+        return problem(400, "Bad Request", f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "pdf" and chromium() is None:
+        return problem(501, "Not Implemented", not_installed("format=pdf", "format=html"))
     config = request.app[CONTEXT].view.config
     services = query.getall("service", []) or None
     try:
@@ -50,10 +58,22 @@ async def get_report(request: web.Request) -> web.Response:
     async with lock:
         try:
             report = await in_daemon_thread(make_report, config, start, end, services)
-            text = await in_daemon_thread(RENDERERS[fmt], report)
+            text = await in_daemon_thread(RENDERERS["html" if fmt == "pdf" else fmt], report)
         except ReportError as exc:
             return problem(400, "Bad Request", str(exc))
+        if fmt == "pdf":
+            return await _printed(text)
     return web.Response(text=text, content_type=MEDIA_TYPES[fmt], charset="utf-8")
+
+
+async def _printed(html: str) -> web.Response:
+    """The report's PDF, or a 500 problem saying in one line why Chromium did not print it."""
+    try:
+        pdf = await html_to_pdf(html)
+    except PdfError as exc:
+        log.warning("report_pdf_failed", reason=str(exc))
+        return problem(500, "Internal Server Error", str(exc))
+    return web.Response(body=pdf, content_type=MEDIA_TYPES["pdf"])
 
 
 REPORT_PARAMS: list[dict[str, Any]] = [
@@ -62,10 +82,12 @@ REPORT_PARAMS: list[dict[str, Any]] = [
     {"name": "to", "in": "query", "required": True, "schema": {"type": "string"},
      "description": "last day, included (2026-09-30), or an ISO time (excluded)"},
     {"name": "service", "in": "query", "schema": {"type": "string"}, "description": "only this service (repeatable)"},
-    {"name": "format", "in": "query", "schema": {"enum": list(RENDERERS)}, "description": "html (default)"},
+    {"name": "format", "in": "query", "schema": {"enum": list(FORMATS)},
+     "description": "html (default); pdf is the html printed by headless Chromium (501 where it is not installed)"},
 ]
 REPORT_RESPONSES: dict[str, Any] = {
-    "200": {"description": "the report: one self-contained HTML document, JSON or Markdown",
-            "content": {MEDIA_TYPES[fmt]: {"schema": {"type": "object" if fmt == "json" else "string"}}
-                        for fmt in RENDERERS}},
+    "200": {"description": "the report: one self-contained HTML document, JSON, Markdown or PDF",
+            "content": {MEDIA_TYPES[fmt]: {"schema": {"type": "object" if fmt == "json" else "string"}
+                                           | ({"format": "binary"} if fmt == "pdf" else {})}
+                        for fmt in FORMATS}},
 }

@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from tests.integration.runbooks.daemon_kit import VIEWER_TOKEN, Bcd, Estate, open_estate
+from tests.integration.runbooks.daemon_kit import OPERATOR_TOKEN, VIEWER_TOKEN, Bcd, Estate, open_estate, sha256
 
 TODAY = dt.datetime.now(dt.UTC).date()
 PERIOD = ("--from", str(TODAY - dt.timedelta(days=1)), "--to", str(TODAY))
@@ -84,9 +86,48 @@ async def test_get_reports_serves_the_report_and_refuses_bad_input(estate: Estat
     for bad, detail in ((f"from={PERIOD[3]}&to={PERIOD[1]}", "the period must end after it starts"),
                         ("from=yesterday&to=2026-07-01", "expected a date such as 2026-07-01"),
                         (f"{query}&service=nope", "no service named 'nope'"),
-                        (f"{query}&format=pdf", "format must be one of html, json, md"),
+                        (f"{query}&format=docx", "format must be one of html, json, md, pdf"),
                         (f"to={PERIOD[3]}", "missing from")):
         refused = await daemon.call("GET", f"/reports?{bad}", token=VIEWER_TOKEN)
         assert refused.status == 400 and refused.content_type == "application/problem+json", refused
         assert refused.body["detail"].startswith(detail), refused.body
     assert (await daemon.service())["status"] == "ok"  # the daemon goes on
+
+
+async def fetch(daemon: Bcd, path: str, token: str | None) -> tuple[int, str, bytes]:
+    """GET `path` as bytes (a PDF is no text): status, media type, body."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session, \
+            session.get(daemon.url + path, headers=headers) as response:
+        return response.status, response.content_type, await response.read()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (make deps)")
+async def test_get_reports_as_pdf_prints_through_chromium_and_cleans_up(estate: Estate) -> None:
+    tmp = estate.tmp_path / "tmp"
+    tmp.mkdir()
+    auth = {"anonymous_read": False, "tokens": [{"name": "victor", "role": "viewer", "sha256": sha256(VIEWER_TOKEN)},
+                                                {"name": "olive", "role": "operator",
+                                                 "sha256": sha256(OPERATOR_TOKEN)}]}
+    daemon = await estate.start(estate.config(auth=auth), env={"TMPDIR": str(tmp)})
+    path = f"/reports?from={PERIOD[1]}&to={PERIOD[3]}&format=pdf&service=payroll"
+    status, _, _ = await fetch(daemon, path, None)
+    assert status == 401  # the same auth as the other formats
+    status, media, body = await fetch(daemon, path, VIEWER_TOKEN)
+    assert status == 200, body[:500]
+    assert media == "application/pdf" and body.startswith(b"%PDF-")
+    assert list(tmp.iterdir()) == []  # the page, the PDF and Chromium's profile are removed
+    assert (await daemon.service())["status"] == "ok"
+
+
+async def test_get_reports_as_pdf_without_chromium_is_a_501_saying_why(estate: Estate) -> None:
+    bare = estate.tmp_path / "bin"  # a PATH with no Chromium on it (the daemon runs from sys.executable)
+    bare.mkdir()
+    daemon = await estate.start(estate.config(), env={"PATH": str(bare)})
+    refused = await daemon.call("GET", f"/reports?from={PERIOD[1]}&to={PERIOD[3]}&format=pdf", token=VIEWER_TOKEN)
+    assert refused.status == 501 and refused.content_type == "application/problem+json", refused
+    assert refused.body["detail"] == ("format=pdf needs headless Chromium, which is not installed (Debian: apt-get "
+                                      "install chromium); format=html gives the same report, printable from any "
+                                      "browser")
+    html = await daemon.call("GET", f"/reports?from={PERIOD[1]}&to={PERIOD[3]}", token=VIEWER_TOKEN)
+    assert html.status == 200 and html.content_type == "text/html"

@@ -219,9 +219,14 @@ def test_events_the_journal_lost_and_time_before_its_first_event_are_noted(estat
     journal = Journal(tmp_path / "state" / "bcd.sqlite")
     journal.append(Event(EventKind.JOURNAL_GAP, T0 + 2 * D, None, None, "12 events from … were not journaled",
                          JournalGap(12, T0 + D, T0 + 2 * D)))
+    journal.append(Event(EventKind.JOURNAL_GAP, T0 - D, None, None, "3 events before the period were not journaled",
+                         JournalGap(3, T0 - 2 * D, T0 - D)))
     journal.close()
     notes = report_of(estate).notes
     assert "The journal lost events in the period: 12 events from … were not journaled" in notes
+    assert not any("3 events before the period" in note for note in notes)
+    only = report_of(estate, services=["payroll"]).notes  # a gap is the journal's: in a report of any service
+    assert "The journal lost events in the period: 12 events from … were not journaled" in only
     assert not any("holds no event before" in note for note in notes)
     config = config_module.load(str(estate))
     earlier = make_report(config, T0 - 10 * D, END, now=END + D)
