@@ -16,7 +16,8 @@ from structlog.testing import capture_logs
 from bcd import config as config_module
 from bcd import config_record
 from bcd.journal import Journal
-from bcd.ledger_check import check_database, open_readonly
+from bcd.ledger_check import check_database, entries, open_readonly
+from bcd.report.dates import period
 from tests.helpers.daemon import write_config
 from tests.helpers.sqlite_full import BIG, FullJournal
 from tests.unit.test_ledger import written
@@ -69,7 +70,8 @@ def test_verify_exits_0_when_intact_and_1_naming_the_first_break(estate: Path, t
 
 def test_an_export_verifies_offline_and_a_changed_line_fails(estate: Path, tmp_path: Path) -> None:
     out = tmp_path / "export.jsonl"
-    done = bcd("journal", "export", "-c", str(estate), "--from", "1970-01-01", "--to", "1970-01-02", "-o", str(out))
+    done = bcd("journal", "export", "-c", str(estate), "--from", "1970-01-01", "--to", "1970-01-01T00:00:04Z", "-o",
+               str(out))
     assert done.returncode == EXIT_OK and done.stderr.strip() == f"exported 3 entries from {tmp_path}/state/bcd.sqlite"
     lines = out.read_text().splitlines()
     assert [json.loads(line)["body"]["reason"] for line in lines] == ["change 0", "change 1", "change 2"]
@@ -79,6 +81,17 @@ def test_an_export_verifies_offline_and_a_changed_line_fails(estate: Path, tmp_p
     changed = bcd("journal", "verify", "--file", str(out))
     assert changed.returncode == EXIT_FAILED
     assert "the chain breaks at entry 3: entry 3 (events 2) was changed" in changed.stdout
+
+
+def test_export_to_a_day_includes_that_whole_day_as_report_to_does(estate: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export.jsonl"
+    done = bcd("journal", "export", "-c", str(estate), "--from", "1970-01-01", "--to", "1970-01-01", "-o", str(out))
+    assert done.returncode == EXIT_OK, done.stderr
+    with contextlib.closing(open_readonly(tmp_path / "state" / "bcd.sqlite")) as db:
+        day = [entry[0] for entry in entries(db) if entry[1] < 86400]  # the three events at 1, 2 and 3 s
+        assert len(day) < len(list(entries(db)))  # the entries made now (the run, its steps, …) are left out
+    assert [json.loads(line)["seq"] for line in out.read_text().splitlines()] == day
+    assert period("1970-01-01", "1970-01-01") == (0.0, 86400.0)  # `bcd report`'s period: the same day
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
