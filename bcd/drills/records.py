@@ -6,7 +6,9 @@ reads off the rest of the journal."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+import sqlite3
+from typing import Any, Protocol
 
 from bcd.journal import Journal
 
@@ -21,10 +23,7 @@ class DrillJournal:
 
     def last_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""
-        rows = self._journal.execute(
-            f"SELECT service, max(at) FROM events WHERE kind IN {KINDS} AND kind = 'drill_finished' "
-            "AND json_extract(data, '$.result') = 'succeeded' GROUP BY service").fetchall()
-        return {row[0]: row[1] for row in rows if row[0] is not None}
+        return last_successes(self._journal)
 
     def results(self) -> dict[tuple[str, str, str], int]:
         """Ended drills counted by (service, kind, result)."""
@@ -47,3 +46,16 @@ class DrillJournal:
             "json_extract(data, '$.drill') NOT IN (SELECT json_extract(data, '$.drill') FROM events "
             f"WHERE kind IN {KINDS} AND kind = 'drill_finished')").fetchall()
         return [(row[0], row[1], json.loads(row[2])) for row in rows]
+
+
+class Executes(Protocol):
+    def execute(self, sql: str, params: tuple[Any, ...] = ..., /) -> sqlite3.Cursor: ...
+
+
+def last_successes(db: Executes, before: float = math.inf) -> dict[str, float]:
+    """service -> when its last drill that succeeded ended, before `before`: the drill's own outcome
+    (`drill_finished`), not its legs' (a drill whose legs all succeeded fails when not back on its origin)."""
+    rows = db.execute(
+        f"SELECT service, max(at) FROM events WHERE kind IN {KINDS} AND kind = 'drill_finished' "
+        "AND json_extract(data, '$.result') = 'succeeded' AND at < ? GROUP BY service", (before,)).fetchall()
+    return {row[0]: row[1] for row in rows if row[0] is not None}
