@@ -26,17 +26,17 @@ def legs(runs: Iterable[RunRecord], recoveries: Iterable[Recovery]) -> dict[str,
 def service_drills(db: sqlite3.Connection, start: float, end: float, services: Collection[str] | None,
                    runs_of: dict[str, tuple[Recovery, ...]]) -> dict[str, tuple[Drill, ...]]:
     """Each service's drills started in [start, end), oldest first, with their end when they have one (drills of
-    recovery plans name no service: the report lists those apart)."""
-    names = "" if services is None else f" AND s.service IN ({', '.join('?' * len(services))})"
-    rows = db.execute(
-        "SELECT s.service, json_extract(s.data, '$.drill'), json_extract(s.data, '$.drill_kind'), s.at, "
-        "json_extract(f.data, '$.result'), f.at, coalesce(f.reason, '') FROM events s LEFT JOIN events f "
-        f"ON f.kind IN {KINDS} AND f.kind = 'drill_finished' AND f.service = s.service "
-        "AND json_extract(f.data, '$.drill') = json_extract(s.data, '$.drill') "
-        f"WHERE s.kind IN {KINDS} AND s.kind = 'drill_started' AND s.service IS NOT NULL AND s.at >= ? AND s.at < ?"
-        f"{names} ORDER BY s.at, s.id", (start, end, *(services or ()))).fetchall()
+    recovery plans name no service: the report lists those apart). Starts and ends are read in one pass each
+    and matched here (the daemon's partial index `events_drills` finds them; without it, still one scan)."""
+    names = "" if services is None else f" AND service IN ({', '.join('?' * len(services))})"
+    where = f"kind IN {KINDS} AND kind = ? AND service IS NOT NULL AND at >= ?{names}"
+    ends = {drill: (result, at, reason) for drill, result, at, reason in db.execute(
+        "SELECT json_extract(data, '$.drill'), json_extract(data, '$.result'), at, reason FROM events "
+        f"WHERE {where} ORDER BY id", ("drill_finished", start, *(services or ())))}
     out: dict[str, tuple[Drill, ...]] = {}
-    for service, drill, kind, started, result, ended, reason in rows:
-        out[service] = (*out.get(service, ()), Drill(drill, kind, started, result, ended, reason,
-                                                     runs_of.get(drill, ())))
+    for service, drill, kind, at in db.execute(
+            "SELECT service, json_extract(data, '$.drill'), json_extract(data, '$.drill_kind'), at FROM events "
+            f"WHERE {where} AND at < ? ORDER BY at, id", ("drill_started", start, *(services or ()), end)):
+        result, ended, reason = ends.get(drill, (None, None, ""))
+        out[service] = (*out.get(service, ()), Drill(drill, kind, at, result, ended, reason, runs_of.get(drill, ())))
     return out
