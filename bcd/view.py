@@ -107,6 +107,9 @@ class EstateView(Protocol):
     def drill_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""
 
+    def first_seen(self) -> dict[str, float]:
+        """service (configured) -> when bcd first monitored it: its oldest event in the journal."""
+
 
 class EngineView:
     """`EstateView` over the engine's own tables."""
@@ -204,6 +207,9 @@ class EngineView:
 
     def drill_successes(self) -> dict[str, float]:
         return self._drills.last_successes()
+
+    def first_seen(self) -> dict[str, float]:
+        return self._drills.first_seen(self.config.services)
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 
 A scheduled drill's counts are shown at 0 before its first end. The last success is shown for every service
 that has a scheduled drill or has ever been drilled (0: never succeeded); a service neither scheduled nor ever
-drilled has no series (the continuity report lists those).
+drilled has no series (the continuity report lists those). `bcd_service_first_seen_timestamp_seconds{service}`
+(its oldest event in the journal) is what BcdDrillOverdue counts a service never drilled successfully from: it
+fires drills_max_age after bcd first monitored it, not at once on a new install, and a restart does not reset it.
 """
 
 from __future__ import annotations
@@ -41,5 +43,11 @@ class DrillCollector(Collector):
         for service in sorted(drilled & set(config.services)):
             last.add_metric([service], successes.get(service, 0.0))
         yield last
+        first = GaugeMetricFamily("bcd_service_first_seen_timestamp_seconds", "When bcd first monitored the "
+                                  "service: its oldest event in the journal (BcdDrillOverdue counts a service never "
+                                  "drilled from then).", labels=["service"])
+        for service, at in sorted(self._estate.first_seen().items()):
+            first.add_metric([service], at)
+        yield first
         yield GaugeMetricFamily("bcd_drills_max_age_seconds", "defaults.drills_max_age: a service not drilled "
                                 "this long is overdue.", value=config.defaults.drills_max_age)
