@@ -162,6 +162,18 @@ def test_a_changed_secret_is_marked_changed_in_the_diff_and_never_journaled_or_l
     assert not any(secret in kept for secret in ("s3cret-token", "n3w-s3cret", "a" * 64, "b" * 64))
 
 
+def test_a_snapshot_kept_before_fingerprints_is_diffed_against_as_it_is(loads: tuple[Path, Journal]) -> None:
+    path, journal = loads
+    flat = dict(config_record.effective(config_module.load(str(path))))
+    journal.execute("CREATE TABLE config_snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), flat BLOB NOT NULL)")
+    journal.execute("INSERT INTO config_snapshot VALUES (1, ?)", (zlib.compress(json.dumps(flat).encode()),))
+    load_and_record(journal, path, "start", 10.0)  # an upgrade: the old snapshot holds no fingerprints
+    load_and_record(journal, path, "SIGHUP", 20.0)
+    rows = journal.execute("SELECT body FROM ledger WHERE kind = 'config' ORDER BY seq").fetchall()
+    journal.close()
+    assert [json.loads(row[0])["diff"] for row in rows] == [{}, {}]
+
+
 def test_a_journal_without_a_ledger_is_not_intact_and_one_that_is_no_database_exits_2(
     estate: Path, tmp_path: Path
 ) -> None:
