@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import sqlite3
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from bcd import config as config_module
 from bcd.config import ConfigError
 from bcd.ledger import SEAL_EVERY
 from bcd.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
+from bcd.report import ReportError, dates
 from bcd.report.cli import add_report_command
 from bcd.state_dir import JOURNAL_NAME
 
@@ -33,20 +33,25 @@ def add_journal_commands(commands: Any) -> None:
     dump = actions.add_parser("export", help="write the chain's entries as JSON lines, with their hashes")
     dump.add_argument("-c", "--config", required=True)
     dump.add_argument("--from", dest="start", type=moment, help="from this UTC date or time (2026-07-01)")
-    dump.add_argument("--to", dest="end", type=moment, help="up to (not including) this UTC date or time")
+    dump.add_argument("--to", dest="end", type=last_moment,
+                      help="last day, included (2026-09-30), or a UTC time (up to, not including, it)")
     dump.add_argument("-o", "--output", help="file to write (default: standard output)")
     dump.set_defaults(handler=cmd_export)
     add_report_command(commands)  # `bcd report` reads the journal the same way (bcd.report.cli)
 
 
-def moment(text: str) -> float:
-    """A date or ISO time, UTC unless it says otherwise."""
+def moment(text: str, *, end: bool = False) -> float:
+    """A date or ISO time, UTC unless it says otherwise, read as `bcd report` reads it (bcd.report.dates): a date
+    alone as an end means the end of that day."""
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a date such as 2026-07-01 or 2026-07-01T12:00:00Z; got {text!r}") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        return dates.moment(text, end=end)
+    except ReportError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def last_moment(text: str) -> float:
+    """`--to`: a date alone includes its whole day, as `bcd report --to` does."""
+    return moment(text, end=True)
 
 
 def journal_path(config_path: str) -> Path | None:

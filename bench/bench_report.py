@@ -30,7 +30,16 @@ from typing import Any
 
 import yaml
 
-from bcd.events import ActiveChanged, Event, EventKind, ServiceStatusChanged, SiteTransition
+from bcd.drills.records import DrillJournal
+from bcd.events import (
+    ActiveChanged,
+    DrillFinished,
+    DrillStarted,
+    Event,
+    EventKind,
+    ServiceStatusChanged,
+    SiteTransition,
+)
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.model import RunResult
 from bcd.uptime import SCHEMA as SPANS_SCHEMA
@@ -133,11 +142,18 @@ def write(journal_path: Path) -> int:
 
 
 def drills(journal: Journal, runs: RunJournal) -> None:
+    """A drill a quarter for half the services, journaled as the drill runner does (its start, its leg's run,
+    its end), with the daemon's index of drill events."""
+    DrillJournal(journal)
     for n in range(0, SERVICES, 2):
         for quarter in range(4):
             start = START + quarter * YEAR / 4 + n * 600
-            run(runs, f"svc-{n:03d}", "failover", ("dorset", "hampshire"), start, start + 400, None,
-                {"drill": f"svc-{n:03d}-quarterly"})
+            drill, service = f"svc-{n:03d}@q{quarter}", f"svc-{n:03d}"
+            journal.append(Event(EventKind.DRILL_STARTED, start, service, "hampshire", f"drill {drill}",
+                                 DrillStarted(drill, "round_trip", 0.0, "bench", "dorset", "hampshire")))
+            run(runs, service, "failover", ("dorset", "hampshire"), start, start + 400, None, {"drill": drill})
+            journal.append(Event(EventKind.DRILL_FINISHED, start + 401, service, None, f"drill {drill} succeeded",
+                                 DrillFinished(drill, "round_trip", "succeeded", ())))
 
 
 def run(runs: RunJournal, service: str, kind: str, moves: tuple[str, str], started: float,  # noqa: PLR0917

@@ -6,7 +6,10 @@ events; a partial index keeps the reads off the rest of the journal."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import math
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from bcd.journal import Journal
 
@@ -17,14 +20,24 @@ INDEX = f"CREATE INDEX IF NOT EXISTS events_drills ON events (kind, at) WHERE ki
 class DrillJournal:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
+        self._first_seen: dict[str, float] = {}
         journal.create([INDEX])
 
     def last_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""
-        rows = self._journal.execute(
-            f"SELECT service, max(at) FROM events WHERE kind IN {KINDS} AND kind = 'drill_finished' "
-            "AND json_extract(data, '$.result') = 'succeeded' GROUP BY service").fetchall()
-        return {row[0]: row[1] for row in rows if row[0] is not None}
+        return last_successes(self._journal)
+
+    def first_seen(self, services: Iterable[str]) -> dict[str, float]:
+        """service -> when bcd first monitored it: its oldest event the journal keeps (found by the events_service
+        index, then remembered: it only moves when old events are pruned); a service with no event yet is left
+        out. What BcdDrillOverdue counts a service never drilled from: a restart does not reset it."""
+        for service in services:
+            if service not in self._first_seen:
+                row = self._journal.execute("SELECT at FROM events WHERE service = ? ORDER BY service, id LIMIT 1",
+                                            (service,)).fetchone()
+                if row is not None:
+                    self._first_seen[service] = float(row[0])
+        return {service: self._first_seen[service] for service in services if service in self._first_seen}
 
     def results(self) -> dict[tuple[str, str, str], int]:
         """Ended drills counted by (service, kind, result)."""
@@ -82,3 +95,15 @@ class DrillJournal:
         return [(service, reason, {"drill": drill, "drill_kind": "runbook" if origin == target else "round_trip",
                                    "by": reason.split(":", 1)[0], "from": origin, "to": target})
                 for service, reason, origin, target, drill, _ in rows]
+
+class Executes(Protocol):
+    def execute(self, sql: str, params: tuple[Any, ...] = ..., /) -> sqlite3.Cursor: ...
+
+
+def last_successes(db: Executes, before: float = math.inf) -> dict[str, float]:
+    """service -> when its last drill that succeeded ended, before `before`: the drill's own outcome
+    (`drill_finished`), not its legs' (a drill whose legs all succeeded fails when not back on its origin)."""
+    rows = db.execute(
+        f"SELECT service, max(at) FROM events WHERE kind IN {KINDS} AND kind = 'drill_finished' "
+        "AND json_extract(data, '$.result') = 'succeeded' AND at < ? GROUP BY service", (before,)).fetchall()
+    return {row[0]: row[1] for row in rows if row[0] is not None}

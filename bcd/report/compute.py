@@ -8,9 +8,11 @@ import time
 from collections.abc import Sequence
 
 from bcd.config import Config
+from bcd.drills.records import last_successes
 from bcd.recoveries import Recovery, RecoveryKind, derive
 from bcd.report import ReportError
 from bcd.report.availability import ServiceTrack, start_tracks, walk
+from bcd.report.drills import legs, service_drills
 from bcd.report.model import (
     Availability,
     Drill,
@@ -22,7 +24,7 @@ from bcd.report.model import (
     SiteReport,
 )
 from bcd.report.risks import risks
-from bcd.report.source import chain_head, events, first_event, last_drills, plan_drills, steps, words
+from bcd.report.source import chain_head, events, first_event, plan_drills, steps, words
 from bcd.report.source import runs as read_runs
 from bcd.report.source import spans as read_spans
 from bcd.report.text import when
@@ -60,10 +62,13 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
         track.finish(period.end, spans)
     runs = read_runs(db, period.start, period.end, only)
     recoveries = _recoveries(config, runs, steps(db, period.start, period.end, only), tracks)
-    last = last_drills(db, period.end)
+    drills = service_drills(db, period.start, period.end, only,
+                            legs(runs, (r for moves in recoveries.values() for r in moves)))
+    last = last_successes(db, period.end)
     accepted = _lags_accepted(runs)
-    reports = tuple(_service(config, tracks[name], recoveries.get(name, []), last.get(name),
-                             _lag(tracks[name], config.objectives(name).rpo, accepted.get(name, ()), period.end))
+    reports = tuple(_service(config, tracks[name], recoveries.get(name, []), drills=drills.get(name, ()),
+                             last_drill=last.get(name),
+                             lag=_lag(tracks[name], config.objectives(name).rpo, accepted.get(name, ()), period.end))
                     for name in names)
     max_age = drills_max_age(config)
     notes = ([] if any(r.lag.samples for r in reports) else [NO_LAG_SAMPLES]) + ([NO_SPANS] if spans.spans is None
@@ -114,12 +119,11 @@ def _lag(track: ServiceTrack, rpo: float | None, accepted: tuple[str, ...], end:
     return LagFinding(rpo, samples=bool(sites), worst=worst, accepted=accepted, sites=tuple(sites))
 
 
-def _service(config: Config, track: ServiceTrack, recoveries: list[Recovery], last_drill: float | None,
-             lag: LagFinding) -> ServiceReport:
+def _service(config: Config, track: ServiceTrack, recoveries: list[Recovery], *, drills: tuple[Drill, ...],
+             last_drill: float | None, lag: LagFinding) -> ServiceReport:
     service = config.services[track.name]
     objectives = config.objectives(track.name)
     moves = tuple(r for r in recoveries if r.kind is not RecoveryKind.DRILL)
-    drills = tuple(Drill(r) for r in recoveries if r.kind is RecoveryKind.DRILL)
     sites = tuple(
         SiteReport(name, Availability(dict(site.seconds)), site.standby_seconds, site.standby_not_up)
         for name, site in sorted(track.sites.items(), key=lambda item: item[0] != service.active)

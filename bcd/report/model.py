@@ -74,11 +74,30 @@ class Incident:
 
 @dataclass(frozen=True, slots=True)
 class Drill:
-    recovery: Recovery
+    """A drill of the service started in the period, from its `drill_started` and `drill_finished` events: its
+    outcome is the drill's own (legs that all succeeded can still make a failed drill: not back on its origin),
+    its runs the legs it moved the service with."""
+
+    id: str
+    kind: str  # round_trip | runbook
+    started: float
+    result: str | None  # succeeded, failed, aborted, interrupted; None: not ended (yet)
+    ended: float | None
+    reason: str  # why it ended so ("" while it has not)
+    runs: tuple[Recovery, ...]
 
     @property
     def passed(self) -> bool:
-        return self.recovery.result.value == "succeeded"
+        return self.result == "succeeded"
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.ended is None else max(0.0, self.ended - self.started)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"drill": self.id, "kind": self.kind, "started": self.started, "result": self.result,
+                "ended": self.ended, "seconds": self.seconds, "reason": self.reason, "passed": self.passed,
+                "runs": [run.to_json() for run in self.runs]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +136,8 @@ class ServiceReport:
     sites: tuple[SiteReport, ...]
     incidents: tuple[Incident, ...]
     recoveries: tuple[Recovery, ...]  # failovers and failbacks in the period (drills apart)
-    drills: tuple[Drill, ...]
-    last_drill: float | None  # the last successful drill, in or before the period
+    drills: tuple[Drill, ...]  # the service's drills started in the period, with their own outcome
+    last_drill: float | None  # when the last drill that succeeded ended, in or before the period
     lag: LagFinding
 
     @property

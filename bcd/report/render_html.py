@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from html import escape
 
 from bcd.report.model import RISK_KINDS, STATES, Availability, Incident, Report, ServiceReport
-from bcd.report.text import apart, day, duration, lag_sites, percent, when
+from bcd.report.text import apart, day, drill_legs, duration, lag_sites, percent, when
 
 CSS = """
 :root { --ink: #1d2733; --muted: #5b6773; --line: #d5dbe1; --ok: #2e7d32; --bad: #c62828; --warn: #b26a00; }
@@ -180,12 +180,13 @@ def _drills(service: ServiceReport, report: Report) -> Iterator[str]:
                 else f"none in the period; last successful drill {when(service.last_drill)}")
         yield f'<p class="{"warn" if service.last_drill is None else "muted"}">{last}</p>'
         return
-    yield "<table><thead><tr><th>Run</th><th>Started</th><th>Outcome</th><th>Took</th><th>RTO</th></tr></thead><tbody>"
+    yield ("<table><thead><tr><th>Drill</th><th>Kind</th><th>Started</th><th>Outcome</th><th>Took</th><th>Why</th>"
+           "<th>Runs</th></tr></thead><tbody>")
     for drill in service.drills:
-        r = drill.recovery
-        outcome = f'<span class="{"ok" if drill.passed else "bad"}">{r.result.value}</span>'
-        yield (f"<tr><td>{r.run_id}</td><td>{when(r.timeline.started)}</td><td>{outcome}</td>"
-               f"<td class=num>{duration(r.timeline.total)}</td><td>{_rto(r.rto_met)}</td></tr>")
+        outcome = f'<span class="{"ok" if drill.passed else "bad"}">{escape(drill.result or "not ended")}</span>'
+        yield (f"<tr><td><code>{escape(drill.id)}</code></td><td>{escape(drill.kind)}</td><td>{when(drill.started)}"
+               f"</td><td>{outcome}</td><td class=num>{duration(drill.seconds)}</td><td>{escape(drill.reason)}</td>"
+               f"<td>{escape(drill_legs(drill))}</td></tr>")
     yield "</tbody></table>"
 
 

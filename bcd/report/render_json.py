@@ -41,7 +41,7 @@ def _service(service: ServiceReport) -> dict[str, Any]:
                   for s in service.sites],
         "incidents": [_incident(i) for i in service.incidents],
         "recoveries": [r.to_json() for r in service.recoveries],
-        "drills": [{**d.recovery.to_json(), "passed": d.passed} for d in service.drills],
+        "drills": [d.to_json() for d in service.drills],
         "last_drill": service.last_drill,
         "data_lag": {"rpo": service.lag.rpo, "samples": service.lag.samples, "worst": service.lag.worst,
                      "accepted": list(service.lag.accepted),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bcd.report.model import RISK_KINDS, Report, ServiceReport
-from bcd.report.text import apart, day, duration, lag_sites, percent, when
+from bcd.report.text import apart, day, drill_legs, duration, lag_sites, percent, when
 
 
 def render_md(report: Report) -> str:
@@ -92,8 +92,8 @@ def _service(service: ServiceReport) -> Iterator[str]:
     yield ""
     yield f"Drills: {len(service.drills) if service.drills else 'never drilled in the period'}."
     for d in service.drills:
-        r = d.recovery
-        yield f"- run {r.run_id} {when(r.timeline.started)}: {r.result.value}, {duration(r.timeline.total)}"
+        yield (f"- drill `{d.id}` ({d.kind}) {when(d.started)}: {d.result or 'not ended'}, {duration(d.seconds)}"
+               f"{f'; {d.reason}' if d.reason else ''} ({drill_legs(d)})")
     yield ""
     yield f"Data lag: {_lag(service)}"
 

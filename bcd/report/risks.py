@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 from bcd.config import Config
@@ -40,8 +41,9 @@ def risks(config: Config, services: Sequence[ServiceReport], period: Period, dri
 
 def _drills(service: ServiceReport, period: Period, max_age: float) -> Iterator[Risk]:
     if service.last_drill is None:
+        outcomes = Counter(drill.result or "not ended" for drill in service.drills)
         text = ("never drilled: recovery has not been rehearsed" if not service.drills else
-                f"no drill has succeeded yet ({len(service.drills)} in the period failed)")
+                f"no drill has succeeded yet (in the period: {', '.join(f'{n} {r}' for r, n in outcomes.items())})")
         yield Risk(service.name, "never_drilled", text)
     elif period.end - service.last_drill > max_age:
         yield Risk(service.name, "drill_overdue",

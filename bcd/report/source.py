@@ -16,7 +16,6 @@ from collections.abc import Collection, Iterator
 
 from bcd.ledger_check import head_entry_at
 from bcd.model import SiteState
-from bcd.recoveries import DRILL_KEY
 from bcd.report.model import ChainHead, PlanDrill
 from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
 from bcd.uptime import ALIVE_INTERVAL
@@ -149,15 +148,6 @@ def steps(db: sqlite3.Connection, start: float, end: float, services: Collection
     for r in rows:
         out.setdefault(r[0], []).append(StepRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), *r[6:]))
     return out
-
-
-def last_drills(db: sqlite3.Connection, end: float) -> dict[str, float]:
-    """Each service's last successful drill (its run's end) before `end`."""
-    rows = db.execute(
-        f"SELECT service, max(coalesce(verified_at, ended)) FROM runs WHERE dry_run = 0 AND result = 'succeeded' "
-        f"AND json_extract(evidence, '$.{DRILL_KEY}') IS NOT NULL AND json_extract(evidence, '$.{DRILL_KEY}') "
-        f"NOT IN (0, '') AND coalesce(ended, started) < ? GROUP BY service", (end,))
-    return {row[0]: row[1] for row in rows if row[1] is not None}
 
 
 def plan_drills(db: sqlite3.Connection, start: float, end: float) -> list[PlanDrill]:

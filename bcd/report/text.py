@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bcd.report.model import Availability, LagFinding
+from bcd.report.model import Availability, Drill, LagFinding
 
 
 def percent(ratio: float | None, digits: int = 3) -> str:
@@ -55,3 +55,8 @@ def lag_sites(lag: LagFinding) -> str:
                       + (f", over the RPO for {duration(site.over_seconds)}" if site.exceeded else "")
                       for site in lag.sites)
     return f"worst {duration(lag.worst)} against an RPO of {duration(lag.rpo)}: {sites}"
+
+
+def drill_legs(drill: Drill) -> str:
+    """e.g. "run 3 dorset → hampshire succeeded, run 4 hampshire → dorset succeeded"; "no run" when none."""
+    return ", ".join(f"run {r.run_id} {r.from_site} → {r.to_site} {r.result.value}" for r in drill.runs) or "no run"

@@ -9,7 +9,11 @@ The period is ten days from T0 (2026-07-01). payroll runs on dorset (home) and h
   in maintenance from T0+3d for 4 h (14,400 s).
 - hampshire (active then) in maintenance from T0+4d for 2 h (7,200 s): left out of payroll's availability.
 - payroll failed back to dorset at T0+8d (run 2, operator, 90 s, no failure before it).
-- library stayed up; drilled at T0+6d (run 3, a drill, succeeded).
+- library stayed up; drilled at T0+6d (drill LIBRARY_PASSED: runs 3 out and 4 back, both succeeded; the drill
+  succeeded, ended T0+6d+410 s) and at T0+9d (drill LIBRARY_INTERRUPTED: run 7 out succeeded, then the daemon
+  stopped: ended `interrupted` at the restart T0+9d+6h, naming no run).
+- payroll drilled at T0+9d (drill PAYROLL_FAILED: runs 5 out and 6 back both succeeded, yet the drill failed,
+  not back on dorset): payroll has never been drilled successfully, whatever its legs did.
 
 payroll: up 864,000 - 21,600 - 7,200 - 600 = 834,600 s; degraded 60 s; down 540 s:
     availability 834,600 / 835,200 = 99.9282 %.
@@ -23,13 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from bcd import config as config_module
-from bcd.events import ActiveChanged, Event, EventKind, JournalGap, SiteTransition
+from bcd.events import ActiveChanged, DrillFinished, DrillStarted, Event, EventKind, JournalGap, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
 from bcd.ledger_check import entries, open_readonly
 from bcd.model import RunResult
@@ -37,6 +42,9 @@ from bcd.report import ReportError
 from bcd.report.compute import compute
 from bcd.report.make import make_report
 from bcd.report.model import Report
+from bcd.report.render_html import render_html
+from bcd.report.render_json import render_json
+from bcd.report.render_md import render_md
 from bcd.report.risks import risks
 from bcd.uptime import SCHEMA as SPANS_SCHEMA
 from tests.helpers.daemon import write_config
@@ -85,6 +93,41 @@ def run(runs: RunJournal, service: str, kind: str, trigger: str, moves: tuple[st
     return run_id
 
 
+LIBRARY_PASSED, LIBRARY_INTERRUPTED = "library@20260707T000000Z", "library@20260710T000000Z"
+PAYROLL_FAILED = "payroll@20260710T000000Z"
+PAYROLL_FAILED_WHY = "not back on dorset: payroll is active on hampshire (moved by hand during the drill)"
+INTERRUPTED_WHY = f"drill {LIBRARY_INTERRUPTED} interrupted: the daemon stopped during it (check bcd status)"
+
+
+def drill(journal: Journal, service: str, drill_id: str, started: float,
+          end: tuple[float, str, str, tuple[int, ...]]) -> None:
+    """A round trip dorset → hampshire → dorset journaled as the drill runner does; `end`: (at, result, why,
+    runs)."""
+    journal.append(Event(EventKind.DRILL_STARTED, started, service, "hampshire", f"drill {drill_id} by test: q",
+                         DrillStarted(drill_id, "round_trip", 60.0, "test", "dorset", "hampshire")))
+    at, result, why, runs = end
+    journal.append(Event(EventKind.DRILL_FINISHED, at, service, None, why,
+                         DrillFinished(drill_id, "round_trip", result, runs)))
+
+
+def write_drills(journal: Journal, runs: RunJournal) -> None:
+    """The drills of the docstring: their events and their legs' runs (3 to 7)."""
+    drill(journal, "library", LIBRARY_PASSED, T0 + 6 * D,
+          (T0 + 6 * D + 410, "succeeded", f"drill {LIBRARY_PASSED} succeeded: hampshire served for 60s", (3, 4)))
+    run(runs, "library", "failover", "drill", ("dorset", "hampshire"), T0 + 6 * D, T0 + 6 * D + 200, None,
+        {"drill": LIBRARY_PASSED})
+    run(runs, "library", "failback", "drill", ("hampshire", "dorset"), T0 + 6 * D + 300, T0 + 6 * D + 400, None,
+        {"drill": LIBRARY_PASSED})
+    drill(journal, "payroll", PAYROLL_FAILED, T0 + 9 * D, (T0 + 9 * D + 420, "failed", PAYROLL_FAILED_WHY, (5, 6)))
+    run(runs, "payroll", "failover", "drill", ("dorset", "hampshire"), T0 + 9 * D, T0 + 9 * D + 200, None,
+        {"drill": PAYROLL_FAILED})
+    run(runs, "payroll", "failback", "drill", ("hampshire", "dorset"), T0 + 9 * D + 300, T0 + 9 * D + 400, None,
+        {"drill": PAYROLL_FAILED})
+    drill(journal, "library", LIBRARY_INTERRUPTED, T0 + 9 * D, (T0 + 9 * D + 6 * H, "interrupted", INTERRUPTED_WHY, ()))
+    run(runs, "library", "failover", "drill", ("dorset", "hampshire"), T0 + 9 * D, T0 + 9 * D + 200, None,
+        {"drill": LIBRARY_INTERRUPTED})
+
+
 def write_journal(path: Path) -> None:
     journal = Journal(path)
     with journal.transaction():
@@ -105,8 +148,7 @@ def write_journal(path: Path) -> None:
     runs = RunJournal(journal)
     run(runs, "payroll", "failover", "auto", ("dorset", "hampshire"), T0 + D + 120, T0 + D + 590, T0 + D, {})
     run(runs, "payroll", "failback", "operator", ("hampshire", "dorset"), T0 + 8 * D - 100, T0 + 8 * D - 10, None, {})
-    run(runs, "library", "failover", "drill", ("dorset", "hampshire"), T0 + 6 * D, T0 + 6 * D + 200, None,
-        {"drill": "library-quarterly"})
+    write_drills(journal, runs)
     journal.execute(SPANS_SCHEMA)
     journal.execute("INSERT INTO daemon_spans VALUES (?, ?, ?, 1)", (T0 - 2 * H, T0 + 5 * D, T0 + 5 * D))
     journal.execute("INSERT INTO daemon_spans VALUES (?, ?, ?, 2)", (T0 + 5 * D + 6 * H, END + H, END + H))
@@ -160,14 +202,54 @@ def test_incidents_recoveries_drills_and_risks(estate: Path) -> None:
     assert incident.recovery is not None and incident.recovery.run_id == 1
     assert [(r.run_id, r.kind.value, r.timeline.total, r.rto_met) for r in payroll.recoveries] == [
         (1, "failover", 590.0, False), (2, "failback", 90.0, True)]
-    assert payroll.drills == () and payroll.last_drill is None
+    assert payroll.last_drill is None  # its one drill failed though both its legs succeeded
     library = next(s for s in report.services if s.name == "library")
-    (drill,) = library.drills
-    assert drill.passed and library.last_drill == T0 + 6 * D + 200
+    assert library.last_drill == T0 + 6 * D + 410  # the passed drill's end; not the interrupted one's leg
     assert [(r.service, r.kind) for r in report.risks] == [
         ("payroll", "never_drilled"), ("payroll", "no_objective"), ("payroll", "standby_not_up"),
         ("payroll", "objective_missed")]
+    assert report.risks[0].text == "no drill has succeeded yet (in the period: 1 failed)"
     assert "standby dorset was not up for 17.20 % of its standby time" in report.risks[2].text
+
+
+def test_each_drill_has_its_own_outcome_reason_duration_and_runs(estate: Path) -> None:
+    report = report_of(estate)
+    services = {s.name: s for s in report.services}
+    listed = {name: [(d.id, d.kind, d.started, d.result, d.seconds, d.reason, [(r.run_id, r.result.value)
+                                                                                for r in d.runs])
+                     for d in service.drills] for name, service in services.items()}
+    assert listed == {
+        "payroll": [(PAYROLL_FAILED, "round_trip", T0 + 9 * D, "failed", 420.0, PAYROLL_FAILED_WHY,
+                     [(5, "succeeded"), (6, "succeeded")])],
+        "library": [
+            (LIBRARY_PASSED, "round_trip", T0 + 6 * D, "succeeded", 410.0,
+             f"drill {LIBRARY_PASSED} succeeded: hampshire served for 60s", [(3, "succeeded"), (4, "succeeded")]),
+            (LIBRARY_INTERRUPTED, "round_trip", T0 + 9 * D, "interrupted", 6 * H, INTERRUPTED_WHY,
+             [(7, "succeeded")])]}  # its run from the run's evidence: the end names none
+    assert [d.passed for d in services["library"].drills] == [True, False]
+    assert [r.run_id for r in services["payroll"].recoveries] == [1, 2]  # a drill's legs are not moves
+    html = render_html(report)
+    assert (f"<td><code>{PAYROLL_FAILED}</code></td><td>round_trip</td><td>2026-07-10 00:00 UTC</td>"
+            '<td><span class="bad">failed</span></td><td class=num>7m</td>') in html
+    assert "run 5 dorset → hampshire succeeded, run 6 hampshire → dorset succeeded" in html
+    md = render_md(report)
+    assert (f"- drill `{LIBRARY_INTERRUPTED}` (round_trip) 2026-07-10 00:00 UTC: interrupted, 6h; {INTERRUPTED_WHY} "
+            "(run 7 dorset → hampshire succeeded)") in md
+    drills = {s["name"]: s["drills"] for s in json.loads(render_json(report))["services"]}
+    assert [(d["drill"], d["result"], d["passed"], [r["run_id"] for r in d["runs"]]) for d in drills["library"]] == [
+        (LIBRARY_PASSED, "succeeded", True, [3, 4]), (LIBRARY_INTERRUPTED, "interrupted", False, [7])]
+
+
+def test_a_drill_the_journal_holds_no_end_of_is_listed_not_ended(estate: Path, tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "state" / "bcd.sqlite")
+    journal.append(Event(EventKind.DRILL_STARTED, T0 + 9 * D + 7 * H, "library", "hampshire", "drill under way",
+                         DrillStarted("library@later", "round_trip", 60.0, "test", "dorset", "hampshire")))
+    journal.close()
+    library = next(s for s in report_of(estate).services if s.name == "library")
+    (*_, later) = library.drills
+    assert (later.id, later.result, later.ended, later.reason, later.runs, later.passed) == (
+        "library@later", None, None, "", (), False)
+    assert library.last_drill == T0 + 6 * D + 410
 
 
 def test_the_report_states_the_chain_head_of_its_period(estate: Path, tmp_path: Path) -> None:
