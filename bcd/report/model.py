@@ -161,8 +161,8 @@ class Risk:
 
 @dataclass(frozen=True, slots=True)
 class PlanDrill:
-    """A drill of a recovery plan started in the period (bcd.drills.plan); its legs are also in the drills of each
-    service it moved."""
+    """A drill of a recovery plan started in the period (bcd.drills.plan); listed for the report as a whole: its
+    legs are not drills of the services it moved (nor do they count for their drill age)."""
 
     drill: str
     plan: str
