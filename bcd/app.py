@@ -40,7 +40,7 @@ from typing import Any
 import structlog
 from pydantic import TypeAdapter
 
-from bcd import booked_runs, config_record, drills, heap, systemd
+from bcd import booked_runs, config_record, drills, heap, sighup, systemd
 from bcd import config as config_module
 from bcd.booked_runs import BookedRuns
 from bcd.broker import steps_broker_link
@@ -174,7 +174,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._reload_pending = False  # a SIGHUP that came before every part ran
+        self._reload_pending: str | None = None  # who sent a SIGHUP that came before every part ran
         self._said_stopping = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -182,7 +182,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)  # sender unknown: see bcd.sighup
+        sighup.watch(loop, self._spawn_reload)  # `bcd run` blocked SIGHUP: this thread takes it, with its sender
         async with self.running():
             await self._stop.wait()
         return 0
@@ -205,8 +206,8 @@ class Daemon:
                     self._group = lifetimes.group  # from now on a SIGHUP reloads at once (before: once started)
                     self._spawn(self._ticker(self.scheduler))
                     self._start_systemd(self.scheduler)
-                    if self._reload_pending:
-                        self._spawn_reload()
+                    if self._reload_pending is not None:
+                        self._spawn_reload(self._reload_pending)
                     yield parts
             finally:
                 for sock in listeners:  # those the web server never took
@@ -406,18 +407,18 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     # -- reload --------------------------------------------------------------------------------------
-    def _spawn_reload(self) -> None:
+    def _spawn_reload(self, by: str = "SIGHUP") -> None:
         if self._group is None:  # still starting (or stopping): the reload follows once the group runs
-            self._reload_pending = True
+            self._reload_pending = by
             return
-        self._reload_pending = False
-        self._spawn(self._notified_reload())
+        self._reload_pending = None
+        self._spawn(self._notified_reload(by))
 
-    async def _notified_reload(self) -> None:
+    async def _notified_reload(self, by: str) -> None:
         """SIGHUP: RELOADING=1, reload, READY=1 — also after a failed reload (the old config keeps running)."""
         self.notifier.reloading()
         try:
-            await self.reload()
+            await self.reload(by)
         finally:
             self.notifier.ready(self._status_text())
 
