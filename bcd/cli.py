@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bcd import __version__, cli_bookings, cli_drills, sighup, tokens
+from bcd import __version__, cli_bookings, cli_drills, cli_reload, sighup, tokens
 from bcd.cli_plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
     add_plan_commands(commands, kit := ClientKit(_api, _call, add_client_arguments, _when, _local))
-    for extra in (cli_drills, cli_bookings):
+    for extra in (cli_drills, cli_bookings, cli_reload):
         extra.add_commands(commands, kit)
     tokens.add_commands(commands)
     add_journal_commands(commands)
