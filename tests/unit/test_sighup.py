@@ -59,3 +59,19 @@ def test_the_waiting_thread_hands_each_sighup_to_the_loop_with_its_sender() -> N
     first, *taken = out.splitlines()
     pid, name, uid = first.split()
     assert taken == [f"SIGHUP from pid {pid} ({name}, uid {uid})"] * 2
+
+
+def test_a_sighup_that_comes_while_a_child_starts_goes_to_the_handler_not_lost() -> None:
+    out = run("""
+        import os, signal
+        from bcd import sighup
+        taken = []
+        signal.signal(signal.SIGHUP, lambda signum, frame: taken.append(signum))  # the loop's handler, in the daemon
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        os.kill(os.getpid(), signal.SIGHUP)  # pending: no thread waits for it
+        print(len(taken), end=" ")
+        with sighup.unblocked():  # as while a child starts
+            pass
+        print(len(taken), sighup.blocked())
+    """)
+    assert out.split() == ["0", "1", "True"]
