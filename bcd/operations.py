@@ -187,8 +187,7 @@ class CancelBooking:
 
 @dataclass(frozen=True, slots=True)
 class Reload:
-    """Load the daemon's config file again (bcd.app), as a SIGHUP does: one that cannot be loaded is refused
-    (INVALID, with its problems) and changes nothing."""
+    """Load the config file again, as a SIGHUP does (bcd.app); one that cannot be loaded changes nothing: INVALID."""
 
     by: str
 
