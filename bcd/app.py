@@ -40,7 +40,7 @@ from typing import Any
 import structlog
 from pydantic import TypeAdapter
 
-from bcd import booked_runs, config_record, drills, heap, systemd
+from bcd import booked_runs, config_record, drills, heap, sighup, systemd
 from bcd import config as config_module
 from bcd.booked_runs import BookedRuns
 from bcd.broker import steps_broker_link
@@ -174,7 +174,8 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()  # the daemon's own loops: ticker, systemd, reloads
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._reload_pending = False  # a SIGHUP that came before every part ran
+        self._reload_pending: str | None = None  # who sent a SIGHUP that came before every part ran
+        self._reload_problems: list[str] = []  # the last reload's: what kept the running config
         self._said_stopping = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -182,7 +183,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)  # sender unknown: see bcd.sighup
+        sighup.watch(loop, self._spawn_reload)  # `bcd run` blocked SIGHUP: this thread takes it, with its sender
         async with self.running():
             await self._stop.wait()
         return 0
@@ -205,8 +207,8 @@ class Daemon:
                     self._group = lifetimes.group  # from now on a SIGHUP reloads at once (before: once started)
                     self._spawn(self._ticker(self.scheduler))
                     self._start_systemd(self.scheduler)
-                    if self._reload_pending:
-                        self._spawn_reload()
+                    if self._reload_pending is not None:
+                        self._spawn_reload(self._reload_pending)
                     yield parts
             finally:
                 for sock in listeners:  # those the web server never took
@@ -260,7 +262,7 @@ class Daemon:
         drills_made, run_drills = drills.make(self.journal, Operations(self.engine, plans=plans), self.view,
                                               self.engine.emit)  # with plans: a scheduled drill may be a plan's
         operations = Operations(self.engine, plans=plans, calendar=bookings.calendar, drills=drills_made,
-                                bookings=bookings)  # what the outputs and the web act through
+                                bookings=bookings, reload=self._asked_reload)  # what the outputs and web act through
         context = WebContext(view=self.view, operations=operations, metrics=self.metrics, ready=self.ready,
                              server=self.config.server)
         web_server = WebServer(build_app(context), self.config.server)
@@ -407,43 +409,51 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     # -- reload --------------------------------------------------------------------------------------
-    def _spawn_reload(self) -> None:
+    def _spawn_reload(self, by: str = "SIGHUP") -> None:
         if self._group is None:  # still starting (or stopping): the reload follows once the group runs
-            self._reload_pending = True
+            self._reload_pending = by
             return
-        self._reload_pending = False
-        self._spawn(self._notified_reload())
+        self._reload_pending = None
+        self._spawn(self._notified_reload(by))
 
-    async def _notified_reload(self) -> None:
+    async def _notified_reload(self, by: str) -> None:
         """SIGHUP: RELOADING=1, reload, READY=1 — also after a failed reload (the old config keeps running)."""
         self.notifier.reloading()
         try:
-            await self.reload()
+            await self.reload(by)
         finally:
             self.notifier.ready(self._status_text())
+
+    async def _asked_reload(self, by: str) -> list[str] | None:
+        """An operator's reload (bcd.operations), told to systemd as a SIGHUP's: the problems that kept the running
+        config (none: reloaded); None while starting or stopping."""
+        if self._group is None:
+            return None
+        await self._notified_reload(by)
+        return self._reload_problems  # this reload's: nothing ran since it ended
 
     async def reload(self, by: str = "SIGHUP") -> bool:
         """Load the config again, journaled as asked `by`; keep the running one if the new one is invalid. One at a
         time, in a thread (probes keep their schedule). Any failure is a `config_reload_failed` (metric: 0)."""
         async with self._reload_lock:
             try:
-                return await self._reload(by)
+                self._reload_problems = await self._reload(by)
             except Exception as exc:  # a bug must not leave a dead task and a metric saying all is well
                 self.metrics.reload.successful = False
+                self._reload_problems = [f"{type(exc).__name__}: {exc} (a bug: the log has its traceback)"]
                 log.error("config_reload_failed", config=self.config_path, reason=f"{type(exc).__name__}: {exc}",
                           exc_info=True)
-                return False
             finally:
                 heap.trim()  # what a failed load of a large file took goes back to the system too
+            return not self._reload_problems
 
-    async def _reload(self, by: str) -> bool:
+    async def _reload(self, by: str) -> list[str]:
+        """The reload; the problems that kept the running config (none: reloaded)."""
         log.info("reloading", config=self.config_path)
         try:
             new = await in_daemon_thread(load_config, self.config_path, self.overrides)
         except ConfigError as exc:
-            self.metrics.reload.successful = False
-            log.error("config_reload_failed", config=self.config_path, errors=[str(i) for i in exc.issues])
-            return False
+            return self._invalid(exc)
         if new.server != self.config.server or new.state_dir != self.config.state_dir:
             log.warning("reload_ignores", fields="server, state_dir", hint="restart to change them")
         if new.cluster != self.config.cluster or new.vantage != self.config.vantage:
@@ -452,9 +462,7 @@ class Daemon:
         try:
             build = self._prebuilt(new)
         except ConfigError as exc:
-            self.metrics.reload.successful = False
-            log.error("config_reload_failed", config=self.config_path, errors=[str(i) for i in exc.issues])
-            return False
+            return self._invalid(exc)
         self.config = new
         self.engine.apply_config(new)
         parts.runner.secrets = new.secrets
@@ -468,7 +476,14 @@ class Daemon:
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()
         log.info("reloaded", services=len(new.services), probes=parts.scheduler.stats.probes)
-        return True
+        return []
+
+    def _invalid(self, exc: ConfigError) -> list[str]:
+        """A reload refused for `exc`'s problems (logged, metric 0): the running config stays."""
+        self.metrics.reload.successful = False
+        problems = [str(issue) for issue in exc.issues]
+        log.error("config_reload_failed", config=self.config_path, errors=problems)
+        return problems
 
 
 def _alone(failed: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -60,11 +60,12 @@ class Action(StrEnum):
     MAINTENANCE = "set maintenance"
     APPROVE = "approve a run"
     ABORT = "abort a run"
+    RELOAD = "reload the config"
 
 
 NEEDS: Mapping[Action, Role] = {
     Action.TRANSFER: Role.OPERATOR, Action.ACKNOWLEDGE: Role.OPERATOR, Action.MAINTENANCE: Role.OPERATOR,
-    Action.APPROVE: Role.APPROVER, Action.ABORT: Role.APPROVER,
+    Action.APPROVE: Role.APPROVER, Action.ABORT: Role.APPROVER, Action.RELOAD: Role.OPERATOR,
 }
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bcd import __version__, cli_bookings, cli_drills, tokens
+from bcd import __version__, cli_bookings, cli_drills, cli_reload, sighup, tokens
 from bcd.cli_plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
     run.add_argument("--vantage", default=os.environ.get("BCD_VANTAGE"), help="site this daemon runs in")
     run.add_argument("--log-level", default=os.environ.get("BCD_LOG_LEVEL", "info"))
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=sighup.first(cmd_run))  # SIGHUP blocked before any thread starts: bcd.sighup
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
     add_operator_commands(commands)
     add_plan_commands(commands, kit := ClientKit(_api, _call, add_client_arguments, _when, _local))
-    for extra in (cli_drills, cli_bookings):
+    for extra in (cli_drills, cli_bookings, cli_reload):
         extra.add_commands(commands, kit)
     tokens.add_commands(commands)
     add_journal_commands(commands)

@@ -88,6 +88,9 @@ def _problem_text(exc: urllib.error.HTTPError) -> str:
     try:
         problem = json.loads(exc.read())
         detail = problem.get("detail") or problem.get("title")
-    except (ValueError, AttributeError):
+        problems = problem.get("problems")  # a config that cannot be loaded: one FILE:LINE: path: message a line
+        if isinstance(problems, list):
+            detail += "".join(f"\n{line}" for line in problems)
+    except (ValueError, AttributeError, TypeError):
         detail = exc.reason
     return f"HTTP {exc.code}: {detail}"

@@ -1,6 +1,7 @@
 """The one place that carries out an operator's or a machine's intent on the estate: failover, failback,
 acknowledge, maintenance start and end, approve and abort; and recovery plans (run, resume, abort, done, approve
-a gate), carried out by `bcd.plans` which moves each service through here like any other caller.
+a gate), carried out by `bcd.plans` which moves each service through here like any other caller; and a reload
+of the daemon's config (bcd.app does it).
 
 Every surface (the HTTP API, the MQTT command reader, and the CLI through the API) finds out who is asking
 in its own way (a token, a signing key), then hands a typed request naming `by` to `Operations.perform`, with
@@ -17,18 +18,19 @@ back as `Refused` with a kind (that the API maps to its status) and a readable r
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bcd.authority import TRUSTED, Action, Actor
 from bcd.engine import Engine, RequestRefused
 from bcd.events import ApprovalRefused, Event, EventKind
-from bcd.journal import JournalWriteError, RunRecord
-from bcd.model import Guard, PlanRef, RunKind
-from bcd.plans.model import PlanRun
+from bcd.journal import JournalWriteError
+from bcd.model import PlanRef, RunKind
+from bcd.outcomes import Accepted, Outcome, Refusal, Refused
 from bcd.policy import Request
 from bcd.runbooks.runner import RunConflict, RunRequest
+
+__all__ = ["Accepted", "Outcome", "Refusal", "Refused"]  # re-exported (bcd.outcomes): the surfaces import them here
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +186,16 @@ class CancelBooking:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """Load the config file again, as a SIGHUP does (bcd.app); one that cannot be loaded changes nothing: INVALID."""
+
+    by: str
+
+
 PlanIntent = RunPlan | ResumePlan | AbortPlan | PlanDone | ApproveGate
 ServiceIntent = Transfer | Acknowledge | StartMaintenance | BookMaintenance | EndMaintenance | Approve | Abort | Drill
-Intent = ServiceIntent | PlanIntent | CancelBooking | DrillPlan
+Intent = ServiceIntent | PlanIntent | CancelBooking | DrillPlan | Reload
 
 
 class PlanControl(Protocol):
@@ -231,35 +240,11 @@ class BookingControl(Protocol):
     def listing(self, booking: str | None = None) -> list[dict[str, Any]]: ...
 
 
-class Refusal(StrEnum):
-    FORBIDDEN = "forbidden"  # the actor's role or scope does not allow it (HTTP 403)
-    NOT_FOUND = "not_found"  # no such service, site or run (HTTP 404)
-    CONFLICT = "conflict"  # a guard of the policy, or the run is not in the state asked for (HTTP 409)
-    UNAVAILABLE = "unavailable"  # the journal cannot be written, or the runner is not started (HTTP 503)
+class ReloadControl(Protocol):
+    """What reloads the config (bcd.app): the problems that kept the running one (none: reloaded); None while the
+    daemon is starting or stopping."""
 
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """Done: `detail` says what happened in a sentence; the rest is what the action produced."""
-
-    detail: str
-    run: RunRecord | None = None  # the run a transfer started
-    runs: list[int] = field(default_factory=list)  # the runs an acknowledgement covered
-    sites: list[str] = field(default_factory=list)  # the sites a maintenance start or end covered
-    until: float | None = None  # when the maintenance started ends
-    plan_run: PlanRun | None = None  # the plan run started, resumed or changed
-    drill: dict[str, Any] | None = None  # the drill started (bcd.drills)
-    booking: dict[str, Any] | None = None  # the booking made or cancelled (bcd.bookings, as JSON)
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    kind: Refusal
-    reason: str
-    guard: Guard | None = None  # the policy's guard that refused a transfer
-
-
-Outcome = Accepted | Refused
+    async def __call__(self, by: str) -> list[str] | None: ...
 
 
 class Operations:
@@ -270,8 +255,10 @@ class Operations:
     later), so a plan never starts a plan; without them those intents are refused as not started."""
 
     def __init__(self, engine: Engine, *, plans: PlanControl | None = None, calendar: CalendarControl | None = None,
-                 drills: DrillControl | None = None, bookings: BookingControl | None = None) -> None:
+                 drills: DrillControl | None = None, bookings: BookingControl | None = None,
+                 reload: ReloadControl | None = None) -> None:
         self._engine = engine
+        self._reload = reload
         self._plans = plans
         self._calendar = calendar
         self._drills = drills
@@ -282,7 +269,7 @@ class Operations:
         """These operations with more parts: for a part that acts through operations including itself (a drill
         schedule starts drills), made once the part exists."""
         return Operations(self._engine, plans=plans or self._plans, calendar=calendar or self._calendar,
-                          drills=drills or self._drills, bookings=bookings or self._bookings)
+                          drills=drills or self._drills, bookings=bookings or self._bookings, reload=self._reload)
 
     def bookings(self, booking: str | None = None) -> list[dict[str, Any]]:
         """The bookings (runs and maintenance windows) to come by time, then the latest decided; or only the one
@@ -357,6 +344,9 @@ class Operations:
             return await self._plan(intent, actor)
         if isinstance(intent, CancelBooking):
             return await self._cancel(intent, actor)
+        if isinstance(intent, Reload):  # the config of every service: an operator's, of no narrower scope
+            forbidden = self.permitted(actor, Action.RELOAD) or self._scoped(actor, None, "a reload")
+            return forbidden or await self._reloaded(intent)
         unknown = None if intent.service is None else self.unknown_service(intent.service)
         if unknown is not None:
             return unknown
@@ -425,15 +415,24 @@ class Operations:
         service, action = target
         return self.permitted(actor, action) or self._scoped(actor, service) or await self._bookings.cancel(intent)
 
-    def _scoped(self, actor: Actor, service: str | None) -> Refused | None:
-        """The refusal when `service` (None: a recovery plan, which acts on services of every owner) is outside
-        `actor`'s scope, or None."""
+    def _scoped(self, actor: Actor, service: str | None, what: str = "a recovery plan") -> Refused | None:
+        """The refusal when `service` (None: `what`, which acts on services of every owner) is outside `actor`'s
+        scope, or None."""
         if service is not None:
             return self.out_of_scope(actor, service)
         if actor.scope is None:
             return None
         return Refused(Refusal.FORBIDDEN, f"{actor.name} may act only on services labelled {actor.scope}; "
-                                          "a recovery plan acts on services of every owner")
+                                          f"{what} acts on services of every owner")
+
+    async def _reloaded(self, intent: Reload) -> Outcome:
+        problems = None if self._reload is None else await self._reload(intent.by)
+        if problems is None:
+            return Refused(Refusal.UNAVAILABLE, "the daemon is starting or stopping: try again")
+        if problems:
+            return Refused(Refusal.INVALID, f"the config has {len(problems)} problem(s): the running config is kept",
+                           problems=tuple(problems))
+        return Accepted("config reloaded")
 
     async def _transfer(self, intent: Transfer) -> Outcome:
         """Through `engine.submit()`: on a cluster member it first takes the service's lock in etcd."""

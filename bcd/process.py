@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bcd import sighup
+
 REAP_GRACE = 1.0
 READ_CHUNK = 65536
 DRAIN_READS = 64  # after the child's exit: at most this many chunks more (a grandchild may keep writing)
@@ -65,12 +67,14 @@ async def run_child(
 
 
 def _spawn(argv: Sequence[str], env: dict[str, str], merge_stderr: bool) -> subprocess.Popen[bytes]:
-    """Start the child (vfork + exec: as quick as the loop's own subprocess support, which also blocks)."""
-    return subprocess.Popen(  # argv from the config, never a shell
-        list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_stderr else subprocess.DEVNULL,
-        env=env, start_new_session=True, close_fds=True,
-    )
+    """Start the child (vfork + exec: as quick as the loop's own subprocess support, which also blocks), with
+    SIGHUP not blocked (`bcd run` blocks it in every thread of its own: bcd.sighup)."""
+    with sighup.unblocked():
+        return subprocess.Popen(  # argv from the config, never a shell
+            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.DEVNULL,
+            env=env, start_new_session=True, close_fds=True,
+        )
 
 
 class _Child:

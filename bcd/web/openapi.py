@@ -15,7 +15,7 @@ from bcd.model import RunResult, ServiceStatus, SiteState
 from bcd.plans.model import MoveState, PlanState
 from bcd.web import bookings
 from bcd.web.drills import DRILL_SCHEMA, PLAN_DRILL_SCHEMA, DrillBody, PlanDrillBody
-from bcd.web.inputs import INT64
+from bcd.web.inputs import INT64, Body
 from bcd.web.operations import MaintenanceBody, ReasonBody, TransferBody
 from bcd.web.plans import PlanAbortBody, PlanRunBody
 from bcd.web.recoveries import RECOVERY_SCHEMA
@@ -207,6 +207,12 @@ def document() -> dict[str, Any]:
                                          "responses": {"200": _json({"type": "object"}), "4XX": PROBLEM}}},
         "/api/v1/whoami": {"get": _op("whoami", "The caller: name, role, scope, and what it may do where", {
             "200": _json({"type": "object", "required": ["name", "role", "actions", "services"]})})},
+        "/api/v1/reload": {"post": {**_op(
+            "reload", "Load the config file again, as a SIGHUP does (operator, any scope); 422 with its problems "
+            "(FILE:LINE: path: message) when it cannot be loaded: nothing changed", {"200": _json({
+                "type": "object", "required": ["reloaded", "by", "detail"], "properties": {
+                    "reloaded": {"const": True}, "by": {"type": "string"}, "detail": {"type": "string"}}})},
+            operator=True), "requestBody": {**_body(Body), "required": False}}},  # none, or {}
         "/api/v1/services": {"get": _op("listServices", "Every service with its sites", {"200": _json({
             "type": "object", "required": ["services"],
             "properties": {"services": {"type": "array", "items": _ref("Service")}}})})},

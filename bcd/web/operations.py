@@ -1,4 +1,4 @@
-"""Operator endpoints: failover, failback, acknowledge, runs, approve, abort."""
+"""Operator endpoints: failover, failback, acknowledge, runs, approve, abort, reload."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from bcd.operations import (
     Intent,
     Refusal,
     Refused,
+    Reload,
     StartMaintenance,
     Transfer,
 )
@@ -64,6 +65,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/runs/{run}/approve", approve)
     app.router.add_post("/api/v1/runs/{run}/abort", abort)
     app.router.add_get("/api/v1/whoami", whoami)
+    app.router.add_post("/api/v1/reload", reload_config)
 
 
 def caller(request: web.Request, role: Role = Role.VIEWER) -> Actor:
@@ -116,13 +118,16 @@ def unavailable(detail: str) -> web.Response:
 
 
 def refused(outcome: Refused, **extra: object) -> web.Response:
-    """A refusal of `bcd.operations` as its problem: 403 forbidden, 404 unknown, 409 conflict, 503 unavailable."""
+    """A refusal of `bcd.operations` as its problem: 403 forbidden, 404 unknown, 409 conflict, 422 invalid (with
+    its `problems`), 503 unavailable."""
     if outcome.kind is Refusal.NOT_FOUND:
         return problem(404, "Not Found", outcome.reason)
     if outcome.kind is Refusal.FORBIDDEN:
         return problem(403, "Forbidden", outcome.reason)
     if outcome.kind is Refusal.CONFLICT:
         return problem(409, "Conflict", outcome.reason, **extra)
+    if outcome.kind is Refusal.INVALID:
+        return problem(422, "Unprocessable Content", outcome.reason, problems=list(outcome.problems))
     return unavailable(outcome.reason)
 
 
@@ -263,3 +268,16 @@ async def whoami(request: web.Request) -> web.Response:
     scope = None if who.scope is None else who.scope.labels
     return web.json_response({"name": who.name, "role": who.role.word, "scope": scope, "actions": actions,
                               "services": services})
+
+
+@handler
+async def reload_config(request: web.Request) -> web.Response:
+    """Load the config file again, as a SIGHUP does, journaled `by: "api: <token>"` (operator, unscoped): 200 once
+    reloaded; 422 with its `problems` (`FILE:LINE: path: message`) when it cannot be loaded: nothing changed."""
+    who = actor(request, Action.RELOAD)
+    await body_of(request, Body)  # nothing to say: an empty body or {}
+    by = f"api: {who.name}"
+    done = await _perform(request, Reload(by), who)
+    if isinstance(done, web.Response):
+        return done
+    return web.json_response({"reloaded": True, "by": by, "detail": done.detail})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 import sys
@@ -45,7 +46,8 @@ async def test_a_running_daemons_journal_verifies_and_a_reload_and_a_run_are_cha
     assert run["result"] == "succeeded"
     write_config(estate.config_path, {**config, "defaults": {**config["defaults"], "fall": 3}})
     daemon.send(signal.SIGHUP)
-    reloaded = await daemon.wait_log(lambda line: line["event"] == "config_load_journaled" and line["by"] == "SIGHUP")
+    reloaded = await daemon.wait_log(lambda line: line["event"] == "config_load_journaled" and line["by"] != "start")
+    assert reloaded["by"].startswith(f"SIGHUP from pid {os.getpid()} (")  # this test process sent it
     assert reloaded["changed"] == 1
     code, out = await verify(estate.config_path)  # while the daemon runs and writes
     assert code == 0, out
