@@ -30,7 +30,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
-FLOOR = 10_000  # below: well-known and registered services' ports (postgres, etcd, prometheus, mosquitto, ...)
+# Below: well-known and registered services' ports (postgres, etcd, prometheus, mosquitto, ...) and the demo
+# estate's fixed ones (config/demo.yaml: 19100-19204), which a test may start while another holds a pool port.
+FLOOR = 20_000
 DIRECTORY = Path(tempfile.gettempdir()) / f"bcd-test-ports-{os.getuid()}"
 
 

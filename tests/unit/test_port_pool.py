@@ -93,8 +93,10 @@ def test_a_port_in_use_for_tcp_or_udp_is_skipped(tmp_path: Path) -> None:
 
 def test_ports_come_from_outside_the_kernels_ephemeral_range(tmp_path: Path) -> None:
     setting = tmp_path / "ip_local_port_range"
-    setting.write_text("20000\t60000\n")
-    assert candidate_ports(setting) == [*range(10_000, 20_000), *range(60_001, 65_536)]
+    setting.write_text("25000\t60000\n")
+    assert candidate_ports(setting) == [*range(20_000, 25_000), *range(60_001, 65_536)]
+    setting.write_text("1024 65535\n")  # nothing outside it: the bind check alone keeps clear of others
+    assert candidate_ports(setting) == list(range(20_000, 65_536))
     low, high = (int(field) for field in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     assert not any(low <= port <= high for port in POOL.ports)
     assert not low <= free_port() <= high
