@@ -17,13 +17,18 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tests.helpers import ports
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port nothing listens on right now (bound then released), on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A 127.0.0.1 port, free for TCP and UDP, that nothing else is handed until this process exits: outside
+    the kernel's ephemeral range and reserved across processes (`tests.helpers.ports` says how and why a port
+    merely bound and released is not enough). `kind` stays for the callers that name the socket type they
+    will bind; the port is checked free for both. The interface is the old one on purpose: every caller that
+    cannot start its server on port 0 and read the port back (subprocesses: the daemon, mosquitto, etcd)
+    gets the reservation without changing."""
+    del kind  # checked free for both kinds
+    return ports.POOL.take()
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:

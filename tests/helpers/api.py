@@ -64,6 +64,10 @@ class Api(DaemonProcess):
         return text
 
     def cli(self, *args: str, token: str = OPERATOR) -> subprocess.CompletedProcess[str]:
+        """`bcd ARGS` against this daemon. It blocks: from an async test call it through `asyncio.to_thread`, so
+        the event loop goes on serving the targets and recorder the daemon calls while `bcd` starts (a second or
+        more under load; blocked that long, a loop's HTTP target misses the daemon's probes and its site goes
+        degraded)."""
         env = {"BCD_URL": self.url, "BCD_TOKEN": token, "PATH": "/usr/bin:/bin"}
         return subprocess.run([sys.executable, "-m", "bcd", *args], capture_output=True, text=True, env=env,
                               timeout=30, check=False)

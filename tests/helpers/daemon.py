@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -16,12 +15,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.helpers import free_port  # noqa: F401 (callers import the reserved ports from here too)
 
 
 def metric_value(text: str, sample: str) -> float | None:

@@ -5,6 +5,7 @@ anything; and clear refusals for unknown plans and plan runs."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -153,7 +154,7 @@ async def test_kill_mid_plan_then_resume_runs_nothing_twice(tmp_path: Path) -> N
         assert status == 409 and "slow (run " in body["detail"] and "was cut short" in body["detail"], body
         status, _, body = await daemon.call("POST", f"/api/v1/plan-runs/{run_id}/services/slow/done")
         assert status == 200, body
-        result = daemon.cli("plan", "resume", str(run_id))
+        result = await asyncio.to_thread(daemon.cli, "plan", "resume", str(run_id))
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == f"plan run {run_id} of evacuate resumed"
         run = await wait_plan(daemon, run_id, lambda run: run["ended"] is not None)
@@ -176,11 +177,11 @@ async def test_unknown_plans_and_runs_are_refused_clearly(tmp_path: Path) -> Non
         assert status == 403
         status, _, body = await daemon.call("POST", "/api/v1/plans/evacuate/run", token=None, body={"reason": "x"})
         assert status == 401
-        result = daemon.cli("plan", "run", "nosuch", "--reason", "x")
+        result = await asyncio.to_thread(daemon.cli, "plan", "run", "nosuch", "--reason", "x")
         assert (result.returncode, result.stderr.strip()) == (1, "bcd: HTTP 404: no plan named 'nosuch'")
-        result = daemon.cli("plan", "show", "evacuate")
+        result = await asyncio.to_thread(daemon.cli, "plan", "show", "evacuate")
         assert result.returncode == 0 and result.stdout.startswith("plan evacuate: dorset -> hampshire"), result
-        result = daemon.cli("plan", "run", "evacuate", "--reason", "x", "--dry-run")
+        result = await asyncio.to_thread(daemon.cli, "plan", "run", "evacuate", "--reason", "x", "--dry-run")
         assert result.returncode == 0 and "group 1:\n  a" in result.stdout, result
         status, _, body = await daemon.call("GET", "/api/v1/plan-runs", token=VIEWER)
         assert (status, body) == (200, {"plan_runs": []})

@@ -65,12 +65,20 @@ class Estate:
             e.kind is EventKind.PLAN_FINISHED and e.data.plan_run == run_id for e in self.seen), timeout)  # type: ignore[union-attr]
 
     async def until(self, run_id: int, check: Callable[[PlanRun], bool], timeout: float = 20.0) -> PlanRun:
-        async with self.engine.bus.subscription("test") as events, asyncio.timeout(timeout):
-            while True:
-                run = self.plans.journal.get(run_id)
-                if run is not None and check(run):
-                    return run
-                self.seen.append(await events.get())
+        """The plan run once `check` holds; on timeout, an AssertionError saying what was last journaled and
+        seen (a slow or flaky run explains itself)."""
+        run = None
+        try:
+            async with self.engine.bus.subscription("test") as events, asyncio.timeout(timeout):
+                while True:
+                    run = self.plans.journal.get(run_id)
+                    if run is not None and check(run):
+                        return run
+                    self.seen.append(await events.get())
+        except TimeoutError:
+            raise AssertionError(f"plan run {run_id}: not as awaited within {timeout:g}s; journaled: {run}; "
+                                 f"seen: {[(e.kind, e.reason) for e in self.seen]}; runs: "
+                                 f"{self.engine.runs.recent(limit=10)}") from None
 
     def order(self) -> tuple[list[str], int]:
         runs = {record.service: record for record in self.engine.runs.recent(limit=500)}
