@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from bcd import impact
+from bcd import impact, policy
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
 from bcd.drills.records import DrillJournal
@@ -106,6 +106,10 @@ class EstateView(Protocol):
 
     def drill_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""
+
+    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
+        """The policy's answer to `request` now, as if `active` (default: where it is) were the service's active
+        site: a later leg of a drill, checked before the first. Starts nothing."""
 
 
 class EngineView:
@@ -204,6 +208,11 @@ class EngineView:
 
     def drill_successes(self) -> dict[str, float]:
         return self._drills.last_successes()
+
+    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
+        snapshot = self._engine.snapshot(service)
+        snapshot = snapshot if active is None else replace(snapshot, active=active)
+        return policy.check_request(snapshot, request, self._engine.clock())
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
