@@ -72,6 +72,10 @@ class EstateView(Protocol):
 
     def run_in_progress(self, service: str) -> RunInProgress | None: ...
 
+    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
+        """The policy's answer to `request` now, as if `active` (default: where it is) were the service's active
+        site: a later leg of a drill, checked before the first. Starts nothing."""
+
     def recoveries(self, service: str, limit: int = 50) -> list[Recovery]:
         """The service's newest recoveries (runs that are not dry runs, as timelines), newest first."""
 
@@ -106,10 +110,6 @@ class EstateView(Protocol):
 
     def drill_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""
-
-    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
-        """The policy's answer to `request` now, as if `active` (default: where it is) were the service's active
-        site: a later leg of a drill, checked before the first. Starts nothing."""
 
 
 class EngineView:
@@ -164,6 +164,11 @@ class EngineView:
         waiting = None if run.approval is None else run.waiting_step
         return RunInProgress(run.id, run.request.kind, run.request.to_site, waiting)
 
+    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
+        snapshot = self._engine.snapshot(service)
+        snapshot = snapshot if active is None else replace(snapshot, active=active)
+        return policy.check_request(snapshot, request, self._engine.clock())
+
     def recoveries(self, service: str, limit: int = 50) -> list[Recovery]:
         return self._recoveries.recent(service, self.config.objectives(service).rto, limit)
 
@@ -208,11 +213,6 @@ class EngineView:
 
     def drill_successes(self) -> dict[str, float]:
         return self._drills.last_successes()
-
-    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
-        snapshot = self._engine.snapshot(service)
-        snapshot = snapshot if active is None else replace(snapshot, active=active)
-        return policy.check_request(snapshot, request, self._engine.clock())
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:
