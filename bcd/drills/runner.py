@@ -92,7 +92,7 @@ class Drills:
         view = estate.services[service]
         return Facts(
             service, kind, view.status, view.active, {site: estate.sites[(service, site)] for site in spec.sites},
-            unfit=unfit(spec, kind), failback_auto=spec.failback is not None and spec.failback.mode == "auto",
+            unfit=unfit(spec, kind),
             drilling=self.live[service].id if service in self.live else None,
             running=None if run is None else run.id, unacknowledged=None if unacked is None else unacked.id,
             blackout=blackout)
@@ -102,8 +102,8 @@ class Drills:
         background) or Refused (CONFLICT) with the reason."""
         now = self._clock()
         origin = self._estate.services[intent.service].active
-        target = origin if intent.kind == "runbook" else next(
-            site for site in self._estate.config.services[intent.service].sites if site != origin)
+        target = origin if intent.kind == "runbook" else next(  # none: unfit refuses it (no standby)
+            (site for site in self._estate.config.services[intent.service].sites if site != origin), origin)
         drill_id = f"{intent.service}@{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%SZ')}"
         why = refusal(self.facts(intent.service, intent.kind, now))
         if why is None and intent.kind == "round_trip":  # both legs, before the first: it must be able to end
