@@ -1,6 +1,7 @@
 """A drill's runs in `bcd_runbook_runs_total` carry trigger="drill", which BcdRunbookRunUnsuccessful leaves out
 (prometheus/alerts.yml; promtool cases in alerts.test.yml): a plan drill's moves too, though their trigger is
-`plan` (the real daemon, a plan drill of one service on loopback HTTP targets)."""
+`plan`; and a plan drill's plan run is not counted in `bcd_plan_runs_total` (BcdPlanRunFailed's): it is the
+drill's (the real daemon, a plan drill of one service on loopback HTTP targets)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.integration.test_drills import both_up, finished
 from tests.integration.test_plan_drills import PLAN_CONFIG
 
 
-async def test_a_plan_drills_moves_are_counted_as_a_drills_runs(tmp_path: Path) -> None:
+async def test_a_plan_drills_runs_are_counted_as_a_drills(tmp_path: Path) -> None:
     async with api_daemon(tmp_path, PLAN_CONFIG) as (daemon, _, _):
         await both_up(daemon)
         status, _, body = await daemon.call("POST", "/api/v1/plans/evacuate/drill", body={"reason": "plan test"})
@@ -22,3 +23,4 @@ async def test_a_plan_drills_moves_are_counted_as_a_drills_runs(tmp_path: Path) 
         assert sample(metrics, "bcd_runbook_runs_total", service="payroll", trigger="drill", result="succeeded") == 2
         assert sample(metrics, "bcd_runbook_runs_total", service="payroll", trigger="operator",
                       result="succeeded") in (None, 0.0), metrics
+        assert sample(metrics, "bcd_plan_runs_total", plan="evacuate", result="succeeded") == 0, metrics
