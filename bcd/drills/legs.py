@@ -29,6 +29,11 @@ class Legs:
         there = self._estate.verdict(service, Request(RunKind.FAILOVER, target, drill=drill))
         if there.to_site is None:
             return f"its move to {target} would be refused: {_unforceable(there.reason)}"
+        return self.back_refusal(service, origin, target, drill)
+
+    def back_refusal(self, service: str, origin: str, target: str, drill: str) -> str | None:
+        """Why the policy would refuse, now, to move `service` back to `origin` from `target` (where the drill
+        takes it), or None."""
         back = self._estate.verdict(service, Request(self._back_kind(service, origin), origin, drill=drill), target)
         if back.to_site is None:
             return f"its move back to {origin} would be refused: {_unforceable(back.reason)}"

@@ -128,13 +128,7 @@ async def test_a_drill_aborts_and_fails_back_when_its_target_degrades_mid_hold(t
 async def test_a_drill_is_refused_when_its_move_back_would_be_refused_by_a_real_failbacks_cooldown(
         tmp_path: Path) -> None:
     async with api_daemon(tmp_path, SHORT_FAILOVER_COOLDOWN) as (daemon, _, _):
-        await both_up(daemon)
-        for kind, body in (("failover", {"reason": "real"}), ("failback", {"reason": "real", "force": True})):
-            status, _, run = await daemon.call("POST", f"/api/v1/services/payroll/{kind}", body=body)
-            assert status == 202, run
-            await daemon.wait_log(succeeded(run["id"]))
-        await both_up(daemon)
-        assert (await service(daemon))["active"] == "dorset"
+        await after_a_real_failback(daemon)
         status, body = await drill(daemon, hold="1s")
         assert status == 409, body
         assert body["detail"].startswith("drill refused: its move back to dorset would be refused: cooldown: "), body
@@ -142,6 +136,27 @@ async def test_a_drill_is_refused_when_its_move_back_would_be_refused_by_a_real_
         assert (await service(daemon))["active"] == "dorset"
         assert [r for r in await recoveries(daemon) if r["kind"] == "drill"] == []
 
+
+async def test_a_plan_drill_is_refused_when_a_services_move_back_would_be_refused(tmp_path: Path) -> None:
+    plans = SHORT_FAILOVER_COOLDOWN + "plans:\n  evacuate: {{from: dorset, to: hampshire}}\n"
+    async with api_daemon(tmp_path, plans) as (daemon, _, _):
+        await after_a_real_failback(daemon)
+        status, _, body = await daemon.call("POST", "/api/v1/plans/evacuate/drill", body={"reason": "plan test"})
+        assert status == 409, body
+        assert body["detail"].startswith("drill refused: payroll: its move back to dorset would be refused: "
+                                         "cooldown: "), body
+        assert (await service(daemon))["active"] == "dorset"
+
+
+async def after_a_real_failback(daemon: Api) -> None:
+    """payroll moved to hampshire and back by real runs (the failback forced), then both sites up on dorset."""
+    await both_up(daemon)
+    for kind, body in (("failover", {"reason": "real"}), ("failback", {"reason": "real", "force": True})):
+        status, _, run = await daemon.call("POST", f"/api/v1/services/payroll/{kind}", body=body)
+        assert status == 202, run
+        await daemon.wait_log(succeeded(run["id"]))
+    await both_up(daemon)
+    assert (await service(daemon))["active"] == "dorset"
 
 async def test_a_move_back_refused_mid_drill_names_the_command_that_restores_the_service(tmp_path: Path) -> None:
     async with api_daemon(tmp_path, DRILL_CONFIG) as (daemon, _, _):
