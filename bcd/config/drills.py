@@ -139,6 +139,15 @@ def unfit(service: ServiceConfig, kind: str) -> str | None:
     return None
 
 
+def _clustered(config: Config) -> Iterator[Problem]:
+    """A runbook drill is always refused on a cluster member (it moves nothing, so no lock orders it)."""
+    if config.cluster is not None:
+        for name, drill in config.drills.items():
+            if drill.kind == "runbook":
+                yield ("drills", name, "kind"), ("a runbook drill is not carried out on a cluster member "
+                                                 "(use round_trip)")
+
+
 def problems(config: Config, now: datetime) -> Iterator[Problem]:
     """Every drill checked against the config and the time `now`; every service's drill_runbook."""
     yield from _clustered(config)
@@ -156,11 +165,3 @@ def problems(config: Config, now: datetime) -> Iterator[Problem]:
             yield (*where, "at"), (f"{drill.at!r} never fires outside the blackouts in the next "
                                    f"{calendar.HORIZON_YEARS} years")
 
-
-def _clustered(config: Config) -> Iterator[Problem]:
-    """A runbook drill is always refused on a cluster member (it moves nothing, so no lock orders it)."""
-    if config.cluster is not None:
-        for name, drill in config.drills.items():
-            if drill.kind == "runbook":
-                yield ("drills", name, "kind"), ("a runbook drill is not carried out on a cluster member "
-                                                 "(use round_trip)")

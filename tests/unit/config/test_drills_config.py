@@ -75,14 +75,6 @@ def test_bad_values() -> None:
     assert issues[3] == "bcd.yaml:10: drills.d.hold: must be between 0s and 1d"
 
 
-def test_a_drill_runbook_must_exist() -> None:
-    text = ESTATE.replace("failback: {runbook: move}, ", "failback: {runbook: move}, drill_runbook: nosuch, ")
-    with pytest.raises(ConfigError) as caught:
-        parse(text, "bcd.yaml")
-    assert [str(issue) for issue in caught.value.issues] == [
-        "bcd.yaml:4: services.payroll.drill_runbook: unknown runbook 'nosuch'"]
-
-
 def test_a_drill_the_runtime_would_always_refuse_is_a_config_error() -> None:
     lonely = "sites: {dorset: {probes: [{name: t, tcp: {host: h, port: 1}}]}}"
     estate = ESTATE + (f"  autoback: {{active: dorset, failover: {{runbook: move}}, "
@@ -110,3 +102,12 @@ def test_a_runbook_drill_on_a_cluster_member_is_a_config_error() -> None:
           trip: {service: payroll, kind: round_trip, at: "every day 02:00"}
         """, estate) == [
         "bcd.yaml:9: drills.copy.kind: a runbook drill is not carried out on a cluster member (use round_trip)"]
+
+
+def test_a_drill_runbook_must_exist() -> None:
+    text = ESTATE.replace("failback: {runbook: move}, ", "failback: {runbook: move}, drill_runbook: nosuch, ")
+    with pytest.raises(ConfigError) as caught:
+        parse(text, "bcd.yaml")
+    assert [str(issue) for issue in caught.value.issues] == [
+        "bcd.yaml:4: services.payroll.drill_runbook: unknown runbook 'nosuch'"]
+
