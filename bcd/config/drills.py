@@ -164,4 +164,3 @@ def problems(config: Config, now: datetime) -> Iterator[Problem]:
         if drill.next_start(now) is None:
             yield (*where, "at"), (f"{drill.at!r} never fires outside the blackouts in the next "
                                    f"{calendar.HORIZON_YEARS} years")
-

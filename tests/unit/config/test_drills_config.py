@@ -110,4 +110,3 @@ def test_a_drill_runbook_must_exist() -> None:
         parse(text, "bcd.yaml")
     assert [str(issue) for issue in caught.value.issues] == [
         "bcd.yaml:4: services.payroll.drill_runbook: unknown runbook 'nosuch'"]
-
