@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from bcd import impact
+from bcd import impact, policy
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
 from bcd.drills.records import DrillJournal
@@ -71,6 +71,10 @@ class EstateView(Protocol):
     def unacknowledged_run(self, service: str) -> RunRecord | None: ...
 
     def run_in_progress(self, service: str) -> RunInProgress | None: ...
+
+    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
+        """The policy's answer to `request` now, as if `active` (default: where it is) were the service's active
+        site: a later leg of a drill, checked before the first. Starts nothing."""
 
     def recoveries(self, service: str, limit: int = 50) -> list[Recovery]:
         """The service's newest recoveries (runs that are not dry runs, as timelines), newest first."""
@@ -168,6 +172,11 @@ class EngineView:
             return None
         waiting = None if run.approval is None else run.waiting_step
         return RunInProgress(run.id, run.request.kind, run.request.to_site, waiting)
+
+    def verdict(self, service: str, request: policy.Request, active: str | None = None) -> policy.Verdict:
+        snapshot = self._engine.snapshot(service)
+        snapshot = snapshot if active is None else replace(snapshot, active=active)
+        return policy.check_request(snapshot, request, self._engine.clock())
 
     def recoveries(self, service: str, limit: int = 50) -> list[Recovery]:
         return self._recoveries.recent(service, self.config.objectives(service).rto, limit)

@@ -425,7 +425,7 @@ class ClusterLink:
             fence.record, run_id=run.id, runbook=request.runbook_name, kind=RunKind(request.kind),
             trigger=request.trigger, reason=request.reason, from_site=request.from_site, to_site=request.to_site,
             dry_run=request.dry_run, forced=request.forced, started=run.started, ended=None, detail="",
-            evidence=request.evidence.get("quorum"), acknowledged_by=None,
+            evidence=request.evidence.get("quorum"), acknowledged_by=None, drill=request.evidence.get("drill"),
         )
         self.preference.forget(service)
         self._spawn(self._owner(service, lock, fence, run), owner=True)

@@ -94,6 +94,7 @@ class RemoteRun:
     acknowledged_by: str | None = None
     steps: tuple[RemoteStep, ...] = ()
     step: RemoteStep | None = None  # the step running now (its outcome is not part of the record)
+    drill: str | None = None  # the drill it is a leg of (bcd.drills): mirrored as such, so it starts no cooldown
 
     @property
     def name(self) -> str:
@@ -136,6 +137,7 @@ class RemoteRun:
             acknowledged_by=str(data["acknowledged_by"]) if data.get("acknowledged_by") else None,
             steps=tuple(RemoteStep.from_json(item) for item in steps),
             step=RemoteStep.from_json(step) if step else None,
+            drill=str(data["drill"]) if data.get("drill") else None,
         )
 
     def to_json(self) -> bytes:
@@ -151,6 +153,8 @@ class RemoteRun:
             "ended": self.ended, "detail": self.detail, "evidence": self.evidence,
             "acknowledged_by": self.acknowledged_by, "from": self.from_site,
         }
+        if self.drill:  # only then: a record of no drill keeps the keys older members know
+            data["drill"] = self.drill
         return json.dumps(data, default=str).encode()
 
 
@@ -226,7 +230,8 @@ def mirrored(run: RemoteRun, service: str, *, orphaned: bool, now: float) -> Run
         reason=f"run {run.name} on {run.vantage}: {run.reason}", from_site=run.from_site, to_site=run.to_site,
         dry_run=run.dry_run, forced=run.forced,
         evidence={"remote_run": run.name, "vantage": run.vantage, "token": run.token,
-                  "steps": [step.to_json() for step in run.steps], "quorum": run.evidence},
+                  "steps": [step.to_json() for step in run.steps], "quorum": run.evidence,
+                  **({"drill": run.drill} if run.drill else {})},  # a drill's leg: no cooldown here either
         started=run.started or now, ended=now if orphaned else (run.ended or now), result=result,
         detail=detail, acknowledged_by=run.acknowledged_by, detected_at=None, verified_at=None,
     )

@@ -110,8 +110,14 @@ class ServiceConfig(Protocol):
     @property
     def drill_runbook(self) -> str | None: ...
 
+    @property
+    def sites(self) -> Mapping[str, Any]: ...
+
 
 class Config(Protocol):
+    @property
+    def cluster(self) -> Any: ...
+
     @property
     def services(self) -> Mapping[str, ServiceConfig]: ...
 
@@ -126,17 +132,36 @@ class Config(Protocol):
 
 
 def unfit(service: ServiceConfig, kind: str) -> str | None:
-    """Why `service` cannot be drilled as `kind`, or None."""
+    """Why `service`, as configured, cannot be drilled as `kind` (the drill would always be refused), or None.
+    A round trip also needs a standby to go to, and a failback that is not automatic: the policy would move the
+    service home on its own as soon as the first leg ended, before the drill does."""
     if kind == "runbook":
         if not service.drill_runbook:
             return "a runbook drill needs the service's drill_runbook"
         return None
     missing = [which for which in ("failover", "failback") if getattr(service, which) is None]
-    return f"a round trip needs a {' and a '.join(missing)} runbook" if missing else None
+    if missing:
+        return f"a round trip needs a {' and a '.join(missing)} runbook"
+    if service.failback.mode == "auto":
+        return ("its failback is automatic: the policy would move it home before the drill does (drill it with "
+                "failback mode manual)")
+    if len(service.sites) < 2:
+        return "a round trip needs a standby site to move to"
+    return None
+
+
+def _clustered(config: Config) -> Iterator[Problem]:
+    """A runbook drill is always refused on a cluster member (it moves nothing, so no lock orders it)."""
+    if config.cluster is not None:
+        for name, drill in config.drills.items():
+            if drill.kind == "runbook":
+                yield ("drills", name, "kind"), ("a runbook drill is not carried out on a cluster member "
+                                                 "(use round_trip)")
 
 
 def problems(config: Config, now: datetime) -> Iterator[Problem]:
     """Every drill checked against the config and the time `now`; every service's drill_runbook."""
+    yield from _clustered(config)
     for name, service in config.services.items():
         if service.drill_runbook is not None and service.drill_runbook not in config.runbooks:
             yield ("services", name, "drill_runbook"), f"unknown runbook {service.drill_runbook!r}"

@@ -1,11 +1,11 @@
 """PURE drill preconditions: from a snapshot of one service (`Facts`), why a drill may not start now, and, while
 one holds on the standby, why it must stop. No I/O, no clock: the caller passes what it read and `now`.
 
-Before the start, in order: the service can be drilled that way (runbooks), no drill of it is under way, no run
-is in progress, no failed or interrupted run waits for an acknowledgement, no site is in maintenance or
-flapping, every site is `up`, the service itself is `ok`, and `now` is outside the blackouts of the drills
-configured for it. A round trip whose failback is automatic is refused too: the policy would move the service
-home on its own as soon as the first leg ended, before the drill does.
+Before the start, in order: the config lets the service be drilled that way (`unfit`: its runbooks; for a round
+trip a standby and a failback that is not automatic, which would move it home before the drill does), no drill
+of it is under way, no run is in progress, no failed or interrupted run waits for an acknowledgement, no site is
+in maintenance or flapping, every site is `up`, the service itself is `ok`, and `now` is outside the blackouts of
+the drills configured for it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ class Facts:
     active: str
     sites: Mapping[str, SiteHealth]
     unfit: str | None = None  # why the config cannot drill it this way (bcd.config.drills.unfit)
-    failback_auto: bool = False
     drilling: str | None = None  # the drill of this service under way
     running: int | None = None  # the run in progress
     unacknowledged: int | None = None  # a failed or interrupted run nobody acknowledged
@@ -39,9 +38,6 @@ def refusal(facts: Facts) -> str | None:
     name = facts.service
     if facts.unfit is not None:
         return f"{name}: {facts.unfit}"
-    if facts.kind == "round_trip" and facts.failback_auto:
-        return (f"{name}: its failback is automatic: the policy would move it home before the drill does "
-                "(drill it with failback mode manual)")
     if facts.drilling is not None:
         return f"drill {facts.drilling} of {name} is under way"
     if facts.running is not None:

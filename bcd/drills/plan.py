@@ -3,9 +3,10 @@ failovers, recoveries of kind `drill`), a hold, then each service it moved moved
 first (the reverse of the plan's dependency groups), one at a time.
 
 Before the start every service the plan would move must pass the drill preconditions (`bcd.drills.checks`: both
-sites up, no maintenance, no run in progress, …). If the plan run does not succeed, or a site of a moved service
-leaves `up` during the hold, nothing more moves and the drill moves back what moved, and says why. Journaled as
-`drill_started` and `drill_finished` with `drill_kind: plan` (no service: a plan spans several).
+sites up, no maintenance, no run in progress, …), and its move back must be one the policy would allow now (a
+real failback's cooldown refuses the drill: `Legs.back_refusal`). If the plan run does not succeed, or a site of
+a moved service leaves `up` during the hold, nothing more moves and the drill moves back what moved, and says why.
+Journaled as `drill_started` and `drill_finished` with `drill_kind: plan` (no service: a plan spans several).
 """
 
 from __future__ import annotations
@@ -89,8 +90,14 @@ class PlanDrills:
         services = self.moving(plan)
         if not services:
             return f"nothing to move: no service of plan {plan} is active on its from site"
-        return next((why for name in services if (why := refusal(self._facts(name, "round_trip", now))) is not None),
-                    None)
+        spec = self._estate.config.plans[plan]
+        for name in services:  # the plan moves them; each moves back on its own: that move must be allowed too
+            why = refusal(self._facts(name, "round_trip", now))
+            if why is None and (back := self._legs.back_refusal(name, spec.from_site, spec.to_site, plan)):
+                why = f"{name}: {back}"
+            if why is not None:
+                return why
+        return None
 
     async def perform(self, intent: DrillPlan, plans: PlanControl) -> Outcome:
         """Check the preconditions and start the plan run as the drill's: Accepted (the drill goes on in the

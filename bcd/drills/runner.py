@@ -3,10 +3,12 @@ standby (the service's own failover runbook, the same runner, lock and guards), 
 watched, and a real move back to the site it started on, each leg a run marked with the drill's id (its
 evidence's `drill`: a recovery of kind `drill`, trigger `drill`, no cooldown for real failovers).
 
-A drill is refused before it starts when a precondition fails (`bcd.drills.checks`), or when the policy refuses
-its first leg (cooldown, data lag, …). While it holds on the standby, the standby or the site it returns to
-leaving `up` aborts it: it moves back at once (unless a real failover already did), and says why. Its start
-and end are journaled (`drill_started`, `drill_finished` with the result, its runs and the reason) and logged.
+A drill is refused before it starts when a precondition fails (`bcd.drills.checks`), or when the policy would
+refuse either leg of a round trip (a cooldown either way, data lag, …: `Legs.refusal`). While it holds on the
+standby, the standby or the site it returns to leaving `up` aborts it: it moves back at once (unless a real
+failover already did), and says why. A move back refused or failed leaves it `failed` (or `aborted`), its reason
+naming where the service was left and the command that restores it (logged `drill_not_restored`). Its start and
+end are journaled (`drill_started`, `drill_finished` with the result, its runs and the reason) and logged.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ class Drills:
         view = estate.services[service]
         return Facts(
             service, kind, view.status, view.active, {site: estate.sites[(service, site)] for site in spec.sites},
-            unfit=unfit(spec, kind), failback_auto=spec.failback is not None and spec.failback.mode == "auto",
+            unfit=unfit(spec, kind),
             drilling=self.live[service].id if service in self.live else None,
             running=None if run is None else run.id, unacknowledged=None if unacked is None else unacked.id,
             blackout=blackout)
@@ -101,17 +103,19 @@ class Drills:
         """Check the preconditions and start the drill's first leg: Accepted (the drill goes on in the
         background) or Refused (CONFLICT) with the reason."""
         now = self._clock()
+        origin = self._estate.services[intent.service].active
+        target = origin if intent.kind == "runbook" else next(  # none: unfit refuses it (no standby)
+            (site for site in self._estate.config.services[intent.service].sites if site != origin), origin)
+        drill_id = f"{intent.service}@{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%SZ')}"
         why = refusal(self.facts(intent.service, intent.kind, now))
+        if why is None and intent.kind == "round_trip":  # both legs, before the first: it must be able to end
+            why = self.legs.refusal(intent.service, origin, target, drill_id)
         if why is not None:
             return Refused(Refusal.CONFLICT, f"drill refused: {why}")
-        origin = self._estate.services[intent.service].active
-        drill_id = f"{intent.service}@{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%SZ')}"
         if intent.kind == "runbook":  # its drill runbook on the active site, then that runbook's cleanup
-            target = origin
             outcome = self._operations.drill_run(intent.service, intent.by, f"drill {drill_id}: {intent.reason}",
                                                  drill_id)
         else:
-            target = next(site for site in self._estate.config.services[intent.service].sites if site != origin)
             outcome = await self._operations.perform(Transfer(
                 intent.service, RunKind.FAILOVER, intent.by, f"drill {drill_id}: {intent.reason}", to=target,
                 drill=drill_id))
@@ -247,6 +251,8 @@ class Drills:
             return
         aborted = await self._hold(live)
         back, how = await self._return(live)
+        if not back:  # BcdDrillFailed pages (warning); this line says, on its own, what to do
+            log.error("drill_not_restored", drill=live.id, service=live.intent.service, origin=live.origin, reason=how)
         if aborted is not None:
             tail = f"; back on {live.origin} ({how})" if back else f"; NOT back on {live.origin}: {how}"
             self._finish(live, "aborted", f"aborted: {aborted}{tail}")

@@ -115,6 +115,7 @@ class PlanRun:
     holder: str | None = None
     token: int | None = None
     seq: int = 0
+    drill: str | None = None  # a plan drill's run (bcd.drills.plan): its outcome is the drill's, not the plan's
 
     @property
     def version(self) -> tuple[int, int]:
@@ -147,7 +148,7 @@ class PlanRun:
             "groups": self.groups, "services": [move.to_json() for move in self.moves],
             "gates": [gate.to_json() for gate in self.gates], "events": list(self.events),
             "holder": self.holder, "token": self.token, "seq": self.seq,
-        }
+        } | ({"drill": self.drill} if self.drill else {})
 
     @classmethod
     def from_json(cls, run_id: int, data: dict[str, Any]) -> PlanRun:
@@ -159,5 +160,5 @@ class PlanRun:
             moves=tuple(Move.from_json(move) for move in data["services"]),
             gates=tuple(GateRecord.from_json(gate) for gate in data["gates"]), ended=data["ended"],
             detail=data["detail"], objective=data["objective"], events=tuple(data["events"]),
-            holder=data.get("holder"), token=data.get("token"), seq=int(data.get("seq", 0)),
+            holder=data.get("holder"), token=data.get("token"), seq=int(data.get("seq", 0)), drill=data.get("drill"),
         )

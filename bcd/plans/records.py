@@ -108,9 +108,9 @@ class PlanJournal:
         return _run(row) if row else None
 
     def results(self) -> dict[tuple[str, str], int]:
-        """Ended runs counted by (plan, state)."""
+        """Ended runs counted by (plan, state), a plan drill's left out (its drill is counted: bcd.drills)."""
         rows = self._journal.execute("SELECT plan, state, count(*) FROM plan_runs WHERE ended IS NOT NULL "
-                                     "GROUP BY plan, state").fetchall()
+                                     "AND json_extract(data, '$.drill') IS NULL GROUP BY plan, state").fetchall()
         return {(plan, state): count for plan, state, count in rows}
 
     def unfinished(self) -> list[PlanRun]:

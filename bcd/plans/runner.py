@@ -197,7 +197,7 @@ class PlanRunner:
                       intent.force, self.clock(), PlanState.RUNNING, planned.moves, planned.gates,
                       objective=config.objective,
                       events=(f"started by {intent.by}" + (" (forced)" if intent.force else "") + held_text,),
-                      holder=self._lock.vantage if self._lock is not None else None, token=token)
+                      holder=self._lock.vantage if self._lock is not None else None, token=token, drill=intent.drill)
         try:
             run = self.journal.create(run)
             shared = await self._share(run)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ DRILL_CONFIG = CONFIG.replace(
     """    failover: {{runbook: move, mode: manual, cooldown: 1h}}
     failback: {{runbook: move, mode: manual}}""",
 )
+
+# a failover allowed at once, a failback held back by the default 30-minute cooldown of a real run
+SHORT_FAILOVER_COOLDOWN = DRILL_CONFIG.replace("mode: manual, cooldown: 1h}}", "mode: manual, cooldown: 0s}}")
 
 
 async def cli(daemon: Api, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,6 +53,15 @@ async def drill(daemon: Api, **fields: Any) -> tuple[int, Any]:
     status, _, body = await daemon.call("POST", "/api/v1/services/payroll/drill",
                                         body={"reason": "quarterly test", **fields})
     return status, body
+
+
+async def holding(daemon: Api) -> dict[str, Any]:
+    """A drill started with both sites up, once it holds payroll on hampshire (for 10 minutes)."""
+    await both_up(daemon)
+    status, body = await drill(daemon, hold="10m")
+    assert status == 202, body
+    await daemon.wait_until(lambda: _active(daemon, "hampshire"), timeout=15)
+    return body  # type: ignore[no-any-return]
 
 
 async def finished(daemon: Api, timeout: float = 30.0) -> dict[str, Any]:
@@ -101,10 +114,7 @@ async def test_a_drill_is_refused_while_the_standby_is_down(tmp_path: Path) -> N
 
 async def test_a_drill_aborts_and_fails_back_when_its_target_degrades_mid_hold(tmp_path: Path) -> None:
     async with api_daemon(tmp_path, DRILL_CONFIG) as (daemon, _, hampshire):
-        await both_up(daemon)
-        status, body = await drill(daemon, hold="10m")
-        assert status == 202, body
-        await daemon.wait_until(lambda: _active(daemon, "hampshire"), timeout=15)
+        await holding(daemon)
         hampshire.status = 503
         end = await finished(daemon)
         assert end["result"] == "aborted", end
@@ -113,6 +123,55 @@ async def test_a_drill_aborts_and_fails_back_when_its_target_degrades_mid_hold(t
         legs = sorted(await recoveries(daemon), key=lambda r: r["run_id"])
         assert [(r["kind"], r["to"], r["result"]) for r in legs] == [("drill", "hampshire", "succeeded"),
                                                                        ("drill", "dorset", "succeeded")]
+
+
+async def test_a_drill_is_refused_when_its_move_back_would_be_refused_by_a_real_failbacks_cooldown(
+        tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, SHORT_FAILOVER_COOLDOWN) as (daemon, _, _):
+        await after_a_real_failback(daemon)
+        status, body = await drill(daemon, hold="1s")
+        assert status == 409, body
+        assert body["detail"].startswith("drill refused: its move back to dorset would be refused: cooldown: "), body
+        assert "(use force)" not in body["detail"], body  # a drill cannot be forced
+        assert (await service(daemon))["active"] == "dorset"
+        assert [r for r in await recoveries(daemon) if r["kind"] == "drill"] == []
+
+
+async def test_a_plan_drill_is_refused_when_a_services_move_back_would_be_refused(tmp_path: Path) -> None:
+    plans = SHORT_FAILOVER_COOLDOWN + "plans:\n  evacuate: {{from: dorset, to: hampshire}}\n"
+    async with api_daemon(tmp_path, plans) as (daemon, _, _):
+        await after_a_real_failback(daemon)
+        status, _, body = await daemon.call("POST", "/api/v1/plans/evacuate/drill", body={"reason": "plan test"})
+        assert status == 409, body
+        assert body["detail"].startswith("drill refused: payroll: its move back to dorset would be refused: "
+                                         "cooldown: "), body
+        assert (await service(daemon))["active"] == "dorset"
+
+
+async def after_a_real_failback(daemon: Api) -> None:
+    """payroll moved to hampshire and back by real runs (the failback forced), then both sites up on dorset."""
+    await both_up(daemon)
+    for kind, body in (("failover", {"reason": "real"}), ("failback", {"reason": "real", "force": True})):
+        status, _, run = await daemon.call("POST", f"/api/v1/services/payroll/{kind}", body=body)
+        assert status == 202, run
+        await daemon.wait_log(succeeded(run["id"]))
+    await both_up(daemon)
+    assert (await service(daemon))["active"] == "dorset"
+
+async def test_a_move_back_refused_mid_drill_names_the_command_that_restores_the_service(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path, DRILL_CONFIG) as (daemon, _, _):
+        body = await holding(daemon)
+        status, _, window = await daemon.call("POST", "/api/v1/services/payroll/maintenance", body={
+            "site": "dorset", "duration": "1h", "reason": "patching during the drill"})
+        assert status == 201, window
+        end = await finished(daemon)
+        assert end["result"] == "aborted", end
+        assert "NOT back on dorset: the move back was refused: target dorset is in maintenance" in end["reason"], end
+        assert ("payroll is left on hampshire: restore it with `bcd failback payroll --reason 'restore after drill "
+                f"{body['id']}'`") in end["reason"], end
+        alarm = await daemon.wait_log(lambda line: line.get("event") == "drill_not_restored")
+        assert (alarm["level"], alarm["origin"], alarm["drill"]) == ("error", "dorset", body["id"]), alarm
+        assert (await service(daemon))["active"] == "hampshire"
 
 
 async def test_the_cli_starts_a_drill(tmp_path: Path) -> None:
@@ -124,6 +183,12 @@ async def test_the_cli_starts_a_drill(tmp_path: Path) -> None:
         assert (await finished(daemon))["result"] == "succeeded"
         bad = await cli(daemon, "drill", "payroll", "--reason", "x", "--hold", "soon")
         assert bad.returncode == 2 and "--hold" in bad.stderr, bad
+
+
+def succeeded(run_id: int) -> Callable[[dict[str, Any]], bool]:
+    """Matches the log line of run `run_id` ending `succeeded`."""
+    return lambda line: (line.get("event"), line.get("run_id"), line.get("result")) == ("run_finished", run_id,
+                                                                                       "succeeded")
 
 
 async def _site_state(daemon: Api, site: str, state: str) -> bool:

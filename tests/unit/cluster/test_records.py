@@ -90,6 +90,14 @@ def test_a_mirrored_run_finished_event_carries_the_run_kind_as_the_runner_does()
     assert event.to_json()["kind"] == "run_finished"
 
 
+def test_a_drills_leg_is_mirrored_as_a_drills_so_it_starts_no_cooldown_on_the_other_instances() -> None:
+    leg = RemoteRun.from_json(json.dumps({**WRITTEN, "result": "succeeded", "drill": "payroll@20261207T020000Z"}))
+    assert leg.drill == "payroll@20261207T020000Z"
+    assert json.loads(leg.to_json()) == {**WRITTEN, "result": "succeeded", "drill": "payroll@20261207T020000Z"}
+    assert mirrored(leg, "payroll", orphaned=False, now=2000.0).evidence["drill"] == "payroll@20261207T020000Z"
+    real = RemoteRun.from_json(json.dumps({**WRITTEN, "result": "succeeded"}))
+    assert "drill" not in mirrored(real, "payroll", orphaned=False, now=2000.0).evidence
+
 def records(*runs: tuple[int, str, str | None]) -> dict[str, RemoteRun | None]:
     """(token, result, acknowledged_by) -> the records as read from the store, by key."""
     return {f"runs/web/{token}": RemoteRun("hampshire", token, "web", RunResult(result), acknowledged_by=by)

@@ -75,6 +75,35 @@ def test_bad_values() -> None:
     assert issues[3] == "bcd.yaml:10: drills.d.hold: must be between 0s and 1d"
 
 
+def test_a_drill_the_runtime_would_always_refuse_is_a_config_error() -> None:
+    lonely = "sites: {dorset: {probes: [{name: t, tcp: {host: h, port: 1}}]}}"
+    estate = ESTATE + (f"  autoback: {{active: dorset, failover: {{runbook: move}}, "
+                       f"failback: {{runbook: move, mode: auto}}, drill_runbook: move, {PROBES}}}\n"
+                       f"  lonely: {{active: dorset, failover: {{runbook: move}}, failback: {{runbook: move}}, "
+                       f"{lonely}}}\n")
+    assert issues_of("""\
+        drills:
+          homesick: {service: autoback, kind: round_trip, at: "every day 02:00"}
+          copy: {service: autoback, kind: runbook, at: "every day 02:00"}
+          nowhere: {service: lonely, at: "every day 02:00"}
+        """, estate) == [
+        "bcd.yaml:9: drills.homesick.kind: autoback: its failback is automatic: the policy would move it home "
+        "before the drill does (drill it with failback mode manual)",
+        "bcd.yaml:11: drills.nowhere.kind: lonely: a round trip needs a standby site to move to",
+    ]  # `copy` is sound: a runbook drill moves nothing, the automatic failback never acts on it
+
+
+def test_a_runbook_drill_on_a_cluster_member_is_a_config_error() -> None:
+    estate = ("vantage: dorset\ncluster: {name: c, etcd: {endpoints: ['https://127.0.0.1:2379']}}\n"
+              + ESTATE.replace("failback: {runbook: move}, ", "failback: {runbook: move}, drill_runbook: move, "))
+    assert issues_of("""\
+        drills:
+          copy: {service: payroll, kind: runbook, at: "every day 02:00"}
+          trip: {service: payroll, kind: round_trip, at: "every day 02:00"}
+        """, estate) == [
+        "bcd.yaml:9: drills.copy.kind: a runbook drill is not carried out on a cluster member (use round_trip)"]
+
+
 def test_a_drill_runbook_must_exist() -> None:
     text = ESTATE.replace("failback: {runbook: move}, ", "failback: {runbook: move}, drill_runbook: nosuch, ")
     with pytest.raises(ConfigError) as caught:

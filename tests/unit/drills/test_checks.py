@@ -22,7 +22,8 @@ READY = Facts("payroll", "round_trip", ServiceStatus.OK, "dorset", UP)
 REFUSALS = [
     ("no failback runbook", replace(READY, unfit="a round trip needs a failback runbook"),
      "payroll: a round trip needs a failback runbook"),
-    ("automatic failback", replace(READY, failback_auto=True), "payroll: its failback is automatic"),
+    ("automatic failback", replace(READY, unfit="its failback is automatic: (bcd.config.drills.unfit)"),
+     "payroll: its failback is automatic"),
     ("a drill under way", replace(READY, drilling="payroll@1"), "drill payroll@1 of payroll is under way"),
     ("a run in progress", replace(READY, running=7), "run 7 of payroll is in progress"),
     ("a failed run", replace(READY, unacknowledged=6), "run 6 of payroll needs acknowledging first"),
@@ -48,7 +49,7 @@ def test_each_precondition_refuses_with_its_reason(facts: Facts, expected: str) 
 
 def test_a_service_ready_for_it_may_be_drilled() -> None:
     assert refusal(READY) is None
-    assert refusal(replace(READY, kind="runbook", failback_auto=True)) is None  # a runbook drill moves nothing
+    assert refusal(replace(READY, kind="runbook")) is None  # (an automatic failback: tests/unit/config)
 
 
 def test_a_hold_ends_when_the_target_or_the_origin_leaves_up() -> None:
