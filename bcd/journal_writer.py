@@ -210,8 +210,7 @@ class JournalWriter:
     def _seal_later(self) -> None:
         """Events entries wait for their hashes (bcd.ledger): a commit seals them once they are SEAL_EVERY old, and
         this timer does it when no commit comes (a quiet estate)."""
-        ledger = self.journal.ledger
-        if ledger is not None and ledger.unsealed and self._seal_timer is None:
+        if self._seal_timer is None and (ledger := self.journal.ledger) is not None and ledger.unsealed:
             self._seal_timer = self._schedule(SEAL_EVERY, self._seal_now)
 
     def _seal_now(self) -> None:
