@@ -250,6 +250,7 @@ def test_track_counts_and_remembers() -> None:
 def test_history_keeps_the_last_21_results() -> None:
     health, _ = feed(start(UP), ONE, h(*[FAIL] * 5, *[OK] * 21))
     assert health.probes["health"].history == "o" * 21
+    assert health.probes["health"].percent is ProbeTrack().percent  # steady: the shared 0.0, not a float each
 
 
 def test_unknown_probe_is_ignored() -> None:
