@@ -171,7 +171,9 @@ class ProbeTrack:
 
     def __post_init__(self) -> None:
         if self.history:
-            object.__setattr__(self, "percent", percent_state_change(self.history))
+            percent = percent_state_change(self.history)
+            if percent:  # a steady probe keeps the shared 0.0, not a float of its own
+                object.__setattr__(self, "percent", percent)
 
     def record(self, obs: Observation) -> ProbeTrack:
         """The track after `obs`; a `warn` counts as a success."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -199,8 +199,7 @@ class Runner:
         for record in stale:
             notes = orphans.settle(self.journal, record, kill=self.kill_orphans)
             self.journal.mark_interrupted(record.id, now, "; ".join([INTERRUPTED, *notes.values()]), notes)
-            label = _trigger(record.trigger, record.evidence)
-            self.stats.runs[(record.service, record.runbook, label, "interrupted")] += 1
+            self.stats.runs[(record.service, record.runbook, _trigger(record.trigger), "interrupted")] += 1
             reason = "; ".join(["interrupted: the daemon stopped during this run", *notes.values()])
             self.hooks.emit(
                 Event(EventKind.RUN_FINISHED, now, record.service, None, reason,
@@ -468,8 +467,7 @@ class Runner:
             request.service, request.to_site) is SiteState.UP else None)
         self.journal.finish(run.id, result, now, detail, verified if succeeded else None, sync=False)
         self.active.pop(request.service, None)
-        label = _trigger(request.trigger, request.evidence)
-        self.stats.runs[(request.service, request.runbook_name, label, str(result))] += 1
+        self.stats.runs[(request.service, request.runbook_name, _trigger(request.trigger), str(result))] += 1
         self.stats.durations.setdefault((request.service, request.runbook_name), Histogram(DURATION_BUCKETS)).observe(
             now - run.started)
         if succeeded:
@@ -485,9 +483,5 @@ class Runner:
         self.hooks.run_changed(request.service)
 
 
-def _trigger(trigger: str, evidence: Mapping[str, Any]) -> str:
-    """The trigger label: `drill` for a drill's runs, a plan drill's moves (trigger `plan`) too (not declared:
-    BcdDrillFailed's, not the runbook rule's), else `auto` or `operator`."""
-    if evidence.get("drill"):
-        return "drill"
+def _trigger(trigger: str) -> str:  # `drill`: a drill's legs (not declared; BcdDrillFailed's, not the runbook rule's)
     return trigger if trigger in ("auto", "drill") else TRIGGERS[1]

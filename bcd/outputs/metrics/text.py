@@ -208,8 +208,8 @@ class Labels:
             if self.services.keys() - services.keys():
                 self.services = {name: label for name, label in self.services.items() if name in services}
         if len(self.sites) != len(sites):
-            for service, site in sites.keys() - self.sites.keys():
-                self.sites[service, site] = labels(service=service, site=site)
+            for key in sites.keys() - self.sites.keys():  # the estate's own key: not a new tuple for each site
+                self.sites[key] = labels(service=key[0], site=key[1])
         if len(self.services) != len(services):
             for name in services.keys() - self.services.keys():
                 self.services[name] = labels(service=name)
