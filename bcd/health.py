@@ -48,32 +48,68 @@ BASE_STATES = frozenset({SiteState.UNKNOWN, SiteState.UP, SiteState.DEGRADED, Si
 V = TypeVar("V")
 
 
-class FrozenMap(Mapping[str, V], Generic[V]):
-    """An immutable, hashable mapping that keeps insertion order."""
+_INDEXES: dict[tuple[str, ...], dict[str, int]] = {}
+INDEXES_KEPT = 4096  # distinct key orders remembered (a config has a few: every site with the same probes)
 
-    __slots__ = ("_items",)
+
+def _index(keys: tuple[str, ...]) -> dict[str, int]:
+    """Each key's position: one dict for every map with these keys in this order."""
+    index = _INDEXES.get(keys)
+    if index is None:
+        if len(_INDEXES) >= INDEXES_KEPT:
+            _INDEXES.clear()  # the maps made so far keep theirs
+        index = _INDEXES[keys] = {key: position for position, key in enumerate(keys)}
+    return index
+
+
+class FrozenMap(Mapping[str, V], Generic[V]):
+    """An immutable, hashable mapping that keeps insertion order.
+
+    Kept small, as there is one per site (tens of thousands): the values in a tuple, the keys' positions in a
+    dict shared by every map with the same keys in the same order. A dict of its own cost twice as much."""
+
+    __slots__ = ("_index", "_values")
 
     def __init__(self, items: Mapping[str, V] | Iterable[tuple[str, V]] = ()) -> None:
-        self._items: dict[str, V] = dict(items)
+        if isinstance(items, FrozenMap):
+            self._index: dict[str, int] = items._index
+            self._values: tuple[V, ...] = items._values
+            return
+        pairs = dict(items)
+        self._index = _index(tuple(pairs))
+        self._values = tuple(pairs.values())
 
     def __getitem__(self, key: str) -> V:
-        return self._items[key]
+        return self._values[self._index[key]]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self._index)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._values)
 
     def __hash__(self) -> int:
-        return hash(frozenset(self._items.items()))
+        return hash(frozenset(self._pairs().items()))
 
     def __repr__(self) -> str:
-        return f"FrozenMap({self._items!r})"
+        return f"FrozenMap({self._pairs()!r})"
+
+    def _pairs(self) -> dict[str, V]:
+        return dict(zip(self._index, self._values, strict=True))
 
     def set(self, key: str, value: V) -> FrozenMap[V]:
         """A copy with `key` set to `value`."""
-        return FrozenMap({**self._items, key: value})
+        position = self._index.get(key)
+        if position is None:
+            return FrozenMap({**self._pairs(), key: value})
+        values = list(self._values)
+        values[position] = value
+        copy: FrozenMap[V] = FrozenMap.__new__(FrozenMap)
+        copy._index, copy._values = self._index, tuple(values)
+        return copy
 
 
 def _frozen(owner: object, name: str, items: Mapping[str, V]) -> None:
@@ -135,7 +171,9 @@ class ProbeTrack:
 
     def __post_init__(self) -> None:
         if self.history:
-            object.__setattr__(self, "percent", percent_state_change(self.history))
+            percent = percent_state_change(self.history)
+            if percent:  # a steady probe keeps the shared 0.0, not a float of its own
+                object.__setattr__(self, "percent", percent)
 
     def record(self, obs: Observation) -> ProbeTrack:
         """The track after `obs`; a `warn` counts as a success."""

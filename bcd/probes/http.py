@@ -74,7 +74,8 @@ class HttpProbe:
         self._timeout = timeout
         self._ctx = ctx
         url = URL(spec.url)
-        self._shown = str(url.with_user(None))  # credentials in the URL never reach a reason
+        shown = str(url.with_user(None))  # credentials in the URL never reach a reason
+        self._shown = spec.url if shown == spec.url else shown  # the config's string when equal: not a copy each
         self._regex = re.compile(spec.body_regex) if spec.body_regex is not None else None
         tls = None
         if url.scheme == "https":

@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+import sys
 from base64 import b64encode
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,7 +99,7 @@ class HttpRequest:
             fields["content-length"] = ("Content-Length", str(len(data)))
         fields["connection"] = ("Connection", "close")
         head = f"{method} {url.raw_path_qs or '/'} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in fields.values())
-        host = url.raw_host or ""
+        host = sys.intern(url.raw_host or "")  # the probes of one host share its name
         return cls(host=host, port=url.port or 0, tls=tls, payload=head.encode("latin-1") + b"\r\n" + data,
                    read_body=read_body and method != "HEAD", numeric=_is_ip(host))
 

@@ -250,6 +250,7 @@ def test_track_counts_and_remembers() -> None:
 def test_history_keeps_the_last_21_results() -> None:
     health, _ = feed(start(UP), ONE, h(*[FAIL] * 5, *[OK] * 21))
     assert health.probes["health"].history == "o" * 21
+    assert health.probes["health"].percent is ProbeTrack().percent  # steady: the shared 0.0, not a float each
 
 
 def test_unknown_probe_is_ignored() -> None:
@@ -269,6 +270,21 @@ def test_values_are_immutable_and_hashable() -> None:
     assert isinstance(health.probes, FrozenMap)
     with pytest.raises(TypeError):
         health.probes["x"] = ProbeTrack()  # type: ignore[index]
+
+
+def test_frozen_maps_with_the_same_keys_share_their_index() -> None:
+    """One per site, tens of thousands of them: the sites with the same probes keep one index between them."""
+    first, _ = feed(start(UP), TWO, [("health", OK), ("tls", FAIL)])
+    second, _ = feed(start(UP), TWO, [("tls", OK), ("health", FAIL)])
+    assert first.probes._index is not second.probes._index  # another order
+    third, _ = feed(start(UP), TWO, [("health", FAIL), ("tls", OK)])
+    assert first.probes._index is third.probes._index
+    assert list(first.probes) == ["health", "tls"] and first.probes["tls"].fails == 1
+    changed = FrozenMap({"a": 1, "b": 2}).set("b", 3).set("c", 4)
+    assert changed == {"a": 1, "b": 3, "c": 4} and list(changed) == ["a", "b", "c"]
+    assert "c" in changed and "d" not in changed and changed.get("d") is None
+    assert hash(changed) == hash(FrozenMap({"c": 4, "b": 3, "a": 1}))
+    assert repr(changed) == "FrozenMap({'a': 1, 'b': 3, 'c': 4})"
 
 
 def test_invalid_values_are_refused() -> None:

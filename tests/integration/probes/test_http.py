@@ -159,6 +159,16 @@ async def test_credentials_in_the_url_stay_out_of_the_reason(ctx: ProbeContext, 
     assert result.reason == f"HTTP 500 from {base}/status/500, expected 2xx"
 
 
+async def test_probes_keep_the_configs_url_and_share_their_hosts_name(ctx: ProbeContext) -> None:
+    """Tens of thousands of probes are kept: a probe holds the config's URL rather than a copy, and the probes
+    of one host hold one string for its name."""
+    first, second = (TypeAdapter(ProbeConfig).validate_python({"name": "t", "http": {"url": url}})
+                     for url in ("http://127.0.0.1:8080/health", "http://127.0.0.1:8080/status"))
+    probes = [build_probe(config, 2.0, ctx) for config in (first, second)]
+    assert probes[0]._shown is first.spec.url  # type: ignore[attr-defined]
+    assert probes[0]._request.host is probes[1]._request.host == "127.0.0.1"  # type: ignore[attr-defined]
+
+
 async def test_connection_refused(ctx: ProbeContext) -> None:
     port = free_port()
     result = await probe(ctx, url=f"http://127.0.0.1:{port}/health")

@@ -170,6 +170,15 @@ def test_a_probe_keeps_few_count_objects_however_long_it_runs() -> None:
     assert len({id(count) for count in cumulative}) == 2
 
 
+def test_site_label_sets_are_kept_under_the_estates_own_keys(live: tuple[Engine, Metrics]) -> None:
+    """One label set per site, kept between scrapes: under the estate's (service, site) tuples, not copies."""
+    engine, metrics = live
+    metrics.render()
+    own = {id(key) for key in engine.sites}
+    assert len(metrics.labels.sites) == len(engine.sites)
+    assert all(id(key) in own for key in metrics.labels.sites)
+
+
 def test_perfdata_is_a_gauge_per_label_in_base_units_until_a_run_reports_none(live: tuple[Engine, Metrics]) -> None:
     _, metrics = live
     key = ProbeKey("library", "hampshire", "opac")
