@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import resource
 import signal
 import socket
@@ -389,16 +388,13 @@ class Daemon:
         return lambda job: probes.pop(job.key)  # each once: held by the scheduler, not also here (1 MB at 20,000)
 
     async def _ticker(self, scheduler: Scheduler) -> None:
-        settled, ran_once = False, math.inf
+        settled = False
         trims = heap.TrimTimer()
         while True:
             await asyncio.sleep(TICK)
-            if not settled and (ran_once < math.inf or scheduler.all_ran_once()):
-                ran_once = min(ran_once, time.monotonic())
-                stats = scheduler.stats
-                if heap.freeze_due(stats.in_flight, stats.probes, time.monotonic() - ran_once):
-                    heap.freeze_survivors()
-                    settled = True
+            if not settled and scheduler.all_ran_once():
+                heap.freeze_survivors()
+                settled = True
             if trims.due(self.metrics.scrapes, time.monotonic()):
                 heap.trim()
             try:

@@ -33,17 +33,6 @@ def settle() -> None:
     trim()
 
 
-FREEZE_IN_FLIGHT = 0.01  # the share of the probes that may be running when the first runs' survivors are frozen
-FREEZE_WAIT = 300.0  # seconds after every probe has run once: then frozen however many run
-
-
-def freeze_due(in_flight: int, probes: int, waited: float) -> bool:
-    """Whether to freeze the first runs' survivors now: at a moment when few runs are in flight (a run in flight
-    is frozen with the rest, and cycles it leaves when it ends — a timed-out run's traceback — are then never
-    collected: up to 17 MB on a loaded machine), or FREEZE_WAIT after every probe has run once, whatever runs."""
-    return in_flight <= max(1.0, probes * FREEZE_IN_FLIGHT) or waited >= FREEZE_WAIT
-
-
 def freeze_survivors() -> None:
     """Once every probe has run: freeze what the first runs created (metric accumulators, health state).
     Cheap: no collection, the young generations are moved as they are."""

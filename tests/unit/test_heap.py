@@ -1,9 +1,7 @@
-"""The C heap is trimmed after scrapes of /metrics on a timer, not after every scrape; the first runs' survivors are
-frozen at a quiet moment."""
+"""The C heap is trimmed after scrapes of /metrics on a timer, not after every scrape."""
 
 from __future__ import annotations
 
-from bcd import heap
 from bcd.heap import TrimTimer
 
 
@@ -29,10 +27,3 @@ def test_by_default_each_scrape_at_prometheus_intervals_is_trimmed() -> None:
     assert timer.due(1, 100.0)
     assert timer.due(2, 115.0)  # scraped every 15 s: each one
     assert not timer.due(3, 120.0)  # a burst of scrapes: not each one
-
-
-def test_the_first_runs_survivors_are_frozen_when_few_runs_are_in_flight_or_after_the_wait() -> None:
-    assert heap.freeze_due(in_flight=200, probes=20_000, waited=0.0)  # 1 % of the probes: a quiet moment
-    assert not heap.freeze_due(in_flight=201, probes=20_000, waited=10.0)  # a backlog: wait for a quieter one
-    assert heap.freeze_due(in_flight=5_000, probes=20_000, waited=heap.FREEZE_WAIT)  # but not for ever
-    assert heap.freeze_due(in_flight=1, probes=3, waited=0.0) and not heap.freeze_due(2, 3, 0.0)
