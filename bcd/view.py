@@ -117,9 +117,6 @@ class EstateView(Protocol):
     def plan_drill_successes(self) -> dict[str, float]:
         """plan -> when its last drill succeeded."""
 
-    def first_seen(self) -> dict[str, float]:
-        """service (configured) -> when bcd first monitored it: its oldest event in the journal."""
-
 
 class EngineView:
     """`EstateView` over the engine's own tables."""
@@ -228,9 +225,6 @@ class EngineView:
 
     def plan_drill_successes(self) -> dict[str, float]:
         return self._drills.plan_successes()
-
-    def first_seen(self) -> dict[str, float]:
-        return self._drills.first_seen(self.config.services)
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:

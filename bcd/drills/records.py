@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 from bcd.journal import Journal
@@ -20,24 +19,11 @@ INDEX = f"CREATE INDEX IF NOT EXISTS events_drills ON events (kind, at) WHERE ki
 class DrillJournal:
     def __init__(self, journal: Journal) -> None:
         self._journal = journal
-        self._first_seen: dict[str, float] = {}
         journal.create([INDEX])
 
     def last_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""
         return last_successes(self._journal)
-
-    def first_seen(self, services: Iterable[str]) -> dict[str, float]:
-        """service -> when bcd first monitored it: its oldest event the journal keeps (found by the events_service
-        index, then remembered: it only moves when old events are pruned); a service with no event yet is left
-        out. What BcdDrillOverdue counts a service never drilled from: a restart does not reset it."""
-        for service in services:
-            if service not in self._first_seen:
-                row = self._journal.execute("SELECT at FROM events WHERE service = ? ORDER BY service, id LIMIT 1",
-                                            (service,)).fetchone()
-                if row is not None:
-                    self._first_seen[service] = float(row[0])
-        return {service: self._first_seen[service] for service in services if service in self._first_seen}
 
     def results(self) -> dict[tuple[str, str, str], int]:
         """Ended drills counted by (service, kind, result)."""

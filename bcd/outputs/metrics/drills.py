@@ -5,9 +5,7 @@ scrape time.
 
 A scheduled drill's counts are shown at 0 before its first end. The last success is shown for every service (plan)
 that has a scheduled drill or has ever been drilled (0: never succeeded); a service neither scheduled nor ever
-drilled has no series (the continuity report lists those). `bcd_service_first_seen_timestamp_seconds{service}`
-(its oldest event in the journal) is what BcdDrillOverdue counts a service never drilled successfully from: it
-fires drills_max_age after bcd first monitored it, not at once on a new install, and a restart does not reset it.
+drilled has no series (the continuity report lists those).
 """
 
 from __future__ import annotations
@@ -40,12 +38,6 @@ class DrillCollector(Collector):
         yield total
         yield _last("bcd_drill_last_success_timestamp_seconds", "service", self._estate.drill_successes(),
                     {drill.service for drill in config.drills.values()}, set(config.services))
-        first = GaugeMetricFamily("bcd_service_first_seen_timestamp_seconds", "When bcd first monitored the "
-                                  "service: its oldest event in the journal (BcdDrillOverdue counts a service never "
-                                  "drilled from then).", labels=["service"])
-        for service, at in sorted(self._estate.first_seen().items()):
-            first.add_metric([service], at)
-        yield first
         yield from self._plans()
         yield GaugeMetricFamily("bcd_drills_max_age_seconds", "defaults.drills_max_age: a service not drilled "
                                 "this long is overdue.", value=config.defaults.drills_max_age)
