@@ -143,8 +143,13 @@ def sealed_hash(db: sqlite3.Connection, seq: int) -> str | None:
     row = db.execute("SELECT first, hashes FROM seals WHERE seq >= ? ORDER BY seq LIMIT 1", (seq,)).fetchone()
     if row is None or row[0] > seq:
         return None
-    start = (seq - row[0]) * HASH_LENGTH
-    return str(row[1][start:start + HASH_LENGTH])
+    return hash_in_seal(row[0], str(row[1]), seq)
+
+
+def hash_in_seal(first: int, hashes: str, seq: int) -> str:
+    """Entry `seq`'s hash in a seal that starts at entry `first` (its hex hashes concatenated)."""
+    start = (seq - first) * HASH_LENGTH
+    return hashes[start:start + HASH_LENGTH]
 
 
 def event_hash(db: sqlite3.Connection, seq: int, stored: str | None) -> str | None:

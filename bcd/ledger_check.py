@@ -24,13 +24,13 @@ from typing import Any, TextIO
 from bcd.ledger import (
     COVERED,
     GENESIS,
-    HASH_LENGTH,
     canonical,
     chain_hash,
     entry_text,
     event_body,
     event_hash,
     events_chained,
+    hash_in_seal,
     row_body,
     row_ref,
     sealed_hash,
@@ -183,8 +183,7 @@ class _Seals:
             self._seal = next(self._seals, None)
         if self._seal is None or self._seal[1] > seq:
             return None
-        start = (seq - self._seal[1]) * HASH_LENGTH
-        return self._seal[2][start:start + HASH_LENGTH]
+        return hash_in_seal(self._seal[1], self._seal[2], seq)
 
 
 def check_database(db: sqlite3.Connection, now: float | None = None) -> Report:
