@@ -162,6 +162,7 @@ class Daemon:
         self.engine = Engine(config, self.journal, self.bus, runner=self._runner, cluster=link)
         config_record.record(self.journal, config_path, config_record.effective(config), "start")
         self.view = EngineView(self.engine)  # what the outputs and the web read
+        self.view.monitored_since()  # services new to the journal are dated from this load
         self.metrics = Metrics(self.view)
         self.metrics.register(JournalCollector(self.engine.writer.stats))
         self.metrics.reload.success_timestamp = time.time()
@@ -472,6 +473,7 @@ class Daemon:
         parts.scheduler.sync(jobs(new), build, new.bursts)
         self.metrics.probes.retain(parts.scheduler.keys)
         config_record.record(self.journal, self.config_path, await in_daemon_thread(config_record.effective, new), by)
+        self.view.monitored_since()
         heap.settle()
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()

@@ -117,6 +117,9 @@ class EstateView(Protocol):
     def plan_drill_successes(self) -> dict[str, float]:
         """plan -> when its last drill succeeded."""
 
+    def monitored_since(self) -> Mapping[str, float]:
+        """service (configured) -> when bcd first monitored it, as the journal keeps it (bcd.drills.records)."""
+
 
 class EngineView:
     """`EstateView` over the engine's own tables."""
@@ -125,7 +128,7 @@ class EngineView:
         self._engine = engine
         self._plans = PlanJournal(engine.journal)
         self._recoveries = RecoveryJournal(engine.journal, engine.runs)
-        self._drills = DrillJournal(engine.journal)
+        self._drills = DrillJournal(engine.journal, engine.clock)
 
     @property
     def config(self) -> Config:
@@ -225,6 +228,9 @@ class EngineView:
 
     def plan_drill_successes(self) -> dict[str, float]:
         return self._drills.plan_successes()
+
+    def monitored_since(self) -> Mapping[str, float]:
+        return self._drills.monitored_since(self._engine.config.services)
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 scrape time.
 
 A scheduled drill's counts are shown at 0 before its first end. The last success is shown for every service (plan)
-that has a scheduled drill or has ever been drilled (0: never succeeded); a service neither scheduled nor ever
-drilled has no series (the continuity report lists those).
+that has a scheduled drill or has ever been drilled (0: never succeeded). For a service never drilled successfully,
+BcdDrillOverdue reads `bcd_service_monitored_since_timestamp_seconds` instead (one line per service, rendered with
+the estate's families in `text`).
 """
 
 from __future__ import annotations

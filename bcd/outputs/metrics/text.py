@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -224,8 +224,10 @@ def render_estate(estate: EstateView, names: Labels) -> Iterator[str]:
     views = dict(services)
     transitions = list(estate.transitions.items())
     lost = [(site, int(site in estate.lost_sites)) for site in estate.config.sites]
+    monitored = estate.monitored_since()  # replaced, never changed in place: no copy
     return itertools.chain(_render_sites(sites, transitions, names.sites),
-                           _render_services(services, sites, views, names), _render_lost(lost))
+                           _render_services(services, sites, views, names), _render_lost(lost),
+                           _render_monitored(services, monitored, names.services))
 
 
 def _render_lost(lost: list[tuple[str, int]]) -> Iterator[str]:
@@ -265,6 +267,15 @@ def _render_services(services: list[tuple[str, ServiceState]], sites: list[tuple
             f"bcd_service_active_site{{{site_label[key]}}} {int(views[key[0]].active == key[1])}\n"
             for key, _ in lines if key[0] in views
         ])
+
+
+def _render_monitored(services: list[tuple[str, ServiceState]], monitored: Mapping[str, float],
+                    label: dict[str, str]) -> Iterator[str]:
+    yield _family("bcd_service_monitored_since_timestamp_seconds", "gauge", "When bcd first monitored the service, "
+                  "as its journal keeps it (BcdDrillOverdue counts a service never drilled successfully from then).")
+    for part in chunks(services):
+        yield "".join([f"bcd_service_monitored_since_timestamp_seconds{{{label[name]}}} {_fmt(monitored[name])}\n"
+                       for name, _ in part if name in monitored])
 
 
 def render_runner(estate: EstateView, names: Labels) -> Iterator[str]:

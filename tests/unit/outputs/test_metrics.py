@@ -76,7 +76,7 @@ def test_every_family_of_the_contract_is_rendered(live: tuple[Engine, Metrics]) 
         "bcd_probe_success", "bcd_probe_duration_seconds", "bcd_probe_results_total", "bcd_site_health",
         "bcd_site_up", "bcd_health_transitions_total", "bcd_service_status", "bcd_service_active_site",
         "bcd_config_last_reload_successful", "bcd_config_last_reload_success_timestamp_seconds", "bcd_build_info",
-        "bcd_runbook_runs_total", "bcd_runbook_running", "bcd_service_blocked",
+        "bcd_runbook_runs_total", "bcd_runbook_running", "bcd_service_blocked", "bcd_service_monitored_since_timestamp_seconds",
     ):
         assert f"# TYPE {family} " in text, family
     assert sample(text, 'bcd_site_health{service="payroll",site="dorset",state="down"}') == 1
