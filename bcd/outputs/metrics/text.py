@@ -197,6 +197,8 @@ class Labels:
         self._config: object = None
         self.sites: dict[tuple[str, str], str] = {}
         self.services: dict[str, str] = {}
+        self._monitored: object = None  # the mapping `monitored` was made from
+        self.monitored: dict[str, str] = {}
 
     def follow(self, estate: EstateView) -> None:
         """Make sure every site and service of the estate has its label set."""
@@ -214,6 +216,16 @@ class Labels:
             for name in services.keys() - self.services.keys():
                 self.services[name] = labels(service=name)
 
+    def monitored_lines(self, monitored: Mapping[str, float]) -> dict[str, str]:
+        """The `bcd_service_monitored_since_timestamp_seconds` line of each service in `monitored`, made again only
+        when that mapping is replaced (a config load that names a new service): otherwise the same every scrape."""
+        if monitored is not self._monitored:
+            self.monitored = {name: f"bcd_service_monitored_since_timestamp_seconds"
+                              f"{{{self.services.get(name) or labels(service=name)}}} {_fmt(at)}\n"
+                              for name, at in monitored.items()}
+            self._monitored = monitored
+        return self.monitored
+
 
 def render_estate(estate: EstateView, names: Labels) -> Iterator[str]:
     """The site and service families. The estate's tables are copied here at once (cheap copies of their
@@ -224,10 +236,10 @@ def render_estate(estate: EstateView, names: Labels) -> Iterator[str]:
     views = dict(services)
     transitions = list(estate.transitions.items())
     lost = [(site, int(site in estate.lost_sites)) for site in estate.config.sites]
-    monitored = estate.monitored_since()  # replaced, never changed in place: no copy
+    monitored = names.monitored_lines(estate.monitored_since())
     return itertools.chain(_render_sites(sites, transitions, names.sites),
                            _render_services(services, sites, views, names), _render_lost(lost),
-                           _render_monitored(services, monitored, names.services))
+                           _render_monitored(services, monitored))
 
 
 def _render_lost(lost: list[tuple[str, int]]) -> Iterator[str]:
@@ -269,13 +281,11 @@ def _render_services(services: list[tuple[str, ServiceState]], sites: list[tuple
         ])
 
 
-def _render_monitored(services: list[tuple[str, ServiceState]], monitored: Mapping[str, float],
-                    label: dict[str, str]) -> Iterator[str]:
+def _render_monitored(services: list[tuple[str, ServiceState]], lines: dict[str, str]) -> Iterator[str]:
     yield _family("bcd_service_monitored_since_timestamp_seconds", "gauge", "When bcd first monitored the service, "
                   "as its journal keeps it (BcdDrillOverdue counts a service never drilled successfully from then).")
     for part in chunks(services):
-        yield "".join([f"bcd_service_monitored_since_timestamp_seconds{{{label[name]}}} {_fmt(monitored[name])}\n"
-                       for name, _ in part if name in monitored])
+        yield "".join([lines[name] for name, _ in part if name in lines])
 
 
 def render_runner(estate: EstateView, names: Labels) -> Iterator[str]:
