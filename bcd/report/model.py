@@ -119,6 +119,7 @@ class LagFinding:
     worst: float | None = None
     accepted: tuple[str, ...] = ()  # lags accepted by forced moves in the period (their journaled reasons)
     sites: tuple[SiteLag, ...] = ()  # the sites that measure a lag, worst first
+    measured: bool = True  # False: no site of the service names a data_lag in the config
 
     @property
     def exceeded(self) -> tuple[SiteLag, ...]:
