@@ -49,7 +49,7 @@ class Availability:
 class SiteReport:
     site: str
     availability: Availability
-    standby_seconds: float  # time observed while another site was active
+    standby_seconds: float  # time observed while another site was active (`unknown` left out)
     standby_not_up: float  # of which not `up` (maintenance included: no failover could go there)
 
     @property
