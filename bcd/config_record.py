@@ -1,5 +1,5 @@
-"""A config load or reload, as the journal's ledger keeps it: the file's SHA-256, who asked, and what changed in
-the effective config since the last load this journal saw (secrets masked).
+"""A config load or reload, as the journal's ledger keeps it: the file's SHA-256 (and each included file's), who
+asked, and what changed in the effective config since the last load this journal saw (secrets masked).
 
 The effective config is flattened to `dotted.path → value`. Masked: every value that came from ${ENV}
 (`Config.secrets`, also inside a longer string such as "Bearer …"), and every value under a key that names a
@@ -25,6 +25,8 @@ from typing import Any
 import structlog
 
 from bcd.config import Config
+from bcd.config.includes import Source
+from bcd.config.includes import paths as included_paths
 from bcd.journal import Journal
 
 log = structlog.get_logger("bcd.config")
@@ -106,10 +108,8 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any], old_prints: dict[str, 
 def record(journal: Journal, path: str, flat: dict[str, Any], by: str, at: float | None = None) -> bool:
     """Chain a `config` entry for a load of `path` whose effective config is `flat` (see `effective`); False
     (logged) when the journal cannot be written: a load is never refused for it."""
-    try:
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError as exc:
-        digest = f"unreadable: {exc.strerror}"
+    digest = _sha256(path)
+    included = {name: _sha256(name) for name in _included(path, flat)}
     try:
         journal.execute(_SNAPSHOT)  # not Journal.create: a failure here must not close the journal
         with journal.transaction():
@@ -118,6 +118,8 @@ def record(journal: Journal, path: str, flat: dict[str, Any], by: str, at: float
             prints = flat.fingerprints if isinstance(flat, Flat) else {}
             changes = diff(old, flat, old_prints, prints)
             body = {"file": str(path), "sha256": digest, "by": by, "diff": changes}
+            if included:
+                body["included"] = included
             journal.record(time.time() if at is None else at, "config", str(path), body)
             snapshot = {"format": 2, "flat": flat, "fingerprints": prints}
             journal.execute("INSERT OR REPLACE INTO config_snapshot VALUES (1, ?)",
@@ -128,6 +130,19 @@ def record(journal: Journal, path: str, flat: dict[str, Any], by: str, at: float
     log.info("config_load_journaled", config=str(path), sha256=digest, by=by,
              changed=sum(len(v) if isinstance(v, dict) else 0 for v in changes.values()))
     return True
+
+
+def _sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
+def _included(path: str, flat: dict[str, Any]) -> list[str]:
+    """The files `include:` names (as listed in `flat`), its globs matched now, as the load just matched them."""
+    patterns = [value for key, value in flat.items() if key.startswith("include[")]
+    return included_paths(Source(str(path), None, {"include": patterns}), lambda *_: None) if patterns else []
 
 
 def _snapshot(stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bcd.model import Observation, ProbeKey
-from bcd.probes.perfdata import base_value
+from bcd.probes.perfdata import base_value, unit
 from bcd.rpo import Lag
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 Lookup = Callable[[ProbeKey], Observation | None]
 STALE_INTERVALS = 2  # a lag older than this many intervals of its probe is unknown
+TIME_UNITS = frozenset({"", "s", "ms", "us"})  # a lag is a time: a byte count or a ratio is no lag in seconds
 
 
 def lags(config: Config, service: str, last: Lookup) -> dict[str, Lag]:
@@ -47,8 +48,11 @@ def snapshot_fields(config: Config, service: str, last: Lookup) -> dict[str, Any
 def measured(lag: Lag, obs: Observation, name: str) -> Lag:
     """`lag` with the value `name` of this observation (perfdata, in base units), or why it has none."""
     text = next((text for label, text in obs.perfdata if label == name), None)
-    value = base_value(text) if text is not None else None
-    if value is not None:
+    if text is None:
+        return Lag(lag.source, lag.max_age, missing=f"not reported ({obs.result}: {obs.reason})")
+    value = base_value(text)
+    if value is not None and unit(text) in TIME_UNITS:
         return Lag(lag.source, lag.max_age, value, obs.at)
-    why = f"{'no number' if text is not None else 'not reported'} ({obs.result}: {obs.reason})"
+    said = "no number" if value is None else f"not a time: {text.partition(';')[0]}"
+    why = f"{said} ({obs.result}: {obs.reason})"
     return Lag(lag.source, lag.max_age, missing=why)

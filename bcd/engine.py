@@ -301,7 +301,9 @@ class Engine:
                     for obs in self.last_observations(name, site, config.probes)
                 },
             }
-        result: dict[str, Any] = {"active": self.services[name].active, "sites": sites}
+        objectives = self.config.objectives(name)  # in force now: a recovery is judged by it (bcd.recoveries)
+        result: dict[str, Any] = {"active": self.services[name].active, "sites": sites,
+                                  "objectives": {"rto": objectives.rto, "rpo": objectives.rpo}}
         if self.cluster is not None:
             result["quorum"] = self.cluster.evidence(name, self.services[name].active)
         return result

@@ -143,7 +143,11 @@ def executed_at(steps: Sequence[StepRecord], started: float, verified: float | N
 
 
 def derive(run: RunRecord, steps: Sequence[StepRecord], down_at: Iterable[float], rto: float | None) -> Recovery:
-    """The recovery a run made, from its journal rows and the times its site left was confirmed down."""
+    """The recovery a run made, from its journal rows and the times its site left was confirmed down, judged
+    against the RTO its evidence kept (in force when it started), else `rto` (a run from before it was kept)."""
+    kept = run.evidence.get("objectives")
+    if isinstance(kept, dict) and "rto" in kept:
+        rto = kept["rto"]
     verified = run.verified_at if run.result is RunResult.SUCCEEDED else None
     decided = decided_at(run, down_at)
     timeline = Timeline(run.detected_at, decided, run.started, executed_at(steps, run.started, verified), verified)

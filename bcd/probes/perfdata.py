@@ -44,6 +44,11 @@ def _value(text: str) -> tuple[float | None, str]:
     return (number if math.isfinite(number) else None), text[match.end():]
 
 
+def unit(text: str) -> str:
+    """The unit of one item's text (`value[UOM];…`): "" when it has none, or is not a number."""
+    return _value(text.partition(";")[0])[1]
+
+
 def base_value(text: str) -> float | None:
     """The value of one item's text (`value[UOM];…`) in base units (see the module docstring), or None."""
     number, unit = _value(text.partition(";")[0])

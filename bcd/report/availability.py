@@ -35,7 +35,7 @@ class SiteTrack:
     state: str
     since: float
     seconds: Seconds = field(default_factory=lambda: defaultdict(float))
-    standby_seconds: float = 0.0  # observed while another site was active
+    standby_seconds: float = 0.0  # observed while another site was active, in a known state
     standby_not_up: float = 0.0
 
     def close(self, t: float, spans: Spans, standby: bool, service: Seconds | None = None) -> float:
@@ -55,7 +55,7 @@ class SiteTrack:
             seconds["unobserved"] += t - since - observed
             if service is not None:
                 service["unobserved"] += t - since - observed
-        if standby:
+        if standby and state != "unknown":  # not yet probed (or before the journal's first event): no standby yet
             self.standby_seconds += observed
             if state != "up":
                 self.standby_not_up += observed

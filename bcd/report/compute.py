@@ -68,7 +68,8 @@ def compute(config: Config, db: sqlite3.Connection, start: float, end: float, *,
     accepted = _lags_accepted(runs)
     reports = tuple(_service(config, tracks[name], recoveries.get(name, []), drills=drills.get(name, ()),
                              last_drill=last.get(name),
-                             lag=_lag(tracks[name], config.objectives(name).rpo, accepted.get(name, ()), period.end))
+                             lag=_lag(tracks[name], config.objectives(name).rpo, accepted.get(name, ()), period.end,
+                                      measured=any(site.data_lag for site in config.services[name].sites.values())))
                     for name in names)
     max_age = drills_max_age(config)
     notes = ([] if any(r.lag.samples for r in reports) else [NO_LAG_SAMPLES]) + ([NO_SPANS] if spans.spans is None
@@ -111,12 +112,14 @@ def _lags_accepted(runs: list[RunRecord]) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _lag(track: ServiceTrack, rpo: float | None, accepted: tuple[str, ...], end: float) -> LagFinding:
-    """The worst data lag of each site that journaled one (bcd.report.lags), and the service's."""
+def _lag(track: ServiceTrack, rpo: float | None, accepted: tuple[str, ...], end: float, *,
+         measured: bool) -> LagFinding:
+    """The worst data lag of each site that journaled one (bcd.report.lags), and the service's (`measured`:
+    a site of it names a data_lag)."""
     sites = sorted((lag.finish(site, end, rpo) for site, lag in track.lags.items()),
                    key=lambda site: -(site.worst or 0.0))
     worst = max((site.worst for site in sites if site.worst is not None), default=None)
-    return LagFinding(rpo, samples=bool(sites), worst=worst, accepted=accepted, sites=tuple(sites))
+    return LagFinding(rpo, samples=bool(sites), worst=worst, accepted=accepted, sites=tuple(sites), measured=measured)
 
 
 def _service(config: Config, track: ServiceTrack, recoveries: list[Recovery], *, drills: tuple[Drill, ...],

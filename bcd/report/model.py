@@ -49,7 +49,7 @@ class Availability:
 class SiteReport:
     site: str
     availability: Availability
-    standby_seconds: float  # time observed while another site was active
+    standby_seconds: float  # time observed while another site was active (`unknown` left out)
     standby_not_up: float  # of which not `up` (maintenance included: no failover could go there)
 
     @property
@@ -119,6 +119,7 @@ class LagFinding:
     worst: float | None = None
     accepted: tuple[str, ...] = ()  # lags accepted by forced moves in the period (their journaled reasons)
     sites: tuple[SiteLag, ...] = ()  # the sites that measure a lag, worst first
+    measured: bool = True  # False: no site of the service names a data_lag in the config
 
     @property
     def exceeded(self) -> tuple[SiteLag, ...]:

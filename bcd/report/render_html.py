@@ -193,6 +193,8 @@ def _drills(service: ServiceReport, report: Report) -> Iterator[str]:
 def _lag(service: ServiceReport) -> str:
     if service.lag.samples:
         text = lag_sites(service.lag) + "."
+    elif not service.lag.measured:
+        text = f"Not measured: no site of {escape(service.name)} names a data_lag."
     else:
         text = "Not journaled: the journal holds no data-lag events, so the worst lag in the period cannot be shown."
     if service.lag.accepted:

@@ -43,8 +43,8 @@ def _service(service: ServiceReport) -> dict[str, Any]:
         "recoveries": [r.to_json() for r in service.recoveries],
         "drills": [d.to_json() for d in service.drills],
         "last_drill": service.last_drill,
-        "data_lag": {"rpo": service.lag.rpo, "samples": service.lag.samples, "worst": service.lag.worst,
-                     "accepted": list(service.lag.accepted),
+        "data_lag": {"rpo": service.lag.rpo, "measured": service.lag.measured, "samples": service.lag.samples,
+                     "worst": service.lag.worst, "accepted": list(service.lag.accepted),
                      "sites": [{"site": s.site, "worst": s.worst, "over_seconds": s.over_seconds,
                                 "exceeded": s.exceeded} for s in service.lag.sites]},
     }

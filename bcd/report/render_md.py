@@ -101,4 +101,7 @@ def _service(service: ServiceReport) -> Iterator[str]:
 def _lag(service: ServiceReport) -> str:
     accepted = len(service.lag.accepted)
     more = f"; {accepted} forced move(s) accepted a lag past the RPO" if accepted else ""
-    return f"{lag_sites(service.lag) if service.lag.samples else 'not journaled (no samples)'}{more}"
+    if service.lag.samples:
+        return f"{lag_sites(service.lag)}{more}"
+    missing = "not journaled (no samples)" if service.lag.measured else "not measured (no site names a data_lag)"
+    return f"{missing}{more}"

@@ -93,14 +93,17 @@ class Spans:
 
 def spans(db: sqlite3.Connection, start: float, end: float, now: float) -> Spans:
     """The daemon's spans within [start, end]. A span still open (no stop) ends at its last heartbeat, or at
-    `now` when that heartbeat is recent (the daemon runs now)."""
+    `now` when that heartbeat is recent and no later start is journaled (the daemon runs now; a span followed by
+    another was cut by a crash)."""
     if not _table(db, SPANS):
         return Spans(None)
     rows = db.execute(f"SELECT started, alive, stopped FROM {SPANS} WHERE started < ? AND coalesce(stopped, alive) "
                       f">= ? ORDER BY started", (end, start - 2 * ALIVE_INTERVAL)).fetchall()
+    (latest,) = db.execute(f"SELECT max(started) FROM {SPANS}").fetchone()
     out: list[tuple[float, float]] = []
     for started, alive, stopped in rows:
-        stop = stopped if stopped is not None else (now if now - alive <= 2 * ALIVE_INTERVAL else alive)
+        running = started == latest and now - alive <= 2 * ALIVE_INTERVAL
+        stop = stopped if stopped is not None else (now if running else alive)
         a, b = max(started, start), min(stop, end)
         if out and a < out[-1][1]:  # overlapping rows (a clock step back): merged
             a = out[-1][1]

@@ -86,6 +86,9 @@ def observation(perfdata: tuple[tuple[str, str], ...], result: Result = Result.O
     ((("bytes", "10B"), ("lag", "7")), 7.0, ""),
     ((("lag", "U"),), None, "no number (ok: OK - replaying)"),
     ((("other", "1s"),), None, "not reported (ok: OK - replaying)"),
+    ((("lag", "3us"),), 3e-6, ""),
+    ((("lag", "5MB"),), None, "not a time: 5MB (ok: OK - replaying)"),  # a byte count is no lag in seconds
+    ((("lag", "50%;80;90"),), None, "not a time: 50% (ok: OK - replaying)"),
 ])
 def test_a_lag_is_read_from_the_probe_value_in_seconds(perfdata: tuple[tuple[str, str], ...],
                                                         value: float | None, missing: str) -> None:

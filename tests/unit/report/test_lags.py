@@ -71,3 +71,24 @@ def test_without_lag_events_the_report_says_it_cannot_tell(estate: Path) -> None
     assert all(not s.lag.samples for s in report.services)
     assert not any(r.kind == "lag_over_rpo" for r in report.risks)
     assert any("holds no data-lag events" in note for note in report.notes)
+
+
+def test_a_service_that_measures_no_lag_says_so_and_one_that_does_says_the_journal_has_none(
+        estate: Path) -> None:  # noqa: F811
+    text = estate.read_text()
+    plain = 'hampshire: {probes: [{name: health, http: {url: "http://127.0.0.1:2/"}}]}'
+    measured = ('hampshire: {probes: [{name: health, http: {url: "http://127.0.0.1:2/", json_values: {lag: lag}}}], '
+                'data_lag: {probe: health, value: lag}}')
+    head, _, tail = text.rpartition(plain)  # library's hampshire (payroll's comes first)
+    estate.write_text(head + measured + tail)
+    report = report_of(estate)
+    library, payroll = (next(s for s in report.services if s.name == name) for name in ("library", "payroll"))
+    assert library.lag.measured and not library.lag.samples
+    assert not payroll.lag.measured
+    html, md = render_html(report), render_md(report)
+    assert html.count("Not journaled: the journal holds no data-lag events") == 1  # library's only
+    assert md.count("not journaled (no samples)") == 1
+    assert "Not measured: no site of payroll names a data_lag." in html
+    assert "Data lag: not measured (no site names a data_lag)" in md
+    data = {s["name"]: s["data_lag"] for s in json.loads(render_json(report))["services"]}
+    assert data["payroll"]["measured"] is False and data["library"]["measured"] is True

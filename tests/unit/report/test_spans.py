@@ -12,7 +12,7 @@ import pytest
 from bcd.journal import Journal
 from bcd.ledger_check import open_readonly
 from bcd.report.source import Spans, spans
-from bcd.uptime import Uptime
+from bcd.uptime import SCHEMA, Uptime
 
 SPANS = Spans(((0.0, 10.0), (20.0, 30.0), (40.0, 50.0)))
 
@@ -52,3 +52,17 @@ async def test_the_daemon_journals_its_start_heartbeats_and_stop(tmp_path: Path)
     journal.close()
     with contextlib.closing(sqlite3.connect(tmp_path / "bcd.sqlite")) as db:
         assert db.execute("SELECT started, alive, stopped FROM daemon_spans").fetchall() == [(1000.0, 1090.0, 1090.0)]
+
+
+def test_a_span_cut_by_a_crash_ends_at_its_heartbeat_once_a_later_start_is_journaled(tmp_path: Path) -> None:
+    """kill -9 at 1090 (last heartbeat 1060), started again at 1100: the time between is unobserved even when the
+    report is made within two heartbeats of the dead span's last one (it is not the running daemon's)."""
+    path = tmp_path / "bcd.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(SCHEMA)
+        db.executemany("INSERT INTO daemon_spans VALUES (?, ?, ?, ?)",
+                       [(1000.0, 1060.0, None, 1), (1100.0, 1110.0, None, 2)])
+        db.commit()
+    with contextlib.closing(open_readonly(path)) as db:
+        assert spans(db, 0, 2000, now=1120.0).spans == ((1000.0, 1060.0), (1100.0, 1120.0))
+        assert spans(db, 0, 1080, now=1120.0).spans == ((1000.0, 1060.0),)  # the later start after the period
