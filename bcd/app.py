@@ -52,6 +52,7 @@ from bcd.coordination.etcd import EtcdClient
 from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal, RunJournal
+from bcd.journal.uptime import Uptime
 from bcd.lifetime import Lifetimes, Run, closing, leaves
 from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
@@ -76,7 +77,6 @@ from bcd.runbooks.runner import RunHooks, Runner
 from bcd.runbooks.session import StepSession
 from bcd.scheduler import Job, Scheduler
 from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
-from bcd.uptime import Uptime
 from bcd.view import EngineView
 from bcd.web import listen
 from bcd.web.context import WebContext

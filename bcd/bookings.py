@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from bcd.coordination.base import CoordinationUnavailable, Coordinator
 from bcd.journal import Journal, JournalWriteError
-from bcd.ledger import Write
+from bcd.journal.ledger import Write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bookings (id TEXT PRIMARY KEY, at REAL NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL)

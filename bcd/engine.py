@@ -24,10 +24,10 @@ from bcd.config import Config, ProbeConfig
 from bcd.events import Event, EventKind
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, SavedSite
-from bcd.journal_writer import JournalWriter
+from bcd.journal.run_records import NO_RUNS, RunFacts
+from bcd.journal.writer import JournalWriter
 from bcd.model import Guard, Observation, PlanRef, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
-from bcd.run_records import NO_RUNS, RunFacts
 from bcd.runbooks.gate import gated
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, RunHooks, Runner, RunRequest
 

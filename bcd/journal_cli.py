@@ -12,8 +12,8 @@ from typing import Any
 
 from bcd import config as config_module
 from bcd.config import ConfigError
-from bcd.ledger import SEAL_EVERY
-from bcd.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
+from bcd.journal.ledger import SEAL_EVERY
+from bcd.journal.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
 from bcd.report import ReportError, dates
 from bcd.report.cli import add_report_command
 from bcd.state_dir import JOURNAL_NAME

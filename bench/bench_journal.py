@@ -35,7 +35,7 @@ from bcd import logging as bcd_logging
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, ServiceStatusChanged, SiteTransition
 from bcd.journal import Journal, SavedService, SavedSite
-from bcd.journal_writer import FLUSH_DELAY, JournalWriter
+from bcd.journal.writer import FLUSH_DELAY, JournalWriter
 
 PROBES_PER_SECOND = 2_000
 SERVICES = 1_000  # two sites each, one probe per site at a 1 s interval: 2,000 probes/s

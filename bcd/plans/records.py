@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from bcd.journal import Journal, JournalWriteError
-from bcd.ledger import Write
+from bcd.journal.ledger import Write
 from bcd.plans.model import OPEN_STATES, Move, PlanRun
 
 SCHEMA = f"""

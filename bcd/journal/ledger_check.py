@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bcd.ledger import (
+from bcd.journal.ledger import (
     COVERED,
     GENESIS,
     canonical,

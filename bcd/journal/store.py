@@ -21,13 +21,13 @@ from typing import Any, Protocol
 import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
-from bcd.journal_schema import ADDED_COLUMNS, RUNS_SCHEMA, SCHEMA
-from bcd.journal_schema import STEP_COLUMNS as _STEP_COLUMNS
-from bcd.journal_sync import WalSync
-from bcd.ledger import Ledger, Write
-from bcd.ledger import prune as ledger_prune
+from bcd.journal.ledger import Ledger, Write
+from bcd.journal.ledger import prune as ledger_prune
+from bcd.journal.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
+from bcd.journal.schema import ADDED_COLUMNS, RUNS_SCHEMA, SCHEMA
+from bcd.journal.schema import STEP_COLUMNS as _STEP_COLUMNS
+from bcd.journal.sync import WalSync
 from bcd.model import RunResult
-from bcd.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
 from bcd.state_dir import not_writable, open_database
 
 __all__ = ["INTERRUPTED", "RUN_FIELDS", "Journal", "JournalWriteError", "RunJournal", "RunRecord", "SavedService",

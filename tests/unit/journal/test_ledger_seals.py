@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bcd import ledger as ledger_module
 from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal
-from bcd.ledger import GENESIS, chain_hash, event_entry, sealed_hash
-from bcd.ledger_check import UNSEALED_GRACE, Report, check_database, export, open_readonly
+from bcd.journal import ledger as ledger_module
+from bcd.journal.ledger import GENESIS, chain_hash, event_entry, sealed_hash
+from bcd.journal.ledger_check import UNSEALED_GRACE, Report, check_database, export, open_readonly
 
 DOWN = SiteTransition("up", "down")
 

@@ -37,7 +37,7 @@ import structlog
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal, SavedService, SavedSite
-from bcd.ledger import SEAL_EVERY, Write
+from bcd.journal.ledger import SEAL_EVERY, Write
 
 log = structlog.get_logger("bcd.journal")
 

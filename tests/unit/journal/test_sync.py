@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bcd import journal_sync
 from bcd.bus import Bus
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord
-from bcd.journal_writer import JournalWriter, iso8601
+from bcd.journal import sync as journal_sync
+from bcd.journal.writer import JournalWriter, iso8601
 from bcd.model import RunKind, RunResult
 from tests.helpers.runner_kit import Kit, eventually
 
