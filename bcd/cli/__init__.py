@@ -11,11 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bcd import __version__, cli_bookings, cli_drills, cli_reload, sighup, tokens
-from bcd.cli_plans import ClientKit, add_plan_commands
+from bcd import __version__, sighup, tokens
+from bcd.cli import bookings as cli_bookings
+from bcd.cli import drills as cli_drills
+from bcd.cli import reload as cli_reload
+from bcd.cli.journal import add_journal_commands
+from bcd.cli.plans import ClientKit, add_plan_commands
 from bcd.config import Config, ConfigError, json_schema
 from bcd.durations import format_duration
-from bcd.journal_cli import add_journal_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_URL = "http://127.0.0.1:9847"
@@ -249,7 +252,7 @@ def cmd_files(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    from bcd.client import Client
+    from bcd.cli.client import Client
 
     return Client.from_args(args).request(method, path, body)
 
@@ -258,7 +261,7 @@ def _api(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     """Client commands: an API refusal or an unreachable daemon is one line on stderr and exit 1."""
 
     def wrapped(args: argparse.Namespace) -> int:
-        from bcd.client import ApiError
+        from bcd.cli.client import ApiError
 
         try:
             return func(args)
@@ -317,7 +320,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_recoveries(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
-    from bcd.recovery_text import recoveries_table
+    from bcd.cli.recovery_text import recoveries_table
 
     page = _call(args, "GET", f"/api/v1/services/{quote(args.service, safe='')}/recoveries?limit={args.limit}")
     print(json.dumps(page, indent=2) if args.json else "\n".join(recoveries_table(page)))
@@ -392,7 +395,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     since = page["next"]
     if not args.follow:
         return EXIT_OK
-    from bcd.client import Client
+    from bcd.cli.client import Client
 
     for event in Client.from_args(args).stream(f"/api/v1/events/stream?{query.lstrip('&')}", since):
         _print_event(event, args.json)
@@ -418,7 +421,7 @@ def _when(timestamp: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bcd.client import ApiError, Client
+    from bcd.cli.client import ApiError, Client
 
     client = Client.from_args(args)
     try:
@@ -429,7 +432,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    from bcd.recovery_text import objectives_block
+    from bcd.cli.recovery_text import objectives_block
 
     table = status_table(data["services"], colour=sys.stdout.isatty(), every_view=args.views)
     print("\n".join([table, *objectives_block(data["services"])]))
@@ -443,7 +446,7 @@ def status_table(services: list[dict[str, Any]], colour: bool, every_view: bool 
     """One row per service. In a cluster (the API adds `views` and `lock`), every site cell also shows each
     vantage's view of it, side by side (`stale` when older than the lease), a LOCK column names the instance
     holding the service's lock, and the lines under the table each view's age and reasons (`views_block`)."""
-    from bcd.status_views import view_mark, views_block
+    from bcd.cli.status_views import view_mark, views_block
 
     sites = sorted({site for service in services for site in service["sites"]})
     cluster = any("views" in service for service in services)
