@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bcd.cli import status_table
+from bcd.cli.status import status_table
 from bcd.cli.status_views import view_mark, views_block
 
 
