@@ -295,7 +295,7 @@ class Daemon:
         await lifetimes.start("mqtt", parts.mqtt.run)  # stops after the runner: its last events go out, `offline`
         await lifetimes.start("alerts", parts.alerts.run)
         # stops right after the runner: its last events are journaled and published while the outputs still run
-        # the daemon's span in the journal (bcd.uptime, for continuity reports): its stop comes after this flush
+        # the daemon's span in the journal (bcd.journal.uptime, for continuity reports): its stop comes after this flush
         await lifetimes.start("journal-flush", Uptime(self.journal, flush=self.engine.writer.flush).run)
         self._recover_runs()  # before any probe starts
         await lifetimes.start("runner", parts.runner.run)

@@ -204,7 +204,8 @@ class LocalBookings:
         return True
 
     def _write(self, write: Write) -> None:
-        """Committed with a full sync and chained in the journal's ledger (bcd.ledger), or BookingsUnavailable."""
+        """Committed with a full sync and chained in the journal's ledger (bcd.journal.ledger), or
+        BookingsUnavailable."""
         try:
             self._journal.apply(write, time.time())
         except (sqlite3.Error, JournalWriteError) as exc:

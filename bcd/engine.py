@@ -3,7 +3,7 @@ should do, starts runbooks, persists and announces every change. The edge around
 it owns every (service, site)'s `SiteHealth` and every service's view, journals each change before announcing it
 on the bus (one group commit per 50 ms, not waiting for the disk: probes re-derive health after a power cut;
 the runner commits runs and steps to disk at once), and logs one line per change. A journal that cannot be
-written never silences a change (`bcd.journal_writer`); while it lasts no run starts and operator actions are
+written never silences a change (`bcd.journal.writer`); while it lasts no run starts and operator actions are
 refused (JournalWriteError).
 """
 
@@ -454,7 +454,7 @@ class Engine:
         self._evaluate(transition.service, transition.at)
 
     def emit(self, event: Event, **log_fields: object) -> None:
-        """Journal (the next group commit, within FLUSH_DELAY), then log and publish (bcd.journal_writer)."""
+        """Journal (the next group commit, within FLUSH_DELAY), then log and publish (bcd.journal.writer)."""
         self.writer.emit(event, **log_fields)
 
     def close(self) -> None:

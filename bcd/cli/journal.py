@@ -1,4 +1,4 @@
-"""`bcd journal verify` and `bcd journal export`: the tamper-evident ledger (bcd.ledger) checked and exported,
+"""`bcd journal verify` and `bcd journal export`: the tamper-evident ledger (bcd.journal.ledger) checked and exported,
 with or without a running daemon (the journal is opened read-only). Exit codes: 0 intact, 1 not, 2 usage."""
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ def plan_drills(db: sqlite3.Connection, start: float, end: float) -> list[PlanDr
 
 
 def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:
-    """The chain's last entry at or before `end` — in the ledger table, or an event's own row (bcd.ledger_check
+    """The chain's last entry at or before `end` — in the ledger table, or an event's own row (bcd.journal.ledger_check
     .head_entry_at) — or None: no ledger, or no entry yet then."""
     if not _table(db, "ledger"):
         return None

@@ -1,4 +1,4 @@
-"""Events entries are hashed when sealed (bcd.ledger), on a real SQLite file: a commit seals them once they are
+"""Events entries are hashed when sealed (bcd.journal.ledger), on a real SQLite file: a commit seals them once they are
 old enough, a rolled-back transaction forgets its seal, a daemon killed before sealing leaves entries that the
 next open seals as found, a journal written before seals (hashes in the events rows) goes on verifying, and a
 check names a deleted seal and entries left unsealed too long."""

@@ -1,4 +1,4 @@
-"""The runs' group commit (bcd.journal_sync) on a real SQLite journal: unsynced commits made durable by one
+"""The runs' group commit (bcd.journal.sync) on a real SQLite journal: unsynced commits made durable by one
 fsync of the WAL file for every caller waiting at the time; a step starts only once its record is on disk. The
 fsyncs are counted by a spy around the real `os.fsync`; a disk that refuses to sync is a fake (named below),
 as an I/O error cannot be had here."""
@@ -22,7 +22,7 @@ NOTHING = "INSERT OR REPLACE INTO service_state VALUES (?, 'up', 'dorset', 0, 't
 
 @pytest.fixture
 def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The files synced through bcd.journal_sync (really synced: the spy calls the real fsync)."""
+    """The files synced through bcd.journal.sync (really synced: the spy calls the real fsync)."""
     calls: list[str] = []
     real = journal_sync._fsync
 
