@@ -208,7 +208,7 @@ class JournalWriter:
         return written
 
     def _seal_later(self) -> None:
-        """Events entries wait for their hashes (bcd.ledger): a commit seals them once they are SEAL_EVERY old, and
+        """Events entries wait for their hashes (ledger.py): a commit seals them once they are SEAL_EVERY old, and
         this timer does it when no commit comes (a quiet estate)."""
         if self._seal_timer is None and (ledger := self.journal.ledger) is not None and ledger.unsealed:
             self._seal_timer = self._schedule(SEAL_EVERY, self._seal_now)
