@@ -52,6 +52,7 @@ from bcd.coordination.etcd import EtcdClient
 from bcd.daemon_thread import in_daemon_thread
 from bcd.engine import Engine
 from bcd.journal import Journal, RunJournal
+from bcd.journal.uptime import Uptime
 from bcd.lifetime import Lifetimes, Run, closing, leaves
 from bcd.model import SETTLED, Observation, ProbeKey, ServiceStatus
 from bcd.mqtt.output import MqttOutput
@@ -76,7 +77,6 @@ from bcd.runbooks.runner import RunHooks, Runner
 from bcd.runbooks.session import StepSession
 from bcd.scheduler import Job, Scheduler
 from bcd.state_dir import JOURNAL_NAME, StateLock, set_aside_lost_journal
-from bcd.uptime import Uptime
 from bcd.view import EngineView
 from bcd.web import listen
 from bcd.web.context import WebContext
@@ -296,7 +296,7 @@ class Daemon:
         await lifetimes.start("mqtt", parts.mqtt.run)  # stops after the runner: its last events go out, `offline`
         await lifetimes.start("alerts", parts.alerts.run)
         # stops right after the runner: its last events are journaled and published while the outputs still run
-        # the daemon's span in the journal (bcd.uptime, for continuity reports): its stop comes after this flush
+        # the daemon's span in the journal (bcd.journal.uptime, for continuity reports): its stop comes after this flush
         await lifetimes.start("journal-flush", Uptime(self.journal, flush=self.engine.writer.flush).run)
         self._recover_runs()  # before any probe starts
         await lifetimes.start("runner", parts.runner.run)

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from bcd.coordination.base import CoordinationUnavailable, Coordinator
 from bcd.journal import Journal, JournalWriteError
-from bcd.ledger import Write
+from bcd.journal.ledger import Write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bookings (id TEXT PRIMARY KEY, at REAL NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL)
@@ -204,7 +204,8 @@ class LocalBookings:
         return True
 
     def _write(self, write: Write) -> None:
-        """Committed with a full sync and chained in the journal's ledger (bcd.ledger), or BookingsUnavailable."""
+        """Committed with a full sync and chained in the journal's ledger (bcd.journal.ledger), or
+        BookingsUnavailable."""
         try:
             self._journal.apply(write, time.time())
         except (sqlite3.Error, JournalWriteError) as exc:

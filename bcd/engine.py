@@ -3,7 +3,7 @@ should do, starts runbooks, persists and announces every change. The edge around
 it owns every (service, site)'s `SiteHealth` and every service's view, journals each change before announcing it
 on the bus (one group commit per 50 ms, not waiting for the disk: probes re-derive health after a power cut;
 the runner commits runs and steps to disk at once), and logs one line per change. A journal that cannot be
-written never silences a change (`bcd.journal_writer`); while it lasts no run starts and operator actions are
+written never silences a change (`bcd.journal.writer`); while it lasts no run starts and operator actions are
 refused (JournalWriteError).
 """
 
@@ -24,10 +24,10 @@ from bcd.config import Config, ProbeConfig
 from bcd.events import Event, EventKind
 from bcd.health import SiteHealth, SiteRules, Thresholds
 from bcd.journal import Journal, JournalWriteError, RunJournal, SavedService, SavedSite
-from bcd.journal_writer import JournalWriter
+from bcd.journal.run_records import NO_RUNS, RunFacts
+from bcd.journal.writer import JournalWriter
 from bcd.model import Guard, Observation, PlanRef, ProbeKey, Result, RunKind, ServiceStatus, SiteState, Transition
 from bcd.policy import Quorum, Request, RunInfo, Snapshot, TransferRule, Verdict
-from bcd.run_records import NO_RUNS, RunFacts
 from bcd.runbooks.gate import gated
 from bcd.runbooks.runner import ActiveRun, RunConflict, RunFence, RunHooks, Runner, RunRequest
 
@@ -456,7 +456,7 @@ class Engine:
         self._evaluate(transition.service, transition.at)
 
     def emit(self, event: Event, **log_fields: object) -> None:
-        """Journal (the next group commit, within FLUSH_DELAY), then log and publish (bcd.journal_writer)."""
+        """Journal (the next group commit, within FLUSH_DELAY), then log and publish (bcd.journal.writer)."""
         self.writer.emit(event, **log_fields)
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from bcd.data_lag import measured
 from bcd.events import DataLag, Event, EventKind
-from bcd.journal_writer import Timer, _loop_call_later
+from bcd.journal.writer import Timer, _loop_call_later
 from bcd.model import Observation
 from bcd.rpo import Lag
 

@@ -1,4 +1,4 @@
-"""Benchmark of the journal's write cost with and without the hash chain (bcd.ledger), at 2,000 probes/s.
+"""Benchmark of the journal's write cost with and without the hash chain (bcd.journal.ledger), at 2,000 probes/s.
 
 The engine writes only what changes: a probe result that changes a site's state stages its site row and a
 `site_transition` event, and one in three also a service row and a `service_status` event; the writer commits
@@ -11,7 +11,7 @@ transaction, the part the chain changes) and the whole flush (commit, log lines,
 chain adds as a share of one core (the daemon spends about 0.8 core on 2,000 probes/s: README, Benchmark).
 A plain and a chained journal are fed the same changes and flushed in lockstep, window by window, in turns.
 
-The chained journal seals its events entries (hashes them in one pass, bcd.ledger) by the simulated clock, as
+The chained journal seals its events entries (hashes them in one pass, bcd.journal.ledger) by the simulated clock, as
 the daemon does by its own.
 
     python bench/bench_journal.py            # about a minute
@@ -35,7 +35,7 @@ from bcd import logging as bcd_logging
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, ServiceStatusChanged, SiteTransition
 from bcd.journal import Journal, SavedService, SavedSite
-from bcd.journal_writer import FLUSH_DELAY, JournalWriter
+from bcd.journal.writer import FLUSH_DELAY, JournalWriter
 
 PROBES_PER_SECOND = 2_000
 SERVICES = 1_000  # two sites each, one probe per site at a 1 s interval: 2,000 probes/s

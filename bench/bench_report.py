@@ -41,8 +41,8 @@ from bcd.events import (
     SiteTransition,
 )
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
+from bcd.journal.uptime import SCHEMA as SPANS_SCHEMA
 from bcd.model import RunResult
-from bcd.uptime import SCHEMA as SPANS_SCHEMA
 
 SERVICES = 200
 SITES = ("dorset", "hampshire")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from bcd.journal.run_records import RunRecord
 from bcd.model import RunResult
-from bcd.run_records import RunRecord
 
 STOPPED = "the daemon stopped during it"
 

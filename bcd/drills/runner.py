@@ -29,6 +29,7 @@ from bcd.drills.plan import PlanDrills
 from bcd.drills.records import DrillJournal
 from bcd.drills.restart import STOPPED, cleaned, cleanup_run, runs_of, where_left
 from bcd.events import DrillFinished, DrillStarted, Event, EventKind
+from bcd.journal.run_records import RunRecord
 from bcd.model import RunKind, RunResult
 from bcd.operations import (
     Abort,
@@ -42,7 +43,6 @@ from bcd.operations import (
     Refused,
     Transfer,
 )
-from bcd.run_records import RunRecord
 from bcd.view import EstateView
 
 log = structlog.get_logger("bcd.drills")

@@ -1,6 +1,6 @@
 """Plan runs in the journal: one row per run (its services, groups, each move's run id, result and times, the
 gates and who approved them, as JSON), written and committed before what it describes happens, and chained in the
-journal's ledger like runs and steps (bcd.ledger: every write goes through `Journal.apply`).
+journal's ledger like runs and steps (bcd.journal.ledger: every write goes through `Journal.apply`).
 
 The table's partial unique index is the plan's local lock: at most one run of a plan is open (running,
 waiting at a gate, or interrupted) at a time, whatever asks — the database refuses a second.
@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from bcd.journal import Journal, JournalWriteError
-from bcd.ledger import Write
+from bcd.journal.ledger import Write
 from bcd.plans.model import OPEN_STATES, Move, PlanRun
 
 SCHEMA = f"""

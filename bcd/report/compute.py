@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from bcd.config import Config
 from bcd.drills.records import last_successes
+from bcd.journal.run_records import RunRecord, StepRecord
 from bcd.recoveries import Recovery, RecoveryKind, derive
 from bcd.report import ReportError
 from bcd.report.availability import ServiceTrack, start_tracks, walk
@@ -28,7 +29,6 @@ from bcd.report.source import chain_head, events, first_event, plan_drills, step
 from bcd.report.source import runs as read_runs
 from bcd.report.source import spans as read_spans
 from bcd.report.text import when
-from bcd.run_records import RunRecord, StepRecord
 
 NO_LAG_SAMPLES = ("The journal holds no data-lag events (no site names a data_lag probe, or the journal predates "
                   "them): the worst lag in the period cannot be shown; lags accepted by forced moves are.")

@@ -8,9 +8,9 @@ import sqlite3
 from collections.abc import Collection, Iterable
 
 from bcd.drills.records import KINDS
+from bcd.journal.run_records import RunRecord
 from bcd.recoveries import DRILL_KEY, Recovery
 from bcd.report.model import Drill
-from bcd.run_records import RunRecord
 
 
 def legs(runs: Iterable[RunRecord], recoveries: Iterable[Recovery]) -> dict[str, tuple[Recovery, ...]]:

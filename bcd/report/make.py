@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bcd.config import Config
-from bcd.ledger_check import open_readonly
+from bcd.journal.ledger_check import open_readonly
 from bcd.report import FORMATS, ReportError
 from bcd.report.compute import compute
 from bcd.report.model import Report

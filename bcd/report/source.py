@@ -14,12 +14,12 @@ import math
 import sqlite3
 from collections.abc import Collection, Iterator
 
-from bcd.ledger_check import head_entry_at
+from bcd.journal.ledger_check import head_entry_at
+from bcd.journal.run_records import RunRecord, StepRecord, run_columns, run_from_row
+from bcd.journal.uptime import ALIVE_INTERVAL
+from bcd.journal.uptime import TABLE as SPANS
 from bcd.model import SiteState
 from bcd.report.model import ChainHead, PlanDrill
-from bcd.run_records import RunRecord, StepRecord, run_columns, run_from_row
-from bcd.uptime import ALIVE_INTERVAL
-from bcd.uptime import TABLE as SPANS
 
 # an event the report follows: (at, service, site (None: an active-site change), the payload's `to`, and for a
 # `data_lag` event its lag (None for the others), `to` then `max`, `over` or `within`: bcd.report.lags). A
@@ -167,7 +167,7 @@ def plan_drills(db: sqlite3.Connection, start: float, end: float) -> list[PlanDr
 
 
 def chain_head(db: sqlite3.Connection, end: float) -> ChainHead | None:
-    """The chain's last entry at or before `end` — in the ledger table, or an event's own row (bcd.ledger_check
+    """The chain's last entry at or before `end` — in the ledger table, or an event's own row (bcd.journal.ledger_check
     .head_entry_at) — or None: no ledger, or no entry yet then."""
     if not _table(db, "ledger"):
         return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bcd.ledger_check import entries
+from bcd.journal.ledger_check import entries
 from tests.helpers.daemon import write_config
 from tests.integration.runbooks.daemon_kit import Estate, open_estate
 from tests.integration.test_plans import estate as plan_estate

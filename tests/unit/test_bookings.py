@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bcd.bookings import Booking, BookingKind, BookingState, LocalBookings, decode
 from bcd.journal import Journal
-from bcd.ledger_check import check_database, open_readonly
+from bcd.journal.ledger_check import check_database, open_readonly
 
 WINDOW = Booking("0a1b2c3d", BookingKind.MAINTENANCE, 2000.0, "olive", "new switch", 1000.0, service="payroll",
                  site="dorset", sites=("dorset",), duration=3600.0, name="payroll.dorset@x")

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from bcd import __version__
 from bcd.cluster.figures import ClusterFigures
-from bcd.journal_writer import JournalStats
+from bcd.journal.writer import JournalStats
 from bcd.mqtt.stats import MqttStats
 from bcd.outputs.alert_rules import ALERTNAMES
 from bcd.outputs.alerts.delivery import AlertStats

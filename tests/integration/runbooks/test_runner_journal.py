@@ -10,7 +10,7 @@ import pytest
 
 from bcd.bus import Bus
 from bcd.journal import Journal, JournalWriteError, RunJournal
-from bcd.journal_writer import JournalWriter
+from bcd.journal.writer import JournalWriter
 from tests.helpers.recorder import Recorder
 from tests.helpers.runner_kit import FakeHooks, Kit, eventually, http_step
 from tests.helpers.sqlite_full import BIG, FullJournal

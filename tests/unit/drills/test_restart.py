@@ -13,7 +13,7 @@ from bcd.drills.records import DrillJournal
 from bcd.drills.restart import cleaned, cleanup_run, runs_of, where_left
 from bcd.events import DrillStarted, Event, EventKind
 from bcd.journal import Journal, RunJournal
-from bcd.run_records import RunRecord
+from bcd.journal.run_records import RunRecord
 
 
 def run(id: int, result: str, **evidence: Any) -> RunRecord:

@@ -36,7 +36,8 @@ import pytest
 from bcd import config as config_module
 from bcd.events import ActiveChanged, DrillFinished, DrillStarted, Event, EventKind, JournalGap, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
-from bcd.ledger_check import entries, open_readonly
+from bcd.journal.ledger_check import entries, open_readonly
+from bcd.journal.uptime import SCHEMA as SPANS_SCHEMA
 from bcd.model import RunResult
 from bcd.report import ReportError
 from bcd.report.compute import compute
@@ -46,7 +47,6 @@ from bcd.report.render_html import render_html
 from bcd.report.render_json import render_json
 from bcd.report.render_md import render_md
 from bcd.report.risks import risks
-from bcd.uptime import SCHEMA as SPANS_SCHEMA
 from tests.helpers.daemon import write_config
 
 T0 = dt.datetime(2026, 7, 1, tzinfo=dt.UTC).timestamp()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bcd.journal import Journal
-from bcd.ledger_check import open_readonly
+from bcd.journal.ledger_check import open_readonly
+from bcd.journal.uptime import SCHEMA, Uptime
 from bcd.report.source import Spans, spans
-from bcd.uptime import SCHEMA, Uptime
 
 SPANS = Spans(((0.0, 10.0), (20.0, 30.0), (40.0, 50.0)))
 

@@ -21,12 +21,12 @@ from structlog.testing import capture_logs
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal, RunJournal, RunRecord, StepRecord
-from bcd.journal_writer import JournalWriter
-from bcd.ledger import canonical, event_body, sealed_hash
-from bcd.ledger_check import Report, check_database, check_lines, entries, export, head_at, open_readonly
+from bcd.journal.ledger import canonical, event_body, sealed_hash
+from bcd.journal.ledger_check import Report, check_database, check_lines, entries, export, head_at, open_readonly
+from bcd.journal.writer import JournalWriter
 from bcd.model import RunResult
 from tests.helpers.sqlite_full import BIG, FullJournal
-from tests.unit.test_journal_writer import FakeTimers
+from tests.unit.journal.test_writer import FakeTimers
 
 DOWN = SiteTransition("up", "down")
 SQLITE3 = shutil.which("sqlite3")

@@ -13,7 +13,7 @@ import argparse
 import json
 from typing import Any
 
-from bcd.cli_plans import ClientKit, Handler
+from bcd.cli.plans import ClientKit, Handler
 
 AT_HELP = "book it for then instead of starting it now (ISO 8601, e.g. 2026-12-10T22:15: this machine's local " \
           "time unless an offset is given)"

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 from urllib.parse import quote
 
-from bcd.cli_plans import ClientKit
+from bcd.cli.plans import ClientKit
 from bcd.durations import parse_duration
 
 

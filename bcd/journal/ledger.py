@@ -20,7 +20,7 @@ a fraction of hashing each event in its own commit (bench/bench_journal.py). Eve
 seals keep their hash in their own `hash` column. Every other entry is a
 row of the `ledger` table (seq, at, kind, ref, body, prev, hash), and so are the entries of events written before
 events carried their own (those rows have no `seq`). Both are written in the same transaction as the change they
-record, so a committed change always has its entry; `bcd.ledger_check` reads the two in `seq` order as one chain
+record, so a committed change always has its entry; `bcd.journal.ledger_check` reads the two in `seq` order as one chain
 and checks every covered row against its entry (for an updated table: its latest entry). A table is covered by
 listing it in COVERED and writing it through `Journal.apply` (an UPDATE or INSERT with the rows it may touch).
 """

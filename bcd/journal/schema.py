@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS steps (
 """
 # Columns added since the first release, created on an existing database too: (table, column, definition).
 # pgid / pgid_start: a command step's process group and its leader's start time (see bcd.process).
-# events seq / hash: the row's own ledger entry (bcd.ledger); rows written before them have theirs in the ledger.
+# events seq / hash: the row's own ledger entry (bcd.journal.ledger); rows written before them have theirs in the
+# ledger.
 ADDED_COLUMNS = (("steps", "pgid", "INTEGER"), ("steps", "pgid_start", "INTEGER"), ("events", "seq", "INTEGER"),
                  ("events", "hash", "TEXT"))
 STEP_COLUMNS = "run_id, seq, phase, name, kind, inputs, started, ended, attempts, outcome, output"

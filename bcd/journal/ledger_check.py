@@ -1,4 +1,4 @@
-"""Checking the ledger (bcd.ledger): the chain itself, and every covered row against its last entry; reading a
+"""Checking the ledger (bcd.journal.ledger): the chain itself, and every covered row against its last entry; reading a
 journal read-only (a running daemon may hold it); exporting entries as JSON lines and checking such a file.
 
 The chain is read from both places that keep entries (the ledger table, and events rows that carry their own),
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from bcd.ledger import (
+from bcd.journal.ledger import (
     COVERED,
     GENESIS,
     canonical,
@@ -169,7 +169,7 @@ def entries(db: sqlite3.Connection) -> Iterator[Entry]:
 
 
 class _Seals:
-    """The seals' hashes, read in seq order alongside the events rows (bcd.ledger: events entries' hashes)."""
+    """The seals' hashes, read in seq order alongside the events rows (bcd.journal.ledger: events entries' hashes)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._seals: Iterator[tuple[int, int, str]] = iter(

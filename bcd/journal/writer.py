@@ -37,7 +37,7 @@ import structlog
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, JournalGap
 from bcd.journal import Journal, SavedService, SavedSite
-from bcd.ledger import SEAL_EVERY, Write
+from bcd.journal.ledger import SEAL_EVERY, Write
 
 log = structlog.get_logger("bcd.journal")
 
@@ -208,7 +208,7 @@ class JournalWriter:
         return written
 
     def _seal_later(self) -> None:
-        """Events entries wait for their hashes (bcd.ledger): a commit seals them once they are SEAL_EVERY old, and
+        """Events entries wait for their hashes (ledger.py): a commit seals them once they are SEAL_EVERY old, and
         this timer does it when no commit comes (a quiet estate)."""
         if self._seal_timer is None and (ledger := self.journal.ledger) is not None and ledger.unsealed:
             self._seal_timer = self._schedule(SEAL_EVERY, self._seal_now)

@@ -1,4 +1,4 @@
-"""`bcd journal verify` and `bcd journal export`: the tamper-evident ledger (bcd.ledger) checked and exported,
+"""`bcd journal verify` and `bcd journal export`: the tamper-evident ledger (bcd.journal.ledger) checked and exported,
 with or without a running daemon (the journal is opened read-only). Exit codes: 0 intact, 1 not, 2 usage."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from bcd import config as config_module
 from bcd.config import ConfigError
-from bcd.ledger import SEAL_EVERY
-from bcd.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
+from bcd.journal.ledger import SEAL_EVERY
+from bcd.journal.ledger_check import Report, check_database, check_lines, export, has_ledger, open_readonly
 from bcd.report import ReportError, dates
 from bcd.report.cli import add_report_command
 from bcd.state_dir import JOURNAL_NAME

@@ -1,4 +1,4 @@
-"""Events entries are hashed when sealed (bcd.ledger), on a real SQLite file: a commit seals them once they are
+"""Events entries are hashed when sealed (bcd.journal.ledger), on a real SQLite file: a commit seals them once they are
 old enough, a rolled-back transaction forgets its seal, a daemon killed before sealing leaves entries that the
 next open seals as found, a journal written before seals (hashes in the events rows) goes on verifying, and a
 check names a deleted seal and entries left unsealed too long."""
@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from bcd import ledger as ledger_module
 from bcd.events import Event, EventKind, SiteTransition
 from bcd.journal import Journal
-from bcd.ledger import GENESIS, chain_hash, event_entry, sealed_hash
-from bcd.ledger_check import UNSEALED_GRACE, Report, check_database, export, open_readonly
+from bcd.journal import ledger as ledger_module
+from bcd.journal.ledger import GENESIS, chain_hash, event_entry, sealed_hash
+from bcd.journal.ledger_check import UNSEALED_GRACE, Report, check_database, export, open_readonly
 
 DOWN = SiteTransition("up", "down")
 

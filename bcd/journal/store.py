@@ -1,7 +1,7 @@
 """The SQLite store under `state_dir`: current health and status, and the event journal.
 
 WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss (runs and steps are committed
-without waiting, then made durable by a group commit, `bcd.journal_sync`: a step's start before the step runs,
+without waiting, then made durable by a group commit, `bcd.journal.sync`: a step's start before the step runs,
 a run's end soon after it). Writes happen on
 transitions and decisions (rare), never per observation; the engine groups the writes of one event-loop
 iteration into one transaction (group commit), so a burst of transitions costs one fsync, not one each.
@@ -21,17 +21,17 @@ from typing import Any, Protocol
 import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
-from bcd.journal_schema import ADDED_COLUMNS, RUNS_SCHEMA, SCHEMA
-from bcd.journal_schema import STEP_COLUMNS as _STEP_COLUMNS
-from bcd.journal_sync import WalSync
-from bcd.ledger import Ledger, Write
-from bcd.ledger import prune as ledger_prune
+from bcd.journal.ledger import Ledger, Write
+from bcd.journal.ledger import prune as ledger_prune
+from bcd.journal.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
+from bcd.journal.schema import ADDED_COLUMNS, RUNS_SCHEMA, SCHEMA
+from bcd.journal.schema import STEP_COLUMNS as _STEP_COLUMNS
+from bcd.journal.sync import WalSync
 from bcd.model import RunResult
-from bcd.run_records import INTERRUPTED, RUN_FIELDS, RunRecord, StepRecord, run_columns, run_from_row
 from bcd.state_dir import not_writable, open_database
 
 __all__ = ["INTERRUPTED", "RUN_FIELDS", "Journal", "JournalWriteError", "RunJournal", "RunRecord", "SavedService",
-           "SavedSite", "StepRecord"]  # the run records live in bcd.run_records; importers find them here too
+           "SavedSite", "StepRecord"]  # the run records live in bcd.journal.run_records; importers find them here too
 
 log = structlog.get_logger("bcd.journal")
 
@@ -63,7 +63,7 @@ class SavedService:
 
 class Journal:
     """One connection, used from the event loop thread only. Every change to a covered table is chained in
-    the ledger (bcd.ledger) in the same transaction; `chained=False` only to measure what that costs (bench)."""
+    the ledger (bcd.journal.ledger) in the same transaction; `chained=False` only to measure what that costs (bench)."""
 
     def __init__(self, path: str | Path, *, chained: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
@@ -112,7 +112,7 @@ class Journal:
             raise not_writable(self.path, exc) from exc
 
     def seal(self) -> None:
-        """Seal the events entries that wait for their hashes (bcd.ledger), committed without waiting for the disk
+        """Seal the events entries that wait for their hashes (ledger.py), committed without waiting for the disk
         (like the events themselves)."""
         if self.ledger is not None and self.ledger.unsealed:
             with self.transaction(sync=False):
@@ -127,7 +127,7 @@ class Journal:
                         hint="the daemon stopped before sealing its newest events; they were sealed as found")
 
     def close(self) -> None:
-        """Seal what waits (bcd.ledger), then close; a seal that cannot be written now is made at the next open."""
+        """Seal what waits (ledger.py), then close; a seal that cannot be written now is made at the next open."""
         if self.ledger is not None and self.ledger.unsealed:
             try:
                 self.seal()
@@ -189,15 +189,15 @@ class Journal:
         return cursor
 
     def prune(self, before: float, now: float) -> dict[str, Any] | None:
-        """Retention (bcd.ledger.prune), committed: the checkpoint's body, or None when nothing was pruned."""
+        """Retention (bcd.journal.ledger.prune), committed: the checkpoint's body, or None when nothing was pruned."""
         if self.ledger is None:
             return None
         with self.transaction():
             return ledger_prune(self._db, self.ledger, before, now)
 
     def cover(self, table: str) -> None:
-        """A covered table (bcd.ledger.COVERED) made by a plug-in: rows it holds from before the chain covered
-        it are adopted now (bcd.ledger.Ledger.cover), in their own transaction."""
+        """A covered table (bcd.journal.ledger.COVERED) made by a plug-in: rows it holds from before the chain covered
+        it are adopted now (bcd.journal.ledger.Ledger.cover), in their own transaction."""
         if self.ledger is None:
             return
         try:
@@ -242,7 +242,7 @@ class Journal:
 
     def append_events(self, events: list[Event]) -> list[Event]:
         """Journal events in one statement (committed with the caller's transaction, or at once); returns them
-        with their ids. Chained, each row carries its own entry: its `seq` (its hash: its seal's, bcd.ledger)."""
+        with their ids. Chained, each row carries its own entry: its `seq` (its hash: its seal's, ledger.py)."""
         with self.transaction():
             first = self._next_event
             if first is None:
@@ -253,7 +253,7 @@ class Journal:
                 rows = [(row_id, event.at, event.kind.value, event.service, event.site, event.reason,
                          json.dumps(payload_json(event.data))) for row_id, event in enumerate(events, first)]
                 self._db.executemany(_INSERT_EVENT, rows)
-            else:  # each row's seq follows the chain's; its hash comes with the next seal (bcd.ledger)
+            else:  # each row's seq follows the chain's; its hash comes with the next seal (bcd.journal.ledger)
                 delta = self.ledger.next_seq - first
                 rows = [(row_id, event.at, event.kind.value, event.service, event.site, event.reason,
                          json.dumps(payload_json(event.data)), row_id + delta)
@@ -336,7 +336,7 @@ class RunJournal:
         return JournalWriteError(f"journal cannot be written: {error}")
 
     async def durable(self) -> None:
-        """Return once every record written so far is on disk (a group commit: `bcd.journal_sync`); raises
+        """Return once every record written so far is on disk (a group commit: `bcd.journal.sync`); raises
         JournalWriteError (reported) when the disk refuses."""
         try:
             await self._journal.syncs.durable()

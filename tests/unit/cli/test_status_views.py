@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bcd.cli import status_table
-from bcd.status_views import view_mark, views_block
+from bcd.cli.status import status_table
+from bcd.cli.status_views import view_mark, views_block
 
 
 def view(age: float, stale: bool, **sites: tuple[str, str]) -> dict[str, Any]:

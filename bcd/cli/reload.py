@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from bcd.cli_plans import ClientKit
+from bcd.cli.plans import ClientKit
 
 
 def add_commands(commands: Any, kit: ClientKit) -> None:

@@ -1,4 +1,4 @@
-"""The runs' group commit (bcd.journal_sync) on a real SQLite journal: unsynced commits made durable by one
+"""The runs' group commit (bcd.journal.sync) on a real SQLite journal: unsynced commits made durable by one
 fsync of the WAL file for every caller waiting at the time; a step starts only once its record is on disk. The
 fsyncs are counted by a spy around the real `os.fsync`; a disk that refuses to sync is a fake (named below),
 as an I/O error cannot be had here."""
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bcd import journal_sync
 from bcd.bus import Bus
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord
-from bcd.journal_writer import JournalWriter, iso8601
+from bcd.journal import sync as journal_sync
+from bcd.journal.writer import JournalWriter, iso8601
 from bcd.model import RunKind, RunResult
 from tests.helpers.runner_kit import Kit, eventually
 
@@ -22,7 +22,7 @@ NOTHING = "INSERT OR REPLACE INTO service_state VALUES (?, 'up', 'dorset', 0, 't
 
 @pytest.fixture
 def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The files synced through bcd.journal_sync (really synced: the spy calls the real fsync)."""
+    """The files synced through bcd.journal.sync (really synced: the spy calls the real fsync)."""
     calls: list[str] = []
     real = journal_sync._fsync
 

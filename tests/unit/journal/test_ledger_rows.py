@@ -14,13 +14,13 @@ from structlog.testing import capture_logs
 
 from bcd.events import Event, EventKind
 from bcd.journal import Journal, RunJournal, RunRecord
-from bcd.ledger import entry_text, event_body, event_entry, sealed_hash
-from bcd.ledger_check import check_database, entries, open_readonly
+from bcd.journal.ledger import entry_text, event_body, event_entry, sealed_hash
+from bcd.journal.ledger_check import check_database, entries, open_readonly
 from bcd.plans.model import Move, MoveState, PlanRun, PlanState
 from bcd.plans.records import PlanJournal
-from tests.unit.test_ledger import DOWN, check, needs_sqlite3, tamper
+from tests.unit.journal.test_ledger import DOWN, check, needs_sqlite3, tamper
 
-BEFORE = Path(__file__).parents[1] / "data" / "journals" / "before-events-carried-entries.sqlite"
+BEFORE = Path(__file__).parents[2] / "data" / "journals" / "before-events-carried-entries.sqlite"
 
 
 def plan_run(state: PlanState, move: MoveState, ended: float | None = None) -> PlanRun:

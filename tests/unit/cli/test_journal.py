@@ -17,11 +17,11 @@ from structlog.testing import capture_logs
 from bcd import config as config_module
 from bcd import config_record
 from bcd.journal import Journal
-from bcd.ledger_check import check_database, entries, open_readonly
+from bcd.journal.ledger_check import check_database, entries, open_readonly
 from bcd.report.dates import period
 from tests.helpers.daemon import write_config
 from tests.helpers.sqlite_full import BIG, FullJournal
-from tests.unit.test_ledger import written
+from tests.unit.journal.test_ledger import written
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

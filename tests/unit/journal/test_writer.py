@@ -18,8 +18,8 @@ from bcd import logging as bcd_logging
 from bcd.bus import Bus
 from bcd.events import Event, EventKind, SiteTransition, payload_json
 from bcd.journal import Journal, JournalWriteError, RunJournal, RunRecord, SavedSite, StepRecord
-from bcd.journal_writer import RETRY_FIRST, RETRY_MAX, JournalWriter
-from bcd.ledger import SEAL_EVERY
+from bcd.journal.ledger import SEAL_EVERY
+from bcd.journal.writer import RETRY_FIRST, RETRY_MAX, JournalWriter
 from bcd.model import RunResult
 from bcd.outputs.metrics import JournalCollector
 from tests.helpers.sqlite_full import BIG, FullJournal

@@ -33,7 +33,7 @@ from bcd import cli as bcd_cli
 from bcd import config as bcd_config
 from bcd.probes.registry import KINDS as PROBE_KINDS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "tests" / "data" / "configs"
 EXAMPLE = ROOT / "config" / "bcd.example.yaml"
 GOOD = sorted(CONFIGS.glob("good-*.yaml"))

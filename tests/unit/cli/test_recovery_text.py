@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bcd.recovery_text import objectives_block, recoveries_table, seconds_text
+from bcd.cli.recovery_text import objectives_block, recoveries_table, seconds_text
 
 
 def recovery(met: bool | None, total: float | None, plan: str | None = None) -> dict[str, Any]:
