@@ -67,6 +67,15 @@ class RunInfo:
     to_site: str
     waiting_approval: bool = False
     step: str = ""
+    drill: str = ""  # a drill's run: "runbook" (its drill runbook) or "round_trip" (a leg); "" for any other
+
+
+def described(run: RunInfo) -> str:
+    """What a run does, for a reason: `failover to hampshire`, `drill runbook at dorset`, `drill leg: failback to
+    dorset`."""
+    if run.drill == "runbook":
+        return f"drill runbook at {run.to_site}"
+    return f"{'drill leg: ' if run.drill else ''}{run.kind} to {run.to_site}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +241,11 @@ def _running(snap: Snapshot) -> Decision:
     if run.waiting_approval:
         return Decision(
             ServiceStatus.FAILOVER_PENDING,
-            f"{snap.service}: run {run.id} ({run.kind} to {run.to_site}) waits for approval of step {run.step!r}",
+            f"{snap.service}: run {run.id} ({described(run)}) waits for approval of step {run.step!r}",
             Guard.RUN_IN_PROGRESS,
         )
     return Decision(
-        ServiceStatus.FAILING_OVER, f"{snap.service}: run {run.id} ({run.kind} to {run.to_site}) in progress",
+        ServiceStatus.FAILING_OVER, f"{snap.service}: run {run.id} ({described(run)}) in progress",
         Guard.RUN_IN_PROGRESS,
     )
 

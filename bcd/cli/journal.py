@@ -77,6 +77,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"{args.file}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
+        if not report.entries:
+            print(f"{args.file}: nothing verified: the file holds no entries (an export of an empty period, or not "
+                  "an export)")
+            return EXIT_FAILED
         where = args.file
     else:
         path = journal_path(args.config)
@@ -117,6 +121,9 @@ def _print(where: str, report: Report, *, rows: bool) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        print("bcd journal export: the period must end after it starts (--to is not after --from)", file=sys.stderr)
+        return EXIT_USAGE
     path = journal_path(args.config)
     if path is None:
         return EXIT_USAGE

@@ -178,7 +178,7 @@ class PlanDrills:
                          for site in self._estate.config.services[service].sites}
                 why = degraded(sites, live.from_site, live.to_site)
                 if why is not None:
-                    return f"aborted: {service}: {why}"
+                    return f"{service}: {why}"
             if self._clock() >= end:
                 return None
             await asyncio.sleep(min(self._poll, max(0.0, end - self._clock())))

@@ -218,7 +218,7 @@ class Drills:
             await asyncio.sleep(self._poll)
         cleanup = "; cleanup completed" in record.detail
         if why is not None:
-            self._finish(live, "aborted", f"aborted: {why}; run {run_id} {record.result}: {record.detail}")
+            self._finish(live, "aborted", f"{why}; run {run_id} {record.result}: {record.detail}")
         elif record.result is RunResult.SUCCEEDED:
             self._finish(live, "succeeded", f"the drill runbook and its cleanup succeeded (run {run_id})"
                          if cleanup else f"the drill runbook succeeded (run {run_id})")
@@ -255,7 +255,7 @@ class Drills:
             log.error("drill_not_restored", drill=live.id, service=live.intent.service, origin=live.origin, reason=how)
         if aborted is not None:
             tail = f"; back on {live.origin} ({how})" if back else f"; NOT back on {live.origin}: {how}"
-            self._finish(live, "aborted", f"aborted: {aborted}{tail}")
+            self._finish(live, "aborted", f"{aborted}{tail}")
         elif back:
             self._finish(live, "succeeded", f"{live.target} served for {live.intent.hold:g}s; back on "
                                             f"{live.origin} ({how})")

@@ -116,8 +116,11 @@ class ActiveRun:
     step_name: str = ""
 
     def info(self) -> RunInfo:
-        return RunInfo(str(self.id), self.request.kind, self.request.to_site, self.approval is not None,
-                       self.waiting_step)
+        request = self.request
+        drill = "" if "drill" not in request.evidence else (
+            "runbook" if request.from_site == request.to_site else "round_trip")
+        return RunInfo(str(self.id), request.kind, request.to_site, self.approval is not None, self.waiting_step,
+                       drill)
 
 
 TRIGGERS = ("auto", "operator")  # the trigger label: automatic, or any operator (and `drill`: see `_trigger`)

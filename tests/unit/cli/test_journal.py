@@ -104,6 +104,16 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert bcd("journal", "verify", "--file", str(tmp_path / "none.jsonl")).returncode == EXIT_USAGE
     bad_date = bcd("journal", "export", "-c", str(empty), "--from", "yesterday")
     assert bad_date.returncode == EXIT_USAGE and "expected a date such as 2026-07-01" in bad_date.stderr
+    reversed_period = bcd("journal", "export", "-c", str(empty), "--from", "2026-12-08", "--to", "2026-12-01")
+    assert reversed_period.returncode == EXIT_USAGE
+    assert "the period must end after it starts" in reversed_period.stderr
+
+
+def test_an_empty_file_is_not_called_intact(tmp_path: Path) -> None:
+    (tmp_path / "empty.jsonl").write_text("")
+    checked = bcd("journal", "verify", "--file", str(tmp_path / "empty.jsonl"))
+    assert checked.returncode == EXIT_FAILED
+    assert "nothing verified: the file holds no entries" in checked.stdout
 
 
 @pytest.fixture

@@ -134,7 +134,7 @@ async def test_a_site_leaving_up_during_the_hold_aborts_it_and_moves_everything_
 
     finished = await estate.drilled(hold=600.0, meanwhile=degrade)
     assert finished.data.result == "aborted", finished.reason  # type: ignore[union-attr]
-    assert "aborted: web: target hampshire is down" in finished.reason
+    assert "of plan evacuate aborted: web: target hampshire is down (" in finished.reason, finished.reason
     assert "3 service(s) back on dorset" in finished.reason
     assert [(service, kind) for service, kind, _, _ in estate.legs()[3:]] == [
         ("web", RunKind.FAILBACK), ("app", RunKind.FAILBACK), ("db", RunKind.FAILBACK)]
