@@ -104,8 +104,10 @@ class JournalWriter:
 
     # -- what the engine calls -----------------------------------------------------------------------
     def emit(self, event: Event, **log_fields: object) -> None:
-        """Journal (the next group commit, within FLUSH_DELAY), then log and publish."""
-        self._staged.append((event, {"service": event.service, "site": event.site, **log_fields}))
+        """Journal (the next group commit, within FLUSH_DELAY), then log and publish; the log line carries the
+        event's reason unless `log_fields` say it otherwise."""
+        self._staged.append((event, {"service": event.service, "site": event.site, "reason": event.reason,
+                                     **log_fields}))
         if self._flush_timer is None:
             self._flush_timer = self._schedule(FLUSH_DELAY, self.flush)
             if self._flush_timer is None:

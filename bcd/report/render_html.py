@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from html import escape
 
 from bcd.report.model import RISK_KINDS, STATES, Availability, Incident, Report, ServiceReport
-from bcd.report.text import apart, day, drill_legs, duration, lag_sites, percent, when
+from bcd.report.text import apart, day, drill_legs, duration, lag_sites, percent, state_columns, when
 
 CSS = """
 :root { --ink: #1d2733; --muted: #5b6773; --line: #d5dbe1; --ok: #2e7d32; --bad: #c62828; --warn: #b26a00; }
@@ -120,15 +120,16 @@ def _service(service: ServiceReport, report: Report) -> Iterator[str]:
                   f"failover runbook {escape(service.runbook) if service.runbook else '<span class=warn>none</span>'}")
     yield f'<p>{objectives}</p><p><b>Availability {percent(service.availability.ratio)}</b> '
     yield f'<span class="muted">(up over time observed; left out: {escape(apart(service.availability))})</span></p>'
-    yield ("<table><thead><tr><th>Site</th><th>Availability</th><th>Time in each state</th><th>Up</th><th>Down</th>"
-           "<th>Maintenance</th><th>Unobserved</th><th>Standby not up</th></tr></thead><tbody>")
+    states = state_columns(service)
+    yield ("<table><thead><tr><th>Site</th><th>Availability</th><th>Time in each state</th>"
+           + "".join(f"<th>{state.capitalize()}</th>" for state in states)
+           + "<th>Standby not up</th></tr></thead><tbody>")
     for site in service.sites:
         seconds = site.availability.seconds
         standby = "—" if site.standby_not_up_ratio is None else percent(site.standby_not_up_ratio, 2)
         yield (f"<tr><td>{escape(site.site)}</td><td class=num>{percent(site.availability.ratio)}</td>"
                f"<td>{_bar(site.availability)}</td>"
-               + "".join(f"<td class=num>{duration(seconds.get(state, 0.0))}</td>"
-                         for state in ("up", "down", "maintenance", "unobserved"))
+               + "".join(f"<td class=num>{duration(seconds.get(state, 0.0))}</td>" for state in states)
                + f"<td class=num>{standby}</td></tr>")
     yield "</tbody></table>"
     yield from _incidents(service.incidents)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bcd.report.model import RISK_KINDS, Report, ServiceReport
-from bcd.report.text import apart, day, drill_legs, duration, lag_sites, percent, when
+from bcd.report.text import apart, day, drill_legs, duration, lag_sites, percent, state_columns, when
 
 
 def render_md(report: Report) -> str:
@@ -69,13 +69,13 @@ def _service(service: ServiceReport) -> Iterator[str]:
            f"runbook {service.runbook or 'none'}. Availability {percent(service.availability.ratio)} "
            f"(left out: {apart(service.availability)}).")
     yield ""
-    yield "| site | availability | up | down | maintenance | unobserved |"
-    yield "|---|---|---|---|---|---|"
+    states = state_columns(service)
+    yield f"| site | availability | {' | '.join(states)} |"
+    yield "|---|---|" + "---|" * len(states)
     for site in service.sites:
         s = site.availability.seconds
-        yield (f"| {site.site} | {percent(site.availability.ratio)} | {duration(s.get('up', 0.0))} | "
-               f"{duration(s.get('down', 0.0))} | {duration(s.get('maintenance', 0.0))} | "
-               f"{duration(s.get('unobserved', 0.0))} |")
+        yield (f"| {site.site} | {percent(site.availability.ratio)} | "
+               + " | ".join(duration(s.get(state, 0.0)) for state in states) + " |")
     yield ""
     yield f"Incidents: {len(service.incidents) or 'none'}."
     for incident in service.incidents:

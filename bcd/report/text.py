@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bcd.report.model import Availability, Drill, LagFinding
+from bcd.report.model import STATES, Availability, Drill, LagFinding, ServiceReport
 
 
 def percent(ratio: float | None, digits: int = 3) -> str:
@@ -47,6 +47,13 @@ def apart(availability: Availability) -> str:
     parts = [f"{state} {duration(seconds[state])}" for state in ("maintenance", "unknown", "unobserved")
              if seconds.get(state, 0.0) >= 1]
     return "; ".join(parts) or "none"
+
+
+def state_columns(service: ServiceReport) -> list[str]:
+    """The states a service's site table shows a column for: up and down always, any other its sites spent time in
+    (so that a site's columns add up to the period)."""
+    return [state for state in STATES if state in ("up", "down")
+            or any(site.availability.seconds.get(state, 0.0) > 0 for site in service.sites)]
 
 
 def lag_sites(lag: LagFinding) -> str:

@@ -293,3 +293,14 @@ def test_a_line_whose_at_is_not_a_time_keeps_the_time_of_writing(at: object) -> 
     assert "logged_at" not in line
     assert abs(datetime.fromisoformat(line["timestamp"]).timestamp() - time.time()) < 60
     assert line["at"] == at  # kept as an ordinary field
+
+
+def test_each_event_is_logged_with_its_reason_unless_the_emitter_says_otherwise(journal: Journal) -> None:
+    timers = FakeTimers()
+    writer = writer_for(journal, timers)
+    with capture_logs() as logs:
+        writer.emit(event(1))
+        writer.emit(event(2), reason="said by the emitter")
+        timers.fire()
+    assert [line["reason"] for line in logs if line["event"] == "site_transition"] == [
+        "change 1", "said by the emitter"]

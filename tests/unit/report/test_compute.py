@@ -314,3 +314,15 @@ def test_events_the_journal_lost_and_time_before_its_first_event_are_noted(estat
     earlier = make_report(config, T0 - 10 * D, END, now=END + D)
     assert "The journal holds no event before 2026-06-30 23:00 UTC (pruned by journal.keep, or not yet written): " \
            "time before it counts as unknown, left out of availability." in earlier.notes
+
+
+def test_each_sites_table_has_a_column_for_every_state_it_spent_time_in(estate: Path) -> None:
+    report = report_of(estate)
+    payroll = next(service for service in report.services if service.name == "payroll")
+    md = render_md(report)
+    table = md[md.index("## payroll"):].split("\n\n")[2].splitlines()  # after the title and the summary line
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header[:4] == ["site", "availability", "up", "degraded"] and "down" in header, header
+    for site in payroll.sites:  # every state with time has its column: the columns add up to the period
+        assert {state for state, seconds in site.availability.seconds.items() if seconds > 0} <= set(header[2:])
+    assert "<th>Degraded</th>" in render_html(report)
