@@ -273,7 +273,8 @@ def test_every_alert_rule_evaluates(estate: Estate) -> None:
 def test_alert_rules_see_the_estate(estate: Estate) -> None:
     """The rules loaded in Prometheus react to the real metrics: the failed run, the down standby, the blocked
     service, the short-lived certificate and the closed Alertmanager are seen (pending or firing, depending on
-    `for:`), and nothing is wrong with bcd's config or broker."""
+    `for:`), so are the plans whose scheduled drill never came (last success 0: overdue at once, no `for:`), and
+    nothing is wrong with bcd's config or broker."""
     closed = f"alertmanager:127.0.0.1:{estate.closed_port}"
     expected = {
         ("BcdRunbookRunUnsuccessful", "library", "firing"),
@@ -281,12 +282,14 @@ def test_alert_rules_see_the_estate(estate: Estate) -> None:
         ("BcdServiceBlocked", "library", "pending"),
         ("BcdCertificateExpiresSoon", "payroll", "pending"),
         ("BcdAlertDeliveryFailing", closed, "pending"),
+        ("BcdPlanDrillOverdue", "evacuate-dorset", "firing"),
+        ("BcdPlanDrillOverdue", "evacuate-library", "firing"),
     }
 
     def active() -> set[tuple[str, str, str]]:
         alerts = estate.prometheus.api("alerts")["alerts"]
-        return {(a["labels"]["alertname"], a["labels"].get("service") or a["labels"].get("receiver", ""), a["state"])
-                for a in alerts}
+        return {(a["labels"]["alertname"], a["labels"].get("service") or a["labels"].get("receiver")
+                 or a["labels"].get("plan", ""), a["state"]) for a in alerts}
 
     deadline = time.monotonic() + 15
     while not expected <= (seen := active()) and time.monotonic() < deadline:
