@@ -480,6 +480,8 @@ class Estate:
     - library: up in both sites; its failover runbook `drain` calls a port nobody listens on, so a run fails and
       leaves library blocked (run_failed).
     - planning (with `flapping=True`): a hampshire site that answers 200/503 in turn.
+    - plans: evacuate-dorset (every service) and evacuate-library (library only), each with a scheduled drill
+      that never comes (their drill series at zero; the service dashboard shows a service's plans only).
     - MQTT to `broker`; alerts to a webhook receiver (delivered) and to an Alertmanager URL nobody listens on
       (failures counted).
     """
@@ -552,9 +554,11 @@ class Estate:
                 ]},
             },
             "auth": operator_auth(),
-            "plans": {"evacuate-dorset": {"from": "dorset", "to": "hampshire"}},  # never run: its series at zero
+            "plans": {"evacuate-dorset": {"from": "dorset", "to": "hampshire"},  # never run: its series at zero
+                      "evacuate-library": {"from": "dorset", "to": "hampshire", "services": ["library"]}},
             "drills": {"library-yearly": {"service": "library", "at": "first Monday of Jan 03:00"},  # likewise
-                       "evacuate-yearly": {"plan": "evacuate-dorset", "at": "first Monday of Jan 04:00"}},
+                       "evacuate-yearly": {"plan": "evacuate-dorset", "at": "first Monday of Jan 04:00"},
+                       "library-plan-yearly": {"plan": "evacuate-library", "at": "first Monday of Jan 05:00"}},
             "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}"},
             "alerts": {
                 "alertmanager": {"urls": [f"http://127.0.0.1:{self.closed_port}"], "resend": "1s", "attempts": 1,

@@ -222,6 +222,33 @@ def test_state_timelines_show_the_estate(estate: Estate) -> None:
         assert mapping[series["value"][1]]["text"] == expected, (title, labels)
 
 
+PLAN_DRILL_PANELS = ("Plan drills: time since the last success", "Plan drills by result (in the time range)")
+# per instance, not per service: the service dashboard shows them beside the service's own figures
+UNSCOPED = re.compile(r"^(bcd_drills_max_age_seconds|vector\(\$\{rto_seconds\}\))$")
+
+
+def test_the_service_dashboards_panels_show_the_selected_service() -> None:
+    """Every panel query names $service (a plan's drills through the plans that cover it), or reads a figure of
+    the whole instance."""
+    queries = [q for q in dashboard_queries(load_dashboard("bcd-service.json")) if q.where.startswith("panel")]
+    assert [q.where for q in queries if "$service" not in q.expr and not UNSCOPED.match(q.expr.strip())] == []
+    for query in queries:
+        if "bcd_plan_" in query.expr:
+            assert 'and on (job, instance, plan) bcd_plan_service_info{service="$service"}' in query.expr, query.where
+
+
+@needs_prometheus
+def test_plan_drill_panels_show_the_plans_that_cover_the_service(estate: Estate) -> None:
+    """payroll is in evacuate-dorset only; library in evacuate-dorset and evacuate-library."""
+    by_title = {panel["title"]: panel for panel in panels(load_dashboard("bcd-service.json"))}
+    end = time.time()
+    for title in PLAN_DRILL_PANELS:
+        query = DashboardQuery(title, by_title[title]["targets"][0]["expr"], True)
+        shown = {service: {s["metric"]["plan"] for s in run_query(estate, query, service, end)}
+                 for service in ("payroll", "library")}
+        assert shown == {"payroll": {"evacuate-dorset"}, "library": {"evacuate-dorset", "evacuate-library"}}, title
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The alert rules
 
@@ -246,7 +273,8 @@ def test_every_alert_rule_evaluates(estate: Estate) -> None:
 def test_alert_rules_see_the_estate(estate: Estate) -> None:
     """The rules loaded in Prometheus react to the real metrics: the failed run, the down standby, the blocked
     service, the short-lived certificate and the closed Alertmanager are seen (pending or firing, depending on
-    `for:`), and nothing is wrong with bcd's config or broker."""
+    `for:`), so are the plans whose scheduled drill never came (last success 0: overdue at once, no `for:`), and
+    nothing is wrong with bcd's config or broker."""
     closed = f"alertmanager:127.0.0.1:{estate.closed_port}"
     expected = {
         ("BcdRunbookRunUnsuccessful", "library", "firing"),
@@ -254,12 +282,14 @@ def test_alert_rules_see_the_estate(estate: Estate) -> None:
         ("BcdServiceBlocked", "library", "pending"),
         ("BcdCertificateExpiresSoon", "payroll", "pending"),
         ("BcdAlertDeliveryFailing", closed, "pending"),
+        ("BcdPlanDrillOverdue", "evacuate-dorset", "firing"),
+        ("BcdPlanDrillOverdue", "evacuate-library", "firing"),
     }
 
     def active() -> set[tuple[str, str, str]]:
         alerts = estate.prometheus.api("alerts")["alerts"]
-        return {(a["labels"]["alertname"], a["labels"].get("service") or a["labels"].get("receiver", ""), a["state"])
-                for a in alerts}
+        return {(a["labels"]["alertname"], a["labels"].get("service") or a["labels"].get("receiver")
+                 or a["labels"].get("plan", ""), a["state"]) for a in alerts}
 
     deadline = time.monotonic() + 15
     while not expected <= (seen := active()) and time.monotonic() < deadline:

@@ -31,7 +31,7 @@ from bcd.outputs.metrics.families import (
     SchedulerCollector,
     ShortageCollector,
 )
-from bcd.outputs.metrics.plans import PlanCollector
+from bcd.outputs.metrics.plans import PlanCollector, PlanMembers
 from bcd.outputs.metrics.recoveries import RecoveryCollector
 from bcd.outputs.metrics.text import Labels, ProbeMetrics, escape, labels, render_estate, render_probes, render_runner
 from bcd.view import EstateView
@@ -60,6 +60,7 @@ class Metrics:
         self.registry.register(DataLagCollector(estate))
         self.recoveries = RecoveryCollector(estate)
         self.registry.register(self.recoveries)
+        self.plan_members = PlanMembers(estate)
         self._estate = estate
         self.scrapes = 0  # read by the daemon, which trims the C heap after scrapes (bcd.heap)
 
@@ -74,6 +75,7 @@ class Metrics:
         runner, estate = render_runner(self._estate, self.labels), render_estate(self._estate, self.labels)
         yield generate_latest(self.registry).decode()
         yield from self.recoveries.parts()
+        yield from self.plan_members.parts()
         yield from runner
         yield from estate
         yield from render_probes(self.probes)

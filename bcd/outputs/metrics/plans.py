@@ -1,19 +1,24 @@
 """The recovery plans' families, from the estate view (the journal's plan runs): runs ended by result, and the
-latest run of each configured plan — running or not, its duration, its services by state, a gate's wait."""
+latest run of each configured plan — running or not, its duration, its services by state, a gate's wait; and
+which services each plan covers (`bcd_plan_service_info`, from the config)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bcd.config import Config
+from bcd.outputs.metrics.text import chunks, labels
 from bcd.plans.model import MoveState, PlanState
 from bcd.view import EstateView
 
 RESULTS = (PlanState.SUCCEEDED, PlanState.FAILED, PlanState.ABORTED)
 RUNNING = (PlanState.RUNNING, PlanState.WAITING_GATE)
+MEMBERS_HEAD = ("# HELP bcd_plan_service_info The services each recovery plan covers (selected, with both of its "
+                "sites): 1.\n# TYPE bcd_plan_service_info gauge\n")
 
 
 class PlanCollector(Collector):
@@ -48,3 +53,28 @@ class PlanCollector(Collector):
             for state, count in counts.items():
                 services.add_metric([plan, state], count)
         yield from (running, duration, gate, services)
+
+
+class PlanMembers:
+    """`bcd_plan_service_info{plan,service}`: a series per service a plan covers, what a dashboard joins on to show
+    a service's plans. Rendered by hand, in pieces of CHUNK services the first time (the event loop runs between
+    them), then kept as text until the config changes: a plan of `services: all` in a large estate has a line per
+    service, and a scrape then costs one string, not a sample per line."""
+
+    def __init__(self, estate: EstateView) -> None:
+        self._estate = estate
+        self._text: tuple[Config, str] | None = None
+
+    def parts(self) -> Iterator[str]:
+        config = self._estate.config
+        if self._text is not None and self._text[0] is config:
+            yield self._text[1]
+            return
+        pieces = [MEMBERS_HEAD]
+        yield MEMBERS_HEAD
+        for plan in sorted(config.plans):
+            for part in chunks(sorted(config.plans[plan].candidates(config.services))):
+                pieces.append("".join([f"bcd_plan_service_info{{{labels(plan=plan, service=service)}}} 1\n"
+                                       for service in part]))
+                yield pieces[-1]
+        self._text = (config, "".join(pieces))
