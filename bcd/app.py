@@ -162,7 +162,8 @@ class Daemon:
         self.engine = Engine(config, self.journal, self.bus, runner=self._runner, cluster=link)
         config_record.record(self.journal, config_path, config_record.effective(config), "start")
         self.view = EngineView(self.engine)  # what the outputs and the web read
-        self.view.monitored_since()  # services new to the journal are dated from this load
+        self.view.monitored_since()  # services and plans new to the journal are dated from this load
+        self.view.plans_monitored_since()
         self.metrics = Metrics(self.view)
         self.metrics.register(JournalCollector(self.engine.writer.stats))
         self.metrics.reload.success_timestamp = time.time()
@@ -474,6 +475,7 @@ class Daemon:
         self.metrics.probes.retain(parts.scheduler.keys)
         config_record.record(self.journal, self.config_path, await in_daemon_thread(config_record.effective, new), by)
         self.view.monitored_since()
+        self.view.plans_monitored_since()
         heap.settle()
         self.metrics.reload.successful = True
         self.metrics.reload.success_timestamp = time.time()

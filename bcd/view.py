@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from bcd import impact, policy
 from bcd.bus import Subscription
 from bcd.config import Config, ProbeConfig
+from bcd.drills.monitored import Monitored
 from bcd.drills.records import DrillJournal
 from bcd.engine import Engine, ServiceState
 from bcd.events import Event
@@ -118,7 +119,10 @@ class EstateView(Protocol):
         """plan -> when its last drill succeeded."""
 
     def monitored_since(self) -> Mapping[str, float]:
-        """service (configured) -> when bcd first monitored it, as the journal keeps it (bcd.drills.records)."""
+        """service (configured) -> when bcd first monitored it, as the journal keeps it (bcd.drills.monitored)."""
+
+    def plans_monitored_since(self) -> Mapping[str, float]:
+        """plan (configured) -> when bcd first monitored it, as the journal keeps it (bcd.drills.monitored)."""
 
 
 class EngineView:
@@ -128,7 +132,8 @@ class EngineView:
         self._engine = engine
         self._plans = PlanJournal(engine.journal)
         self._recoveries = RecoveryJournal(engine.journal, engine.runs)
-        self._drills = DrillJournal(engine.journal, engine.clock)
+        self._drills = DrillJournal(engine.journal)
+        self._monitored = Monitored(engine.journal, engine.clock)
 
     @property
     def config(self) -> Config:
@@ -230,7 +235,10 @@ class EngineView:
         return self._drills.plan_successes()
 
     def monitored_since(self) -> Mapping[str, float]:
-        return self._drills.monitored_since(self._engine.config.services)
+        return self._monitored.since("service", self._engine.config.services)
+
+    def plans_monitored_since(self) -> Mapping[str, float]:
+        return self._monitored.since("plan", self._engine.config.plans)
 
 
 def service_json(estate: EstateView, view: ServiceState) -> dict[str, Any]:

@@ -8,67 +8,18 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import time
-from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
-
-import structlog
 
 from bcd.journal import Journal
 
-log = structlog.get_logger("bcd.drills")
-
 KINDS = "('drill_started', 'drill_finished', 'drill_skipped')"
 INDEX = f"CREATE INDEX IF NOT EXISTS events_drills ON events (kind, at) WHERE kind IN {KINDS}"
-MONITORED = "CREATE TABLE IF NOT EXISTS services_monitored (service TEXT PRIMARY KEY, since REAL NOT NULL)"
 
 
 class DrillJournal:
-    def __init__(self, journal: Journal, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, journal: Journal) -> None:
         self._journal = journal
-        self._clock = clock
-        self._monitored: dict[str, float] = {}
-        self._monitoring: object = None  # the services collection `_monitored` was last brought up to date for
-        journal.create([INDEX, MONITORED])
-
-    def monitored_since(self, services: Collection[str]) -> Mapping[str, float]:
-        """service -> when bcd first monitored it, for every service in `services` (the config's): what
-        BcdDrillOverdue counts a service never drilled successfully from, so a new install (or a service new to
-        the config) is overdue `drills_max_age` after it came, not at once, and a restart changes nothing.
-
-        Kept in the journal's `services_monitored` (a row per service ever configured, written when a config first
-        names it; not chained: it only delays an alert, the report's risks do not read it). Read once and then
-        from memory: the config's service names are compared at each call (a scrape), the journal touched only
-        when a new one appears. A journal older than the table (an upgrade) dates its services from its oldest
-        record. A write that fails is logged and the time kept in memory."""
-        if services is not self._monitoring:  # a config (re)load: a new collection
-            new = frozenset(services) - self._monitored.keys()
-            if new:
-                self._monitor(new)
-            self._monitoring = services
-        return self._monitored
-
-    def _monitor(self, new: frozenset[str]) -> None:
-        now = self._clock()
-        try:
-            with self._journal.transaction():
-                known = dict(self._journal.execute("SELECT service, since FROM services_monitored").fetchall())
-                since = now if known else min(now, self._oldest())
-                added = sorted(new - known.keys())
-                for name in added:
-                    self._journal.execute("INSERT INTO services_monitored VALUES (?, ?)", (name, since))
-        except sqlite3.Error as exc:
-            log.warning("services_monitored_not_journaled", services=len(new), error=str(exc))
-            known, added, since = {}, sorted(new), now
-        self._monitored = {**self._monitored, **known, **dict.fromkeys(added, since)}
-
-    def _oldest(self) -> float:
-        """When the journal's record begins: its oldest event, ledger entry or daemon start."""
-        tables = {row[0] for row in self._journal.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        found = [self._journal.execute(f"SELECT min({column}) FROM {table}").fetchone()[0]
-                 for table, column in (("events", "at"), ("ledger", "at"), ("daemon_spans", "started"))
-                 if table in tables]
-        return min((at for at in found if at is not None), default=math.inf)
+        journal.create([INDEX])
 
     def last_successes(self) -> dict[str, float]:
         """service -> when its last drill succeeded."""

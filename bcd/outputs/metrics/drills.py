@@ -6,7 +6,7 @@ scrape time.
 A scheduled drill's counts are shown at 0 before its first end. The last success is shown for every service (plan)
 that has a scheduled drill or has ever been drilled (0: never succeeded). For a service never drilled successfully,
 BcdDrillOverdue reads `bcd_service_monitored_since_timestamp_seconds` instead (one line per service, rendered with
-the estate's families in `text`).
+the estate's families in `text`), and BcdPlanDrillOverdue `bcd_plan_monitored_since_timestamp_seconds` (here).
 """
 
 from __future__ import annotations
@@ -57,6 +57,14 @@ class DrillCollector(Collector):
         yield total
         yield _last("bcd_plan_drill_last_success_timestamp_seconds", "plan", self._estate.plan_drill_successes(),
                     {drill.plan for drill in config.drills.values()}, set(config.plans))
+        since = GaugeMetricFamily("bcd_plan_monitored_since_timestamp_seconds", "When bcd first monitored the recovery "
+                                  "plan, as its journal keeps it (BcdPlanDrillOverdue counts a plan never drilled "
+                                  "successfully from then).", labels=["plan"])
+        monitored = self._estate.plans_monitored_since()
+        for plan in sorted(config.plans):
+            if plan in monitored:
+                since.add_metric([plan], monitored[plan])
+        yield since
 
 
 def _last(name: str, label: str, successes: dict[str, float], scheduled: set[str | None], known: set[str]
