@@ -141,8 +141,8 @@ def stage(writer: JournalWriter, n: int, now: float) -> int:
 
 
 def hashing_floor(path: Path) -> float:
-    """Seconds of CPU per entry that the seals' work (bcd.journal.ledger.seal_hashes) takes on the journal's events rows in
-    a tight loop, warm (the best of three)."""
+    """Seconds of CPU per entry that the seals' work (bcd.journal.ledger.seal_hashes) takes on the journal's events
+    rows in a tight loop, warm (the best of three)."""
     db = sqlite3.connect(path)
     try:
         rows = db.execute(f"SELECT {', '.join(EVENT_COLUMNS)}, seq FROM events WHERE seq IS NOT NULL "
