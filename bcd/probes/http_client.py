@@ -118,16 +118,16 @@ async def exchange(
     tls: dict[str, Any] = {}
     if request.tls is not None:
         tls = {"ssl": request.tls, "server_hostname": request.host, "ssl_shutdown_timeout": SSL_SHUTDOWN_TIMEOUT}
-    if request.numeric:
-        on_phase("connecting")
-        await loop.create_connection(lambda: protocol, request.host, request.port, **tls)
-    else:
-        on_phase("resolving")
-        infos = await loop.getaddrinfo(request.host, request.port, type=socket.SOCK_STREAM)
-        on_phase("connecting")
-        sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY)
-        await loop.create_connection(lambda: protocol, sock=sock, **tls)
-    try:
+    try:  # however it ends (a refused or timed-out connect too), the parser's cycle is broken
+        if request.numeric:
+            on_phase("connecting")
+            await loop.create_connection(lambda: protocol, request.host, request.port, **tls)
+        else:
+            on_phase("resolving")
+            infos = await loop.getaddrinfo(request.host, request.port, type=socket.SOCK_STREAM)
+            on_phase("connecting")
+            sock = await aiohappyeyeballs.start_connection(infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY)
+            await loop.create_connection(lambda: protocol, sock=sock, **tls)
         return await done
     finally:
         protocol.close()

@@ -1,9 +1,11 @@
-"""Real HTTP targets on loopback whose answers a test can change."""
+"""Real HTTP targets on loopback whose answers a test can change, and one that never answers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from aiohttp import web
 
@@ -54,3 +56,26 @@ async def two_sites() -> AsyncIterator[tuple[HttpTarget, HttpTarget]]:
     finally:
         await dorset.stop()
         await hampshire.stop()
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server on loopback that accepts connections and never says a byte (a hung server; a TLS handshake
+    with it never ends); yields its port. Connections still open when the block ends are closed."""
+    held: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        held[task] = writer
+        await reader.read()  # until the client gives up and closes, or the server ends
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in held.values():  # a TLS connect given up on may still be open on the client's side
+            writer.close()
+        await asyncio.gather(*held, return_exceptions=True)
+        await server.wait_closed()

@@ -1,7 +1,12 @@
-"""The C heap is trimmed after scrapes of /metrics on a timer, not after every scrape."""
+"""The C heap is trimmed after scrapes of /metrics on a timer, not after every scrape; what is garbage when the first
+runs' survivors are frozen is collected, not frozen."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
+from bcd import heap
 from bcd.heap import TrimTimer
 
 
@@ -27,3 +32,23 @@ def test_by_default_each_scrape_at_prometheus_intervals_is_trimmed() -> None:
     assert timer.due(1, 100.0)
     assert timer.due(2, 115.0)  # scraped every 15 s: each one
     assert not timer.due(3, 120.0)  # a burst of scrapes: not each one
+
+
+class Left:
+    """Stands for what a failed run left in a reference cycle (an MQTT client and its callbacks)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_garbage_at_the_freeze_of_the_survivors_is_collected_not_frozen() -> None:
+    thresholds = gc.get_threshold()
+    gc.disable()  # no collection of its own between the run's end and the freeze
+    try:
+        left = weakref.ref(Left())  # garbage at once, in a cycle: only a collection frees it
+        heap.freeze_survivors()
+        assert left() is None
+    finally:
+        gc.unfreeze()  # the test process is not a daemon
+        gc.set_threshold(*thresholds)
+        gc.enable()

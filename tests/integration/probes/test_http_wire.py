@@ -16,6 +16,8 @@ from bcd.config import ProbeConfig
 from bcd.model import ProbeResult, Result
 from bcd.probes.base import ProbeContext
 from bcd.probes.registry import build_probe
+from tests.helpers import free_port
+from tests.helpers.targets import silent_server
 
 Reply = Callable[[bytes], list[bytes]]
 """Given the request's head, the pieces the server writes before it closes the connection."""
@@ -177,3 +179,33 @@ async def test_an_exchange_leaves_no_cycle_for_the_garbage_collector() -> None:
         finally:
             gc.enable()
     assert alive <= 1  # the last one may wait for its connection_lost
+
+
+@pytest.mark.parametrize(("scheme", "target", "reason"), [
+    ("http", "refused", "connection refused"),
+    ("https", "refused", "connection refused"),
+    ("http", "silent", "timeout after 0.3s waiting for response"),
+    ("https", "silent", "timeout after 0.3s connecting"),  # the TLS handshake never ends
+])
+async def test_a_failed_exchange_leaves_no_cycle_for_the_garbage_collector(scheme: str, target: str, reason: str) -> None:
+    # a run whose objects are frozen while it is in flight (bcd.heap.freeze_survivors) is only freed by reference
+    # counting: a cycle it leaves when it fails is never collected
+    from bcd.probes.http_client import _Exchange
+
+    async with silent_server() as silent:
+        port = silent if target == "silent" else free_port()  # free: refused
+        config = TypeAdapter(ProbeConfig).validate_python(
+            {"name": "t", "http": {"url": f"{scheme}://127.0.0.1:{port}/", "tls_verify": False}})
+        built = build_probe(config, 0.3, ProbeContext())
+        gc.collect()  # what earlier tests left
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds goes to gc.garbage, for us to count
+        try:
+            for _ in range(3):
+                result = await built.run()
+                assert result.result is Result.FAIL and reason in result.reason, result.reason
+            gc.collect()
+            cycles = sum(isinstance(thing, _Exchange) for thing in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert cycles == 0
