@@ -62,9 +62,14 @@ class Monitored:
         self._since[kind] = {**self._since[kind], **known, **dict.fromkeys(added, since)}
 
     def _oldest(self) -> float:
-        """When the journal's record begins: its oldest event, ledger entry or daemon start."""
+        """When the journal's record begins: its first event, ledger entry or daemon start, each found by its
+        table's key (no scan of a large journal)."""
         tables = {row[0] for row in self._journal.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        found = [self._journal.execute(f"SELECT min({column}) FROM {table}").fetchone()[0]
-                 for table, column in (("events", "at"), ("ledger", "at"), ("daemon_spans", "started"))
-                 if table in tables]
-        return min((at for at in found if at is not None), default=math.inf)
+        found = [row[0] for table, query in _FIRSTS if table in tables
+                 for row in [self._journal.execute(query).fetchone()] if row is not None and row[0] is not None]
+        return min(found, default=math.inf)
+
+
+_FIRSTS = (("events", "SELECT at FROM events ORDER BY id LIMIT 1"),
+           ("ledger", "SELECT at FROM ledger ORDER BY seq LIMIT 1"),
+           ("daemon_spans", "SELECT started FROM daemon_spans ORDER BY started LIMIT 1"))
