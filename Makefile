@@ -4,12 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := sqlite3 mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core postgresql
+DEB_PACKAGES := gcc libc6-dev python3-dev libssl-dev sqlite3 mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core postgresql
 PYTEST_ARGS ?=
 
 .PHONY: install deps test lint unit demo bench soak clean
 
-# Debian packages the test suite talks to for real (broker, promtool, Nagios plugins).
+# Debian packages the test suite talks to for real (broker, promtool, Nagios plugins), and what builds
+# bcd/journal/_chain.c (gcc, the Python and OpenSSL headers; without them bcd hashes in Python).
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
@@ -22,7 +23,7 @@ deps:
 	@# the Debian packages start their own daemons; the tests start their own on free ports
 	@-systemctl disable --now mosquitto prometheus prometheus-alertmanager etcd >/dev/null 2>&1 || true
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml bcd/journal/_chain.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

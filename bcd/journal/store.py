@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from bcd.events import Event, EventKind, payload_from_json, payload_json
-from bcd.journal.ledger import Ledger, Write
+from bcd.journal.ledger import HASHING, Ledger, Write
 from bcd.journal.ledger import prune as ledger_prune
 from bcd.journal.schema import ADDED_COLUMNS, RUNS_SCHEMA, SCHEMA
 from bcd.journal.sync import WalSync
@@ -81,7 +81,8 @@ class Journal:
             ledger = self.ledger = Ledger(self._db, clock)
             if not ledger.empty:
                 self._seal_found(ledger)
-                log.info("journal_chain_head", journal=str(self.path), seq=ledger.head[0], hash=ledger.head[1])
+                log.info("journal_chain_head", journal=str(self.path), seq=ledger.head[0], hash=ledger.head[1],
+                         hashing=HASHING)
                 return ledger
             with self.transaction():
                 had = self._db.execute("SELECT 1 FROM events UNION ALL SELECT 1 FROM runs LIMIT 1").fetchone()

@@ -1,0 +1,3 @@
+from typing import Any
+
+def seal_hashes(prev: str, rows: list[tuple[Any, ...]], /) -> list[str] | None: ...
