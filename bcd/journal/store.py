@@ -92,7 +92,7 @@ class Journal:
         except sqlite3.Error as exc:
             self._db.close()
             raise not_writable(self.path, exc) from exc
-        log.info("journal_chain_started", journal=str(self.path), reason=reason, adopted=adopted)
+        log.info("journal_chain_started", journal=str(self.path), reason=reason, adopted=adopted, hashing=HASHING)
         return ledger
 
     def create(self, statements: Iterable[str]) -> None:

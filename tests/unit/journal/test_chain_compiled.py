@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from bcd.journal import ledger
+from bcd.journal import Journal, ledger
 from bcd.journal.ledger import GENESIS, chain_hash, event_entry, python_seal_hashes, seal_hashes
 
 try:
@@ -33,6 +35,14 @@ def row(n: int, **changes: Any) -> tuple[Any, ...]:
 def test_make_install_builds_the_compiled_hashing() -> None:
     """`make test` installs gcc, python3-dev and libssl-dev first (`make deps`): the build must not be skipped."""
     assert ledger.HASHING == "compiled", "bcd/journal/_chain.c was not built: is a C compiler and libssl-dev there?"
+
+
+def test_the_start_says_which_hashes(tmp_path: Path) -> None:
+    with capture_logs() as logs:
+        Journal(tmp_path / "j.sqlite").close()  # a new journal: its chain starts
+        Journal(tmp_path / "j.sqlite").close()  # then goes on from its head
+    said = {line["event"]: line["hashing"] for line in logs if "hashing" in line}
+    assert said == {"journal_chain_started": "compiled", "journal_chain_head": "compiled"}
 
 
 def test_the_compiled_hashes_chain_like_one_entry_at_a_time() -> None:
