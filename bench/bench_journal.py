@@ -189,7 +189,7 @@ def simulate(folder: Path, share: float, seconds: int) -> tuple[Side, Side, int]
 def main(quick: bool) -> int:
     shares = (0.01,) if quick else (0.001, 0.01, 0.05)
     seconds, rounds = (5, 1) if quick else (60, ROUNDS)
-    worst = -float("inf")
+    worst = [-float("inf"), -float("inf")]  # what the chain adds to the whole flush, to the commit alone
     print(f"journal write cost at {PROBES_PER_SECOND} probes/s, CPU ms per second over {seconds} simulated seconds "
           f"(plain and chained journals flushed in lockstep; the median of {rounds} rounds; the seals hashed by "
           f"{'bcd/journal/_chain.c' if HASHING == 'compiled' else 'Python: _chain.c is not built'})")
@@ -202,14 +202,18 @@ def main(quick: bool) -> int:
                     floor, python_floor = hashing_floor(Path(tmp) / "chained.sqlite")
                     floors.append(floor)
                     python_floors.append(python_floor)
-            worst = max(worst, report(share, seconds, runs, (min(floors), min(python_floors))))
-    verdict = "holds" if worst < TARGET else "does NOT hold"
-    print(f"target: chaining adds < {TARGET:.0f} % to the whole flush: {verdict} (worst {worst:+.1f} %)")
+            worst = [max(pair) for pair in zip(worst, report(share, seconds, runs,
+                                                                (min(floors), min(python_floors))), strict=True)]
+    for what, added in zip(("the whole flush", "the SQLite commit alone"), worst, strict=True):
+        verdict = "holds" if added < TARGET else "does NOT hold"
+        print(f"target: chaining adds < {TARGET:.0f} % to {what}: {verdict} (worst median {added:+.1f} %)")
     return 0
 
 
-def report(share: float, seconds: int, runs: list[tuple[Side, Side, int]], floors: tuple[float, float]) -> float:
-    """Print one share's figures (the median round by the whole flush); returns what the chain adds to the flush."""
+def report(share: float, seconds: int, runs: list[tuple[Side, Side, int]],
+           floors: tuple[float, float]) -> tuple[float, float]:
+    """Print one share's figures (the median round by the whole flush); returns what the chain adds to the flush and
+    (the median round by the commit) to the commit."""
     plain, chained, events = sorted(runs, key=lambda run: run[1].flush / run[0].flush)[len(runs) // 2]
     added = (chained.flush / plain.flush - 1) * 100
     flushes = ", ".join(f"{(run[1].flush / run[0].flush - 1) * 100:+.1f}" for run in runs)
@@ -225,12 +229,14 @@ def report(share: float, seconds: int, runs: list[tuple[Side, Side, int]], floor
           f"        in the commit: the seals {chained.seal / seconds * 1e3:.2f} ms "
           f"({chained.seal / max(1, chained.sealed) * 1e6:.1f} us an event, "
           f"{chained.seal / plain.commit * 100:+.1f} %), "
-          f"the rest (seq column, bookkeeping) {rest / seconds * 1e3:.2f} ms ({rest / plain.commit * 100:+.1f} %); "
+          f"the rest (the rows kept for their seal, the seq column, bookkeeping) {rest / seconds * 1e3:.2f} ms "
+          f"({rest / plain.commit * 100:+.1f} %); "
           f"the seals' work in a tight loop {floor * 1e6:.1f} us an event (in Python {python_floor * 1e6:.1f} us), "
           f"the plain commit "
           f"{plain.commit / max(1, events) * 1e6:.0f} us an event: the least the hashing can add to the commit "
           f"{floor * events / plain.commit * 100:+.1f} %", file=sys.__stdout__, flush=True)
-    return added
+    commit_added = sorted((run[1].commit / run[0].commit - 1) * 100 for run in runs)[len(runs) // 2]
+    return added, commit_added
 
 
 if __name__ == "__main__":
