@@ -23,7 +23,7 @@ deps:
 	@# the Debian packages start their own daemons; the tests start their own on free ports
 	@-systemctl disable --now mosquitto prometheus prometheus-alertmanager etcd >/dev/null 2>&1 || true
 
-$(STAMP): pyproject.toml bcd/journal/_chain.c
+$(STAMP): pyproject.toml setup.py bcd/journal/_chain.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

@@ -70,6 +70,16 @@ def test_twine_check_passes(dist: Path) -> None:
     assert sorted(path.suffix for path in dist.iterdir()) == [".gz", ".whl"]
 
 
+def test_the_wheel_carries_the_compiled_hashing_and_the_sdist_its_source(dist: Path, venv: Path,
+                                                                          tmp_path: Path) -> None:
+    hashing = run(venv / "bin" / "python", "-c", "from bcd.journal import ledger; print(ledger.HASHING)", cwd=tmp_path)
+    assert hashing.stdout.strip() == "compiled", hashing.stdout + hashing.stderr
+    [sdist] = dist.glob("bcd-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {member.name.split("/", 1)[1] for member in archive.getmembers() if "/" in member.name}
+    assert {"setup.py", "bcd/journal/_chain.c"} <= names
+
+
 def test_the_sdist_carries_every_shipped_file_as_a_regular_file(dist: Path) -> None:
     [sdist] = dist.glob("bcd-*.tar.gz")
     with tarfile.open(sdist) as archive:
