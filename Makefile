@@ -58,4 +58,4 @@ soak: install
 	$(BIN)/python bench/soak.py $(SOAK_SECONDS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache build bcd/journal/*.so
