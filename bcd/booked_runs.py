@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -45,7 +45,7 @@ from bcd.bookings import (
     new_id,
 )
 from bcd.cluster import ClusterLink
-from bcd.events import Event, EventKind
+from bcd.events import Emit, Event, EventKind
 from bcd.journal import Journal
 from bcd.maintenance_calendar import MaintenanceCalendar
 from bcd.model import RunKind
@@ -59,12 +59,6 @@ log = structlog.get_logger("bcd.bookings")
 MAX_AHEAD = 366 * 86400.0  # seconds: the latest a run may be booked for
 WATCH_EVERY = 1.0  # seconds: the longest the loop sleeps (a booking made elsewhere is seen within this)
 LISTED = 200  # bookings listed: every one to come, then the latest decided
-
-
-class Emit(Protocol):
-    """The engine's emit: journal, publish and log an event (with more fields for its log line)."""
-
-    def __call__(self, event: Event, **log_fields: object) -> None: ...
 
 
 def iso(epoch: float) -> str:

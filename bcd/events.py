@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class EventKind(StrEnum):
@@ -459,3 +459,10 @@ class Event:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+class Emit(Protocol):
+    """The engine's emit: journal, publish and log an event; `log_fields` are more fields for its log line (they
+    replace the event's own `reason` there too), and `warn=True` logs it at warning level (bcd.journal.writer)."""
+
+    def __call__(self, event: Event, **log_fields: object) -> None: ...

@@ -5,20 +5,19 @@ reads: so this package's entry imports the rest only when the daemon starts it).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bcd.lifetime import Run, hold
 
 if TYPE_CHECKING:
-    from bcd.events import Event
+    from bcd.events import Emit
     from bcd.journal import Journal
     from bcd.operations import DrillControl, Operations
     from bcd.view import EstateView
 
 
 def make(journal: Journal, operations: Operations, estate: EstateView,
-         emit: Callable[[Event], None]) -> tuple[DrillControl, Run]:
+         emit: Emit) -> tuple[DrillControl, Run]:
     """The daemon's drills, acting through `operations` (made without them), and their part: drills the journal
     holds unfinished end `interrupted` as it starts, then scheduled drills start at their times, through operations
     joined with the drills. Stopped before the runner: a drill under way ends `interrupted`, then the runner stops

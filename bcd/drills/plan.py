@@ -22,7 +22,7 @@ import structlog
 from bcd import dependencies
 from bcd.drills.checks import Facts, degraded, refusal
 from bcd.drills.legs import Legs
-from bcd.events import DrillFinished, DrillStarted, Event, EventKind
+from bcd.events import DrillFinished, DrillStarted, Emit, Event, EventKind
 from bcd.operations import Accepted, DrillPlan, Outcome, PlanControl, Refusal, Refused, RunPlan
 from bcd.plans.model import MoveState, PlanRun, PlanState
 from bcd.plans.planner import graph_of
@@ -61,7 +61,7 @@ class PlanLive:
 class PlanDrills:
     """Starts, watches and ends plan drills; `facts` is the service drills' (bcd.drills.runner)."""
 
-    def __init__(self, estate: EstateView, emit: Callable[[Event], None], *, clock: Callable[[], float], poll: float,
+    def __init__(self, estate: EstateView, emit: Emit, *, clock: Callable[[], float], poll: float,
                  facts: Callable[[str, str, float], Facts], legs: Legs) -> None:
         self._estate = estate
         self._emit = emit
@@ -121,8 +121,8 @@ class PlanDrills:
         self._emit(Event(EventKind.DRILL_STARTED, now, None, config.to_site,
                          f"drill {drill_id} of plan {intent.plan} by {intent.by}: {intent.reason}",
                          DrillStarted(drill_id, KIND, intent.hold, intent.by, config.from_site, config.to_site,
-                                      name, occurrence, intent.plan)))
-        log.info("drill_started", drill=drill_id, plan=intent.plan, plan_run=live.plan_run, hold=intent.hold)
+                                      name, occurrence, intent.plan)),
+                   drill=drill_id, plan=intent.plan, plan_run=live.plan_run, hold=intent.hold)
         live.task = asyncio.get_running_loop().create_task(self._guarded(live), name=f"drill-{drill_id}")
         return Accepted(f"drill {drill_id}: plan run {live.plan_run} moves plan {intent.plan}'s services to "
                         f"{config.to_site}, holds {intent.hold:g}s, then moves them back", drill=live.json())
@@ -198,6 +198,6 @@ class PlanDrills:
         self.live.pop(live.intent.plan, None)
         self._emit(Event(EventKind.DRILL_FINISHED, self._clock(), None, None,
                          f"drill {live.id} of plan {live.intent.plan} {result}: {reason}",
-                         DrillFinished(live.id, KIND, result, tuple(live.runs), live.name, live.intent.plan)))
-        (log.info if result == "succeeded" else log.warning)(
-            "drill_finished", drill=live.id, plan=live.intent.plan, result=result, reason=reason, runs=live.runs)
+                         DrillFinished(live.id, KIND, result, tuple(live.runs), live.name, live.intent.plan)),
+                   warn=result != "succeeded", drill=live.id, plan=live.intent.plan, result=result, reason=reason,
+                   runs=live.runs)

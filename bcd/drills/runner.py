@@ -28,7 +28,7 @@ from bcd.drills.legs import ENDED, Legs
 from bcd.drills.plan import PlanDrills
 from bcd.drills.records import DrillJournal
 from bcd.drills.restart import STOPPED, cleaned, cleanup_run, runs_of, where_left
-from bcd.events import DrillFinished, DrillStarted, Event, EventKind
+from bcd.events import DrillFinished, DrillStarted, Emit, Event, EventKind
 from bcd.journal.run_records import RunRecord
 from bcd.model import RunKind, RunResult
 from bcd.operations import (
@@ -71,7 +71,7 @@ class Live:
 class Drills:
     """Starts, watches and ends drills."""
 
-    def __init__(self, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
+    def __init__(self, operations: Operations, estate: EstateView, emit: Emit,
                  clock: Callable[[], float] = time.time, poll: float = POLL) -> None:
         self._operations = operations
         self._estate = estate
@@ -127,9 +127,8 @@ class Drills:
         self._emit(Event(EventKind.DRILL_STARTED, now, intent.service, target,
                          f"drill {drill_id} by {intent.by}: {intent.reason}",
                          DrillStarted(drill_id, intent.kind, intent.hold, intent.by, origin, target, intent.name,
-                                      intent.occurrence)))
-        log.info("drill_started", drill=drill_id, service=intent.service, to_site=target, hold=intent.hold,
-                 run_id=outcome.run.id)
+                                      intent.occurrence)),
+                   drill=drill_id, to_site=target, hold=intent.hold, run_id=outcome.run.id)
         work = self._runbook(live) if intent.kind == "runbook" else self._round_trip(live)
         live.task = asyncio.get_running_loop().create_task(work, name=f"drill-{drill_id}")
         what = (f"runs the drill runbook of {intent.service} on {origin}, then its cleanup" if intent.kind == "runbook"
@@ -288,6 +287,5 @@ class Drills:
         self.live.pop(service, None)
         now = self._clock()
         self._emit(Event(EventKind.DRILL_FINISHED, now, service, None, f"drill {live.id} {result}: {reason}",
-                         DrillFinished(live.id, kind, result, tuple(live.runs), live.intent.name)))
-        (log.info if result == "succeeded" else log.warning)(
-            "drill_finished", drill=live.id, service=service, result=result, reason=reason, runs=live.runs)
+                         DrillFinished(live.id, kind, result, tuple(live.runs), live.intent.name)),
+                   warn=result != "succeeded", drill=live.id, result=result, reason=reason, runs=live.runs)

@@ -21,7 +21,7 @@ import structlog
 from bcd import calendar
 from bcd.config.drills import DrillConfig
 from bcd.drills.records import DrillJournal
-from bcd.events import DrillSkipped, Event, EventKind
+from bcd.events import DrillSkipped, Emit, Event, EventKind
 from bcd.operations import Drill, DrillPlan, Operations, Refused
 from bcd.view import EstateView
 
@@ -32,7 +32,7 @@ BY = "drills"
 
 
 class DrillSchedule:
-    def __init__(self, operations: Operations, estate: EstateView, emit: Callable[[Event], None],
+    def __init__(self, operations: Operations, estate: EstateView, emit: Emit,
                  records: DrillJournal, clock: Callable[[], float] = time.time) -> None:
         self._operations = operations
         self._estate = estate

@@ -105,7 +105,7 @@ class JournalWriter:
     # -- what the engine calls -----------------------------------------------------------------------
     def emit(self, event: Event, **log_fields: object) -> None:
         """Journal (the next group commit, within FLUSH_DELAY), then log and publish; the log line carries the
-        event's reason unless `log_fields` say it otherwise."""
+        event's reason unless `log_fields` say it otherwise, at warning level if they say `warn=True`."""
         self._staged.append((event, {"service": event.service, "site": event.site, "reason": event.reason,
                                      **log_fields}))
         if self._flush_timer is None:
@@ -129,8 +129,9 @@ class JournalWriter:
         for index, (staged_event, fields) in enumerate(staged):
             event = published[index] if index < len(published) else staged_event
             extra = {} if event.id is not None else {"journaled": False}
+            level = log.warning if fields.pop("warn", False) else log.info
             # stamped with the event's own time (`at`), not this commit's: see bcd.logging
-            log.info(event.kind.value, at=event.at, **{k: v for k, v in fields.items() if v is not None}, **extra)
+            level(event.kind.value, at=event.at, **{k: v for k, v in fields.items() if v is not None}, **extra)
             self.bus.publish(event)
 
     def close(self) -> None:

@@ -91,6 +91,13 @@ async def test_a_round_trip_ends_on_the_starting_site_with_both_legs_journaled(t
         assert [event["kind"] for event in await _events(daemon, "drill_started")] == ["drill_started"]
         drill_end = journaled[0]
         assert (drill_end["result"], drill_end["runs"]) == ("succeeded", [leg["run_id"] for leg in legs])
+        # one log line for the start and one for the end, each the journaled event's, with the drill's fields
+        lines = {kind: [line for line in daemon.log_lines if line.get("event") == kind]
+                 for kind in ("drill_started", "drill_finished")}
+        assert [(line["level"], line["drill"], line["to_site"]) for line in lines["drill_started"]] == [
+            ("info", body["id"], "hampshire")], lines
+        assert [(line["level"], line["result"], line["runs"]) for line in lines["drill_finished"]] == [
+            ("info", "succeeded", drill_end["runs"])], lines
         metrics = await daemon.metrics_with(VIEWER)
         assert 'bcd_drills_total{kind="round_trip",result="succeeded",service="payroll"} 1.0' in metrics
         # no cooldown from the drill: a real failover may start at once (the config's cooldown is 1h)
@@ -166,7 +173,7 @@ async def test_a_move_back_refused_mid_drill_names_the_command_that_restores_the
             "site": "dorset", "duration": "1h", "reason": "patching during the drill"})
         assert status == 201, window
         end = await finished(daemon)
-        assert end["result"] == "aborted", end
+        assert (end["result"], end["level"]) == ("aborted", "warning"), end
         assert "NOT back on dorset: the move back was refused: target dorset is in maintenance" in end["reason"], end
         assert ("payroll is left on hampshire: restore it with `bcd failback payroll --reason 'restore after drill "
                 f"{body['id']}'`") in end["reason"], end

@@ -39,7 +39,7 @@ async def test_the_cleanup_does_not_run_while_the_journal_cannot_be_written(tmp_
     engine.observe(Observation(ProbeKey("payroll", "hampshire", "health"), Result.FAIL, 0.01, BIG, 1001.0))
     engine.writer.flush()  # the group commit, now: the change needs room the journal lacks
     assert engine.writer.refusal() is not None
-    drills = Drills(Operations(engine), view, emitted.append, poll=0.01)
+    drills = Drills(Operations(engine), view, lambda event, **_: emitted.append(event), poll=0.01)
     drills.recover(records)
     (end,) = emitted
     assert end.data.result == "interrupted"  # type: ignore[union-attr]
@@ -51,7 +51,7 @@ async def test_the_cleanup_does_not_run_while_the_journal_cannot_be_written(tmp_
     full.free()  # the drill's end was not journaled (it went to `emitted` only): the next start runs the cleanup
     await eventually(lambda: engine.writer.refusal() is None, 10, "the journal written again")  # its retry
     emitted.clear()
-    drills = Drills(Operations(engine), view, emitted.append, poll=0.01)
+    drills = Drills(Operations(engine), view, lambda event, **_: emitted.append(event), poll=0.01)
     drills.recover(records)
     (run,) = engine.runs.recent("payroll")
     assert (run.evidence["drill"], run.evidence["drill_cleanup"], run.trigger) == ("payroll@1", True, "drill")

@@ -85,10 +85,10 @@ class Estate:
     def now(self, value: float) -> None:
         self.clock.now = value
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, **log_fields: object) -> None:
         self.emitted.append(event)
         self.changed.set()
-        self.engine.emit(event)
+        self.engine.emit(event, **log_fields)
 
     def observe(self, result: Result) -> None:
         for site in ("dorset", "hampshire"):

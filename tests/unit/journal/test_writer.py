@@ -304,3 +304,16 @@ def test_each_event_is_logged_with_its_reason_unless_the_emitter_says_otherwise(
         timers.fire()
     assert [line["reason"] for line in logs if line["event"] == "site_transition"] == [
         "change 1", "said by the emitter"]
+
+
+def test_an_event_logged_with_warn_is_one_warning_line_with_the_fields_given(journal: Journal) -> None:
+    timers = FakeTimers()
+    writer = writer_for(journal, timers)
+    with capture_logs() as logs:
+        writer.emit(event(1), warn=True, result="failed", reason="the raw reason")
+        writer.emit(event(2))
+        timers.fire(writer.flush)
+    lines = [(line["log_level"], line.get("result"), line["reason"], "warn" in line) for line in logs
+             if line["event"] == "site_transition"]
+    assert lines == [("warning", "failed", "the raw reason", False), ("info", None, "change 2", False)]
+    assert [e.reason for e in journal.events()] == ["change 1", "change 2"]  # the journal keeps the event's own
