@@ -6,10 +6,11 @@ what one 50 ms window staged in one transaction, then logs (JSON, as the daemon 
 publishes each event. This drives the real JournalWriter on real SQLite files with that pattern: 2,000 probe
 results per simulated second, a share of them changes (several shares), 20 flushes per second.
 
-Measured per simulated second, as CPU time (process time) inside the flushes: the commit alone (the
-transaction, the part the chain changes) and the whole flush (commit, log lines, publishing); and what the
-chain adds as a share of one core (the daemon spends about 0.8 core on 2,000 probes/s: README, Benchmark).
-A plain and a chained journal are fed the same changes and flushed in lockstep, window by window, in turns.
+Measured per simulated second, as CPU time (process time) inside the flushes: the commit alone (the writer's
+transaction, once: the writes that join it are not timed again) and the whole flush (commit, log lines,
+publishing); and what the chain adds as a share of one core (the daemon spends about 0.8 core on 2,000 probes/s:
+README, Benchmark). A plain journal, a chained one and a second plain one (the control: what this method reads
+where nothing differs, its noise) are fed the same changes and flushed in lockstep, window by window, in turns.
 
 The chained journal seals its events entries (hashes them in one pass, bcd.journal.ledger) by the simulated clock, as
 the daemon does by its own. What the chain adds to the commit is split into the seals (the hashing: each entry's
@@ -18,7 +19,7 @@ the seals' work is timed again on the same rows in a tight loop (warm caches, be
 hashing can cost (compiled, as the daemon does it where bcd/journal/_chain.c is built, and in Python), so the
 least it can add to the commit.
 
-    python bench/bench_journal.py            # about 15 s
+    python bench/bench_journal.py            # about 20 s
     python bench/bench_journal.py --quick    # a few seconds
 """
 
@@ -28,6 +29,7 @@ import argparse
 import contextlib
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -90,6 +92,10 @@ class Side:
 
         @contextlib.contextmanager
         def timed(*, sync: bool = True) -> Iterator[None]:
+            if journal.in_transaction:  # one joined by a write inside it (append_events): timed with that one
+                with transaction(sync=sync):
+                    yield
+                return
             begun = time.process_time()
             with transaction(sync=sync):
                 yield
@@ -162,13 +168,16 @@ def hashing_floor(path: Path) -> tuple[float, float]:
     return floors[0], floors[1]
 
 
-def simulate(folder: Path, share: float, seconds: int) -> tuple[Side, Side, int]:
+def simulate(folder: Path, share: float, seconds: int) -> tuple[Side, Side, Side, int]:
     """`seconds` simulated seconds of 2,000 probe results, `share` of them changing a site's state, written to
-    a plain and a chained journal in lockstep: each 50 ms window is flushed by both, one right after the other
-    (in turns, which first), so the machine's load weighs on both alike. Returns (plain, chained, events)."""
+    a plain journal, a chained one and a second plain one (the control: what the method reads where nothing
+    differs) in lockstep: each 50 ms window is flushed by all three, one right after the other (in turns, which
+    first), so the machine's load weighs on them alike. Returns (plain, chained, control, events)."""
     clock = [0.0]
     plain = Side.open(folder / "plain.sqlite", chained=False, clock=lambda: clock[0])
     chained = Side.open(folder / "chained.sqlite", chained=True, clock=lambda: clock[0])
+    control = Side.open(folder / "control.sqlite", chained=False, clock=lambda: clock[0])
+    sides = (plain, chained, control)
     flushes = int(1 / FLUSH_DELAY)
     every = max(1, round(1 / share))
     events, n = 0, 0
@@ -180,11 +189,13 @@ def simulate(folder: Path, share: float, seconds: int) -> tuple[Side, Side, int]
             if n % every == 0:
                 events += stage(plain.writer, n, now)
                 stage(chained.writer, n, now)
-        for side in (plain, chained) if window % 2 else (chained, plain):
+                stage(control.writer, n, now)
+        first = window % len(sides)
+        for side in sides[first:] + sides[:first]:
             side.timed_flush()
-    plain.close()
-    chained.close()
-    return plain, chained, events
+    for side in sides:
+        side.close()
+    return plain, chained, control, events
 
 
 def main(quick: bool) -> int:
@@ -192,7 +203,8 @@ def main(quick: bool) -> int:
     seconds, rounds = (5, 1) if quick else (60, ROUNDS)
     worst = [-float("inf"), -float("inf")]  # what the chain adds to the whole flush, to the commit alone
     print(f"journal write cost at {PROBES_PER_SECOND} probes/s, CPU ms per second over {seconds} simulated seconds "
-          f"(plain and chained journals flushed in lockstep; the median of {rounds} rounds; the seals hashed by "
+          f"(plain, chained and a second plain journal flushed in lockstep; the median of {rounds} rounds; "
+          f"the seals hashed by "
           f"{'bcd/journal/_chain.c' if HASHING == 'compiled' else 'Python: _chain.c is not built'})")
     with quiet_logging():
         for share in shares:
@@ -209,33 +221,43 @@ def main(quick: bool) -> int:
     return 0
 
 
-def report(share: float, seconds: int, runs: list[tuple[Side, Side, int]],
+def added(runs: list[tuple[Side, Side, Side, int]], side: int, cost: str) -> list[float]:
+    """Per round, what side `side` (1: chained, 2: the control) costs over the plain journal, in percent."""
+    return [(getattr(run[side], cost) / getattr(run[0], cost) - 1) * 100 for run in runs]
+
+
+def rounded(percents: list[float]) -> str:
+    return ", ".join(f"{percent:+.1f}" for percent in percents)
+
+
+def report(share: float, seconds: int, runs: list[tuple[Side, Side, Side, int]],
            floors: tuple[float, float]) -> tuple[float, float]:
-    """Print one share's figures (the median round by the whole flush); returns what the chain adds to the flush and
-    (the median round by the commit) to the commit."""
-    plain, chained, events = sorted(runs, key=lambda run: run[1].flush / run[0].flush)[len(runs) // 2]
-    added = (chained.flush / plain.flush - 1) * 100
-    flushes = ", ".join(f"{(run[1].flush / run[0].flush - 1) * 100:+.1f}" for run in runs)
-    commits = ", ".join(f"{(run[1].commit / run[0].commit - 1) * 100:+.1f}" for run in runs)
+    """Print one share's figures (the median round by the whole flush); returns the medians of what the chain adds
+    to the whole flush and to the commit."""
+    plain, chained, _, events = sorted(runs, key=lambda run: run[1].flush / run[0].flush)[len(runs) // 2]
+    medians = []
+    lines = []
+    for cost, name in (("commit", "the commit"), ("flush", "whole flush")):
+        chain, control = added(runs, 1, cost), added(runs, 2, cost)
+        medians.append(statistics.median(chain))
+        lines.append(f"{name:>12} {getattr(plain, cost) / seconds * 1e3:6.2f} -> "
+                     f"{getattr(chained, cost) / seconds * 1e3:6.2f} ms, chained {medians[-1]:+5.1f} % (rounds "
+                     f"{rounded(chain)}); a second plain journal {statistics.median(control):+5.1f} % "
+                     f"(rounds {rounded(control)})")
     rest = chained.commit - chained.seal - plain.commit
     floor, python_floor = floors
-    print(f"  {share * 100:4.1f} % of results change a state ({events / seconds:5.0f} events/s): "
-          f"commit {plain.commit / seconds * 1e3:6.2f} -> {chained.commit / seconds * 1e3:6.2f} ms "
-          f"({(chained.commit / plain.commit - 1) * 100:+5.1f} %; rounds {commits}), whole flush "
-          f"{plain.flush / seconds * 1e3:6.2f} -> {chained.flush / seconds * 1e3:6.2f} ms ({added:+5.1f} %; "
-          f"rounds {flushes}); the chain costs {(chained.flush - plain.flush) / seconds * 1e3:.2f} ms of CPU a "
-          f"second ({(chained.flush - plain.flush) / seconds * 100:.3f} % of a core)\n"
-          f"        in the commit: the seals {chained.seal / seconds * 1e3:.2f} ms "
+    print(f"  {share * 100:4.1f} % of results change a state ({events / seconds:5.0f} events/s; the chain costs "
+          f"{(chained.flush - plain.flush) / seconds * 1e3:.2f} ms of CPU a second, "
+          f"{(chained.flush - plain.flush) / seconds * 100:.3f} % of a core)\n        " + "\n        ".join(lines) +
+          f"\n        in the commit: the seals {chained.seal / seconds * 1e3:.2f} ms "
           f"({chained.seal / max(1, chained.sealed) * 1e6:.1f} us an event, "
           f"{chained.seal / plain.commit * 100:+.1f} %), "
           f"the rest (the rows kept for their seal, the seq column, bookkeeping) {rest / seconds * 1e3:.2f} ms "
-          f"({rest / plain.commit * 100:+.1f} %); "
-          f"the seals' work in a tight loop {floor * 1e6:.1f} us an event (in Python {python_floor * 1e6:.1f} us), "
-          f"the plain commit "
-          f"{plain.commit / max(1, events) * 1e6:.0f} us an event: the least the hashing can add to the commit "
-          f"{floor * events / plain.commit * 100:+.1f} %", file=sys.__stdout__, flush=True)
-    commit_added = sorted((run[1].commit / run[0].commit - 1) * 100 for run in runs)[len(runs) // 2]
-    return added, commit_added
+          f"({rest / plain.commit * 100:+.1f} %); the seals' work in a tight loop {floor * 1e6:.1f} us an event (in "
+          f"Python {python_floor * 1e6:.1f} us), the plain commit {plain.commit / max(1, events) * 1e6:.0f} us an "
+          f"event: the least the hashing can add to the commit {floor * events / plain.commit * 100:+.1f} %",
+          file=sys.__stdout__, flush=True)
+    return medians[1], medians[0]
 
 
 if __name__ == "__main__":

@@ -48,30 +48,28 @@ static int add(Text *text, const char *bytes, Py_ssize_t length)
 
 #define ADD(text, literal) add(text, literal, sizeof(literal) - 1)
 
-/* What json.encoder.encode_basestring writes (ensure_ascii=False), as UTF-8; `nullable`: None writes null.
- * 1: not a value Python would write this way (the caller falls back to Python). */
-static int add_string(Text *text, PyObject *value, int nullable)
+/* Bytes json.encoder.encode_basestring escapes: the controls, '"' and '\\' (UTF-8's other bytes go as they are). */
+static unsigned char ESCAPED[256];
+
+/* Append `length` bytes of UTF-8 as a JSON string's content, escaped as encode_basestring escapes them: runs of
+ * bytes that need nothing are copied whole. */
+static int add_escaped(Text *text, const unsigned char *utf8, Py_ssize_t length)
 {
-    if (value == Py_None && nullable)
-        return ADD(text, "null");
-    if (!PyUnicode_CheckExact(value))
-        return 1;
-    Py_ssize_t length;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(value, &length);
-    if (utf8 == NULL) {  /* a lone surrogate: Python raises, through its own path */
-        PyErr_Clear();
-        return 1;
-    }
     if (reserve(text, length * 6 + 2) < 0)
         return -1;
     char *out = text->bytes + text->length;
     *out++ = '"';
-    for (Py_ssize_t i = 0; i < length; i++) {
-        unsigned char c = (unsigned char)utf8[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *out++ = (char)c;
-            continue;
-        }
+    Py_ssize_t i = 0;
+    while (i < length) {
+        Py_ssize_t run = i;
+        while (run < length && !ESCAPED[utf8[run]])
+            run++;
+        memcpy(out, utf8 + i, run - i);
+        out += run - i;
+        if (run == length)
+            break;
+        unsigned char c = utf8[run];
+        i = run + 1;
         *out++ = '\\';
         switch (c) {
         case '"': *out++ = '"'; break;
@@ -92,6 +90,30 @@ static int add_string(Text *text, PyObject *value, int nullable)
     *out++ = '"';
     text->length = out - text->bytes;
     return 0;
+}
+
+/* What json.encoder.encode_basestring writes (ensure_ascii=False), as UTF-8; `nullable`: None writes null.
+ * 1: not a value Python would write this way (the caller falls back to Python). An ASCII string is read in place;
+ * another is encoded into a bytes object dropped after (PyUnicode_AsUTF8AndSize would keep a UTF-8 copy inside
+ * the string for as long as it lives). */
+static int add_string(Text *text, PyObject *value, int nullable)
+{
+    if (value == Py_None && nullable)
+        return ADD(text, "null");
+    if (!PyUnicode_CheckExact(value))
+        return 1;
+    if (PyUnicode_READY(value) < 0)
+        return -1;
+    if (PyUnicode_IS_ASCII(value))
+        return add_escaped(text, PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
+    PyObject *utf8 = PyUnicode_AsUTF8String(value);
+    if (utf8 == NULL) {  /* a lone surrogate: Python raises, through its own path */
+        PyErr_Clear();
+        return 1;
+    }
+    int result = add_escaped(text, (const unsigned char *)PyBytes_AS_STRING(utf8), PyBytes_GET_SIZE(utf8));
+    Py_DECREF(utf8);
+    return result;
 }
 
 /* An int as str() writes it. 1: not an int that fits a long long. */
@@ -223,6 +245,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "bcd.journal._chain",
 
 PyMODINIT_FUNC PyInit__chain(void)
 {
+    for (int c = 0; c < 0x20; c++)
+        ESCAPED[c] = 1;
+    ESCAPED['"'] = ESCAPED['\\'] = 1;
     sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (sha256 == NULL) {
         PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");

@@ -131,13 +131,18 @@ class Journal:
                             error=str(exc), hint="they are sealed when the journal is opened next")
         self._db.close()
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (a `transaction` begun now joins it)."""
+        return self._db.in_transaction
+
     @contextmanager
     def transaction(self, *, sync: bool = True) -> Iterator[None]:
         """Group writes into one commit: all or nothing. `sync=False` commits without waiting for the disk
         (WAL, synchronous=NORMAL): the commit survives a crash of the process (kill -9), not a power cut.
         Health state and its events use that — probes re-derive them — while runs and steps always wait.
         Inside another transaction it joins that one. A rollback rolls the ledger's head back too."""
-        if self._db.in_transaction:
+        if self.in_transaction:
             yield
             return
         mark = self.ledger.mark() if self.ledger is not None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,14 @@ def test_a_previous_hash_of_another_length_falls_back_to_python() -> None:
     assert compiled is not None
     assert compiled.seal_hashes("abc", [row(1)]) is None
     assert seal_hashes("abc", [row(1)]) == python_seal_hashes("abc", [row(1)])
+
+
+def test_hashing_a_non_ascii_reason_leaves_no_utf8_copy_inside_it() -> None:
+    """A reason in another script lives on with its event (the SSE replay): the seal must not grow it by a cached
+    UTF-8 copy (what PyUnicode_AsUTF8AndSize would keep), and must still hash its UTF-8."""
+    assert compiled is not None
+    reason = "".join(["réunion à Dorchester: ", "débit réduit ", str(id(object()))])  # built now, not interned
+    before = sys.getsizeof(reason)
+    values = [row(1, reason=reason, service="paie-ü")]
+    assert compiled.seal_hashes(GENESIS, values) == python_seal_hashes(GENESIS, values)
+    assert sys.getsizeof(reason) == before
