@@ -4,12 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := gcc libc6-dev python3-dev libssl-dev sqlite3 mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core postgresql
+DEB_PACKAGES := gcc libc6-dev python3-dev libssl-dev sqlite3 systemd mosquitto prometheus prometheus-alertmanager monitoring-plugins-basic etcd-server iproute2 chromium chromium-driver fonts-dejavu-core postgresql
 PYTEST_ARGS ?=
 
 .PHONY: install deps test lint unit demo bench soak clean
 
-# Debian packages the test suite talks to for real (broker, promtool, Nagios plugins), and what builds
+# Debian packages the test suite talks to for real (broker, promtool, Nagios plugins, systemd), and what builds
 # bcd/journal/_chain.c (gcc, the Python and OpenSSL headers; without them bcd hashes in Python).
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \

@@ -1,5 +1,6 @@
 """bcd under systemd, without systemd: a real datagram socket stands in for $NOTIFY_SOCKET, the real daemon
-runs as a subprocess; the unit file goes through `systemd-analyze verify` and `security`."""
+runs as a subprocess; the unit file goes through `systemd-analyze verify` and `security`. Under systemd itself:
+tests/integration/test_systemd_booted.py."""
 
 from __future__ import annotations
 

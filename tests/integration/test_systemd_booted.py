@@ -1,0 +1,144 @@
+"""bcd under a real systemd: the shipped unit (systemd/bcd.service, with a test drop-in that only says where this
+checkout's bcd is, where its output goes, a shorter watchdog and no boot before it) started, reloaded, stopped and watched by
+systemd booted in namespaces of its own (tests/helpers/systemd_ns.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import free_port
+from tests.helpers.prometheus import http_json, poll
+from tests.helpers.systemd_ns import INSIDE, ROOT, BootedSystemd, unavailable, wait_for_line
+
+LOG = INSIDE / "bcd.log"
+WATCHDOG = 2  # seconds: the drop-in's WatchdogSec= (the unit's 30 s is too long to wait for here)
+
+CONFIG = """
+instance: booted
+vantage: dorset
+server: {{listen: "127.0.0.1:{port}"}}
+sites: {{dorset: {{}}, hampshire: {{}}}}
+defaults: {{interval: 250ms, timeout: 200ms, rise: 1, fall: 2}}
+services:
+{services}
+"""
+SERVICE = """  {name}:
+    active: dorset
+    sites:
+      dorset: {{probes: [{{name: check, command: {{argv: [/bin/true]}}}}]}}
+      hampshire: {{probes: [{{name: check, command: {{argv: [/bin/true]}}}}]}}
+"""
+
+
+def config(port: int, *services: str) -> str:
+    return CONFIG.format(port=port, services="".join(SERVICE.format(name=name) for name in services))
+
+
+def drop_in() -> str:
+    """Where this checkout's bcd is and how it is run (module docstring); nothing of the hardening changes.
+    DefaultDependencies=no: sysinit.target would start what a boot starts (tests/helpers/systemd_ns.py)."""
+    return (
+        "[Unit]\nDefaultDependencies=no\n[Service]\nExecStart=\n"
+        f"ExecStart={BootedSystemd.python()} -m bcd run -c /etc/bcd/bcd.yaml\n"
+        f"Environment=PYTHONPATH={INSIDE}/src:{INSIDE}/site-packages LD_LIBRARY_PATH={INSIDE}/python/lib "
+        "PYTHONDONTWRITEBYTECODE=1\n"
+        f"StandardOutput=append:{LOG}\nStandardError=inherit\n"
+        f"WatchdogSec={WATCHDOG}s\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def systemd(tmp_path_factory: pytest.TempPathFactory, port: int) -> Iterator[BootedSystemd]:
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"systemd cannot be booted here: {reason}")
+    units = {"bcd.service": (ROOT / "systemd" / "bcd.service").read_text(), "bcd.service.d/test.conf": drop_in()}
+    with BootedSystemd(tmp_path_factory.mktemp("systemd"), units, config(port, "payroll")) as booted:
+        yield booted
+
+
+@pytest.fixture
+def bcd(systemd: BootedSystemd, port: int) -> Iterator[BootedSystemd]:
+    """bcd started by `systemctl start` (which returns once bcd said READY=1), stopped after the test."""
+    systemd.path("/etc/bcd/bcd.yaml").write_text(config(port, "payroll"))
+    systemd.systemctl("start", "bcd")
+    try:
+        yield systemd
+    finally:
+        systemd.systemctl("stop", "bcd", check=False)
+        systemd.systemctl("reset-failed", "bcd", check=False)
+
+
+def main_process(systemd: BootedSystemd) -> dict[str, str]:
+    """/proc/MAINPID/status of bcd, as fields."""
+    pid = systemd.show("bcd", "MainPID")["MainPID"]
+    status = systemd.path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+
+
+def log_lines(systemd: BootedSystemd, event: str) -> list[dict[str, object]]:
+    lines = systemd.path(LOG).read_text().splitlines()
+    return [record for line in lines if line.startswith("{") and (record := json.loads(line)).get("event") == event]
+
+
+def test_start_waits_for_ready_and_runs_as_a_dynamic_user_with_no_privilege(bcd: BootedSystemd, port: int) -> None:
+    shown = bcd.show("bcd", "ActiveState", "SubState", "StatusText", "Result")
+    assert shown["ActiveState"] == "active" and shown["SubState"] == "running", shown
+    assert shown["StatusText"].startswith("1 service, 2 probes"), shown  # sd_notify STATUS=, read by systemd
+    status = main_process(bcd)
+    uid = status["Uid"].split()[0]
+    assert uid != "0" and int(uid) >= 61184, status["Uid"]  # DynamicUser=: systemd's 61184-65519 range
+    assert status["CapEff"] == "0000000000000000"
+    assert status["NoNewPrivs"] == "1"
+    assert status["Seccomp"] == "2"  # SystemCallFilter=
+    code, body = http_json("GET", f"http://127.0.0.1:{port}/healthz")
+    assert code == 200, body
+    assert bcd.path("/var/lib/private/bcd/bcd.sqlite").exists()  # StateDirectory=, bcd's default state_dir
+
+
+def test_systemctl_reload_rereads_the_config_and_journals_who_sent_it(bcd: BootedSystemd, port: int) -> None:
+    uid = main_process(bcd)["Uid"].split()[0]
+    bcd.path("/etc/bcd/bcd.yaml").write_text(config(port, "payroll", "library"))
+    bcd.systemctl("reload", "bcd")  # ExecReload=/bin/kill -HUP $MAINPID
+    poll(lambda: [line for line in log_lines(bcd, "reloaded") if line.get("services") == 2], 20,
+         "the reload's log line")
+    code, body = http_json("GET", f"http://127.0.0.1:{port}/api/v1/services")
+    assert code == 200 and {service["name"] for service in body["services"]} == {"payroll", "library"}, body
+    loads = log_lines(bcd, "config_load_journaled")
+    assert re.fullmatch(rf"SIGHUP from pid \d+ \(uid {uid}\)", str(loads[-1]["by"])), loads[-1]
+    assert bcd.show("bcd", "ActiveState")["ActiveState"] == "active"
+
+
+def test_stop_is_clean_and_quick(bcd: BootedSystemd) -> None:
+    begun = time.monotonic()
+    bcd.systemctl("stop", "bcd")  # returns once bcd has ended
+    took = time.monotonic() - begun
+    shown = bcd.show("bcd", "ActiveState", "Result")
+    assert (shown["ActiveState"], shown["Result"]) == ("inactive", "success"), shown  # not killed at TimeoutStopSec
+    assert took < 5, took  # the unit's comment promises about 5 s at most
+    assert log_lines(bcd, "stopped")  # bcd's own last line: it ended itself on SIGTERM
+
+
+def test_a_stuck_daemon_is_aborted_by_the_watchdog_with_its_stacks_and_restarted(bcd: BootedSystemd) -> None:
+    first = bcd.show("bcd", "MainPID", "NRestarts")
+    offset, console = len(bcd.path(LOG).read_text()), len(bcd.console.read_text())
+    bcd.run("kill", "-STOP", first["MainPID"])  # stuck: no watchdog ping
+    wait_for_line(bcd.console, f"bcd.service: Watchdog timeout (limit {WATCHDOG}s)!", after=console)
+    # systemd follows its SIGABRT with SIGCONT: faulthandler writes every thread's stack, then bcd aborts
+    wait_for_line(bcd.path(LOG), "Fatal Python error: Aborted", after=offset)
+    wait_for_line(bcd.path(LOG), 'File "', after=offset)
+    wait_for_line(bcd.console, "bcd.service: Main process exited, code=killed, status=6/ABRT", after=console)
+    again = poll(lambda: (shown := bcd.show("bcd", "SubState", "MainPID", "NRestarts"))["SubState"] == "running"
+                 and shown, 30, "Restart=on-failure to start bcd again")
+    assert again["MainPID"] != first["MainPID"]
+    assert int(again["NRestarts"]) == int(first["NRestarts"]) + 1
