@@ -85,6 +85,10 @@ mount -o remount,bind,ro /proc/sys
 mount -o remount,bind,ro /sys
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs -o mode=1777 tmpfs /tmp
+# shared within these namespaces (not with this machine's: their peer groups were new at `unshare`), as systemd
+# makes / on a machine it boots but not in a container: a service's credentials are mounted in its own namespace
+# and reach systemd's by propagation
+mount --make-rshared /
 # no loading kernel modules, setting the clock or reading its log from in here
 exec setpriv --bounding-set=-sys_module,-sys_time,-syslog env -i container=bcd-test PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     "$SYSTEMD" --system --unit=bcd-test.target --log-target=console --show-status=no

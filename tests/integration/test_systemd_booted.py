@@ -11,9 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import Broker, free_port
 from tests.helpers.prometheus import http_json, poll
 from tests.helpers.systemd_ns import INSIDE, ROOT, BootedSystemd, unavailable, wait_for_line
+from tests.integration.test_mqtt import KEY, Watcher, command, payload, sign
 
 LOG = INSIDE / "bcd.log"
 WATCHDOG = 2  # seconds: the drop-in's WatchdogSec= (the unit's 30 s is too long to wait for here)
@@ -35,8 +36,10 @@ SERVICE = """  {name}:
 """
 
 
-def config(port: int, *services: str) -> str:
-    return CONFIG.format(port=port, services="".join(SERVICE.format(name=name) for name in services))
+def config(port: int, *services: str, mqtt: str = "") -> str:
+    """The estate's YAML: `services`, each on both sites; `mqtt`: an `mqtt:` section's flow mapping, if any."""
+    text = CONFIG.format(port=port, services="".join(SERVICE.format(name=name) for name in services))
+    return text + (f"mqtt: {mqtt}\n" if mqtt else "")
 
 
 def drop_in() -> str:
@@ -117,6 +120,34 @@ def test_systemctl_reload_rereads_the_config_and_journals_who_sent_it(bcd: Boote
     loads = log_lines(bcd, "config_load_journaled")
     assert re.fullmatch(rf"SIGHUP from pid \d+ \(uid {uid}\)", str(loads[-1]["by"])), loads[-1]
     assert bcd.show("bcd", "ActiveState")["ActiveState"] == "active"
+
+
+async def test_a_secret_reaches_bcd_only_through_load_credential(systemd: BootedSystemd, port: int,
+                                                                  mosquitto: Broker) -> None:
+    """The README's way with secrets: root-only under /etc/bcd/secrets/, handed over by LoadCredential= in a
+    drop-in, read by a relative `*_file:` key from $CREDENTIALS_DIRECTORY (the dynamic user cannot read the
+    file itself). Here the MQTT commands' HMAC key: a signed command is accepted only if bcd read it."""
+    secret = systemd.path("/etc/bcd/secrets/mqtt_command_key")
+    secret.parent.mkdir(mode=0o700)
+    secret.write_text(KEY + "\n")
+    secret.chmod(0o600)
+    drop_in = systemd.path("/run/systemd/system/bcd.service.d/credential.conf")
+    drop_in.write_text("[Service]\nLoadCredential=mqtt_command_key:/etc/bcd/secrets/mqtt_command_key\n")
+    prefix = f"bcd-booted/{port}"
+    systemd.path("/etc/bcd/bcd.yaml").write_text(config(port, "payroll", mqtt=(
+        f'{{url: "mqtt://{mosquitto.host}:{mosquitto.port}", topic_prefix: "{prefix}", '
+        'commands: {enabled: true, hmac_key_file: mqtt_command_key}}')))
+    systemd.systemctl("daemon-reload")
+    try:
+        systemd.systemctl("start", "bcd")
+        async with Watcher(mosquitto, f"{prefix}/replies/#") as watcher:
+            await watcher.publish(f"{prefix}/commands", sign(command("credential-1", action="ack")))
+            reply = payload(await watcher.wait(f"{prefix}/replies/credential-1"))
+        assert reply == b"accepted: nothing to acknowledge", reply
+    finally:
+        systemd.systemctl("stop", "bcd", check=False)
+        drop_in.unlink()
+        systemd.systemctl("daemon-reload")
 
 
 def test_stop_is_clean_and_quick(bcd: BootedSystemd) -> None:
