@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pwd
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -55,32 +56,38 @@ def unblocked() -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class Sender:
-    """Who sent a SIGHUP: its pid and uid as the kernel gave them, its name (/proc/PID/comm) when readable."""
+    """Who sent a SIGHUP: its pid and uid as the kernel gave them, its name (/proc/PID/comm) when readable, and
+    the user's name when the uid has one."""
 
     pid: int
     uid: int
     name: str | None = None
+    user: str | None = None
 
     def __str__(self) -> str:
         if self.pid == 0:  # sent by the kernel: the controlling terminal hung up
             return "SIGHUP from the kernel"
-        who = f"{self.name}, uid {self.uid}" if self.name else f"uid {self.uid}"
-        return f"SIGHUP from pid {self.pid} ({who})"
+        who = [self.name] if self.name else []
+        who += [f"user {self.user}", f"uid {self.uid}"] if self.user else [f"uid {self.uid}"]
+        return f"SIGHUP from pid {self.pid} ({', '.join(who)})"
 
 
 def sender(pid: int, uid: int, proc: Path = Path("/proc")) -> Sender:
     """The sender, named when its /proc/PID/comm can be read (not when it is hidden, e.g. ProtectProc=, or
-    already reaped: `kill` exits at once). Never raises."""
-    name = None
+    already reaped: `kill` exits at once), its user by NSS (/etc/passwd; systemd's dynamic users, e.g. the
+    service's own, whose `ExecReload=` sends the signal). Never raises."""
+    name = user = None
     if pid > 0:
         with contextlib.suppress(OSError, ValueError):
             name = (proc / str(pid) / "comm").read_text(errors="replace").strip() or None
-    return Sender(pid, uid, name)
+        with contextlib.suppress(KeyError, OSError):
+            user = pwd.getpwuid(uid).pw_name
+    return Sender(pid, uid, name, user)
 
 
 def watch(loop: asyncio.AbstractEventLoop, deliver: Callable[[str], object]) -> threading.Thread | None:
     """If SIGHUP is blocked here: a daemon thread (it never delays the exit) that takes each SIGHUP and calls
-    `deliver("SIGHUP from pid … (name, uid …)")` in `loop`. None when it is not blocked (the loop's handler
+    `deliver("SIGHUP from pid … (name, user …, uid …)")` in `loop`. None when it is not blocked (the loop's handler
     takes it)."""
     if not blocked():
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import signal
@@ -43,7 +44,7 @@ async def test_a_sighup_reload_is_journaled_with_its_senders_pid_name_and_uid(tm
     async with api_daemon(tmp_path) as (daemon, _, _):
         rewrite(daemon, "fall: 2", "fall: 3")
         os.kill(daemon.proc.pid, signal.SIGHUP)  # type: ignore[union-attr]
-        by = f"SIGHUP from pid {os.getpid()} ({OWN_NAME}, uid {os.getuid()})"
+        by = f"SIGHUP from pid {os.getpid()} ({OWN_NAME}, user {getpass.getuser()}, uid {os.getuid()})"
         line = await daemon.wait_log(lambda e: e.get("event") == "config_load_journaled" and e.get("by") != "start")
         assert line["by"] == by
         entry = config_entries(tmp_path / "state")[-1]
