@@ -151,6 +151,30 @@ async def test_a_secret_reaches_bcd_only_through_load_credential(systemd: Booted
         systemd.systemctl("daemon-reload")
 
 
+def test_a_config_that_does_not_load_fails_the_start_with_its_reason_and_systemd_keeps_trying(
+    systemd: BootedSystemd, port: int,
+) -> None:
+    """exit 2 fails `systemctl start` at once, with the `FILE:LINE: path: message` line in the log; Restart=
+    on-failure then tries again every few seconds, so that a start refused for a reason that passes (a full
+    disk, a listen address not up yet) ends by itself once it has."""
+    systemd.path("/etc/bcd/bcd.yaml").write_text(config(port, "payroll").replace("rise: 1", "rise: 0"))
+    offset = len(systemd.path(LOG).read_text()) if systemd.path(LOG).exists() else 0
+    console = len(systemd.console.read_text())
+    try:
+        refused = systemd.systemctl("start", "bcd", check=False)
+        assert refused.returncode != 0, refused
+        wait_for_line(systemd.path(LOG), "/etc/bcd/bcd.yaml:6: defaults.rise: Input should be greater than or equal "
+                      "to 1", after=offset)
+        wait_for_line(systemd.console, "bcd.service: Main process exited, code=exited, status=2/INVALIDARGUMENT",
+                      after=console)
+        poll(lambda: systemd.show("bcd", "NRestarts")["NRestarts"] != "0", 20, "systemd to start bcd again")
+        systemd.path("/etc/bcd/bcd.yaml").write_text(config(port, "payroll"))  # fixed: the next attempt starts
+        poll(lambda: systemd.show("bcd", "SubState")["SubState"] == "running", 30, "bcd to start once fixed")
+    finally:
+        systemd.systemctl("stop", "bcd", check=False)
+        systemd.systemctl("reset-failed", "bcd", check=False)
+
+
 def test_stop_is_clean_and_quick(bcd: BootedSystemd) -> None:
     begun = time.monotonic()
     bcd.systemctl("stop", "bcd")  # returns once bcd has ended
