@@ -182,10 +182,10 @@ class ClusterLink:
         self._lost_to.clear()  # the ledger knows the holders now
         for service, active in self.ledger.actives.items():
             self._adopt(service, active)
-        for service in self.engine.services:
-            held = self._fences.get(service)
-            orphaned = self.mirror.reconcile(service, held.token if held else None)
-            if orphaned and self.executor and service not in self._busy:  # a witness leaves it to the next holder
+        held = {service: fence.token if (fence := self._fences.get(service)) else None
+                for service in self.engine.services}
+        for service in self.mirror.reconcile_all(held):
+            if self.executor and service not in self._busy:  # a witness leaves it to the next holder
                 self._busy.add(service)
                 self._spawn(self._mark_orphans(service))
         for service in list(self._pending_acks):

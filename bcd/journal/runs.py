@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from bcd.journal.ledger import Write
@@ -48,6 +50,17 @@ class RunJournal:
         JournalWriteError (reported to `failures`). `sync=False`: the caller awaits `durable()` before then."""
         try:
             return self._journal.apply(write, self.clock(), sync=sync)
+        except sqlite3.Error as exc:
+            raise self._refused(exc) from exc
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes inside commit together, without waiting for the disk: for records that another copy keeps
+        (bcd.cluster's mirrors of other instances' runs). All or nothing; JournalWriteError (reported) when the
+        journal refuses."""
+        try:
+            with self._journal.transaction(sync=False):
+                yield
         except sqlite3.Error as exc:
             raise self._refused(exc) from exc
 

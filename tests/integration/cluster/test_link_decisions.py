@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bcd.bus import Bus, Subscription
 from bcd.cluster import ClusterLink
@@ -36,6 +37,7 @@ from bcd.runbooks.runner import Runner
 from tests.helpers import estates
 from tests.helpers.etcd import EtcdCluster, wait_for
 from tests.helpers.runner_kit import acting
+from tests.helpers.sqlite_full import BIG, FullJournal
 
 
 class Interleaved(EtcdCoordinator):
@@ -234,6 +236,48 @@ async def test_a_run_of_another_instance_is_mirrored_with_its_kind(member: Membe
         "run_finished", "failback", "hampshire:9", "succeeded")
     (mirrored,) = member.engine.runs.recent("payroll", 10)  # the malformed record is skipped, not mirrored
     assert (mirrored.kind, mirrored.evidence["remote_run"]) == ("failback", "hampshire:9")
+
+
+def remote_run(token: int, detail: str = "payroll now active in hampshire") -> bytes:
+    """A finished run record of hampshire's, as a bcd writes it."""
+    return json.dumps({"vantage": "hampshire", "run_id": token, "token": token, "service": "payroll",
+                       "kind": "failover", "runbook": "move", "trigger": "auto", "reason": "dorset down",
+                       "from": "dorset", "to": "hampshire", "dry_run": False, "forced": False, "result": "succeeded",
+                       "started": 1000.0 + token, "ended": 1001.0 + token, "detail": detail, "steps": [],
+                       "acknowledged_by": None}).encode()
+
+
+async def test_other_instances_runs_are_mirrored_all_in_one_commit_or_none_and_announced_once(
+    member: Member,
+) -> None:
+    """A sync pass journals every record it mirrors in one commit. When the journal refuses them (full: the last
+    record needs new pages), none is journaled and none announced; once there is room, the next pass mirrors
+    each once. (One commit each journaled the first ones and left the rest, each with its own fsync.)"""
+    full = FullJournal(member.engine.journal)
+    full.fill()
+    with capture_logs() as logs:
+        for token in range(20, 25):
+            await member.store.put(f"{member.prefix}runs/payroll/{token}",
+                                   remote_run(token, BIG if token == 24 else "payroll now active in hampshire"))
+        await wait_for(lambda: any(line["event"] == "cluster-sync_failed" for line in logs))
+    assert member.engine.runs.recent("payroll", 10) == []
+    assert not [event for event in drained(member.events) if event.kind == "run_finished"]  # announced: none
+    full.free()
+    finished = [await member.event(lambda event: event.kind == "run_finished") for _ in range(5)]
+    assert sorted(event.to_json()["remote_run"] for event in finished) == [f"hampshire:{n}" for n in range(20, 25)]
+    # a later record: by the time it is mirrored, a pass went over the five again and mirrored none of them twice
+    await member.store.put(f"{member.prefix}runs/payroll/25", remote_run(25))
+    later = await member.event(lambda event: event.kind == "run_finished")
+    assert later.to_json()["remote_run"] == "hampshire:25"
+    assert len(member.engine.runs.recent("payroll", 10)) == 6
+
+
+def drained(events: Subscription) -> list[Event]:
+    """What the subscription holds now."""
+    taken = []
+    while not events.queue.empty():
+        taken.append(events.queue.get_nowait())
+    return taken
 
 
 async def test_another_instance_s_records_and_view_arrive_through_the_watch_without_a_read(member: Member) -> None:
