@@ -15,8 +15,9 @@ The link between the engine and the coordinator, built by the composition root w
 - **Exactly one executor.** A run starts only once this instance holds the service's lock: automatic runs
   from a task (one acquisition per service at a time), operators' runs from `start_requested()`. An automatic
   run's lock is taken only if every other vantage's view the decision counted is still at the revision it was
-  read at (in the same etcd transaction); if one changed, nothing runs (event `views_changed`) and the service
-  is decided again once the changed view has arrived here. The run carries a `Fence`: `{fence_token}` is the
+  read at and no other vantage's view (one absent then, or too old to count) was written since (in the same
+  etcd transaction); if one changed, nothing runs (event `views_changed`) and the service is decided again once
+  the change has arrived here. The run carries a `Fence`: `{fence_token}` is the
   lock's token, every step is recorded in the store (fenced) before it runs and runs only while the lock is
   valid less a safety margin. At the end the holder writes the final record and, after a successful run, the
   active site (fenced), deletes the service's run records beyond the newest `keep_runs` (fenced; a record

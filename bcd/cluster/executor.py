@@ -72,7 +72,7 @@ class ClusterLink:
         self._owners: set[asyncio.Task[None]] = set()
         self._busy: set[str] = set()  # services with a lock acquisition (or a held lock) of ours in flight
         self._not_before: dict[str, float] = {}  # service -> no automatic acquisition before (the lock was taken)
-        self._refused_views: dict[str, dict[str, int]] = {}  # service -> counted views found changed in the store
+        self._refused_at: dict[str, int] = {}  # service -> the store revision its views were found changed at
         self._lost_to: dict[str, str] = {}  # service -> who held the lock when our acquisition found it taken
         self._pending_acks: dict[str, str] = {}  # service -> who acknowledged, until written to the store
         self._fences: dict[str, Fence] = {}
@@ -248,6 +248,7 @@ class ClusterLink:
         """Take the lock and start the run (in a task), or say whom this instance waits for: the Decision the
         service shows instead of "starting failover" (None: the policy's own)."""
         views = self.counted_views()  # the views this decision counted, read in the same loop iteration
+        seen_at = self.coordinator.views_revision()  # ... and the revision up to which it could see them all
         if service in self._busy:
             return None  # an acquisition (or our run) is in flight
         wait = self.preference.wait(service, action, self.views.executors(), self.lock_holder(service))
@@ -256,15 +257,15 @@ class ClusterLink:
             return policy.Decision(status, wait.reason(service, action), wait.guard)
         if self.clock() < self._not_before.get(service, 0.0):
             return None  # the lock was just found taken (by whom: not known yet)
-        if self._refused_views.get(service) == views:
-            return None  # a counted view changed in the store: decide again once the change has arrived here
+        if seen_at < self._refused_at.get(service, 0):
+            return None  # the views changed in the store: decide again once the change has arrived here
         self._busy.add(service)
-        self._spawn(self._automatic(service, action, views))
+        self._spawn(self._automatic(service, action, views, seen_at))
         return None
 
-    async def _automatic(self, service: str, action: policy.Action, views: dict[str, int]) -> None:
+    async def _automatic(self, service: str, action: policy.Action, views: dict[str, int], seen_at: int) -> None:
         try:
-            lock = await self._acquire(service, action, views)
+            lock = await self._acquire(service, action, views, seen_at)
             if lock is None:
                 return
             if not await self._ready_to_run(service, lock):
@@ -352,11 +353,12 @@ class ClusterLink:
             return f"{decision.reason}; but the views counted changed while the lock was taken: deciding again"
         return None
 
-    async def _acquire(self, service: str, action: policy.Action, views: dict[str, int]) -> Lock | None:
+    async def _acquire(self, service: str, action: policy.Action, views: dict[str, int],
+                       seen_at: int) -> Lock | None:
         try:
-            lock = await self.coordinator.acquire(service, views)
+            lock = await self.coordinator.acquire(service, views, seen_at)
         except ViewsChanged as exc:
-            self._refused_views[service] = views
+            self._refused_at[service] = exc.revision
             self._views_changed(service, action, str(exc))
             return None
         except CoordinationUnavailable as exc:
@@ -367,7 +369,7 @@ class ClusterLink:
             await self._note_holder(service)
             log.info("lock_held_elsewhere", service=service, holder=self.lock_holder(service))
             self._not_before[service] = self.clock() + SYNC_EVERY  # until the next read shows who holds it
-        self._refused_views.pop(service, None)
+        self._refused_at.pop(service, None)
         return lock
 
     async def _note_holder(self, service: str) -> None:

@@ -29,8 +29,13 @@ class CoordinationUnavailable(CoordinationError):
 
 
 class ViewsChanged(CoordinationError):
-    """A view counted for a decision changed (or went) in the store after it was read: the lock was not taken;
-    decide again with the views as they are now."""
+    """A view counted for a decision changed (or went) in the store after it was read, or another vantage's view
+    was written since (one that was absent, or too old to count): the lock was not taken; decide again with the
+    views as they are once `views_revision()` has reached `revision` (the store's when the lock was refused)."""
+
+    def __init__(self, message: str, revision: int = 0) -> None:
+        super().__init__(message)
+        self.revision = revision
 
 
 def _component(name: str, what: str) -> str:
@@ -147,12 +152,14 @@ class Coordinator(Protocol):
         """Release everything we hold (locks, our view) and stop the background work."""
         ...
 
-    async def acquire(self, service: str, views: Mapping[str, int] | None = None) -> Lock | None:
+    async def acquire(self, service: str, views: Mapping[str, int] | None = None, seen_at: int = 0) -> Lock | None:
         """The service's run lock, or None when someone (this instance included) holds it.
 
         `views` (vantage -> the revision `view_revisions()` gave when the view was read): the lock is taken only
         if each of those views is still at that revision, in the same transaction; ViewsChanged otherwise.
-        Raises CoordinationUnavailable when that cannot be decided."""
+        `seen_at` (`views_revision()` when they were read): nor may another vantage's view have been written
+        after it (one absent then, or too old to count, may have changed the outcome). Raises
+        CoordinationUnavailable when that cannot be decided."""
         ...
 
     async def release(self, lock: Lock) -> None:
@@ -184,6 +191,10 @@ class Coordinator(Protocol):
 
     def views(self) -> dict[str, tuple[bytes, float]]:
         """Live views by vantage (ours included): (the view, seconds since it was last written)."""
+        ...
+
+    def views_revision(self) -> int:
+        """The store revision up to which views() has every change (0: no store)."""
         ...
 
     def view_revisions(self) -> dict[str, int]:

@@ -33,7 +33,17 @@ from contextlib import suppress
 import structlog
 
 from bcd.coordination.base import CoordinationUnavailable, Keys, Lock, ViewsChanged
-from bcd.coordination.etcd import GRPC_NOT_FOUND, Compare, EtcdClient, EtcdError, EtcdRequestError, Op, OpResult
+from bcd.coordination.etcd import (
+    GRPC_NOT_FOUND,
+    Compare,
+    EtcdClient,
+    EtcdError,
+    EtcdRequestError,
+    KeyValue,
+    Op,
+    OpResult,
+    prefix_end,
+)
 from bcd.coordination.etcd_cache import FULL_READ_EVERY, KeyCache
 
 log = structlog.get_logger("bcd.coordination")
@@ -110,6 +120,9 @@ class EtcdCoordinator:
 
     def view_revisions(self) -> dict[str, int]:
         return {vantage: entry.kv.mod_revision for vantage, entry in self.keys.group("views").items()}
+
+    def views_revision(self) -> int:
+        return self.keys.revision
 
     def records(self) -> dict[str, bytes]:
         return self.keys.items(exclude=("views", "bookings"))
@@ -297,7 +310,7 @@ class EtcdCoordinator:
 
     # ---- locks
 
-    async def acquire(self, service: str, views: Mapping[str, int] | None = None) -> Lock | None:
+    async def acquire(self, service: str, views: Mapping[str, int] | None = None, seen_at: int = 0) -> Lock | None:
         key = self._keys.lock(service)
         if service in self._held:
             return None
@@ -310,9 +323,9 @@ class EtcdCoordinator:
             unchanged = [Compare.mod_revision(self._keys.view(vantage), "=", revision) for vantage, revision in counted]
             now_at = [Op.range(self._keys.view(vantage)) for vantage, _ in counted]
             result = await self._client.txn(
-                [Compare.create_revision(key, "=", 0), *unchanged],
+                [Compare.create_revision(key, "=", 0), *unchanged, *self._no_view_since(seen_at)],
                 [Op.put(key, holder, lease_id), Op.range(key)],
-                [*now_at, Op.range(key)],
+                [*now_at, Op.range(self._keys.views, prefix=True), Op.range(key)],
             )
         except EtcdError as exc:
             self._set_healthy(False, str(exc))
@@ -320,8 +333,9 @@ class EtcdCoordinator:
         if lease_id != self._lease_id:
             raise CoordinationUnavailable(f"the lease was lost while taking the lock of {service}")
         found = result.responses[-1].kvs if result.responses else ()
-        if not found and not result.succeeded and counted:  # the lock is free: a counted view changed
-            raise ViewsChanged(_changed(counted, result.responses[:-1]))
+        if not found and not result.succeeded and (counted or seen_at):  # the lock is free: the views changed
+            written = [kv for kv in result.responses[-2].kvs if kv.key != self._keys.view(self.vantage)]
+            raise ViewsChanged(_changed(counted, result.responses[:-2], written, seen_at), result.revision)
         if not found:
             raise CoordinationUnavailable(f"the lock key of {service} vanished inside a transaction")
         current = found[0]
@@ -335,6 +349,15 @@ class EtcdCoordinator:
         self._held[service] = lock
         log.info("lock acquired", service=service, token=lock.token, vantage=self.vantage)
         return lock
+
+    def _no_view_since(self, seen_at: int) -> list[Compare]:
+        """No other vantage's view written after revision `seen_at` (none when it is 0): the views' range on
+        both sides of ours."""
+        if seen_at <= 0:
+            return []
+        ours = self._keys.view(self.vantage)
+        return [Compare.mod_revisions(self._keys.views, ours.encode(), "<", seen_at + 1),
+                Compare.mod_revisions(ours + "\0", prefix_end(self._keys.views), "<", seen_at + 1)]
 
     async def _delete_lock(self, service: str, token: int) -> None:
         key = self._keys.lock(service)
@@ -433,11 +456,16 @@ class EtcdCoordinator:
                 self._set_healthy(False, str(exc))
 
 
-def _changed(counted: Sequence[tuple[str, int]], found: Sequence[OpResult]) -> str:
-    """Which counted views changed, from the failure branch's ranges of their keys."""
+def _changed(counted: Sequence[tuple[str, int]], found: Sequence[OpResult], written: Sequence[KeyValue],
+             seen_at: int) -> str:
+    """Which views changed since they were read: the counted ones, from the failure branch's ranges of their
+    keys, and any other vantage's written after revision `seen_at`."""
     changes = []
     for (vantage, revision), result in zip(counted, found, strict=True):
         now = result.kvs[0].mod_revision if result.kvs else 0
         if now != revision:
             changes.append(f"{vantage} (revision {revision} -> {now or 'gone'})")
+    shown = {vantage for vantage, _ in counted}
+    changes += [f"{kv.key.rsplit('/', 1)[-1]} (written at revision {kv.mod_revision}, not counted)" for kv in written
+                if seen_at and kv.mod_revision > seen_at and kv.key.rsplit("/", 1)[-1] not in shown]
     return "the views counted changed since they were read: " + (", ".join(changes) or "(none seen changed)")

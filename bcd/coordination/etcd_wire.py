@@ -116,6 +116,7 @@ class Compare:
     target: Literal["CREATE", "MOD", "VERSION", "VALUE", "LEASE"]
     op: CompareOp
     operand: int | bytes
+    range_end: bytes | None = None  # compare every key from `key` to this one (excluded), as a range does
 
     def __post_init__(self) -> None:
         if self.op not in _COMPARE_RESULTS:
@@ -130,6 +131,12 @@ class Compare:
     @classmethod
     def mod_revision(cls, key: str, op: CompareOp, revision: int) -> Compare:
         return cls(key, "MOD", op, revision)
+
+    @classmethod
+    def mod_revisions(cls, key: str, range_end: bytes, op: CompareOp, revision: int) -> Compare:
+        """The mod revision of every key in [key, range_end): the condition holds if it holds for each (a
+        range with no key holds)."""
+        return cls(key, "MOD", op, revision, range_end)
 
     @classmethod
     def version(cls, key: str, op: CompareOp, version: int) -> Compare:
@@ -147,8 +154,11 @@ class Compare:
         field_name = {"CREATE": "create_revision", "MOD": "mod_revision", "VERSION": "version",
                       "VALUE": "value", "LEASE": "lease"}[self.target]
         operand = b64(self.operand) if isinstance(self.operand, bytes) else str(self.operand)
-        return {"key": b64(self.key), "target": self.target, "result": _COMPARE_RESULTS[self.op],
-                field_name: operand}
+        compared = {"key": b64(self.key), "target": self.target, "result": _COMPARE_RESULTS[self.op],
+                    field_name: operand}
+        if self.range_end is not None:
+            compared["range_end"] = b64(self.range_end)
+        return compared
 
 
 @dataclass(frozen=True, slots=True)

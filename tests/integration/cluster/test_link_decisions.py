@@ -50,11 +50,11 @@ class Interleaved(EtcdCoordinator):
         super().__init__(*args, **kwargs)
         self.granted: list[Lock] = []
 
-    async def acquire(self, service: str, views: Mapping[str, int] | None = None) -> Lock | None:
+    async def acquire(self, service: str, views: Mapping[str, int] | None = None, seen_at: int = 0) -> Lock | None:
         if self.before_lock is not None:
             hook, self.before_lock = self.before_lock, None
             await hook()
-        lock = await super().acquire(service, views)
+        lock = await super().acquire(service, views, seen_at)
         if lock is not None:
             self.granted.append(lock)
         return lock
@@ -172,6 +172,33 @@ async def test_a_view_changed_between_the_decision_and_the_lock_stops_the_run(me
     assert member.runner.active == {} and member.engine.runs.recent(None, 10) == []
     assert [event.kind for event in member.engine.journal.events(service="payroll")].count("views_changed") == 1
     assert member.engine.services["payroll"].active == "dorset"
+
+
+async def test_a_view_that_appears_between_the_decision_and_the_lock_stops_the_run(member: Member) -> None:
+    """A vantage with no view when the decision read them (here a witness starting) could have changed the
+    outcome: its view, written before the lock's transaction, refuses the lock; decided again with it."""
+    await member.peer_sees(dorset="down")  # hampshire sees dorset down: with ours, a quorum of two
+    witness = EtcdCoordinator(member.store, cluster=member.prefix.split("/")[2], vantage="witness", lease_ttl=3)
+    await witness.start()
+
+    async def the_witness_appears() -> None:  # after our decision read the views, before the lock
+        await witness.publish_view(json.dumps({"vantage": "witness", "at": time.time(), "services": {"payroll": {
+            site: {"state": "up", "since": 0.0, "reason": "all probes passing"}
+            for site in ("dorset", "hampshire")}}}).encode())
+
+    try:
+        member.coordinator.before_lock = the_witness_appears
+        member.observe("dorset", Result.FAIL)  # dorset down here too: the decision is "fail over"
+        changed = await member.event(lambda event: event.kind == "views_changed")
+        assert re.search(r"the views counted changed since they were read: witness \(written at revision \d+, "
+                         r"not counted\); deciding again$", changed.reason), changed.reason
+        # decided again with the witness counted: 2 of 3 vantages see dorset down, a quorum; the run goes ahead
+        started = await member.event(lambda event: event.kind == "run_started")
+        run = member.engine.runs.get(int(started.to_json()["run_id"]))
+        assert run is not None and "witness" in run.evidence["quorum"]["votes"], run
+        assert len(member.coordinator.granted) == 1  # the refused attempt took no lock
+    finally:
+        await witness.stop()
 
 
 async def test_unchanged_views_run_and_the_holder_prunes_old_records(member: Member) -> None:

@@ -251,6 +251,41 @@ async def test_the_lock_is_taken_only_while_the_views_counted_are_unchanged(
         assert await a.coordinator.acquire("web", now_counted) is None
 
 
+async def test_the_lock_is_refused_when_a_view_not_counted_was_written_after_the_views_were_read(
+    etcd_cluster: EtcdCluster, cluster_name: str
+) -> None:
+    """A vantage absent when a decision read the views (or whose view was too old to count) may have changed
+    its outcome: written since, it refuses the lock too. Our own view, published again meanwhile, does not."""
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire"),
+                         (endpoints, cluster_name, "witness")) as (a, b, c):
+        await b.coordinator.publish_view(b'{"web": {"dorset": "down"}}')
+        await wait_for(lambda: "hampshire" in a.coordinator.views())
+        counted = {"hampshire": a.coordinator.view_revisions()["hampshire"]}  # what a decision of dorset read
+        seen_at = a.coordinator.views_revision()
+        assert seen_at >= counted["hampshire"]
+
+        await a.coordinator.publish_view(b'{"web": {"dorset": "down"}}')  # ours, again: no change of theirs
+        lock = await a.coordinator.acquire("web", counted, seen_at)
+        assert lock is not None
+        await a.coordinator.release(lock)
+
+        await c.coordinator.publish_view(b'{"web": {"dorset": "up"}}')  # the witness appears after the read
+        unchecked = await a.coordinator.acquire("web", counted)  # the counted views alone: unchanged, taken
+        assert unchecked is not None
+        await a.coordinator.release(unchecked)
+        with pytest.raises(ViewsChanged, match=r"witness \(written at revision \d+, not counted\)") as refused:
+            await a.coordinator.acquire("web", counted, seen_at)
+        assert await a.coordinator.read("locks/") == {}
+        # once the cache has reached the refusal's revision, a decision reading the views then takes the lock
+        await wait_for(lambda: a.coordinator.views_revision() >= refused.value.revision)
+        assert "witness" in a.coordinator.view_revisions()
+        now_counted = {vantage: revision for vantage, revision in a.coordinator.view_revisions().items()
+                       if vantage != "dorset"}
+        lock = await a.coordinator.acquire("web", now_counted, a.coordinator.views_revision())
+        assert lock is not None
+
+
 async def test_fenced_delete_removes_records_only_for_the_holder(etcd_cluster: EtcdCluster, cluster_name: str) -> None:
     endpoints = etcd_cluster.endpoints
     async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b), \
