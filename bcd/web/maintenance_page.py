@@ -7,20 +7,16 @@ from datetime import UTC, datetime
 from html import escape as _e  # quotes too: every value goes into text or an attribute
 from typing import Any
 
+from bcd.web.sections import table_section
+
 SHOWN = 20  # windows listed; the rest are behind `bcd maintenance list`
 
 
 def section(windows: list[dict[str, Any]], readable: bool) -> str:
-    rows = "".join(_row(window) for window in windows[:SHOWN])
-    if rows:
-        body = ('<table id="maintenance-windows" class="recent-runs"><caption class="visually-hidden">Maintenance '
-                'windows, by start</caption><thead><tr><th scope="col">Window</th><th scope="col">When</th>'
-                '<th scope="col">Sites</th><th scope="col">Services</th><th scope="col">Reason</th></tr></thead>'
-                f"<tbody>{rows}</tbody></table>")
-    else:
-        body = '<p class="empty">No maintenance window is planned.</p>' if readable else ""
-    return (f'<section aria-labelledby="maintenance-heading" id="maintenance"><h2 id="maintenance-heading">'
-            f"Maintenance windows</h2>{body}</section>")
+    return table_section("maintenance", "Maintenance windows", ("Window", "When", "Sites", "Services", "Reason"),
+                         "".join(_row(window) for window in windows[:SHOWN]), table="maintenance-windows",
+                         caption="Maintenance windows, by start", empty="No maintenance window is planned.",
+                         readable=readable)
 
 
 def _at(epoch: float) -> str:

@@ -22,7 +22,7 @@ from aiohttp import web
 from bcd import __version__
 from bcd.durations import format_duration
 from bcd.view import EstateView, service_json
-from bcd.web import maintenance_page, plan_page
+from bcd.web import bookings_page, maintenance_page, plan_page
 from bcd.web.auth import Denied, Role, require
 from bcd.web.context import CONTEXT
 from bcd.web.problems import problem
@@ -69,8 +69,10 @@ async def page(request: web.Request) -> web.Response:
         readable = True
     except Denied:  # reads need a token: the script asks for one and fills the page in
         readable = False
-    windows = request.app[CONTEXT].operations.maintenance_windows() if readable else []
-    html = render(replace(collect(estate, readable), windows=windows))
+    operations = request.app[CONTEXT].operations
+    windows = operations.maintenance_windows() if readable else []
+    booked = bookings_page.coming(operations.bookings()) if readable else []
+    html = render(replace(collect(estate, readable), windows=windows, booked=booked))
     return web.Response(text=html, content_type="text/html", charset="utf-8",
                         headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
@@ -89,6 +91,7 @@ class PageData:
     now: float
     plan_runs: list[dict[str, Any]]  # open recovery plan runs, newest first (bcd.web.plan_page)
     windows: list[dict[str, Any]] = field(default_factory=list)  # maintenance windows (bcd.web.maintenance_page)
+    booked: list[dict[str, Any]] = field(default_factory=list)  # booked runs to come (bcd.web.bookings_page)
 
 
 def collect(estate: EstateView, readable: bool) -> PageData:
@@ -161,6 +164,7 @@ def render(data: PageData) -> str:
 {_estate_section(data)}
 {plan_page.section(data.plan_runs, data.readable, data.now)}
 {maintenance_page.section(data.windows, data.readable)}
+{bookings_page.section(data.booked, data.readable)}
 <section aria-labelledby="runs-heading" id="runs" data-runbook-steps="{_e(steps_json)}">
 <h2 id="runs-heading">Runbooks</h2>
 <h3 id="active-runs-heading">In progress</h3>

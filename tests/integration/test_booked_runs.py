@@ -6,6 +6,7 @@ nothing booked; a booking is listed and cancelled with the CLI."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from datetime import datetime
@@ -104,16 +105,26 @@ async def test_bad_bookings_are_refused_with_nothing_booked_and_one_is_cancelled
         assert dry.returncode == 2 and "a dry run is not booked" in dry.stderr
         assert await bookings(daemon) == []
         assert await events_of(daemon, "run_booked") == []
+        status, _, page = await daemon.call("GET", "/", token=VIEWER)
+        assert status == 200 and '<p class="empty">No run is booked.</p>' in page
         booked = await asyncio.to_thread(daemon.cli, "failback", "payroll", "--at", local(time.time() + 3600),
-                                         "--reason", "back home")
+                                         "--reason", "back home <after> the works")
         assert booked.returncode == 0, booked.stderr
         (booking,) = await bookings(daemon)
+        status, _, page = await daemon.call("GET", "/", token=VIEWER)  # the status page lists it, escaped
+        row = re.search(rf'<tr data-booking="{booking["id"]}">.*?</tr>', page)
+        assert status == 200 and row is not None, page
+        assert re.fullmatch(rf'<tr data-booking="{booking["id"]}"><td>{booking["id"]}</td><td>failback of payroll'
+                            r'</td><td><time datetime="[^"]+">\d{4}-\d\d-\d\d \d\d:\d\d UTC</time></td>'
+                            r"<td>alice</td><td>back home &lt;after&gt; the works</td></tr>", row.group(0)), row.group(0)
         viewer = await asyncio.to_thread(daemon.cli, "bookings", "cancel", booking["id"], token=VIEWER)
         assert viewer.returncode == 1 and "grafana" in viewer.stderr, viewer
         cancelled = await asyncio.to_thread(daemon.cli, "bookings", "cancel", booking["id"], "--reason", "not now")
         assert cancelled.returncode == 0 and cancelled.stdout.startswith(f"booking {booking['id']} (failback"), cancelled
         (gone,) = await bookings(daemon)
         assert (gone["state"], gone["detail"]) == ("cancelled", "cancelled by alice: not now")
+        status, _, page = await daemon.call("GET", "/", token=VIEWER)
+        assert 'data-booking=' not in page and '<p class="empty">No run is booked.</p>' in page
         status, _, problem = await daemon.call("POST", f"/api/v1/bookings/{booking['id']}/cancel", body={})
         assert status == 409 and problem["detail"].endswith("only a booking to come can be cancelled")
         status, _, problem = await daemon.call("GET", "/api/v1/bookings/nope", token=VIEWER)
