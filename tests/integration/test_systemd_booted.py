@@ -123,6 +123,21 @@ def test_systemctl_reload_rereads_the_config_and_journals_who_sent_it(bcd: Boote
     assert bcd.show("bcd", "ActiveState")["ActiveState"] == "active"
 
 
+def test_a_reload_of_a_broken_config_keeps_the_old_one_and_systemctl_status_says_so(bcd: BootedSystemd,
+                                                                                     port: int) -> None:
+    bcd.path("/etc/bcd/bcd.yaml").write_text(config(port, "payroll").replace("rise: 1", "rise: 0"))
+    bcd.systemctl("reload", "bcd")
+    failed = poll(lambda: log_lines(bcd, "config_reload_failed"), 20, "the failed reload's log line")
+    assert "/etc/bcd/bcd.yaml:6: defaults.rise" in json.dumps(failed[-1]), failed[-1]
+    shown = poll(lambda: (shown := bcd.show("bcd", "ActiveState", "StatusText"))["StatusText"].endswith(
+        "last reload FAILED, running the previous config") and shown, 10, "STATUS= to say the reload failed")
+    assert shown["ActiveState"] == "active", shown  # still running, on the config it had
+    assert http_json("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200
+    bcd.path("/etc/bcd/bcd.yaml").write_text(config(port, "payroll"))  # fixed: the next reload clears it
+    bcd.systemctl("reload", "bcd")
+    poll(lambda: "FAILED" not in bcd.show("bcd", "StatusText")["StatusText"], 20, "STATUS= without the failure")
+
+
 async def test_a_secret_reaches_bcd_only_through_load_credential(systemd: BootedSystemd, port: int,
                                                                   mosquitto: Broker) -> None:
     """The README's way with secrets: root-only under /etc/bcd/secrets/, handed over by LoadCredential= in a
