@@ -1,6 +1,6 @@
 """bcd under a real systemd: the shipped unit (systemd/bcd.service, with a test drop-in that only says where this
-checkout's bcd is, where its output goes, a shorter watchdog and no boot before it) started, reloaded, stopped and watched by
-systemd booted in namespaces of its own (tests/helpers/systemd_ns.py)."""
+checkout's bcd is, where its output goes, a shorter watchdog and no boot before it) started, reloaded, stopped
+and watched by systemd booted in namespaces of its own (tests/helpers/systemd_ns.py)."""
 
 from __future__ import annotations
 
