@@ -34,19 +34,20 @@ class Mirror:
         member started with thousands of runs to mirror.) What was journaled is announced once committed, and
         nothing is if the commit fails (JournalWriteError). Returns the services with orphaned records to mark."""
         announce: list[Callable[[], None]] = []
-        before, begun = dict(self.ledger.mirrored), time.perf_counter()
+        mirrored = self.ledger.mirrored  # tokens are only added, in order: those past `before` are this pass's
+        before, begun = len(mirrored), time.perf_counter()
         try:
             with self.engine.runs.batch():
                 orphaned, changed = self._reconcile_each(held, announce)
         except BaseException:
-            self.ledger.mirrored.clear()  # the rolled-back copies have no local id
-            self.ledger.mirrored.update(before)
+            for token in list(mirrored)[before:]:  # the rolled-back copies have no local id
+                del mirrored[token]
             raise
         for announced in announce:
             announced()
         for service in changed:  # once a service, not once a run: it decides again with the runs it now has
             self.engine.run_changed(service)
-        if (count := len(self.ledger.mirrored) - len(before)) > 0:
+        if (count := len(mirrored) - before) > 0:
             log.info("runs_mirrored", runs=count, seconds=round(time.perf_counter() - begun, 3))
         return orphaned
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from html import escape as _e  # quotes too: every value goes into text or an attribute
 from typing import Any
 
+from bcd.bookings import RUN_KINDS, BookingState
 from bcd.web.sections import table_section
 
 SHOWN = 20  # bookings listed; the rest are behind `bcd bookings`
-COMING = ("booked", "starting")
-RUN_KINDS = ("failover", "failback", "plan")
+COMING = (BookingState.BOOKED, BookingState.STARTING)
 
 
 def coming(bookings: list[dict[str, Any]]) -> list[dict[str, Any]]:
