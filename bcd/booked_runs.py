@@ -129,23 +129,29 @@ class BookedRuns:
         return found.service, Action.MAINTENANCE if found.kind is BookingKind.MAINTENANCE else Action.TRANSFER
 
     async def cancel(self, intent: CancelBooking) -> Outcome:
-        """Cancel a booking not yet due (a started window ends with `bcd maintenance --end`)."""
+        """Cancel a booking not yet due, or a maintenance window in progress (every instance ends it)."""
         booking = self.store.get(intent.booking)
         if booking is None:
             return Refused(Refusal.NOT_FOUND, f"no booking {intent.booking!r}")
-        if booking.state is not BookingState.BOOKED or booking.at <= self._clock():
+        now = self._clock()
+        started = booking.kind is BookingKind.MAINTENANCE and booking.at <= now < booking.end
+        if booking.state is not BookingState.BOOKED or (booking.at <= now and not started):
             what = booking.state if booking.state is not BookingState.BOOKED else "due"
-            return Refused(Refusal.CONFLICT, f"booking {booking.id} is {what}: only a booking to come can be "
-                                             "cancelled")
+            return Refused(Refusal.CONFLICT, f"booking {booking.id} is {what}: only a booking to come, or a "
+                                             "maintenance window in progress, can be cancelled")
         why = f"cancelled by {intent.by}" + (f": {intent.reason}" if intent.reason else "")
-        cancelled = replace(booking, state=BookingState.CANCELLED, decided_at=self._clock(), detail=why)
+        cancelled = replace(booking, state=BookingState.CANCELLED, decided_at=now, detail=why,
+                            ended_by=intent.by if started else None)
         try:
             if not await self.store.change(booking, cancelled):
                 return Refused(Refusal.CONFLICT, f"booking {booking.id} changed meanwhile: look again")
         except BookingsUnavailable as exc:
             return Refused(Refusal.UNAVAILABLE, f"the booking cannot be changed: {exc}")
         self._journal(EventKind.BOOKING_CANCELLED, cancelled, f"booking {booking.id} {why}")
-        return Accepted(f"booking {booking.id} ({booking.kind} of {booking.target} at {iso(booking.at)}) cancelled",
+        if started and self.calendar is not None:  # ended here now; every other instance ends it on its own
+            await self.calendar.withdraw(now)
+        done = "ended on every instance" if started else "cancelled"
+        return Accepted(f"booking {booking.id} ({booking.kind} of {booking.target} at {iso(booking.at)}) {done}",
                         booking=cancelled.to_json())
 
     def listing(self, booking: str | None = None) -> list[dict[str, Any]]:

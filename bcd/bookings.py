@@ -12,7 +12,8 @@ States: `booked` → `starting` (an instance took it) → `started` or `refused`
 `booked` → `missed` (its time passed, beyond the grace, while no instance ran), `cancelled`; `starting` →
 `interrupted` (the daemon that took it stopped before it knew the outcome: nobody starts it again).
 A maintenance booking stays `booked` (every instance applies it to its own sites at its start) until it ends,
-unless cancelled.
+unless cancelled. One in progress can be cut short (bcd.maintenance_calendar): its `sites` lose those whose
+maintenance was ended (`cancelled` once none is left), `ended_by` names who, and every instance ends it on its own.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class BookingsUnavailable(Exception):
 class Booking:
     """One booked thing. `service` (or `plan`) is its target; `site`/`duration`/`name` a maintenance window's;
     `to`/`force` a run's. `taken_by` is the instance that started it (or marked it missed); `run_id` and
-    `plan_run` what it started; `detail` the outcome's reason."""
+    `plan_run` what it started; `detail` the outcome's reason; `ended_by` who cut a maintenance window short."""
 
     id: str
     kind: BookingKind
@@ -94,6 +95,7 @@ class Booking:
     detail: str = ""
     run_id: int | None = None
     plan_run: int | None = None
+    ended_by: str | None = None
 
     @property
     def target(self) -> str:

@@ -10,6 +10,11 @@ site outside maintenance is refused at booking (and skipped, with a warning, whe
 `force` would do so at its start because other sites are in maintenance by then).
 Booked windows live in the store of bookings (bcd.bookings): the state directory, or etcd in a cluster, where
 every instance sees them and applies them to its own sites; a restart forgets none.
+
+On a cluster member, maintenance from now (`bcd maintenance SERVICE --for 2h`) is such a window, booked at this
+moment (`start_now`), so every instance applies it. Ending maintenance (`end_now`, any instance) first cuts short
+the booked windows in progress on those sites: each instance then ends the maintenance such a window set on a site
+it no longer covers (`withdraw`), also one that was stopped meanwhile. Cancelling a window in progress does the same.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,12 +34,22 @@ from bcd.bookings import Booking, BookingKind, BookingState, BookingStore, Booki
 from bcd.config.maintenance import WindowConfig
 from bcd.durations import MAINTENANCE, format_duration
 from bcd.events import Event, EventKind
-from bcd.operations import Accepted, BookMaintenance, Operations, Outcome, Refusal, Refused, StartMaintenance
+from bcd.operations import (
+    Accepted,
+    BookMaintenance,
+    EndMaintenance,
+    Operations,
+    Outcome,
+    Refusal,
+    Refused,
+    StartMaintenance,
+)
 from bcd.view import EstateView
 
 log = structlog.get_logger(__name__)
 LOOK_AHEAD = 60.0  # seconds: the calendar wakes at least this often (a reload may have added a window)
 WATCH_EVERY = 1.0  # seconds: how soon a window another instance booked is seen (the store's version is read)
+SAME_END = 1.0  # seconds: a site's maintenance ending this close to a window's end is taken as that window's
 BY = "calendar"
 
 
@@ -64,6 +79,12 @@ class Window:
     def booked(cls, booking: Booking) -> Window:
         return cls(str(booking.name), (str(booking.service),), booking.sites, booking.at, booking.end, booking.reason,
                    booking.by, "booked", force=booking.force, booking=booking.id)
+
+
+def window_name(service: str, site: str | None, start: float) -> str:
+    """A booked window's name: what it covers and when it starts."""
+    where = service if site is None else f"{service}.{site}"
+    return f"{where}@{datetime.fromtimestamp(start, UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
 def occurrence(spec: WindowConfig, now: float) -> tuple[float, float] | None:
@@ -125,8 +146,7 @@ class MaintenanceCalendar:
             return Refused(Refusal.CONFLICT, f"the duration must be between {format_duration(low)} and "
                                              f"{format_duration(high)}")
         covered = tuple(sites if intent.site is None else [intent.site])
-        where = intent.service if intent.site is None else f"{intent.service}.{intent.site}"
-        name = f"{where}@{datetime.fromtimestamp(intent.start, UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        name = window_name(intent.service, intent.site, intent.start)
         if any(window.name == name for window in self.windows(now) if window.source == "booked"):
             return Refused(Refusal.CONFLICT, f"{name} is already booked")
         booking = Booking(new_id(), BookingKind.MAINTENANCE, intent.start, intent.by, intent.reason, now,
@@ -146,6 +166,99 @@ class MaintenanceCalendar:
         self._journal(EventKind.MAINTENANCE_BOOKED, window, f"{intent.by}: {intent.reason}", now)
         return Accepted(f"maintenance of {intent.service} at {', '.join(covered)} booked as {name}",
                         sites=list(covered), until=window.end)
+
+    async def start_now(self, intent: StartMaintenance) -> Outcome:
+        """Maintenance from now, on every instance: a window booked at this moment and applied here at once. It
+        replaces the windows in progress on those sites (as maintenance set again replaces what was set)."""
+        now = self._clock()
+        covered = self._sites(intent.service, intent.site)
+        if isinstance(covered, Refused):
+            return covered
+        if intent.duration <= 0:
+            return Refused(Refusal.CONFLICT, "the duration must be positive")
+        booking = Booking(new_id(), BookingKind.MAINTENANCE, now, intent.by, intent.reason, now,
+                          service=intent.service, site=intent.site, sites=covered, duration=intent.duration,
+                          name=self._name(intent.service, intent.site, now), force=True)
+        try:
+            if not await self._store.add(booking):
+                return Refused(Refusal.CONFLICT, f"booking {booking.id} exists already: try again")
+        except BookingsUnavailable as exc:
+            return Refused(Refusal.UNAVAILABLE, f"the maintenance cannot be stored for every instance: {exc}")
+        window = Window.booked(booking)
+        self._applied.add((window.name, window.start))
+        await self._apply(window, now)
+        replaced = await self._cut_short(intent.service, covered, intent.by, now, keep=booking.id)
+        if isinstance(replaced, Refused):
+            log.warning("maintenance_not_replaced", window=window.name, reason=replaced.reason)
+        return Accepted(f"maintenance of {', '.join(covered)} for {intent.duration:g}s, on every instance "
+                        f"(window {window.name}, booking {booking.id})", sites=list(covered), until=window.end,
+                        booking=booking.to_json())
+
+    async def end_now(self, intent: EndMaintenance) -> Outcome:
+        """End maintenance here, after cutting short the booked windows in progress on those sites (so that every
+        instance ends what they set, and none sets it again after a restart)."""
+        covered = self._sites(intent.service, intent.site)
+        if isinstance(covered, Refused):
+            return covered
+        cut = await self._cut_short(intent.service, covered, intent.by, self._clock())
+        return cut if isinstance(cut, Refused) else await self._operations.perform(intent)
+
+    def _sites(self, service: str, site: str | None) -> tuple[str, ...] | Refused:
+        sites = tuple(self._estate.config.services[service].sites)
+        if site is None:
+            return sites
+        return (site,) if site in sites else Refused(Refusal.NOT_FOUND, f"{service} has no site {site!r}")
+
+    def _name(self, service: str, site: str | None, start: float) -> str:
+        """A booked window's name: what it covers and when it starts (its booking's id too, for a clash)."""
+        name = window_name(service, site, start)
+        taken = {booking.name for booking in self._store.all() if booking.kind is BookingKind.MAINTENANCE}
+        return name if name not in taken else f"{name}-{new_id()}"
+
+    async def _cut_short(self, service: str, sites: tuple[str, ...], by: str, now: float,
+                         keep: str | None = None) -> int | Refused:
+        """Take `sites` out of the booked windows of `service` in progress (but `keep`); one left covering none is
+        cancelled. How many windows changed, or the refusal (the store could not be written: stop there)."""
+        changed = 0
+        for booking in self._store.all():
+            if (booking.kind is not BookingKind.MAINTENANCE or booking.state is not BookingState.BOOKED
+                    or booking.service != service or booking.id == keep or not booking.at <= now < booking.end):
+                continue
+            left = tuple(site for site in booking.sites if site not in sites)
+            if left == booking.sites:
+                continue
+            new = (replace(booking, sites=left, ended_by=by) if left else replace(
+                booking, state=BookingState.CANCELLED, decided_at=now, detail=f"ended by {by}", ended_by=by))
+            try:
+                if not await self._store.change(booking, new):
+                    return Refused(Refusal.CONFLICT, f"window {booking.name} changed meanwhile: try again")
+            except BookingsUnavailable as exc:
+                return Refused(Refusal.UNAVAILABLE, f"window {booking.name} cannot be ended for every instance: {exc}")
+            changed += 1
+        return changed
+
+    async def withdraw(self, now: float) -> None:
+        """End here the maintenance that a booked window in progress set on a site it no longer covers (cut short,
+        or cancelled, on any instance; also while this one was stopped): the site's maintenance names the window
+        and ends with it."""
+        for booking in self._store.all():
+            if booking.kind is not BookingKind.MAINTENANCE or booking.service is None or booking.name is None:
+                continue
+            config = self._estate.config.services.get(booking.service)
+            if config is None or not booking.at <= now < booking.end:
+                continue
+            covered = booking.sites if booking.state is BookingState.BOOKED else ()
+            for site in config.sites:
+                health = self._estate.sites.get((booking.service, site))
+                if (site in covered or health is None or health.maintenance_until is None
+                        or abs(health.maintenance_until - booking.end) > SAME_END
+                        or f"window {booking.name}: " not in health.maintenance_reason):
+                    continue
+                outcome = await self._operations.perform(EndMaintenance(booking.service, site,
+                                                                        booking.ended_by or BY))
+                said = outcome.detail if isinstance(outcome, Accepted) else outcome.reason
+                log.info("maintenance_window_withdrawn", window=booking.name, service=booking.service, site=site,
+                         by=booking.ended_by, outcome=said)
 
     def leaves_no_site(self, window: Window, now: float, *, upcoming: bool = True) -> str | None:
         """Why `window` would leave one of its services no site outside maintenance (with the windows
@@ -191,6 +304,7 @@ class MaintenanceCalendar:
             if window.start <= now and (window.name, window.start) not in self._applied:
                 self._applied.add((window.name, window.start))
                 await self._apply(window, now)
+        await self.withdraw(now)
         return min([LOOK_AHEAD, *(window.start - now for window in windows if window.start > now)])
 
     async def _apply(self, window: Window, now: float) -> None:

@@ -110,6 +110,7 @@ BOOKING_SCHEMA = {
         "taken_by": {"type": ["string", "null"], "description": "the instance that started it or decided it"},
         "decided_at": {"type": ["number", "null"]}, "detail": {"type": "string", "description": "why it ended so"},
         "run_id": {"type": ["integer", "null"]}, "plan_run": {"type": ["integer", "null"]},
+        "ended_by": {"type": ["string", "null"], "description": "who cut a maintenance window in progress short"},
     },
 }
 

@@ -126,7 +126,8 @@ async def test_bad_bookings_are_refused_with_nothing_booked_and_one_is_cancelled
         status, _, page = await daemon.call("GET", "/", token=VIEWER)
         assert 'data-booking=' not in page and '<p class="empty">No run is booked.</p>' in page
         status, _, problem = await daemon.call("POST", f"/api/v1/bookings/{booking['id']}/cancel", body={})
-        assert status == 409 and problem["detail"].endswith("only a booking to come can be cancelled")
+        assert status == 409 and problem["detail"].endswith(
+            "only a booking to come, or a maintenance window in progress, can be cancelled")
         status, _, problem = await daemon.call("GET", "/api/v1/bookings/nope", token=VIEWER)
         assert status == 404
 

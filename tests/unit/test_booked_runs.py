@@ -178,7 +178,8 @@ async def test_a_booking_is_cancelled_before_its_time_by_whom_its_scope_allows(e
     assert isinstance(done, Accepted) and done.booking is not None and done.booking["state"] == "cancelled"
     assert done.booking["detail"] == "cancelled by olive: not tonight"
     assert await estate.operations.perform(CancelBooking(number, "olive")) == Refused(
-        Refusal.CONFLICT, f"booking {number} is cancelled: only a booking to come can be cancelled")
+        Refusal.CONFLICT, f"booking {number} is cancelled: only a booking to come, or a "
+        "maintenance window in progress, can be cancelled")
     assert await estate.operations.perform(CancelBooking("nope", "olive")) == Refused(
         Refusal.NOT_FOUND, "no booking 'nope'")
     estate.now = T + 60

@@ -1,23 +1,25 @@
 """bcd.maintenance_calendar against a real engine and journal: occurrences of repeating windows, overlapping
-windows (listed, applied, and one that would leave no site skipped), each start applied once."""
+windows (listed, applied, and one that would leave no site skipped), each start applied once; maintenance from now
+as a window, and windows cut short (here or elsewhere) ended for good."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from bcd import calendar, events
-from bcd.bookings import LocalBookings
+from bcd.bookings import Booking, BookingState, LocalBookings
 from bcd.bus import Bus
 from bcd.config import parse
 from bcd.engine import Engine
 from bcd.events import Event
 from bcd.journal import Journal
 from bcd.maintenance_calendar import LOOK_AHEAD, MaintenanceCalendar, occurrence
-from bcd.operations import Accepted, BookMaintenance, Operations, Refusal, Refused
+from bcd.operations import Accepted, BookMaintenance, EndMaintenance, Operations, Refusal, Refused, StartMaintenance
 from bcd.view import EngineView
 from tests.helpers import estates
 
@@ -118,3 +120,69 @@ async def test_a_booking_gives_way_to_maintenance_already_set_unless_forced(esta
     assert [w.name for w in estate.calendar.windows() if w.source == "booked"] == [
         "payroll.dorset@20990311T031000Z", "payroll.dorset@20990311T040000Z"]
     assert [event.kind for event in estate.emitted] == ["maintenance_booked", "maintenance_booked"]
+
+
+def restarted(estate: Estate) -> MaintenanceCalendar:
+    """The calendar of a daemon started again on the same state directory (nothing applied yet)."""
+    return MaintenanceCalendar(Operations(estate.engine), EngineView(estate.engine), estate.emit, estate.store,
+                               clock=lambda: estate.now)
+
+
+async def test_maintenance_now_is_a_window_that_replaces_the_one_in_progress_and_ends_for_good(estate: Estate) -> None:
+    """A cluster member's maintenance from now (Operations routes it here there): a window booked now, applied at
+    once; set again, it cuts short the one before; ended, it is not set again by a restart's calendar."""
+    estate.now = T + 5 * 3600  # between the config windows
+    first = await estate.calendar.start_now(StartMaintenance("payroll", "dorset", 3600, "olive", "patch"))
+    assert isinstance(first, Accepted) and first.sites == ["dorset"] and first.until == estate.now + 3600
+    assert first.detail.startswith("maintenance of dorset for 3600s, on every instance (window payroll.dorset@")
+    assert estate.in_maintenance() == {"dorset": estate.now + 3600, "hampshire": None}
+    name = first.booking["name"] if first.booking else None
+    assert estate.engine.sites[("payroll", "dorset")].maintenance_reason == f"olive: window {name}: patch"
+    estate.now += 60
+    second = await estate.calendar.start_now(StartMaintenance("payroll", "dorset", 600, "olive", "shorter"))
+    assert isinstance(second, Accepted) and estate.in_maintenance()["dorset"] == estate.now + 600
+    assert first.booking and second.booking
+    assert estate.store.get(first.booking["id"]) == replace(
+        Booking.from_json(first.booking), state=BookingState.CANCELLED, decided_at=estate.now, detail="ended by olive",
+        ended_by="olive")
+    await restarted(estate).apply_due(estate.now)  # the live window is set again, the one cut short is not
+    assert estate.in_maintenance() == {"dorset": estate.now + 600, "hampshire": None}
+    ended = await Operations(estate.engine, calendar=estate.calendar).perform(EndMaintenance("payroll", None, "ivan"))
+    assert ended == Accepted("maintenance ended for dorset", sites=["dorset"])
+    assert estate.store.get(second.booking["id"]).ended_by == "ivan"  # type: ignore[union-attr]
+    await restarted(estate).apply_due(estate.now)
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
+
+
+async def test_a_window_cut_short_elsewhere_ends_here_on_the_sites_it_left(estate: Estate) -> None:
+    estate.now = T + 5 * 3600
+    booked = await estate.calendar.start_now(StartMaintenance("payroll", None, 3600, "olive", "move racks"))
+    assert isinstance(booked, Accepted) and booked.booking is not None
+    assert estate.in_maintenance() == {"dorset": estate.now + 3600, "hampshire": estate.now + 3600}
+    window = Booking.from_json(booked.booking)
+    estate.now += 30  # another instance ended hampshire's maintenance: the window covers dorset alone
+    assert await estate.store.change(window, replace(window, sites=("dorset",), ended_by="ivan"))
+    await estate.calendar.apply_due(estate.now)
+    assert estate.in_maintenance() == {"dorset": window.end, "hampshire": None}
+    estate.engine.writer.flush()
+    ended = [(e.site, e.reason) for e in estate.engine.journal.last_events(50) if e.kind == "maintenance_ended"]
+    assert ended == [("hampshire", "ended by ivan")]
+    estate.engine.start_maintenance("payroll", "hampshire", 600, "cabling", "olive")  # set by hand since: kept
+    await estate.calendar.apply_due(estate.now)
+    assert estate.in_maintenance() == {"dorset": window.end, "hampshire": estate.now + 600}
+
+
+async def test_ending_a_booked_window_by_hand_is_not_undone_by_a_restart(estate: Estate) -> None:
+    estate.now = T + 5 * 3600
+    start = estate.now + 60
+    booked = await estate.calendar.perform(BookMaintenance("payroll", "hampshire", start, 1800, "olive", "patch"))
+    assert isinstance(booked, Accepted)
+    estate.now = start
+    await estate.calendar.apply_due(estate.now)
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": start + 1800}
+    operations = Operations(estate.engine, calendar=estate.calendar)
+    assert await operations.perform(EndMaintenance("payroll", "hampshire", "ivan")) == Accepted(
+        "maintenance ended for hampshire", sites=["hampshire"])
+    await restarted(estate).apply_due(estate.now + 1)
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
+    assert [w.name for w in estate.calendar.windows() if w.source == "booked"] == []

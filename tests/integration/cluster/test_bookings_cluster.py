@@ -1,6 +1,6 @@
 """Bookings in a cluster (real etcd): a maintenance window booked through one instance is listed by every
 instance and, at its start, applied by each to its own view (status, alerts, automation), so none takes
-automatic action while it lasts."""
+automatic action while it lasts; maintenance from now is such a window, and ending it anywhere ends it everywhere."""
 
 from __future__ import annotations
 
@@ -64,6 +64,58 @@ async def test_a_window_booked_on_one_instance_is_applied_by_every_instance(esta
         assert service["active"] == "dorset" and service["sites"]["dorset"]["state"] == "maintenance", service
         assert await member.runs() == []
     assert estate.steps.requests == []
+
+
+async def test_maintenance_now_on_one_instance_is_kept_by_every_instance_and_ended_by_any(
+        estate: ClusterEstate) -> None:
+    """`bcd maintenance payroll --site dorset --for 1h` on dorset's instance: a window booked now, in etcd, so
+    hampshire's instance puts dorset in maintenance in its own view too; ended through hampshire's instance, it
+    ends on both, also on an instance that was stopped meanwhile (at its start)."""
+    dorset, hampshire = await estate.start(estate.config(), "dorset", "hampshire")
+
+    async def maintenance_now(member: Member) -> float:
+        started = await member.call("POST", "/api/v1/services/payroll/maintenance", json_body={
+            "site": "dorset", "duration": "1h", "reason": "disk swap"})
+        assert started.status == 201, started
+        assert started.body["detail"].startswith("maintenance of dorset for 3600s, on every instance (window "
+                                                 "payroll.dorset@"), started
+        return float(started.body["until"])
+
+    async def in_maintenance(member: Member, until: float | None) -> None:
+        service = await member.wait_service(lambda s: s["sites"]["dorset"]["maintenance_until"] is not None
+                                            if until else s["sites"]["dorset"]["state"] != "maintenance")
+        if until:
+            assert service["sites"]["dorset"]["maintenance_until"] == pytest.approx(until, abs=1)
+
+    async def end_through_hampshire() -> None:
+        ended = await hampshire.call("DELETE", "/api/v1/services/payroll/maintenance?site=dorset")
+        assert ended.status == 200 and ended.body["ended"] == ["dorset"], ended
+
+    until = await maintenance_now(dorset)
+    for member in (dorset, hampshire):
+        await in_maintenance(member, until)
+    (booking,) = await bookings(hampshire)
+    assert (booking["kind"], booking["sites"], booking["by"], booking["state"]) == (
+        "maintenance", ["dorset"], "olive", "booked")
+    await end_through_hampshire()
+    for member in (hampshire, dorset):
+        await in_maintenance(member, None)
+    line = await dorset.wait_log(lambda line: line.get("event") == "maintenance_window_withdrawn")
+    assert (line["site"], line["by"]) == ("dorset", "olive"), line
+    assert [(b["state"], b["ended_by"], b["detail"]) for b in await bookings(dorset)] == [
+        ("cancelled", "olive", "ended by olive")]
+    # again, with dorset's instance stopped while it is ended: its start ends what it kept
+    until = await maintenance_now(hampshire)
+    await in_maintenance(dorset, until)
+    await dorset.stop()
+    await end_through_hampshire()
+    await in_maintenance(hampshire, None)
+    before = len(dorset.log_lines)
+    await dorset.start()
+    await dorset.wait_ready(15)
+    await in_maintenance(dorset, None)
+    withdrawn = [line for line in dorset.log_lines[before:] if line.get("event") == "maintenance_window_withdrawn"]
+    assert [(line["site"], line["by"]) for line in withdrawn] == [("dorset", "olive")], withdrawn
 
 
 async def bookings(member: Member) -> list[dict[str, Any]]:
