@@ -34,6 +34,7 @@ import structlog
 from bcd import events
 from bcd.authority import Action
 from bcd.bookings import (
+    KEEP,
     RUN_KINDS,
     Booking,
     BookingKind,
@@ -45,6 +46,7 @@ from bcd.bookings import (
     new_id,
 )
 from bcd.cluster import ClusterLink
+from bcd.durations import format_duration
 from bcd.events import Emit, Event, EventKind
 from bcd.journal import Journal
 from bcd.maintenance_calendar import MaintenanceCalendar
@@ -59,6 +61,7 @@ log = structlog.get_logger("bcd.bookings")
 MAX_AHEAD = 366 * 86400.0  # seconds: the latest a run may be booked for
 WATCH_EVERY = 1.0  # seconds: the longest the loop sleeps (a booking made elsewhere is seen within this)
 LISTED = 200  # bookings listed: every one to come, then the latest decided
+PRUNE_EVERY = 3600.0  # seconds between two prunes of the bookings over for KEEP (bcd.bookings), the first at start
 
 
 def iso(epoch: float) -> str:
@@ -81,6 +84,7 @@ class BookedRuns:
         self._clock = clock
         self._wake = asyncio.Event()
         self._recovered = False
+        self._pruned_at: float | None = None
         self._unsaved: dict[str, tuple[Booking, Booking]] = {}  # id -> (ours as stored, its outcome to store)
         self.calendar: MaintenanceCalendar | None = None  # run beside the booked runs (`make`)
 
@@ -196,6 +200,7 @@ class BookedRuns:
             await self._recover(now)
         for old, new in list(self._unsaved.values()):
             await self._save(old, new)
+        await self._prune(now)
         grace = self._estate.config.bookings.grace
         due = sorted((b for b in self.store.all() if b.kind in RUN_KINDS and b.state is BookingState.BOOKED
                       and b.at <= now), key=lambda b: b.at)
@@ -209,6 +214,19 @@ class BookedRuns:
                 await self._start(booking)
         later = [b.at - now for b in self.store.all() if b.state is BookingState.BOOKED and b.at > now]
         return min([WATCH_EVERY, *later])
+
+    async def _prune(self, now: float) -> None:
+        """The bookings over for KEEP leave the store (a cluster's etcd: a lone instance's journal keeps them)."""
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
+        try:
+            removed = await self.store.prune(now - KEEP)
+        except BookingsUnavailable as exc:
+            log.warning("bookings_not_pruned", reason=str(exc), hint=f"tried again in {PRUNE_EVERY:g}s")
+            return
+        if removed:
+            log.info("bookings_pruned", removed=removed, kept_for=format_duration(KEEP))
 
     async def _recover(self, now: float) -> None:
         """Bookings this instance took and never settled (it stopped meanwhile): interrupted."""

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS bookings (id TEXT PRIMARY KEY, at REAL NOT NULL, stat
 GROUP = "bookings"  # the etcd group under the cluster prefix
 SETTLE = 2.0  # seconds a cluster write waits for the watch to show it here (read your writes)
 SETTLE_STEP = 0.01
+KEEP = 30 * 86400.0  # seconds a cluster keeps a booking in etcd once it is over (its events stay in the journals)
 
 
 class BookingKind(StrEnum):
@@ -157,6 +158,18 @@ class BookingStore(Protocol):
         Raises BookingsUnavailable."""
         ...
 
+    async def prune(self, before: float) -> int:
+        """Remove the bookings over before `before` (`over`); how many. Raises BookingsUnavailable."""
+        ...
+
+
+def over(booking: Booking) -> float | None:
+    """When a booking was over: decided (started, refused, missed, interrupted, cancelled), or a maintenance
+    window that has ended; None while it is to come, in progress, or `starting` (an operator looks at that one)."""
+    if booking.state is BookingState.BOOKED:
+        return booking.end if booking.kind is BookingKind.MAINTENANCE else None
+    return None if booking.state is BookingState.STARTING else booking.decided_at or booking.at
+
 
 class LocalBookings:
     """A lone instance's bookings: the journal's `bookings` table, held in memory too (this process is its only
@@ -204,6 +217,10 @@ class LocalBookings:
         self._bookings[new.id] = new
         self._version += 1
         return True
+
+    async def prune(self, before: float) -> int:
+        """None: the journal keeps its bookings rows (its hash chain proves every row it records; they are few)."""
+        return 0
 
     def _write(self, write: Write) -> None:
         """Committed with a full sync and chained in the journal's ledger (bcd.journal.ledger), or
@@ -257,6 +274,21 @@ class ClusterBookings:
         if found is None or found[2] != old:
             return False
         return await self._swap(new, found[1])
+
+    async def prune(self, before: float) -> int:
+        """Remove the bookings over before `before`, each only if unchanged since this instance read it (of two
+        instances pruning at once, one removes it)."""
+        removed = 0
+        for key, (_, revision, booking) in list(self._current().items()):
+            when = None if booking is None else over(booking)
+            if when is None or when >= before:
+                continue
+            try:
+                if await self._coordinator.remove(f"{GROUP}/{key}", revision):
+                    removed += 1
+            except CoordinationUnavailable as exc:
+                raise BookingsUnavailable(str(exc)) from exc
+        return removed
 
     async def _swap(self, booking: Booking, revision: int) -> bool:
         """The swap, then (read your writes) a wait of at most SETTLE seconds for the watch to bring it back."""

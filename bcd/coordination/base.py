@@ -222,6 +222,11 @@ class Coordinator(Protocol):
         when the store could not be asked."""
         ...
 
+    async def remove(self, key: str, revision: int) -> bool:
+        """Delete the relative `key` only if its mod revision is still `revision`. False when it changed or went
+        meanwhile; raises CoordinationUnavailable when the store could not be asked."""
+        ...
+
     @property
     def records_version(self) -> int:
         """Grows with every change to records() (views do not count)."""

@@ -420,6 +420,14 @@ class EtcdCoordinator:
         # was lost on the way (the client tried another endpoint)
         return result.succeeded or (bool(found) and found[0].value == value)
 
+    async def remove(self, key: str, revision: int) -> bool:
+        target = self._keys.absolute(key)
+        try:
+            result = await self._client.txn([Compare.mod_revision(target, "=", revision)], [Op.delete(target)])
+        except EtcdError as exc:
+            raise CoordinationUnavailable(f"cannot delete {key}: {exc}") from exc
+        return result.succeeded
+
     async def read(self, prefix: str) -> dict[str, bytes]:
         try:
             kvs, _ = await self._client.range(self._keys.absolute(prefix) if prefix else self._keys.prefix,

@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-from bcd.bookings import Booking, BookingKind, BookingState, LocalBookings, decode
+from bcd.bookings import Booking, BookingKind, BookingState, LocalBookings, decode, over
 from bcd.journal import Journal
 from bcd.journal.ledger_check import check_database, open_readonly
 
@@ -62,3 +62,20 @@ async def test_bookings_are_chained_and_a_booking_changed_outside_bcd_is_named(t
     with contextlib.closing(open_readonly(path)) as db:
         (problem,) = check_database(db).problems
     assert problem[1] == f"bookings row 9f8e7d6c differs from entry {problem[0]} (at: 3000.0 in the ledger, 4000.0 in the row)"
+
+
+def test_a_booking_is_over_once_decided_or_once_its_window_has_ended() -> None:
+    assert over(WINDOW) == 5600.0  # booked: over at the window's end
+    assert over(RUN) is None  # to come
+    assert over(replace(RUN, state=BookingState.STARTING, decided_at=3000.0)) is None  # an operator looks at it
+    for state in (BookingState.STARTED, BookingState.REFUSED, BookingState.MISSED, BookingState.INTERRUPTED,
+                  BookingState.CANCELLED):
+        assert over(replace(RUN, state=state, decided_at=3001.0)) == 3001.0, state
+    assert over(replace(WINDOW, state=BookingState.CANCELLED, decided_at=2500.0)) == 2500.0  # cut short
+
+
+async def test_a_lone_instance_keeps_its_bookings_rows(tmp_path: Path) -> None:
+    """Its journal's hash chain proves every bookings row it records: none is pruned."""
+    store = LocalBookings(Journal(tmp_path / "bcd.sqlite"))
+    assert await store.add(replace(RUN, state=BookingState.STARTED, decided_at=3001.0))
+    assert await store.prune(1e12) == 0 and [b.id for b in store.all()] == [RUN.id]

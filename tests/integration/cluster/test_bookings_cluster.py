@@ -9,11 +9,14 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from bcd.bookings import Booking, BookingKind, BookingState
+from bcd.coordination.etcd import EtcdClient
 from tests.integration.cluster.kit import OPERATOR_TOKEN, ClusterEstate, Member
 
 
@@ -147,3 +150,30 @@ async def test_a_booked_failover_is_started_by_exactly_one_instance(estate: Clus
     assert len(estate.steps.to("/switch")) == 1
     assert [line["booking"] for line in starter.logged("booked_run_started")] == [number]
     assert other.logged("booked_run_started") == [] and await bookings(other) == started
+
+
+async def test_bookings_over_for_30_days_leave_etcd_and_the_others_stay(estate: ClusterEstate) -> None:
+    """Each member prunes at its start (then hourly): a booking decided, or a window ended, more than 30 days ago
+    goes (once: the two members' removals add up to the two keys); one over for a day, one to come and one left
+    `starting` stay."""
+    now, day = time.time(), 86400.0
+    run = Booking("00000001", BookingKind.FAILOVER, now - 41 * day, "olive", "old move", now - 42 * day,
+                  service="payroll")
+    window = Booking("00000002", BookingKind.MAINTENANCE, now - 40 * day, "olive", "old patch", now - 41 * day,
+                     service="payroll", sites=("dorset",), duration=3600.0, name="payroll.dorset@old")
+    kept = [replace(run, id="00000003", state=BookingState.STARTED, decided_at=now - day),
+            replace(run, id="00000004", at=now + day),
+            replace(run, id="00000005", state=BookingState.STARTING, decided_at=now - 41 * day)]
+    async with EtcdClient(estate.etcd.endpoints) as client:
+        for booking in [replace(run, state=BookingState.STARTED, decided_at=now - 41 * day), window, *kept]:
+            await client.put(f"/bcd/{estate.name}/bookings/{booking.id}", booking.encode())
+    dorset, hampshire = await estate.start(estate.config(mode="manual"), "dorset", "hampshire")
+    listed = await dorset.poll(lambda: bookings(dorset), lambda found: len(found) == 3, "three bookings left")
+    assert sorted(b["id"] for b in listed) == ["00000003", "00000004", "00000005"]
+    await hampshire.poll(lambda: bookings(hampshire), lambda found: len(found) == 3, "three bookings on hampshire")
+
+    async def removed() -> list[int]:  # each member logs its removals once its prune is done
+        return [line["removed"] for member in (dorset, hampshire) for line in member.logged("bookings_pruned")]
+
+    await dorset.poll(removed, lambda counts: sum(counts) == 2, "two removals logged")
+    assert all(line["kept_for"] == "30d" for member in (dorset, hampshire) for line in member.logged("bookings_pruned"))
