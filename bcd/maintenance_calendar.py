@@ -182,8 +182,8 @@ class MaintenanceCalendar:
         try:
             if not await self._store.add(booking):
                 return Refused(Refusal.CONFLICT, f"booking {booking.id} exists already: try again")
-        except BookingsUnavailable as exc:
-            return Refused(Refusal.UNAVAILABLE, f"the maintenance cannot be stored for every instance: {exc}")
+        except BookingsUnavailable as exc:  # still silence this instance's alerts and automation: say so
+            return await self._here_only(intent, str(exc))
         window = Window.booked(booking)
         self._applied.add((window.name, window.start))
         await self._apply(window, now)
@@ -201,7 +201,19 @@ class MaintenanceCalendar:
         if isinstance(covered, Refused):
             return covered
         cut = await self._cut_short(intent.service, covered, intent.by, self._clock())
-        return cut if isinstance(cut, Refused) else await self._operations.perform(intent)
+        if isinstance(cut, Refused):
+            return await self._here_only(intent, cut.reason) if cut.kind is Refusal.UNAVAILABLE else cut
+        return await self._operations.perform(intent)
+
+    async def _here_only(self, intent: StartMaintenance | EndMaintenance, why: str) -> Outcome:
+        """Maintenance started or ended on this instance alone, the store of bookings (etcd) being out of reach:
+        the answer and the log say that the others do not know."""
+        outcome = await self._operations.perform(intent)
+        if not isinstance(outcome, Accepted):
+            return outcome
+        log.warning("maintenance_here_only", service=intent.service, site=intent.site, reason=why,
+                    hint="the other instances do not know: set or end it on each, or again once etcd answers")
+        return replace(outcome, detail=f"{outcome.detail}, on this instance only ({why})")
 
     def _sites(self, service: str, site: str | None) -> tuple[str, ...] | Refused:
         sites = tuple(self._estate.config.services[service].sites)

@@ -81,7 +81,8 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     if args.end:
         query = f"?site={args.site}" if args.site else ""
         result = call(args, "DELETE", f"/api/v1/services/{args.service}/maintenance{query}")
-        print(f"{args.service}: maintenance ended for {', '.join(result['ended']) or 'no site (none was set)'}")
+        print(f"{args.service}: maintenance ended for {', '.join(result['ended']) or 'no site (none was set)'}"
+              f"{_where(result)}")
         return EXIT_OK
     if args.service == "list" and not args.duration:
         for window in call(args, "GET", "/api/v1/maintenance")["windows"]:
@@ -95,6 +96,13 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
     body = {"duration": args.duration, "reason": args.reason, **({"site": args.site} if args.site else {}),
             **({"from": local(args.start), "force": args.force} if args.start else {})}
     result = call(args, "POST", f"/api/v1/services/{args.service}/maintenance", body)
-    booked = f" ({result['detail']})" if args.start else ""
+    booked = f" ({result['detail']})" if args.start else _where(result)
     print(f"{args.service}: {', '.join(result['sites'])} in maintenance until {when(result['until'])}{booked}")
     return EXIT_OK
+
+
+def _where(result: dict[str, Any]) -> str:
+    """On a cluster member, the answer's detail says where maintenance now was set or ended: on every instance
+    (a window booked now), or on this one only (etcd out of reach)."""
+    detail = str(result.get("detail", ""))
+    return f" ({detail})" if "instance" in detail else ""

@@ -203,7 +203,7 @@ async def end_maintenance(request: web.Request) -> web.Response:
     done = await _perform(request, EndMaintenance(name, request.query.get("site"), who.name), who)
     if isinstance(done, web.Response):
         return done
-    return web.json_response({"service": name, "ended": done.sites, "by": who.name})
+    return web.json_response({"service": name, "ended": done.sites, "by": who.name, "detail": done.detail})
 
 
 @handler

@@ -17,7 +17,7 @@ import pytest
 
 from bcd.bookings import Booking, BookingKind, BookingState
 from bcd.coordination.etcd import EtcdClient
-from tests.integration.cluster.kit import OPERATOR_TOKEN, ClusterEstate, Member
+from tests.integration.cluster.kit import OPERATOR_TOKEN, WAIT, ClusterEstate, Member, gauge
 
 
 def iso(epoch: float) -> str:
@@ -119,6 +119,33 @@ async def test_maintenance_now_on_one_instance_is_kept_by_every_instance_and_end
     await in_maintenance(dorset, None)
     withdrawn = [line for line in dorset.log_lines[before:] if line.get("event") == "maintenance_window_withdrawn"]
     assert [(line["site"], line["by"]) for line in withdrawn] == [("dorset", "olive")], withdrawn
+
+
+async def test_without_etcd_maintenance_is_set_and_ended_on_this_instance_only_and_says_so(
+        estate: ClusterEstate) -> None:
+    """etcd without a quorum: maintenance from now cannot be booked for every instance, but it still silences this
+    instance's alerts and automation, and the answer says that the others do not know; ending it likewise."""
+    dorset, hampshire = await estate.start(estate.config(), "dorset", "hampshire")
+    estate.etcd.kill(1)
+    estate.etcd.kill(2)
+    try:
+        async def cut_off() -> bool:
+            return gauge(await dorset.metrics(), "bcd_cluster_coordination_up") == 0
+
+        await dorset.wait_until(cut_off, WAIT)
+        started = await dorset.call("POST", "/api/v1/services/payroll/maintenance", json_body={
+            "site": "dorset", "duration": "1h", "reason": "disk swap"})
+        assert started.status == 201, started
+        assert started.body["detail"].startswith("maintenance of dorset for 3600s, on this instance only ("), started
+        assert (await dorset.service())["sites"]["dorset"]["state"] == "maintenance"
+        assert (await hampshire.service())["sites"]["dorset"]["state"] != "maintenance"
+        assert dorset.logged("maintenance_here_only")[0]["hint"].startswith("the other instances do not know")
+        ended = await dorset.call("DELETE", "/api/v1/services/payroll/maintenance?site=dorset")
+        assert ended.status == 200 and ended.body["ended"] == ["dorset"], ended
+        assert (await dorset.service())["sites"]["dorset"]["state"] != "maintenance"
+    finally:
+        await estate.etcd.restart(1)
+        await estate.etcd.restart(2)
 
 
 async def bookings(member: Member) -> list[dict[str, Any]]:
