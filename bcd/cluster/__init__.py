@@ -4,7 +4,9 @@ The link between the engine and the coordinator, built by the composition root w
 `cluster:` section (a lone instance has none: the engine then decides and runs exactly as before):
 
 - **Views.** Our view (per service and site: state, since, reason) is published as JSON on change (at most
-  4 times a second) and every `republish` seconds; the others' views come from the coordinator. A vantage that
+  4 times a second); every `republish` seconds a beat says it still holds (a small key naming its revision),
+  or the whole view is published again while another vantage does not read beats (its view says none: a bcd
+  before them). The others' views come from the coordinator, as fresh as their last write or beat. A vantage that
   sees every site of every service down suspects its own network: it withdraws its view and does not vote.
 - **Quorum.** `quorum()` gives the pure policy the live vantages' votes on every site of a service: the active
   site (down for a quorum?) and the others (up for a quorum?).

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -40,6 +40,7 @@ class PeerView:
     age: float  # seconds since it was written, on our clock
     services: dict[str, dict[str, SiteView]]
     executor: bool = True  # takes locks and runs runbooks (a view without the key comes from one that does)
+    beats: bool = False  # reads beats (Coordinator.beat): a bcd before them needs whole views republished
 
     @classmethod
     def parse(cls, vantage: str, raw: bytes, age: float) -> PeerView | None:
@@ -50,7 +51,8 @@ class PeerView:
                           for site, item in sites.items()}
                 for service, sites in data["services"].items()
             }
-            return cls(vantage, float(data.get("at", 0.0)), age, services, data.get("executor") is not False)
+            return cls(vantage, float(data.get("at", 0.0)), age, services, data.get("executor") is not False,
+                       data.get("beats") is True)
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("view_unreadable", vantage=vantage)
             return None
@@ -119,14 +121,23 @@ class Views:
                 await self.coordinator.withdraw_view()
                 self._published = None
         else:
-            content = json.dumps(self._our_view(), sort_keys=True)
-            now = self.clock()
-            if (self._published is None or self._published[0] != content
-                    or now - self._published[1] >= self.republish):
-                view = (f'{{"vantage": {json.dumps(self.vantage)}, "at": {self.wall_clock()!r}, '
-                        f'"executor": {json.dumps(self.executor)}, "services": {content}}}')
-                await self.coordinator.publish_view(view.encode())
+            await self._publish(json.dumps(self._our_view(), sort_keys=True))
+
+    async def _publish(self, content: str) -> None:
+        """Our view when it changed; else, every `republish` seconds, a beat (the view still holds), or the whole
+        view again while another vantage does not read beats (a bcd before them)."""
+        now = self.clock()
+        if self._published is not None and self._published[0] == content:
+            if now - self._published[1] < self.republish:
+                return
+            if all(peer.beats for peer in self.peers().values()):
+                await self.coordinator.beat()
                 self._published = (content, now)
+                return
+        view = (f'{{"vantage": {json.dumps(self.vantage)}, "at": {self.wall_clock()!r}, '
+                f'"executor": {json.dumps(self.executor)}, "beats": true, "services": {content}}}')
+        await self.coordinator.publish_view(view.encode())
+        self._published = (content, now)
 
     def _notice_others(self) -> None:
         """Decide again where the others' views or the store's availability changed since last seen."""
@@ -188,7 +199,7 @@ class Views:
                 cached = self._parsed[vantage] = (raw, PeerView.parse(vantage, raw, age))
             parsed = cached[1]
             if parsed is not None:
-                result[vantage] = PeerView(parsed.vantage, parsed.at, age, parsed.services, parsed.executor)
+                result[vantage] = replace(parsed, age=age)
         return result
 
     def votes(self, service: str, site: str) -> list[Vote]:

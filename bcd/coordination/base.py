@@ -74,6 +74,9 @@ class Keys:
     def view(self, vantage: str) -> str:
         return self.views + _component(vantage, "vantage")
 
+    def beat(self, vantage: str) -> str:
+        return f"{self.prefix}beats/{_component(vantage, 'vantage')}"
+
     def lock(self, service: str) -> str:
         return f"{self.prefix}locks/{_component(service, 'service')}"
 
@@ -189,8 +192,13 @@ class Coordinator(Protocol):
         """Remove our view (e.g. when we suspect our own network); publish_view() brings it back."""
         ...
 
+    async def beat(self) -> None:
+        """Say that our published view still holds without writing it again: a small key under our lease naming
+        the view's revision, which makes the view as fresh as a publication to those who read beats."""
+        ...
+
     def views(self) -> dict[str, tuple[bytes, float]]:
-        """Live views by vantage (ours included): (the view, seconds since it was last written)."""
+        """Live views by vantage (ours included): (the view, seconds since it was last written or beat for)."""
         ...
 
     def views_revision(self) -> int:
@@ -203,7 +211,7 @@ class Coordinator(Protocol):
         ...
 
     def records(self) -> dict[str, bytes]:
-        """Every key of the cluster but the views and bookings (locks, run records, active sites), relative keys
+        """Every key of the cluster but the views, beats and bookings (locks, run records, active sites), relative keys
         to values, as the store's watch has them now (no request is made)."""
         ...
 

@@ -11,8 +11,10 @@
   `on_lost(service)` is called, the old lease is revoked as soon as etcd answers (its keys may still exist) and
   a new lease is granted.
 - **Views.** Our view is written at `views/<vantage>` bound to the lease, and written again under each new
-  lease. acquire() may be given the revisions of the views a decision counted: the lock is then created only
-  if none of them has changed since (the same transaction compares their mod revisions), else ViewsChanged.
+  lease; beat() writes `beats/<vantage>` (the view's revision, same lease), which makes a view as fresh in
+  views() as a write without sending it again. acquire() may be given the revisions of the views a decision
+  counted: the lock is then created only if none of them has changed since (the same transaction compares
+  their mod revisions), else ViewsChanged.
 - **One watch, no polling.** Every key of the cluster (views, locks, run records, active sites) is kept by
   one watch of the whole prefix (`KeyCache`, etcd_cache.py): a full read at start, after a compaction and
   every `full_read_every` seconds as a safety net; a broken watch is resumed from the revision after the last
@@ -47,6 +49,7 @@ from bcd.coordination.etcd import (
 from bcd.coordination.etcd_cache import FULL_READ_EVERY, KeyCache
 
 log = structlog.get_logger("bcd.coordination")
+NOT_RECORDS = ("views", "beats", "bookings")  # groups that are no run records, locks or active sites
 
 MAX_TXN_OPS = 100  # etcd refuses a transaction of more than --max-txn-ops operations (128 by default)
 
@@ -74,6 +77,7 @@ class EtcdCoordinator:
         self._client = client
         self._keys = Keys(cluster)
         self._view_key = self._keys.view(vantage)
+        self._beat_key = self._keys.beat(vantage)
         self.vantage = vantage
         self._requested_ttl = max(1, math.ceil(lease_ttl))
         self._keepalive_every = keepalive  # None: a third of the TTL granted
@@ -91,6 +95,7 @@ class EtcdCoordinator:
 
         self._view: bytes | None = None  # what we want published
         self._published: tuple[int, bytes] | None = None  # (lease, value) etcd has, as far as we know
+        self._view_revision = 0  # the store revision of that publication (what a beat names)
         self._view_sync = asyncio.Lock()
         self.keys = KeyCache(client, self._keys.prefix, full_read_every=full_read_every,
                              max_backoff=max(1.0, self._requested_ttl / 3), clock=clock)
@@ -114,9 +119,14 @@ class EtcdCoordinator:
         return self._lease_id
 
     def views(self) -> dict[str, tuple[bytes, float]]:
-        now = self._clock()
-        return {vantage: (entry.kv.value, max(0.0, now - entry.received))
-                for vantage, entry in self.keys.group("views").items()}
+        now, beats = self._clock(), self.keys.group("beats")
+        found = {}
+        for vantage, entry in self.keys.group("views").items():
+            received, beat = entry.received, beats.get(vantage)
+            if beat is not None and beat.kv.value == b"%d" % entry.kv.mod_revision:  # a beat for this very view
+                received = max(received, beat.received)
+            found[vantage] = (entry.kv.value, max(0.0, now - received))
+        return found
 
     def view_revisions(self) -> dict[str, int]:
         return {vantage: entry.kv.mod_revision for vantage, entry in self.keys.group("views").items()}
@@ -125,11 +135,11 @@ class EtcdCoordinator:
         return self.keys.revision
 
     def records(self) -> dict[str, bytes]:
-        return self.keys.items(exclude=("views", "bookings"))
+        return self.keys.items(exclude=NOT_RECORDS)
 
     @property
     def records_version(self) -> int:
-        return self.keys.version(exclude=("views", "bookings"))
+        return self.keys.version(exclude=NOT_RECORDS)
 
     def entries(self, group: str) -> dict[str, tuple[bytes, int]]:
         return {key: (entry.kv.value, entry.kv.mod_revision) for key, entry in self.keys.group(group).items()}
@@ -457,9 +467,19 @@ class EtcdCoordinator:
                     await self._client.delete(self._view_key)
                     self._published = None
                 elif view is not None and lease_id and self._published != (lease_id, view):
-                    await self._client.put(self._view_key, view, lease=lease_id)
+                    revision = await self._client.put(self._view_key, view, lease=lease_id)
                     if lease_id == self._lease_id:
-                        self._published = (lease_id, view)
+                        self._published, self._view_revision = (lease_id, view), revision
+            except EtcdError as exc:
+                self._set_healthy(False, str(exc))
+
+    async def beat(self) -> None:
+        async with self._view_sync:
+            lease_id, published = self._lease_id, self._published
+            if not lease_id or published is None or published[0] != lease_id or published[1] != self._view:
+                return  # not published as wanted under this lease: `_sync_view` does that (the lease loop)
+            try:
+                await self._client.put(self._beat_key, b"%d" % self._view_revision, lease=lease_id)
             except EtcdError as exc:
                 self._set_healthy(False, str(exc))
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
+from collections.abc import Awaitable
 from typing import Any
 
-from tests.helpers.etcd import EtcdCluster
+from bcd.coordination.etcd import EtcdClient
+from tests.helpers.etcd import EtcdCluster, wait_for
 from tests.integration.cluster.kit import ClusterEstate
 
 
@@ -43,3 +45,38 @@ async def test_members_follow_each_other_s_views_without_reading_etcd(estate: Cl
     await dorset.wait_service(hampshire_sees_dorset_down)
     await hampshire.wait_service(lambda service: service["guard"] == "no_quorum")
     assert await range_calls(estate.etcd) == before
+
+
+async def test_an_unchanged_view_is_beaten_for_not_written_again_unless_a_vantage_reads_no_beats(
+        estate: ClusterEstate) -> None:
+    """A member whose view does not change writes only a beat every third of the lease (1 s here): its view keeps
+    its revision, and the other member still sees it fresh. While a vantage whose view says nothing of beats (a
+    bcd before them) is live, the whole view is written again each time instead."""
+    _, hampshire = await estate.start(estate.config(), "dorset", "hampshire")
+    prefix = f"/bcd/{estate.name}/"
+    async with EtcdClient(estate.etcd.endpoints) as client:
+
+        async def revision(key: str) -> int:
+            kvs, _ = await client.range(prefix + key)
+            return kvs[0].mod_revision if kvs else 0
+
+        async def beats_after(count: int) -> None:  # wait for `count` more beats of dorset's
+            for _ in range(count):
+                last = await revision("beats/dorset")
+                await wait_for(lambda last=last: _newer(revision("beats/dorset"), last), timeout=5)
+
+        view = await revision("views/dorset")
+        await beats_after(3)
+        assert await revision("views/dorset") == view  # three seconds: beats only, the view not written again
+        service = await hampshire.service()
+        assert service["views"]["dorset"]["age"] < 1.5 and not service["views"]["dorset"]["stale"], service
+        lease, _ = await client.lease_grant(30)
+        await client.put(prefix + "views/oldbcd", b'{"vantage": "oldbcd", "at": 0, "services": {}}', lease=lease)
+        await wait_for(lambda: _newer(revision("views/dorset"), view), timeout=5)  # written whole again
+        again = await revision("views/dorset")
+        await wait_for(lambda: _newer(revision("views/dorset"), again), timeout=5)  # and again: while oldbcd lives
+        await client.lease_revoke(lease)
+
+
+async def _newer(revision: Awaitable[int], than: int) -> bool:
+    return await revision > than

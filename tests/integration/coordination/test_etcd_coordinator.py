@@ -195,6 +195,30 @@ async def test_views_are_shared_and_withdrawn(etcd_cluster: EtcdCluster, cluster
         await wait_for(lambda: a.coordinator.views() == {}, timeout=1.0)
 
 
+async def test_a_beat_keeps_a_view_fresh_without_writing_it_again(etcd_cluster: EtcdCluster,
+                                                                  cluster_name: str) -> None:
+    endpoints = etcd_cluster.endpoints
+    async with instances((endpoints, cluster_name, "dorset"), (endpoints, cluster_name, "hampshire")) as (a, b):
+        await a.coordinator.publish_view(b'{"web": {"dorset": "up"}}')
+        await wait_for(lambda: "dorset" in b.coordinator.views())
+        revision = b.coordinator.view_revisions()["dorset"]
+        await wait_for(lambda: b.coordinator.views()["dorset"][1] >= 0.3)  # ageing: nothing written since
+        await a.coordinator.beat()
+        await wait_for(lambda: b.coordinator.views()["dorset"][1] < 0.2)  # fresh again, and still the same view
+        assert b.coordinator.views()["dorset"][0] == b'{"web": {"dorset": "up"}}'
+        assert b.coordinator.view_revisions()["dorset"] == revision
+        assert not any(key.startswith("beats/") for key in b.coordinator.records())
+        # a beat naming another revision than the view's (an older view's) does not count
+        await a.client.put(f"/bcd/{cluster_name}/beats/dorset", b"%d" % (revision - 1))
+        await wait_for(lambda: b.coordinator.views()["dorset"][1] >= 0.3)
+        # a changed view is written again: a beat then names the new one
+        await a.coordinator.publish_view(b'{"web": {"dorset": "down"}}')
+        await wait_for(lambda: b.coordinator.views()["dorset"][0] == b'{"web": {"dorset": "down"}}')
+        await wait_for(lambda: b.coordinator.views()["dorset"][1] >= 0.3)
+        await a.coordinator.beat()
+        await wait_for(lambda: b.coordinator.views()["dorset"][1] < 0.2)
+
+
 async def test_without_quorum_nothing_is_decided_and_it_recovers(etcd_cluster: EtcdCluster,
                                                                  cluster_name: str) -> None:
     endpoints = etcd_cluster.endpoints
@@ -321,3 +345,7 @@ async def test_swap_writes_only_over_the_revision_it_was_given_and_bookings_are_
         await wait_for(lambda: b.coordinator.entries("bookings")["x1"][0] == b"taken by dorset")
         assert b.coordinator.entries_version("bookings") >= 2
         assert not any(key.startswith("bookings/") for key in b.coordinator.records())
+        assert not await b.coordinator.remove("bookings/x1", revision)  # stale: dorset changed it since
+        current = b.coordinator.entries("bookings")["x1"][1]
+        assert await b.coordinator.remove("bookings/x1", current)
+        await wait_for(lambda: "x1" not in a.coordinator.entries("bookings"))
