@@ -13,8 +13,10 @@ every instance sees them and applies them to its own sites; a restart forgets no
 
 On a cluster member, maintenance from now (`bcd maintenance SERVICE --for 2h`) is such a window, booked at this
 moment (`start_now`), so every instance applies it. Ending maintenance (`end_now`, any instance) first cuts short
-the booked windows in progress on those sites: each instance then ends the maintenance such a window set on a site
-it no longer covers (`withdraw`), also one that was stopped meanwhile. Cancelling a window in progress does the same.
+the booked windows in progress on those sites, and records the config windows in progress there as ended (a
+booking `cancelled` from the start, named as the window, at its occurrence): each instance then ends the
+maintenance such a window set on a site it no longer covers (`withdraw`), also one that was stopped meanwhile, and
+none applies it there again. Cancelling a window in progress does the same.
 """
 
 from __future__ import annotations
@@ -200,7 +202,10 @@ class MaintenanceCalendar:
         covered = self._sites(intent.service, intent.site)
         if isinstance(covered, Refused):
             return covered
-        cut = await self._cut_short(intent.service, covered, intent.by, self._clock())
+        now = self._clock()
+        cut = await self._cut_short(intent.service, covered, intent.by, now)
+        if not isinstance(cut, Refused):
+            cut = await self._end_config_windows(intent.service, covered, intent.by, now)
         if isinstance(cut, Refused):
             return await self._here_only(intent, cut.reason) if cut.kind is Refusal.UNAVAILABLE else cut
         return await self._operations.perform(intent)
@@ -249,6 +254,38 @@ class MaintenanceCalendar:
             changed += 1
         return changed
 
+    async def _end_config_windows(self, service: str, sites: tuple[str, ...], by: str, now: float) -> int | Refused:
+        """Record in the store that the config windows in progress end now at `sites` of `service` (a booking
+        `cancelled` from the start, named as the window, at its occurrence: every instance then ends it, and none
+        applies it there again, even after a restart). How many windows, or the refusal."""
+        changed = 0
+        for window in self.windows(now):
+            ended = tuple(site for site in sites if site in window.sites)
+            if window.source != "config" or not window.start <= now < window.end or service not in window.services:
+                continue
+            old = self._ended(window, service)
+            if not ended or (old is not None and set(ended) <= set(old.sites)):
+                continue
+            new = Booking(new_id(), BookingKind.MAINTENANCE, window.start, by, f"config window {window.name} ended",
+                          now, state=BookingState.CANCELLED, service=service, sites=ended,
+                          duration=window.end - window.start, name=window.name, decided_at=now,
+                          detail=f"ended by {by}", ended_by=by)
+            try:
+                done = (await self._store.add(new) if old is None else await self._store.change(old, replace(
+                    old, sites=tuple(sorted({*old.sites, *ended})), decided_at=now, ended_by=by)))
+            except BookingsUnavailable as exc:
+                return Refused(Refusal.UNAVAILABLE, f"window {window.name} cannot be ended for every instance: {exc}")
+            if not done:
+                return Refused(Refusal.CONFLICT, f"window {window.name} changed meanwhile: try again")
+            changed += 1
+        return changed
+
+    def _ended(self, window: Window, service: str) -> Booking | None:
+        """The record that config window `window` (this occurrence) was ended at some sites of `service`."""
+        return next((booking for booking in self._store.all() if booking.kind is BookingKind.MAINTENANCE
+                     and booking.state is BookingState.CANCELLED and booking.name == window.name
+                     and booking.at == window.start and booking.service == service), None)
+
     async def withdraw(self, now: float) -> None:
         """End here the maintenance that a booked window in progress set on a site it no longer covers (cut short,
         or cancelled, on any instance; also while this one was stopped): the site's maintenance names the window
@@ -259,10 +296,11 @@ class MaintenanceCalendar:
             config = self._estate.config.services.get(booking.service)
             if config is None or not booking.at <= now < booking.end:
                 continue
-            covered = booking.sites if booking.state is BookingState.BOOKED else ()
-            for site in config.sites:
+            gone = booking.sites if booking.state is not BookingState.BOOKED else tuple(
+                site for site in config.sites if site not in booking.sites)
+            for site in gone:
                 health = self._estate.sites.get((booking.service, site))
-                if (site in covered or health is None or health.maintenance_until is None
+                if (health is None or health.maintenance_until is None
                         or abs(health.maintenance_until - booking.end) > SAME_END
                         or f"window {booking.name}: " not in health.maintenance_reason):
                     continue
@@ -341,7 +379,10 @@ class MaintenanceCalendar:
         self._emit(Event(kind, now, service, None, reason, data))
 
     def _covered(self, window: Window) -> Iterator[tuple[str, str]]:
+        """The sites the window puts in maintenance: not those where a config window was ended (`end_now`)."""
         services = self._estate.config.services
         for service in window.services:
+            ended = () if window.source != "config" or (found := self._ended(window, service)) is None else found.sites
             if service in services:
-                yield from ((service, site) for site in window.sites if site in services[service].sites)
+                yield from ((service, site) for site in window.sites if site in services[service].sites
+                            and site not in ended)

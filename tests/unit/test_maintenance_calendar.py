@@ -186,3 +186,32 @@ async def test_ending_a_booked_window_by_hand_is_not_undone_by_a_restart(estate:
     await restarted(estate).apply_due(estate.now + 1)
     assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
     assert [w.name for w in estate.calendar.windows() if w.source == "booked"] == []
+
+
+async def test_a_config_window_ended_by_hand_stays_ended_after_a_restart_until_its_next_occurrence(
+        estate: Estate) -> None:
+    await estate.calendar.apply_due(T)
+    assert estate.in_maintenance() == {"dorset": T + 4 * 3600, "hampshire": None}
+    estate.now = T + 600
+    operations = Operations(estate.engine, calendar=estate.calendar)
+    assert await operations.perform(EndMaintenance("payroll", None, "ivan")) == Accepted(
+        "maintenance ended for dorset", sites=["dorset"])
+    (ended,) = estate.store.all()  # the record every instance reads (etcd in a cluster)
+    assert (ended.name, ended.at, ended.state, ended.sites, ended.ended_by) == (
+        "dorset-nights", T, BookingState.CANCELLED, ("dorset",), "ivan")
+    await restarted(estate).apply_due(estate.now)  # this occurrence is not applied again there
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
+    estate.now = T + 86400  # the next night's occurrence applies as usual
+    await restarted(estate).apply_due(estate.now)
+    assert estate.in_maintenance() == {"dorset": T + 86400 + 4 * 3600, "hampshire": None}
+
+
+async def test_a_config_window_ended_on_another_instance_ends_here(estate: Estate) -> None:
+    await estate.calendar.apply_due(T)
+    other = restarted(estate)  # another instance's calendar, on the same store of bookings
+    assert await other.end_now(EndMaintenance("payroll", "dorset", "ivan")) == Accepted(
+        "maintenance ended for dorset", sites=["dorset"])
+    estate.engine.start_maintenance("payroll", "dorset", 4 * 3600, "window dorset-nights: dorset patching",
+                                    "calendar")  # as this instance's engine still has it (the test has one engine)
+    await estate.calendar.apply_due(T + 1)
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
