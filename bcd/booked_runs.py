@@ -44,6 +44,7 @@ from bcd.bookings import (
     ClusterBookings,
     LocalBookings,
     new_id,
+    over,
 )
 from bcd.cluster import ClusterLink
 from bcd.durations import format_duration
@@ -159,15 +160,18 @@ class BookedRuns:
                         booking=cancelled.to_json())
 
     def listing(self, booking: str | None = None) -> list[dict[str, Any]]:
-        """Every booking to come (by time), then the latest decided ones, LISTED at most; or the one named."""
+        """Every booking to come or in progress (by time), then the latest over (decided, or a maintenance window
+        that has ended), LISTED at most; or the one named."""
         if booking is not None:
             found = self.store.get(booking)
             return [] if found is None else [found.to_json()]
+        now = self._clock()
         bookings = sorted(self.store.all(), key=lambda b: (b.at, b.id))
-        coming = [b for b in bookings if b.state is BookingState.BOOKED]
-        decided = sorted((b for b in bookings if b.state is not BookingState.BOOKED),
-                         key=lambda b: b.decided_at or b.at, reverse=True)
-        return [b.to_json() for b in [*coming, *decided][:LISTED]]
+        ends = {b.id: over(b) for b in bookings}
+        coming = [b for b in bookings if (ends[b.id] or now) >= now]
+        past = sorted((b for b in bookings if (ends[b.id] or now) < now), key=lambda b: ends[b.id] or 0.0,
+                      reverse=True)
+        return [b.to_json() for b in [*coming, *past][:LISTED]]
 
     # -- at their time -----------------------------------------------------------------------------------
     async def run(self, ready: asyncio.Event) -> None:

@@ -188,7 +188,12 @@ class MaintenanceCalendar:
             return await self._here_only(intent, str(exc))
         window = Window.booked(booking)
         self._applied.add((window.name, window.start))
-        await self._apply(window, now)
+        refused = await self._apply(window, now)
+        if refused is not None:  # not set here (the journal cannot be written): nowhere, then
+            with contextlib.suppress(BookingsUnavailable):
+                await self._store.change(booking, replace(booking, state=BookingState.CANCELLED, decided_at=now,
+                                                          detail=f"not set on the instance asked: {refused.reason}"))
+            return refused
         replaced = await self._cut_short(intent.service, covered, intent.by, now, keep=booking.id)
         if isinstance(replaced, Refused):
             log.warning("maintenance_not_replaced", window=window.name, reason=replaced.reason)
@@ -357,20 +362,24 @@ class MaintenanceCalendar:
         await self.withdraw(now)
         return min([LOOK_AHEAD, *(window.start - now for window in windows if window.start > now)])
 
-    async def _apply(self, window: Window, now: float) -> None:
+    async def _apply(self, window: Window, now: float) -> Refused | None:
+        """Put the window's sites in maintenance here; the first refusal (each is logged), or None."""
         # at its start, a window gives way only to what is in maintenance now (the later of two overlapping
         # windows is the one refused)
         if not window.force and (blocked := self.leaves_no_site(window, now, upcoming=False)) is not None:
             self._journal(EventKind.MAINTENANCE_WINDOW_REFUSED, window, f"window {window.name}: {blocked}", now)
-            return
+            return Refused(Refusal.CONFLICT, blocked)
+        first = None
         for service, site in self._covered(window):
             intent = StartMaintenance(service, site, window.end - now, window.by if window.source == "booked" else BY,
                                       f"window {window.name}: {window.reason}")
             outcome = await self._operations.perform(intent)
             if isinstance(outcome, Refused):
+                first = first or outcome
                 log.warning("maintenance_window_failed", window=window.name, service=service, site=site,
                             reason=outcome.reason)
         log.info("maintenance_window_started", window=window.name, until=window.end)
+        return first
 
     def _journal(self, kind: EventKind, window: Window, reason: str, now: float) -> None:
         """One event (a window of several services names none: its reason names the one at fault)."""

@@ -224,3 +224,19 @@ async def test_a_booked_maintenance_window_is_listed_and_cancelled_with_the_runs
     assert calendar.windows(T) == []
     await calendar.apply_due(T + 600)
     assert estate.engine.sites[("payroll", "dorset")].maintenance_until is None
+
+
+async def test_a_maintenance_window_that_has_ended_is_listed_after_those_to_come(estate: Estate) -> None:
+    from bcd.maintenance_calendar import MaintenanceCalendar
+    from bcd.operations import BookMaintenance
+
+    calendar = MaintenanceCalendar(estate.base, EngineView(estate.engine), estate.emit, estate.store,
+                                   clock=lambda: estate.now)
+    estate.operations = estate.operations.joined(calendar=calendar)
+    window = await estate.operations.perform(BookMaintenance("payroll", "dorset", T + 60, 600, "olive", "patch"))
+    run = await estate.book(T + 7200)
+    assert isinstance(window, Accepted) and isinstance(run, Accepted) and run.booking is not None
+    assert [b["kind"] for b in estate.booked.listing()] == ["maintenance", "failover"]  # both to come, by time
+    estate.now = T + 1800  # the window has ended (still `booked`: a window's booking stays so)
+    listed = estate.booked.listing()
+    assert [(b["kind"], b["state"]) for b in listed] == [("failover", "booked"), ("maintenance", "booked")]

@@ -4,6 +4,7 @@ as a window, and windows cut short (here or elsewhere) ended for good."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -214,4 +215,17 @@ async def test_a_config_window_ended_on_another_instance_ends_here(estate: Estat
     estate.engine.start_maintenance("payroll", "dorset", 4 * 3600, "window dorset-nights: dorset patching",
                                     "calendar")  # as this instance's engine still has it (the test has one engine)
     await estate.calendar.apply_due(T + 1)
+    assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
+
+
+async def test_maintenance_now_that_cannot_be_set_here_is_booked_nowhere(estate: Estate) -> None:
+    """The journal cannot be written (a full disk, reported by a failed write): the window booked for every
+    instance is cancelled again and the refusal is the engine's."""
+    estate.now = T + 5 * 3600
+    estate.engine.writer.report(sqlite3.OperationalError("database or disk is full"))
+    refused = await estate.calendar.start_now(StartMaintenance("payroll", "dorset", 600, "olive", "patch"))
+    assert isinstance(refused, Refused) and refused.kind is Refusal.UNAVAILABLE, refused
+    assert "database or disk is full" in refused.reason
+    (booking,) = estate.store.all()
+    assert booking.state is BookingState.CANCELLED and booking.detail.startswith("not set on the instance asked: ")
     assert estate.in_maintenance() == {"dorset": None, "hampshire": None}
