@@ -61,7 +61,7 @@ log = structlog.get_logger("bcd.bookings")
 
 MAX_AHEAD = 366 * 86400.0  # seconds: the latest a run may be booked for
 WATCH_EVERY = 1.0  # seconds: the longest the loop sleeps (a booking made elsewhere is seen within this)
-LISTED = 200  # bookings listed: every one to come, then the latest decided
+LISTED = 200  # bookings listed: every one to come or in progress, then the latest over
 PRUNE_EVERY = 3600.0  # seconds between two prunes of the bookings over for KEEP (bcd.bookings), the first at start
 
 

@@ -140,8 +140,8 @@ class Operations:
                           drills=drills or self._drills, bookings=bookings or self._bookings, reload=self._reload)
 
     def bookings(self, booking: str | None = None) -> list[dict[str, Any]]:
-        """The bookings (runs and maintenance windows) to come by time, then the latest decided; or only the one
-        named `booking` (none without bookings)."""
+        """The bookings (runs and maintenance windows) to come or in progress by time, then the latest over; or only
+        the one named `booking` (none without bookings)."""
         return [] if self._bookings is None else self._bookings.listing(booking)
 
     def maintenance_windows(self) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """`bcd bookings …` and `--at`: runs booked for a set time, through the daemon's API.
 
 `bcd failover SERVICE --at TIME --reason …` (and `failback`, and `bcd plan run PLAN --at TIME`) books the run
-instead of starting it; `bcd bookings` lists the bookings (runs and maintenance windows: those to come, then
-the latest decided), `bcd bookings show ID` shows one, `bcd bookings cancel ID` cancels one before its time.
+instead of starting it; `bcd bookings` lists the bookings (runs and maintenance windows: those to come or in
+progress, then the latest over), `bcd bookings show ID` shows one, `bcd bookings cancel ID` cancels one before its time.
 TIME is ISO 8601; without an offset it is this machine's local time (sent to the daemon with the offset).
 
 `bcd.cli` hands in its client plumbing (`ClientKit`), so that this module does not import it back."""
@@ -32,7 +32,7 @@ def add_commands(commands: Any, kit: ClientKit) -> None:
     bookings.add_argument("--json", action="store_true", help="print the API's JSON")
     bookings.set_defaults(handler=kit.api(lambda args: _list(kit, args)))
     actions = bookings.add_subparsers(metavar="ACTION")
-    for name, help_text, handler in (("list", "every booking to come, then the latest decided", _list),
+    for name, help_text, handler in (("list", "every booking to come or in progress, then the latest over", _list),
                                      ("show", "one booking", _show),
                                      ("cancel", "cancel a booking (operator)", _cancel)):
         parser = actions.add_parser(name, help=help_text)

@@ -122,9 +122,10 @@ def paths(op: Any, json_schema: Any, param: Any) -> dict[str, Any]:
         "detail": {"type": "string"}, "booking": BOOKING_SCHEMA}})
     return {
         "/api/v1/bookings": {
-            "get": op("listBookings", "Bookings (runs and maintenance windows): those to come by time, then the "
-                      "latest decided", {"200": json_schema({"type": "object", "required": ["bookings"], "properties": {
-                          "bookings": {"type": "array", "items": BOOKING_SCHEMA}}})}),
+            "get": op("listBookings", "Bookings (runs and maintenance windows): those to come or in progress by "
+                      "time, then the latest over", {"200": json_schema({
+                          "type": "object", "required": ["bookings"], "properties": {
+                              "bookings": {"type": "array", "items": BOOKING_SCHEMA}}})}),
             "post": op("book", "Book a failover, failback or plan run for a set time (operator)", {"201": outcome},
                        body=BookingBody, operator=True)},
         "/api/v1/bookings/{booking}": {"get": op("getBooking", "One booking", {"200": json_schema(BOOKING_SCHEMA)},
