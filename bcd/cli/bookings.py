@@ -2,7 +2,8 @@
 
 `bcd failover SERVICE --at TIME --reason …` (and `failback`, and `bcd plan run PLAN --at TIME`) books the run
 instead of starting it; `bcd bookings` lists the bookings (runs and maintenance windows: those to come or in
-progress, then the latest over), `bcd bookings show ID` shows one, `bcd bookings cancel ID` cancels one before its time.
+progress, then the latest over), `bcd bookings show ID` shows one, `bcd bookings cancel ID` cancels one to come
+(or ends a maintenance window in progress, on every instance).
 TIME is ISO 8601; without an offset it is this machine's local time (sent to the daemon with the offset).
 
 `bcd.cli` hands in its client plumbing (`ClientKit`), so that this module does not import it back."""
@@ -34,7 +35,8 @@ def add_commands(commands: Any, kit: ClientKit) -> None:
     actions = bookings.add_subparsers(metavar="ACTION")
     for name, help_text, handler in (("list", "every booking to come or in progress, then the latest over", _list),
                                      ("show", "one booking", _show),
-                                     ("cancel", "cancel a booking (operator)", _cancel)):
+                                     ("cancel", "cancel a booking to come, or end a maintenance window in progress "
+                                      "(operator)", _cancel)):
         parser = actions.add_parser(name, help=help_text)
         kit.client_arguments(parser)
         parser.add_argument("--json", action="store_true", help="print the API's JSON")
