@@ -198,16 +198,21 @@ def simulate(folder: Path, share: float, seconds: int) -> tuple[Side, Side, Side
     return plain, chained, control, events
 
 
+SECONDS = {0.001: 300, 0.01: 60, 0.05: 60}  # simulated seconds per share: at 0.1 % a minute holds too few commits
+
+
 def main(quick: bool) -> int:
     shares = (0.01,) if quick else (0.001, 0.01, 0.05)
-    seconds, rounds = (5, 1) if quick else (60, ROUNDS)
+    rounds = 1 if quick else ROUNDS
     worst = [-float("inf"), -float("inf")]  # what the chain adds to the whole flush, to the commit alone
-    print(f"journal write cost at {PROBES_PER_SECOND} probes/s, CPU ms per second over {seconds} simulated seconds "
+    print(f"journal write cost at {PROBES_PER_SECOND} probes/s, CPU ms per second over "
+          f"{'5' if quick else ', '.join(str(SECONDS[share]) for share in shares)} simulated seconds "
           f"(plain, chained and a second plain journal flushed in lockstep; the median of {rounds} rounds; "
           f"the seals hashed by "
           f"{'bcd/journal/_chain.c' if HASHING == 'compiled' else 'Python: _chain.c is not built'})")
     with quiet_logging():
         for share in shares:
+            seconds = 5 if quick else SECONDS[share]
             runs, floors = [], []
             for _ in range(rounds):
                 with tempfile.TemporaryDirectory() as tmp:
