@@ -220,7 +220,7 @@ class BookedRuns:
         return min([WATCH_EVERY, *later])
 
     async def _prune(self, now: float) -> None:
-        """The bookings over for KEEP leave the store (a cluster's etcd: a lone instance's journal keeps them)."""
+        """The bookings over for KEEP leave the store (a cluster's etcd, or a lone instance's journal)."""
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
             return
         self._pruned_at = now

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS bookings (id TEXT PRIMARY KEY, at REAL NOT NULL, stat
 GROUP = "bookings"  # the etcd group under the cluster prefix
 SETTLE = 2.0  # seconds a cluster write waits for the watch to show it here (read your writes)
 SETTLE_STEP = 0.01
-KEEP = 30 * 86400.0  # seconds a cluster keeps a booking in etcd once it is over (its events stay in the journals)
+KEEP = 30 * 86400.0  # seconds a booking is kept once it is over (its events stay in the journals)
 
 
 class BookingKind(StrEnum):
@@ -219,8 +219,20 @@ class LocalBookings:
         return True
 
     async def prune(self, before: float) -> int:
-        """None: the journal keeps its bookings rows (its hash chain proves every row it records; they are few)."""
-        return 0
+        """Delete the rows of the bookings over before `before`, chained as deleted on purpose (so `bcd journal
+        verify` expects them gone), in one commit."""
+        gone = [booking.id for booking in self._bookings.values() if (when := over(booking)) is not None
+                and when < before]
+        if not gone:
+            return 0
+        try:
+            self._journal.delete("bookings", f"id IN ({', '.join('?' * len(gone))})", tuple(gone), time.time())
+        except (sqlite3.Error, JournalWriteError) as exc:
+            raise BookingsUnavailable(f"the journal cannot be written: {exc}") from exc
+        for booking_id in gone:
+            del self._bookings[booking_id]
+        self._version += 1
+        return len(gone)
 
     def _write(self, write: Write) -> None:
         """Committed with a full sync and chained in the journal's ledger (bcd.journal.ledger), or

@@ -22,7 +22,8 @@ row of the `ledger` table (seq, at, kind, ref, body, prev, hash), and so are the
 events carried their own (those rows have no `seq`). Both are written in the same transaction as the change they
 record, so a committed change always has its entry; `bcd.journal.ledger_check` reads the two in `seq` order as one chain
 and checks every covered row against its entry (for an updated table: its latest entry). A table is covered by
-listing it in COVERED and writing it through `Journal.apply` (an UPDATE or INSERT with the rows it may touch).
+listing it in COVERED and writing it through `Journal.apply` (an UPDATE or INSERT with the rows it may touch); a
+row of an updated table is deleted on purpose through `Journal.delete`: its latest entry then has the body `null`.
 """
 
 from __future__ import annotations
@@ -317,6 +318,17 @@ class Ledger:
             count += 1
         return count
 
+    def deleted(self, at: float, table: str, where: str, params: tuple[Any, ...]) -> int:
+        """Chain the deletion on purpose of the rows of updated table `table` that `where` selects (an entry each,
+        its body `null`: the row is gone and meant to be), before they are deleted; how many."""
+        assert not COVERED[table][1], f"{table} is append-only: its rows go only with retention"
+        cursor = self._db.execute(f"SELECT * FROM {table} WHERE {where}", params)
+        columns = [column[0] for column in cursor.description]
+        refs = [row_ref(table, dict(zip(columns, values, strict=True))) for values in cursor.fetchall()]
+        for ref in refs:
+            self.append_text(at, table, ref, "null")
+        return len(refs)
+
     def adopt(self, at: float, reason: str) -> dict[str, int]:
         """Start the chain: a `genesis` entry, then one entry per row already in a covered table (their history
         before this moment is not proven, their content from now on is). Returns the rows adopted per table.
@@ -375,6 +387,8 @@ def prune(db: sqlite3.Connection, ledger: Ledger, before: float, now: float) -> 
                            "GROUP BY ref HAVING max(seq) <= ?)", (table, through)).fetchall()
         for (body,) in stale:  # the last recorded state, not the row: a changed row must still show
             last = json.loads(body)
+            if last is None:  # deleted on purpose (`Ledger.deleted`): its entries go, nothing to carry
+                continue
             ledger.append(now, table, row_ref(table, last), last)
             carried += 1
     digest = _hash_of(db, through, inrow)

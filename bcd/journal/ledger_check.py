@@ -194,7 +194,7 @@ def check_database(db: sqlite3.Connection, now: float | None = None) -> Report:
     with _snapshot(db):
         tables = {table: once for table, (_, once) in COVERED.items() if table_exists(db, table)}
         expected = _checkpoint(db) or GENESIS
-        latest: dict[str, dict[str, tuple[int, Mapping[str, Any]]]] = {
+        latest: dict[str, dict[str, tuple[int, Mapping[str, Any] | None]]] = {
             table: {} for table, once in tables.items() if not once}
         appended = {table: _rows(db, table) for table, once in tables.items() if once}
         pending: dict[str, Row | None] = {table: next(rows, None) for table, rows in appended.items()}
@@ -286,7 +286,8 @@ def _match_appended(report: Report, where: tuple[str, int, str], body: Mapping[s
 
 
 def _match_updated(report: Report, db: sqlite3.Connection, table: str,
-                   entries: dict[str, tuple[int, Mapping[str, Any]]]) -> None:
+                   entries: dict[str, tuple[int, Mapping[str, Any] | None]]) -> None:
+    """Each row against its latest entry; a latest entry with the body null records the row deleted on purpose."""
     why = "written outside bcd" if entries else (  # a table with no entry at all may predate its coverage
         f"written outside bcd, or by a bcd that did not chain {table} yet: the daemon adopts those when it starts")
     for ref, row in _rows(db, table):
@@ -294,10 +295,14 @@ def _match_updated(report: Report, db: sqlite3.Connection, table: str,
         found = entries.pop(ref, None)
         if found is None:
             report.add(report.head[0] + 1, f"{table} row {ref} has no ledger entry ({why})")
+        elif found[1] is None:
+            report.add(found[0], f"{table} row {ref} is there although entry {found[0]} records it deleted "
+                                 "(written again outside bcd)")
         else:
             _compare(report, (table, found[0], ref), found[1], row)
-    for ref, (seq, _) in entries.items():
-        report.add(seq, f"{table} row {ref} is missing (entry {seq} records it)")
+    for ref, (seq, body) in entries.items():
+        if body is not None:
+            report.add(seq, f"{table} row {ref} is missing (entry {seq} records it)")
 
 
 def _compare(report: Report, where: tuple[str, int, str], body: Mapping[str, Any], row: Mapping[str, Any]) -> None:

@@ -188,6 +188,15 @@ class Journal:
                     self.ledger.rows(at, write.table, write.where, write.where_params)
         return cursor
 
+    def delete(self, table: str, where: str, params: tuple[Any, ...], at: float) -> int:
+        """Delete on purpose the rows of covered, updated table `table` that `where` selects, each chained as deleted
+        (bcd.journal.ledger: `verify` then expects it gone), in one committed transaction; how many."""
+        with self.transaction():
+            if self.ledger is not None:
+                self.ledger.deleted(at, table, where, params)
+            count: int = self._db.execute(f"DELETE FROM {table} WHERE {where}", params).rowcount
+        return count
+
     def prune(self, before: float, now: float) -> dict[str, Any] | None:
         """Retention (bcd.journal.ledger.prune), committed: the checkpoint's body, or None when nothing was pruned."""
         if self.ledger is None:

@@ -1,5 +1,7 @@
 """bcd.bookings: the lone instance's store on a real SQLite journal — bookings survive a reopen (a restart), a
-change is a compare-and-swap (a stale copy changes nothing), a taken id is refused; bookings round-trip as JSON; bookings are chained in the journal's ledger, so a changed booking is named."""
+change is a compare-and-swap (a stale copy changes nothing), a taken id is refused; bookings round-trip as JSON;
+bookings are chained in the journal's ledger, so a changed booking is named; those over are pruned as deleted on
+purpose, and the journal still verifies."""
 
 from __future__ import annotations
 
@@ -74,8 +76,29 @@ def test_a_booking_is_over_once_decided_or_once_its_window_has_ended() -> None:
     assert over(replace(WINDOW, state=BookingState.CANCELLED, decided_at=2500.0)) == 2500.0  # cut short
 
 
-async def test_a_lone_instance_keeps_its_bookings_rows(tmp_path: Path) -> None:
-    """Its journal's hash chain proves every bookings row it records: none is pruned."""
-    store = LocalBookings(Journal(tmp_path / "bcd.sqlite"))
-    assert await store.add(replace(RUN, state=BookingState.STARTED, decided_at=3001.0))
-    assert await store.prune(1e12) == 0 and [b.id for b in store.all()] == [RUN.id]
+async def test_a_lone_instance_prunes_its_bookings_as_deleted_on_purpose_and_verify_agrees(tmp_path: Path) -> None:
+    """Rows of bookings over before the cut are deleted with a ledger entry each saying so: the journal still
+    verifies, the others stay, a reopen keeps the pruning; a deleted row written back by hand is named."""
+    path = tmp_path / "bcd.sqlite"
+    journal = Journal(path)
+    store = LocalBookings(journal)
+    old = replace(RUN, state=BookingState.STARTED, decided_at=3001.0)
+    assert await store.add(old) and await store.add(WINDOW)  # the window: over at 5600
+    assert await store.add(replace(RUN, id="00000005", at=9000.0))  # to come
+    version = store.version
+    assert await store.prune(5000.0) == 1 and store.version == version + 1
+    assert sorted(b.id for b in store.all()) == ["00000005", WINDOW.id]
+    assert await store.prune(5000.0) == 0
+    journal.close()
+    assert sorted(b.id for b in LocalBookings(Journal(path)).all()) == ["00000005", WINDOW.id]
+    with contextlib.closing(open_readonly(path)) as db:
+        report = check_database(db)
+    assert report.problems == [] and report.rows == 2
+    with contextlib.closing(sqlite3.connect(path)) as db:  # written back outside bcd
+        db.execute("INSERT INTO bookings (id, at, state, data) VALUES (?, ?, ?, ?)",
+                   (old.id, old.at, old.state.value, old.encode().decode()))
+        db.commit()
+    with contextlib.closing(open_readonly(path)) as db:
+        (problem,) = check_database(db).problems
+    assert problem[1] == (f"bookings row {old.id} is there although entry {problem[0]} records it deleted (written "
+                          "again outside bcd)")

@@ -187,6 +187,23 @@ def test_pruning_keeps_what_remains_verifiable_and_the_runs(tmp_path: Path) -> N
     assert kinds == ["events", "runs", "steps", "steps", "checkpoint"]
 
 
+def test_a_row_deleted_on_purpose_verifies_and_its_entries_are_pruned_with_nothing_carried(tmp_path: Path) -> None:
+    """`Journal.delete` chains each row's deletion (body null): verify expects the row gone. Retention then drops
+    those entries like any other and carries nothing forward for the row (the steps stay)."""
+    path = tmp_path / "j.sqlite"
+    journal = written(path)
+    assert journal.delete("runs", "service = ?", ("payroll",), 9.0) == 1
+    assert journal.delete("runs", "service = ?", ("payroll",), 9.5) == 0
+    assert check(path).problems == []
+    with journal.transaction(sync=False):
+        journal.append(Event(EventKind.SITE_TRANSITION, 2e9, "payroll", "dorset", "much later", DOWN))
+    pruned = journal.prune(before=1.9e9, now=2e9 + 1)
+    assert pruned is not None and pruned["carried"] == 2  # the two steps; the deleted run: nothing
+    journal.close()
+    report = check(path)
+    assert report.problems == [] and report.rows == 1 + 2
+
+
 @needs_sqlite3
 def test_after_pruning_a_changed_checkpoint_or_a_deleted_first_entry_is_named(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
