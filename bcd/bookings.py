@@ -23,6 +23,8 @@ import json
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -225,10 +227,8 @@ class LocalBookings:
                 and when < before]
         if not gone:
             return 0
-        try:
+        with _writing():
             self._journal.delete("bookings", f"id IN ({', '.join('?' * len(gone))})", tuple(gone), time.time())
-        except (sqlite3.Error, JournalWriteError) as exc:
-            raise BookingsUnavailable(f"the journal cannot be written: {exc}") from exc
         for booking_id in gone:
             del self._bookings[booking_id]
         self._version += 1
@@ -237,10 +237,17 @@ class LocalBookings:
     def _write(self, write: Write) -> None:
         """Committed with a full sync and chained in the journal's ledger (bcd.journal.ledger), or
         BookingsUnavailable."""
-        try:
+        with _writing():
             self._journal.apply(write, time.time())
-        except (sqlite3.Error, JournalWriteError) as exc:
-            raise BookingsUnavailable(f"the journal cannot be written: {exc}") from exc
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    """A write to the journal: its failure raised as BookingsUnavailable."""
+    try:
+        yield
+    except (sqlite3.Error, JournalWriteError) as exc:
+        raise BookingsUnavailable(f"the journal cannot be written: {exc}") from exc
 
 
 class ClusterBookings:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -251,11 +251,8 @@ class MaintenanceCalendar:
                 continue
             new = (replace(booking, sites=left, ended_by=by) if left else replace(
                 booking, state=BookingState.CANCELLED, decided_at=now, detail=f"ended by {by}", ended_by=by))
-            try:
-                if not await self._store.change(booking, new):
-                    return Refused(Refusal.CONFLICT, f"window {booking.name} changed meanwhile: try again")
-            except BookingsUnavailable as exc:
-                return Refused(Refusal.UNAVAILABLE, f"window {booking.name} cannot be ended for every instance: {exc}")
+            if (refused := await self._stored(booking.name, self._store.change(booking, new))) is not None:
+                return refused
             changed += 1
         return changed
 
@@ -275,15 +272,22 @@ class MaintenanceCalendar:
                           now, state=BookingState.CANCELLED, service=service, sites=ended,
                           duration=window.end - window.start, name=window.name, decided_at=now,
                           detail=f"ended by {by}", ended_by=by)
-            try:
-                done = (await self._store.add(new) if old is None else await self._store.change(old, replace(
-                    old, sites=tuple(sorted({*old.sites, *ended})), decided_at=now, ended_by=by)))
-            except BookingsUnavailable as exc:
-                return Refused(Refusal.UNAVAILABLE, f"window {window.name} cannot be ended for every instance: {exc}")
-            if not done:
-                return Refused(Refusal.CONFLICT, f"window {window.name} changed meanwhile: try again")
+            write = self._store.add(new) if old is None else self._store.change(old, replace(
+                old, sites=tuple(sorted({*old.sites, *ended})), decided_at=now, ended_by=by))
+            if (refused := await self._stored(window.name, write)) is not None:
+                return refused
             changed += 1
         return changed
+
+    @staticmethod
+    async def _stored(name: str | None, write: Awaitable[bool]) -> Refused | None:
+        """A window's booking written to the store (a compare-and-swap): None, or why not."""
+        try:
+            if await write:
+                return None
+        except BookingsUnavailable as exc:
+            return Refused(Refusal.UNAVAILABLE, f"window {name} cannot be ended for every instance: {exc}")
+        return Refused(Refusal.CONFLICT, f"window {name} changed meanwhile: try again")
 
     def _ended(self, window: Window, service: str) -> Booking | None:
         """The record that config window `window` (this occurrence) was ended at some sites of `service`."""

@@ -322,9 +322,9 @@ class Ledger:
         """Chain the deletion on purpose of the rows of updated table `table` that `where` selects (an entry each,
         its body `null`: the row is gone and meant to be), before they are deleted; how many."""
         assert not COVERED[table][1], f"{table} is append-only: its rows go only with retention"
-        cursor = self._db.execute(f"SELECT * FROM {table} WHERE {where}", params)
-        columns = [column[0] for column in cursor.description]
-        refs = [row_ref(table, dict(zip(columns, values, strict=True))) for values in cursor.fetchall()]
+        keys = COVERED[table][0]
+        refs = ["/".join(str(value) for value in values)  # row_ref, of the key columns alone
+                for values in self._db.execute(f"SELECT {', '.join(keys)} FROM {table} WHERE {where}", params)]
         for ref in refs:
             self.append_text(at, table, ref, "null")
         return len(refs)
