@@ -55,8 +55,9 @@ for dir in etc var; do
     mount -t overlay overlay -o "lowerdir=/$dir,upperdir=$staging/$dir.upper,workdir=$staging/$dir.work" "/$dir"
 done
 mount -t tmpfs -o mode=755 tmpfs /run
-mkdir -p /run/systemd/system /run/bcd-test/python /run/bcd-test/src /run/bcd-test/site-packages /run/bcd-test/dev
-for pair in "$prefix:python" "$repo:src" "$site:site-packages"; do
+mkdir -p /run/systemd/system /run/bcd-test/python /run/bcd-test/src/bcd /run/bcd-test/site-packages /run/bcd-test/dev
+# the package, not the checkout: a checkout made by `mktemp -d` is root-only (0700), and a bind mount keeps its mode
+for pair in "$prefix:python" "$repo/bcd:src/bcd" "$site:site-packages"; do
     mount --bind "${pair%:*}" "/run/bcd-test/${pair##*:}"
     mount -o remount,bind,ro "/run/bcd-test/${pair##*:}"
 done
